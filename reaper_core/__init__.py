@@ -1,0 +1,1 @@
+"""Anomaly Reaper core library."""

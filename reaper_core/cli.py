@@ -1,0 +1,252 @@
+"""The ``anomaly-reaper`` command line: run, ingest, fit, score, export, configure, demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import pipeline, store
+from .config import Settings, load_settings, save_settings
+from .errors import ReaperError
+
+APP = Path(__file__).resolve().parent.parent / "app.py"
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        Path(args.config) if args.config else None,
+        db_url=args.db_url, embedder=getattr(args, "embedder", None),
+    )
+
+
+def _progress_bar(desc: str):
+    bar = tqdm(total=100, desc=desc, unit="%", leave=False, file=sys.stderr,
+               disable=not sys.stderr.isatty() and os.environ.get("CI") == "true")
+
+    def update(stage: str, fraction: float, message: str) -> None:
+        bar.set_postfix_str(f"{stage}: {message}"[:60])
+        bar.n = int(100 * (pipeline.STAGES.index(stage) + fraction) / len(pipeline.STAGES)
+                    if stage in pipeline.STAGES else bar.n)
+        bar.refresh()
+
+    return bar, update
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    env = dict(os.environ, ANOMALY_REAPER_DB_URL=settings.db_url,
+               ANOMALY_REAPER_EMBEDDER=settings.embedder)
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP),
+           "--server.address", args.host, "--server.port", str(args.port),
+           "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    print(f"Anomaly Reaper dashboard on http://{args.host}:{args.port} "
+          f"(database {settings.db_url})")
+    return subprocess.call(cmd, env=env, cwd=APP.parent)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    engine = store.make_engine(settings.db_url)
+    files = pipeline.expand_paths(args.paths)
+    if not files:
+        raise ReaperError("no files match the given paths")
+    embedder = pipeline.get_embedder(settings.embedder, settings)
+    report = pipeline.IngestReport()
+    with tqdm(files, desc="ingest", unit="file", file=sys.stderr) as outer:
+        for p in outer:
+            outer.set_postfix_str(p.name[:40])
+            bar, update = _progress_bar(p.name[:30])
+            result = pipeline.ingest_file(engine, p, settings, embedder=embedder,
+                                          progress=update, stored_path=str(p.resolve()))
+            bar.close()
+            report.results.append(result)
+            if result.status == "error":
+                tqdm.write(f"error: {result.message}", file=sys.stderr)
+    pipeline.finish_batch(engine, report, settings, fit_if_missing=not args.no_fit)
+    for r in report.results:
+        extra = f", {r.n_anomalies} anomalies" if r.n_anomalies is not None else ""
+        line = f"{r.status:9s} {r.name}: {r.message}{extra}" if r.status != "error" else (
+            f"{r.status:9s} {r.message}")
+        print(line)
+    print(f"summary: {report.count('added')} added, {report.count('duplicate')} duplicate, "
+          f"{report.count('error')} failed" + (", model fitted" if report.fitted else ""))
+    return 0 if report.ok else 1
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    engine = store.make_engine(settings.db_url)
+    bar = tqdm(total=100, desc="fit", unit="%", file=sys.stderr)
+
+    def update(stage: str, fraction: float, message: str) -> None:
+        bar.n = int(100 * fraction)
+        bar.set_postfix_str(f"{stage}: {message}"[:50])
+        bar.refresh()
+
+    row = pipeline.fit_model(engine, settings, progress=update,
+                             n_components=args.n_components)
+    bar.close()
+    print(f"model {row.id}: embedder {row.embedder}, {row.n_components} components, "
+          f"{row.n_train} cutouts, threshold {row.threshold:.4g} "
+          f"({row.threshold_mode} {row.threshold_value:g})")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    engine = store.make_engine(settings.db_url)
+    model = pipeline.current(engine, settings.embedder)
+    if model is None:
+        raise ReaperError("no model yet: run `anomaly-reaper fit` (or ingest some files) first")
+    if args.mode or args.value is not None:
+        pipeline.set_threshold(engine, model[0].id, args.mode or model[0].threshold_mode,
+                               model[0].threshold_value if args.value is None else args.value)
+        model = pipeline.current(engine, settings.embedder)
+    n = pipeline.score_pending(engine, model)
+    df = pipeline.export_table(engine, model[0].id, model[0].threshold)
+    print(f"model {model[0].id}: scored {n} new cutouts; threshold {model[0].threshold:.4g} "
+          f"({model[0].threshold_mode} {model[0].threshold_value:g}); "
+          f"{int(df.is_anomaly.sum())} of {len(df)} cutouts are anomalies")
+    if args.top:
+        top = df.sort_values("score", ascending=False).head(args.top)
+        print(top[["cutout_id", "file", "x", "y", "score", "is_anomaly"]].to_string(index=False))
+    if args.explain:
+        _explain(engine, model, args.explain)
+    return 0
+
+
+def _explain(engine, model, n: int) -> None:
+    from .explain import explain_cutouts
+
+    df = pipeline.export_table(engine, model[0].id, model[0].threshold)
+    top = df.sort_values("score", ascending=False).head(n)
+    for cid, text in explain_cutouts(engine, model, top.cutout_id.tolist()).items():
+        print(f"cutout {cid}: {text}")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    engine = store.make_engine(settings.db_url)
+    df = pipeline.export_table(engine)
+    if args.anomalies_only:
+        df = df[df.is_anomaly]
+    path = pipeline.write_export(df, args.output, args.format)
+    print(f"wrote {len(df)} rows to {path}")
+    return 0
+
+
+def cmd_configure(args: argparse.Namespace) -> int:
+    updates = {k: v for k, v in {
+        "db_url": args.db_url, "embedder": args.embedder, "threshold_mode": args.threshold_mode,
+        "threshold_value": args.threshold, "models_dir": args.models_dir,
+        "uploads_dir": args.uploads_dir, "vertex_project": args.vertex_project,
+        "vertex_location": args.vertex_location, "patch_size": args.patch_size,
+    }.items() if v is not None}
+    path = Path(args.config) if args.config else None
+    if updates:
+        written = save_settings(updates, path)
+        print(f"saved {', '.join(sorted(updates))} to {written}")
+    settings = load_settings(path)
+    for k, v in settings.to_dict().items():
+        print(f"{k} = {v}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import write_demo_files
+
+    settings = _settings(args)
+    folder = Path(args.folder or Path(settings.uploads_dir) / "demo")
+    files = write_demo_files(folder, size=args.size)
+    print(f"wrote {len(files)} demo files to {folder}")
+    engine = store.make_engine(settings.db_url)
+    report = pipeline.ingest_paths(engine, files, settings)
+    for r in report.results:
+        print(f"{r.status:9s} {r.name}: {r.message}")
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db-url", help="SQLAlchemy database URL (default: SQLite under data/)")
+    common.add_argument("--config", help="config file (default: data/config.toml)")
+
+    p = argparse.ArgumentParser(
+        prog="anomaly-reaper",
+        description="Find anomalies in TESS full-frame images. Settings also come from "
+                    "ANOMALY_REAPER_<SETTING> environment variables.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", parents=[common], help="start the dashboard")
+    r.add_argument("--host", default="127.0.0.1")
+    r.add_argument("--port", type=int, default=8501)
+    r.set_defaults(func=cmd_run)
+
+    i = sub.add_parser("ingest", parents=[common], help="ingest FITS files, folders or globs")
+    i.add_argument("paths", nargs="+", help="files, folders (searched recursively) or globs")
+    i.add_argument("--embedder", help="embedder name (local, stats, hog, vertex)")
+    i.add_argument("--no-fit", action="store_true", help="do not fit a model when there is none")
+    i.set_defaults(func=cmd_ingest)
+
+    f = sub.add_parser("fit", parents=[common], help="re-fit the model on every cutout, re-score")
+    f.add_argument("--embedder")
+    f.add_argument("--n-components", type=float,
+                   help="components (≥ 1) or explained-variance fraction (< 1)")
+    f.set_defaults(func=cmd_fit)
+
+    s = sub.add_parser("score", parents=[common],
+                       help="score unscored cutouts; optionally set the threshold")
+    s.add_argument("--embedder")
+    s.add_argument("--mode", choices=["sigma", "percentile", "absolute"])
+    s.add_argument("--value", type=float, help="k, percentile or absolute score")
+    s.add_argument("--top", type=int, default=0, help="print the N highest-scoring cutouts")
+    s.add_argument("--explain", type=int, default=0,
+                   help="explain why the N highest-scoring cutouts are anomalous")
+    s.set_defaults(func=cmd_score)
+
+    e = sub.add_parser("export", parents=[common], help="export every cutout as CSV/FITS/VOTable")
+    e.add_argument("-o", "--output", required=True)
+    e.add_argument("--format", choices=["csv", "fits", "votable"])
+    e.add_argument("--anomalies-only", action="store_true")
+    e.set_defaults(func=cmd_export)
+
+    c = sub.add_parser("configure", parents=[common], help="show or save settings")
+    c.add_argument("--embedder")
+    c.add_argument("--threshold-mode", choices=["sigma", "percentile", "absolute"])
+    c.add_argument("--threshold", type=float)
+    c.add_argument("--models-dir")
+    c.add_argument("--uploads-dir")
+    c.add_argument("--vertex-project")
+    c.add_argument("--vertex-location")
+    c.add_argument("--patch-size", type=int)
+    c.set_defaults(func=cmd_configure)
+
+    d = sub.add_parser("demo", parents=[common], help="write and ingest the demo data set")
+    d.add_argument("--folder")
+    d.add_argument("--size", type=int, default=1024, help="side of the simulated frames, px")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ReaperError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

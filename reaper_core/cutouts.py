@@ -1,0 +1,147 @@
+"""Cutouts: fixed-size patches around positions, and display stretches.
+
+Patches are always ``size × size``; near the frame's edge (or the science region's edge) the
+window is shifted inwards, so patches hold only real pixels. Stretches come from
+:mod:`astropy.visualization`.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from astropy.visualization import (
+    AsinhStretch,
+    ImageNormalize,
+    LinearStretch,
+    LogStretch,
+    MinMaxInterval,
+    PercentileInterval,
+    SqrtStretch,
+    ZScaleInterval,
+)
+from PIL import Image
+
+STRETCHES = ("asinh", "sqrt", "linear", "log", "zscale")
+
+
+def extract_cutouts(
+    data: np.ndarray, x: np.ndarray, y: np.ndarray, size: int = 32,
+    region: tuple[slice, slice] | None = None,
+) -> np.ndarray:
+    """Cut ``size × size`` patches around (x, y).
+
+    Near an edge the window is shifted inwards so that it stays inside the frame (or the
+    science ``region``): the object is then off-centre, but every pixel is real. Only a frame
+    smaller than ``size`` leaves NaN padding.
+
+    Parameters
+    ----------
+    data : ndarray, shape (ny, nx)
+        Image.
+    x, y : ndarray, shape (n,)
+        0-based centres (column, row), pixels; rounded to the nearest pixel.
+    size : int
+        Patch side, pixels.
+    region : tuple of slice, optional
+        Only pixels inside this region are used.
+
+    Returns
+    -------
+    ndarray, shape (n, size, size), float32
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    ny, nx = data.shape
+    r0, r1 = (region[0].start or 0, region[0].stop or ny) if region else (0, ny)
+    c0, c1 = (region[1].start or 0, region[1].stop or nx) if region else (0, nx)
+    sub = np.asarray(data[r0:r1, c0:c1], dtype=np.float32)
+    h, w = sub.shape
+    if h < size or w < size:
+        padded = np.full((max(h, size), max(w, size)), np.nan, dtype=np.float32)
+        padded[:h, :w] = sub
+        sub, h, w = padded, padded.shape[0], padded.shape[1]
+    half = size // 2
+    iy = np.clip(np.round(y - r0).astype(np.int64) - half, 0, h - size)
+    ix = np.clip(np.round(x - c0).astype(np.int64) - half, 0, w - size)
+    offs = np.arange(size)
+    rows = iy[:, None, None] + offs[None, :, None]
+    cols = ix[:, None, None] + offs[None, None, :]
+    return sub[rows, cols]
+
+
+def fill_nan(patches: np.ndarray) -> np.ndarray:
+    """Replace NaN in each patch by that patch's median (0 if all NaN); shape kept."""
+    patches = np.asarray(patches, dtype=np.float32)
+    bad = ~np.isfinite(patches)
+    if not bad.any():
+        return patches
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(patches.reshape(len(patches), -1), axis=1)
+    med = np.where(np.isfinite(med), med, 0.0).astype(np.float32)
+    out = patches.copy()
+    out[bad] = np.broadcast_to(med[:, None, None], patches.shape)[bad]
+    return out
+
+
+def normalize(patch: np.ndarray, stretch: str = "asinh") -> np.ndarray:
+    """Scale a patch to [0, 1] for display with an astropy stretch.
+
+    Parameters
+    ----------
+    patch : ndarray, shape (h, w)
+    stretch : {"asinh", "sqrt", "linear", "log", "zscale"}
+        ``zscale`` uses IRAF's zscale interval with a linear stretch; the others use the
+        99.5 % percentile interval.
+
+    Returns
+    -------
+    ndarray, shape (h, w), float32 in [0, 1]; NaN pixels become 0.
+    """
+    if stretch not in STRETCHES:
+        raise ValueError(f"stretch must be one of {STRETCHES}, not {stretch!r}")
+    p = np.asarray(patch, dtype=np.float32)
+    finite = np.isfinite(p)
+    if not finite.any():
+        return np.zeros(p.shape, np.float32)
+    interval = ZScaleInterval() if stretch == "zscale" else PercentileInterval(99.5)
+    vmin, vmax = interval.get_limits(p[finite])
+    if not vmax > vmin:
+        vmin, vmax = MinMaxInterval().get_limits(p[finite])
+    if not vmax > vmin:
+        return np.zeros(p.shape, np.float32)
+    s = {"asinh": AsinhStretch(0.1), "sqrt": SqrtStretch(), "linear": LinearStretch(),
+         "log": LogStretch(), "zscale": LinearStretch()}[stretch]
+    norm = ImageNormalize(vmin=vmin, vmax=vmax, stretch=s, clip=True)
+    out = np.asarray(norm(np.where(finite, p, vmin)), dtype=np.float32)
+    return np.nan_to_num(out, nan=0.0)
+
+
+def to_uint8(patch: np.ndarray, stretch: str = "asinh") -> np.ndarray:
+    """Stretched 8-bit version of a patch, shape (h, w), dtype uint8."""
+    return (normalize(patch, stretch) * 255.0 + 0.5).astype(np.uint8)
+
+
+def to_png(patch: np.ndarray, stretch: str = "asinh", upscale: int = 1,
+           cmap: str | None = None) -> bytes:
+    """PNG bytes of a stretched patch, optionally enlarged ``upscale`` times (nearest).
+
+    ``cmap`` names a matplotlib colour map; None gives grey levels.
+    """
+    img8 = to_uint8(patch, stretch)
+    if cmap and cmap != "gray":
+        from matplotlib import colormaps
+
+        rgb = (colormaps[cmap](img8 / 255.0)[..., :3] * 255).astype(np.uint8)
+        pil = Image.fromarray(rgb, mode="RGB")
+    else:
+        pil = Image.fromarray(img8, mode="L")
+    if upscale > 1:
+        pil = pil.resize((pil.width * upscale, pil.height * upscale), Image.NEAREST)
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG")
+    return buf.getvalue()

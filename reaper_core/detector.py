@@ -1,0 +1,233 @@
+"""Detector: PCA reconstruction error, in scikit-learn style.
+
+The embeddings are standardised, projected on the first principal components and mapped back;
+the score of a sample is its mean squared reconstruction error in standardised units. A sample is
+an anomaly when its score exceeds the threshold, which is derived from the training scores in one
+of three modes and can be changed at any time without re-fitting:
+
+``sigma``       mean + k·σ of the training scores (default k = 2)
+``percentile``  the given percentile of the training scores
+``absolute``    the value itself
+
+Models are saved as ``.npz`` arrays (loaded with ``allow_pickle=False``) plus JSON; never pickle.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.decomposition import PCA
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted
+
+from .errors import ModelError
+
+THRESHOLD_MODES = ("sigma", "percentile", "absolute")
+_ARRAYS = ("mean_", "scale_", "components_", "pca_mean_", "explained_variance_ratio_",
+           "train_scores_")
+
+
+def threshold_from_scores(scores: np.ndarray, mode: str, value: float) -> float:
+    """Absolute score threshold for ``mode`` and ``value`` given reference scores, shape (n,)."""
+    scores = np.asarray(scores, dtype=float)
+    if mode == "absolute":
+        return float(value)
+    if scores.size == 0:
+        raise ModelError("no reference scores to derive a threshold from")
+    if mode == "sigma":
+        return float(scores.mean() + value * scores.std())
+    if mode == "percentile":
+        if not 0 < value < 100:
+            raise ValueError("a percentile threshold must lie strictly between 0 and 100")
+        return float(np.percentile(scores, value))
+    raise ValueError(f"threshold mode must be one of {THRESHOLD_MODES}, not {mode!r}")
+
+
+class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
+    """Rank samples by PCA reconstruction error.
+
+    Parameters
+    ----------
+    n_components : int or float, default 0.9
+        Number of components (int ≥ 1) or the fraction of variance to explain (0 < float < 1).
+    threshold_mode : {"sigma", "percentile", "absolute"}, default "sigma"
+    threshold_value : float, default 2.0
+        k for ``sigma``, the percentile for ``percentile``, the score for ``absolute``.
+    random_state : int, default 0
+
+    Attributes
+    ----------
+    n_components_ : int
+    explained_variance_ratio_ : ndarray, shape (n_components_,)
+    train_scores_ : ndarray, shape (n_train,)
+        Scores of the training samples, the reference for the threshold.
+    threshold_ : float
+        Absolute score threshold.
+    """
+
+    def __init__(self, n_components: float = 0.9, threshold_mode: str = "sigma",
+                 threshold_value: float = 2.0, random_state: int = 0) -> None:
+        self.n_components = n_components
+        self.threshold_mode = threshold_mode
+        self.threshold_value = threshold_value
+        self.random_state = random_state
+
+    # -- fitting -----------------------------------------------------------------------------
+    def fit(self, X: np.ndarray, y: Any = None) -> PCAAnomalyDetector:
+        """Fit the scaler and PCA to embeddings ``X`` of shape (n_samples, n_features)."""
+        X = self._check_X(X, fitting=True)
+        n, d = X.shape
+        if n < 3:
+            raise ModelError(f"need at least 3 cutouts to fit a model, got {n}")
+        scaler = StandardScaler().fit(X)
+        self.mean_ = scaler.mean_.astype(np.float64)
+        self.scale_ = scaler.scale_.astype(np.float64)
+        Z = (X - self.mean_) / self.scale_
+        nc = self.n_components
+        limit = min(n - 1, d)
+        if isinstance(nc, float) and 0 < nc < 1:
+            pca = PCA(n_components=nc, svd_solver="full", random_state=self.random_state)
+        else:
+            k = int(nc)
+            if k < 1:
+                raise ValueError("n_components must be ≥ 1 or a fraction in (0, 1)")
+            solver = "randomized" if k < 0.8 * limit and n > 500 else "full"
+            pca = PCA(n_components=min(k, limit), svd_solver=solver,
+                      random_state=self.random_state)
+        pca.fit(Z)
+        self.components_ = pca.components_.astype(np.float64)
+        self.pca_mean_ = pca.mean_.astype(np.float64)
+        self.explained_variance_ratio_ = pca.explained_variance_ratio_.astype(np.float64)
+        self.n_components_ = int(pca.n_components_)
+        self.n_features_in_ = d
+        self.train_scores_ = self.score_samples(X)
+        self.set_threshold(self.threshold_mode, self.threshold_value)
+        return self
+
+    def set_threshold(self, mode: str | None = None, value: float | None = None,
+                      reference: np.ndarray | None = None) -> float:
+        """Change the threshold without re-fitting; returns the new absolute threshold.
+
+        ``reference`` scores (e.g. every stored cutout) replace the training scores as the basis
+        of ``sigma`` and ``percentile`` thresholds when given.
+        """
+        mode = mode or self.threshold_mode
+        value = self.threshold_value if value is None else float(value)
+        ref = self.train_scores_ if reference is None else reference
+        self.threshold_ = threshold_from_scores(ref, mode, value)
+        self.threshold_mode, self.threshold_value = mode, value
+        return self.threshold_
+
+    # -- scoring -----------------------------------------------------------------------------
+    def _check_X(self, X: np.ndarray, fitting: bool = False) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2:
+            raise ValueError(f"expected a 2-D array of embeddings, got shape {X.shape}")
+        if not fitting:
+            check_is_fitted(self, "components_")
+            if X.shape[1] != self.n_features_in_:
+                raise ModelError(
+                    f"embeddings have {X.shape[1]} features but the model expects "
+                    f"{self.n_features_in_}; re-fit the model for this embedder"
+                )
+        return np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0)
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """Principal-component coordinates, shape (n_samples, n_components_)."""
+        Z = (self._check_X(X) - self.mean_) / self.scale_
+        return (Z - self.pca_mean_) @ self.components_.T
+
+    def residuals(self, X: np.ndarray) -> np.ndarray:
+        """Reconstruction residual per feature in standardised units, shape (n, n_features)."""
+        Z = (self._check_X(X) - self.mean_) / self.scale_
+        T = (Z - self.pca_mean_) @ self.components_.T
+        return Z - (T @ self.components_ + self.pca_mean_)
+
+    def score_samples(self, X: np.ndarray) -> np.ndarray:
+        """Mean squared reconstruction error per sample, shape (n_samples,); higher = odder."""
+        R = self.residuals(X)
+        return np.mean(R * R, axis=1)
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Score minus threshold, shape (n_samples,): positive for anomalies."""
+        return self.score_samples(X) - self.threshold_
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """-1 for anomalies and 1 for inliers (scikit-learn's outlier convention)."""
+        return np.where(self.score_samples(X) > self.threshold_, -1, 1)
+
+    def explain(self, X: np.ndarray, feature_names: list[str] | None = None,
+                top: int = 5) -> list[list[tuple[str, float]]]:
+        """The features that carry most of each sample's reconstruction error.
+
+        Returns, per sample, up to ``top`` pairs (feature name, share of the error in [0, 1]).
+        """
+        R = self.residuals(X) ** 2
+        names = feature_names or [f"f{i}" for i in range(R.shape[1])]
+        out = []
+        for row in R:
+            total = row.sum() or 1.0
+            idx = np.argsort(row)[::-1][:top]
+            out.append([(names[i], float(row[i] / total)) for i in idx])
+        return out
+
+    # -- persistence -------------------------------------------------------------------------
+    def to_bytes(self) -> tuple[bytes, str]:
+        """Serialise to (npz bytes, JSON text) — plain arrays and plain values only."""
+        check_is_fitted(self, "components_")
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **{k: getattr(self, k) for k in _ARRAYS})
+        meta = {
+            "format": "anomaly-reaper-pca/1",
+            "n_components": self.n_components,
+            "n_components_": self.n_components_,
+            "n_features_in_": self.n_features_in_,
+            "threshold_mode": self.threshold_mode,
+            "threshold_value": self.threshold_value,
+            "threshold_": self.threshold_,
+            "random_state": self.random_state,
+        }
+        return buf.getvalue(), json.dumps(meta)
+
+    @classmethod
+    def from_bytes(cls, arrays: bytes, meta_json: str) -> PCAAnomalyDetector:
+        """Rebuild a model from :meth:`to_bytes` output. Never unpickles."""
+        try:
+            meta = json.loads(meta_json)
+            if meta.get("format") != "anomaly-reaper-pca/1":
+                raise ModelError("not an anomaly-reaper PCA model")
+            with np.load(io.BytesIO(arrays), allow_pickle=False) as npz:
+                data = {k: np.asarray(npz[k], dtype=np.float64) for k in _ARRAYS}
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"saved model cannot be read ({exc})") from None
+        model = cls(n_components=meta["n_components"], threshold_mode=meta["threshold_mode"],
+                    threshold_value=meta["threshold_value"], random_state=meta["random_state"])
+        for k, v in data.items():
+            setattr(model, k, v)
+        model.n_components_ = int(meta["n_components_"])
+        model.n_features_in_ = int(meta["n_features_in_"])
+        model.threshold_ = float(meta["threshold_"])
+        return model
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``<path>.npz`` and ``<path>.json``; returns the JSON path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays, meta = self.to_bytes()
+        path.with_suffix(".npz").write_bytes(arrays)
+        path.with_suffix(".json").write_text(meta)
+        return path.with_suffix(".json")
+
+    @classmethod
+    def load(cls, path: str | Path) -> PCAAnomalyDetector:
+        """Read a model written by :meth:`save`."""
+        path = Path(path)
+        return cls.from_bytes(path.with_suffix(".npz").read_bytes(),
+                              path.with_suffix(".json").read_text())

@@ -1,0 +1,374 @@
+"""TESS-like simulated full-frame images and injected anomalies.
+
+The simulator gives tests, the demo and the benchmarks TESS-specific pixels without a download:
+21 arcsec pixels with a TAN WCS, a 0.9 px Gaussian PSF, a power-law magnitude distribution,
+zodiacal sky with a scattered-light gradient, shot and read noise, saturated stars with bleed
+columns, the SPOC layout's collateral pixels and SPOC- or TICA-style headers.
+
+:func:`inject_anomalies` adds eight kinds of anomaly at random positions and returns where each
+one is, so detection quality can be measured (``benchmarks/quality.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
+
+#: Kinds of anomaly :func:`inject_anomalies` can add.
+ANOMALY_KINDS = (
+    "streak", "cosmic_ray", "bleed_column", "diffuse_blob", "ring_ghost",
+    "bad_column", "flare", "close_blend",
+)
+PIXEL_SCALE_ARCSEC = 21.0
+EXPOSURE_S = 200.0
+#: Flux of a Tmag = 10 star, electrons per second (TESS instrument handbook, rounded).
+ZERO_POINT_E_PER_S = 15_000.0
+#: Full-well saturation of one pixel in an FFI co-add, electrons.
+SATURATION_E = 1.5e7
+SCIENCE = 2048
+COLLATERAL = (30, 44, 44)  # smear rows on top, virtual columns left and right
+
+
+@dataclass
+class Anomaly:
+    """One injected anomaly: its kind, centre (0-based x, y) and bounding box (x0, y0, x1, y1)."""
+
+    kind: str
+    x: float
+    y: float
+    box: tuple[float, float, float, float]
+
+
+@dataclass
+class SimulatedFFI:
+    """A simulated frame: ``image`` (e-/s, float32, full array) and what is in it."""
+
+    image: np.ndarray
+    wcs: WCS
+    stars: Table
+    sector: int
+    camera: int
+    ccd: int
+    tstart: float
+    science: tuple[slice, slice]
+    anomalies: list[Anomaly] = field(default_factory=list)
+
+
+def _psf_stamps(x: np.ndarray, y: np.ndarray, flux: np.ndarray, sigma: float, half: int):
+    """Pixel indices and values of Gaussian PSF stamps, (n, k, k) each."""
+    ix, iy = np.round(x).astype(int), np.round(y).astype(int)
+    off = np.arange(-half, half + 1)
+    gx = ix[:, None, None] + off[None, None, :]
+    gy = iy[:, None, None] + off[None, :, None]
+    dx = gx - x[:, None, None]
+    dy = gy - y[:, None, None]
+    psf = np.exp(-(dx**2 + dy**2) / (2 * sigma**2)) / (2 * np.pi * sigma**2)
+    gy, gx = np.broadcast_arrays(gy, gx)
+    return gy, gx, psf * flux[:, None, None]
+
+
+def add_sources(img: np.ndarray, x, y, flux, sigma: float = 0.9, half: int = 6) -> None:
+    """Add Gaussian point sources (``flux`` in image units, summed over the PSF) in place."""
+    x, y, flux = (np.atleast_1d(np.asarray(v, dtype=float)) for v in (x, y, flux))
+    gy, gx, val = _psf_stamps(x, y, flux, sigma, half)
+    ok = (gy >= 0) & (gy < img.shape[0]) & (gx >= 0) & (gx < img.shape[1])
+    np.add.at(img, (gy[ok], gx[ok]), val[ok])
+
+
+def _tan_wcs(ra: float, dec: float, ny: int, nx: int, rotation_deg: float) -> WCS:
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [ra, dec]
+    w.wcs.crpix = [nx / 2 + 0.5, ny / 2 + 0.5]
+    scale = PIXEL_SCALE_ARCSEC / 3600.0
+    c, s = np.cos(np.radians(rotation_deg)), np.sin(np.radians(rotation_deg))
+    w.wcs.cd = scale * np.array([[-c, s], [s, c]])
+    return w
+
+
+def simulate_ffi(
+    size: int = SCIENCE,
+    n_stars: int | None = None,
+    *,
+    seed: int = 0,
+    collateral: bool | None = None,
+    n_saturated: int = 3,
+    sector: int = 42,
+    camera: int = 1,
+    ccd: int = 1,
+    background: float = 100.0,
+) -> SimulatedFFI:
+    """Simulate one TESS-like FFI.
+
+    Parameters
+    ----------
+    size : int
+        Side of the square science region, pixels (2048 for a real FFI).
+    n_stars : int, optional
+        Number of stars; default scales 3,000 per 2048² with the area.
+    seed : int
+        Random seed; the same seed gives the same image.
+    collateral : bool, optional
+        Add SPOC collateral (virtual columns and smear rows) around the science region;
+        by default only for full-size frames.
+    n_saturated : int
+        Number of stars bright enough to saturate and bleed along their column.
+    background : float
+        Zodiacal sky, e-/s per pixel; a scattered-light gradient up to 1.5× this is added.
+
+    Returns
+    -------
+    SimulatedFFI
+        ``image`` in e-/s, float32, shape (size + 30, size + 88) with collateral.
+    """
+    rng = np.random.default_rng(seed)
+    collateral = size == SCIENCE if collateral is None else collateral
+    n_stars = n_stars if n_stars is not None else int(3000 * size * size / SCIENCE**2)
+    top, left, right = COLLATERAL if collateral else (0, 0, 0)
+    ny, nx = size + top, size + left + right
+    sci = (slice(0, size), slice(left, left + size))
+
+    # Sky: zodiacal level plus a scattered-light glow from one corner (e- per exposure).
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    corner = rng.integers(0, 4)
+    gx, gy = (xx, 1 - xx)[corner % 2], (yy, 1 - yy)[corner // 2]
+    sky = background * (1.0 + 1.5 * np.exp(-3.0 * (gx**2 + gy**2)))
+    electrons = np.zeros((size, size), np.float64)
+
+    # Stars: N(<m) ∝ 10^(0.3 m) between Tmag 7 and 18.
+    a, b = 10 ** (0.3 * 7), 10 ** (0.3 * 18)
+    tmag = np.log10(a + rng.random(n_stars) * (b - a)) / 0.3
+    tmag[:n_saturated] = rng.uniform(2.5, 4.0, min(n_saturated, n_stars))
+    flux = ZERO_POINT_E_PER_S * 10 ** (-0.4 * (tmag - 10)) * EXPOSURE_S
+    sx = rng.uniform(3, size - 3, n_stars)
+    sy = rng.uniform(3, size - 3, n_stars)
+    sigma = 0.9
+    add_sources(electrons, sx, sy, flux, sigma=sigma)
+    electrons += sky * EXPOSURE_S
+    _bleed(electrons, sx[:n_saturated], sy[:n_saturated], flux[:n_saturated])
+    electrons = rng.poisson(np.clip(electrons, 0, None)).astype(np.float64)
+    electrons += rng.normal(0, 10.0 * np.sqrt(EXPOSURE_S / 2.0), electrons.shape)
+
+    image = np.zeros((ny, nx), np.float32)
+    image[sci] = (electrons / EXPOSURE_S).astype(np.float32)
+    if collateral:
+        image[:, :left] = rng.normal(0.0, 0.7, (ny, left))
+        image[:, left + size:] = rng.normal(0.0, 0.7, (ny, right))
+        image[size:, left:left + size] = rng.normal(0.0, 0.7, (top, size))
+
+    wcs = _tan_wcs(rng.uniform(0, 360), rng.uniform(-80, 80), size, size, rng.uniform(0, 360))
+    # WCS of the full array: shift the reference pixel by the left collateral columns.
+    wcs.wcs.crpix = [wcs.wcs.crpix[0] + left, wcs.wcs.crpix[1]]
+    stars = Table(
+        {"x": sx + left, "y": sy, "tmag": tmag, "flux": flux / EXPOSURE_S},
+    )
+    return SimulatedFFI(
+        image=image, wcs=wcs, stars=stars, sector=sector, camera=camera, ccd=ccd,
+        tstart=2400.0 + 27.4 * (sector - 42), science=sci,
+    )
+
+
+def _bleed(img: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np.ndarray) -> None:
+    """Clip saturated pixels and spread the excess charge along their columns, in place."""
+    for xi, yi, f in zip(np.round(x).astype(int), np.round(y).astype(int), flux, strict=True):
+        half = int(min(img.shape[0] // 4, np.ceil(0.5 * f / SATURATION_E)))
+        col = slice(max(xi - 1, 0), min(xi + 2, img.shape[1]))
+        rows = slice(max(yi - half, 0), min(yi + half + 1, img.shape[0]))
+        img[rows, xi] = np.maximum(img[rows, xi], SATURATION_E)
+        img[rows, col] = np.maximum(img[rows, col], 0.3 * SATURATION_E)
+    np.minimum(img, SATURATION_E, out=img)
+
+
+def inject_anomalies(
+    sim: SimulatedFFI,
+    n_per_kind: int = 4,
+    *,
+    kinds: tuple[str, ...] = ANOMALY_KINDS,
+    seed: int = 1,
+    noise: float | None = None,
+) -> list[Anomaly]:
+    """Add anomalies of each kind at random positions in the science region, in place.
+
+    Parameters
+    ----------
+    sim : SimulatedFFI
+        Frame to modify; ``sim.anomalies`` is extended.
+    n_per_kind : int
+        How many of each kind.
+    seed : int
+        Random seed for positions and shapes.
+    noise : float, optional
+        Sky noise of the frame (image units); estimated robustly when not given.
+
+    Returns
+    -------
+    list of Anomaly
+        What was injected, in 0-based pixel coordinates of ``sim.image``.
+    """
+    added = inject_into_image(sim.image, sim.science, n_per_kind, kinds=kinds, seed=seed,
+                              noise=noise, stars=sim.stars)
+    sim.anomalies.extend(added)
+    return added
+
+
+def _robust_noise(img: np.ndarray) -> float:
+    vals = img[np.isfinite(img)]
+    med = np.median(vals)
+    return float(1.4826 * np.median(np.abs(vals - med))) or 1.0
+
+
+def inject_into_image(
+    img: np.ndarray,
+    region: tuple[slice, slice] | None = None,
+    n_per_kind: int = 4,
+    *,
+    kinds: tuple[str, ...] = ANOMALY_KINDS,
+    seed: int = 1,
+    noise: float | None = None,
+    stars: Table | None = None,
+    margin: int = 24,
+) -> list[Anomaly]:
+    """Inject anomalies into any 2-D image in place (real pixels too); see :func:`inject_anomalies`.
+
+    Amplitudes scale with the image's robust noise σ, so the same call works on a TESS frame in
+    e-/s and on the Hubble Deep Field in 8-bit counts. ``flare`` brightens a known star from
+    ``stars`` (columns x, y, flux) when given, otherwise the brightest local maximum nearby.
+    """
+    rng = np.random.default_rng(seed)
+    region = region or (slice(0, img.shape[0]), slice(0, img.shape[1]))
+    y0, y1 = region[0].start or 0, region[0].stop or img.shape[0]
+    x0, x1 = region[1].start or 0, region[1].stop or img.shape[1]
+    sig = noise or _robust_noise(img[region])
+    peak = float(np.nanpercentile(img[region], 99.9))
+    taken: list[tuple[float, float]] = []
+    out: list[Anomaly] = []
+
+    def place() -> tuple[float, float]:
+        for _ in range(200):
+            x = rng.uniform(x0 + margin, x1 - margin)
+            y = rng.uniform(y0 + margin, y1 - margin)
+            if all((x - a) ** 2 + (y - b) ** 2 > (2.5 * margin) ** 2 for a, b in taken):
+                taken.append((x, y))
+                return x, y
+        taken.append((x, y))
+        return x, y
+
+    yy_cache: dict[int, np.ndarray] = {}
+
+    def grid(cx: float, cy: float, half: int):
+        if half not in yy_cache:
+            yy_cache[half] = np.mgrid[-half:half + 1, -half:half + 1]
+        gy, gx = yy_cache[half]
+        iy, ix = round(cy), round(cx)
+        sl = (slice(iy - half, iy + half + 1), slice(ix - half, ix + half + 1))
+        return sl, gx + ix - cx, gy + iy - cy
+
+    for kind in kinds:
+        for _ in range(n_per_kind):
+            x, y = place()
+            if kind == "streak":
+                length, angle = rng.uniform(25, 40), rng.uniform(0, np.pi)
+                t = np.linspace(-length / 2, length / 2, int(length * 3))
+                px, py = x + t * np.cos(angle), y + t * np.sin(angle)
+                add_sources(img, px, py, np.full(t.size, 4 * sig), sigma=0.8, half=3)
+                hx, hy = abs(np.cos(angle)) * length / 2, abs(np.sin(angle)) * length / 2
+                box = (x - hx, y - hy, x + hx, y + hy)
+            elif kind == "cosmic_ray":
+                n = rng.integers(3, 9)
+                cx = np.round(x + np.cumsum(rng.integers(-1, 2, n))).astype(int)
+                cy = np.round(y + np.cumsum(rng.integers(-1, 2, n))).astype(int)
+                img[cy, cx] += rng.uniform(40, 120, n) * sig
+                box = (cx.min(), cy.min(), cx.max(), cy.max())
+            elif kind == "bleed_column":
+                half = int(rng.integers(10, 25))
+                ix, iy = round(x), round(y)
+                level = max(peak * 3, 200 * sig)
+                img[iy - half:iy + half + 1, ix] = level
+                img[iy - half:iy + half + 1, ix - 1:ix + 2:2] += 0.3 * level
+                box = (ix - 1, iy - half, ix + 1, iy + half)
+            elif kind == "diffuse_blob":
+                sl, dx, dy = grid(x, y, 14)
+                a_ax, b_ax = rng.uniform(4, 7), rng.uniform(2.5, 4)
+                th = rng.uniform(0, np.pi)
+                u = dx * np.cos(th) + dy * np.sin(th)
+                v = -dx * np.sin(th) + dy * np.cos(th)
+                img[sl] += 3 * sig * np.exp(-0.5 * ((u / a_ax) ** 2 + (v / b_ax) ** 2))
+                box = (x - a_ax, y - a_ax, x + a_ax, y + a_ax)
+            elif kind == "ring_ghost":
+                sl, dx, dy = grid(x, y, 14)
+                r0 = rng.uniform(6, 10)
+                r = np.hypot(dx, dy)
+                img[sl] += 3 * sig * np.exp(-0.5 * ((r - r0) / 1.0) ** 2)
+                box = (x - r0, y - r0, x + r0, y + r0)
+            elif kind == "bad_column":
+                half = int(rng.integers(15, 30))
+                ix, iy = round(x), round(y)
+                img[iy - half:iy + half + 1, ix] += rng.choice([-1, 1]) * 8 * sig
+                box = (ix, iy - half, ix, iy + half)
+            elif kind == "flare":
+                if stars is not None and len(stars):
+                    inside = ((stars["x"] > x0 + margin) & (stars["x"] < x1 - margin)
+                              & (stars["y"] > y0 + margin) & (stars["y"] < y1 - margin)
+                              & (stars["flux"] > 10 * sig) & (stars["flux"] < 300 * sig))
+                    idx = np.flatnonzero(inside)
+                    star = stars[int(rng.choice(idx))] if idx.size else None
+                else:
+                    star = None
+                factor = rng.uniform(5, 50)
+                if star is not None:
+                    taken[-1] = (float(star["x"]), float(star["y"]))
+                    x, y = float(star["x"]), float(star["y"])
+                    add_sources(img, [x], [y], [float(star["flux"]) * (factor - 1)])
+                else:
+                    add_sources(img, [x], [y], [factor * 20 * sig])
+                box = (x - 1, y - 1, x + 1, y + 1)
+            elif kind == "close_blend":
+                sep, th = rng.uniform(1.5, 3.0), rng.uniform(0, np.pi)
+                f = rng.uniform(30, 100) * sig
+                add_sources(img, [x, x + sep * np.cos(th)], [y, y + sep * np.sin(th)], [f, f])
+                box = (x - 1, y - 1, x + sep + 1, y + sep + 1)
+            else:
+                raise ValueError(f"unknown anomaly kind {kind!r}")
+            out.append(Anomaly(kind, float(x), float(y), tuple(float(v) for v in box)))
+    return out
+
+
+def write_spoc(sim: SimulatedFFI, path: str | Path) -> Path:
+    """Write ``sim`` as a SPOC-style FFI: empty primary with SECTOR/CAMERA/CCD, image in HDU 1."""
+    primary = fits.PrimaryHDU()
+    h = primary.header
+    h["TELESCOP"] = "TESS"
+    h["INSTRUME"] = "TESS Photometer"
+    h["SECTOR"], h["CAMERA"], h["CCD"] = sim.sector, sim.camera, sim.ccd
+    h["ORIGIN"] = "anomaly-reaper simulator"
+    hdu = fits.ImageHDU(sim.image, header=sim.wcs.to_header(), name="CAMERA.CCD")
+    hdu.header["TSTART"] = (sim.tstart, "observation start, BTJD")
+    hdu.header["TSTOP"] = (sim.tstart + EXPOSURE_S / 86400.0, "observation stop, BTJD")
+    hdu.header["EXPOSURE"] = (EXPOSURE_S / 86400.0, "days")
+    hdu.header["BUNIT"] = "electrons/s"
+    path = Path(path)
+    fits.HDUList([primary, hdu]).writeto(path, overwrite=True)
+    return path
+
+
+def write_tica(sim: SimulatedFFI, path: str | Path, min_flux: float = 50.0) -> Path:
+    """Write ``sim`` as a TICA-style FFI: image in HDU 0, star table (FLXCOL/FLXROW) in HDU 1."""
+    primary = fits.PrimaryHDU(sim.image, header=sim.wcs.to_header())
+    h = primary.header
+    h["TELESCOP"] = "TESS"
+    h["SECTOR"], h["CAMNUM"], h["CCDNUM"] = sim.sector, sim.camera, sim.ccd
+    h["STARTTJD"] = sim.tstart
+    h["ENDTJD"] = sim.tstart + EXPOSURE_S / 86400.0
+    bright = sim.stars[sim.stars["flux"] > min_flux]
+    table = fits.BinTableHDU(
+        Table({"FLXCOL": bright["x"] + 1.0, "FLXROW": bright["y"] + 1.0,
+               "TMAG": bright["tmag"]}), name="STARS",
+    )
+    path = Path(path)
+    fits.HDUList([primary, table]).writeto(path, overwrite=True)
+    return path

@@ -1,0 +1,185 @@
+"""Sources: where to cut patches.
+
+The file's own star table is used when it has one; segmentation of the background-subtracted
+image (photutils) finds everything else — stars, but also streaks, blobs, bleed columns and
+hot-pixel clusters, since a segment need not be point-like. A grid mode tiles the frame instead.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.convolution import Gaussian2DKernel, convolve
+from astropy.stats import SigmaClip
+from photutils.background import Background2D, MedianBackground
+from photutils.segmentation import detect_sources
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from .fits_reader import FitsImage
+
+
+@dataclass
+class Sources:
+    """Positions to cut around.
+
+    Attributes
+    ----------
+    x, y : ndarray, shape (n,)
+        0-based pixel coordinates (column, row) of each centre.
+    origin : ndarray of str, shape (n,)
+        ``catalog``, ``segment`` or ``grid``.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    origin: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.x.size)
+
+
+def estimate_background(
+    data: np.ndarray, box_size: int = 64, filter_size: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sigma-clipped 2-D background and its RMS, both shape ``data.shape``, image units."""
+    box = int(min(box_size, max(8, min(data.shape) // 4)))
+    mask = ~np.isfinite(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bkg = Background2D(
+            data, box, filter_size=filter_size, mask=mask, sigma_clip=SigmaClip(sigma=3.0),
+            bkg_estimator=MedianBackground(), exclude_percentile=50.0,
+        )
+    return bkg.background, bkg.background_rms
+
+
+def detect_segments(
+    data: np.ndarray,
+    *,
+    nsigma: float = 3.0,
+    npixels: int = 5,
+    box_size: int = 64,
+    max_sources: int = 20_000,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Detect connected objects above ``nsigma`` times the local background RMS.
+
+    Parameters
+    ----------
+    data : ndarray, shape (ny, nx)
+        Image; NaN pixels are ignored.
+    nsigma : float
+        Detection threshold in units of the background RMS, per pixel.
+    npixels : int
+        Minimum number of connected pixels of a detection.
+    box_size : int
+        Background mesh size, pixels.
+    max_sources : int
+        Keep at most this many detections, the brightest first.
+
+    Returns
+    -------
+    x, y : ndarray, shape (n,)
+        Flux-weighted centroids, 0-based pixels.
+    """
+    filled = np.where(np.isfinite(data), data, np.nanmedian(data)).astype(np.float32)
+    background, rms = estimate_background(filled, box_size=box_size)
+    sub = filled - background
+    kernel = Gaussian2DKernel(1.0, x_size=5, y_size=5)
+    kernel.normalize()
+    smoothed = convolve(sub, kernel, normalize_kernel=False, boundary="extend")
+    # The smoothed image's noise is lower than the raw noise by the kernel's norm.
+    threshold = nsigma * rms * float(np.sqrt((kernel.array**2).sum()))
+    segm = detect_sources(smoothed, threshold, n_pixels=npixels)
+    if segm is None:
+        return np.empty(0), np.empty(0)
+    labels = segm.data
+    index = np.arange(1, segm.n_labels + 1)
+    weights = np.clip(sub, 0, None)
+    flux = ndimage.sum_labels(weights, labels, index)
+    rows, cols = np.indices(labels.shape, sparse=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        yc = ndimage.sum_labels(weights * rows, labels, index) / flux
+        xc = ndimage.sum_labels(weights * cols, labels, index) / flux
+    ok = np.isfinite(xc) & np.isfinite(yc)
+    xc, yc, flux = xc[ok], yc[ok], flux[ok]
+    if xc.size > max_sources:
+        keep = np.argsort(flux)[::-1][:max_sources]
+        xc, yc = xc[keep], yc[keep]
+    return xc, yc
+
+
+def grid_positions(shape: tuple[int, int], step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centres of a regular tiling with ``step`` pixels between them, shape (n,) each."""
+    ny, nx = shape
+    ys = np.arange(step / 2 - 0.5, ny - step / 2 + 0.5, step)
+    xs = np.arange(step / 2 - 0.5, nx - step / 2 + 0.5, step)
+    gx, gy = np.meshgrid(xs, ys)
+    return gx.ravel(), gy.ravel()
+
+
+def find_sources(
+    image: FitsImage,
+    method: str = "auto",
+    *,
+    patch_size: int = 32,
+    nsigma: float = 3.0,
+    npixels: int = 5,
+    merge_radius: float = 3.0,
+) -> Sources:
+    """Find the positions to cut around in ``image``.
+
+    Parameters
+    ----------
+    image : FitsImage
+        The image and, for TICA files, its star table.
+    method : {"auto", "catalog", "segment", "grid"}
+        ``auto`` uses the star table when there is one and adds every segmentation detection
+        farther than ``merge_radius`` pixels from a catalogue star; ``catalog`` uses only the
+        table; ``segment`` only detection; ``grid`` tiles the frame every ``patch_size`` pixels.
+    patch_size : int
+        Grid step for ``grid``, pixels.
+    nsigma, npixels : float, int
+        Detection threshold (background RMS units) and minimum area (pixels).
+    merge_radius : float
+        Detections this close to a catalogue star are the same object, pixels.
+
+    Returns
+    -------
+    Sources
+        Positions inside the image's science region.
+    """
+    region = image.valid or (slice(0, image.shape[0]), slice(0, image.shape[1]))
+    oy, ox = region[0].start or 0, region[1].start or 0
+    science = image.data[region]
+    if method == "grid":
+        x, y = grid_positions(science.shape, patch_size)
+        return Sources(x + ox, y + oy, np.full(x.size, "grid"))
+    if method not in ("auto", "catalog", "segment"):
+        raise ValueError(f"unknown source method {method!r}")
+
+    xs, ys, origin = [], [], []
+    cat = image.catalog if method in ("auto", "catalog") else None
+    if cat is not None and len(cat):
+        inside = ((cat[:, 0] >= ox) & (cat[:, 0] < ox + science.shape[1])
+                  & (cat[:, 1] >= oy) & (cat[:, 1] < oy + science.shape[0]))
+        cat = cat[inside]
+        xs.append(cat[:, 0])
+        ys.append(cat[:, 1])
+        origin.append(np.full(len(cat), "catalog"))
+    if method == "segment" or (method == "auto") or (method == "catalog" and cat is None):
+        if not (method == "catalog" and cat is not None):
+            sx, sy = detect_segments(science, nsigma=nsigma, npixels=npixels)
+            sx, sy = sx + ox, sy + oy
+            if cat is not None and len(cat) and sx.size:
+                dist, _ = cKDTree(cat).query(np.column_stack([sx, sy]))
+                far = dist > merge_radius
+                sx, sy = sx[far], sy[far]
+            xs.append(sx)
+            ys.append(sy)
+            origin.append(np.full(sx.size, "segment"))
+    if not xs:
+        return Sources(np.empty(0), np.empty(0), np.empty(0, dtype="<U7"))
+    return Sources(np.concatenate(xs), np.concatenate(ys), np.concatenate(origin))

@@ -1,0 +1,309 @@
+"""Store: SQLModel tables and the few queries everything else uses.
+
+SQLite by default (WAL journal, a long busy timeout, foreign keys on); any SQLAlchemy URL works,
+PostgreSQL included. Each ingested file is written in one transaction, so a failure — or a killed
+process — leaves nothing of that file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Column, Index, LargeBinary, event, func, insert, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Field, Session, SQLModel, create_engine, select
+
+T = TypeVar("T")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class FitsFile(SQLModel, table=True):
+    """One ingested file, identified by the SHA-256 of its bytes."""
+
+    __tablename__ = "fits_file"
+    id: int | None = Field(default=None, primary_key=True)
+    sha256: str = Field(max_length=64, unique=True, index=True)
+    name: str
+    stored_path: str | None = None
+    size_bytes: int = 0
+    layout: str = "plain"
+    sector: int | None = Field(default=None, index=True)
+    camera: int | None = None
+    ccd: int | None = None
+    tstart: float | None = None
+    tstop: float | None = None
+    date_obs: str | None = None
+    ny: int = 0
+    nx: int = 0
+    header_json: str = "{}"
+    wcs_header: str | None = None
+    source_method: str = "auto"
+    patch_size: int = 32
+    n_cutouts: int = 0
+    preview_png: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    ingested_at: datetime = Field(default_factory=_now)
+
+
+class Cutout(SQLModel, table=True):
+    """One patch: where it is, what it looks like, its metadata."""
+
+    __tablename__ = "cutout"
+    __table_args__ = (Index("ix_cutout_sector_cam_ccd", "sector", "camera", "ccd"),)
+    id: int | None = Field(default=None, primary_key=True)
+    file_id: int = Field(foreign_key="fits_file.id", index=True, ondelete="CASCADE")
+    x: float
+    y: float
+    ra: float | None = None
+    dec: float | None = None
+    sector: int | None = None
+    camera: int | None = None
+    ccd: int | None = None
+    time: float | None = None
+    origin: str = "segment"
+    patch_size: int = 32
+    patch: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class Embedding(SQLModel, table=True):
+    """A cutout's embedding under one embedder (float32 bytes)."""
+
+    __tablename__ = "embedding"
+    cutout_id: int = Field(foreign_key="cutout.id", primary_key=True, ondelete="CASCADE")
+    embedder: str = Field(primary_key=True, max_length=64)
+    vector: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class DetectorModel(SQLModel, table=True):
+    """A fitted detector, saved as npz arrays and JSON (never pickle)."""
+
+    __tablename__ = "detector_model"
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=_now)
+    embedder: str
+    n_components_requested: float
+    n_components: int
+    n_train: int
+    threshold_mode: str
+    threshold_value: float
+    threshold: float
+    explained_variance_json: str = "[]"
+    arrays: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    meta_json: str
+    is_current: bool = Field(default=False, index=True)
+
+
+class Score(SQLModel, table=True):
+    """A cutout's score under one model."""
+
+    __tablename__ = "score"
+    __table_args__ = (Index("ix_score_model_score", "model_id", "score"),)
+    model_id: int = Field(foreign_key="detector_model.id", primary_key=True, ondelete="CASCADE")
+    cutout_id: int = Field(foreign_key="cutout.id", primary_key=True, ondelete="CASCADE")
+    score: float
+
+
+class Label(SQLModel, table=True):
+    """A person's label for a cutout."""
+
+    __tablename__ = "label"
+    cutout_id: int = Field(foreign_key="cutout.id", primary_key=True, ondelete="CASCADE")
+    label: str = Field(max_length=32)
+    note: str = ""
+    updated_at: datetime = Field(default_factory=_now)
+
+
+LABELS = ("anomaly", "artefact", "normal", "interesting")
+
+
+def make_engine(url: str) -> Engine:
+    """Engine for ``url`` with the tables created; SQLite gets WAL and a 60 s busy timeout."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    with_retry(lambda: SQLModel.metadata.create_all(engine))
+    return engine
+
+
+def with_retry(fn: Callable[[], T], attempts: int = 8, delay: float = 0.2) -> T:
+    """Run ``fn``, retrying when the database reports it is locked or busy."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except OperationalError as exc:
+            msg = str(exc).lower()
+            if i == attempts - 1 or not ("locked" in msg or "busy" in msg or "deadlock" in msg):
+                raise
+            time.sleep(delay * (2**i))
+    raise AssertionError("unreachable")
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session that commits on success and rolls back on any error."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def to_bytes(a: np.ndarray) -> bytes:
+    """float32 bytes of an array."""
+    return np.ascontiguousarray(a, dtype=np.float32).tobytes()
+
+
+def patch_array(blob: bytes, size: int) -> np.ndarray:
+    """Patch bytes back to an array of shape (size, size), float32."""
+    return np.frombuffer(blob, dtype=np.float32).reshape(size, size)
+
+
+def file_by_sha(session: Session, sha: str) -> FitsFile | None:
+    return session.exec(select(FitsFile).where(FitsFile.sha256 == sha)).first()
+
+
+def insert_cutouts(session: Session, rows: list[dict[str, Any]]) -> list[int]:
+    """Bulk-insert cutout rows and return their ids in order."""
+    if not rows:
+        return []
+    result = session.execute(
+        insert(Cutout).returning(Cutout.id, sort_by_parameter_order=True), rows
+    )
+    return [r[0] for r in result]
+
+
+def insert_embeddings(session: Session, ids: list[int], embedder: str, X: np.ndarray) -> None:
+    if ids:
+        session.execute(insert(Embedding), [
+            {"cutout_id": i, "embedder": embedder, "vector": to_bytes(v)}
+            for i, v in zip(ids, X, strict=True)
+        ])
+
+
+def insert_scores(session: Session, model_id: int, ids: list[int], scores: np.ndarray) -> None:
+    if ids:
+        session.execute(insert(Score), [
+            {"model_id": model_id, "cutout_id": i, "score": float(s)}
+            for i, s in zip(ids, scores, strict=True)
+        ])
+
+
+def current_model(session: Session, embedder: str | None = None) -> DetectorModel | None:
+    """The model marked current (for ``embedder`` when given), or None."""
+    q = select(DetectorModel).where(DetectorModel.is_current == True)  # noqa: E712
+    if embedder:
+        q = q.where(DetectorModel.embedder == embedder)
+    return session.exec(q.order_by(DetectorModel.id.desc())).first()
+
+
+def load_embeddings(session: Session, embedder: str,
+                    only_unscored_for: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(cutout ids, shape (n,); vectors, shape (n, d)) for every cutout embedded by ``embedder``."""
+    q = select(Embedding.cutout_id, Embedding.vector).where(Embedding.embedder == embedder)
+    if only_unscored_for is not None:
+        scored = select(Score.cutout_id).where(Score.model_id == only_unscored_for)
+        q = q.where(Embedding.cutout_id.not_in(scored))
+    rows = session.execute(q.order_by(Embedding.cutout_id)).all()
+    if not rows:
+        return np.empty(0, dtype=np.int64), np.empty((0, 0), np.float32)
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    X = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+    return ids, X
+
+
+def cutouts_without_embedding(session: Session, embedder: str) -> list[tuple[int, bytes, int]]:
+    """(id, patch bytes, patch size) of cutouts that ``embedder`` has not embedded yet."""
+    have = select(Embedding.cutout_id).where(Embedding.embedder == embedder)
+    q = select(Cutout.id, Cutout.patch, Cutout.patch_size).where(Cutout.id.not_in(have))
+    return [tuple(r) for r in session.execute(q.order_by(Cutout.id)).all()]
+
+
+def cutout_table(engine: Engine, model_id: int | None) -> pd.DataFrame:
+    """Every cutout with its file, metadata, score under ``model_id`` and label (no pixels).
+
+    Columns: cutout_id, file_id, file, x, y, ra, dec, sector, camera, ccd, time, origin,
+    score, label, note. One row per cutout.
+    """
+    score_join = (
+        "LEFT JOIN score s ON s.cutout_id = c.id AND s.model_id = :mid" if model_id
+        else "LEFT JOIN (SELECT NULL AS cutout_id, NULL AS score) s ON 1 = 0"
+    )
+    sql = text(
+        "SELECT c.id AS cutout_id, c.file_id, f.name AS file, c.x, c.y, c.ra, c.dec, "
+        "c.sector, c.camera, c.ccd, c.time, c.origin, s.score, l.label, l.note "
+        "FROM cutout c JOIN fits_file f ON f.id = c.file_id "
+        f"{score_join} LEFT JOIN label l ON l.cutout_id = c.id ORDER BY c.id"
+    )
+    with engine.connect() as conn:
+        df = pd.read_sql(sql, conn, params={"mid": model_id} if model_id else {})
+    for col in ("sector", "camera", "ccd"):
+        df[col] = df[col].astype("Int64")
+    df["score"] = df["score"].astype(float)
+    return df
+
+
+def totals(engine: Engine) -> dict[str, int]:
+    """Counts of files, cutouts and models."""
+    with Session(engine) as s:
+        return {
+            "files": s.exec(select(func.count()).select_from(FitsFile)).one(),
+            "cutouts": s.exec(select(func.count()).select_from(Cutout)).one(),
+            "models": s.exec(select(func.count()).select_from(DetectorModel)).one(),
+        }
+
+
+def set_label(engine: Engine, cutout_id: int, label: str | None, note: str = "") -> None:
+    """Set (or with ``label=None`` remove) a person's label on a cutout."""
+    if label is not None and label not in LABELS:
+        raise ValueError(f"label must be one of {LABELS}")
+    with session_scope(engine) as s:
+        existing = s.get(Label, cutout_id)
+        if label is None:
+            if existing:
+                s.delete(existing)
+            return
+        if existing:
+            existing.label, existing.note, existing.updated_at = label, note, _now()
+        else:
+            s.add(Label(cutout_id=cutout_id, label=label, note=note))
+
+
+def get_cutouts(engine: Engine, ids: list[int]) -> dict[int, tuple[np.ndarray, Cutout]]:
+    """Patches (size, size) and rows of the given cutouts, keyed by id."""
+    if not ids:
+        return {}
+    with Session(engine) as s:
+        rows = s.exec(select(Cutout).where(Cutout.id.in_([int(i) for i in ids]))).all()
+    return {r.id: (patch_array(r.patch, r.patch_size), r) for r in rows}
+
+
+def file_header(engine: Engine, file_id: int) -> dict[str, Any]:
+    with Session(engine) as s:
+        f = s.get(FitsFile, file_id)
+        return json.loads(f.header_json) if f else {}

@@ -1,0 +1,65 @@
+"""Uploads: store user-supplied files under the uploads folder, never anywhere else."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import unicodedata
+from pathlib import Path
+
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fz", ".fits.gz", ".fit.gz", ".fts.gz")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def safe_filename(name: str, max_length: int = 120) -> str:
+    """A display- and disk-safe version of a user-supplied file name.
+
+    Directory parts, NUL and control characters, and anything outside ``[A-Za-z0-9._+-]`` are
+    dropped or replaced; Unicode is folded to ASCII; the result is never empty, never starts with
+    a dot and is at most ``max_length`` characters, keeping the suffix.
+    """
+    name = (name or "").replace("\x00", "")
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    name = _UNSAFE.sub("_", name).strip("._") or "upload"
+    if len(name) > max_length:
+        lower = name.lower()
+        suffix = next((s for s in FITS_SUFFIXES[::-1] if lower.endswith(s)), "")
+        if lower.endswith(".gz"):
+            suffix = next((s for s in FITS_SUFFIXES if lower.endswith(s) and ".gz" in s), suffix)
+        name = name[: max_length - len(suffix)] + suffix
+    return name
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_upload(name: str, data: bytes, uploads_dir: str | Path) -> Path:
+    """Write uploaded bytes to ``uploads_dir/<sha256[:16]>_<safe name>`` atomically.
+
+    The same bytes always land at the same path, so a repeated upload writes nothing new.
+    """
+    root = Path(uploads_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(data).hexdigest()
+    target = (root / f"{digest[:16]}_{safe_filename(name)}").resolve()
+    if target.parent != root:  # defence in depth; safe_filename already prevents this
+        raise ValueError("upload name escapes the uploads folder")
+    if not target.exists():
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=".part-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return target
