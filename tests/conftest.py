@@ -1,0 +1,74 @@
+"""Shared fixtures: real pixels (Hubble Deep Field) and small TESS-like simulated FFIs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from reaper_core.config import Settings
+from reaper_core.demo import write_hubble_fits
+from reaper_core.simulate import inject_anomalies, simulate_ffi, write_spoc, write_tica
+from reaper_core.store import make_engine
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    """Every test gets its own data folder; nothing leaks from the developer's config."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("ANOMALY_REAPER_HOME", str(home))
+    for key in list(os.environ):
+        if key.startswith("ANOMALY_REAPER_") and key != "ANOMALY_REAPER_HOME":
+            monkeypatch.delenv(key)
+    yield
+
+
+@pytest.fixture(scope="session")
+def fits_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("fits")
+
+
+@pytest.fixture(scope="session")
+def sim_small():
+    """A 512 × 512 simulated TESS frame with two of each anomaly kind."""
+    sim = simulate_ffi(size=512, seed=3, sector=7, camera=2, ccd=3)
+    inject_anomalies(sim, n_per_kind=2, seed=5)
+    return sim
+
+
+@pytest.fixture(scope="session")
+def spoc_file(fits_dir, sim_small) -> Path:
+    return write_spoc(sim_small, fits_dir / "tess-s0007-2-3_ffic.fits")
+
+
+@pytest.fixture(scope="session")
+def tica_file(fits_dir, sim_small) -> Path:
+    return write_tica(sim_small, fits_dir / "tess-s0007-2-3_tica.fits")
+
+
+@pytest.fixture(scope="session")
+def hdf_file(fits_dir) -> Path:
+    return write_hubble_fits(fits_dir / "hubble_deep_field.fits")
+
+
+@pytest.fixture(scope="session")
+def full_spoc_file(fits_dir) -> Path:
+    """A full-size (2078 × 2136, collateral included) simulated SPOC FFI."""
+    sim = simulate_ffi(seed=11, sector=42, camera=1, ccd=1)
+    inject_anomalies(sim, n_per_kind=3, seed=12)
+    return write_spoc(sim, fits_dir / "tess-s0042-1-1_ffic.fits")
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(db_url=f"sqlite:///{tmp_path / 'reaper.db'}")
+
+
+@pytest.fixture
+def engine(settings):
+    eng = make_engine(settings.db_url)
+    yield eng
+    eng.dispose()

@@ -1,0 +1,141 @@
+import gzip
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from reaper_core.errors import FITSReadError
+from reaper_core.fits_reader import SPOC_SCIENCE, read_fits
+
+
+def test_spoc_layout_metadata_and_wcs(spoc_file, sim_small):
+    img = read_fits(spoc_file)
+    assert img.layout == "spoc"
+    assert (img.sector, img.camera, img.ccd) == (7, 2, 3)
+    assert img.tstart == pytest.approx(sim_small.tstart)
+    assert img.mid_time > img.tstart
+    assert img.wcs is not None
+    # The WCS maps a star's pixel position to the same sky position as the simulator's WCS.
+    x, y = float(sim_small.stars["x"][0]), float(sim_small.stars["y"][0])
+    assert np.allclose(img.wcs.pixel_to_world_values(x, y),
+                       sim_small.wcs.pixel_to_world_values(x, y))
+    np.testing.assert_array_equal(img.data, sim_small.image)
+    assert img.catalog is None
+
+
+def test_tica_layout_reads_star_table(tica_file, sim_small):
+    img = read_fits(tica_file)
+    assert img.layout == "tica"
+    assert (img.sector, img.camera, img.ccd) == (7, 2, 3)
+    assert img.catalog is not None and len(img.catalog) > 20
+    bright = sim_small.stars[sim_small.stars["flux"] > 50]
+    # FLXCOL/FLXROW are 1-based on disk; the reader returns 0-based positions.
+    np.testing.assert_allclose(img.catalog[:, 0], bright["x"], atol=1e-6)
+    np.testing.assert_allclose(img.catalog[:, 1], bright["y"], atol=1e-6)
+
+
+def test_full_spoc_science_region(full_spoc_file):
+    img = read_fits(full_spoc_file)
+    assert img.shape == (2078, 2136)
+    assert img.valid == SPOC_SCIENCE
+
+
+def test_plain_gzip_and_tile_compressed(hdf_file, tmp_path):
+    plain = read_fits(hdf_file)
+    assert plain.layout == "plain" and plain.shape == (872, 1000)
+    assert plain.sector is None and plain.wcs is None
+    gz = tmp_path / "hdf.fits.gz"
+    gz.write_bytes(gzip.compress(hdf_file.read_bytes()))
+    np.testing.assert_array_equal(read_fits(gz).data, plain.data)
+    fz = tmp_path / "hdf.fits.fz"
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(plain.data, compression_type="GZIP_1"),
+                  ]).writeto(fz)
+    comp = read_fits(fz)
+    # Tile compression quantises floats (lossy by design, a fraction of the noise).
+    np.testing.assert_allclose(comp.data, plain.data, atol=0.25)
+
+
+def test_tesscut_cube_uses_median(tmp_path):
+    cube = np.random.default_rng(0).normal(10, 1, (5, 20, 30)).astype(np.float32)
+    cube[2] += 1000  # one bad frame is ignored by the median
+    cols = fits.ColDefs([fits.Column(name="TIME", format="D", array=np.arange(5.0)),
+                         fits.Column(name="FLUX", format="600E", dim="(30,20)", array=cube)])
+    path = tmp_path / "tess-s0001-1-1_astrocut.fits"
+    fits.HDUList([fits.PrimaryHDU(header=fits.Header({"SECTOR": 1, "CAMERA": 1, "CCD": 1})),
+                  fits.BinTableHDU.from_columns(cols)]).writeto(path)
+    img = read_fits(path)
+    assert img.layout == "tesscut" and img.shape == (20, 30) and img.sector == 1
+    np.testing.assert_allclose(img.data, np.median(cube, axis=0), rtol=1e-5)
+
+
+def _write(tmp_path, name, hdus):
+    p = tmp_path / name
+    fits.HDUList(hdus).writeto(p)
+    return p
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("empty", "empty"),
+    ("png", "PNG"),
+    ("truncated", "truncated"),
+    ("table_only", "no image HDU"),
+    ("one_d", "1-D"),
+    ("four_d", "4-D"),
+    ("all_nan", "no finite pixels"),
+    ("all_zero", "constant image"),
+    ("tiny", "smaller than"),
+    ("text", "not a FITS file"),
+])
+def test_bad_files_raise_one_clear_sentence(tmp_path, hdf_file, case, reason):
+    rng = np.random.default_rng(0)
+    if case == "empty":
+        p = tmp_path / "empty.fits"
+        p.write_bytes(b"")
+    elif case == "png":
+        from PIL import Image
+
+        p = tmp_path / "picture.fits"
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(p, format="PNG")
+    elif case == "truncated":
+        p = tmp_path / "cut.fits"
+        p.write_bytes(hdf_file.read_bytes()[: 2880 * 3 + 100])
+    elif case == "table_only":
+        p = _write(tmp_path, "table.fits", [fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
+            [fits.Column(name="A", format="E", array=np.arange(3.0))])])
+    elif case == "one_d":
+        p = _write(tmp_path, "1d.fits", [fits.PrimaryHDU(rng.normal(size=100))])
+    elif case == "four_d":
+        p = _write(tmp_path, "4d.fits", [fits.PrimaryHDU(rng.normal(size=(2, 3, 20, 20)))])
+    elif case == "all_nan":
+        p = _write(tmp_path, "nan.fits", [fits.PrimaryHDU(np.full((32, 32), np.nan))])
+    elif case == "all_zero":
+        p = _write(tmp_path, "zero.fits", [fits.PrimaryHDU(np.zeros((32, 32)))])
+    elif case == "tiny":
+        p = _write(tmp_path, "tiny.fits", [fits.PrimaryHDU(rng.normal(size=(3, 3)))])
+    else:
+        p = tmp_path / "notes.fits"
+        p.write_text("hello")
+    with pytest.raises(FITSReadError) as info:
+        read_fits(p)
+    msg = str(info.value)
+    assert msg.startswith(p.name + ":")
+    assert reason in msg
+    assert "\n" not in msg
+
+
+def test_size_limits_and_gzip_bomb(tmp_path, hdf_file):
+    with pytest.raises(FITSReadError, match="over the .* limit"):
+        read_fits(hdf_file, max_bytes=100_000)
+    with pytest.raises(FITSReadError, match="over the limit of"):
+        read_fits(hdf_file, max_pixels=1000)
+    # 200 MB of zeros compress to ~200 kB; refused while inflating, never held whole.
+    bomb = tmp_path / "bomb.fits.gz"
+    header = fits.PrimaryHDU(np.zeros((10, 10), np.float32)).header.tostring().encode()
+    with gzip.open(bomb, "wb", compresslevel=9) as gz:
+        gz.write(header)
+        block = b"\0" * (1 << 20)
+        for _ in range(200):
+            gz.write(block)
+    assert bomb.stat().st_size < 1_000_000
+    with pytest.raises(FITSReadError, match="inflates to more than"):
+        read_fits(bomb, max_bytes=20_000_000)

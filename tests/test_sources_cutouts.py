@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+
+from reaper_core.cutouts import STRETCHES, extract_cutouts, normalize, to_png, to_uint8
+from reaper_core.fits_reader import read_fits
+from reaper_core.sources import find_sources, grid_positions
+
+
+def _nearest(src, x, y):
+    return np.min(np.hypot(src.x - x, src.y - y))
+
+
+def test_segmentation_finds_stars_and_every_injected_anomaly(spoc_file, sim_small):
+    img = read_fits(spoc_file)
+    src = find_sources(img, "segment")
+    assert set(src.origin) == {"segment"}
+    # Bright stars are found where the simulator put them.
+    bright = sim_small.stars[sim_small.stars["flux"] > 200]
+    found = [_nearest(src, s["x"], s["y"]) < 2.0 for s in bright]
+    # No deblending: a star touching a brighter neighbour (or a bleed column) merges with it.
+    assert np.mean(found) > 0.85
+    # Streaks, blobs, rings, bleed and bad columns, cosmic rays: each gets a source inside
+    # its bounding box (grown by 3 px).
+    for a in sim_small.anomalies:
+        x0, y0, x1, y1 = a.box
+        inside = (src.x > x0 - 3) & (src.x < x1 + 3) & (src.y > y0 - 3) & (src.y < y1 + 3)
+        assert inside.any(), f"{a.kind} at ({a.x:.0f}, {a.y:.0f}) has no source"
+
+
+def test_auto_uses_catalog_and_adds_non_catalog_objects(tica_file, sim_small):
+    img = read_fits(tica_file)
+    src = find_sources(img, "auto")
+    n_cat = int((src.origin == "catalog").sum())
+    assert n_cat == len(img.catalog)
+    seg = src.origin == "segment"
+    assert seg.sum() > 0
+    # Added detections are not duplicates of catalogue stars.
+    d = np.min(np.hypot(src.x[seg][:, None] - img.catalog[:, 0],
+                        src.y[seg][:, None] - img.catalog[:, 1]), axis=1)
+    assert (d > 3.0).all()
+    only = find_sources(img, "catalog")
+    assert len(only) == n_cat
+
+
+def test_grid_mode_tiles_the_frame(hdf_file):
+    img = read_fits(hdf_file)
+    src = find_sources(img, "grid", patch_size=32)
+    gx, gy = grid_positions(img.shape, 32)
+    assert len(src) == gx.size == (872 // 32) * (1000 // 32)
+    assert src.x.min() == pytest.approx(15.5) and src.y.min() == pytest.approx(15.5)
+
+
+def test_unknown_method_raises(hdf_file):
+    with pytest.raises(ValueError, match="unknown source method"):
+        find_sources(read_fits(hdf_file), "magic")
+
+
+def test_cutouts_are_centred_and_stay_inside_the_frame():
+    img = np.arange(100 * 120, dtype=np.float32).reshape(100, 120)
+    p = extract_cutouts(img, np.array([60.0, 0.0, 119.0]), np.array([50.0, 0.0, 99.0]), 16)
+    assert p.shape == (3, 16, 16) and p.dtype == np.float32
+    assert p[0, 8, 8] == img[50, 60]  # centre pixel at (size//2, size//2)
+    np.testing.assert_array_equal(p[1], img[:16, :16])  # shifted inwards at the corner
+    np.testing.assert_array_equal(p[2], img[-16:, -16:])
+    assert np.isfinite(p).all()
+    # The science region is respected: nothing from outside it is used.
+    region = (slice(10, 90), slice(20, 100))
+    q = extract_cutouts(img, np.array([20.0]), np.array([10.0]), 16, region)
+    np.testing.assert_array_equal(q[0], img[10:26, 20:36])
+
+
+def test_cutout_of_small_frame_is_nan_padded():
+    img = np.ones((10, 10), np.float32)
+    p = extract_cutouts(img, np.array([5.0]), np.array([5.0]), 16)
+    assert p.shape == (1, 16, 16)
+    assert np.isnan(p).sum() == 16 * 16 - 100
+
+
+@pytest.mark.parametrize("stretch", STRETCHES)
+def test_stretches_map_to_unit_interval(stretch):
+    patch = np.random.default_rng(1).gamma(2.0, 10.0, (32, 32)).astype(np.float32)
+    patch[5, 5] = np.nan
+    out = normalize(patch, stretch)
+    assert out.shape == (32, 32) and 0 <= out.min() and out.max() <= 1
+    assert out.max() > 0.9  # the brightest pixels reach the top of the range
+    u8 = to_uint8(patch, stretch)
+    assert u8.dtype == np.uint8
+    png = to_png(patch, stretch, upscale=2)
+    assert png.startswith(b"\x89PNG")
+
+
+def test_unknown_stretch_raises():
+    with pytest.raises(ValueError):
+        normalize(np.ones((4, 4)), "fancy")
