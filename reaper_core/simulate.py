@@ -315,6 +315,11 @@ def inject_into_image(
                     inside = ((stars["x"] > x0 + margin) & (stars["x"] < x1 - margin)
                               & (stars["y"] > y0 + margin) & (stars["y"] < y1 - margin)
                               & (stars["flux"] > 10 * sig) & (stars["flux"] < 300 * sig))
+                    if taken[:-1]:
+                        tx, ty = np.array(taken[:-1]).T
+                        far = np.min(np.hypot(np.asarray(stars["x"])[:, None] - tx,
+                                              np.asarray(stars["y"])[:, None] - ty), axis=1)
+                        inside &= far > 2.5 * margin
                     idx = np.flatnonzero(inside)
                     star = stars[int(rng.choice(idx))] if idx.size else None
                 else:

@@ -63,6 +63,8 @@ def detect_segments(
     npixels: int = 5,
     box_size: int = 64,
     max_sources: int = 20_000,
+    big_area: int = 80,
+    cell: int = 12,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Detect connected objects above ``nsigma`` times the local background RMS.
 
@@ -78,6 +80,9 @@ def detect_segments(
         Background mesh size, pixels.
     max_sources : int
         Keep at most this many detections, the brightest first.
+    big_area, cell : int
+        Segments larger than ``big_area`` pixels are also split into ``cell``-pixel cells,
+        each yielding a position.
 
     Returns
     -------
@@ -103,6 +108,24 @@ def detect_segments(
     with np.errstate(invalid="ignore", divide="ignore"):
         yc = ndimage.sum_labels(weights * rows, labels, index) / flux
         xc = ndimage.sum_labels(weights * cols, labels, index) / flux
+    # A large segment (merged objects, a long streak) is also split into cells of ``cell`` px,
+    # each giving a flux-weighted position, so every part of it gets a cutout of its own.
+    area = ndimage.sum_labels(np.ones_like(weights), labels, index)
+    big = index[area > big_area]
+    if big.size:
+        ys, xs = np.nonzero(np.isin(labels, big))
+        ncx = labels.shape[1] // cell + 1
+        key = labels[ys, xs].astype(np.int64) * (ncx * (labels.shape[0] // cell + 1)) + (
+            (ys // cell) * ncx + xs // cell)
+        _, inv = np.unique(key, return_inverse=True)
+        w = weights[ys, xs] + 1e-6
+        wsum = np.bincount(inv, w)
+        cx, cy = np.bincount(inv, w * xs) / wsum, np.bincount(inv, w * ys) / wsum
+        npx = np.bincount(inv)
+        keep = npx >= npixels
+        xc = np.concatenate([xc, cx[keep]])
+        yc = np.concatenate([yc, cy[keep]])
+        flux = np.concatenate([flux, wsum[keep]])
     ok = np.isfinite(xc) & np.isfinite(yc)
     xc, yc, flux = xc[ok], yc[ok], flux[ok]
     if xc.size > max_sources:
