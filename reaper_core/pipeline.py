@@ -435,10 +435,18 @@ def write_export(df, path: str | Path, fmt: str | None = None) -> Path:
     if fmt == "csv":
         df.to_csv(path, index=False)
         return path
-    table = Table.from_pandas(df.assign(
-        sector=df["sector"].fillna(-1).astype(int), camera=df["camera"].fillna(-1).astype(int),
-        ccd=df["ccd"].fillna(-1).astype(int), time=df["time"].astype(float),
-        label=df["label"].astype(str), note=df["note"].astype(str), file=df["file"].astype(str)))
+    cols = {}
+    for name in df.columns:
+        col = df[name]
+        if name in ("sector", "camera", "ccd"):
+            cols[name] = col.fillna(-1).astype(int).to_numpy()
+        elif name in ("file", "label", "note"):
+            cols[name] = np.asarray(col.fillna("").astype(str).tolist(), dtype=str)
+        elif name == "is_anomaly":
+            cols[name] = col.astype(bool).to_numpy()
+        else:
+            cols[name] = col.astype(float).to_numpy()
+    table = Table(cols)
     if fmt in ("fits", "fit"):
         table.write(path, format="fits", overwrite=True)
     elif fmt in ("vot", "votable", "xml"):

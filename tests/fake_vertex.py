@@ -53,7 +53,7 @@ class FakeVertex:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 path = unquote(urlparse(self.path).path)
                 if "/publishers/google/models/multimodalembedding" in path:
                     with fake._lock:
@@ -74,7 +74,7 @@ class FakeVertex:
                     self._send(404, {"error": {"code": 404, "message": "not found",
                                                "status": "NOT_FOUND"}})
 
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 path = unquote(urlparse(self.path).path)

@@ -197,7 +197,7 @@ class VertexEmbedder(Embedder):
         for attempt in range(self.max_retries + 1):
             try:
                 return fn()
-            except Exception as exc:  # noqa: BLE001 - sorted into retryable or not below
+            except Exception as exc:
                 if not _retryable(exc) or attempt == self.max_retries:
                     msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
                     tries = f" after {attempt + 1} attempts" if attempt else ""

@@ -1,0 +1,89 @@
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from reaper_core.cli import main
+from reaper_core.config import Settings, load_settings, save_settings
+from reaper_core.errors import ConfigError
+
+CONTRACT = {"file", "sector", "camera", "ccd", "x", "y", "ra", "dec", "score", "is_anomaly",
+            "label"}
+
+
+def test_cli_round_trip_ingest_score_export(tmp_path, spoc_file, tica_file, hdf_file, capsys):
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    bad = tmp_path / "photo.fits"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 100)
+    rc = main(["ingest", "--db-url", db, str(spoc_file), str(tica_file), str(hdf_file), str(bad)])
+    out = capsys.readouterr().out
+    assert rc == 1  # one file failed, and the exit code says so
+    assert "photo.fits: is not a FITS file but a PNG image" in out
+    assert "summary: 3 added, 0 duplicate, 1 failed, model fitted" in out
+    assert main(["ingest", "--db-url", db, str(hdf_file)]) == 0
+    assert "1 duplicate" in capsys.readouterr().out
+
+    assert main(["score", "--db-url", db, "--mode", "percentile", "--value", "95", "--top", "3",
+                 "--explain", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "(percentile 95)" in out and "cutout " in out and "%" in out
+
+    csv_path = tmp_path / "out.csv"
+    assert main(["export", "--db-url", db, "-o", str(csv_path)]) == 0
+    rows = list(csv.DictReader(csv_path.open()))
+    assert CONTRACT <= set(rows[0])
+    files = {r["file"] for r in rows}
+    assert files == {spoc_file.name, tica_file.name, hdf_file.name}
+    flagged = [r for r in rows if r["is_anomaly"] == "True"]
+    assert 0.03 < len(flagged) / len(rows) < 0.08  # the 95th percentile threshold
+    spoc_rows = [r for r in rows if r["file"] == spoc_file.name]
+    assert all(r["sector"] == "7" and r["camera"] == "2" and r["ccd"] == "3" for r in spoc_rows)
+    assert all(r["ra"] != "" for r in spoc_rows)
+    hdf_rows = [r for r in rows if r["file"] == hdf_file.name]
+    assert all(r["ra"] == "" and r["sector"] == "" for r in hdf_rows)
+    assert all(0 <= float(r["x"]) < 1000 and 0 <= float(r["y"]) < 872 for r in hdf_rows)
+
+    assert main(["fit", "--db-url", db, "--n-components", "4"]) == 0
+    assert "4 components" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    assert main(["score", "--db-url", db]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no model yet") and "\n" not in err
+    assert main(["ingest", "--db-url", db, str(tmp_path / "nothing*.fits")]) == 1
+    assert "does not exist" in capsys.readouterr().out
+
+
+def test_console_script_help():
+    for cmd in ([], ["ingest"], ["export"], ["configure"], ["run"]):
+        r = subprocess.run([sys.executable, "-m", "reaper_core.cli", *cmd, "--help"],
+                           capture_output=True, text=True)
+        assert r.returncode == 0 and "usage: anomaly-reaper" in r.stdout
+
+
+def test_configure_persists_and_env_overrides(tmp_path, monkeypatch, capsys):
+    cfg = tmp_path / "c.toml"
+    assert main(["configure", "--config", str(cfg), "--threshold", "3",
+                 "--embedder", "hog", "--db-url", "sqlite:///x.db"]) == 0
+    s = load_settings(cfg)
+    assert (s.threshold_value, s.embedder, s.db_url) == (3.0, "hog", "sqlite:///x.db")
+    monkeypatch.setenv("ANOMALY_REAPER_DB_URL", "postgresql://u@localhost/reaper")
+    monkeypatch.setenv("ANOMALY_REAPER_THRESHOLD_VALUE", "2.5")
+    s = load_settings(cfg)
+    assert s.db_url == "postgresql://u@localhost/reaper" and s.threshold_value == 2.5
+    assert load_settings(cfg, db_url="sqlite:///flag.db").db_url == "sqlite:///flag.db"
+
+
+def test_bad_settings_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="threshold_mode"):
+        Settings(threshold_mode="vibes")
+    with pytest.raises(ConfigError, match="percentile"):
+        Settings(threshold_mode="percentile", threshold_value=150)
+    with pytest.raises(ConfigError, match="unknown setting"):
+        save_settings({"colour": "red"}, tmp_path / "c.toml")
+    (tmp_path / "bad.toml").write_text("this is = = not toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(tmp_path / "bad.toml")

@@ -1,0 +1,103 @@
+import json
+
+import numpy as np
+import pytest
+
+from reaper_core.cutouts import extract_cutouts
+from reaper_core.detector import PCAAnomalyDetector, threshold_from_scores
+from reaper_core.embedders import get_embedder
+from reaper_core.embedders.local import STATS_NAMES, hog_dim
+from reaper_core.errors import ConfigError, ModelError
+from reaper_core.fits_reader import read_fits
+from reaper_core.sources import find_sources
+
+
+@pytest.fixture(scope="module")
+def patches(request):
+    spoc = request.getfixturevalue("spoc_file")
+    img = read_fits(spoc)
+    src = find_sources(img, "segment")
+    return extract_cutouts(img.data, src.x, src.y, 32, img.valid)
+
+
+@pytest.mark.parametrize("name, dim", [("stats", len(STATS_NAMES)), ("hog", hog_dim(32)),
+                                       ("local", len(STATS_NAMES) + hog_dim(32))])
+def test_local_embedders_shape_determinism(patches, name, dim):
+    emb = get_embedder(name)
+    seen = []
+    X = emb.embed(patches, progress=lambda d, n: seen.append((d, n)))
+    assert X.shape == (len(patches), dim) == (len(patches), emb.dim)
+    assert X.dtype == np.float32 and np.isfinite(X).all()
+    assert seen[-1] == (len(patches), len(patches))
+    np.testing.assert_array_equal(X, get_embedder(name).embed(patches))
+    assert len(emb.feature_names) == dim
+
+
+def test_local_features_separate_star_from_streak():
+    rng = np.random.default_rng(0)
+    sky = rng.normal(100, 2, (2, 32, 32)).astype(np.float32)
+    yy, xx = np.mgrid[0:32, 0:32]
+    sky[0] += 500 * np.exp(-((xx - 16) ** 2 + (yy - 16) ** 2) / 2)  # a star
+    sky[1] += 100 * np.exp(-((yy - xx) ** 2) / 2)  # a diagonal streak
+    F = get_embedder("stats").embed(sky)
+    e = STATS_NAMES.index("ellipticity")
+    assert F[1, e] > 0.7 > 0.2 > F[0, e]
+    assert F[0, STATS_NAMES.index("peak_snr")] > F[1, STATS_NAMES.index("peak_snr")]
+
+
+def test_unknown_embedder():
+    with pytest.raises(ConfigError, match="unknown embedder"):
+        get_embedder("clip")
+
+
+def test_detector_ranks_outliers_and_thresholds():
+    rng = np.random.default_rng(0)
+    basis = rng.normal(size=(3, 20))
+    X = rng.normal(size=(500, 3)) @ basis + 0.05 * rng.normal(size=(500, 20))
+    odd = rng.normal(size=(5, 20)) * 2
+    det = PCAAnomalyDetector(n_components=3).fit(X)
+    s_in, s_out = det.score_samples(X), det.score_samples(odd)
+    assert s_out.min() > np.percentile(s_in, 99)
+    assert (det.predict(odd) == -1).all()
+    assert (det.predict(X) == 1).mean() > 0.9
+    assert det.threshold_ == pytest.approx(s_in.mean() + 2 * s_in.std())
+    # Re-thresholding changes the threshold, never the scores or the fit.
+    comps = det.components_.copy()
+    assert det.set_threshold("percentile", 90) == pytest.approx(np.percentile(s_in, 90))
+    assert det.set_threshold("absolute", 0.5) == 0.5
+    np.testing.assert_array_equal(det.components_, comps)
+    np.testing.assert_array_equal(det.score_samples(X), s_in)
+    assert det.transform(X).shape == (500, 3)
+    expl = det.explain(odd[:1], [f"f{i}" for i in range(20)], top=3)[0]
+    assert len(expl) == 3 and expl[0][1] >= expl[1][1] >= expl[2][1]
+
+
+def test_detector_variance_fraction_and_errors():
+    X = np.random.default_rng(1).normal(size=(200, 10))
+    det = PCAAnomalyDetector(n_components=0.5).fit(X)
+    assert det.explained_variance_ratio_.sum() >= 0.5
+    assert 1 <= det.n_components_ < 10
+    with pytest.raises(ModelError, match="at least 3"):
+        PCAAnomalyDetector().fit(X[:2])
+    with pytest.raises(ModelError, match="expects 10"):
+        det.score_samples(np.zeros((2, 4)))
+    with pytest.raises(ValueError):
+        threshold_from_scores(np.ones(3), "magic", 1)
+
+
+def test_detector_saves_as_arrays_and_json_only(tmp_path):
+    X = np.random.default_rng(2).normal(size=(100, 8))
+    det = PCAAnomalyDetector(n_components=3, threshold_mode="percentile",
+                             threshold_value=95).fit(X)
+    meta = det.save(tmp_path / "model")
+    assert json.loads(meta.read_text())["threshold_mode"] == "percentile"
+    with np.load(tmp_path / "model.npz", allow_pickle=False) as npz:
+        assert all(npz[k].dtype.kind == "f" for k in npz.files)
+    back = PCAAnomalyDetector.load(tmp_path / "model")
+    np.testing.assert_allclose(back.score_samples(X), det.score_samples(X))
+    assert back.threshold_ == det.threshold_
+    # A pickle disguised as a model is refused, never loaded.
+    (tmp_path / "evil.npz").write_bytes(b"\x80\x04\x95" + b"x" * 50)
+    (tmp_path / "evil.json").write_text(meta.read_text())
+    with pytest.raises(ModelError):
+        PCAAnomalyDetector.load(tmp_path / "evil")

@@ -1,0 +1,133 @@
+import numpy as np
+import pytest
+from sqlmodel import Session, select
+
+from reaper_core import pipeline, store
+from reaper_core.detector import PCAAnomalyDetector
+
+
+def test_ingest_spoc_scores_and_stores_everything(engine, settings, spoc_file, sim_small):
+    stages = []
+    report = pipeline.ingest_paths(engine, [spoc_file], settings,
+                                   progress=lambda s, f, m: stages.append(s))
+    assert report.fitted and report.count("added") == 1
+    r = report.results[0]
+    assert r.n_cutouts > 100 and 0 < r.n_anomalies < r.n_cutouts * 0.2
+    assert {"read", "sources", "cutouts", "embed", "store", "fit"} <= set(stages)
+    df = pipeline.export_table(engine)
+    assert len(df) == r.n_cutouts and df.score.notna().all()
+    assert (df.sector == 7).all() and (df.camera == 2).all() and (df.ccd == 3).all()
+    # RA/Dec come from the file's WCS at the cutout centre.
+    row = df.iloc[0]
+    ra, dec = sim_small.wcs.pixel_to_world_values(row.x, row.y)
+    assert row.ra == pytest.approx(float(ra)) and row.dec == pytest.approx(float(dec))
+    with Session(engine) as s:
+        c = s.exec(select(store.Cutout)).first()
+        patch = store.patch_array(c.patch, c.patch_size)
+        assert patch.shape == (32, 32)
+        iy, ix = round(c.y), round(c.x)
+        assert patch[16, 16] == sim_small.image[iy, ix] or c.x < 16 or c.y < 16
+        f = s.exec(select(store.FitsFile)).one()
+        assert len(f.sha256) == 64 and f.preview_png.startswith(b"\x89PNG")
+
+
+def test_duplicate_bytes_under_another_name_add_nothing(engine, settings, spoc_file, tmp_path):
+    pipeline.ingest_paths(engine, [spoc_file], settings)
+    before = store.totals(engine)
+    copy = tmp_path / "renamed.fits"
+    copy.write_bytes(spoc_file.read_bytes())
+    report = pipeline.ingest_paths(engine, [copy], settings)
+    assert report.results[0].status == "duplicate"
+    assert store.totals(engine) == before
+
+
+def test_bad_file_in_batch_leaves_others_and_no_partial_rows(engine, settings, spoc_file,
+                                                            hdf_file, tmp_path):
+    bad = tmp_path / "broken.fits"
+    bad.write_bytes(spoc_file.read_bytes()[:5000])
+    report = pipeline.ingest_paths(engine, [bad, hdf_file, spoc_file], settings)
+    status = {r.name: r.status for r in report.results}
+    assert status == {"broken.fits": "error", "hubble_deep_field.fits": "added",
+                      spoc_file.name: "added"}
+    assert "broken.fits" in report.results[0].message
+    with Session(engine) as s:
+        names = {f.name for f in s.exec(select(store.FitsFile)).all()}
+        assert names == {"hubble_deep_field.fits", spoc_file.name}
+        n_cut = len(s.exec(select(store.Cutout.id)).all())
+        assert n_cut == sum(r.n_cutouts for r in report.results)
+
+
+def test_failure_inside_transaction_rolls_back(engine, settings, spoc_file, monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(store, "insert_embeddings", boom)
+    result = pipeline.ingest_file(engine, spoc_file, settings)
+    assert result.status == "error" and "disk on fire" in result.message
+    assert store.totals(engine)["files"] == 0 and store.totals(engine)["cutouts"] == 0
+
+
+def test_rethreshold_relabels_without_refit(engine, settings, spoc_file, hdf_file):
+    pipeline.ingest_paths(engine, [spoc_file, hdf_file], settings)
+    row, det = pipeline.current(engine)
+    before = pipeline.export_table(engine)
+    thr = pipeline.set_threshold(engine, row.id, "percentile", 99.0)
+    row2, det2 = pipeline.current(engine)
+    assert row2.id == row.id and row2.threshold == pytest.approx(thr)
+    np.testing.assert_array_equal(det2.components_, det.components_)
+    after = pipeline.export_table(engine)
+    np.testing.assert_array_equal(after.score, before.score)
+    assert after.is_anomaly.mean() == pytest.approx(0.01, abs=0.01)
+    assert after.is_anomaly.sum() < before.is_anomaly.sum()
+
+
+def test_second_file_scored_with_existing_model_and_refit(engine, settings, spoc_file, hdf_file):
+    pipeline.ingest_paths(engine, [spoc_file], settings)
+    first = pipeline.current(engine)[0]
+    report = pipeline.ingest_paths(engine, [hdf_file], settings)
+    assert not report.fitted and report.model_id == first.id
+    assert pipeline.export_table(engine).score.notna().all()
+    row = pipeline.fit_model(engine, settings, n_components=5)
+    assert row.id != first.id and row.n_components == 5 and row.is_current
+    assert row.n_train == store.totals(engine)["cutouts"]
+    with Session(engine) as s:
+        assert len(s.exec(select(store.DetectorModel).where(
+            store.DetectorModel.is_current == True)).all()) == 1  # noqa: E712
+
+
+def test_refit_with_other_embedder_embeds_stored_patches(engine, settings, hdf_file):
+    pipeline.ingest_paths(engine, [hdf_file], settings)
+    settings.embedder = "hog"
+    row = pipeline.fit_model(engine, settings)
+    assert row.embedder == "hog"
+    det = PCAAnomalyDetector.from_bytes(row.arrays, row.meta_json)
+    assert det.n_features_in_ == 324
+
+
+def test_labels_and_export_formats(engine, settings, hdf_file, tmp_path):
+    pipeline.ingest_paths(engine, [hdf_file], settings)
+    df = pipeline.export_table(engine)
+    cid = int(df.cutout_id.iloc[0])
+    store.set_label(engine, cid, "artefact", "<script>alert(1)</script>")
+    df = pipeline.export_table(engine)
+    assert df.set_index("cutout_id").loc[cid, "label"] == "artefact"
+    with pytest.raises(ValueError):
+        store.set_label(engine, cid, "spaceship")
+    from astropy.table import Table
+
+    for fmt in ("fits", "votable"):
+        p = pipeline.write_export(df, tmp_path / f"out.{fmt}", fmt)
+        t = Table.read(p, format=fmt)
+        assert len(t) == len(df)
+        assert {"file", "sector", "camera", "ccd", "x", "y", "ra", "dec", "score",
+                "is_anomaly", "label"} <= set(t.colnames)
+
+
+def test_expand_paths_folders_globs_and_missing(tmp_path, spoc_file, hdf_file):
+    (tmp_path / "sub").mkdir()
+    a = tmp_path / "sub" / "a.fits"
+    a.write_bytes(b"x")
+    (tmp_path / "sub" / "notes.txt").write_text("x")
+    got = pipeline.expand_paths([tmp_path, str(tmp_path / "sub" / "*.fits"),
+                                 tmp_path / "missing.fits"])
+    assert got == [a, tmp_path / "missing.fits"]
