@@ -124,7 +124,7 @@ def test_bad_files_raise_one_clear_sentence(tmp_path, hdf_file, case, reason):
 
 
 def test_size_limits_and_gzip_bomb(tmp_path, hdf_file):
-    with pytest.raises(FITSReadError, match="over the .* limit"):
+    with pytest.raises(FITSReadError, match=r"over the .* limit"):
         read_fits(hdf_file, max_bytes=100_000)
     with pytest.raises(FITSReadError, match="over the limit of"):
         read_fits(hdf_file, max_pixels=1000)

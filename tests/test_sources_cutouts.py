@@ -45,7 +45,7 @@ def test_auto_uses_catalog_and_adds_non_catalog_objects(tica_file, sim_small):
 def test_grid_mode_tiles_the_frame(hdf_file):
     img = read_fits(hdf_file)
     src = find_sources(img, "grid", patch_size=32)
-    gx, gy = grid_positions(img.shape, 32)
+    gx, _ = grid_positions(img.shape, 32)
     assert len(src) == gx.size == (872 // 32) * (1000 // 32)
     assert src.x.min() == pytest.approx(15.5) and src.y.min() == pytest.approx(15.5)
 

@@ -58,13 +58,13 @@ def test_retries_quota_and_server_errors(fake, tmp_path, patches):
 
 def test_gives_up_after_retries_with_clear_error(fake, tmp_path, patches):
     fake.faults = ["429"] * 10
-    with pytest.raises(EmbeddingError, match="after 4 attempts.*(ResourceExhausted|429)"):
+    with pytest.raises(EmbeddingError, match=r"after 4 attempts.*(ResourceExhausted|429)"):
         make(fake, tmp_path, concurrency=1).embed(patches[:1])
 
 
 def test_client_errors_and_malformed_replies_are_not_retried(fake, tmp_path, patches):
     fake.faults = ["400"]
-    with pytest.raises(EmbeddingError, match="InvalidArgument|400"):
+    with pytest.raises(EmbeddingError, match=r"InvalidArgument|400"):
         make(fake, tmp_path, concurrency=1).embed(patches[:1])
     assert fake.predict_calls == 1
     fake.faults = ["malformed"]
