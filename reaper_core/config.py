@@ -56,6 +56,7 @@ class Settings:
     vertex_max_retries: int = 5
     vertex_requests_per_minute: float = 120.0
     vertex_concurrency: int = 4
+    load_demo: int = 1
 
     def __post_init__(self) -> None:
         home = default_home()

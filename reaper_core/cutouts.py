@@ -127,12 +127,15 @@ def to_uint8(patch: np.ndarray, stretch: str = "asinh") -> np.ndarray:
 
 
 def to_png(patch: np.ndarray, stretch: str = "asinh", upscale: int = 1,
-           cmap: str | None = None) -> bytes:
+           cmap: str | None = None, origin: str = "lower") -> bytes:
     """PNG bytes of a stretched patch, optionally enlarged ``upscale`` times (nearest).
 
-    ``cmap`` names a matplotlib colour map; None gives grey levels.
+    ``cmap`` names a matplotlib colour map; None gives grey levels. With ``origin="lower"``
+    (the FITS convention) row 0 is drawn at the bottom.
     """
     img8 = to_uint8(patch, stretch)
+    if origin == "lower":
+        img8 = img8[::-1]
     if cmap and cmap != "gray":
         from matplotlib import colormaps
 

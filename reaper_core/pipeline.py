@@ -286,16 +286,16 @@ def ingest_paths(
 
 def finish_batch(engine: Engine, report: IngestReport, settings: Settings,
                  progress: ProgressFn = _noop, fit_if_missing: bool = True) -> None:
-    """After a batch: fit a model when there is none, score what is unscored, count anomalies."""
-    if not report.count("added"):
-        model = current(engine, settings.embedder)
-        report.model_id = model[0].id if model else None
-        return
+    """After a batch: fit a model when there is none, score what is unscored, count anomalies.
+
+    A model is fitted whenever cutouts exist without one, also when this batch added nothing
+    (an earlier batch may have been interrupted before its fit).
+    """
     model = current(engine, settings.embedder)
-    if model is None and fit_if_missing:
+    if model is None and fit_if_missing and store.totals(engine)["cutouts"] >= 3:
         row = fit_model(engine, settings, progress=progress)
         report.fitted, model = True, (row, load_detector(row))
-    elif model is not None:
+    elif model is not None and report.count("added"):
         score_pending(engine, model)
     if model is None:
         return

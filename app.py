@@ -1,0 +1,18 @@
+"""Anomaly Reaper dashboard: ``uv run anomaly-reaper run`` (or ``streamlit run app.py``)."""
+
+import streamlit as st
+
+import ui
+
+st.set_page_config(page_title="Anomaly Reaper", layout="wide")
+
+page = st.navigation([
+    st.Page("pages/home.py", title="Home", default=True),
+    st.Page("pages/upload.py", title="Upload"),
+    st.Page("pages/threshold.py", title="Threshold & model"),
+    st.Page("pages/explore.py", title="Explore"),
+    st.Page("pages/gallery.py", title="Gallery"),
+])
+ui.ensure_demo()
+ui.sidebar()
+page.run()

@@ -1,0 +1,40 @@
+import numpy as np
+import streamlit as st
+
+import ui
+from reaper_core import plots, views
+
+st.title("Explore the PCA projection")
+
+m = ui.model()
+if m is None:
+    st.info("No model yet: upload files or load the demo data on the home page.")
+    st.stop()
+row, det = m
+ids, pcs = ui.pca(row.id)
+tbl = ui.table(row.id).set_index("cutout_id")
+scores = tbl["score"].reindex(ids).to_numpy(dtype=float)
+flagged = views.flags(scores, row.threshold)
+
+k = pcs.shape[1]
+c1, c2, c3 = st.columns([1, 1, 2])
+cx = c1.selectbox("x axis", range(k), format_func=lambda i: f"PC{i + 1}", index=0)
+cy = c2.selectbox("y axis", range(k), format_func=lambda i: f"PC{i + 1}", index=min(1, k - 1))
+c3.write(f"{len(ids):,} cutouts, **{int(flagged.sum()):,}** anomalies (red ×). Click a point, or "
+         "use box or lasso select in the toolbar, to see the cutouts below.")
+
+fig = plots.pca_scatter(pcs, ids, scores, flagged, cx, cy)
+event = st.plotly_chart(fig, key="pca", on_select="rerun",
+                        selection_mode=("points", "box", "lasso"))
+points = event.selection.points if event and event.selection else []
+chosen = [int(p["customdata"][0] if isinstance(p["customdata"], list) else p["customdata"])
+          for p in points if p.get("customdata") is not None]
+if chosen:
+    chosen = sorted(set(chosen), key=lambda c: -np.nan_to_num(tbl["score"].get(c, 0)))
+    st.subheader(f"{len(chosen)} selected cutouts")
+    shown = chosen[:48]
+    ui.cutout_grid(shown, {c: float(tbl["score"].get(c, np.nan)) for c in shown}, columns=8)
+    if len(chosen) > 48:
+        st.caption(f"showing the 48 highest-scoring of {len(chosen)}")
+else:
+    st.caption("No selection yet.")

@@ -1,0 +1,110 @@
+import json
+
+import numpy as np
+import streamlit as st
+from sqlmodel import Session
+
+import ui
+from reaper_core import plots, store, views
+from reaper_core.cutouts import STRETCHES, to_png
+from reaper_core.explain import residual_map, top_features
+
+st.title("Anomaly gallery")
+
+m = ui.model()
+row = m[0] if m else None
+tbl = ui.table(row.id if row else None)
+if tbl.empty:
+    st.info("Nothing ingested yet.")
+    st.stop()
+flagged = ui.flagged_for(tbl, row.threshold if row else None)
+
+
+def options(col):
+    return sorted(int(v) for v in tbl[col].dropna().unique())
+
+
+with st.sidebar:
+    st.subheader("Filters")
+    s = tbl["score"].dropna()
+    lo, hi = (float(s.min()), float(s.max())) if len(s) else (0.0, 1.0)
+    score_rng = st.slider("Score range", lo, max(hi, lo + 1e-6), (lo, max(hi, lo + 1e-6)),
+                          key="g_score")
+    sectors = st.multiselect("Sector", options("sector"), key="g_sector")
+    cameras = st.multiselect("Camera", options("camera"), key="g_camera")
+    ccds = st.multiselect("CCD", options("ccd"), key="g_ccd")
+    labels = st.multiselect("Label", [*store.LABELS, "unlabelled"], key="g_label")
+    file_q = st.text_input("File name contains", st.session_state.pop("gallery_file", ""),
+                           key="g_file")
+    only = st.checkbox("Anomalies only", st.session_state.pop("gallery_anomalies", True),
+                       key="g_only")
+    st.subheader("Display")
+    stretch = st.selectbox("Stretch", STRETCHES, key="g_stretch")
+    cmap = st.selectbox("Colour map", ["gray", "viridis", "magma", "inferno", "cividis"],
+                        key="g_cmap")
+
+f = views.Filters(score_min=score_rng[0], score_max=score_rng[1], sectors=tuple(sectors),
+                  cameras=tuple(cameras), ccds=tuple(ccds), labels=tuple(labels),
+                  file_contains=file_q, anomalies_only=only)
+res = views.apply_filters(tbl, flagged, f)
+
+top = st.columns([2, 1, 1])
+top[0].write(f"**{len(res):,}** cutouts match (of {len(tbl):,}), highest score first.")
+per_page = top[1].selectbox("Per page", [12, 24, 48, 96], index=1, key="g_per_page")
+p_slot = top[2].empty()
+pages = max(1, int(np.ceil(len(res) / per_page)))
+pnum = p_slot.number_input("Page", 1, pages, 1, key="g_page") - 1
+page_rows, _ = views.page(res, pnum, per_page)
+st.download_button("Export these cutouts (CSV)", res.to_csv(index=False).encode(),
+                   "anomaly-reaper-selection.csv", "text/csv", key="g_export")
+
+detail = st.session_state.get("detail")
+if detail is not None and detail in set(tbl["cutout_id"]):
+    with st.container(border=True):
+        got = store.get_cutouts(ui.engine(), [detail])
+        patch, c = got[detail]
+        info = tbl.set_index("cutout_id").loc[detail]
+        st.subheader(f"Cutout #{detail} — {info['file']}")
+        a, b, d = st.columns([1, 1, 2])
+        a.image(to_png(patch, stretch, 8, cmap), caption="cutout", width="stretch")
+        b.image(to_png(residual_map(patch), "sqrt", 8, "magma"),
+                caption="where the signal sits (|pixel − sky| / σ)", width="stretch")
+        with d:
+            ra = "—" if np.isnan(info["ra"]) else f"{info['ra']:.5f}°"
+            dec = "—" if np.isnan(info["dec"]) else f"{info['dec']:.5f}°"
+            st.write(f"x, y = {info['x']:.1f}, {info['y']:.1f} px · RA {ra} · Dec {dec}")
+            sc = info["score"]
+            st.write(f"score **{sc:.4g}**" + (" — **anomaly**" if row and sc > row.threshold
+                                              else ""))
+            if m:
+                feats = top_features(ui.engine(), m, [detail], top=5).get(detail, [])
+                if feats:
+                    st.write("Why: " + ", ".join(f"`{n}` {100 * v:.0f}%" for n, v in feats))
+            with Session(ui.engine()) as sess:
+                fr = sess.get(store.FitsFile, c.file_id)
+            st.caption("Header")
+            st.dataframe(
+                [{"card": k, "value": v} for k, v in json.loads(fr.header_json).items()],
+                hide_index=True, width="stretch", height=200)
+        if fr.preview_png:
+            st.plotly_chart(plots.frame_position(fr.preview_png, fr.nx, fr.ny, c.x, c.y,
+                                                 c.patch_size), key="frame")
+        with st.form(f"label-{detail}"):
+            current = info["label"] if isinstance(info["label"], str) else None
+            choices = ["(none)", *store.LABELS]
+            lab = st.radio("Label", choices, horizontal=True,
+                           index=choices.index(current) if current in choices else 0)
+            note = st.text_input("Note", info["note"] if isinstance(info["note"], str) else "")
+            if st.form_submit_button("Save label"):
+                store.set_label(ui.engine(), detail, None if lab == "(none)" else lab, note)
+                st.toast(f"Saved label for cutout #{detail}")
+                st.rerun()
+        if st.button("Close detail", key="close_detail"):
+            st.session_state.pop("detail", None)
+            st.rerun()
+
+ids = page_rows["cutout_id"].astype(int).tolist()
+ui.cutout_grid(ids, dict(zip(ids, page_rows["score"].astype(float), strict=True)), columns=6,
+               stretch=stretch, cmap=cmap, details=True)
+if st.session_state.get("detail") is not None and st.session_state.get("detail") != detail:
+    st.rerun()

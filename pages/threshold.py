@@ -1,0 +1,71 @@
+import json
+
+import numpy as np
+import streamlit as st
+
+import ui
+from reaper_core import pipeline, plots, views
+from reaper_core.embedders import EMBEDDERS
+
+st.title("Threshold & model")
+
+m = ui.model()
+if m is None:
+    st.info("No model yet: upload files or load the demo data on the home page.")
+    st.stop()
+row, det = m
+tbl = ui.table(row.id)
+scores = tbl["score"].to_numpy(dtype=float)
+
+modes = ["sigma", "percentile", "absolute"]
+mode = st.radio("Threshold mode", modes, index=modes.index(row.threshold_mode), horizontal=True,
+                key=f"mode-{row.id}",
+                help="sigma: mean + k·σ of the training scores; percentile: of the training "
+                     "scores; absolute: a score")
+spec = views.slider_spec(mode, det.train_scores_)
+start = row.threshold_value if mode == row.threshold_mode else (
+    {"sigma": 2.0, "percentile": 99.0}.get(mode, float(row.threshold)))
+start = float(np.clip(start, spec["min"], spec["max"]))
+value = st.slider(f"Threshold — {spec['unit']}", spec["min"], spec["max"], start,
+                  step=spec["step"], key=f"slider-{row.id}-{mode}")
+
+thr = views.live_threshold(det.train_scores_, mode, value)
+flagged = views.flags(scores, thr)
+if (mode, float(value)) != (row.threshold_mode, float(row.threshold_value)):
+    pipeline.set_threshold(ui.engine(), row.id, mode, value)  # saved with the model
+
+c1, c2, c3 = st.columns(3)
+c1.metric("Anomalies", f"{int(flagged.sum()):,}")
+c2.metric("Share flagged", f"{100 * flagged.mean():.2f} %" if len(flagged) else "—")
+c3.metric("Score threshold", f"{thr:.4g}")
+
+st.plotly_chart(plots.score_histogram(scores, thr), key="hist")
+st.subheader("Flagged cutouts")
+flagged_rows = tbl.loc[flagged, ["cutout_id", "file", "x", "y", "sector", "camera", "ccd",
+                                 "score", "label"]].sort_values("score", ascending=False)
+st.dataframe(flagged_rows.head(500), hide_index=True, width="stretch", height=300)
+
+st.divider()
+st.subheader("Model")
+ev = np.array(json.loads(row.explained_variance_json))
+st.write(f"Model #{row.id}: **{row.embedder}** embedder, **{row.n_components}** components "
+         f"explaining {100 * ev.sum():.1f} % of the variance, trained on {row.n_train:,} cutouts.")
+st.plotly_chart(plots.explained_variance(ev), key="ev")
+with st.form("refit"):
+    names = [n for n in EMBEDDERS if n != "vertex" or ui.settings().vertex_project]
+    embedder = st.selectbox("Embedder", names,
+                            index=names.index(row.embedder) if row.embedder in names else 0)
+    how = st.radio("Components", ["number", "explained variance"], horizontal=True)
+    n = st.number_input("Number of components", 1, 200, int(row.n_components))
+    frac = st.slider("Explained variance target", 0.5, 0.99, 0.9, 0.01)
+    if st.form_submit_button("Re-fit on every cutout"):
+        s = ui.settings()
+        s.embedder = embedder
+        with st.status("Re-fitting…", expanded=True) as status:
+            bar = st.progress(0.0)
+            new = pipeline.fit_model(
+                ui.engine(), s, n_components=float(n) if how == "number" else float(frac),
+                progress=lambda stage, f, msg: bar.progress(min(f, 1.0), text=f"{stage}: {msg}"))
+            status.update(label=f"Model #{new.id} fitted: {new.n_components} components",
+                          state="complete")
+        st.rerun()

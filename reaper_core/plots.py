@@ -1,0 +1,89 @@
+"""Plotly figures for the dashboard (no Streamlit here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+ANOMALY_COLOUR = "#e4572e"
+INLIER_COLOUR = "#4c78a8"
+
+
+def score_histogram(scores: np.ndarray, threshold: float, bins: int = 80) -> go.Figure:
+    """Histogram of scores (log-spaced bins, counts pre-binned) with the threshold line."""
+    s = np.asarray(scores, float)
+    s = s[np.isfinite(s) & (s > 0)]
+    fig = go.Figure()
+    if s.size:
+        edges = np.geomspace(s.min(), s.max() * 1.0001, bins + 1)
+        counts, _ = np.histogram(s, edges)
+        centres = np.sqrt(edges[:-1] * edges[1:])
+        colour = np.where(centres > threshold, ANOMALY_COLOUR, INLIER_COLOUR)
+        fig.add_bar(x=centres, y=counts, width=np.diff(edges), marker_color=colour,
+                    name="cutouts", hovertemplate="score %{x:.3g}: %{y} cutouts<extra></extra>")
+    fig.add_vline(x=threshold, line_color="black", line_dash="dash",
+                  annotation_text=f"threshold {threshold:.3g}", annotation_position="top right")
+    fig.update_layout(xaxis_type="log", xaxis_title="score (reconstruction error)",
+                      yaxis_title="cutouts", yaxis_type="log", bargap=0, showlegend=False,
+                      margin=dict(l=10, r=10, t=30, b=10), height=320)
+    return fig
+
+
+def explained_variance(ratios: np.ndarray) -> go.Figure:
+    """Per-component and cumulative explained variance."""
+    r = np.asarray(ratios, float)
+    k = np.arange(1, r.size + 1)
+    fig = go.Figure()
+    fig.add_bar(x=k, y=r, name="per component", marker_color=INLIER_COLOUR)
+    fig.add_scatter(x=k, y=np.cumsum(r), name="cumulative", mode="lines+markers",
+                    line_color=ANOMALY_COLOUR)
+    fig.update_layout(xaxis_title="component", yaxis_title="explained variance ratio",
+                      yaxis_range=[0, 1.02], height=300, margin=dict(l=10, r=10, t=30, b=10),
+                      legend=dict(orientation="h", y=1.1))
+    return fig
+
+
+def pca_scatter(pc: np.ndarray, ids: np.ndarray, scores: np.ndarray, flagged: np.ndarray,
+                cx: int = 0, cy: int = 1) -> go.Figure:
+    """WebGL scatter of two principal components, coloured by score, anomalies marked.
+
+    Cutout ids travel in ``customdata`` so a selection can be mapped back whatever the trace.
+    """
+    fig = go.Figure()
+    inl = ~flagged
+    fig.add_trace(go.Scattergl(
+        x=pc[inl, cx], y=pc[inl, cy], mode="markers", name="inliers",
+        customdata=ids[inl], marker=dict(size=4, color=np.log10(np.clip(scores[inl], 1e-6, None)),
+                                         colorscale="Viridis", opacity=0.6,
+                                         colorbar=dict(title="log score", x=1.02)),
+        hovertemplate="cutout %{customdata}<extra></extra>"))
+    fig.add_trace(go.Scattergl(
+        x=pc[flagged, cx], y=pc[flagged, cy], mode="markers", name="anomalies",
+        customdata=ids[flagged],
+        marker=dict(size=8, color=ANOMALY_COLOUR, symbol="x", line=dict(width=1)),
+        hovertemplate="anomaly %{customdata}<extra></extra>"))
+    fig.update_layout(xaxis_title=f"PC{cx + 1}", yaxis_title=f"PC{cy + 1}", height=560,
+                      dragmode="select", legend=dict(orientation="h", y=1.05),
+                      margin=dict(l=10, r=10, t=30, b=10))
+    return fig
+
+
+def frame_position(preview_png: bytes, nx: int, ny: int, x: float, y: float,
+                   size: int) -> go.Figure:
+    """The full frame (downsampled preview) with the cutout's box drawn on it."""
+    import base64
+
+    src = "data:image/png;base64," + base64.b64encode(preview_png).decode()
+    fig = go.Figure()
+    # The preview is stored top row first (row 0 at the top); FITS row 0 is at the bottom.
+    fig.add_layout_image(dict(source=src, x=0, y=0, sizex=nx, sizey=ny, xref="x", yref="y",
+                              sizing="stretch", layer="below", yanchor="bottom"))
+    h = size / 2
+    fig.add_shape(type="rect", x0=x - h, x1=x + h, y0=y - h, y1=y + h,
+                  line=dict(color=ANOMALY_COLOUR, width=2))
+    fig.add_scatter(x=[x], y=[y], mode="markers", marker=dict(color=ANOMALY_COLOUR, size=10,
+                                                              symbol="circle-open"))
+    fig.update_xaxes(range=[0, nx], showgrid=False, title="x (column)")
+    fig.update_yaxes(range=[0, ny], showgrid=False, scaleanchor="x", title="y (row)")
+    fig.update_layout(height=420, showlegend=False, margin=dict(l=10, r=10, t=10, b=10))
+    return fig

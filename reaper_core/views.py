@@ -1,0 +1,126 @@
+"""Views: the tables and numbers the dashboard shows, computed without Streamlit.
+
+Everything here is vectorised over the cutout table (one row per cutout, no pixels), so moving
+the threshold or a filter over 100,000 cutouts costs milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import func
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from . import store
+from .detector import threshold_from_scores
+
+
+def data_version(engine: Engine) -> tuple:
+    """A cheap fingerprint that changes whenever cutouts, models, scores or labels change.
+
+    The threshold is not part of it: moving the threshold never reloads the cutout table.
+    """
+    with Session(engine) as s:
+        n_cut = s.exec(select(func.max(store.Cutout.id))).one()
+        n_mod = s.exec(select(func.max(store.DetectorModel.id))).one()
+        n_lab, last_lab = s.exec(select(func.count(), func.max(store.Label.updated_at))).one()
+        n_score = s.exec(select(func.count()).select_from(store.Score)).one()
+    return (n_cut, n_mod, n_lab, str(last_lab), n_score)
+
+
+def slider_spec(mode: str, train_scores: np.ndarray) -> dict:
+    """Range and step of the threshold slider for a mode: dict(min, max, step, unit)."""
+    if mode == "sigma":
+        return {"min": 0.0, "max": 10.0, "step": 0.1, "unit": "k (mean + k·σ)"}
+    if mode == "percentile":
+        return {"min": 50.0, "max": 99.9, "step": 0.1, "unit": "percentile of scores"}
+    hi = float(np.max(train_scores)) if len(train_scores) else 1.0
+    return {"min": 0.0, "max": round(hi * 1.2, 4) or 1.0, "step": round(hi / 200, 6) or 0.001,
+            "unit": "score"}
+
+
+def flags(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Boolean anomaly flags, shape (n,); unscored (NaN) cutouts are never flagged."""
+    s = np.asarray(scores, dtype=float)
+    return np.greater(s, threshold, where=np.isfinite(s), out=np.zeros(s.shape, bool))
+
+
+def live_threshold(train_scores: np.ndarray, mode: str, value: float) -> float:
+    """Absolute threshold for a slider position (no re-fit, no re-embedding)."""
+    return threshold_from_scores(train_scores, mode, value)
+
+
+@dataclass
+class Filters:
+    """Gallery filters; None or empty means 'any'."""
+
+    score_min: float | None = None
+    score_max: float | None = None
+    sectors: tuple[int, ...] = ()
+    cameras: tuple[int, ...] = ()
+    ccds: tuple[int, ...] = ()
+    labels: tuple[str, ...] = ()
+    file_contains: str = ""
+    anomalies_only: bool = False
+
+
+def apply_filters(table: pd.DataFrame, flagged: np.ndarray, f: Filters,
+                  sort_by_score: bool = True) -> pd.DataFrame:
+    """Rows of ``table`` that pass ``f``, highest score first; adds an ``is_anomaly`` column."""
+    m = np.ones(len(table), bool)
+    score = table["score"].to_numpy(dtype=float)
+    if f.score_min is not None:
+        m &= score >= f.score_min
+    if f.score_max is not None:
+        m &= score <= f.score_max
+    for col, wanted in (("sector", f.sectors), ("camera", f.cameras), ("ccd", f.ccds)):
+        if wanted:
+            m &= table[col].isin(list(wanted)).to_numpy(dtype=bool, na_value=False)
+    if f.labels:
+        lab = table["label"].fillna("unlabelled")
+        m &= lab.isin(list(f.labels)).to_numpy()
+    if f.file_contains:
+        m &= table["file"].str.contains(f.file_contains, case=False, regex=False).to_numpy()
+    if f.anomalies_only:
+        m &= flagged
+    idx = np.flatnonzero(m)
+    if sort_by_score:
+        order = np.argsort(-np.nan_to_num(score[idx], nan=-np.inf), kind="stable")
+        idx = idx[order]
+    out = table.iloc[idx].copy()
+    out["is_anomaly"] = flagged[idx]
+    return out
+
+
+def summary(table: pd.DataFrame, flagged: np.ndarray) -> pd.DataFrame:
+    """Files, cutouts and anomalies by sector, camera and CCD."""
+    if table.empty:
+        return pd.DataFrame(columns=["sector", "camera", "ccd", "files", "cutouts", "anomalies"])
+    t = table[["sector", "camera", "ccd", "file_id"]].copy()
+    t["anomalies"] = flagged
+    key = [t[c].astype("string").fillna("—") for c in ("sector", "camera", "ccd")]
+    g = t.groupby(key, dropna=False)
+    return pd.DataFrame({
+        "files": g["file_id"].nunique(), "cutouts": g.size(), "anomalies": g["anomalies"].sum(),
+    }).reset_index()
+
+
+def page(df: pd.DataFrame, number: int, size: int) -> tuple[pd.DataFrame, int]:
+    """Rows of page ``number`` (0-based) and the number of pages."""
+    pages = max(1, int(np.ceil(len(df) / size)))
+    number = int(np.clip(number, 0, pages - 1))
+    return df.iloc[number * size:(number + 1) * size], pages
+
+
+def pca_coordinates(engine: Engine, model_row: store.DetectorModel, detector,
+                    n: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """(cutout ids, shape (m,); first ``n`` principal-component coordinates, shape (m, n))."""
+    with Session(engine) as s:
+        ids, X = store.load_embeddings(s, model_row.embedder)
+    if len(ids) == 0:
+        return ids, np.zeros((0, n))
+    pcs = detector.transform(X)
+    return ids, pcs[:, :n]
