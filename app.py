@@ -7,11 +7,11 @@ import ui
 st.set_page_config(page_title="Anomaly Reaper", layout="wide")
 
 page = st.navigation([
-    st.Page("pages/home.py", title="Home", default=True),
-    st.Page("pages/upload.py", title="Upload"),
-    st.Page("pages/threshold.py", title="Threshold & model"),
-    st.Page("pages/explore.py", title="Explore"),
-    st.Page("pages/gallery.py", title="Gallery"),
+    st.Page("app_pages/home.py", title="Home", default=True),
+    st.Page("app_pages/upload.py", title="Upload"),
+    st.Page("app_pages/threshold.py", title="Threshold & model"),
+    st.Page("app_pages/explore.py", title="Explore"),
+    st.Page("app_pages/gallery.py", title="Gallery"),
 ])
 ui.ensure_demo()
 ui.sidebar()

@@ -63,7 +63,7 @@ def pca_scatter(pc: np.ndarray, ids: np.ndarray, scores: np.ndarray, flagged: np
         marker=dict(size=8, color=ANOMALY_COLOUR, symbol="x", line=dict(width=1)),
         hovertemplate="anomaly %{customdata}<extra></extra>"))
     fig.update_layout(xaxis_title=f"PC{cx + 1}", yaxis_title=f"PC{cy + 1}", height=560,
-                      dragmode="select", legend=dict(orientation="h", y=1.05),
+                      legend=dict(orientation="h", y=1.05),
                       margin=dict(l=10, r=10, t=30, b=10))
     return fig
 

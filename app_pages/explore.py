@@ -31,7 +31,7 @@ chosen = [int(p["customdata"][0] if isinstance(p["customdata"], list) else p["cu
           for p in points if p.get("customdata") is not None]
 if chosen:
     chosen = sorted(set(chosen), key=lambda c: -np.nan_to_num(tbl["score"].get(c, 0)))
-    st.subheader(f"{len(chosen)} selected cutouts")
+    st.subheader(f"{len(chosen)} selected cutout{'s' if len(chosen) != 1 else ''}")
     shown = chosen[:48]
     ui.cutout_grid(shown, {c: float(tbl["score"].get(c, np.nan)) for c in shown}, columns=8)
     if len(chosen) > 48:

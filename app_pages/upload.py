@@ -51,11 +51,11 @@ if results:
         if r.status == "added":
             st.success(f"**{r.name}**: {r.n_cutouts} objects, "
                        f"{r.n_anomalies if r.n_anomalies is not None else '?'} anomalies "
-                       f"({r.seconds:.1f} s)", icon="✅")
+                       f"({r.seconds:.1f} s)")
         elif r.status == "duplicate":
-            st.info(f"**{r.name}**: duplicate — {r.message}", icon="♻️")
+            st.info(f"**{r.name}**: duplicate — {r.message}")
         else:
-            st.error(r.message, icon="⚠️")
+            st.error(r.message)
     ok = [r for r in results if r.status in ("added", "duplicate")]
     if ok:
         st.dataframe(pd.DataFrame([{"file": r.name, "status": r.status, "objects": r.n_cutouts,
@@ -65,4 +65,4 @@ if results:
         if st.button("Open in gallery", key="open_gallery"):
             st.session_state["gallery_file"] = choice
             st.session_state["gallery_anomalies"] = True
-            st.switch_page("pages/gallery.py")
+            st.switch_page("app_pages/gallery.py")

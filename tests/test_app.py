@@ -1,0 +1,177 @@
+"""Page logic through streamlit.testing.v1.AppTest, on a database of real ingested files."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from reaper_core import pipeline, store, views
+from reaper_core.config import Settings
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory, request):
+    """SQLite database with the Hubble Deep Field and a simulated SPOC frame ingested."""
+    folder = tmp_path_factory.mktemp("appdb")
+    url = f"sqlite:///{folder / 'app.db'}"
+    s = Settings(db_url=url, uploads_dir=str(folder / "uploads"))
+    eng = store.make_engine(url)
+    pipeline.ingest_paths(eng, [request.getfixturevalue("hdf_file"),
+                                request.getfixturevalue("spoc_file")], s)
+    eng.dispose()
+    return url, folder
+
+
+@pytest.fixture
+def app(db, monkeypatch):
+    url, folder = db
+    monkeypatch.setenv("ANOMALY_REAPER_DB_URL", url)
+    monkeypatch.setenv("ANOMALY_REAPER_UPLOADS_DIR", str(folder / "uploads"))
+    monkeypatch.setenv("ANOMALY_REAPER_LOAD_DEMO", "0")
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    yield at
+    st.cache_resource.clear()
+
+
+def decode(arr):
+    """Plotly's JSON arrays: plain lists, or typed {"dtype", "bdata"} base64 blobs."""
+    if isinstance(arr, dict) and "bdata" in arr:
+        import base64
+
+        return np.frombuffer(base64.b64decode(arr["bdata"]), dtype=arr["dtype"])
+    return np.asarray(arr)
+
+
+def _metric(at, label):
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def _engine(db):
+    return store.make_engine(db[0])
+
+
+def test_home_shows_totals_and_model(app, db):
+    eng = _engine(db)
+    t = store.totals(eng)
+    assert _metric(app, "Files") == "2"
+    assert _metric(app, "Cutouts") == f"{t['cutouts']:,}"
+    row, _ = pipeline.current(eng)
+    n_anom = int(pipeline.export_table(eng).is_anomaly.sum())
+    assert _metric(app, "Anomalies") == f"{n_anom:,}"
+    assert any("embedder: **local**" in m.value for m in app.markdown)
+    files = app.dataframe[1].value
+    assert set(files["file"]) == {"hubble_deep_field.fits", "tess-s0007-2-3_ffic.fits"}
+
+
+def test_threshold_slider_rescores_live_and_saves(app, db):
+    app.switch_page("app_pages/threshold.py").run()
+    assert not app.exception
+    eng = _engine(db)
+    row, det = pipeline.current(eng)
+    scores = pipeline.export_table(eng).score.to_numpy()
+    before = _metric(app, "Anomalies")
+    slider = app.slider[0]
+    slider.set_value(4.0).run()
+    assert not app.exception
+    thr = views.live_threshold(det.train_scores_, "sigma", 4.0)
+    assert _metric(app, "Anomalies") == f"{int((scores > thr).sum()):,}"
+    assert _metric(app, "Anomalies") != before
+    # The histogram's threshold line follows the slider.
+    fig = app.get("plotly_chart")[0].proto.spec
+    assert f"threshold {thr:.3g}" in fig
+    # Saved with the model, without re-fitting.
+    row2, det2 = pipeline.current(eng)
+    assert row2.id == row.id and row2.threshold_value == 4.0
+    assert row2.threshold == pytest.approx(thr)
+    np.testing.assert_array_equal(det2.components_, det.components_)
+    # Percentile mode.
+    app.radio[0].set_value("percentile").run()
+    app.slider[0].set_value(90.0).run()
+    assert _metric(app, "Share flagged").startswith(("9.", "10."))
+
+
+def test_refit_button(app, db):
+    app.switch_page("app_pages/threshold.py").run()
+    eng = _engine(db)
+    old = pipeline.current(eng)[0].id
+    app.number_input[0].set_value(6)
+    app.button[0].click().run()  # the form's submit button
+    assert not app.exception
+    row = pipeline.current(eng)[0]
+    assert row.id != old and row.n_components == 6
+
+
+def test_explore_scatter_has_ids_and_anomaly_trace(app, db):
+    app.switch_page("app_pages/explore.py").run()
+    assert not app.exception
+    import json
+
+    spec = json.loads(app.get("plotly_chart")[0].proto.spec)
+    names = [t["name"] for t in spec["data"]]
+    assert names == ["inliers", "anomalies"] and all(t["type"] == "scattergl"
+                                                     for t in spec["data"])
+    ids = np.concatenate([decode(t["customdata"]).ravel() for t in spec["data"]])
+    df = pipeline.export_table(_engine(db))
+    assert sorted(ids) == sorted(df.cutout_id)
+    assert set(decode(spec["data"][1]["customdata"]).ravel()) == set(
+        df.cutout_id[df.is_anomaly])
+
+
+def test_gallery_filters(app, db):
+    app.switch_page("app_pages/gallery.py").run()
+    assert not app.exception
+    eng = _engine(db)
+    df = pipeline.export_table(eng)
+    n_anom = int(df.is_anomaly.sum())
+    assert any(f"**{n_anom:,}** cutouts match" in m.value for m in app.markdown)
+    app.checkbox(key="g_only").uncheck().run()
+    assert any(f"**{len(df):,}** cutouts match" in m.value for m in app.markdown)
+    app.text_input(key="g_file").input("hubble").run()
+    n_hdf = int((df.file == "hubble_deep_field.fits").sum())
+    assert any(f"**{n_hdf:,}** cutouts match" in m.value for m in app.markdown)
+    app.text_input(key="g_file").input("").run()
+    app.multiselect(key="g_sector").set_value([7]).run()
+    n7 = int((df.sector == 7).sum())
+    assert any(f"**{n7:,}** cutouts match" in m.value for m in app.markdown)
+    assert len(app.get("imgs")) > 0 or len(app.image) > 0
+
+
+def test_gallery_detail_and_label(app, db):
+    app.switch_page("app_pages/gallery.py").run()
+    app.button(key=[b.key for b in app.button if b.key and b.key.startswith("detail-")][0]
+               ).click().run()
+    assert not app.exception
+    cid = app.session_state["detail"]
+    assert any(f"Cutout #{cid}" in h.value for h in app.subheader)
+    assert any(m.value.startswith("Why: ") for m in app.markdown)
+    next(r for r in app.radio if r.label == "Label").set_value("artefact")
+    next(t for t in app.text_input if t.label == "Note").input("<b>satellite</b> glint")
+    next(b for b in app.button if b.label == "Save label").click().run()
+    lab = pipeline.export_table(_engine(db)).set_index("cutout_id").loc[cid]
+    assert lab.label == "artefact" and lab.note == "<b>satellite</b> glint"
+    store.set_label(_engine(db), cid, None)
+
+
+def test_upload_good_bad_and_duplicate(app, db, tica_file, tmp_path):
+    app.switch_page("app_pages/upload.py").run()
+    app.file_uploader(key="uploader").set_value([
+        ("tica.fits", tica_file.read_bytes(), "application/fits"),
+        ("../../etc/evil.fits", b"\x89PNG\r\n\x1a\n" + b"1" * 64, "application/fits"),
+        ("again.fits", tica_file.read_bytes(), "application/fits"),
+    ]).run()
+    assert not app.exception
+    text = " ".join(e.value for e in app.success) + " ".join(e.value for e in app.error)
+    text += " ".join(e.value for e in app.info)
+    assert "**tica.fits**" in text and "objects" in text
+    assert "evil.fits: is not a FITS file but a PNG image" in text
+    assert "duplicate" in text
+    uploads = Path(db[1]) / "uploads"
+    assert all(p.resolve().parent == uploads.resolve() for p in uploads.iterdir())

@@ -1,0 +1,227 @@
+"""The dashboard in a real headless Chromium (Debian's package), driven by Playwright.
+
+The app is started by the test on 127.0.0.1 against a database of real ingested files; each
+test saves a screenshot under test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from reaper_core import pipeline, store
+from reaper_core.config import Settings
+
+from .conftest import ARTIFACTS
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
+                       reason="Debian's chromium is not installed"),
+]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, request):
+    folder = tmp_path_factory.mktemp("browser")
+    url = f"sqlite:///{folder / 'b.db'}"
+    s = Settings(db_url=url, uploads_dir=str(folder / "uploads"))
+    eng = store.make_engine(url)
+    pipeline.ingest_paths(eng, [request.getfixturevalue("hdf_file"),
+                                request.getfixturevalue("spoc_file")], s)
+    eng.dispose()
+    port = _free_port()
+    env = dict(os.environ, ANOMALY_REAPER_DB_URL=url, ANOMALY_REAPER_LOAD_DEMO="0",
+               ANOMALY_REAPER_HOME=str(folder), ANOMALY_REAPER_UPLOADS_DIR=str(folder / "up"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reaper_core.cli", "run", "--port", str(port)], cwd=ROOT,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            with urllib.request.urlopen(base + "/_stcore/health", timeout=1) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError("the dashboard did not start: " + proc.stdout.read().decode()[-2000:])
+    yield base, url
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run",
+                  "--disable-dev-shm-usage"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    pg.set_default_timeout(60_000)
+    yield pg
+    ctx.close()
+
+
+def wait_idle(page, settle: float = 0.5) -> None:
+    """Wait until Streamlit has finished running the script."""
+    page.wait_for_selector("[data-testid=stApp]")
+    time.sleep(settle)
+    for _ in range(240):
+        if page.locator("[data-testid=stStatusWidget]").count() == 0:
+            break
+        time.sleep(0.25)
+    time.sleep(settle)
+    assert page.locator("[data-testid=stException]").count() == 0, page.locator(
+        "[data-testid=stException]").all_inner_texts()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def metric(page, label: str) -> str:
+    box = page.get_by_test_id("stMetric").filter(has_text=label).first
+    return box.get_by_test_id("stMetricValue").inner_text().strip()
+
+
+def test_upload_real_fits_through_drop_zone(server, page, tica_file, tmp_path):
+    base, _ = server
+    page.goto(base + "/upload")
+    wait_idle(page)
+    bad = tmp_path / "renamed_png.fits"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 200)
+    page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files([str(tica_file),
+                                                                       str(bad)])
+    page.get_by_text(re.compile(r"objects, \d+ anomalies")).wait_for(timeout=120_000)
+    wait_idle(page)
+    body = page.inner_text("body")
+    assert f"{tica_file.name}: " in body or tica_file.name in body
+    assert "renamed_png.fits: is not a FITS file but a PNG image" in body
+    shot(page, "upload")
+
+
+def test_slider_moves_with_keyboard_and_count_follows(server, page):
+    base, url = server
+    page.goto(base + "/threshold")
+    wait_idle(page)
+    before = metric(page, "Anomalies")
+    thr_before = metric(page, "Score threshold")
+    slider = page.get_by_test_id("stSlider").first.get_by_role("slider")
+    slider.focus()
+    for _ in range(10):
+        page.keyboard.press("ArrowRight")
+    wait_idle(page, 1.0)
+    after = metric(page, "Anomalies")
+    assert metric(page, "Score threshold") != thr_before
+    assert int(after.replace(",", "")) < int(before.replace(",", ""))
+    # The slider position is saved with the model.
+    eng = store.make_engine(url)
+    assert pipeline.current(eng)[0].threshold_value == pytest.approx(3.0)
+    shot(page, "threshold")
+
+
+def test_box_select_on_scatter_shows_cutouts(server, page):
+    base, _ = server
+    page.goto(base + "/explore")
+    wait_idle(page)
+    plot = page.locator(".js-plotly-plot .nsewdrag").first
+    plot.wait_for()
+    box = plot.bounding_box()
+    plot.hover()
+    page.locator('.modebar-btn[data-title="Box Select"]').click()
+    # Drag a box over most of the plotting area (not from the corner: Plotly's axis-drag
+    # handles sit there).
+    page.mouse.move(box["x"] + box["width"] * 0.05, box["y"] + box["height"] * 0.1)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=10)
+    page.mouse.move(box["x"] + box["width"] * 0.95, box["y"] + box["height"] * 0.9, steps=10)
+    page.mouse.up()
+    page.get_by_text(re.compile(r"\d+ selected cutouts?")).wait_for(timeout=60_000)
+    wait_idle(page)
+    images = page.get_by_test_id("stImage")
+    assert images.count() > 0
+    shot(page, "explore")
+
+
+def test_click_a_point_shows_its_cutout(server, page):
+    base, _ = server
+    page.goto(base + "/explore")
+    wait_idle(page)
+    page.locator(".js-plotly-plot .nsewdrag").first.wait_for()
+    time.sleep(1.0)
+    # Find an anomaly marker's screen position from Plotly's own data.
+    xy = page.evaluate("""() => {
+        const gd = document.querySelector('.js-plotly-plot');
+        const t = gd._fullData[1];
+        const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+        const r = gd.querySelector('.nsewdrag').getBoundingClientRect();
+        return [r.left + xa.l2p(t.x[0]), r.top + ya.l2p(t.y[0])];
+    }""")
+    page.mouse.move(xy[0], xy[1])
+    time.sleep(0.5)
+    page.mouse.down()
+    page.mouse.up()
+    page.get_by_text(re.compile(r"\d+ selected cutouts?")).wait_for(timeout=60_000)
+    wait_idle(page)
+    assert page.get_by_test_id("stImage").count() >= 1
+    shot(page, "explore_click")
+
+
+def test_gallery_filter_by_file_name(server, page):
+    base, _ = server
+    page.goto(base + "/gallery")
+    wait_idle(page)
+    count = re.compile(r"([\d,]+) cutouts match")
+    first = int(count.search(page.inner_text("body")).group(1).replace(",", ""))
+    page.get_by_label("Anomalies only").uncheck(force=True)
+    wait_idle(page)
+    everything = int(count.search(page.inner_text("body")).group(1).replace(",", ""))
+    assert everything > first
+    box = page.get_by_label("File name contains")
+    box.fill("hubble")
+    box.press("Enter")
+    wait_idle(page, 1.0)
+    hubble = int(count.search(page.inner_text("body")).group(1).replace(",", ""))
+    assert 0 < hubble < everything
+    assert page.get_by_test_id("stImage").count() > 0
+    shot(page, "gallery")
+
+
+def test_xsrf_protection_is_on(server):
+    base, _ = server
+    with urllib.request.urlopen(base + "/_stcore/host-config", timeout=5) as r:
+        assert r.status == 200
+    cfg = (ROOT / ".streamlit" / "config.toml").read_text()
+    assert "enableXsrfProtection = true" in cfg
+    assert shutil.which("chromium") or Path(CHROMIUM).exists()
