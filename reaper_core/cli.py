@@ -8,11 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
-from . import pipeline, store
 from .config import Settings, load_settings, save_settings
 from .errors import ReaperError
+
+# The science stack (astropy, photutils, scikit-learn, SQLAlchemy) is imported inside the
+# commands, so `--help` and `run` start at once.
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 
@@ -25,6 +25,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _progress_bar(desc: str):
+    from tqdm import tqdm
+
+    from . import pipeline
+
     bar = tqdm(total=100, desc=desc, unit="%", leave=False, file=sys.stderr,
                disable=not sys.stderr.isatty() and os.environ.get("CI") == "true")
 
@@ -50,6 +54,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from . import pipeline, store
+
     settings = _settings(args)
     engine = store.make_engine(settings.db_url)
     files = pipeline.expand_paths(args.paths)
@@ -79,6 +87,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from . import pipeline, store
+
     settings = _settings(args)
     engine = store.make_engine(settings.db_url)
     bar = tqdm(total=100, desc="fit", unit="%", file=sys.stderr)
@@ -98,6 +110,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    from . import pipeline, store
+
     settings = _settings(args)
     engine = store.make_engine(settings.db_url)
     model = pipeline.current(engine, settings.embedder)
@@ -121,6 +135,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def _explain(engine, model, n: int) -> None:
+    from . import pipeline
     from .explain import explain_cutouts
 
     df = pipeline.export_table(engine, model[0].id, model[0].threshold)
@@ -130,6 +145,8 @@ def _explain(engine, model, n: int) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from . import pipeline, store
+
     settings = _settings(args)
     engine = store.make_engine(settings.db_url)
     df = pipeline.export_table(engine)
@@ -158,6 +175,7 @@ def cmd_configure(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from . import pipeline, store
     from .demo import write_demo_files
 
     settings = _settings(args)

@@ -63,7 +63,6 @@ def test_home_shows_totals_and_model(app, db):
     t = store.totals(eng)
     assert _metric(app, "Files") == "2"
     assert _metric(app, "Cutouts") == f"{t['cutouts']:,}"
-    row, _ = pipeline.current(eng)
     n_anom = int(pipeline.export_table(eng).is_anomaly.sum())
     assert _metric(app, "Anomalies") == f"{n_anom:,}"
     assert any("embedder: **local**" in m.value for m in app.markdown)
@@ -146,8 +145,8 @@ def test_gallery_filters(app, db):
 
 def test_gallery_detail_and_label(app, db):
     app.switch_page("app_pages/gallery.py").run()
-    app.button(key=[b.key for b in app.button if b.key and b.key.startswith("detail-")][0]
-               ).click().run()
+    first = next(b.key for b in app.button if b.key and b.key.startswith("detail-"))
+    app.button(key=first).click().run()
     assert not app.exception
     cid = app.session_state["detail"]
     assert any(f"Cutout #{cid}" in h.value for h in app.subheader)

@@ -57,11 +57,15 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().out
 
 
-def test_console_script_help():
-    for cmd in ([], ["ingest"], ["export"], ["configure"], ["run"]):
-        r = subprocess.run([sys.executable, "-m", "reaper_core.cli", *cmd, "--help"],
-                           capture_output=True, text=True)
-        assert r.returncode == 0 and "usage: anomaly-reaper" in r.stdout
+def test_help_on_every_command(capsys):
+    r = subprocess.run([sys.executable, "-m", "reaper_core.cli", "--help"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "usage: anomaly-reaper" in r.stdout
+    for cmd in ("run", "ingest", "fit", "score", "export", "configure", "demo"):
+        with pytest.raises(SystemExit) as info:
+            main([cmd, "--help"])
+        assert info.value.code == 0
+        assert f"usage: anomaly-reaper {cmd}" in capsys.readouterr().out
 
 
 def test_configure_persists_and_env_overrides(tmp_path, monkeypatch, capsys):

@@ -1,0 +1,45 @@
+"""Helpers shared by the benchmark scripts."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def real_fits_files() -> list[Path]:
+    """Every FITS file in ../shared/data/ (empty when none are there)."""
+    if not SHARED_DATA.is_dir():
+        return []
+    from reaper_core.pipeline import is_fits_name
+
+    return sorted(p for p in SHARED_DATA.rglob("*") if p.is_file() and is_fits_name(p))
+
+
+def table(rows: list[dict], title: str) -> str:
+    """A Markdown table of dict rows (same keys)."""
+    if not rows:
+        return f"### {title}\n\n(no rows)\n"
+    cols = list(rows[0])
+
+    def fmt(v):
+        if isinstance(v, float | np.floating):
+            return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+        return str(v)
+
+    lines = [f"### {title}", "", "| " + " | ".join(cols) + " |",
+             "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> str:
+    import os
+
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"Python {sys.version.split()[0]}")

@@ -1,0 +1,111 @@
+"""Dashboard server time with 100,000 cutouts in the database.
+
+Builds a SQLite database of 100,000 real cutouts (a simulated FFI's cutouts, embeddings and
+scores, stored again under 50 different files), then drives the real pages with
+streamlit.testing.v1.AppTest and times the script runs: first render of each page, a slider
+move, and a gallery filter (targets ≤ 300 ms each for the slider and the filter).
+
+    uv run python benchmarks/dashboard.py [--cutouts 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import machine, table  # noqa: E402
+from reaper_core import pipeline, store  # noqa: E402
+from reaper_core.config import Settings  # noqa: E402
+from reaper_core.simulate import inject_anomalies, simulate_ffi, write_spoc  # noqa: E402
+
+
+def build(db: str, n_target: int) -> int:
+    settings = Settings(db_url=f"sqlite:///{db}")
+    engine = store.make_engine(settings.db_url)
+    with tempfile.TemporaryDirectory() as d:
+        sim = simulate_ffi(seed=0)
+        inject_anomalies(sim, 3, seed=1)
+        path = write_spoc(sim, Path(d) / "base.fits")
+        prep = pipeline.prepare(path, settings, pipeline.get_embedder("local"))
+    n = len(prep.patches)
+    copies = int(np.ceil(n_target / n))
+    for i in range(copies):
+        prep.sha256 = f"{i:064x}"
+        prep.name = f"tess-s{40 + i % 5:04d}-{1 + i % 4}-{1 + (i // 4) % 4}-copy{i}_ffic.fits"
+        prep.image.sector, prep.image.camera, prep.image.ccd = 40 + i % 5, 1 + i % 4, 1 + (
+            i // 4) % 4
+        pipeline.store_prepared(engine, prep, settings, None)
+    pipeline.fit_model(engine, settings)
+    return store.totals(engine)["cutouts"]
+
+
+def timed_run(at, fn=None, repeat: int = 1) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        if fn:
+            fn(at)
+        t0 = time.perf_counter()
+        at.run()
+        out.append(time.perf_counter() - t0)
+        assert not at.exception, at.exception
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cutouts", type=int, default=100_000)
+    args = ap.parse_args()
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    print(f"# Dashboard benchmark — {machine()}\n")
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        n = build(f"{d}/dash.db", args.cutouts)
+        print(f"Built a database of {n:,} cutouts in {time.perf_counter() - t0:.0f} s.\n")
+        os.environ.update(ANOMALY_REAPER_DB_URL=f"sqlite:///{d}/dash.db",
+                          ANOMALY_REAPER_LOAD_DEMO="0", ANOMALY_REAPER_HOME=d)
+        rows = []
+        st.cache_resource.clear()
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+        rows.append({"action": "Home, first render (loads the cutout table)",
+                     "ms": 1e3 * timed_run(at)[0]})
+        rows.append({"action": "Home, warm rerun", "ms": 1e3 * timed_run(at)[0]})
+        at.switch_page("app_pages/threshold.py")
+        rows.append({"action": "Threshold page, first render", "ms": 1e3 * timed_run(at)[0]})
+        values = iter(np.linspace(2.1, 6.0, 40))
+        moves = timed_run(at, lambda a: a.slider[0].set_value(float(next(values))), 20)
+        rows.append({"action": "slider move (median of 20)", "ms": 1e3 * statistics.median(moves)})
+        rows.append({"action": "slider move (max of 20)", "ms": 1e3 * max(moves)})
+        at.switch_page("app_pages/explore.py")
+        rows.append({"action": "Explore, first render (PCA of every embedding)",
+                     "ms": 1e3 * timed_run(at)[0]})
+        rows.append({"action": "Explore, warm rerun", "ms": 1e3 * timed_run(at)[0]})
+        at.switch_page("app_pages/gallery.py")
+        rows.append({"action": "Gallery, first render", "ms": 1e3 * timed_run(at)[0]})
+        words = iter(["copy1", "copy2", "copy3", "s0041", "copy4", ""] * 4)
+        filt = timed_run(at, lambda a: a.text_input(key="g_file").input(next(words)), 12)
+        rows.append({"action": "gallery filter, file name (median of 12)",
+                     "ms": 1e3 * statistics.median(filt)})
+        sect = iter([[40], [41], [42], [], [43], [44]] * 2)
+        filt2 = timed_run(at, lambda a: a.multiselect(key="g_sector").set_value(next(sect)), 12)
+        rows.append({"action": "gallery filter, sector (median of 12)",
+                     "ms": 1e3 * statistics.median(filt2)})
+        rows.append({"action": "gallery filter (max of all 24)",
+                     "ms": 1e3 * max(filt + filt2)})
+        print(table(rows, f"Server time of one script run with {n:,} cutouts "
+                          "(target ≤ 300 ms for a slider move and a gallery filter)"))
+
+
+if __name__ == "__main__":
+    main()
