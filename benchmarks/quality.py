@@ -1,0 +1,208 @@
+"""Detection quality on injected anomalies, through the same ingest and scoring as the app.
+
+Data sets (each its own database, as a user would ingest one kind of data):
+  * real pixels: scikit-image's Hubble Deep Field, and every FITS image in ../shared/data/;
+  * simulated TESS SPOC FFIs (the project's simulator).
+Eight kinds of anomaly are injected at random positions with a fixed seed, the files are written
+as FITS and ingested with `pipeline.ingest_paths`. An injected anomaly is *detected* when some
+cutout centre falls inside its bounding box grown by 3 px; its score is the highest score of
+those cutouts. Negatives are the cutouts near no injected anomaly.
+
+Reported per kind and overall: ROC AUC, average precision, precision@50 (overall), recall and
+false-alarm rate at the model's threshold, and detection recall (did it get a cutout at all).
+
+    uv run python benchmarks/quality.py            # default pipeline, each embedder, baseline
+    uv run python benchmarks/quality.py --tune     # also the sweep the defaults were chosen from
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import machine, real_fits_files, table
+from reaper_core import pipeline, store
+from reaper_core.config import Settings
+from reaper_core.demo import hubble_deep_field_image
+from reaper_core.fits_reader import read_fits
+from reaper_core.simulate import (
+    ANOMALY_KINDS,
+    Anomaly,
+    inject_anomalies,
+    inject_into_image,
+    simulate_ffi,
+    write_spoc,
+)
+
+GROW = 3.0
+
+
+def make_datasets(folder: Path, n_per_kind: int, sim_size: int, n_sims: int, seed: int):
+    """Write the injected files; returns {name: [(path, [Anomaly, ...]), ...]}."""
+    sets: dict[str, list[tuple[Path, list[Anomaly]]]] = {}
+    hdf = hubble_deep_field_image()
+    anomalies = inject_into_image(hdf, None, n_per_kind, seed=seed, margin=20)
+    p = folder / "hdf_injected.fits"
+    fits.PrimaryHDU(hdf).writeto(p)
+    sets["Hubble Deep Field (real pixels)"] = [(p, anomalies)]
+    for real in real_fits_files():
+        img = read_fits(real)
+        data = img.data.copy()
+        a = inject_into_image(data, img.valid, n_per_kind, seed=seed)
+        q = folder / f"real_{real.stem}_injected.fits"
+        fits.PrimaryHDU(data).writeto(q)
+        sets[f"{real.name} (real)"] = [(q, a)]
+    sims = []
+    for i in range(n_sims):
+        sim = simulate_ffi(size=sim_size, seed=100 + i, sector=50 + i)
+        a = inject_anomalies(sim, n_per_kind, seed=seed + 10 + i)
+        sims.append((write_spoc(sim, folder / f"sim{i}_ffic.fits"), a))
+    sets[f"simulated TESS ({n_sims} × {sim_size}²)"] = sims
+    return sets
+
+
+def evaluate(files, settings: Settings, workdir: Path) -> dict:
+    """Ingest ``files`` into a fresh database with ``settings`` and measure."""
+    db = workdir / f"q{time.perf_counter_ns()}.db"
+    s = replace(settings, db_url=f"sqlite:///{db}")
+    engine = store.make_engine(s.db_url)
+    report = pipeline.ingest_paths(engine, [p for p, _ in files], s)
+    bad = [r.message for r in report.results if r.status != "added"]
+    if bad:
+        raise RuntimeError(bad)
+    df = pipeline.export_table(engine)
+    engine.dispose()
+    names = {p.name: a for p, a in files}
+    pos_scores, pos_kinds, pos_found, pos_flag = [], [], [], []
+    near_any = np.zeros(len(df), bool)
+    for fname, anomalies in names.items():
+        rows = np.flatnonzero((df["file"] == fname).to_numpy())
+        x, y = df["x"].to_numpy()[rows], df["y"].to_numpy()[rows]
+        sc = df["score"].to_numpy()[rows]
+        fl = df["is_anomaly"].to_numpy()[rows]
+        for a in anomalies:
+            x0, y0, x1, y1 = a.box
+            inside = (x >= x0 - GROW) & (x <= x1 + GROW) & (y >= y0 - GROW) & (y <= y1 + GROW)
+            near_any[rows[inside]] = True
+            pos_kinds.append(a.kind)
+            pos_found.append(bool(inside.any()))
+            pos_scores.append(float(sc[inside].max()) if inside.any() else -np.inf)
+            pos_flag.append(bool(fl[inside].any()))
+    neg = df.loc[~near_any]
+    neg_scores = neg["score"].to_numpy()
+    neg_flag = neg["is_anomaly"].to_numpy()
+    pos_scores, pos_kinds = np.array(pos_scores), np.array(pos_kinds)
+    pos_found, pos_flag = np.array(pos_found), np.array(pos_flag)
+    floor = np.nanmin(neg_scores) - 1
+
+    def metrics(mask):
+        ps = np.where(np.isfinite(pos_scores[mask]), pos_scores[mask], floor)
+        y = np.r_[np.ones(ps.size), np.zeros(neg_scores.size)]
+        s_ = np.r_[ps, neg_scores]
+        return {"ROC AUC": roc_auc_score(y, s_), "AP": average_precision_score(y, s_),
+                "recall@thr": pos_flag[mask].mean(), "got a cutout": pos_found[mask].mean()}
+
+    out = {"kinds": {}, "n_neg": int(neg_scores.size), "far": float(neg_flag.mean())}
+    for k in ANOMALY_KINDS:
+        m = pos_kinds == k
+        if m.any():
+            out["kinds"][k] = {"n": int(m.sum()), **metrics(m)}
+    out["overall"] = {"n": int(pos_scores.size), **metrics(np.ones(pos_scores.size, bool))}
+    # precision@50 over the ranked list: anomalies (one entry each) and negative cutouts.
+    ranked = np.r_[np.where(np.isfinite(pos_scores), pos_scores, floor), neg_scores]
+    labels = np.r_[np.ones(pos_scores.size), np.zeros(neg_scores.size)]
+    top = np.argsort(-ranked, kind="stable")[:50]
+    out["overall"]["P@50"] = float(labels[top].mean())
+    return out
+
+
+def result_rows(res: dict) -> list[dict]:
+    rows = []
+    for k, m in [*res["kinds"].items(), ("overall", res["overall"])]:
+        rows.append({"kind": k, "n": m["n"], "ROC AUC": m["ROC AUC"], "AP": m["AP"],
+                     "P@50": m.get("P@50", ""), "recall@thr": m["recall@thr"],
+                     "false alarms": res["far"], "got a cutout": m["got a cutout"]})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n-per-kind", type=int, default=5)
+    ap.add_argument("--sim-size", type=int, default=1024)
+    ap.add_argument("--sims", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=2024)
+    ap.add_argument("--tune", action="store_true")
+    args = ap.parse_args()
+    print(f"# Detection quality — {machine()}\n")
+    default = Settings(db_url="sqlite://")
+    configs = {
+        "default (local embedder)": default,
+        "stats embedder": replace(default, embedder="stats"),
+        "hog embedder": replace(default, embedder="hog"),
+        "baseline: original design (HOG → scaler → PCA 2 → mean + 2σ)":
+            replace(default, embedder="hog", n_components=2, threshold_mode="sigma",
+                    threshold_value=2.0),
+    }
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        sets = make_datasets(work, args.n_per_kind, args.sim_size, args.sims, args.seed)
+        summary = []
+        for dname, files in sets.items():
+            base = None
+            results = {}
+            for cname, cfg in configs.items():
+                t0 = time.perf_counter()
+                res = evaluate(files, cfg, work)
+                results[cname] = res
+                print(table(result_rows(res),
+                            f"{dname} — {cname} ({time.perf_counter() - t0:.0f} s)"))
+                if cname.startswith("baseline"):
+                    base = res
+                o = res["overall"]
+                summary.append({"data": dname, "pipeline": cname, "ROC AUC": o["ROC AUC"],
+                                "AP": o["AP"], "P@50": o["P@50"], "recall@thr": o["recall@thr"],
+                                "false alarms": res["far"], "got a cutout": o["got a cutout"]})
+            d_ = results["default (local embedder)"]
+            worse = [k for k in d_["kinds"] if d_["kinds"][k]["ROC AUC"]
+                     <= base["kinds"][k]["ROC AUC"]]
+            print(f"Default beats the baseline's ROC AUC on "
+                  f"{len(d_['kinds']) - len(worse)} of {len(d_['kinds'])} kinds"
+                  + (f"; not on: {', '.join(worse)}" if worse else "") + ".\n")
+        print(table(summary, "Summary (overall)"))
+        if args.tune:
+            tune(sets, default, work)
+
+
+def tune(sets, default: Settings, work: Path) -> None:
+    rows = []
+    grid = [("patch 16", replace(default, patch_size=16)),
+            ("patch 32", default),
+            ("patch 48", replace(default, patch_size=48)),
+            ("patch 64", replace(default, patch_size=64))]
+    grid += [(f"components {nc:g}", replace(default, n_components=nc))
+             for nc in (2, 5, 10, 20, 40, 0.8, 0.9, 0.95)]
+    grid += [("threshold sigma 3", replace(default, threshold_value=3.0)),
+             ("threshold percentile 99", replace(default, threshold_mode="percentile",
+                                                 threshold_value=99.0))]
+    for label, cfg in grid:
+        for dname, files in sets.items():
+            res = evaluate(files, cfg, work)
+            o = res["overall"]
+            rows.append({"setting": label, "data": dname, "ROC AUC": o["ROC AUC"],
+                         "AP": o["AP"], "P@50": o["P@50"], "recall@thr": o["recall@thr"],
+                         "false alarms": res["far"], "got a cutout": o["got a cutout"]})
+    print(table(rows, "Tuning sweep (overall, default embedder unless named)"))
+
+
+if __name__ == "__main__":
+    main()
