@@ -45,7 +45,7 @@ class Settings:
     source_method: str = "auto"
     threshold_mode: str = "sigma"
     threshold_value: float = 2.0
-    n_components: float = 0.0
+    n_components: float = 5
     max_file_mb: float = 512.0
     max_pixels: int = 64_000_000
     vertex_project: str = ""

@@ -349,7 +349,7 @@ def fit_model(engine: Engine, settings: Settings, progress: ProgressFn = _noop,
     if len(ids) < 3:
         raise ModelError(f"need at least 3 cutouts embedded by {embedder.name} to fit a model")
     nc = settings.n_components if n_components is None else n_components
-    nc = int(nc) if nc >= 1 else (nc if nc > 0 else 0.9)
+    nc = int(nc) if nc >= 1 else (nc if nc > 0 else 5)
     det = PCAAnomalyDetector(n_components=nc, threshold_mode=settings.threshold_mode,
                              threshold_value=settings.threshold_value).fit(X)
     progress("fit", 0.6, "scoring every cutout")

@@ -57,6 +57,8 @@ class SimulatedFFI:
     tstart: float
     science: tuple[slice, slice]
     anomalies: list[Anomaly] = field(default_factory=list)
+    #: Artefacts the simulator makes by itself (saturated stars and their bleed columns).
+    artefacts: list[Anomaly] = field(default_factory=list)
 
 
 def _psf_stamps(x: np.ndarray, y: np.ndarray, flux: np.ndarray, sigma: float, half: int):
@@ -150,7 +152,7 @@ def simulate_ffi(
     sigma = 0.9
     add_sources(electrons, sx, sy, flux, sigma=sigma)
     electrons += sky * EXPOSURE_S
-    _bleed(electrons, sx[:n_saturated], sy[:n_saturated], flux[:n_saturated])
+    halves = _bleed(electrons, sx[:n_saturated], sy[:n_saturated], flux[:n_saturated])
     electrons = rng.poisson(np.clip(electrons, 0, None)).astype(np.float64)
     electrons += rng.normal(0, 10.0 * np.sqrt(EXPOSURE_S / 2.0), electrons.shape)
 
@@ -167,21 +169,31 @@ def simulate_ffi(
     stars = Table(
         {"x": sx + left, "y": sy, "tmag": tmag, "flux": flux / EXPOSURE_S},
     )
+    artefacts = [Anomaly("saturated_star", float(x + left), float(y),
+                         (float(x + left - 6), float(y - h - 2), float(x + left + 6),
+                          float(y + h + 2)))
+                 for x, y, h in zip(sx[:n_saturated], sy[:n_saturated], halves, strict=True)]
     return SimulatedFFI(
         image=image, wcs=wcs, stars=stars, sector=sector, camera=camera, ccd=ccd,
-        tstart=2400.0 + 27.4 * (sector - 42), science=sci,
+        tstart=2400.0 + 27.4 * (sector - 42), science=sci, artefacts=artefacts,
     )
 
 
-def _bleed(img: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np.ndarray) -> None:
-    """Clip saturated pixels and spread the excess charge along their columns, in place."""
+def _bleed(img: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np.ndarray) -> list[int]:
+    """Clip saturated pixels and spread the excess charge along their columns, in place.
+
+    Returns the half-length of each bleed trail, pixels.
+    """
+    halves = []
     for xi, yi, f in zip(np.round(x).astype(int), np.round(y).astype(int), flux, strict=True):
         half = int(min(img.shape[0] // 4, np.ceil(0.5 * f / SATURATION_E)))
         col = slice(max(xi - 1, 0), min(xi + 2, img.shape[1]))
         rows = slice(max(yi - half, 0), min(yi + half + 1, img.shape[0]))
         img[rows, xi] = np.maximum(img[rows, xi], SATURATION_E)
         img[rows, col] = np.maximum(img[rows, col], 0.3 * SATURATION_E)
+        halves.append(half)
     np.minimum(img, SATURATION_E, out=img)
+    return halves
 
 
 def inject_anomalies(

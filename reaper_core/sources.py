@@ -60,13 +60,17 @@ def detect_segments(
     data: np.ndarray,
     *,
     nsigma: float = 3.0,
+    nsigma_dark: float = 6.0,
     npixels: int = 5,
     box_size: int = 64,
     max_sources: int = 20_000,
     big_area: int = 80,
     cell: int = 12,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Detect connected objects above ``nsigma`` times the local background RMS.
+    """Detect connected objects above, and below, ``nsigma`` times the local background RMS.
+
+    Objects brighter than the sky (stars, streaks, blobs) and darker than it (dead columns,
+    over-subtracted holes) are both found.
 
     Parameters
     ----------
@@ -74,6 +78,8 @@ def detect_segments(
         Image; NaN pixels are ignored.
     nsigma : float
         Detection threshold in units of the background RMS, per pixel.
+    nsigma_dark : float
+        The same for objects darker than the sky.
     npixels : int
         Minimum number of connected pixels of a detection.
     box_size : int
@@ -97,6 +103,20 @@ def detect_segments(
     smoothed = convolve(sub, kernel, normalize_kernel=False, boundary="extend")
     # The smoothed image's noise is lower than the raw noise by the kernel's norm.
     threshold = nsigma * rms * float(np.sqrt((kernel.array**2).sum()))
+    xs, ys = [], []
+    # Bright objects, and dark defects (dead columns, holes). A crowded TESS sky is
+    # confusion-limited — faint unresolved stars lift the background median — so the gaps
+    # between stars dip below it; dark detections need a stricter threshold.
+    for sign, thr in ((1.0, threshold), (-1.0, threshold * nsigma_dark / nsigma)):
+        x, y = _segment_positions(sign * smoothed, sign * sub, thr, npixels,
+                                  max_sources, big_area, cell)
+        xs.append(x)
+        ys.append(y)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _segment_positions(smoothed, sub, threshold, npixels, max_sources, big_area, cell):
+    """Positions of the segments of ``smoothed`` above ``threshold`` (see detect_segments)."""
     segm = detect_sources(smoothed, threshold, n_pixels=npixels)
     if segm is None:
         return np.empty(0), np.empty(0)

@@ -6,7 +6,7 @@ import pytest
 from reaper_core.cutouts import extract_cutouts
 from reaper_core.detector import PCAAnomalyDetector, threshold_from_scores
 from reaper_core.embedders import get_embedder
-from reaper_core.embedders.local import STATS_NAMES, hog_dim
+from reaper_core.embedders.local import STATS_NAMES
 from reaper_core.errors import ConfigError, ModelError
 from reaper_core.fits_reader import read_fits
 from reaper_core.sources import find_sources
@@ -20,8 +20,8 @@ def patches(request):
     return extract_cutouts(img.data, src.x, src.y, 32, img.valid)
 
 
-@pytest.mark.parametrize("name, dim", [("stats", len(STATS_NAMES)), ("hog", hog_dim(32)),
-                                       ("local", len(STATS_NAMES) + hog_dim(32))])
+@pytest.mark.parametrize("name, dim", [("stats", len(STATS_NAMES)), ("hog", 36),
+                                       ("hog-fine", 324), ("local", len(STATS_NAMES) + 36)])
 def test_local_embedders_shape_determinism(patches, name, dim):
     emb = get_embedder(name)
     seen = []

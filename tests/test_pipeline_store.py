@@ -101,7 +101,7 @@ def test_refit_with_other_embedder_embeds_stored_patches(engine, settings, hdf_f
     row = pipeline.fit_model(engine, settings)
     assert row.embedder == "hog"
     det = PCAAnomalyDetector.from_bytes(row.arrays, row.meta_json)
-    assert det.n_features_in_ == 324
+    assert det.n_features_in_ == 36
 
 
 def test_labels_and_export_formats(engine, settings, hdf_file, tmp_path):

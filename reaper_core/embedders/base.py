@@ -67,6 +67,12 @@ def _hog(**kw: Any) -> Embedder:
     return HOGEmbedder()
 
 
+def _hog_fine(**kw: Any) -> Embedder:
+    from .local import HOGEmbedder
+
+    return HOGEmbedder(cells=4)
+
+
 def _vertex(settings: Any = None, **kw: Any) -> Embedder:
     from .vertex import VertexEmbedder
 
@@ -78,12 +84,13 @@ EMBEDDERS: dict[str, Callable[..., Embedder]] = {
     "local": _local,
     "stats": _stats,
     "hog": _hog,
+    "hog-fine": _hog_fine,
     "vertex": _vertex,
 }
 
 
 def get_embedder(name: str, settings: Any = None, **kwargs: Any) -> Embedder:
-    """Build the embedder called ``name`` (``local``, ``stats``, ``hog`` or ``vertex``).
+    """Build the embedder called ``name`` (``local``, ``stats``, ``hog``, ``hog-fine``, ``vertex``).
 
     ``settings`` (a :class:`~reaper_core.config.Settings`) configures backends that need it.
     """

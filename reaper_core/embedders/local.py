@@ -142,17 +142,20 @@ def hog_features(patches: np.ndarray, cell: int | None = None) -> np.ndarray:
     ----------
     patches : ndarray, shape (n, s, s)
     cell : int, optional
-        HOG cell size in pixels; default ``s // 4`` (4 × 4 cells).
+        HOG cell size in pixels; default ``s // 2`` (2 × 2 cells, one 2 × 2 block).
 
     Returns
     -------
-    ndarray, shape (n, 324), float32 for 4 × 4 cells, 2 × 2 blocks, 9 orientations.
+    ndarray, shape (n, 36), float32 for 2 × 2 cells, 9 orientations (``hog_dim``).
+
+    Coarse cells were chosen by ``benchmarks/quality.py``: with 4 × 4 cells (324 values) the
+    shape features outnumber the 31 statistics ten to one and swamp the reconstruction error.
     """
     p = fill_nan(np.asarray(patches, dtype=np.float32))
     s = p.shape[-1]
     sky, sig = _sky(p.astype(np.float64))
     z = np.arcsinh((p - sky[:, None, None]) / (3 * sig[:, None, None]))
-    cell = cell or max(s // 4, 4)
+    cell = cell or max(s // 2, 4)
     out = [hog(zi, orientations=9, pixels_per_cell=(cell, cell), cells_per_block=(2, 2),
                block_norm="L2-Hys", feature_vector=True) for zi in z]
     if not out:
@@ -162,7 +165,7 @@ def hog_features(patches: np.ndarray, cell: int | None = None) -> np.ndarray:
 
 def hog_dim(size: int, cell: int | None = None) -> int:
     """Length of :func:`hog_features` for ``size`` px patches."""
-    cell = cell or max(size // 4, 4)
+    cell = cell or max(size // 2, 4)
     nc = size // cell
     return max(nc - 1, 0) ** 2 * 4 * 9
 
@@ -185,20 +188,27 @@ class StatsEmbedder(Embedder):
 
 
 class HOGEmbedder(Embedder):
-    """Histogram of oriented gradients (shape only), 4 × 4 cells per patch."""
+    """Histogram of oriented gradients (shape only).
+
+    ``cells`` per side: 2 (the default, 36 values at any patch size) or 4 (``hog-fine``,
+    324 values, the conventional 8 px cells at 32 px).
+    """
 
     name = "hog"
 
-    def __init__(self, size: int = 32) -> None:
-        self.size = size
+    def __init__(self, size: int = 32, cells: int = 2) -> None:
+        self.size, self.cells = size, cells
+        if cells != 2:
+            self.name = "hog-fine"
 
     @property
     def dim(self) -> int:
-        return hog_dim(self.size)
+        return hog_dim(self.size, self.size // self.cells)
 
     def embed(self, patches: np.ndarray, progress: ProgressFn | None = None) -> np.ndarray:
         self.size = patches.shape[-1] if len(patches) else self.size
-        return _chunked(hog_features, patches, progress, self.dim)
+        cell = self.size // self.cells
+        return _chunked(lambda p: hog_features(p, cell), patches, progress, self.dim)
 
 
 class LocalEmbedder(Embedder):
