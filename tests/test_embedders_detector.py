@@ -45,6 +45,17 @@ def test_local_features_separate_star_from_streak():
     assert F[0, STATS_NAMES.index("peak_snr")] > F[1, STATS_NAMES.index("peak_snr")]
 
 
+def test_hog_names_follow_skimage_layout():
+    from reaper_core.embedders.local import hog_features, hog_names
+
+    patch = np.zeros((1, 32, 32), np.float32)
+    patch[0, 20:28, 2:14] = np.linspace(0, 50, 12)  # a horizontal gradient, upper-left
+    f = hog_features(patch)[0]
+    names = hog_names(32)
+    top = names[int(np.argmax(f))]
+    assert top.startswith("hog upper-left")
+
+
 def test_unknown_embedder():
     with pytest.raises(ConfigError, match="unknown embedder"):
         get_embedder("clip")

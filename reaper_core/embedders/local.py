@@ -163,6 +163,20 @@ def hog_features(patches: np.ndarray, cell: int | None = None) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)
 
 
+def hog_names(size: int = 32, cell: int | None = None) -> list[str]:
+    """Readable names of :func:`hog_features`: patch quadrant (as displayed, origin lower)
+    and gradient orientation, e.g. ``hog upper-left 60°``. Fine grids get cell indices."""
+    cell = cell or max(size // 2, 4)
+    nc = size // cell
+    if nc != 2:
+        return [f"hog_{i}" for i in range(hog_dim(size, cell))]
+    names = []
+    for row in ("lower", "upper"):  # array row 0 is drawn at the bottom
+        for col in ("left", "right"):
+            names += [f"hog {row}-{col} {o * 20}°" for o in range(9)]
+    return names
+
+
 def hog_dim(size: int, cell: int | None = None) -> int:
     """Length of :func:`hog_features` for ``size`` px patches."""
     cell = cell or max(size // 2, 4)
@@ -205,6 +219,10 @@ class HOGEmbedder(Embedder):
     def dim(self) -> int:
         return hog_dim(self.size, self.size // self.cells)
 
+    @property
+    def feature_names(self) -> list[str]:
+        return hog_names(self.size, self.size // self.cells)
+
     def embed(self, patches: np.ndarray, progress: ProgressFn | None = None) -> np.ndarray:
         self.size = patches.shape[-1] if len(patches) else self.size
         cell = self.size // self.cells
@@ -228,7 +246,7 @@ class LocalEmbedder(Embedder):
 
     @property
     def feature_names(self) -> list[str]:
-        return list(STATS_NAMES) + [f"hog_{i}" for i in range(hog_dim(self.size))]
+        return list(STATS_NAMES) + hog_names(self.size)
 
     def embed(self, patches: np.ndarray, progress: ProgressFn | None = None) -> np.ndarray:
         self.size = patches.shape[-1] if len(patches) else self.size
