@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 from sqlmodel import Session
 
@@ -70,8 +71,8 @@ if detail is not None and detail in set(tbl["cutout_id"]):
         b.image(to_png(residual_map(patch), "sqrt", 8, "magma"),
                 caption="where the signal sits (|pixel − sky| / σ)", width="stretch")
         with d:
-            ra = "—" if np.isnan(info["ra"]) else f"{info['ra']:.5f}°"
-            dec = "—" if np.isnan(info["dec"]) else f"{info['dec']:.5f}°"
+            ra = "—" if pd.isna(info["ra"]) else f"{info['ra']:.5f}°"
+            dec = "—" if pd.isna(info["dec"]) else f"{info['dec']:.5f}°"
             st.write(f"x, y = {info['x']:.1f}, {info['y']:.1f} px · RA {ra} · Dec {dec}")
             sc = info["score"]
             st.write(f"score **{sc:.4g}**" + (" — **anomaly**" if row and sc > row.threshold

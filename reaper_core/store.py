@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Column, Index, LargeBinary, event, func, insert, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 T = TypeVar("T")
@@ -145,8 +145,21 @@ def make_engine(url: str) -> Engine:
             cur.close()
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    with_retry(lambda: SQLModel.metadata.create_all(engine))
+    with_retry(lambda: _create_tables(engine))
     return engine
+
+
+def _create_tables(engine: Engine, attempts: int = 5) -> None:
+    """Create missing tables; another process creating them at the same moment is fine."""
+    for i in range(attempts):
+        try:
+            SQLModel.metadata.create_all(engine)
+            return
+        except (OperationalError, ProgrammingError, IntegrityError) as exc:
+            text_ = str(exc).lower()
+            if i == attempts - 1 or not ("already exists" in text_ or "duplicate" in text_):
+                raise
+            time.sleep(0.05 * (i + 1))
 
 
 def with_retry(fn: Callable[[], T], attempts: int = 8, delay: float = 0.2) -> T:
@@ -264,7 +277,8 @@ def cutout_table(engine: Engine, model_id: int | None) -> pd.DataFrame:
         df = pd.read_sql(sql, conn, params={"mid": model_id} if model_id else {})
     for col in ("sector", "camera", "ccd"):
         df[col] = df[col].astype("Int64")
-    df["score"] = df["score"].astype(float)
+    for col in ("x", "y", "ra", "dec", "time", "score"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     return df
 
 
