@@ -200,6 +200,7 @@ def test_sigkill_mid_ingest_leaves_consistent_db_and_rerun_completes(tmp_path, f
     assert main(["ingest", "--db-url", db, *paths]) == 0
     files, cutouts = consistent(engine)
     assert files == 3
+    assert cutouts == sum(read_count(p) for p in paths)
     assert pipeline.current(engine) is not None
     assert pipeline.export_table(engine).score.notna().all()
 

@@ -1,0 +1,97 @@
+"""The same guarantees against a real PostgreSQL server started by the test run.
+
+The server is Debian's `postgresql` (installed by .ci/run), started in a temporary folder on a
+free loopback port and stopped afterwards. Run as root, it runs as the `postgres` user.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from reaper_core import pipeline, store
+from reaper_core.cli import main
+
+from .test_reliability import _run_two, consistent, read_count
+
+
+def _pg_bin(name: str) -> str | None:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found[-1] if found else shutil.which(name)
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not initdb or not pg_ctl:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed (.ci/run installs it)")
+        pytest.skip("PostgreSQL is not installed")
+    folder = Path(tempfile.mkdtemp(prefix="reaper-pg-"))
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    data = folder / "data"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run([*prefix, initdb, "-D", str(data), "-A", "trust", "-U", "reaper",
+                    "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
+    opts = (f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c max_connections=50")
+    subprocess.run([*prefix, pg_ctl, "-D", str(data), "-o", opts, "-l", str(folder / "log"),
+                    "-w", "-t", "60", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://reaper@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _reset(url: str) -> None:
+    engine = store.make_engine(url)
+    store.SQLModel.metadata.drop_all(engine)
+    engine.dispose()
+
+
+def test_pipeline_round_trip_on_postgres(pg_url, spoc_file, hdf_file, tmp_path, capsys):
+    _reset(pg_url)
+    assert main(["ingest", "--db-url", pg_url, str(spoc_file), str(hdf_file)]) == 0
+    assert main(["ingest", "--db-url", pg_url, str(hdf_file)]) == 0  # duplicate
+    assert "1 duplicate" in capsys.readouterr().out
+    engine = store.make_engine(pg_url)
+    files, cutouts = consistent(engine)
+    assert files == 2 and cutouts == read_count(spoc_file) + read_count(hdf_file)
+    row, _ = pipeline.current(engine)
+    thr = pipeline.set_threshold(engine, row.id, "percentile", 95)
+    df = pipeline.export_table(engine)
+    assert df.score.notna().all()
+    assert abs(df.is_anomaly.mean() - 0.05) < 0.02 and thr > 0
+    store.set_label(engine, int(df.cutout_id.iloc[0]), "interesting", "a note")
+    assert main(["export", "--db-url", pg_url, "-o", str(tmp_path / "pg.csv")]) == 0
+
+
+def test_two_writers_on_postgres(pg_url, spoc_file, tica_file, hdf_file):
+    _reset(pg_url)
+    store.make_engine(pg_url)
+    _run_two(pg_url, [str(spoc_file), str(hdf_file)], [str(tica_file), str(hdf_file)])
+    engine = store.make_engine(pg_url)
+    files, cutouts = consistent(engine)
+    assert files == 3
+    assert cutouts == sum(read_count(p) for p in (spoc_file, tica_file, hdf_file))
+
+
+def test_settings_accept_postgres_url(pg_url, monkeypatch):
+    monkeypatch.setenv("ANOMALY_REAPER_DB_URL", pg_url)
+    from reaper_core.config import load_settings
+
+    assert load_settings().db_url == pg_url
