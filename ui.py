@@ -47,6 +47,15 @@ def model():
     return row, _detector(settings().db_url, row.id)
 
 
+def require_model():
+    """(model row, detector), or a hint and a stop when there is no model yet."""
+    m = model()
+    if m is None:
+        st.info("No model yet: upload files or load the demo data on the home page.")
+        st.stop()
+    return m
+
+
 @st.cache_resource(max_entries=3, show_spinner="Loading cutouts…")
 def _table(url: str, model_id: int | None, version: tuple) -> pd.DataFrame:
     return store.cutout_table(_engine(url), model_id)

@@ -6,11 +6,7 @@ from reaper_core import plots, views
 
 st.title("Explore the PCA projection")
 
-m = ui.model()
-if m is None:
-    st.info("No model yet: upload files or load the demo data on the home page.")
-    st.stop()
-row, det = m
+row, det = ui.require_model()
 ids, pcs = ui.pca(row.id)
 tbl = ui.table(row.id).set_index("cutout_id")
 scores = tbl["score"].reindex(ids).to_numpy(dtype=float)

@@ -9,11 +9,7 @@ from reaper_core.embedders import EMBEDDERS
 
 st.title("Threshold & model")
 
-m = ui.model()
-if m is None:
-    st.info("No model yet: upload files or load the demo data on the home page.")
-    st.stop()
-row, det = m
+row, det = ui.require_model()
 tbl = ui.table(row.id)
 scores = tbl["score"].to_numpy(dtype=float)
 

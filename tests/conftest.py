@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from reaper_core import pipeline
 from reaper_core.config import Settings
 from reaper_core.demo import write_hubble_fits
 from reaper_core.simulate import inject_anomalies, simulate_ffi, write_spoc, write_tica
@@ -72,3 +73,12 @@ def engine(settings):
     eng = make_engine(settings.db_url)
     yield eng
     eng.dispose()
+
+
+def ingested_db(folder: Path, files: list[Path]) -> str:
+    """A SQLite database in ``folder`` with ``files`` ingested and a model fitted; its URL."""
+    url = f"sqlite:///{folder / 'reaper.db'}"
+    eng = make_engine(url)
+    pipeline.ingest_paths(eng, files, Settings(db_url=url, uploads_dir=str(folder / "uploads")))
+    eng.dispose()
+    return url

@@ -8,7 +8,8 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from reaper_core import pipeline, store, views
-from reaper_core.config import Settings
+
+from .conftest import ingested_db
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -17,12 +18,8 @@ APP = str(Path(__file__).resolve().parent.parent / "app.py")
 def db(tmp_path_factory, request):
     """SQLite database with the Hubble Deep Field and a simulated SPOC frame ingested."""
     folder = tmp_path_factory.mktemp("appdb")
-    url = f"sqlite:///{folder / 'app.db'}"
-    s = Settings(db_url=url, uploads_dir=str(folder / "uploads"))
-    eng = store.make_engine(url)
-    pipeline.ingest_paths(eng, [request.getfixturevalue("hdf_file"),
-                                request.getfixturevalue("spoc_file")], s)
-    eng.dispose()
+    url = ingested_db(folder, [request.getfixturevalue("hdf_file"),
+                               request.getfixturevalue("spoc_file")])
     return url, folder
 
 

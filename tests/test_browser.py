@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 
 from reaper_core import pipeline, store
-from reaper_core.config import Settings
 
-from .conftest import ARTIFACTS
+from .conftest import ARTIFACTS, ingested_db
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [
@@ -41,12 +40,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, request):
     folder = tmp_path_factory.mktemp("browser")
-    url = f"sqlite:///{folder / 'b.db'}"
-    s = Settings(db_url=url, uploads_dir=str(folder / "uploads"))
-    eng = store.make_engine(url)
-    pipeline.ingest_paths(eng, [request.getfixturevalue("hdf_file"),
-                                request.getfixturevalue("spoc_file")], s)
-    eng.dispose()
+    url = ingested_db(folder, [request.getfixturevalue("hdf_file"),
+                               request.getfixturevalue("spoc_file")])
     port = _free_port()
     env = dict(os.environ, ANOMALY_REAPER_DB_URL=url, ANOMALY_REAPER_LOAD_DEMO="0",
                ANOMALY_REAPER_HOME=str(folder), ANOMALY_REAPER_UPLOADS_DIR=str(folder / "up"))
@@ -121,13 +116,19 @@ def test_upload_real_fits_through_drop_zone(server, page, tica_file, tmp_path):
     wait_idle(page)
     bad = tmp_path / "renamed_png.fits"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 200)
-    page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files([str(tica_file),
-                                                                       str(bad)])
+    empty = tmp_path / "empty.fits"
+    empty.write_bytes(b"")
+    cut = tmp_path / "cut_short.fits"
+    cut.write_bytes(tica_file.read_bytes()[:10_000])
+    page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(
+        [str(tica_file), str(bad), str(empty), str(cut)])
     page.get_by_text(re.compile(r"objects, \d+ anomalies")).wait_for(timeout=120_000)
     wait_idle(page)
     body = page.inner_text("body")
     assert f"{tica_file.name}: " in body or tica_file.name in body
     assert "renamed_png.fits: is not a FITS file but a PNG image" in body
+    assert "empty.fits: is empty (0 bytes)" in body
+    assert "cut_short.fits: is a damaged or truncated FITS file" in body
     shot(page, "upload")
 
 

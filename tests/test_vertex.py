@@ -75,6 +75,12 @@ def test_client_errors_and_malformed_replies_are_not_retried(fake, tmp_path, pat
         make(fake, tmp_path, concurrency=1).embed(patches[2:3])
 
 
+def test_non_json_reply_is_a_clear_error(fake, tmp_path, patches):
+    fake.faults = ["garbage"]
+    with pytest.raises(EmbeddingError, match="Vertex AI embedding request failed"):
+        make(fake, tmp_path, concurrency=1).embed(patches[:1])
+
+
 def test_timeout_is_enforced_and_retried(fake, tmp_path, patches):
     fake.faults = [("sleep", 3.0)]
     emb = make(fake, tmp_path, concurrency=1, timeout_s=0.5)
