@@ -8,7 +8,7 @@ from sqlmodel import Session
 import ui
 from reaper_core import plots, store, views
 from reaper_core.cutouts import STRETCHES, to_png
-from reaper_core.explain import residual_map, top_features
+from reaper_core.explain import error_by_quadrant, residual_map, top_features
 
 st.title("Anomaly gallery")
 
@@ -81,6 +81,13 @@ if detail is not None and detail in set(tbl["cutout_id"]):
                 feats = top_features(ui.engine(), m, [detail], top=5).get(detail, [])
                 if feats:
                     st.write("Why: " + ", ".join(f"`{n}` {100 * v:.0f}%" for n, v in feats))
+                quads = error_by_quadrant(ui.engine(), m, detail)
+                if quads is not None:
+                    st.write("Share of the reconstruction error in the shape of each quarter "
+                             "of the patch (the rest is in its photometry):")
+                    st.dataframe(pd.DataFrame(
+                        (100 * quads[::-1]).round(1), index=["upper", "lower"],
+                        columns=["left %", "right %"]), width="content")
             with Session(ui.engine()) as sess:
                 fr = sess.get(store.FitsFile, c.file_id)
             st.caption("Header")

@@ -40,6 +40,28 @@ def explain_cutouts(engine: Engine, model, ids: list[int], top: int = 3) -> dict
             for cid, feats in top_features(engine, model, ids, top).items()}
 
 
+def error_by_quadrant(engine: Engine, model: tuple[store.DetectorModel, PCAAnomalyDetector],
+                      cutout_id: int) -> np.ndarray | None:
+    """Share of a cutout's reconstruction error carried by each patch quadrant, shape (2, 2).
+
+    Uses the HOG part of the embedding (one set of orientation bins per quadrant); row 0 is the
+    lower half as displayed (origin lower). None when the embedder has no spatial features.
+    """
+    row, det = model
+    names = get_embedder(row.embedder).feature_names
+    vec = _vectors(engine, row.embedder, [cutout_id]).get(cutout_id)
+    if vec is None or len(names) != det.n_features_in_:
+        return None
+    r2 = det.residuals(vec[None])[0] ** 2
+    total = r2.sum() or 1.0
+    grid = np.zeros((2, 2))
+    for i, name in enumerate(names):
+        if name.startswith("hog ") and "-" in name:
+            vert, horiz = name.split()[1].split("-")
+            grid[int(vert == "upper"), int(horiz == "right")] += r2[i] / total
+    return grid if grid.any() else None
+
+
 def residual_map(patch: np.ndarray) -> np.ndarray:
     """Where in the patch the odd signal sits: |patch − smooth sky model| in σ, shape (s, s).
 

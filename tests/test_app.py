@@ -148,6 +148,8 @@ def test_gallery_detail_and_label(app, db):
     cid = app.session_state["detail"]
     assert any(f"Cutout #{cid}" in h.value for h in app.subheader)
     assert any(m.value.startswith("Why: ") for m in app.markdown)
+    quads = next(d.value for d in app.dataframe if "left %" in d.value.columns)
+    assert quads.shape == (2, 2) and 0 < quads.to_numpy().sum() <= 100.0001
     next(r for r in app.radio if r.label == "Label").set_value("artefact")
     next(t for t in app.text_input if t.label == "Note").input("<b>satellite</b> glint")
     next(b for b in app.button if b.label == "Save label").click().run()

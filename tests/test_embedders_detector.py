@@ -56,6 +56,30 @@ def test_hog_names_follow_skimage_layout():
     assert top.startswith("hog upper-left")
 
 
+def test_error_by_quadrant_points_at_the_odd_corner(tmp_path, hdf_file):
+    from reaper_core import pipeline, store
+    from reaper_core.config import Settings
+    from reaper_core.explain import error_by_quadrant
+
+    s = Settings(db_url=f"sqlite:///{tmp_path / 'q.db'}")
+    engine = store.make_engine(s.db_url)
+    pipeline.ingest_paths(engine, [hdf_file], s)
+    model = pipeline.current(engine)
+    # A streak in the upper-right quarter of an otherwise ordinary patch.
+    df = pipeline.export_table(engine).sort_values("score")
+    cid = int(df.cutout_id.iloc[len(df) // 2])
+    patch, _ = store.get_cutouts(engine, [cid])[cid]
+    odd = patch.copy()
+    for i in range(4, 14):
+        odd[18 + i, 18 + i // 2] += 40 * float(np.std(patch))
+    X = get_embedder("local").embed(odd[None])
+    with store.session_scope(engine) as sess:
+        sess.get(store.Embedding, (cid, "local")).vector = store.to_bytes(X)
+    grid = error_by_quadrant(engine, model, cid)
+    assert grid is not None and grid.shape == (2, 2)
+    assert np.argmax(grid) == 3  # upper-right: row 1 (upper), column 1 (right)
+
+
 def test_unknown_embedder():
     with pytest.raises(ConfigError, match="unknown embedder"):
         get_embedder("clip")

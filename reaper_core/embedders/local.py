@@ -146,7 +146,8 @@ def hog_features(patches: np.ndarray, cell: int | None = None) -> np.ndarray:
 
     Returns
     -------
-    ndarray, shape (n, 36), float32 for 2 × 2 cells, 9 orientations (``hog_dim``).
+    ndarray, shape (n, 36), float32 for 2 × 2 cells (each normalised on its own),
+    9 orientations (``hog_dim``).
 
     Coarse cells were chosen by ``benchmarks/quality.py``: with 4 × 4 cells (324 values) the
     shape features outnumber the 31 statistics ten to one and swamp the reconstruction error.
@@ -156,7 +157,10 @@ def hog_features(patches: np.ndarray, cell: int | None = None) -> np.ndarray:
     sky, sig = _sky(p.astype(np.float64))
     z = np.arcsinh((p - sky[:, None, None]) / (3 * sig[:, None, None]))
     cell = cell or max(s // 2, 4)
-    out = [hog(zi, orientations=9, pixels_per_cell=(cell, cell), cells_per_block=(2, 2),
+    # Coarse grids normalise each cell on its own, so a feature belongs to one quarter of the
+    # patch (see explain.error_by_quadrant); fine grids use the usual 2 × 2 blocks.
+    block = (1, 1) if s // cell == 2 else (2, 2)
+    out = [hog(zi, orientations=9, pixels_per_cell=(cell, cell), cells_per_block=block,
                block_norm="L2-Hys", feature_vector=True) for zi in z]
     if not out:
         return np.zeros((0, hog_dim(s, cell)), np.float32)
@@ -181,7 +185,7 @@ def hog_dim(size: int, cell: int | None = None) -> int:
     """Length of :func:`hog_features` for ``size`` px patches."""
     cell = cell or max(size // 2, 4)
     nc = size // cell
-    return max(nc - 1, 0) ** 2 * 4 * 9
+    return 4 * 9 if nc == 2 else max(nc - 1, 0) ** 2 * 4 * 9
 
 
 class StatsEmbedder(Embedder):
