@@ -69,8 +69,9 @@ def table(model_id: int | None) -> pd.DataFrame:
 
 @st.cache_resource(max_entries=2, show_spinner="Projecting embeddings…")
 def _pca(url: str, model_id: int, version: tuple):
-    row_det = model()
-    return views.pca_coordinates(_engine(url), row_det[0], row_det[1])
+    with store.Session(_engine(url)) as s:
+        row = s.get(store.DetectorModel, model_id)
+    return views.pca_coordinates(_engine(url), row, _detector(url, model_id))
 
 
 def pca(model_id: int):

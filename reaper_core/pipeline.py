@@ -159,6 +159,7 @@ def store_prepared(engine: Engine, prep: Prepared, settings: Settings,
     img = prep.image
     wcs_header = img.wcs.to_header().tostring() if img.wcs is not None else None
     scores = model[1].score_samples(prep.embeddings) if model else None
+    preview = _preview_png(img)
 
     def write() -> int:
         with store.session_scope(engine) as s:
@@ -169,7 +170,7 @@ def store_prepared(engine: Engine, prep: Prepared, settings: Settings,
                 date_obs=img.date_obs, ny=img.shape[0], nx=img.shape[1],
                 header_json=json.dumps(img.header_cards), wcs_header=wcs_header,
                 source_method=settings.source_method, patch_size=settings.patch_size,
-                n_cutouts=len(prep.patches), preview_png=_preview_png(img),
+                n_cutouts=len(prep.patches), preview_png=preview,
             )
             s.add(f)
             s.flush()
@@ -397,14 +398,19 @@ def score_pending(engine: Engine, model: tuple[store.DetectorModel, PCAAnomalyDe
 
 
 def set_threshold(engine: Engine, model_id: int, mode: str, value: float) -> float:
-    """Store a new threshold with a model (no re-embedding, no re-fitting); returns it."""
+    """Store a new threshold with a model (no re-embedding, no re-fitting); returns it.
+
+    Only the model's JSON changes; its arrays are left as they are.
+    """
     with store.session_scope(engine) as s:
         row = s.get(store.DetectorModel, model_id)
         if row is None:
             raise ModelError(f"no model with id {model_id}")
         det = PCAAnomalyDetector.from_bytes(row.arrays, row.meta_json)
         thr = det.set_threshold(mode, value)
-        _, row.meta_json = det.to_bytes()
+        meta = json.loads(row.meta_json)
+        meta.update(threshold_mode=mode, threshold_value=float(value), threshold_=thr)
+        row.meta_json = json.dumps(meta)
         row.threshold_mode, row.threshold_value, row.threshold = mode, float(value), thr
         return thr
 
