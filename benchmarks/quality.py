@@ -6,8 +6,9 @@ Data sets (each its own database, as a user would ingest one kind of data):
 Eight kinds of anomaly are injected at random positions with a fixed seed, the files are written
 as FITS and ingested with `pipeline.ingest_paths`. An injected anomaly is *detected* when some
 cutout centre falls inside its bounding box grown by 3 px; its score is the highest score of
-those cutouts. Negatives are the cutouts whose 32×32 window shows no injected anomaly and no
-known artefact of the simulator (its own saturated stars); the rest are ignored.
+those cutouts. Negatives are the cutouts whose window (as cut, shifted inwards at the frame's
+edge) shows no injected anomaly and no known artefact of the simulator (its own saturated
+stars), boxes grown by 3 px; the rest are ignored.
 
 Reported per kind and overall: ROC AUC, average precision, precision@50 (overall), recall and
 false-alarm rate at the model's threshold, and detection recall (did it get a cutout at all).
@@ -34,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._common import machine, real_fits_files, table
 from reaper_core import pipeline, store
 from reaper_core.config import Settings
+from reaper_core.cutouts import cutout_origins
 from reaper_core.demo import hubble_deep_field_image
 from reaper_core.fits_reader import read_fits
 from reaper_core.simulate import (
@@ -85,18 +87,22 @@ def evaluate(files, settings: Settings, workdir: Path) -> dict:
     engine.dispose()
     pos_scores, pos_kinds, pos_found, pos_flag = [], [], [], []
     near_any = np.zeros(len(df), bool)
-    half = s.patch_size / 2
+    size = s.patch_size
     for path, anomalies, artefacts in files:
         rows = np.flatnonzero((df["file"] == path.name).to_numpy())
         x, y = df["x"].to_numpy()[rows], df["y"].to_numpy()[rows]
         sc = df["score"].to_numpy()[rows]
         fl = df["is_anomaly"].to_numpy()[rows]
-        # Ignore zones: a cutout whose window shows an injected anomaly (or a known artefact
-        # of the simulator) without being centred on it is neither a hit nor a false alarm.
+        # Ignore zones: a cutout whose window (shifted inwards at the frame's edge, exactly as
+        # the pipeline cuts it) shows an injected anomaly or a known artefact of the simulator,
+        # its box grown by GROW px for the light's wings, without being centred on it is
+        # neither a hit nor a false alarm.
+        img = read_fits(path)
+        wx, wy = cutout_origins(x, y, size, img.data.shape, img.valid)
         for a in [*anomalies, *artefacts]:
             x0, y0, x1, y1 = a.box
-            near_any[rows[(x + half >= x0) & (x - half <= x1) & (y + half >= y0)
-                          & (y - half <= y1)]] = True
+            near_any[rows[(wx + size - 1 >= x0 - GROW) & (wx <= x1 + GROW)
+                          & (wy + size - 1 >= y0 - GROW) & (wy <= y1 + GROW)]] = True
         for a in anomalies:
             x0, y0, x1, y1 = a.box
             inside = (x >= x0 - GROW) & (x <= x1 + GROW) & (y >= y0 - GROW) & (y <= y1 + GROW)

@@ -50,8 +50,6 @@ def extract_cutouts(
     -------
     ndarray, shape (n, size, size), float32
     """
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
     ny, nx = data.shape
     r0, r1 = (region[0].start or 0, region[0].stop or ny) if region else (0, ny)
     c0, c1 = (region[1].start or 0, region[1].stop or nx) if region else (0, nx)
@@ -60,14 +58,33 @@ def extract_cutouts(
     if h < size or w < size:
         padded = np.full((max(h, size), max(w, size)), np.nan, dtype=np.float32)
         padded[:h, :w] = sub
-        sub, h, w = padded, padded.shape[0], padded.shape[1]
-    half = size // 2
-    iy = np.clip(np.round(y - r0).astype(np.int64) - half, 0, h - size)
-    ix = np.clip(np.round(x - c0).astype(np.int64) - half, 0, w - size)
+        sub = padded
+    ix, iy = cutout_origins(x, y, size, data.shape, region)
+    ix, iy = ix - c0, iy - r0
     offs = np.arange(size)
     rows = iy[:, None, None] + offs[None, :, None]
     cols = ix[:, None, None] + offs[None, None, :]
     return sub[rows, cols]
+
+
+def cutout_origins(
+    x: np.ndarray, y: np.ndarray, size: int, shape: tuple[int, int],
+    region: tuple[slice, slice] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """First column and row of each cutout window, in frame pixels; shapes (n,), (n,) of int.
+
+    The window of :func:`extract_cutouts` for a centre (x, y) covers columns
+    ``ix .. ix + size - 1`` and rows ``iy .. iy + size - 1``.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    ny, nx = shape
+    r0, r1 = (region[0].start or 0, region[0].stop or ny) if region else (0, ny)
+    c0, c1 = (region[1].start or 0, region[1].stop or nx) if region else (0, nx)
+    half = size // 2
+    iy = np.clip(np.round(y - r0).astype(np.int64) - half, 0, max(r1 - r0 - size, 0))
+    ix = np.clip(np.round(x - c0).astype(np.int64) - half, 0, max(c1 - c0 - size, 0))
+    return ix + c0, iy + r0
 
 
 def fill_nan(patches: np.ndarray) -> np.ndarray:

@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from reaper_core.cutouts import STRETCHES, extract_cutouts, normalize, to_png, to_uint8
+from reaper_core.cutouts import (
+    STRETCHES,
+    cutout_origins,
+    extract_cutouts,
+    normalize,
+    to_png,
+    to_uint8,
+)
 from reaper_core.fits_reader import read_fits
 from reaper_core.sources import find_sources, grid_positions
 
@@ -67,6 +74,18 @@ def test_cutouts_are_centred_and_stay_inside_the_frame():
     region = (slice(10, 90), slice(20, 100))
     q = extract_cutouts(img, np.array([20.0]), np.array([10.0]), 16, region)
     np.testing.assert_array_equal(q[0], img[10:26, 20:36])
+
+
+def test_cutout_origins_name_the_pixels_that_were_cut():
+    rng = np.random.default_rng(3)
+    img = rng.normal(size=(100, 120)).astype(np.float32)
+    region = (slice(4, 96), slice(2, 110))
+    x, y = rng.uniform(-5, 125, 50), rng.uniform(-5, 105, 50)
+    patches = extract_cutouts(img, x, y, 16, region)
+    ix, iy = cutout_origins(x, y, 16, img.shape, region)
+    assert (ix >= 2).all() and (ix + 16 <= 110).all() and (iy >= 4).all() and (iy + 16 <= 96).all()
+    for p, c, r in zip(patches, ix, iy, strict=True):
+        np.testing.assert_array_equal(p, img[r:r + 16, c:c + 16])
 
 
 def test_cutout_of_small_frame_is_nan_padded():
