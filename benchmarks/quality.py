@@ -163,7 +163,7 @@ def main() -> None:
         "hog embedder": replace(default, embedder="hog"),
         "baseline: original design (HOG → scaler → PCA 2 → mean + 2σ)":
             replace(default, embedder="hog-fine", n_components=2, threshold_mode="sigma",
-                    threshold_value=2.0),
+                    threshold_value=2.0, normalize_residuals=0),
     }
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
@@ -203,6 +203,7 @@ def tune(sets, default: Settings, work: Path) -> None:
             ("patch 64", replace(default, patch_size=64))]
     grid += [(f"components {nc:g}", replace(default, n_components=nc))
              for nc in (2, 5, 10, 20, 0.9)]
+    grid += [("residuals not normalised", replace(default, normalize_residuals=0))]
     grid += [("threshold sigma 3", replace(default, threshold_value=3.0)),
              ("threshold percentile 99", replace(default, threshold_mode="percentile",
                                                  threshold_value=99.0))]

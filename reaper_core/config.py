@@ -46,6 +46,7 @@ class Settings:
     threshold_mode: str = "sigma"
     threshold_value: float = 2.0
     n_components: float = 5
+    normalize_residuals: int = 1
     max_file_mb: float = 512.0
     max_pixels: int = 64_000_000
     vertex_project: str = ""

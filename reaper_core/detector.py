@@ -1,7 +1,9 @@
 """Detector: PCA reconstruction error, in scikit-learn style.
 
 The embeddings are standardised, projected on the first principal components and mapped back;
-the score of a sample is its mean squared reconstruction error in standardised units. A sample is
+the score of a sample is its mean squared reconstruction error in standardised units, each
+feature's residual first divided by its RMS over the training set (``normalize_residuals``), so
+that a feature the components always reconstruct well counts when it fails. A sample is
 an anomaly when its score exceeds the threshold, which is derived from the training scores in one
 of three modes and can be changed at any time without re-fitting:
 
@@ -29,7 +31,7 @@ from .errors import ModelError
 
 THRESHOLD_MODES = ("sigma", "percentile", "absolute")
 _ARRAYS = ("mean_", "scale_", "components_", "pca_mean_", "explained_variance_ratio_",
-           "train_scores_")
+           "train_scores_", "residual_scale_")
 
 
 def threshold_from_scores(scores: np.ndarray, mode: str, value: float) -> float:
@@ -58,12 +60,17 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
     threshold_mode : {"sigma", "percentile", "absolute"}, default "sigma"
     threshold_value : float, default 2.0
         k for ``sigma``, the percentile for ``percentile``, the score for ``absolute``.
+    normalize_residuals : bool, default True
+        Divide each feature's residual by its RMS over the training samples before scoring
+        (False: the plain mean squared error of the original design).
     random_state : int, default 0
 
     Attributes
     ----------
     n_components_ : int
     explained_variance_ratio_ : ndarray, shape (n_components_,)
+    residual_scale_ : ndarray, shape (n_features,)
+        RMS training residual of each standardised feature (ones without normalisation).
     train_scores_ : ndarray, shape (n_train,)
         Scores of the training samples, the reference for the threshold.
     threshold_ : float
@@ -71,10 +78,12 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
     """
 
     def __init__(self, n_components: float = 0.9, threshold_mode: str = "sigma",
-                 threshold_value: float = 2.0, random_state: int = 0) -> None:
+                 threshold_value: float = 2.0, normalize_residuals: bool = True,
+                 random_state: int = 0) -> None:
         self.n_components = n_components
         self.threshold_mode = threshold_mode
         self.threshold_value = threshold_value
+        self.normalize_residuals = normalize_residuals
         self.random_state = random_state
 
     # -- fitting -----------------------------------------------------------------------------
@@ -105,6 +114,11 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
         self.explained_variance_ratio_ = pca.explained_variance_ratio_.astype(np.float64)
         self.n_components_ = int(pca.n_components_)
         self.n_features_in_ = d
+        self.residual_scale_ = np.ones(d)
+        if self.normalize_residuals:
+            rms = np.sqrt(np.mean(self.residuals(X) ** 2, axis=0))
+            # A feature reconstructed exactly in training keeps unit scale (no division by ~0).
+            self.residual_scale_ = np.where(rms > 1e-6, rms, 1.0)
         self.train_scores_ = self.score_samples(X)
         self.set_threshold(self.threshold_mode, self.threshold_value)
         return self
@@ -143,13 +157,15 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
         return (Z - self.pca_mean_) @ self.components_.T
 
     def residuals(self, X: np.ndarray) -> np.ndarray:
-        """Reconstruction residual per feature in standardised units, shape (n, n_features)."""
+        """Reconstruction residual per feature, shape (n, n_features), in standardised units
+        divided by ``residual_scale_``."""
         Z = (self._check_X(X) - self.mean_) / self.scale_
         T = (Z - self.pca_mean_) @ self.components_.T
-        return Z - (T @ self.components_ + self.pca_mean_)
+        return (Z - (T @ self.components_ + self.pca_mean_)) / self.residual_scale_
 
     def score_samples(self, X: np.ndarray) -> np.ndarray:
-        """Mean squared reconstruction error per sample, shape (n_samples,); higher = odder."""
+        """Mean squared (normalised) reconstruction error per sample, shape (n_samples,);
+        higher = odder."""
         R = self.residuals(X)
         return np.mean(R * R, axis=1)
 
@@ -190,6 +206,7 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
             "threshold_mode": self.threshold_mode,
             "threshold_value": self.threshold_value,
             "threshold_": self.threshold_,
+            "normalize_residuals": bool(self.normalize_residuals),
             "random_state": self.random_state,
         }
         return buf.getvalue(), json.dumps(meta)
@@ -202,13 +219,17 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
             if meta.get("format") != "anomaly-reaper-pca/1":
                 raise ModelError("not an anomaly-reaper PCA model")
             with np.load(io.BytesIO(arrays), allow_pickle=False) as npz:
-                data = {k: np.asarray(npz[k], dtype=np.float64) for k in _ARRAYS}
+                # Models saved before residual normalisation existed score with unit scales.
+                data = {k: np.asarray(npz[k], dtype=np.float64) for k in _ARRAYS if k in npz}
+            data.setdefault("residual_scale_", np.ones(data["mean_"].shape))
         except ModelError:
             raise
         except Exception as exc:
             raise ModelError(f"saved model cannot be read ({exc})") from None
         model = cls(n_components=meta["n_components"], threshold_mode=meta["threshold_mode"],
-                    threshold_value=meta["threshold_value"], random_state=meta["random_state"])
+                    threshold_value=meta["threshold_value"],
+                    normalize_residuals=meta.get("normalize_residuals", False),
+                    random_state=meta["random_state"])
         for k, v in data.items():
             setattr(model, k, v)
         model.n_components_ = int(meta["n_components_"])

@@ -352,7 +352,8 @@ def fit_model(engine: Engine, settings: Settings, progress: ProgressFn = _noop,
     nc = settings.n_components if n_components is None else n_components
     nc = int(nc) if nc >= 1 else (nc if nc > 0 else 5)
     det = PCAAnomalyDetector(n_components=nc, threshold_mode=settings.threshold_mode,
-                             threshold_value=settings.threshold_value).fit(X)
+                             threshold_value=settings.threshold_value,
+                             normalize_residuals=bool(settings.normalize_residuals)).fit(X)
     progress("fit", 0.6, "scoring every cutout")
     scores = det.train_scores_
     arrays, meta = det.to_bytes()

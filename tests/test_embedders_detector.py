@@ -1,3 +1,4 @@
+import io
 import json
 
 import numpy as np
@@ -120,6 +121,29 @@ def test_detector_variance_fraction_and_errors():
         threshold_from_scores(np.ones(3), "magic", 1)
 
 
+def test_normalised_residuals_weigh_features_by_their_usual_error():
+    # Feature 0 is noisy, feature 1 is almost perfectly explained by the components: the same
+    # residual of 1 (standardised) is ordinary for feature 0 and very strange for feature 1.
+    rng = np.random.default_rng(4)
+    t = rng.normal(size=(2000, 1))
+    X = np.hstack([rng.normal(size=(2000, 1)), t, t + 0.01 * rng.normal(size=(2000, 1)),
+                   rng.normal(size=(2000, 1))])
+    det = PCAAnomalyDetector(n_components=1).fit(X)
+    plain = PCAAnomalyDetector(n_components=1, normalize_residuals=False).fit(X)
+    np.testing.assert_array_equal(plain.residual_scale_, np.ones(4))
+    assert det.residual_scale_[1] < 0.05 < 0.5 < min(det.residual_scale_[[0, 3]])
+    # The normalised training error is 1 per feature by construction.
+    assert det.train_scores_.mean() == pytest.approx(1.0)
+    odd_noisy, odd_tight = X[:1].copy(), X[:1].copy()
+    odd_noisy[0, 3] += 3 * X[:, 3].std()
+    odd_tight[0, 2] += 0.3 * X[:, 2].std()
+    # Plain squared error ranks the big shift in the noisy feature first ...
+    assert plain.score_samples(odd_noisy)[0] > plain.score_samples(odd_tight)[0]
+    # ... normalised, a break of a tight relation between features is the stranger one.
+    assert det.score_samples(odd_tight)[0] > det.score_samples(odd_noisy)[0]
+    assert det.predict(odd_tight)[0] == -1
+
+
 def test_detector_saves_as_arrays_and_json_only(tmp_path):
     X = np.random.default_rng(2).normal(size=(100, 8))
     det = PCAAnomalyDetector(n_components=3, threshold_mode="percentile",
@@ -131,6 +155,17 @@ def test_detector_saves_as_arrays_and_json_only(tmp_path):
     back = PCAAnomalyDetector.load(tmp_path / "model")
     np.testing.assert_allclose(back.score_samples(X), det.score_samples(X))
     assert back.threshold_ == det.threshold_
+    assert back.normalize_residuals and (back.residual_scale_ != 1).any()
+    # A model saved before residual normalisation existed still loads and scores as it did.
+    old = PCAAnomalyDetector(n_components=3, normalize_residuals=False).fit(X)
+    arrays, meta_json = old.to_bytes()
+    with np.load(io.BytesIO(arrays), allow_pickle=False) as npz:
+        legacy = {k: npz[k] for k in npz.files if k != "residual_scale_"}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **legacy)
+    legacy_meta = {k: v for k, v in json.loads(meta_json).items() if k != "normalize_residuals"}
+    again = PCAAnomalyDetector.from_bytes(buf.getvalue(), json.dumps(legacy_meta))
+    np.testing.assert_allclose(again.score_samples(X), old.score_samples(X))
     # A pickle disguised as a model is refused, never loaded.
     (tmp_path / "evil.npz").write_bytes(b"\x80\x04\x95" + b"x" * 50)
     (tmp_path / "evil.json").write_text(meta.read_text())
