@@ -66,6 +66,7 @@ def detect_segments(
     max_sources: int = 20_000,
     big_area: int = 80,
     cell: int = 12,
+    peak_nsigma: float = 10.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Detect connected objects above, and below, ``nsigma`` times the local background RMS.
 
@@ -89,6 +90,9 @@ def detect_segments(
     big_area, cell : int
         Segments larger than ``big_area`` pixels are also split into ``cell``-pixel cells,
         each yielding a position.
+    peak_nsigma : float
+        Local peaks inside a segment brighter than this (background RMS units) and more than
+        3 px from every other position get a position of their own (deblending, cheaply).
 
     Returns
     -------
@@ -102,20 +106,23 @@ def detect_segments(
     kernel.normalize()
     smoothed = convolve(sub, kernel, normalize_kernel=False, boundary="extend")
     # The smoothed image's noise is lower than the raw noise by the kernel's norm.
-    threshold = nsigma * rms * float(np.sqrt((kernel.array**2).sum()))
+    noise = rms * float(np.sqrt((kernel.array**2).sum()))
+    threshold = nsigma * noise
     xs, ys = [], []
     # Bright objects, and dark defects (dead columns, holes). A crowded TESS sky is
     # confusion-limited — faint unresolved stars lift the background median — so the gaps
     # between stars dip below it; dark detections need a stricter threshold.
     for sign, thr in ((1.0, threshold), (-1.0, threshold * nsigma_dark / nsigma)):
         x, y = _segment_positions(sign * smoothed, sign * sub, thr, npixels,
-                                  max_sources, big_area, cell)
+                                  max_sources, big_area, cell,
+                                  np.maximum(peak_nsigma * noise, thr))
         xs.append(x)
         ys.append(y)
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def _segment_positions(smoothed, sub, threshold, npixels, max_sources, big_area, cell):
+def _segment_positions(smoothed, sub, threshold, npixels, max_sources, big_area, cell,
+                       peak_threshold, min_sep=3.0):
     """Positions of the segments of ``smoothed`` above ``threshold`` (see detect_segments)."""
     segm = detect_sources(smoothed, threshold, n_pixels=npixels)
     if segm is None:
@@ -148,6 +155,19 @@ def _segment_positions(smoothed, sub, threshold, npixels, max_sources, big_area,
         flux = np.concatenate([flux, wsum[keep]])
     ok = np.isfinite(xc) & np.isfinite(yc)
     xc, yc, flux = xc[ok], yc[ok], flux[ok]
+    # A segment holding two objects (a flare beside a galaxy, a cosmic ray in a bright star's
+    # halo) has its centroid between them: every local peak of the smoothed image farther
+    # than ``min_sep`` px from all positions so far gets a position of its own.
+    if xc.size:
+        peaks = ((smoothed == ndimage.maximum_filter(smoothed, size=5)) & (labels > 0)
+                 & (smoothed > peak_threshold))
+        py, px = np.nonzero(peaks)
+        if px.size:
+            dist, _ = cKDTree(np.column_stack([xc, yc])).query(np.column_stack([px, py]))
+            new = dist > min_sep
+            xc = np.concatenate([xc, px[new]])
+            yc = np.concatenate([yc, py[new]])
+            flux = np.concatenate([flux, weights[py[new], px[new]]])
     if xc.size > max_sources:
         keep = np.argsort(flux)[::-1][:max_sources]
         xc, yc = xc[keep], yc[keep]

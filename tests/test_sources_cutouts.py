@@ -10,7 +10,8 @@ from reaper_core.cutouts import (
     to_uint8,
 )
 from reaper_core.fits_reader import read_fits
-from reaper_core.sources import find_sources, grid_positions
+from reaper_core.simulate import add_sources
+from reaper_core.sources import detect_segments, find_sources, grid_positions
 
 
 def _nearest(src, x, y):
@@ -47,6 +48,18 @@ def test_auto_uses_catalog_and_adds_non_catalog_objects(tica_file, sim_small):
     assert (d > 3.0).all()
     only = find_sources(img, "catalog")
     assert len(only) == n_cat
+
+
+def test_two_objects_in_one_segment_each_get_a_position():
+    # A point source in the wing of a small galaxy shares its segment; the centroid lies
+    # between them, so the point source's peak must still get a position of its own.
+    rng = np.random.default_rng(5)
+    img = rng.normal(100, 3, size=(96, 96)).astype(np.float32)
+    add_sources(img, [40.0], [48.0], [2000.0], sigma=1.5, half=12)  # a small galaxy
+    add_sources(img, [45.0], [48.0], [1000.0])  # a point source 5 px away
+    x, y = detect_segments(img)
+    assert np.hypot(x - 45, y - 48).min() < 1.0
+    assert np.hypot(x - 40, y - 48).min() < 2.0
 
 
 def test_grid_mode_tiles_the_frame(hdf_file):
