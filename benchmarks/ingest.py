@@ -162,7 +162,6 @@ def vertex_row(patches: np.ndarray) -> dict:
     """Vertex backend against the loopback fake (client overhead only, not the service)."""
     from google.auth.credentials import AnonymousCredentials
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from reaper_core.embedders.vertex import VertexEmbedder
     from tests.fake_vertex import FakeVertex
 

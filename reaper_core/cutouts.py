@@ -25,6 +25,17 @@ from PIL import Image
 STRETCHES = ("asinh", "sqrt", "linear", "log", "zscale")
 
 
+def region_bounds(shape: tuple[int, int],
+                  region: tuple[slice, slice] | None = None) -> tuple[int, int, int, int]:
+    """First and past-the-end row and column of ``region`` (the whole frame when None):
+    ``(r0, r1, c0, c1)``, pixels."""
+    ny, nx = shape
+    if region is None:
+        return 0, ny, 0, nx
+    return (region[0].start or 0, region[0].stop or ny, region[1].start or 0,
+            region[1].stop or nx)
+
+
 def extract_cutouts(
     data: np.ndarray, x: np.ndarray, y: np.ndarray, size: int = 32,
     region: tuple[slice, slice] | None = None,
@@ -50,9 +61,7 @@ def extract_cutouts(
     -------
     ndarray, shape (n, size, size), float32
     """
-    ny, nx = data.shape
-    r0, r1 = (region[0].start or 0, region[0].stop or ny) if region else (0, ny)
-    c0, c1 = (region[1].start or 0, region[1].stop or nx) if region else (0, nx)
+    r0, r1, c0, c1 = region_bounds(data.shape, region)
     sub = np.asarray(data[r0:r1, c0:c1], dtype=np.float32)
     h, w = sub.shape
     if h < size or w < size:
@@ -78,9 +87,7 @@ def cutout_origins(
     """
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
-    ny, nx = shape
-    r0, r1 = (region[0].start or 0, region[0].stop or ny) if region else (0, ny)
-    c0, c1 = (region[1].start or 0, region[1].stop or nx) if region else (0, nx)
+    r0, r1, c0, c1 = region_bounds(shape, region)
     half = size // 2
     iy = np.clip(np.round(y - r0).astype(np.int64) - half, 0, max(r1 - r0 - size, 0))
     ix = np.clip(np.round(x - c0).astype(np.int64) - half, 0, max(c1 - c0 - size, 0))

@@ -19,6 +19,8 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
+from .cutouts import region_bounds
+
 #: Kinds of anomaly :func:`inject_anomalies` can add.
 ANOMALY_KINDS = (
     "streak", "cosmic_ray", "bleed_column", "diffuse_blob", "ring_ghost",
@@ -252,9 +254,8 @@ def inject_into_image(
     ``stars`` (columns x, y, flux) when given, otherwise the brightest local maximum nearby.
     """
     rng = np.random.default_rng(seed)
-    region = region or (slice(0, img.shape[0]), slice(0, img.shape[1]))
-    y0, y1 = region[0].start or 0, region[0].stop or img.shape[0]
-    x0, x1 = region[1].start or 0, region[1].stop or img.shape[1]
+    y0, y1, x0, x1 = region_bounds(img.shape, region)
+    region = (slice(y0, y1), slice(x0, x1))
     sig = noise or _robust_noise(img[region])
     peak = float(np.nanpercentile(img[region], 99.9))
     taken: list[tuple[float, float]] = []
