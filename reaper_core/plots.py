@@ -7,6 +7,7 @@ import plotly.graph_objects as go
 
 ANOMALY_COLOUR = "#e4572e"
 INLIER_COLOUR = "#4c78a8"
+THRESHOLD_COLOUR = "#9a9a9a"
 
 
 def score_histogram(scores: np.ndarray, threshold: float, bins: int = 80) -> go.Figure:
@@ -21,11 +22,21 @@ def score_histogram(scores: np.ndarray, threshold: float, bins: int = 80) -> go.
         colour = np.where(centres > threshold, ANOMALY_COLOUR, INLIER_COLOUR)
         fig.add_bar(x=centres, y=counts, width=np.diff(edges), marker_color=colour,
                     name="cutouts", hovertemplate="score %{x:.3g}: %{y} cutouts<extra></extra>")
-    fig.add_vline(x=threshold, line_color="black", line_dash="dash",
-                  annotation_text=f"threshold {threshold:.3g}", annotation_position="top right")
+    # Mid grey reads on both the light and the dark theme. The label is added by hand: on a
+    # log axis Plotly places a shape's own annotation at 10**x, far off the data.
+    fig.add_vline(x=threshold, line_color=THRESHOLD_COLOUR, line_dash="dash", line_width=2)
+    if np.isfinite(threshold) and threshold > 0:
+        fig.add_annotation(x=np.log10(threshold), y=1, xref="x", yref="paper",
+                           text=f"threshold {threshold:.3g}", showarrow=False, xanchor="left",
+                           yanchor="bottom", font_color=THRESHOLD_COLOUR)
+    # The x axis spans the data and the threshold, no more.
+    ends = [*s[[s.argmin(), s.argmax()]], threshold] if s.size else [threshold]
+    ends = [v for v in ends if np.isfinite(v) and v > 0]
+    if ends:
+        fig.update_xaxes(range=[np.log10(min(ends)) - 0.05, np.log10(max(ends)) + 0.05])
     fig.update_layout(xaxis_type="log", xaxis_title="score (reconstruction error)",
                       yaxis_title="cutouts", yaxis_type="log", bargap=0, showlegend=False,
-                      margin=dict(l=10, r=10, t=30, b=10), height=320)
+                      margin=dict(l=10, r=10, t=40, b=10), height=320)
     return fig
 
 

@@ -1,0 +1,34 @@
+import numpy as np
+
+from reaper_core import plots
+from reaper_core.cutouts import extract_cutouts
+from reaper_core.detector import PCAAnomalyDetector
+from reaper_core.embedders import get_embedder
+from reaper_core.fits_reader import read_fits
+from reaper_core.sources import find_sources
+
+
+def test_score_histogram_spans_the_scores_and_colours_by_threshold(spoc_file):
+    img = read_fits(spoc_file)
+    src = find_sources(img, "segment")
+    X = get_embedder("local").embed(extract_cutouts(img.data, src.x, src.y, 32, img.valid))
+    det = PCAAnomalyDetector(n_components=5).fit(X)
+    scores = det.train_scores_
+    fig = plots.score_histogram(scores, det.threshold_)
+    lo, hi = fig.layout.xaxis.range  # log10 units on a log axis
+    assert lo <= np.log10(scores.min()) and hi >= np.log10(scores.max())
+    # No wasted decades beyond the data and the threshold.
+    assert hi - np.log10(max(scores.max(), det.threshold_)) < 0.1
+    assert np.log10(min(scores.min(), det.threshold_)) - lo < 0.1
+    # The threshold's label sits on the line (log axes take log10 positions).
+    (label,) = fig.layout.annotations
+    assert label.x == np.log10(det.threshold_) and label.text.startswith("threshold")
+    bar = fig.data[0]
+    assert sum(bar.y) == len(scores)
+    above = np.asarray(bar.x) > det.threshold_
+    assert above.any() and (~above).any()
+    assert set(np.asarray(bar.marker.color)[above]) == {plots.ANOMALY_COLOUR}
+    assert set(np.asarray(bar.marker.color)[~above]) == {plots.INLIER_COLOUR}
+    # A threshold far above every score still shows on the axis.
+    far = plots.score_histogram(scores, scores.max() * 100)
+    assert far.layout.xaxis.range[1] >= np.log10(scores.max() * 100)
