@@ -14,5 +14,10 @@ page = st.navigation([
     st.Page("app_pages/gallery.py", title="Gallery"),
 ])
 ui.ensure_demo()
-ui.sidebar()
-page.run()
+# The sidebar's slot comes first, its content last: it then shows what the page has just saved
+# (a threshold moved by the slider), also when the page stops early.
+slot = st.sidebar.empty()
+try:
+    page.run()
+finally:
+    ui.sidebar(slot)

@@ -135,9 +135,10 @@ def demo_description(name: str) -> str | None:
     return DEMO_FILES.get(name)
 
 
-def sidebar() -> None:
+def sidebar(slot=None) -> None:
+    """Totals, the current model and the database, in ``slot`` (default: the sidebar)."""
     s = settings()
-    with st.sidebar:
+    with (slot.container() if slot is not None else st.sidebar):
         st.caption("Anomaly Reaper")
         t = store.totals(engine())
         st.write(f"**{t['files']}** files · **{t['cutouts']:,}** cutouts")

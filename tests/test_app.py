@@ -88,6 +88,9 @@ def test_threshold_slider_rescores_live_and_saves(app, db):
     assert row2.id == row.id and row2.threshold_value == 4.0
     assert row2.threshold == pytest.approx(thr)
     np.testing.assert_array_equal(det2.components_, det.components_)
+    # The sidebar, drawn after the page, already shows the threshold just saved.
+    side = " ".join(m.value for m in app.sidebar.markdown)
+    assert f"threshold {thr:.3g} (sigma 4)" in side
     # Percentile mode.
     app.radio[0].set_value("percentile").run()
     app.slider[0].set_value(90.0).run()
