@@ -38,6 +38,8 @@ from reaper_core import pipeline, store
 from reaper_core.config import Settings
 from reaper_core.cutouts import cutout_origins
 from reaper_core.demo import hubble_deep_field_image
+from reaper_core.embedders import EMBEDDERS
+from reaper_core.embedders.local import HOG_STRETCHES, LocalEmbedder
 from reaper_core.fits_reader import read_fits
 from reaper_core.simulate import (
     ANOMALY_KINDS,
@@ -208,6 +210,12 @@ def tune(sets, default: Settings, work: Path) -> None:
     grid += [(f"components {nc:g}", replace(default, n_components=nc))
              for nc in (2, 5, 10, 20, 0.9)]
     grid += [("residuals not normalised", replace(default, normalize_residuals=0))]
+    # The stretch HOG sees (the default is asinh(z / 3), z in sky σ); each variant is an embedder
+    # of its own name, so its embeddings are stored apart.
+    for name in HOG_STRETCHES:
+        if name != "asinh":
+            EMBEDDERS[f"local[{name}]"] = lambda name=name, **kw: LocalEmbedder(stretch=name)
+            grid.append((f"HOG stretch {name}", replace(default, embedder=f"local[{name}]")))
     grid += [("threshold sigma 3", replace(default, threshold_value=3.0)),
              ("threshold percentile 99", replace(default, threshold_mode="percentile",
                                                  threshold_value=99.0))]

@@ -171,3 +171,18 @@ def test_detector_saves_as_arrays_and_json_only(tmp_path):
     (tmp_path / "evil.json").write_text(meta.read_text())
     with pytest.raises(ModelError):
         PCAAnomalyDetector.load(tmp_path / "evil")
+
+
+def test_local_embedder_stretch_changes_only_the_hog_block(patches):
+    from reaper_core.embedders.local import LocalEmbedder
+
+    default = LocalEmbedder().embed(patches)
+    linear = LocalEmbedder(stretch="linear")
+    assert linear.name == "local[linear]" and LocalEmbedder().name == "local"
+    X = linear.embed(patches)
+    n_stats = len(STATS_NAMES)
+    np.testing.assert_array_equal(X[:, :n_stats], default[:, :n_stats])
+    # A linear view of a bright star and an asinh view give different gradient histograms.
+    assert np.abs(X[:, n_stats:] - default[:, n_stats:]).max() > 0.05
+    with pytest.raises(ValueError, match="unknown stretch"):
+        LocalEmbedder(stretch="gamma")

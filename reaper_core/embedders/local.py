@@ -135,14 +135,27 @@ def stats_features(patches: np.ndarray) -> np.ndarray:
     return np.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
 
-def hog_features(patches: np.ndarray, cell: int | None = None) -> np.ndarray:
-    """Histogram of oriented gradients of each asinh-scaled patch (scikit-image).
+#: Stretches HOG can see the patch through, applied to pixels in units of the sky σ (z).
+#: ``asinh`` (asinh(z / 3)) was chosen by ``benchmarks/quality.py --tune``.
+HOG_STRETCHES = {
+    "asinh": lambda z: np.arcsinh(z / 3),
+    "linear": lambda z: z,
+    "sqrt": lambda z: np.sign(z) * np.sqrt(np.abs(z)),
+    "log": lambda z: np.sign(z) * np.log1p(np.abs(z)),
+}
+
+
+def hog_features(patches: np.ndarray, cell: int | None = None,
+                 stretch: str = "asinh") -> np.ndarray:
+    """Histogram of oriented gradients of each stretched patch (scikit-image).
 
     Parameters
     ----------
     patches : ndarray, shape (n, s, s)
     cell : int, optional
         HOG cell size in pixels; default ``s // 2`` (2 × 2 cells, one 2 × 2 block).
+    stretch : str
+        One of :data:`HOG_STRETCHES`, applied to the patch in sky-σ units.
 
     Returns
     -------
@@ -155,7 +168,7 @@ def hog_features(patches: np.ndarray, cell: int | None = None) -> np.ndarray:
     p = fill_nan(np.asarray(patches, dtype=np.float32))
     s = p.shape[-1]
     sky, sig = _sky(p.astype(np.float64))
-    z = np.arcsinh((p - sky[:, None, None]) / (3 * sig[:, None, None]))
+    z = HOG_STRETCHES[stretch]((p - sky[:, None, None]) / sig[:, None, None])
     cell = cell or max(s // 2, 4)
     # Coarse grids normalise each cell on its own, so a feature belongs to one quarter of the
     # patch (see explain.error_by_quadrant); fine grids use the usual 2 × 2 blocks.
@@ -241,8 +254,13 @@ class LocalEmbedder(Embedder):
 
     name = "local"
 
-    def __init__(self, size: int = 32) -> None:
-        self.size = size
+    def __init__(self, size: int = 32, stretch: str = "asinh") -> None:
+        if stretch not in HOG_STRETCHES:
+            raise ValueError(
+                f"unknown stretch {stretch!r}; choose one of {', '.join(HOG_STRETCHES)}")
+        self.size, self.stretch = size, stretch
+        if stretch != "asinh":  # other features, stored under another name
+            self.name = f"local[{stretch}]"
 
     @property
     def dim(self) -> int:
@@ -256,7 +274,7 @@ class LocalEmbedder(Embedder):
         self.size = patches.shape[-1] if len(patches) else self.size
 
         def both(chunk: np.ndarray) -> np.ndarray:
-            return np.hstack([stats_features(chunk), hog_features(chunk)])
+            return np.hstack([stats_features(chunk), hog_features(chunk, stretch=self.stretch)])
 
         return _chunked(both, patches, progress, self.dim)
 
