@@ -1,6 +1,5 @@
 import json
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 from sqlmodel import Session
@@ -53,9 +52,8 @@ top = st.columns([2, 1, 1])
 top[0].write(f"**{len(res):,}** cutouts match (of {len(tbl):,}), highest score first.")
 per_page = top[1].selectbox("Per page", [12, 24, 48, 96], index=1, key="g_per_page")
 p_slot = top[2].empty()
-pages = max(1, int(np.ceil(len(res) / per_page)))
-pnum = p_slot.number_input("Page", 1, pages, 1, key="g_page") - 1
-page_rows, _ = views.page(res, pnum, per_page)
+pnum = p_slot.number_input("Page", 1, views.n_pages(len(res), per_page), 1, key="g_page") - 1
+page_rows = views.page(res, pnum, per_page)
 st.download_button("Export these cutouts (CSV)", res.to_csv(index=False).encode(),
                    "anomaly-reaper-selection.csv", "text/csv", key="g_export")
 

@@ -108,11 +108,15 @@ def summary(table: pd.DataFrame, flagged: np.ndarray) -> pd.DataFrame:
     }).reset_index()
 
 
-def page(df: pd.DataFrame, number: int, size: int) -> tuple[pd.DataFrame, int]:
-    """Rows of page ``number`` (0-based) and the number of pages."""
-    pages = max(1, int(np.ceil(len(df) / size)))
-    number = int(np.clip(number, 0, pages - 1))
-    return df.iloc[number * size:(number + 1) * size], pages
+def n_pages(n_rows: int, size: int) -> int:
+    """Pages of ``size`` rows needed for ``n_rows`` rows (at least one)."""
+    return max(1, int(np.ceil(n_rows / size)))
+
+
+def page(df: pd.DataFrame, number: int, size: int) -> pd.DataFrame:
+    """Rows of page ``number`` (0-based, clipped to the pages there are)."""
+    number = int(np.clip(number, 0, n_pages(len(df), size) - 1))
+    return df.iloc[number * size:(number + 1) * size]
 
 
 def pca_coordinates(engine: Engine, model_row: store.DetectorModel, detector,

@@ -141,6 +141,18 @@ def test_gallery_filters(app, db):
     n7 = int((df.sector == 7).sum())
     assert any(f"**{n7:,}** cutouts match" in m.value for m in app.markdown)
     assert len(app.get("imgs")) > 0 or len(app.image) > 0
+    # Paging: page 2 of 12 shows the 13th to 24th highest scores of the filtered rows.
+    app.selectbox(key="g_per_page").set_value(12).run()
+    app.number_input(key="g_page").set_value(2).run()
+    assert not app.exception
+    shown = [int(b.key.split("-")[1]) for b in app.button if b.key and b.key.startswith("detail-")]
+    s7 = df[df.sector == 7].set_index("cutout_id").score
+    assert len(set(shown)) == 12 and set(shown) <= set(s7.index)
+    # (The grid is read column by column and equal scores may come in either order, so
+    # compare the sorted scores.)
+    np.testing.assert_allclose(np.sort(s7.loc[shown].to_numpy())[::-1],
+                               np.sort(s7.to_numpy())[::-1][12:24])
+    assert app.number_input(key="g_page").max == -(-n7 // 12)
 
 
 def test_gallery_detail_and_label(app, db):
