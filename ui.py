@@ -135,10 +135,10 @@ def demo_description(name: str) -> str | None:
     return DEMO_FILES.get(name)
 
 
-def sidebar(slot=None) -> None:
-    """Totals, the current model and the database, in ``slot`` (default: the sidebar)."""
+def sidebar(slot) -> None:
+    """Totals, the current model and the database, drawn into ``slot`` (a sidebar placeholder)."""
     s = settings()
-    with (slot.container() if slot is not None else st.sidebar):
+    with slot.container():
         st.caption("Anomaly Reaper")
         t = store.totals(engine())
         st.write(f"**{t['files']}** files · **{t['cutouts']:,}** cutouts")
