@@ -25,13 +25,13 @@ def score_histogram(scores: np.ndarray, threshold: float, bins: int = 80) -> go.
     # Mid grey reads on both the light and the dark theme. The label is added by hand: on a
     # log axis Plotly places a shape's own annotation at 10**x, far off the data.
     fig.add_vline(x=threshold, line_color=THRESHOLD_COLOUR, line_dash="dash", line_width=2)
+    # The x axis spans the data and the threshold, no more.
+    ends = [s.min(), s.max()] if s.size else []
     if np.isfinite(threshold) and threshold > 0:
+        ends.append(threshold)
         fig.add_annotation(x=np.log10(threshold), y=1, xref="x", yref="paper",
                            text=f"threshold {threshold:.3g}", showarrow=False, xanchor="left",
                            yanchor="bottom", font_color=THRESHOLD_COLOUR)
-    # The x axis spans the data and the threshold, no more.
-    ends = [*s[[s.argmin(), s.argmax()]], threshold] if s.size else [threshold]
-    ends = [v for v in ends if np.isfinite(v) and v > 0]
     if ends:
         fig.update_xaxes(range=[np.log10(min(ends)) - 0.05, np.log10(max(ends)) + 0.05])
     fig.update_layout(xaxis_type="log", xaxis_title="score (reconstruction error)",
