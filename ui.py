@@ -86,14 +86,17 @@ def thumbnails(ids: list[int], stretch: str = "asinh", cmap: str = "gray",
 
 
 def cutout_grid(ids: list[int], scores: dict[int, float] | None = None, columns: int = 6,
-                stretch: str = "asinh", cmap: str = "gray", details: bool = False) -> None:
-    """Draw cutouts in a grid, with a caption; optional 'details' buttons."""
+                stretch: str = "asinh", cmap: str = "gray", details: bool = False,
+                notes: dict[int, str] | None = None) -> None:
+    """Draw cutouts in a grid, captioned with id, score and ``notes``; optional 'details'
+    buttons."""
     pngs = thumbnails(ids, stretch, cmap)
     cols = st.columns(columns)
     for i, cid in enumerate(ids):
         with cols[i % columns]:
             if cid in pngs:
                 cap = f"#{cid}" + (f" · {scores[cid]:.3g}" if scores and cid in scores else "")
+                cap += f" · {notes[cid]}" if notes and cid in notes else ""
                 st.image(pngs[cid], caption=cap, width="stretch")
                 if details and st.button("details", key=f"detail-{cid}"):
                     st.session_state["detail"] = cid

@@ -38,6 +38,9 @@ with st.sidebar:
                            key="g_file")
     only = st.checkbox("Anomalies only", st.session_state.pop("gallery_anomalies", True),
                        key="g_only")
+    per_object = st.checkbox("One per object", True, key="g_per_object",
+                             help="Show only the highest-scoring cutout of each detected "
+                                  "object (a big galaxy or a bleed trail gives many).")
     st.subheader("Display")
     stretch = st.selectbox("Stretch", STRETCHES, key="g_stretch")
     cmap = st.selectbox("Colour map", ["gray", "viridis", "magma", "inferno", "cividis"],
@@ -47,14 +50,18 @@ f = views.Filters(score_min=score_rng[0], score_max=score_rng[1], sectors=tuple(
                   cameras=tuple(cameras), ccds=tuple(ccds), labels=tuple(labels),
                   file_contains=file_q, anomalies_only=only)
 res = views.apply_filters(tbl, flagged, f)
+shown = views.one_per_object(res) if per_object else res
 
 top = st.columns([2, 1, 1])
-top[0].write(f"**{len(res):,}** cutouts match (of {len(tbl):,}), highest score first.")
+top[0].write(f"**{len(res):,}** cutouts match (of {len(tbl):,})"
+             + (f", from **{len(shown):,}** objects" if per_object else "")
+             + ", highest score first.")
 per_page = top[1].selectbox("Per page", [12, 24, 48, 96], index=1, key="g_per_page")
 p_slot = top[2].empty()
-pnum = p_slot.number_input("Page", 1, views.n_pages(len(res), per_page), 1, key="g_page") - 1
-page_rows = views.page(res, pnum, per_page)
-st.download_button("Export these cutouts (CSV)", res.to_csv(index=False).encode(),
+pnum = p_slot.number_input("Page", 1, views.n_pages(len(shown), per_page), 1,
+                          key="g_page") - 1
+page_rows = views.page(shown, pnum, per_page)
+st.download_button(f"Export these {len(res):,} cutouts (CSV)", res.to_csv(index=False).encode(),
                    "anomaly-reaper-selection.csv", "text/csv", key="g_export")
 
 detail = st.session_state.get("detail")
@@ -95,6 +102,12 @@ if detail is not None and detail in set(tbl["cutout_id"]):
         if fr.preview_png:
             st.plotly_chart(plots.frame_position(fr.preview_png, fr.nx, fr.ny, c.x, c.y,
                                                  c.patch_size), key="frame")
+        others = views.object_members(tbl, detail)
+        if len(others):
+            st.caption(f"The same object: {len(others):,} more cutouts, highest score first")
+            oids = others["cutout_id"].astype(int).tolist()[:12]
+            ui.cutout_grid(oids, dict(zip(oids, others["score"].astype(float), strict=False)),
+                           columns=12, stretch=stretch, cmap=cmap)
         with st.form(f"label-{detail}"):
             current = info["label"] if isinstance(info["label"], str) else None
             choices = ["(none)", *store.LABELS]
@@ -110,7 +123,9 @@ if detail is not None and detail in set(tbl["cutout_id"]):
             st.rerun()
 
 ids = page_rows["cutout_id"].astype(int).tolist()
+more = ({cid: f"{n} cutouts" for cid, n in zip(ids, page_rows["n_cutouts"], strict=True) if n > 1}
+        if per_object else {})
 ui.cutout_grid(ids, dict(zip(ids, page_rows["score"].astype(float), strict=True)), columns=6,
-               stretch=stretch, cmap=cmap, details=True)
+               stretch=stretch, cmap=cmap, details=True, notes=more)
 if st.session_state.get("detail") is not None and st.session_state.get("detail") != detail:
     st.rerun()

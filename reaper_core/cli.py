@@ -127,21 +127,25 @@ def cmd_score(args: argparse.Namespace) -> int:
           f"({model[0].threshold_mode} {model[0].threshold_value:g}); "
           f"{int(df.is_anomaly.sum())} of {len(df)} cutouts are anomalies")
     if args.top:
-        top = df.sort_values("score", ascending=False).head(args.top)
-        print(top[["cutout_id", "file", "x", "y", "score", "is_anomaly"]].to_string(index=False))
+        top = _ranked(engine, model, args.top, args.one_per_object)
+        cols = ["cutout_id", "file", "x", "y", "score", "is_anomaly"]
+        print(top[cols + (["n_cutouts"] if args.one_per_object else [])].to_string(index=False))
     if args.explain:
-        _explain(engine, model, args.explain)
+        from .explain import explain_cutouts
+
+        top = _ranked(engine, model, args.explain, args.one_per_object)
+        for cid, text in explain_cutouts(engine, model, top.cutout_id.tolist()).items():
+            print(f"cutout {cid}: {text}")
     return 0
 
 
-def _explain(engine, model, n: int) -> None:
-    from . import pipeline
-    from .explain import explain_cutouts
+def _ranked(engine, model, n: int, per_object: bool):
+    """The ``n`` highest-scoring cutouts (or objects, by their best cutout)."""
+    from . import store, views
 
-    df = pipeline.export_table(engine, model[0].id, model[0].threshold)
-    top = df.sort_values("score", ascending=False).head(n)
-    for cid, text in explain_cutouts(engine, model, top.cutout_id.tolist()).items():
-        print(f"cutout {cid}: {text}")
+    rows = store.cutout_table(engine, model[0].id).sort_values("score", ascending=False)
+    rows["is_anomaly"] = views.flags(rows["score"].to_numpy(float), model[0].threshold)
+    return (views.one_per_object(rows) if per_object else rows).head(n)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -225,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top", type=int, default=0, help="print the N highest-scoring cutouts")
     s.add_argument("--explain", type=int, default=0,
                    help="explain why the N highest-scoring cutouts are anomalous")
+    s.add_argument("--one-per-object", action="store_true",
+                   help="with --top/--explain: rank objects by their best cutout (the cells "
+                        "of one big galaxy or bleed trail count once)")
     s.set_defaults(func=cmd_score)
 
     e = sub.add_parser("export", parents=[common], help="export every cutout as CSV/FITS/VOTable")

@@ -179,9 +179,11 @@ def store_prepared(engine: Engine, prep: Prepared, settings: Settings,
                 {"file_id": f.id, "x": float(x), "y": float(y),
                  "ra": None if np.isnan(r) else float(r), "dec": None if np.isnan(d) else float(d),
                  "sector": img.sector, "camera": img.camera, "ccd": img.ccd, "time": t,
-                 "origin": str(o), "patch_size": settings.patch_size, "patch": store.to_bytes(p)}
-                for x, y, r, d, o, p in zip(prep.sources.x, prep.sources.y, prep.ra, prep.dec,
-                                            prep.sources.origin, prep.patches, strict=True)
+                 "origin": str(o), "segment": int(g), "patch_size": settings.patch_size,
+                 "patch": store.to_bytes(p)}
+                for x, y, r, d, o, g, p in zip(prep.sources.x, prep.sources.y, prep.ra, prep.dec,
+                                               prep.sources.origin, prep.sources.segment,
+                                               prep.patches, strict=True)
             ]
             ids = store.insert_cutouts(s, rows)
             store.insert_embeddings(s, ids, settings.embedder, prep.embeddings)
@@ -418,7 +420,7 @@ def set_threshold(engine: Engine, model_id: int, mode: str, value: float) -> flo
 
 # -- export -------------------------------------------------------------------------------------
 EXPORT_COLUMNS = ["cutout_id", "file", "sector", "camera", "ccd", "x", "y", "ra", "dec", "time",
-                  "score", "is_anomaly", "label", "note"]
+                  "segment", "score", "is_anomaly", "label", "note"]
 
 
 def export_table(engine: Engine, model_id: int | None = None,
@@ -445,7 +447,7 @@ def write_export(df, path: str | Path, fmt: str | None = None) -> Path:
     cols = {}
     for name in df.columns:
         col = df[name]
-        if name in ("sector", "camera", "ccd"):
+        if name in ("sector", "camera", "ccd", "segment"):
             cols[name] = col.fillna(-1).astype(int).to_numpy()
         elif name in ("file", "label", "note"):
             cols[name] = np.asarray(col.fillna("").astype(str).tolist(), dtype=str)

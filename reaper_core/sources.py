@@ -14,7 +14,7 @@ import numpy as np
 from astropy.convolution import Gaussian2DKernel, convolve
 from astropy.stats import SigmaClip
 from photutils.background import Background2D, MedianBackground
-from photutils.segmentation import detect_sources
+from photutils.segmentation import deblend_sources, detect_sources
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
@@ -31,11 +31,20 @@ class Sources:
         0-based pixel coordinates (column, row) of each centre.
     origin : ndarray of str, shape (n,)
         ``catalog``, ``segment`` or ``grid``.
+    segment : ndarray of int, shape (n,)
+        The detected object each position belongs to, numbered from 1 within the image: the
+        cells of a big galaxy or a bleed trail share one number. 0 where no segment holds the
+        position (a catalogue star nobody detected, a grid tile).
     """
 
     x: np.ndarray
     y: np.ndarray
     origin: np.ndarray
+    segment: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.segment is None:
+            self.segment = np.zeros(np.shape(self.x), np.int64)
 
     def __len__(self) -> int:
         return int(self.x.size)
@@ -67,7 +76,7 @@ def detect_segments(
     big_area: int = 80,
     cell: int = 12,
     peak_nsigma: float = 10.0,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Detect connected objects above, and below, ``nsigma`` times the local background RMS.
 
     Objects brighter than the sky (stars, streaks, blobs) and darker than it (dead columns,
@@ -98,6 +107,9 @@ def detect_segments(
     -------
     x, y : ndarray, shape (n,)
         Flux-weighted centroids, 0-based pixels.
+    segment : ndarray of int, shape (n,)
+        The object (≥ 1) each position belongs to: its segment, big segments deblended into
+        the objects they merge (photutils); the cells of one object share its number.
     """
     filled = np.where(np.isfinite(data), data, np.nanmedian(data)).astype(np.float32)
     background, rms = estimate_background(filled, box_size=box_size)
@@ -108,25 +120,29 @@ def detect_segments(
     # The smoothed image's noise is lower than the raw noise by the kernel's norm.
     noise = rms * float(np.sqrt((kernel.array**2).sum()))
     threshold = nsigma * noise
-    xs, ys = [], []
+    xs, ys, labs = [], [], []
     # Bright objects, and dark defects (dead columns, holes). A crowded TESS sky is
     # confusion-limited — faint unresolved stars lift the background median — so the gaps
     # between stars dip below it; dark detections need a stricter threshold.
     for sign, thr in ((1.0, threshold), (-1.0, threshold * nsigma_dark / nsigma)):
-        x, y = _segment_positions(sign * smoothed, sign * sub, thr, npixels,
-                                  max_sources, big_area, cell,
-                                  np.maximum(peak_nsigma * noise, thr))
+        x, y, lab = _segment_positions(sign * smoothed, sign * sub, thr, npixels,
+                                       max_sources, big_area, cell,
+                                       np.maximum(peak_nsigma * noise, thr), deblend=sign > 0)
+        # Dark segments are numbered after the bright ones.
+        offset = max((int(v.max()) for v in labs if v.size), default=0)
         xs.append(x)
         ys.append(y)
-    return np.concatenate(xs), np.concatenate(ys)
+        labs.append(lab + offset)
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(labs)
 
 
 def _segment_positions(smoothed, sub, threshold, npixels, max_sources, big_area, cell,
-                       peak_threshold, min_sep=3.0):
-    """Positions of the segments of ``smoothed`` above ``threshold`` (see detect_segments)."""
+                       peak_threshold, min_sep=3.0, deblend=False):
+    """Positions of the segments of ``smoothed`` above ``threshold``, and the (with ``deblend``,
+    deblended) segment each belongs to (see detect_segments)."""
     segm = detect_sources(smoothed, threshold, n_pixels=npixels)
     if segm is None:
-        return np.empty(0), np.empty(0)
+        return np.empty(0), np.empty(0), np.empty(0, np.int64)
     labels = segm.data
     index = np.arange(1, segm.n_labels + 1)
     weights = np.clip(sub, 0, None)
@@ -138,13 +154,14 @@ def _segment_positions(smoothed, sub, threshold, npixels, max_sources, big_area,
     # A large segment (merged objects, a long streak) is also split into cells of ``cell`` px,
     # each giving a flux-weighted position, so every part of it gets a cutout of its own.
     area = ndimage.sum_labels(np.ones_like(weights), labels, index)
+    lab = index.astype(np.int64)
     big = index[area > big_area]
     if big.size:
         ys, xs = np.nonzero(np.isin(labels, big))
         ncx = labels.shape[1] // cell + 1
-        key = labels[ys, xs].astype(np.int64) * (ncx * (labels.shape[0] // cell + 1)) + (
-            (ys // cell) * ncx + xs // cell)
-        _, inv = np.unique(key, return_inverse=True)
+        ncells = ncx * (labels.shape[0] // cell + 1)
+        key = labels[ys, xs].astype(np.int64) * ncells + (ys // cell) * ncx + xs // cell
+        ukey, inv = np.unique(key, return_inverse=True)
         w = weights[ys, xs] + 1e-6
         wsum = np.bincount(inv, w)
         cx, cy = np.bincount(inv, w * xs) / wsum, np.bincount(inv, w * ys) / wsum
@@ -153,8 +170,9 @@ def _segment_positions(smoothed, sub, threshold, npixels, max_sources, big_area,
         xc = np.concatenate([xc, cx[keep]])
         yc = np.concatenate([yc, cy[keep]])
         flux = np.concatenate([flux, wsum[keep]])
+        lab = np.concatenate([lab, (ukey // ncells)[keep]])
     ok = np.isfinite(xc) & np.isfinite(yc)
-    xc, yc, flux = xc[ok], yc[ok], flux[ok]
+    xc, yc, flux, lab = xc[ok], yc[ok], flux[ok], lab[ok]
     # A segment holding two objects (a flare beside a galaxy, a cosmic ray in a bright star's
     # halo) has its centroid between them: every local peak of the smoothed image farther
     # than ``min_sep`` px from all positions so far gets a position of its own.
@@ -168,10 +186,23 @@ def _segment_positions(smoothed, sub, threshold, npixels, max_sources, big_area,
             xc = np.concatenate([xc, px[new]])
             yc = np.concatenate([yc, py[new]])
             flux = np.concatenate([flux, weights[py[new], px[new]]])
+            lab = np.concatenate([lab, labels[py[new], px[new]].astype(np.int64)])
+    if deblend and big.size:
+        # Big segments often merge neighbours (a galaxy group, a star beside a galaxy):
+        # photutils' multi-threshold deblending tells them apart, so their cells do not count
+        # as one object. It only groups positions; where they are cut stays as above.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            objects = deblend_sources(smoothed, segm, npixels, labels=big,
+                                      progress_bar=False).data
+        iy = np.clip(np.round(yc).astype(np.int64), 0, labels.shape[0] - 1)
+        ix = np.clip(np.round(xc).astype(np.int64), 0, labels.shape[1] - 1)
+        obj = objects[iy, ix].astype(np.int64)
+        lab = np.where(obj > 0, obj, lab + int(objects.max()))
     if xc.size > max_sources:
         keep = np.argsort(flux)[::-1][:max_sources]
-        xc, yc = xc[keep], yc[keep]
-    return xc, yc
+        xc, yc, lab = xc[keep], yc[keep], lab[keep]
+    return xc, yc, lab
 
 
 def grid_positions(shape: tuple[int, int], step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -223,7 +254,7 @@ def find_sources(
     if method not in ("auto", "catalog", "segment"):
         raise ValueError(f"unknown source method {method!r}")
 
-    xs, ys, origin = [], [], []
+    xs, ys, origin, segment = [], [], [], []
     cat = image.catalog if method in ("auto", "catalog") else None
     if cat is not None and len(cat):
         inside = ((cat[:, 0] >= ox) & (cat[:, 0] < ox + science.shape[1])
@@ -232,17 +263,22 @@ def find_sources(
         xs.append(cat[:, 0])
         ys.append(cat[:, 1])
         origin.append(np.full(len(cat), "catalog"))
+        segment.append(np.zeros(len(cat), np.int64))
     if method == "segment" or (method == "auto") or (method == "catalog" and cat is None):
         if not (method == "catalog" and cat is not None):
-            sx, sy = detect_segments(science, nsigma=nsigma, npixels=npixels)
+            sx, sy, sl = detect_segments(science, nsigma=nsigma, npixels=npixels)
             sx, sy = sx + ox, sy + oy
             if cat is not None and len(cat) and sx.size:
-                dist, _ = cKDTree(cat).query(np.column_stack([sx, sy]))
+                dist, near = cKDTree(cat).query(np.column_stack([sx, sy]))
                 far = dist > merge_radius
-                sx, sy = sx[far], sy[far]
+                # A catalogue star takes the segment of the detection it stands for.
+                segment[0][near[~far]] = sl[~far]
+                sx, sy, sl = sx[far], sy[far], sl[far]
             xs.append(sx)
             ys.append(sy)
             origin.append(np.full(sx.size, "segment"))
+            segment.append(sl)
     if not xs:
         return Sources(np.empty(0), np.empty(0), np.empty(0, dtype="<U7"))
-    return Sources(np.concatenate(xs), np.concatenate(ys), np.concatenate(origin))
+    return Sources(np.concatenate(xs), np.concatenate(ys), np.concatenate(origin),
+                   np.concatenate(segment))

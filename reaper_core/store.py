@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Column, Index, LargeBinary, event, func, insert, text
+from sqlalchemy import Column, Index, LargeBinary, event, func, insert, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
@@ -72,6 +72,9 @@ class Cutout(SQLModel, table=True):
     ccd: int | None = None
     time: float | None = None
     origin: str = "segment"
+    #: The object the cutout belongs to within its file (``Sources.segment``): the cells of
+    #: one big galaxy or bleed trail share it; 0 for none, NULL for cutouts stored before it.
+    segment: int | None = None
     patch_size: int = 32
     patch: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
@@ -154,12 +157,26 @@ def _create_tables(engine: Engine, attempts: int = 5) -> None:
     for i in range(attempts):
         try:
             SQLModel.metadata.create_all(engine)
+            _add_missing_columns(engine)
             return
         except (OperationalError, ProgrammingError, IntegrityError) as exc:
             text_ = str(exc).lower()
             if i == attempts - 1 or not ("already exists" in text_ or "duplicate" in text_):
                 raise
             time.sleep(0.05 * (i + 1))
+
+
+#: Columns added after the first release: (table, column, SQL type). A database made before
+#: gets them (NULL for existing rows) when it is opened.
+_ADDED_COLUMNS = [("cutout", "segment", "INTEGER")]
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    for table, column, sql_type in _ADDED_COLUMNS:
+        have = {c["name"] for c in inspect(engine).get_columns(table)}
+        if column not in have:
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
 
 
 def with_retry(fn: Callable[[], T], attempts: int = 8, delay: float = 0.2) -> T:
@@ -261,7 +278,7 @@ def cutout_table(engine: Engine, model_id: int | None) -> pd.DataFrame:
     """Every cutout with its file, metadata, score under ``model_id`` and label (no pixels).
 
     Columns: cutout_id, file_id, file, x, y, ra, dec, sector, camera, ccd, time, origin,
-    score, label, note. One row per cutout.
+    segment, score, label, note. One row per cutout.
     """
     score_join = (
         "LEFT JOIN score s ON s.cutout_id = c.id AND s.model_id = :mid" if model_id
@@ -269,13 +286,13 @@ def cutout_table(engine: Engine, model_id: int | None) -> pd.DataFrame:
     )
     sql = text(
         "SELECT c.id AS cutout_id, c.file_id, f.name AS file, c.x, c.y, c.ra, c.dec, "
-        "c.sector, c.camera, c.ccd, c.time, c.origin, s.score, l.label, l.note "
+        "c.sector, c.camera, c.ccd, c.time, c.origin, c.segment, s.score, l.label, l.note "
         "FROM cutout c JOIN fits_file f ON f.id = c.file_id "
         f"{score_join} LEFT JOIN label l ON l.cutout_id = c.id ORDER BY c.id"
     )
     with engine.connect() as conn:
         df = pd.read_sql(sql, conn, params={"mid": model_id} if model_id else {})
-    for col in ("sector", "camera", "ccd"):
+    for col in ("sector", "camera", "ccd", "segment"):
         df[col] = df[col].astype("Int64")
     for col in ("x", "y", "ra", "dec", "time", "score"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)

@@ -95,6 +95,47 @@ def apply_filters(table: pd.DataFrame, flagged: np.ndarray, f: Filters,
     return out
 
 
+def one_per_object(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per object: the first row of each group of cutouts of one detected object.
+
+    Cutouts of one file with the same ``segment`` (the cells of one big galaxy, the pieces of a
+    bleed trail or a streak; see :class:`reaper_core.sources.Sources`) form a group; a cutout
+    without one (0 or missing) stands alone. Only the rows given are grouped.
+
+    Parameters
+    ----------
+    rows : DataFrame with columns file_id and segment; the first row of each group is kept,
+        so sort by score first to keep each object's highest-scoring cutout.
+
+    Returns
+    -------
+    DataFrame, the kept rows in their order, with a column ``n_cutouts``: the object's cutouts
+    among ``rows``.
+    """
+    n = len(rows)
+    seg = rows["segment"].to_numpy(dtype=float, na_value=0.0)
+    _, file_index = np.unique(rows["file_id"].to_numpy(), return_inverse=True)
+    alone = ~(seg > 0)
+    span = int(seg[~alone].max(initial=0)) + 1
+    # One integer per (file, segment); each cutout without a segment gets a key of its own.
+    key = np.where(alone, -1 - np.arange(n), file_index * span + np.where(alone, 0, seg))
+    _, first, group = np.unique(key.astype(np.int64), return_index=True, return_inverse=True)
+    keep = np.sort(first)
+    return rows.iloc[keep].assign(n_cutouts=np.bincount(group, minlength=1)[group[keep]])
+
+
+def object_members(table: pd.DataFrame, cutout_id: int) -> pd.DataFrame:
+    """The other cutouts of ``cutout_id``'s object (same file and segment), highest score
+    first; empty when it has no segment."""
+    row = table.loc[table["cutout_id"] == cutout_id]
+    if row.empty or not (row["segment"].fillna(0).iloc[0] > 0):
+        return table.iloc[:0]
+    same = ((table["file_id"] == row["file_id"].iloc[0])
+            & (table["segment"] == row["segment"].iloc[0]).fillna(False)
+            & (table["cutout_id"] != cutout_id))
+    return table.loc[same.to_numpy(dtype=bool)].sort_values("score", ascending=False)
+
+
 def summary(table: pd.DataFrame, flagged: np.ndarray) -> pd.DataFrame:
     """Files, cutouts and anomalies by sector, camera and CCD."""
     if table.empty:

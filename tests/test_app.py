@@ -142,6 +142,7 @@ def test_gallery_filters(app, db):
     assert any(f"**{n7:,}** cutouts match" in m.value for m in app.markdown)
     assert len(app.get("imgs")) > 0 or len(app.image) > 0
     # Paging: page 2 of 12 shows the 13th to 24th highest scores of the filtered rows.
+    app.checkbox(key="g_per_object").uncheck().run()
     app.selectbox(key="g_per_page").set_value(12).run()
     app.number_input(key="g_page").set_value(2).run()
     assert not app.exception
@@ -153,6 +154,44 @@ def test_gallery_filters(app, db):
     np.testing.assert_allclose(np.sort(s7.loc[shown].to_numpy())[::-1],
                                np.sort(s7.to_numpy())[::-1][12:24])
     assert app.number_input(key="g_page").max == -(-n7 // 12)
+
+
+def _shown(app):
+    return [int(b.key.split("-")[1]) for b in app.button if b.key and b.key.startswith("detail-")]
+
+
+def test_gallery_one_per_object(app, db):
+    app.switch_page("app_pages/gallery.py").run()
+    eng = _engine(db)
+    with store.Session(eng) as s:
+        model = store.current_model(s)
+    tbl = store.cutout_table(eng, model.id)
+    flagged = tbl[tbl.score > model.threshold].sort_values("score", ascending=False)
+    objects = views.one_per_object(flagged)
+    assert len(objects) < len(flagged)
+    assert any(f"**{len(flagged):,}** cutouts match (of {len(tbl):,}), from "
+               f"**{len(objects):,}** objects" in m.value for m in app.markdown)
+    # The first page holds the 24 best objects, each by its best cutout, captioned with its
+    # number of cutouts.
+    shown = _shown(app)
+    assert set(shown) == set(objects.cutout_id[:24])
+    n = objects.set_index("cutout_id").n_cutouts
+    captions = [c for im in app.image for c in im.captions]
+    multi = [cid for cid in shown if n[cid] > 1]
+    assert multi
+    for cid in multi:
+        assert any(c.startswith(f"#{cid} ") and c.endswith(f" · {n[cid]} cutouts")
+                   for c in captions)
+    # The detail of an object of several cutouts shows the others.
+    app.button(key=f"detail-{multi[0]}").click().run()
+    assert not app.exception
+    assert any(f"The same object: {n[multi[0]] - 1:,} more cutouts" in c.value
+               for c in app.caption)
+    app.button(key="close_detail").click().run()
+    # Unticked: every cutout, highest score first.
+    app.checkbox(key="g_per_object").uncheck().run()
+    assert set(_shown(app)) == set(flagged.cutout_id[:24])
+    assert not any("objects" in m.value for m in app.markdown if "cutouts match" in m.value)
 
 
 def test_gallery_detail_and_label(app, db):

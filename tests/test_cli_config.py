@@ -44,6 +44,26 @@ def test_cli_round_trip_ingest_score_export(tmp_path, spoc_file, tica_file, hdf_
     assert all(r["ra"] == "" and r["sector"] == "" for r in hdf_rows)
     assert all(0 <= float(r["x"]) < 1000 and 0 <= float(r["y"]) < 872 for r in hdf_rows)
 
+    # One per object: the top 20 objects, each by its best cutout, no object twice.
+    assert main(["score", "--db-url", db, "--top", "20", "--one-per-object"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, ln in enumerate(lines) if ln.split()[:1] == ["cutout_id"])
+    assert lines[header].split()[-1] == "n_cutouts"
+    listed = [int(ln.split()[0]) for ln in lines[header + 1:]]
+    by_id = {int(r["cutout_id"]): r for r in rows}
+
+    def obj(r):  # a cutout without a segment is an object of its own
+        return (r["file"], r["segment"]) if r["segment"] not in ("", "0") else r["cutout_id"]
+
+    objs = [obj(by_id[c]) for c in listed]
+    assert len(listed) == 20 and len(set(objs)) == 20
+    ranked = sorted(rows, key=lambda r: -float(r["score"]))
+    assert listed[0] == int(ranked[0]["cutout_id"])
+    best = {}
+    for r in ranked:
+        best.setdefault(obj(r), int(r["cutout_id"]))
+    assert all(best[o] == c for o, c in zip(objs, listed, strict=True))
+
     assert main(["fit", "--db-url", db, "--n-components", "4"]) == 0
     assert "4 components" in capsys.readouterr().out
 

@@ -1,8 +1,11 @@
 import numpy as np
+import pandas as pd
 import pytest
+from sqlalchemy import text
 from sqlmodel import Session, select
 
-from reaper_core import pipeline, store
+from reaper_core import pipeline, store, views
+from reaper_core.config import Settings
 from reaper_core.detector import PCAAnomalyDetector
 
 
@@ -131,3 +134,44 @@ def test_expand_paths_folders_globs_and_missing(tmp_path, spoc_file, hdf_file):
     got = pipeline.expand_paths([tmp_path, str(tmp_path / "sub" / "*.fits"),
                                  tmp_path / "missing.fits"])
     assert got == [a, tmp_path / "missing.fits"]
+
+
+def test_one_per_object_keeps_each_objects_best_cutout(engine, settings, hdf_file, spoc_file):
+    pipeline.ingest_paths(engine, [hdf_file, spoc_file], settings)
+    with Session(engine) as s:
+        model = store.current_model(s)
+    rows = store.cutout_table(engine, model.id).sort_values("score", ascending=False)
+    assert rows.segment.notna().all() and (rows.segment > 0).mean() > 0.95
+    objects = views.one_per_object(rows)
+    # Big galaxies and bleed trails are cut into many cells: far fewer objects than cutouts.
+    assert len(objects) < 0.9 * len(rows)
+    assert objects.n_cutouts.sum() == len(rows)
+    assert not objects.duplicated(["file_id", "segment"]).any()
+    assert (objects.score.diff().dropna() <= 0).all()  # order kept
+    best = rows.groupby(["file_id", "segment"]).score.max()
+    kept = objects.set_index(["file_id", "segment"]).score
+    np.testing.assert_array_equal(kept.sort_index().to_numpy(), best.sort_index().to_numpy())
+    # The other cutouts of an object, for the gallery's detail view.
+    cid = int(objects.loc[objects.n_cutouts > 1, "cutout_id"].iloc[0])
+    members = views.object_members(rows, cid)
+    assert len(members) == objects.set_index("cutout_id").n_cutouts[cid] - 1
+    assert cid not in set(members.cutout_id)
+    # Without a segment (cutouts stored before segments were kept) every cutout stands alone.
+    old = rows.assign(segment=pd.array([pd.NA] * len(rows), dtype="Int64"))
+    assert len(views.one_per_object(old)) == len(rows)
+    assert views.object_members(old, cid).empty
+    assert views.one_per_object(rows.iloc[:0]).empty
+
+
+def test_database_from_before_segments_gets_the_column(tmp_path, hdf_file):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    eng = store.make_engine(url)
+    pipeline.ingest_paths(eng, [hdf_file], Settings(db_url=url))
+    with eng.begin() as conn:
+        conn.execute(text("ALTER TABLE cutout DROP COLUMN segment"))
+    eng.dispose()
+    eng = store.make_engine(url)  # what opening an old database does
+    df = pipeline.export_table(eng)
+    assert len(df) > 0 and df.segment.isna().all()
+    assert len(views.one_per_object(df.assign(file_id=0))) == len(df)
+    eng.dispose()

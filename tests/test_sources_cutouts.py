@@ -57,7 +57,7 @@ def test_two_objects_in_one_segment_each_get_a_position():
     img = rng.normal(100, 3, size=(96, 96)).astype(np.float32)
     add_sources(img, [40.0], [48.0], [2000.0], sigma=1.5, half=12)  # a small galaxy
     add_sources(img, [45.0], [48.0], [1000.0])  # a point source 5 px away
-    x, y = detect_segments(img)
+    x, y, _ = detect_segments(img)
     assert np.hypot(x - 45, y - 48).min() < 1.0
     assert np.hypot(x - 40, y - 48).min() < 2.0
 
@@ -124,3 +124,39 @@ def test_stretches_map_to_unit_interval(stretch):
 def test_unknown_stretch_raises():
     with pytest.raises(ValueError):
         normalize(np.ones((4, 4)), "fancy")
+
+
+def test_cells_of_one_object_share_its_segment(spoc_file, sim_small):
+    # A bleed column is one long segment cut into 12 px cells: every cell belongs to it.
+    src = find_sources(read_fits(spoc_file), "segment")
+    assert (src.segment > 0).all()
+    columns = [a for a in sim_small.anomalies if a.kind == "bleed_column"]
+    assert columns
+    for a in columns:
+        x0, y0, x1, y1 = a.box
+        inside = (src.x >= x0 - 1) & (src.x <= x1 + 1) & (src.y >= y0) & (src.y <= y1)
+        assert inside.sum() >= 2
+        assert len(set(src.segment[inside])) == 1
+
+
+def test_merged_neighbours_are_deblended_into_objects_of_their_own():
+    # Two galaxies 20 px apart whose wings touch form one segment (without deblending both
+    # would get segment 1); deblending tells them apart, while each galaxy's cells stay
+    # together.
+    rng = np.random.default_rng(2)
+    img = rng.normal(100, 3, size=(96, 128)).astype(np.float32)
+    add_sources(img, [54.0, 74.0], [48.0, 48.0], [60000.0, 60000.0], sigma=4.0, half=30)
+    x, y, seg = detect_segments(img)
+    left = np.hypot(x - 54, y - 48) < 6
+    right = np.hypot(x - 74, y - 48) < 6
+    assert left.sum() >= 2 and right.sum() >= 2  # big: cut into cells
+    assert len(set(seg[left])) == 1 and len(set(seg[right])) == 1
+    assert seg[left][0] != seg[right][0]
+
+
+def test_catalog_stars_take_the_segment_of_their_detection(tica_file):
+    src = find_sources(read_fits(tica_file), "auto")
+    cat = src.origin == "catalog"
+    # Most catalogue stars are detected too; the few too faint to be keep 0.
+    assert (src.segment[cat] > 0).mean() > 0.5
+    assert (src.segment[~cat] > 0).all()
