@@ -202,9 +202,16 @@ def test_click_a_point_shows_its_cutout(server, page):
 def test_gallery_filter_by_file_name(server, page):
     base, _ = server
     page.goto(base + "/gallery")
-    wait_idle(page)
     count = re.compile(r"([\d,]+) cutouts match")
-    first = int(count.search(page.inner_text("body")).group(1).replace(",", ""))
+    page.get_by_text(count).wait_for(timeout=60_000)
+    wait_idle(page)
+    body = page.inner_text("body")
+    first = int(count.search(body).group(1).replace(",", ""))
+    # One per object by default: fewer objects than cutouts, and tiles of many cutouts say so.
+    objects = int(re.search(r"from ([\d,]+) objects", body).group(1).replace(",", ""))
+    assert 0 < objects < first
+    assert re.search(r"#\d+ · [\d.e+-]+ · \d+ cutouts", body)
+    shot(page, "gallery-objects")
     page.get_by_label("Anomalies only").uncheck(force=True)
     wait_idle(page)
     everything = int(count.search(page.inner_text("body")).group(1).replace(",", ""))
