@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from reaper_core import pipeline, store
 from reaper_core.cli import main
@@ -78,6 +79,15 @@ def test_pipeline_round_trip_on_postgres(pg_url, spoc_file, hdf_file, tmp_path, 
     assert abs(df.is_anomaly.mean() - 0.05) < 0.02 and thr > 0
     store.set_label(engine, int(df.cutout_id.iloc[0]), "interesting", "a note")
     assert main(["export", "--db-url", pg_url, "-o", str(tmp_path / "pg.csv")]) == 0
+    assert (df.segment > 0).mean() > 0.95
+    # A database made before cutouts kept their segment gets the column when opened.
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE cutout DROP COLUMN segment"))
+    engine.dispose()
+    engine = store.make_engine(pg_url)
+    df = pipeline.export_table(engine)
+    assert len(df) == cutouts and df.segment.isna().all()
+    engine.dispose()
 
 
 def test_two_writers_on_postgres(pg_url, spoc_file, tica_file, hdf_file):
