@@ -104,7 +104,9 @@ if detail is not None and detail in set(tbl["cutout_id"]):
                                                  c.patch_size), key="frame")
         others = views.object_members(tbl, detail)
         if len(others):
-            st.caption(f"The same object: {len(others):,} more cutouts, highest score first")
+            st.caption(f"The same object: {len(others):,} more cutouts"
+                       + (", the 12 highest-scoring:" if len(others) > 12
+                          else ", highest score first:"))
             oids = others["cutout_id"].astype(int).tolist()[:12]
             ui.cutout_grid(oids, dict(zip(oids, others["score"].astype(float), strict=False)),
                            columns=12, stretch=stretch, cmap=cmap)

@@ -224,6 +224,15 @@ def test_gallery_filter_by_file_name(server, page):
     assert 0 < hubble < everything
     assert page.get_by_test_id("stImage").count() > 0
     shot(page, "gallery")
+    # The first tile is a galaxy cut into cells; its detail shows the object's other cutouts.
+    first = re.search(r"#(\d+) · [\d.e+-]+ · (\d+) cutouts", page.inner_text("body"))
+    assert first
+    page.get_by_role("button", name="details").first.click()
+    page.get_by_text(f"Cutout #{first.group(1)}").wait_for()
+    wait_idle(page)
+    assert re.search(r"The same object: \d+ more cutouts", page.inner_text("body"))
+    page.get_by_text(re.compile("The same object")).scroll_into_view_if_needed()
+    shot(page, "gallery-detail")
 
 
 def test_xsrf_protection_is_on(server):
