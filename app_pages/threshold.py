@@ -5,6 +5,7 @@ import streamlit as st
 
 import ui
 from reaper_core import pipeline, plots, views
+from reaper_core.detector import threshold_from_scores
 from reaper_core.embedders import EMBEDDERS
 
 st.title("Threshold & model")
@@ -25,7 +26,7 @@ start = float(np.clip(start, spec["min"], spec["max"]))
 value = st.slider(f"Threshold — {spec['unit']}", spec["min"], spec["max"], start,
                   step=spec["step"], key=f"slider-{row.id}-{mode}")
 
-thr = views.live_threshold(det.train_scores_, mode, value)
+thr = threshold_from_scores(det.train_scores_, mode, value)
 flagged = views.flags(scores, thr)
 if (mode, float(value)) != (row.threshold_mode, float(row.threshold_value)):
     pipeline.set_threshold(ui.engine(), row.id, mode, value)  # saved with the model

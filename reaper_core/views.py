@@ -15,7 +15,6 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from . import store
-from .detector import threshold_from_scores
 
 
 def data_version(engine: Engine) -> tuple:
@@ -46,11 +45,6 @@ def flags(scores: np.ndarray, threshold: float) -> np.ndarray:
     """Boolean anomaly flags, shape (n,); unscored (NaN) cutouts are never flagged."""
     s = np.asarray(scores, dtype=float)
     return np.greater(s, threshold, where=np.isfinite(s), out=np.zeros(s.shape, bool))
-
-
-def live_threshold(train_scores: np.ndarray, mode: str, value: float) -> float:
-    """Absolute threshold for a slider position (no re-fit, no re-embedding)."""
-    return threshold_from_scores(train_scores, mode, value)
 
 
 @dataclass

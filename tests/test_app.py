@@ -8,6 +8,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from reaper_core import pipeline, store, views
+from reaper_core.detector import threshold_from_scores
 
 from .conftest import ingested_db
 
@@ -77,7 +78,7 @@ def test_threshold_slider_rescores_live_and_saves(app, db):
     slider = app.slider[0]
     slider.set_value(4.0).run()
     assert not app.exception
-    thr = views.live_threshold(det.train_scores_, "sigma", 4.0)
+    thr = threshold_from_scores(det.train_scores_, "sigma", 4.0)
     assert _metric(app, "Anomalies") == f"{int((scores > thr).sum()):,}"
     assert _metric(app, "Anomalies") != before
     # The histogram's threshold line follows the slider.
