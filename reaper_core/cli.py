@@ -110,7 +110,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from . import pipeline, store
+    from . import pipeline, store, views
 
     settings = _settings(args)
     engine = store.make_engine(settings.db_url)
@@ -122,30 +122,24 @@ def cmd_score(args: argparse.Namespace) -> int:
                                model[0].threshold_value if args.value is None else args.value)
         model = pipeline.current(engine, settings.embedder)
     n = pipeline.score_pending(engine, model)
-    df = pipeline.export_table(engine, model[0].id, model[0].threshold)
+    rows = store.cutout_table(engine, model[0].id).sort_values("score", ascending=False)
+    rows["is_anomaly"] = views.flags(rows["score"].to_numpy(float), model[0].threshold)
     print(f"model {model[0].id}: scored {n} new cutouts; threshold {model[0].threshold:.4g} "
           f"({model[0].threshold_mode} {model[0].threshold_value:g}); "
-          f"{int(df.is_anomaly.sum())} of {len(df)} cutouts are anomalies")
+          f"{int(rows.is_anomaly.sum())} of {len(rows)} cutouts are anomalies")
+    # Highest score first; with --one-per-object, each object by its best cutout.
+    ranked = views.one_per_object(rows) if args.one_per_object else rows
     if args.top:
-        top = _ranked(engine, model, args.top, args.one_per_object)
         cols = ["cutout_id", "file", "x", "y", "score", "is_anomaly"]
-        print(top[cols + (["n_cutouts"] if args.one_per_object else [])].to_string(index=False))
+        cols += ["n_cutouts"] if args.one_per_object else []
+        print(ranked[cols].head(args.top).to_string(index=False))
     if args.explain:
         from .explain import explain_cutouts
 
-        top = _ranked(engine, model, args.explain, args.one_per_object)
-        for cid, text in explain_cutouts(engine, model, top.cutout_id.tolist()).items():
+        ids = ranked.cutout_id.head(args.explain).tolist()
+        for cid, text in explain_cutouts(engine, model, ids).items():
             print(f"cutout {cid}: {text}")
     return 0
-
-
-def _ranked(engine, model, n: int, per_object: bool):
-    """The ``n`` highest-scoring cutouts (or objects, by their best cutout)."""
-    from . import store, views
-
-    rows = store.cutout_table(engine, model[0].id).sort_values("score", ascending=False)
-    rows["is_anomaly"] = views.flags(rows["score"].to_numpy(float), model[0].threshold)
-    return (views.one_per_object(rows) if per_object else rows).head(n)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
