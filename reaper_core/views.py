@@ -112,7 +112,7 @@ def one_per_object(rows: pd.DataFrame) -> pd.DataFrame:
     alone = ~(seg > 0)
     span = int(seg[~alone].max(initial=0)) + 1
     # One integer per (file, segment); each cutout without a segment gets a key of its own.
-    key = np.where(alone, -1 - np.arange(n), file_index * span + np.where(alone, 0, seg))
+    key = np.where(alone, -1 - np.arange(n), file_index * span + seg)
     _, first, group = np.unique(key.astype(np.int64), return_index=True, return_inverse=True)
     keep = np.sort(first)
     return rows.iloc[keep].assign(n_cutouts=np.bincount(group, minlength=1)[group[keep]])
