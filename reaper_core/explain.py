@@ -68,9 +68,6 @@ def residual_map(patch: np.ndarray) -> np.ndarray:
     The sky model is the patch's robust median and noise from its outer ring; pixels that stand
     far above the local sky (a streak, a cosmic-ray hit) light up, a normal star stays compact.
     """
-    from .cutouts import fill_nan
-    from .embedders.local import _sky
+    from .embedders.local import sky_units
 
-    p = fill_nan(patch[None].astype(np.float32)).astype(np.float64)
-    sky, sig = _sky(p)
-    return np.abs((p[0] - sky[0]) / sig[0]).astype(np.float32)
+    return np.abs(sky_units(patch[None])[0]).astype(np.float32)

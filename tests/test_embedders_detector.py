@@ -186,3 +186,24 @@ def test_local_embedder_stretch_changes_only_the_hog_block(patches):
     assert np.abs(X[:, n_stats:] - default[:, n_stats:]).max() > 0.05
     with pytest.raises(ValueError, match="unknown stretch"):
         LocalEmbedder(stretch="gamma")
+
+
+def test_sky_units_measure_against_the_outer_ring():
+    """Sky 100 ± 5 with a 50σ star and a NaN: the ring's median and σ come out, the star stands
+    at ~50 in sky σ, the NaN takes the patch's median, and a flat patch does not divide by 0."""
+    from reaper_core.embedders.local import sky_units
+
+    rng = np.random.default_rng(3)
+    p = 100 + 5 * rng.standard_normal((2, 32, 32))
+    p[0, 16, 16] += 250
+    p[0, 5, 20] = np.nan
+    p[1] = 7.0
+    z = sky_units(p)
+    assert z.shape == p.shape and np.isfinite(z).all()
+    ring = np.ones((32, 32), bool)
+    ring[3:29, 3:29] = False
+    assert abs(np.median(z[0][ring])) < 0.1
+    assert 0.9 < 1.4826 * np.median(np.abs(z[0][ring])) < 1.1
+    assert 45 < z[0, 16, 16] < 55
+    assert abs(z[0, 5, 20]) < 0.5
+    assert (z[1] == 0).all()

@@ -37,6 +37,22 @@ def _sky(patches: np.ndarray, width: int = 3) -> tuple[np.ndarray, np.ndarray]:
     return med, sigma
 
 
+def sky_units(patches: np.ndarray) -> np.ndarray:
+    """Each patch minus its sky, in units of the sky's robust σ (see the module docstring).
+
+    Parameters
+    ----------
+    patches : ndarray, shape (n, s, s); NaN pixels take the patch's median.
+
+    Returns
+    -------
+    ndarray, shape (n, s, s), float64, dimensionless.
+    """
+    p = fill_nan(np.asarray(patches, dtype=np.float32)).astype(np.float64)
+    sky, sig = _sky(p)
+    return (p - sky[:, None, None]) / sig[:, None, None]
+
+
 def stats_features(patches: np.ndarray) -> np.ndarray:
     """Photometric statistics and morphology of each patch, vectorised.
 
@@ -165,10 +181,8 @@ def hog_features(patches: np.ndarray, cell: int | None = None,
     Coarse cells were chosen by ``benchmarks/quality.py``: with 4 × 4 cells (324 values) the
     shape features outnumber the 31 statistics ten to one and swamp the reconstruction error.
     """
-    p = fill_nan(np.asarray(patches, dtype=np.float32))
-    s = p.shape[-1]
-    sky, sig = _sky(p.astype(np.float64))
-    z = HOG_STRETCHES[stretch]((p - sky[:, None, None]) / sig[:, None, None])
+    z = HOG_STRETCHES[stretch](sky_units(patches))
+    s = z.shape[-1]
     cell = cell or max(s // 2, 4)
     # Coarse grids normalise each cell on its own, so a feature belongs to one quarter of the
     # patch (see explain.error_by_quadrant); fine grids use the usual 2 × 2 blocks.
