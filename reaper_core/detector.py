@@ -3,7 +3,8 @@
 The embeddings are standardised, projected on the first principal components and mapped back;
 the score of a sample is its mean squared reconstruction error in standardised units, each
 feature's residual first divided by its RMS over the training set (``normalize_residuals``), so
-that a feature the components always reconstruct well counts when it fails. A sample is
+that a feature the components always reconstruct well counts when it fails. Samples a person
+labelled normal count more in the fit and damp the scores of samples like them. A sample is
 an anomaly when its score exceeds the threshold, which is derived from the training scores in one
 of three modes and can be changed at any time without re-fitting:
 
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.decomposition import PCA
+from sklearn.metrics import pairwise_distances_argmin_min
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
@@ -31,7 +33,7 @@ from .errors import ModelError
 
 THRESHOLD_MODES = ("sigma", "percentile", "absolute")
 _ARRAYS = ("mean_", "scale_", "components_", "pca_mean_", "explained_variance_ratio_",
-           "train_scores_", "residual_scale_")
+           "train_scores_", "residual_scale_", "normal_")
 
 
 def threshold_from_scores(scores: np.ndarray, mode: str, value: float) -> float:
@@ -63,6 +65,10 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
     normalize_residuals : bool, default True
         Divide each feature's residual by its RMS over the training samples before scoring
         (False: the plain mean squared error of the original design).
+    normal_weight : int, default 30
+        How many times a sample labelled normal counts in the fit.
+    normal_radius : float, default 0.4
+        Reach of a normal label, in standardised units per √feature (see :meth:`score_samples`).
     random_state : int, default 0
 
     Attributes
@@ -73,30 +79,55 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
         RMS training residual of each standardised feature (ones without normalisation).
     train_scores_ : ndarray, shape (n_train,)
         Scores of the training samples, the reference for the threshold.
+    n_normal_ : int
+        How many training samples were labelled normal.
+    normal_ : ndarray, shape (n_normal_, n_features)
+        Those samples, standardised.
     threshold_ : float
         Absolute score threshold.
     """
 
     def __init__(self, n_components: float = 0.9, threshold_mode: str = "sigma",
                  threshold_value: float = 2.0, normalize_residuals: bool = True,
+                 normal_weight: int = 30, normal_radius: float = 0.4,
                  random_state: int = 0) -> None:
         self.n_components = n_components
         self.threshold_mode = threshold_mode
         self.threshold_value = threshold_value
         self.normalize_residuals = normalize_residuals
+        self.normal_weight = normal_weight
+        self.normal_radius = normal_radius
         self.random_state = random_state
 
     # -- fitting -----------------------------------------------------------------------------
-    def fit(self, X: np.ndarray, y: Any = None) -> PCAAnomalyDetector:
-        """Fit the scaler and PCA to embeddings ``X`` of shape (n_samples, n_features)."""
+    def fit(self, X: np.ndarray, y: Any = None,
+            normal: np.ndarray | None = None) -> PCAAnomalyDetector:
+        """Fit the scaler and PCA to embeddings ``X`` of shape (n_samples, n_features).
+
+        ``normal``, bool of shape (n_samples,), marks samples a person labelled normal. Each
+        counts ``normal_weight`` times in the fit (scikit-learn's PCA takes no weights, so the
+        rows are repeated), so objects like them are reconstructed well; and the score of any
+        sample that looks like one of them is damped (see :meth:`score_samples`).
+        ``train_scores_`` are the scores of ``X`` itself, each sample once.
+        """
         X = self._check_X(X, fitting=True)
-        n, d = X.shape
-        if n < 3:
-            raise ModelError(f"need at least 3 cutouts to fit a model, got {n}")
-        scaler = StandardScaler().fit(X)
+        if len(X) < 3:
+            raise ModelError(f"need at least 3 cutouts to fit a model, got {len(X)}")
+        if int(self.normal_weight) != self.normal_weight or self.normal_weight < 1:
+            raise ValueError("normal_weight must be a whole number ≥ 1")
+        if not self.normal_radius > 0:
+            raise ValueError("normal_radius must be > 0")
+        normal = np.zeros(len(X), bool) if normal is None else np.asarray(normal, bool)
+        if normal.shape != (len(X),):
+            raise ValueError(f"normal must have shape ({len(X)},), not {normal.shape}")
+        Xw = X  # each row as many times as it counts
+        if normal.any():
+            Xw = np.repeat(X, np.where(normal, int(self.normal_weight), 1), axis=0)
+        n, d = Xw.shape
+        scaler = StandardScaler().fit(Xw)
         self.mean_ = scaler.mean_.astype(np.float64)
         self.scale_ = scaler.scale_.astype(np.float64)
-        Z = (X - self.mean_) / self.scale_
+        Z = (Xw - self.mean_) / self.scale_
         nc = self.n_components
         limit = min(n - 1, d)
         if isinstance(nc, float) and 0 < nc < 1:
@@ -116,9 +147,11 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
         self.n_features_in_ = d
         self.residual_scale_ = np.ones(d)
         if self.normalize_residuals:
-            rms = np.sqrt(np.mean(self.residuals(X) ** 2, axis=0))
+            rms = np.sqrt(np.mean(self.residuals(Xw) ** 2, axis=0))
             # A feature reconstructed exactly in training keeps unit scale (no division by ~0).
             self.residual_scale_ = np.where(rms > 1e-6, rms, 1.0)
+        self.n_normal_ = int(normal.sum())
+        self.normal_ = (X[normal] - self.mean_) / self.scale_
         self.train_scores_ = self.score_samples(X)
         self.set_threshold(self.threshold_mode, self.threshold_value)
         return self
@@ -165,9 +198,22 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
 
     def score_samples(self, X: np.ndarray) -> np.ndarray:
         """Mean squared (normalised) reconstruction error per sample, shape (n_samples,);
-        higher = odder."""
+        higher = odder.
+
+        With samples labelled normal in the fit, each score is multiplied by
+        1 − exp(−½ (r / h)²), r the standardised distance to the nearest of them and
+        h = ``normal_radius`` · √n_features: a sample labelled normal scores 0, one like it
+        little, the rest as before.
+        """
         R = self.residuals(X)
-        return np.mean(R * R, axis=1)
+        score = np.mean(R * R, axis=1)
+        known = getattr(self, "normal_", None)
+        if known is not None and len(known):
+            Z = (self._check_X(X) - self.mean_) / self.scale_
+            _, r = pairwise_distances_argmin_min(Z, known)
+            h = self.normal_radius * np.sqrt(self.n_features_in_)
+            score = score * -np.expm1(-0.5 * (r / h) ** 2)
+        return score
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Score minus threshold, shape (n_samples,): positive for anomalies."""
@@ -208,6 +254,9 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
             "threshold_": self.threshold_,
             "normalize_residuals": bool(self.normalize_residuals),
             "random_state": self.random_state,
+            "normal_weight": int(self.normal_weight),
+            "normal_radius": float(self.normal_radius),
+            "n_normal_": int(self.n_normal_),
         }
         return buf.getvalue(), json.dumps(meta)
 
@@ -222,6 +271,8 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
                 # Models saved before residual normalisation existed score with unit scales.
                 data = {k: np.asarray(npz[k], dtype=np.float64) for k in _ARRAYS if k in npz}
             data.setdefault("residual_scale_", np.ones(data["mean_"].shape))
+            # ...and those saved before normal labels counted know of none.
+            data.setdefault("normal_", np.zeros((0, data["mean_"].shape[0])))
         except ModelError:
             raise
         except Exception as exc:
@@ -229,12 +280,15 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
         model = cls(n_components=meta["n_components"], threshold_mode=meta["threshold_mode"],
                     threshold_value=meta["threshold_value"],
                     normalize_residuals=meta.get("normalize_residuals", False),
+                    normal_weight=meta.get("normal_weight", 30),
+                    normal_radius=meta.get("normal_radius", 0.4),
                     random_state=meta["random_state"])
         for k, v in data.items():
             setattr(model, k, v)
         model.n_components_ = int(meta["n_components_"])
         model.n_features_in_ = int(meta["n_features_in_"])
         model.threshold_ = float(meta["threshold_"])
+        model.n_normal_ = int(meta.get("n_normal_", 0))
         return model
 
     def save(self, path: str | Path) -> Path:

@@ -207,3 +207,45 @@ def test_sky_units_measure_against_the_outer_ring():
     assert 45 < z[0, 16, 16] < 55
     assert abs(z[0, 5, 20]) < 0.5
     assert (z[1] == 0).all()
+
+
+def test_samples_labelled_normal_count_more_and_damp_their_like():
+    """A normal label repeats its sample ``normal_weight`` times in the fit and damps the scores
+    of samples near it: a rare kind of sample ranks first until four of twelve are labelled
+    normal, then all twelve drop far while the common ones are left alone; the training
+    scores stay one per given sample."""
+    rng = np.random.default_rng(4)
+    basis = rng.normal(size=(2, 12))
+    common = rng.normal(size=(400, 2)) @ basis + 0.05 * rng.normal(size=(400, 12))
+    amp = rng.uniform(2, 4, (12, 1)) * rng.choice([-1, 1], (12, 1))
+    rare = amp * rng.normal(size=12) + 0.05 * rng.normal(size=(12, 12))
+    X = np.vstack([common, rare])
+    normal = np.zeros(len(X), bool)
+    normal[400:404] = True
+
+    plain = PCAAnomalyDetector(n_components=2).fit(X)
+    taught = PCAAnomalyDetector(n_components=2).fit(X, normal=normal)
+    assert taught.train_scores_.shape == (len(X),) and taught.n_normal_ == 4
+    rank = {name: np.argsort(np.argsort(-d.score_samples(X)))
+            for name, d in (("plain", plain), ("taught", taught))}
+    assert rank["plain"][400:].max() < 20  # the rare ones lead the plain ranking...
+    assert rank["taught"][400:].min() > 100  # ...and drop far once four are called normal
+    assert (taught.score_samples(X[normal]) == 0).all()
+    # The damping leaves the common samples, far from every labelled one, alone.
+    damping = taught.score_samples(X) / np.mean(taught.residuals(X) ** 2, axis=1)
+    assert np.median(damping[:400]) > 0.95
+
+    # Weights are repeats: the fit equals one on the normal rows repeated normal_weight times
+    # (the damping aside, which a model without labels does not do).
+    rep = PCAAnomalyDetector(n_components=2).fit(np.repeat(X, np.where(normal, 30, 1), axis=0))
+    np.testing.assert_allclose(taught.components_, rep.components_, atol=1e-8)
+    np.testing.assert_allclose(taught.mean_, rep.mean_)
+    # The labels travel with the model; old models without them load with none.
+    arrays, meta = taught.to_bytes()
+    back = PCAAnomalyDetector.from_bytes(arrays, meta)
+    assert back.n_normal_ == 4
+    np.testing.assert_array_equal(back.score_samples(X), taught.score_samples(X))
+    with pytest.raises(ValueError, match="shape"):
+        PCAAnomalyDetector().fit(X, normal=normal[:5])
+    with pytest.raises(ValueError, match="normal_weight"):
+        PCAAnomalyDetector(normal_weight=0).fit(X, normal=normal)
