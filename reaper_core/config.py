@@ -47,6 +47,7 @@ class Settings:
     threshold_value: float = 2.0
     n_components: float = 5
     normalize_residuals: int = 1
+    normal_weight: int = 30
     max_file_mb: float = 512.0
     max_pixels: int = 64_000_000
     vertex_project: str = ""
@@ -80,6 +81,8 @@ class Settings:
             raise ConfigError("patch_size must be between 8 and 512 pixels")
         if self.vertex_dimension not in (128, 256, 512, 1408):
             raise ConfigError("vertex_dimension must be 128, 256, 512 or 1408")
+        if self.normal_weight < 1:
+            raise ConfigError("normal_weight must be a whole number ≥ 1 (1: labels are not used)")
         if self.source_method not in ("auto", "catalog", "segment", "grid"):
             raise ConfigError("source_method must be auto, catalog, segment or grid")
 

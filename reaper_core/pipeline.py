@@ -204,6 +204,11 @@ def load_detector(row: store.DetectorModel) -> PCAAnomalyDetector:
     return det
 
 
+def n_normal(row: store.DetectorModel) -> int:
+    """How many cutouts were labelled normal when the model was fitted."""
+    return int(json.loads(row.meta_json).get("n_normal_", 0))
+
+
 def current(engine: Engine, embedder: str | None = None
             ) -> tuple[store.DetectorModel, PCAAnomalyDetector] | None:
     """The current model row and its estimator, or None."""
@@ -349,13 +354,17 @@ def fit_model(engine: Engine, settings: Settings, progress: ProgressFn = _noop,
     progress("fit", 0.0, "loading embeddings")
     with Session(engine) as s:
         ids, X = store.load_embeddings(s, embedder.name)
+        normal = np.isin(ids, store.labelled_ids(s, "normal"))
     if len(ids) < 3:
         raise ModelError(f"need at least 3 cutouts embedded by {embedder.name} to fit a model")
     nc = settings.n_components if n_components is None else n_components
     nc = int(nc) if nc >= 1 else (nc if nc > 0 else 5)
+    # Cutouts a person labelled normal count normal_weight times and damp the scores of
+    # those like them (the feedback benchmarks/quality.py --feedback measures).
     det = PCAAnomalyDetector(n_components=nc, threshold_mode=settings.threshold_mode,
                              threshold_value=settings.threshold_value,
-                             normalize_residuals=bool(settings.normalize_residuals)).fit(X)
+                             normalize_residuals=bool(settings.normalize_residuals),
+                             normal_weight=settings.normal_weight).fit(X, normal=normal)
     progress("fit", 0.6, "scoring every cutout")
     scores = det.train_scores_
     arrays, meta = det.to_bytes()
@@ -376,7 +385,8 @@ def fit_model(engine: Engine, settings: Settings, progress: ProgressFn = _noop,
             return row
 
     row = store.with_retry(write)
-    progress("fit", 1.0, f"model {row.id}: {row.n_components} components")
+    progress("fit", 1.0, f"model {row.id}: {row.n_components} components"
+             + (f", {det.n_normal_:,} cutouts labelled normal" if det.n_normal_ else ""))
     return row
 
 

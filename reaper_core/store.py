@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -309,20 +309,30 @@ def totals(engine: Engine) -> dict[str, int]:
         }
 
 
-def set_label(engine: Engine, cutout_id: int, label: str | None, note: str = "") -> None:
-    """Set (or with ``label=None`` remove) a person's label on a cutout."""
+def set_label(engine: Engine, cutout_ids: int | Iterable[int], label: str | None,
+              note: str = "") -> None:
+    """Set (or with ``label=None`` remove) a person's label on one cutout or several (e.g. every
+    cutout of an object), in one transaction."""
     if label is not None and label not in LABELS:
         raise ValueError(f"label must be one of {LABELS}")
+    ids = [int(cutout_ids)] if isinstance(cutout_ids, int | np.integer) else [
+        int(i) for i in cutout_ids]
     with session_scope(engine) as s:
-        existing = s.get(Label, cutout_id)
-        if label is None:
-            if existing:
-                s.delete(existing)
-            return
-        if existing:
-            existing.label, existing.note, existing.updated_at = label, note, _now()
-        else:
-            s.add(Label(cutout_id=cutout_id, label=label, note=note))
+        for cid in ids:
+            existing = s.get(Label, cid)
+            if label is None:
+                if existing:
+                    s.delete(existing)
+            elif existing:
+                existing.label, existing.note, existing.updated_at = label, note, _now()
+            else:
+                s.add(Label(cutout_id=cid, label=label, note=note))
+
+
+def labelled_ids(session: Session, label: str) -> np.ndarray:
+    """Ids of the cutouts carrying ``label``, shape (n,), sorted."""
+    rows = session.execute(select(Label.cutout_id).where(Label.label == label)).all()
+    return np.sort(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
 
 
 def get_cutouts(engine: Engine, ids: list[int]) -> dict[int, tuple[np.ndarray, Cutout]]:
