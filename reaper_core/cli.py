@@ -1,4 +1,4 @@
-"""The ``anomaly-reaper`` command line: run, ingest, fit, score, export, configure, demo."""
+"""The ``anomaly-reaper`` command line: run, ingest, fit, score, label, export, configure, demo."""
 
 from __future__ import annotations
 
@@ -105,7 +105,34 @@ def cmd_fit(args: argparse.Namespace) -> int:
     bar.close()
     print(f"model {row.id}: embedder {row.embedder}, {row.n_components} components, "
           f"{row.n_train} cutouts, threshold {row.threshold:.4g} "
-          f"({row.threshold_mode} {row.threshold_value:g})")
+          f"({row.threshold_mode} {row.threshold_value:g})"
+          + (f"; {pipeline.n_normal(row):,} cutouts labelled normal"
+             if pipeline.n_normal(row) else ""))
+    return 0
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from . import pipeline, store, views
+
+    if args.label not in (*store.LABELS, "none"):
+        raise ReaperError(f"--as must be one of {', '.join(store.LABELS)} or none, "
+                          f"not {args.label!r}")
+    settings = _settings(args)
+    engine = store.make_engine(settings.db_url)
+    model = pipeline.current(engine, settings.embedder)
+    table = store.cutout_table(engine, model[0].id if model else None)
+    missing = sorted(set(args.ids) - set(table["cutout_id"].astype(int)))
+    if missing:
+        raise ReaperError(f"no cutout with id {', '.join(map(str, missing))}")
+    ids = set(args.ids)
+    if args.object:  # every cutout of the same detected object
+        for cid in args.ids:
+            ids.update(views.object_members(table, cid)["cutout_id"].astype(int))
+    label = None if args.label == "none" else args.label
+    store.set_label(engine, sorted(ids), label, args.note)
+    print(f"{'unlabelled' if label is None else 'labelled ' + label} {len(ids)} cutouts"
+          + ("; run `anomaly-reaper fit` so that objects like them rank lower"
+             if label == "normal" else ""))
     return 0
 
 
@@ -227,6 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --top/--explain: rank objects by their best cutout (the cells "
                         "of one big galaxy or bleed trail count once)")
     s.set_defaults(func=cmd_score)
+
+    lb = sub.add_parser("label", parents=[common],
+                        help="label cutouts by id (normal ones count more in the next fit)")
+    lb.add_argument("ids", nargs="+", type=int, help="cutout ids (as `score --top` prints them)")
+    lb.add_argument("--as", dest="label", required=True, metavar="LABEL",
+                    help="anomaly, artefact, normal or interesting; none removes the label")
+    lb.add_argument("--note", default="")
+    lb.add_argument("--object", action="store_true",
+                    help="also every other cutout of the same detected object")
+    lb.set_defaults(func=cmd_label)
 
     e = sub.add_parser("export", parents=[common], help="export every cutout as CSV/FITS/VOTable")
     e.add_argument("-o", "--output", required=True)

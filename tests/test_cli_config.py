@@ -64,8 +64,25 @@ def test_cli_round_trip_ingest_score_export(tmp_path, spoc_file, tica_file, hdf_
         best.setdefault(obj(r), int(r["cutout_id"]))
     assert all(best[o] == c for o, c in zip(objs, listed, strict=True))
 
+    # Label the top three objects normal, every cutout of each; the next fit counts them more.
+    members = {c: [int(r["cutout_id"]) for r in rows if obj(r) == obj(by_id[c])]
+               for c in listed[:3]}
+    assert main(["label", "--db-url", db, *map(str, listed[:3]), "--as", "normal",
+                 "--object"]) == 0
+    n = sum(map(len, members.values()))
+    assert capsys.readouterr().out.startswith(f"labelled normal {n} cutouts; run `anomaly-rea")
     assert main(["fit", "--db-url", db, "--n-components", "4"]) == 0
-    assert "4 components" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "4 components" in out and f"{n} cutouts labelled normal" in out
+    assert main(["export", "--db-url", db, "-o", str(csv_path)]) == 0
+    with open(csv_path, newline="") as fh:
+        labels = {int(r["cutout_id"]): r["label"] for r in csv.DictReader(fh)}
+    assert {c for c, lab in labels.items() if lab == "normal"} == set().union(*members.values())
+    assert main(["label", "--db-url", db, str(listed[0]), "--as", "none"]) == 0
+    assert main(["label", "--db-url", db, "999999", "--as", "normal"]) == 2
+    assert main(["label", "--db-url", db, str(listed[0]), "--as", "boring"]) == 2
+    err = capsys.readouterr().err
+    assert "no cutout with id 999999" in err and "--as must be one of" in err
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -81,7 +98,7 @@ def test_help_on_every_command(capsys):
     r = subprocess.run([sys.executable, "-m", "reaper_core.cli", "--help"], capture_output=True,
                        text=True)
     assert r.returncode == 0 and "usage: anomaly-reaper" in r.stdout
-    for cmd in ("run", "ingest", "fit", "score", "export", "configure", "demo"):
+    for cmd in ("run", "ingest", "fit", "score", "label", "export", "configure", "demo"):
         with pytest.raises(SystemExit) as info:
             main([cmd, "--help"])
         assert info.value.code == 0
