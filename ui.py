@@ -78,6 +78,18 @@ def pca(model_id: int):
     return _pca(settings().db_url, model_id, views.data_version(engine()))
 
 
+def refit(s: Settings, n_components: float | None = None) -> None:
+    """Re-fit the model on every cutout behind a progress bar, then rerun the page."""
+    with st.status("Re-fitting…", expanded=True) as status:
+        bar = st.progress(0.0)
+        new = pipeline.fit_model(
+            engine(), s, n_components=n_components,
+            progress=lambda stage, f, msg: bar.progress(min(f, 1.0), text=f"{stage}: {msg}"))
+        status.update(label=f"Model #{new.id} fitted: {new.n_components} components",
+                      state="complete")
+    st.rerun()
+
+
 def thumbnails(ids: list[int], stretch: str = "asinh", cmap: str = "gray",
                upscale: int = 3) -> dict[int, bytes]:
     """PNG bytes per cutout id."""

@@ -5,7 +5,7 @@ import streamlit as st
 from sqlmodel import Session
 
 import ui
-from reaper_core import plots, store, views
+from reaper_core import pipeline, plots, store, views
 from reaper_core.cutouts import STRETCHES, to_png
 from reaper_core.explain import error_by_quadrant, residual_map, top_features
 
@@ -52,6 +52,16 @@ f = views.Filters(score_min=score_rng[0], score_max=score_rng[1], sectors=tuple(
 res = views.apply_filters(tbl, flagged, f)
 shown = views.one_per_object(res) if per_object else res
 
+n_normal = int((tbl["label"] == "normal").sum())
+if row is not None and n_normal != pipeline.n_normal(row):
+    note_col, button_col = st.columns([4, 1])
+    note_col.info(f"{n_normal:,} cutouts are labelled normal; the current model counted "
+                  f"{pipeline.n_normal(row):,}. Re-fit so that objects like them rank lower.")
+    if button_col.button("Re-fit now", key="g_refit"):
+        s = ui.settings()
+        s.embedder = row.embedder
+        ui.refit(s, row.n_components_requested)
+
 top = st.columns([2, 1, 1])
 top[0].write(f"**{len(res):,}** cutouts match (of {len(tbl):,})"
              + (f", from **{len(shown):,}** objects" if per_object else "")
@@ -82,6 +92,9 @@ if detail is not None and detail in set(tbl["cutout_id"]):
             sc = info["score"]
             st.write(f"score **{sc:.4g}**" + (" — **anomaly**" if row and sc > row.threshold
                                               else ""))
+            if info["label"] == "normal":
+                st.caption("Labelled normal: a model fitted since scores it 0, and objects "
+                           "like it lower.")
             if m:
                 feats = top_features(ui.engine(), m, [detail], top=5).get(detail, [])
                 if feats:
@@ -114,11 +127,17 @@ if detail is not None and detail in set(tbl["cutout_id"]):
             current = info["label"] if isinstance(info["label"], str) else None
             choices = ["(none)", *store.LABELS]
             lab = st.radio("Label", choices, horizontal=True,
-                           index=choices.index(current) if current in choices else 0)
+                           index=choices.index(current) if current in choices else 0,
+                           help="Cutouts labelled normal count more when the model is re-fitted, "
+                                "so that objects like them rank lower.")
             note = st.text_input("Note", info["note"] if isinstance(info["note"], str) else "")
+            whole = len(others) > 0 and st.checkbox(
+                f"Label all {len(others) + 1:,} cutouts of this object", True, key="g_whole")
             if st.form_submit_button("Save label"):
-                store.set_label(ui.engine(), detail, None if lab == "(none)" else lab, note)
-                st.toast(f"Saved label for cutout #{detail}")
+                ids = [detail, *others["cutout_id"].astype(int)] if whole else [detail]
+                store.set_label(ui.engine(), ids, None if lab == "(none)" else lab, note)
+                st.toast(f"Saved the label of {len(ids):,} cutout{'s' * (len(ids) > 1)}"
+                         + (" — re-fit to rank objects like it lower" if lab == "normal" else ""))
                 st.rerun()
         if st.button("Close detail", key="close_detail"):
             st.session_state.pop("detail", None)

@@ -45,8 +45,10 @@ st.dataframe(flagged_rows.head(500), hide_index=True, width="stretch", height=30
 st.divider()
 st.subheader("Model")
 ev = np.array(json.loads(row.explained_variance_json))
+n_normal = pipeline.n_normal(row)
 st.write(f"Model #{row.id}: **{row.embedder}** embedder, **{row.n_components}** components "
-         f"explaining {100 * ev.sum():.1f} % of the variance, trained on {row.n_train:,} cutouts.")
+         f"explaining {100 * ev.sum():.1f} % of the variance, trained on {row.n_train:,} cutouts"
+         + (f", {n_normal:,} of them labelled normal." if n_normal else "."))
 st.plotly_chart(plots.explained_variance(ev), key="ev")
 with st.form("refit"):
     names = [n for n in EMBEDDERS if n != "vertex" or ui.settings().vertex_project]
@@ -55,14 +57,10 @@ with st.form("refit"):
     how = st.radio("Components", ["number", "explained variance"], horizontal=True)
     n = st.number_input("Number of components", 1, 200, int(row.n_components))
     frac = st.slider("Explained variance target", 0.5, 0.99, 0.9, 0.01)
+    s = ui.settings()
+    st.caption(f"Cutouts labelled *normal* in the gallery count {s.normal_weight}× in the fit "
+               "and score 0, and objects like them rank lower: "
+               f"{int((tbl['label'] == 'normal').sum()):,} labelled now.")
     if st.form_submit_button("Re-fit on every cutout"):
-        s = ui.settings()
         s.embedder = embedder
-        with st.status("Re-fitting…", expanded=True) as status:
-            bar = st.progress(0.0)
-            new = pipeline.fit_model(
-                ui.engine(), s, n_components=float(n) if how == "number" else float(frac),
-                progress=lambda stage, f, msg: bar.progress(min(f, 1.0), text=f"{stage}: {msg}"))
-            status.update(label=f"Model #{new.id} fitted: {new.n_components} components",
-                          state="complete")
-        st.rerun()
+        ui.refit(s, float(n) if how == "number" else float(frac))

@@ -8,6 +8,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from reaper_core import pipeline, store, views
+from reaper_core.config import load_settings
 from reaper_core.detector import threshold_from_scores
 
 from .conftest import ingested_db
@@ -213,6 +214,39 @@ def test_gallery_detail_and_label(app, db):
     lab = pipeline.export_table(_engine(db)).set_index("cutout_id").loc[cid]
     assert lab.label == "artefact" and lab.note == "<b>satellite</b> glint"
     store.set_label(_engine(db), cid, None)
+
+
+def test_gallery_label_object_normal_and_refit(app, db):
+    """Label a whole object normal from its detail view, re-fit from the gallery's banner: the
+    object leaves the first page and the model (and the threshold page) say how many."""
+    app.switch_page("app_pages/gallery.py").run()
+    multi = next(c for c in _shown(app) if any(cap.startswith(f"#{c} ") and "cutouts" in cap
+                                               for im in app.image for cap in im.captions))
+    app.button(key=f"detail-{multi}").click().run()
+    eng = _engine(db)
+    tbl = store.cutout_table(eng, pipeline.current(eng)[0].id)
+    members = {multi, *views.object_members(tbl, multi).cutout_id.astype(int)}
+    assert app.checkbox(key="g_whole").value  # every cutout of the object, by default
+    assert app.checkbox(key="g_whole").label == f"Label all {len(members):,} cutouts of this object"
+    next(r for r in app.radio if r.label == "Label").set_value("normal")
+    next(b for b in app.button if b.label == "Save label").click().run()
+    assert not app.exception
+    with store.Session(eng) as s:
+        assert set(store.labelled_ids(s, "normal")) == members
+    assert any(f"{len(members):,} cutouts are labelled normal; the current model counted 0"
+               in i.value for i in app.info)
+    app.button(key="close_detail").click().run()
+    app.button(key="g_refit").click().run()
+    assert not app.exception
+    row = pipeline.current(eng)[0]
+    assert pipeline.n_normal(row) == len(members)
+    assert not any("labelled normal" in i.value for i in app.info)  # the banner is gone
+    assert not set(_shown(app)) & members
+    app.switch_page("app_pages/threshold.py").run()
+    assert any(f"{len(members):,} of them labelled normal." in m.value for m in app.markdown)
+    assert any(f"{len(members):,} labelled now" in c.value for c in app.caption)
+    store.set_label(eng, sorted(members), None)
+    pipeline.fit_model(eng, load_settings())  # the app's settings (the fixture's environment)
 
 
 def test_upload_good_bad_and_duplicate(app, db, tica_file, tmp_path):

@@ -233,6 +233,24 @@ def test_gallery_filter_by_file_name(server, page):
     assert re.search(r"The same object: \d+ more cutouts", page.inner_text("body"))
     page.get_by_text(re.compile("The same object")).scroll_into_view_if_needed()
     shot(page, "gallery-detail")
+    # "This galaxy is normal": label the whole object, re-fit from the banner, and it is gone.
+    n = int(first.group(2))
+    page.get_by_text(f"Label all {n} cutouts of this object").wait_for()
+    page.get_by_role("radiogroup", name="Label").get_by_text("normal", exact=True).click()
+    page.get_by_role("button", name="Save label").click()
+    page.get_by_text(f"{n} cutouts are labelled normal").wait_for(timeout=60_000)
+    wait_idle(page)
+    page.get_by_text(f"{n} cutouts are labelled normal").scroll_into_view_if_needed()
+    shot(page, "gallery-normal")
+    page.get_by_role("button", name="Re-fit now").click()
+    page.get_by_text(f"{n} cutouts are labelled normal").wait_for(state="detached",
+                                                                     timeout=120_000)
+    wait_idle(page, 1.0)
+    assert "a model fitted since scores it 0" in page.inner_text("body")
+    page.get_by_role("button", name="Close detail").click()
+    wait_idle(page, 1.0)
+    assert not re.search(rf"#{first.group(1)} · ", page.inner_text("body"))
+    shot(page, "gallery-refitted")
 
 
 def test_xsrf_protection_is_on(server):
