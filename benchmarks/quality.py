@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 from sklearn.metrics import average_precision_score, roc_auc_score
+from sqlalchemy.engine import Engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -137,8 +138,8 @@ def ranking_metrics(pos_scores: np.ndarray, pos_kinds: np.ndarray,
     return out
 
 
-def evaluate(files, settings: Settings, workdir: Path) -> dict:
-    """Ingest ``files`` into a fresh database with ``settings`` and measure."""
+def ingest(files, settings: Settings, workdir: Path) -> tuple[Engine, Settings]:
+    """Ingest ``files`` into a fresh SQLite database with ``settings``, as the app does."""
     db = workdir / f"q{time.perf_counter_ns()}.db"
     s = replace(settings, db_url=f"sqlite:///{db}")
     engine = store.make_engine(s.db_url)
@@ -146,8 +147,22 @@ def evaluate(files, settings: Settings, workdir: Path) -> dict:
     bad = [r.message for r in report.results if r.status != "added"]
     if bad:
         raise RuntimeError(bad)
+    return engine, s
+
+
+def evaluate(files, settings: Settings, workdir: Path) -> dict:
+    """Ingest ``files`` into a fresh database with ``settings`` and measure."""
+    engine, s = ingest(files, settings, workdir)
+    try:
+        return measure(engine, files, s)
+    finally:
+        engine.dispose()
+
+
+def measure(engine: Engine, files, s: Settings) -> dict:
+    """The metrics of the current model's scores of ``files`` (already ingested into ``engine``);
+    ``clean`` holds the ids of the negatives (cutouts whose window shows no anomaly)."""
     df = pipeline.export_table(engine)
-    engine.dispose()
     pos_scores, pos_kinds, pos_found, pos_flag = [], [], [], []
     near_any = np.zeros(len(df), bool)
     for path, anomalies, artefacts in files:
@@ -168,6 +183,7 @@ def evaluate(files, settings: Settings, workdir: Path) -> dict:
     pos_found, pos_flag = np.array(pos_found), np.array(pos_flag)
     out = ranking_metrics(pos_scores, pos_kinds, neg_scores)
     out["n_neg"], out["far"] = int(neg_scores.size), float(neg["is_anomaly"].to_numpy().mean())
+    out["clean"] = set(neg["cutout_id"].astype(int))
     for k, m in [*((k, pos_kinds == k) for k in out["kinds"]), ("overall", slice(None))]:
         entry = out["overall"] if k == "overall" else out["kinds"][k]
         entry["recall@thr"], entry["got a cutout"] = pos_flag[m].mean(), pos_found[m].mean()
@@ -199,6 +215,8 @@ def main() -> None:
     ap.add_argument("--sims", type=int, default=2)
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--tune", action="store_true")
+    ap.add_argument("--feedback", type=int, default=0, metavar="PAGES",
+                    help="also a simulated astronomer labelling PAGES gallery pages normal")
     ap.add_argument("--bound", action="store_true",
                     help="also the supervised ceiling (a classifier told the injected cutouts)")
     args = ap.parse_args()
@@ -242,6 +260,11 @@ def main() -> None:
         print(table(summary, "Summary (overall)"))
         if args.tune:
             tune(sets, default, work)
+        if args.feedback:
+            for dname, files in sets.items():
+                print(table(feedback(files, default, work, args.feedback),
+                            f"{dname} — labelled normal, page by page (24 objects a page), "
+                            "then re-fitted"))
         if args.bound:
             supervised_bound(work, default, args.sim_size, args.seed)
 
@@ -272,6 +295,50 @@ def tune(sets, default: Settings, work: Path) -> None:
                          "AP": o["AP"], "P@50": o["P@50"], "recall@thr": o["recall@thr"],
                          "false alarms": res["far"], "got a cutout": o["got a cutout"]})
     print(table(rows, "Tuning sweep (overall, default embedder unless named)"))
+
+
+def feedback(files, settings: Settings, work: Path, pages: int = 2, per_page: int = 24
+             ) -> list[dict]:
+    """A simulated astronomer teaching the detector what is normal, through the app's own path.
+
+    Each round, they look at the next page of the gallery (one cutout per object, highest score
+    first), label every object whose window shows no injected anomaly *normal* (all of its
+    cutouts, as the gallery's "label all cutouts of this object" does) and re-fit
+    (``pipeline.fit_model``, where those cutouts count ``normal_weight`` times). Returns the
+    overall metrics before and after each round.
+    """
+    engine, s = ingest(files, settings, work)
+    rows: list[dict] = []
+    seen: set[int] = set()  # objects shown, by their best cutout
+    labelled: set[int] = set()
+    try:
+        for page in range(pages + 1):
+            res = measure(engine, files, s)
+            model = pipeline.current(engine, s.embedder)[0]
+            table = store.cutout_table(engine, model.id).sort_values("score", ascending=False)
+            objects = views.one_per_object(table)
+            shown = [c for c in objects["cutout_id"].astype(int) if c not in seen][:per_page]
+            o = res["overall"]
+            rows.append({"pages labelled": page, "cutouts labelled normal": len(labelled),
+                         "ROC AUC": o["ROC AUC"], "AP": o["AP"], "P@50": o["P@50"],
+                         "P@50 objects": o["P@50 objects"],
+                         # What the astronomer sees next: objects whose cutout shows an
+                         # injected anomaly (or a simulator artefact), centred or not.
+                         "next page showing an anomaly":
+                             float(np.mean([c not in res["clean"] for c in shown]))})
+            if page == pages:
+                break
+            seen.update(shown)
+            normal = set()
+            for cid in shown:
+                if cid in res["clean"]:
+                    normal |= {cid, *views.object_members(table, cid)["cutout_id"].astype(int)}
+            labelled |= normal
+            store.set_label(engine, sorted(normal), "normal")
+            pipeline.fit_model(engine, s)
+    finally:
+        engine.dispose()
+    return rows
 
 
 def bound_features(prep: pipeline.Prepared) -> np.ndarray:
