@@ -318,13 +318,18 @@ def set_label(engine: Engine, cutout_ids: int | Iterable[int], label: str | None
     ids = [int(cutout_ids)] if isinstance(cutout_ids, int | np.integer) else [
         int(i) for i in cutout_ids]
     with session_scope(engine) as s:
-        for cid in ids:
-            existing = s.get(Label, cid)
+        existing = {}
+        for start in range(0, len(ids), 500):  # a bounded number of parameters per query
+            chunk = ids[start:start + 500]
+            existing.update((lab.cutout_id, lab) for lab in
+                            s.exec(select(Label).where(Label.cutout_id.in_(chunk))))
+        for cid in dict.fromkeys(ids):
+            old = existing.get(cid)
             if label is None:
-                if existing:
-                    s.delete(existing)
-            elif existing:
-                existing.label, existing.note, existing.updated_at = label, note, _now()
+                if old:
+                    s.delete(old)
+            elif old:
+                old.label, old.note, old.updated_at = label, note, _now()
             else:
                 s.add(Label(cutout_id=cid, label=label, note=note))
 
