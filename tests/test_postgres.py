@@ -19,6 +19,7 @@ from sqlalchemy import text
 
 from reaper_core import pipeline, store
 from reaper_core.cli import main
+from reaper_core.config import Settings
 
 from .test_reliability import _run_two, consistent, read_count
 
@@ -79,6 +80,14 @@ def test_pipeline_round_trip_on_postgres(pg_url, spoc_file, hdf_file, tmp_path, 
     assert abs(df.is_anomaly.mean() - 0.05) < 0.02 and thr > 0
     store.set_label(engine, int(df.cutout_id.iloc[0]), "interesting", "a note")
     assert main(["export", "--db-url", pg_url, "-o", str(tmp_path / "pg.csv")]) == 0
+    # Labels on many cutouts at once (over one query's chunk of 500), and a fit that uses them.
+    top = df.sort_values("score", ascending=False).cutout_id.astype(int).tolist()[:600]
+    store.set_label(engine, top, "normal")
+    with store.Session(engine) as s:
+        assert store.labelled_ids(s, "normal").tolist() == sorted(top)
+    refit = pipeline.fit_model(engine, Settings(db_url=pg_url))
+    assert pipeline.n_normal(refit) == 600
+    assert pipeline.export_table(engine).set_index("cutout_id").loc[top, "score"].max() < 1e-9
     assert (df.segment > 0).mean() > 0.95
     # A database made before cutouts kept their segment gets the column when opened.
     with engine.begin() as conn:
