@@ -5,11 +5,14 @@ import streamlit as st
 from sqlmodel import Session, select
 
 import ui
-from reaper_core import store, views
+from reaper_core import pipeline, store, views
 
 st.title("Anomaly Reaper")
 st.write("Finds the odd things in TESS full-frame images: a patch around every object, an "
-         "embedding per patch, PCA, and a ranking by reconstruction error.")
+         "embedding per patch, PCA, and a ranking by reconstruction error. Move the cut on "
+         "*Threshold & model*, look at what it flags in the *Gallery*, and label what is merely "
+         "ordinary there (a big galaxy, a known star) *normal*: after a re-fit, it and objects "
+         "like it rank lower.")
 
 m = ui.model()
 row = m[0] if m else None
@@ -33,7 +36,9 @@ with right:
         st.write(f"- embedder: **{row.embedder}**\n"
                  f"- components: **{row.n_components}** "
                  f"(explained variance {100 * sum(ev):.1f} %)\n"
-                 f"- trained on **{row.n_train:,}** cutouts\n"
+                 f"- trained on **{row.n_train:,}** cutouts"
+                 + (f", **{pipeline.n_normal(row):,}** labelled normal" if pipeline.n_normal(row)
+                    else "") + "\n"
                  f"- threshold: **{row.threshold:.4g}** ({row.threshold_mode} "
                  f"{row.threshold_value:g})")
     else:

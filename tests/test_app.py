@@ -245,6 +245,8 @@ def test_gallery_label_object_normal_and_refit(app, db):
     app.switch_page("app_pages/threshold.py").run()
     assert any(f"{len(members):,} of them labelled normal." in m.value for m in app.markdown)
     assert any(f"{len(members):,} labelled now" in c.value for c in app.caption)
+    app.switch_page("app_pages/home.py").run()
+    assert any(f"**{len(members):,}** labelled normal" in m.value for m in app.markdown)
     store.set_label(eng, sorted(members), None)
     pipeline.fit_model(eng, load_settings())  # the app's settings (the fixture's environment)
 
