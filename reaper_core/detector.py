@@ -184,15 +184,19 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
                 )
         return np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0)
 
+    def _standardise(self, X: np.ndarray) -> np.ndarray:
+        return (self._check_X(X) - self.mean_) / self.scale_
+
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Principal-component coordinates, shape (n_samples, n_components_)."""
-        Z = (self._check_X(X) - self.mean_) / self.scale_
-        return (Z - self.pca_mean_) @ self.components_.T
+        return (self._standardise(X) - self.pca_mean_) @ self.components_.T
 
     def residuals(self, X: np.ndarray) -> np.ndarray:
         """Reconstruction residual per feature, shape (n, n_features), in standardised units
         divided by ``residual_scale_``."""
-        Z = (self._check_X(X) - self.mean_) / self.scale_
+        return self._residuals(self._standardise(X))
+
+    def _residuals(self, Z: np.ndarray) -> np.ndarray:
         T = (Z - self.pca_mean_) @ self.components_.T
         return (Z - (T @ self.components_ + self.pca_mean_)) / self.residual_scale_
 
@@ -205,12 +209,11 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
         h = ``normal_radius`` · √n_features: a sample labelled normal scores 0, one like it
         little, the rest as before.
         """
-        R = self.residuals(X)
+        Z = self._standardise(X)
+        R = self._residuals(Z)
         score = np.mean(R * R, axis=1)
-        known = getattr(self, "normal_", None)
-        if known is not None and len(known):
-            Z = (self._check_X(X) - self.mean_) / self.scale_
-            _, r = pairwise_distances_argmin_min(Z, known)
+        if len(self.normal_):
+            _, r = pairwise_distances_argmin_min(Z, self.normal_)
             h = self.normal_radius * np.sqrt(self.n_features_in_)
             score = score * -np.expm1(-0.5 * (r / h) ** 2)
         return score
