@@ -53,10 +53,11 @@ res = views.apply_filters(tbl, flagged, f)
 shown = views.one_per_object(res) if per_object else res
 
 n_normal = int((tbl["label"] == "normal").sum())
-if row is not None and n_normal != pipeline.n_normal(row):
+counted = pipeline.n_normal(row) if row is not None else n_normal
+if n_normal != counted:
     note_col, button_col = st.columns([4, 1])
     note_col.info(f"{n_normal:,} cutouts are labelled normal; the current model counted "
-                  f"{pipeline.n_normal(row):,}. Re-fit so that objects like them rank lower.")
+                  f"{counted:,}. Re-fit so that objects like them rank lower.")
     if button_col.button("Re-fit now", key="g_refit"):
         s = ui.settings()
         s.embedder = row.embedder

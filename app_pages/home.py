@@ -33,12 +33,12 @@ with right:
     st.subheader("Current model")
     if row:
         ev = json.loads(row.explained_variance_json)
+        n_normal = pipeline.n_normal(row)
         st.write(f"- embedder: **{row.embedder}**\n"
                  f"- components: **{row.n_components}** "
                  f"(explained variance {100 * sum(ev):.1f} %)\n"
                  f"- trained on **{row.n_train:,}** cutouts"
-                 + (f", **{pipeline.n_normal(row):,}** labelled normal" if pipeline.n_normal(row)
-                    else "") + "\n"
+                 + (f", **{n_normal:,}** labelled normal" if n_normal else "") + "\n"
                  f"- threshold: **{row.threshold:.4g}** ({row.threshold_mode} "
                  f"{row.threshold_value:g})")
     else:

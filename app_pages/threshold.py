@@ -51,13 +51,13 @@ st.write(f"Model #{row.id}: **{row.embedder}** embedder, **{row.n_components}** 
          + (f", {n_normal:,} of them labelled normal." if n_normal else "."))
 st.plotly_chart(plots.explained_variance(ev), key="ev")
 with st.form("refit"):
-    names = [n for n in EMBEDDERS if n != "vertex" or ui.settings().vertex_project]
+    s = ui.settings()
+    names = [n for n in EMBEDDERS if n != "vertex" or s.vertex_project]
     embedder = st.selectbox("Embedder", names,
                             index=names.index(row.embedder) if row.embedder in names else 0)
     how = st.radio("Components", ["number", "explained variance"], horizontal=True)
     n = st.number_input("Number of components", 1, 200, int(row.n_components))
     frac = st.slider("Explained variance target", 0.5, 0.99, 0.9, 0.01)
-    s = ui.settings()
     st.caption(f"Cutouts labelled *normal* in the gallery count {s.normal_weight}× in the fit "
                "and score 0, and objects like them rank lower: "
                f"{int((tbl['label'] == 'normal').sum()):,} labelled now.")

@@ -103,11 +103,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
     row = pipeline.fit_model(engine, settings, progress=update,
                              n_components=args.n_components)
     bar.close()
+    n_normal = pipeline.n_normal(row)
     print(f"model {row.id}: embedder {row.embedder}, {row.n_components} components, "
           f"{row.n_train} cutouts, threshold {row.threshold:.4g} "
           f"({row.threshold_mode} {row.threshold_value:g})"
-          + (f"; {pipeline.n_normal(row):,} cutouts labelled normal"
-             if pipeline.n_normal(row) else ""))
+          + (f"; {n_normal:,} cutouts labelled normal" if n_normal else ""))
     return 0
 
 
