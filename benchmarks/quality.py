@@ -130,12 +130,18 @@ def ranking_metrics(pos_scores: np.ndarray, pos_kinds: np.ndarray,
 
     out = {"kinds": {k: one(pos_kinds == k) for k in ANOMALY_KINDS if (pos_kinds == k).any()}}
     out["overall"] = one(np.ones(ps.size, bool))
-    ranked = np.r_[ps, neg_scores]
-    labels = np.r_[np.ones(ps.size), np.zeros(neg_scores.size)]
-    out["overall"]["P@50"] = float(labels[np.argsort(-ranked, kind="stable")[:50]].mean())
+    out["overall"]["P@50"] = precision_at_50(pos_scores, neg_scores)
     # With fewer than 50 anomalies even a perfect ranking cannot fill the top 50.
     out["overall"]["P@50 max"] = min(1.0, ps.size / 50)
     return out
+
+
+def precision_at_50(pos_scores: np.ndarray, neg_scores: np.ndarray) -> float:
+    """Share of anomalies among the 50 highest scores; an undetected one (-inf) ranks last."""
+    ps = np.where(np.isfinite(pos_scores), pos_scores, np.nanmin(neg_scores) - 1)
+    ranked = np.r_[ps, neg_scores]
+    labels = np.r_[np.ones(ps.size), np.zeros(np.size(neg_scores))]
+    return float(labels[np.argsort(-ranked, kind="stable")[:50]].mean())
 
 
 def ingest(files, settings: Settings, workdir: Path) -> tuple[Engine, Settings]:
@@ -191,11 +197,7 @@ def measure(engine: Engine, files, s: Settings) -> dict:
     # the best cutout of each detected object (views.one_per_object), anomalies one entry each.
     objects = views.one_per_object(
         neg.sort_values("score", ascending=False).assign(file_id=neg["file"]))
-    floor = np.nanmin(neg_scores) - 1
-    ranked = np.r_[np.where(np.isfinite(pos_scores), pos_scores, floor), objects["score"]]
-    labels = np.r_[np.ones(pos_scores.size), np.zeros(len(objects))]
-    top = np.argsort(-ranked, kind="stable")[:50]
-    out["overall"]["P@50 objects"] = float(labels[top].mean())
+    out["overall"]["P@50 objects"] = precision_at_50(pos_scores, objects["score"].to_numpy())
     return out
 
 
@@ -345,7 +347,7 @@ def bound_features(prep: pipeline.Prepared) -> np.ndarray:
     """What the supervised ceiling sees: the default embedding and the central 16 × 16 pixels,
     asinh-stretched in sky σ; shape (n, dim + 256)."""
     s = prep.patches.shape[-1]
-    c = np.arcsinh(sky_units(prep.patches)[:, s // 4:s - s // 4, s // 4:s - s // 4] / 3)
+    c = HOG_STRETCHES["asinh"](sky_units(prep.patches)[:, s // 4:s - s // 4, s // 4:s - s // 4])
     return np.hstack([prep.embeddings, c.reshape(len(c), -1)])
 
 
