@@ -16,7 +16,7 @@ def real_fits_files() -> list[Path]:
     """Every FITS file in ../shared/data/ (empty when none are there)."""
     if not SHARED_DATA.is_dir():
         return []
-    from reaper_core.pipeline import is_fits_name
+    from reaper_core.files import is_fits_name
 
     return sorted(p for p in SHARED_DATA.rglob("*") if p.is_file() and is_fits_name(p))
 

@@ -24,19 +24,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import machine, table  # noqa: E402
-from reaper_core import pipeline, store  # noqa: E402
 from reaper_core.config import Settings  # noqa: E402
+from reaper_core.embedders import get_embedder  # noqa: E402
+from reaper_core.ingest import prepare, store_prepared  # noqa: E402
+from reaper_core.service import Reaper  # noqa: E402
 from reaper_core.simulate import inject_anomalies, simulate_ffi, write_spoc  # noqa: E402
 
 
 def build(db: str, n_target: int) -> int:
-    settings = Settings(db_url=f"sqlite:///{db}")
-    engine = store.make_engine(settings.db_url)
+    reaper = Reaper(Settings(db_url=f"sqlite:///{db}"))
     with tempfile.TemporaryDirectory() as d:
         sim = simulate_ffi(seed=0)
         inject_anomalies(sim, 3, seed=1)
         path = write_spoc(sim, Path(d) / "base.fits")
-        prep = pipeline.prepare(path, settings, pipeline.get_embedder("local"))
+        prep = prepare(path, reaper.settings, get_embedder("local"))
     n = len(prep.patches)
     copies = int(np.ceil(n_target / n))
     for i in range(copies):
@@ -44,9 +45,9 @@ def build(db: str, n_target: int) -> int:
         prep.name = f"tess-s{40 + i % 5:04d}-{1 + i % 4}-{1 + (i // 4) % 4}-copy{i}_ffic.fits"
         prep.image.sector, prep.image.camera, prep.image.ccd = 40 + i % 5, 1 + i % 4, 1 + (
             i // 4) % 4
-        pipeline.store_prepared(engine, prep, settings, None)
-    pipeline.fit_model(engine, settings)
-    return store.totals(engine)["cutouts"]
+        store_prepared(reaper.engine, prep, reaper.settings, None)
+    reaper.fit()
+    return reaper.totals()["cutouts"]
 
 
 def timed_run(at, fn=None, repeat: int = 1) -> list[float]:
@@ -77,7 +78,7 @@ def main() -> None:
                           ANOMALY_REAPER_LOAD_DEMO="0", ANOMALY_REAPER_HOME=d)
         rows = []
         st.cache_resource.clear()
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+        at = AppTest.from_file(str(ROOT / "reaper_app" / "main.py"), default_timeout=600)
         rows.append({"action": "Home, first render (loads the cutout table)",
                      "ms": 1e3 * timed_run(at)[0]})
         rows.append({"action": "Home, warm rerun", "ms": 1e3 * timed_run(at)[0]})
@@ -107,16 +108,14 @@ def main() -> None:
         print(table(rows, f"Server time of one script run with {n:,} cutouts "
                           "(target ≤ 300 ms for a slider move and a gallery filter)"))
         # The "Re-fit now" button: a fit on every cutout, with more and more labelled normal.
-        engine = store.make_engine(f"sqlite:///{d}/dash.db")
-        settings = Settings(db_url=f"sqlite:///{d}/dash.db")
-        ranked = store.cutout_table(engine, pipeline.current(engine)[0].id).sort_values(
-            "score", ascending=False)["cutout_id"].astype(int).tolist()
+        reaper = Reaper(Settings(db_url=f"sqlite:///{d}/dash.db"))
+        ranked = reaper.ranked(reaper.require_model())["cutout_id"].astype(int).tolist()
         fits = []
         for k in (0, 1_000, 5_000):
-            store.set_label(engine, ranked[:k], "normal")
+            reaper.label(ranked[:k], "normal")
             t0 = time.perf_counter()
-            row = pipeline.fit_model(engine, settings)
-            fits.append({"cutouts labelled normal": pipeline.n_normal(row),
+            model = reaper.fit()
+            fits.append({"cutouts labelled normal": model.n_normal,
                          "re-fit and re-score, s": time.perf_counter() - t0})
         print(table(fits, f"Re-fit on every one of {n:,} cutouts"))
 

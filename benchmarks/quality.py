@@ -31,18 +31,19 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 from sklearn.metrics import average_precision_score, roc_auc_score
-from sqlalchemy.engine import Engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import machine, real_fits_files, table
-from reaper_core import pipeline, store, views
+from reaper_core import views
 from reaper_core.config import Settings
 from reaper_core.cutouts import cutout_origins
 from reaper_core.demo import hubble_deep_field_image
 from reaper_core.embedders import EMBEDDERS, get_embedder
 from reaper_core.embedders.local import HOG_STRETCHES, LocalEmbedder, sky_units
 from reaper_core.fits_reader import read_fits
+from reaper_core.ingest import Prepared, prepare
+from reaper_core.service import Reaper
 from reaper_core.simulate import (
     ANOMALY_KINDS,
     Anomaly,
@@ -144,31 +145,30 @@ def precision_at_50(pos_scores: np.ndarray, neg_scores: np.ndarray) -> float:
     return float(labels[np.argsort(-ranked, kind="stable")[:50]].mean())
 
 
-def ingest(files, settings: Settings, workdir: Path) -> tuple[Engine, Settings]:
+def ingest(files, settings: Settings, workdir: Path) -> Reaper:
     """Ingest ``files`` into a fresh SQLite database with ``settings``, as the app does."""
     db = workdir / f"q{time.perf_counter_ns()}.db"
-    s = replace(settings, db_url=f"sqlite:///{db}")
-    engine = store.make_engine(s.db_url)
-    report = pipeline.ingest_paths(engine, [f[0] for f in files], s)
+    reaper = Reaper(replace(settings, db_url=f"sqlite:///{db}"))
+    report = reaper.ingest([f[0] for f in files])
     bad = [r.message for r in report.results if r.status != "added"]
     if bad:
         raise RuntimeError(bad)
-    return engine, s
+    return reaper
 
 
 def evaluate(files, settings: Settings, workdir: Path) -> dict:
     """Ingest ``files`` into a fresh database with ``settings`` and measure."""
-    engine, s = ingest(files, settings, workdir)
+    reaper = ingest(files, settings, workdir)
     try:
-        return measure(engine, files, s)
+        return measure(reaper, files)
     finally:
-        engine.dispose()
+        reaper.engine.dispose()
 
 
-def measure(engine: Engine, files, s: Settings) -> dict:
-    """The metrics of the current model's scores of ``files`` (already ingested into ``engine``);
+def measure(reaper: Reaper, files) -> dict:
+    """The metrics of the current model's scores of ``files`` (already ingested by ``reaper``);
     ``clean`` holds the ids of the negatives (cutouts whose window shows no anomaly)."""
-    df = pipeline.export_table(engine)
+    df = reaper.export_table()
     pos_scores, pos_kinds, pos_found, pos_flag = [], [], [], []
     near_any = np.zeros(len(df), bool)
     for path, anomalies, artefacts in files:
@@ -176,7 +176,7 @@ def measure(engine: Engine, files, s: Settings) -> dict:
         sc = df["score"].to_numpy()[rows]
         fl = df["is_anomaly"].to_numpy()[rows]
         near, inside = label_cutouts(df["x"].to_numpy()[rows], df["y"].to_numpy()[rows], path,
-                                     s.patch_size, anomalies, artefacts)
+                                     reaper.settings.patch_size, anomalies, artefacts)
         near_any[rows[near]] = True
         for a, m in zip(anomalies, inside, strict=True):
             pos_kinds.append(a.kind)
@@ -306,18 +306,17 @@ def feedback(files, settings: Settings, work: Path, pages: int = 2, per_page: in
     Each round, they look at the next page of the gallery (one cutout per object, highest score
     first), label every object whose window shows no injected anomaly *normal* (all of its
     cutouts, as the gallery's "label all cutouts of this object" does) and re-fit
-    (``pipeline.fit_model``, where those cutouts count ``normal_weight`` times). Returns the
+    (``Reaper.fit``, where those cutouts count ``normal_weight`` times). Returns the
     overall metrics before and after each round.
     """
-    engine, s = ingest(files, settings, work)
+    reaper = ingest(files, settings, work)
     rows: list[dict] = []
     seen: set[int] = set()  # objects shown, by their best cutout
     labelled: set[int] = set()
     try:
         for page in range(pages + 1):
-            res = measure(engine, files, s)
-            model = pipeline.current(engine, s.embedder)[0]
-            table = store.cutout_table(engine, model.id).sort_values("score", ascending=False)
+            res = measure(reaper, files)
+            table = reaper.cutout_table(reaper.model()).sort_values("score", ascending=False)
             objects = views.one_per_object(table)
             shown = [c for c in objects["cutout_id"].astype(int) if c not in seen][:per_page]
             o = res["overall"]
@@ -336,14 +335,14 @@ def feedback(files, settings: Settings, work: Path, pages: int = 2, per_page: in
                 if cid in res["clean"]:
                     normal |= {cid, *views.object_members(table, cid)["cutout_id"].astype(int)}
             labelled |= normal
-            store.set_label(engine, sorted(normal), "normal")
-            pipeline.fit_model(engine, s)
+            reaper.label(sorted(normal), "normal")
+            reaper.fit()
     finally:
-        engine.dispose()
+        reaper.engine.dispose()
     return rows
 
 
-def bound_features(prep: pipeline.Prepared) -> np.ndarray:
+def bound_features(prep: Prepared) -> np.ndarray:
     """What the supervised ceiling sees: the default embedding and the central 16 × 16 pixels,
     asinh-stretched in sky σ; shape (n, dim + 256)."""
     s = prep.patches.shape[-1]
@@ -354,7 +353,7 @@ def bound_features(prep: pipeline.Prepared) -> np.ndarray:
 def _labelled(path: Path, anomalies, artefacts, settings: Settings, embedder):
     """Features of one injected file's cutouts and their labels: (features, near, hit,
     per-anomaly masks, kinds), ``hit`` = centred on some anomaly."""
-    prep = pipeline.prepare(path, settings, embedder)
+    prep = prepare(path, settings, embedder)
     near, inside = label_cutouts(prep.sources.x, prep.sources.y, path, settings.patch_size,
                                  anomalies, artefacts)
     hit = np.any(inside, axis=0) if inside else np.zeros(len(near), bool)

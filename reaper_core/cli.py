@@ -10,11 +10,11 @@ from pathlib import Path
 
 from .config import Settings, load_settings, save_settings
 from .errors import ReaperError
+from .labels import LABELS
+from .thresholds import THRESHOLD_MODES
 
 # The science stack (astropy, photutils, scikit-learn, SQLAlchemy) is imported inside the
-# commands, so `--help` and `run` start at once.
-
-APP = Path(__file__).resolve().parent.parent / "app.py"
+# commands, through the service layer, so `--help` and `run` start at once.
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -24,75 +24,87 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
-def _progress_bar(desc: str):
+def _service(args: argparse.Namespace):
+    from .service import Reaper
+
+    return Reaper(_settings(args))
+
+
+def _stage_bar(desc: str):
+    """A tqdm bar for one file's stages, and the progress function that drives it."""
     from tqdm import tqdm
 
-    from . import pipeline
+    from .progress import overall_fraction
 
     bar = tqdm(total=100, desc=desc, unit="%", leave=False, file=sys.stderr,
                disable=not sys.stderr.isatty() and os.environ.get("CI") == "true")
 
     def update(stage: str, fraction: float, message: str) -> None:
+        done = overall_fraction(stage, fraction)
         bar.set_postfix_str(f"{stage}: {message}"[:60])
-        bar.n = int(100 * (pipeline.STAGES.index(stage) + fraction) / len(pipeline.STAGES)
-                    if stage in pipeline.STAGES else bar.n)
+        bar.n = int(100 * done) if done is not None else bar.n
         bar.refresh()
 
     return bar, update
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        import reaper_app
+    except ImportError:
+        raise ReaperError("the dashboard package reaper_app is not installed") from None
+
     settings = _settings(args)
     env = dict(os.environ, ANOMALY_REAPER_DB_URL=settings.db_url,
                ANOMALY_REAPER_EMBEDDER=settings.embedder)
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP),
+    cmd = [sys.executable, "-m", "streamlit", "run", str(reaper_app.ENTRY),
+           *reaper_app.server_flags(),
            "--server.address", args.host, "--server.port", str(args.port),
            "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     print(f"Anomaly Reaper dashboard on http://{args.host}:{args.port} "
           f"(database {settings.db_url})")
-    return subprocess.call(cmd, env=env, cwd=APP.parent)
+    return subprocess.call(cmd, env=env)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from . import pipeline, store
+    from .files import expand_paths
 
-    settings = _settings(args)
-    engine = store.make_engine(settings.db_url)
-    files = pipeline.expand_paths(args.paths)
+    reaper = _service(args)
+    files = expand_paths(args.paths)
     if not files:
         raise ReaperError("no files match the given paths")
-    embedder = pipeline.get_embedder(settings.embedder, settings)
-    report = pipeline.IngestReport()
-    with tqdm(files, desc="ingest", unit="file", file=sys.stderr) as outer:
-        for p in outer:
-            outer.set_postfix_str(p.name[:40])
-            bar, update = _progress_bar(p.name[:30])
-            result = pipeline.ingest_file(engine, p, settings, embedder=embedder,
-                                          progress=update, stored_path=str(p.resolve()))
-            bar.close()
-            report.results.append(result)
-            if result.status == "error":
-                tqdm.write(f"error: {result.message}", file=sys.stderr)
-    pipeline.finish_batch(engine, report, settings, fit_if_missing=not args.no_fit)
+    outer = tqdm(total=len(files), desc="ingest", unit="file", file=sys.stderr)
+    state: dict = {}
+
+    def on_file(i: int, n: int, name: str) -> None:
+        outer.set_postfix_str(name[:40])
+        state["bar"], state["update"] = _stage_bar(name[:30])
+
+    def on_result(i: int, n: int, result) -> None:
+        state["bar"].close()
+        outer.update(1)
+        if result.status == "error":
+            tqdm.write(f"error: {result.message}", file=sys.stderr)
+
+    report = reaper.ingest(files, on_file=on_file, on_result=on_result,
+                           progress=lambda *a: state["update"](*a) if "update" in state else None,
+                           fit_if_missing=not args.no_fit)
+    outer.close()
     for r in report.results:
         extra = f", {r.n_anomalies} anomalies" if r.n_anomalies is not None else ""
         line = f"{r.status:9s} {r.name}: {r.message}{extra}" if r.status != "error" else (
             f"{r.status:9s} {r.message}")
         print(line)
-    print(f"summary: {report.count('added')} added, {report.count('duplicate')} duplicate, "
-          f"{report.count('error')} failed" + (", model fitted" if report.fitted else ""))
+    print(f"summary: {report.summary()}")
     return 0 if report.ok else 1
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from . import pipeline, store
-
-    settings = _settings(args)
-    engine = store.make_engine(settings.db_url)
+    reaper = _service(args)
     bar = tqdm(total=100, desc="fit", unit="%", file=sys.stderr)
 
     def update(stage: str, fraction: float, message: str) -> None:
@@ -100,36 +112,17 @@ def cmd_fit(args: argparse.Namespace) -> int:
         bar.set_postfix_str(f"{stage}: {message}"[:50])
         bar.refresh()
 
-    row = pipeline.fit_model(engine, settings, progress=update,
-                             n_components=args.n_components)
+    model = reaper.fit(n_components=args.n_components, progress=update)
     bar.close()
-    n_normal = pipeline.n_normal(row)
-    print(f"model {row.id}: embedder {row.embedder}, {row.n_components} components, "
-          f"{row.n_train} cutouts, threshold {row.threshold:.4g} "
-          f"({row.threshold_mode} {row.threshold_value:g})"
-          + (f"; {n_normal:,} cutouts labelled normal" if n_normal else ""))
+    print(f"{model.summary()} Threshold {model.threshold_text()}.")
     return 0
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from . import pipeline, store, views
-
-    if args.label not in (*store.LABELS, "none"):
-        raise ReaperError(f"--as must be one of {', '.join(store.LABELS)} or none, "
-                          f"not {args.label!r}")
-    settings = _settings(args)
-    engine = store.make_engine(settings.db_url)
-    model = pipeline.current(engine, settings.embedder)
-    table = store.cutout_table(engine, model[0].id if model else None)
-    missing = sorted(set(args.ids) - set(table["cutout_id"].astype(int)))
-    if missing:
-        raise ReaperError(f"no cutout with id {', '.join(map(str, missing))}")
-    ids = set(args.ids)
-    if args.object:  # every cutout of the same detected object
-        for cid in args.ids:
-            ids.update(views.object_members(table, cid)["cutout_id"].astype(int))
+    if args.label not in (*LABELS, "none"):
+        raise ReaperError(f"--as must be one of {', '.join(LABELS)} or none, not {args.label!r}")
     label = None if args.label == "none" else args.label
-    store.set_label(engine, sorted(ids), label, args.note)
+    ids = _service(args).label(args.ids, label, args.note, whole_object=args.object)
     print(f"{'unlabelled' if label is None else 'labelled ' + label} {len(ids)} cutouts"
           + ("; run `anomaly-reaper fit` so that objects like them rank lower"
              if label == "normal" else ""))
@@ -137,57 +130,44 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from . import pipeline, store, views
-
-    settings = _settings(args)
-    engine = store.make_engine(settings.db_url)
-    model = pipeline.current(engine, settings.embedder)
-    if model is None:
-        raise ReaperError("no model yet: run `anomaly-reaper fit` (or ingest some files) first")
+    reaper = _service(args)
+    model = reaper.require_model(reaper.settings.embedder)
     if args.mode or args.value is not None:
-        pipeline.set_threshold(engine, model[0].id, args.mode or model[0].threshold_mode,
-                               model[0].threshold_value if args.value is None else args.value)
-        model = pipeline.current(engine, settings.embedder)
-    n = pipeline.score_pending(engine, model)
-    rows = store.cutout_table(engine, model[0].id).sort_values("score", ascending=False)
-    rows["is_anomaly"] = views.flags(rows["score"].to_numpy(float), model[0].threshold)
-    print(f"model {model[0].id}: scored {n} new cutouts; threshold {model[0].threshold:.4g} "
-          f"({model[0].threshold_mode} {model[0].threshold_value:g}); "
-          f"{int(rows.is_anomaly.sum())} of {len(rows)} cutouts are anomalies")
+        model = reaper.save_threshold(args.mode or model.row.threshold_mode,
+                                      model.row.threshold_value if args.value is None
+                                      else args.value, model)
+    n = reaper.score_pending(model)
+    table = reaper.cutout_table(model)
+    flagged = int(model.flags(table["score"].to_numpy(float)).sum())
+    print(f"model {model.id}: scored {n} new cutouts; threshold {model.threshold_text()}; "
+          f"{flagged} of {len(table)} cutouts are anomalies")
     # Highest score first; with --one-per-object, each object by its best cutout.
-    ranked = views.one_per_object(rows) if args.one_per_object else rows
+    ranked = reaper.ranked(model, args.one_per_object, table)
     if args.top:
         cols = ["cutout_id", "file", "x", "y", "score", "is_anomaly"]
         cols += ["n_cutouts"] if args.one_per_object else []
         print(ranked[cols].head(args.top).to_string(index=False))
     if args.explain:
-        from .explain import explain_cutouts
+        from .explain import describe
 
-        ids = ranked.cutout_id.head(args.explain).tolist()
-        for cid, text in explain_cutouts(engine, model, ids).items():
-            print(f"cutout {cid}: {text}")
+        ids = ranked.cutout_id.head(args.explain).astype(int).tolist()
+        for cid, shares in reaper.explain(model, ids, top=3).items():
+            print(f"cutout {cid}: {describe(shares)}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from . import pipeline, store
-
-    settings = _settings(args)
-    engine = store.make_engine(settings.db_url)
-    df = pipeline.export_table(engine)
-    if args.anomalies_only:
-        df = df[df.is_anomaly]
-    path = pipeline.write_export(df, args.output, args.format)
-    print(f"wrote {len(df)} rows to {path}")
+    path, n = _service(args).export(args.output, args.format, args.anomalies_only)
+    print(f"wrote {n} rows to {path}")
     return 0
 
 
 def cmd_configure(args: argparse.Namespace) -> int:
     updates = {k: v for k, v in {
         "db_url": args.db_url, "embedder": args.embedder, "threshold_mode": args.threshold_mode,
-        "threshold_value": args.threshold, "models_dir": args.models_dir,
-        "uploads_dir": args.uploads_dir, "vertex_project": args.vertex_project,
-        "vertex_location": args.vertex_location, "patch_size": args.patch_size,
+        "threshold_value": args.threshold, "uploads_dir": args.uploads_dir,
+        "vertex_project": args.vertex_project, "vertex_location": args.vertex_location,
+        "patch_size": args.patch_size,
     }.items() if v is not None}
     path = Path(args.config) if args.config else None
     if updates:
@@ -200,17 +180,11 @@ def cmd_configure(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from . import pipeline, store
-    from .demo import write_demo_files
-
-    settings = _settings(args)
-    folder = Path(args.folder or Path(settings.uploads_dir) / "demo")
-    files = write_demo_files(folder, size=args.size)
-    print(f"wrote {len(files)} demo files to {folder}")
-    engine = store.make_engine(settings.db_url)
-    report = pipeline.ingest_paths(engine, files, settings)
+    reaper = _service(args)
+    report = reaper.load_demo(args.folder, size=args.size)
     for r in report.results:
         print(f"{r.status:9s} {r.name}: {r.message}")
+    print(f"summary: {report.summary()}")
     return 0 if report.ok else 1
 
 
@@ -245,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("score", parents=[common],
                        help="score unscored cutouts; optionally set the threshold")
     s.add_argument("--embedder")
-    s.add_argument("--mode", choices=["sigma", "percentile", "absolute"])
+    s.add_argument("--mode", choices=THRESHOLD_MODES)
     s.add_argument("--value", type=float, help="k, percentile or absolute score")
     s.add_argument("--top", type=int, default=0, help="print the N highest-scoring cutouts")
     s.add_argument("--explain", type=int, default=0,
@@ -259,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="label cutouts by id (normal ones count more in the next fit)")
     lb.add_argument("ids", nargs="+", type=int, help="cutout ids (as `score --top` prints them)")
     lb.add_argument("--as", dest="label", required=True, metavar="LABEL",
-                    help="anomaly, artefact, normal or interesting; none removes the label")
+                    help=f"{', '.join(LABELS)}; none removes the label")
     lb.add_argument("--note", default="")
     lb.add_argument("--object", action="store_true",
                     help="also every other cutout of the same detected object")
@@ -273,9 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("configure", parents=[common], help="show or save settings")
     c.add_argument("--embedder")
-    c.add_argument("--threshold-mode", choices=["sigma", "percentile", "absolute"])
+    c.add_argument("--threshold-mode", choices=THRESHOLD_MODES)
     c.add_argument("--threshold", type=float)
-    c.add_argument("--models-dir")
     c.add_argument("--uploads-dir")
     c.add_argument("--vertex-project")
     c.add_argument("--vertex-location")

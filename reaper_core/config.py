@@ -38,7 +38,6 @@ class Settings:
 
     db_url: str = ""
     uploads_dir: str = ""
-    models_dir: str = ""
     cache_dir: str = ""
     embedder: str = "local"
     patch_size: int = 32
@@ -65,26 +64,28 @@ class Settings:
         if not self.db_url:
             self.db_url = f"sqlite:///{home / 'reaper.db'}"
         self.uploads_dir = self.uploads_dir or str(home / "uploads")
-        self.models_dir = self.models_dir or str(home / "models")
         self.cache_dir = self.cache_dir or str(home / "cache")
         self.validate()
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for a value that cannot work."""
-        if self.threshold_mode not in ("sigma", "percentile", "absolute"):
-            raise ConfigError(
-                f"threshold_mode must be sigma, percentile or absolute, not {self.threshold_mode!r}"
-            )
-        if self.threshold_mode == "percentile" and not 0 < self.threshold_value < 100:
-            raise ConfigError("a percentile threshold must lie strictly between 0 and 100")
+        # Each vocabulary is its owner's; these modules import nothing heavy.
+        from .embedders.vertex import DIMENSIONS
+        from .sources import SOURCE_METHODS
+        from .thresholds import check_threshold
+
+        try:
+            check_threshold(self.threshold_mode, self.threshold_value)
+        except ValueError as exc:
+            raise ConfigError(f"threshold_mode / threshold_value: {exc}") from None
         if not 8 <= self.patch_size <= 512:
             raise ConfigError("patch_size must be between 8 and 512 pixels")
-        if self.vertex_dimension not in (128, 256, 512, 1408):
-            raise ConfigError("vertex_dimension must be 128, 256, 512 or 1408")
+        if self.vertex_dimension not in DIMENSIONS:
+            raise ConfigError(f"vertex_dimension must be one of {', '.join(map(str, DIMENSIONS))}")
         if self.normal_weight < 1:
             raise ConfigError("normal_weight must be a whole number ≥ 1 (1: labels are not used)")
-        if self.source_method not in ("auto", "catalog", "segment", "grid"):
-            raise ConfigError("source_method must be auto, catalog, segment or grid")
+        if self.source_method not in SOURCE_METHODS:
+            raise ConfigError(f"source_method must be one of {', '.join(SOURCE_METHODS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

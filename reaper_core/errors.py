@@ -38,3 +38,7 @@ class EmbeddingError(ReaperError):
 
 class ModelError(ReaperError):
     """No usable detector model, or a saved model that cannot be loaded."""
+
+
+class LabelError(ReaperError, ValueError):
+    """A label that is not one of :data:`reaper_core.labels.LABELS`."""

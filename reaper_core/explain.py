@@ -1,64 +1,72 @@
-"""Explain scores: which features and which part of a patch carry a cutout's anomaly score."""
+"""Explain scores: which features, and which part of a patch, carry an anomaly score.
+
+Pure functions of (detector, embedding vectors, feature metadata): nothing here reads the
+database; :mod:`reaper_core.service` fetches the vectors and the embedder's features.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
 
-from . import store
 from .detector import PCAAnomalyDetector
-from .embedders import get_embedder
+from .embedders.base import QUADRANTS, Feature
 
 
-def _vectors(engine: Engine, embedder: str, ids: list[int]) -> dict[int, np.ndarray]:
-    with Session(engine) as s:
-        rows = s.exec(select(store.Embedding).where(
-            store.Embedding.embedder == embedder,
-            store.Embedding.cutout_id.in_([int(i) for i in ids]))).all()
-    return {r.cutout_id: np.frombuffer(r.vector, dtype=np.float32) for r in rows}
+def _usable(det: PCAAnomalyDetector, features: list[Feature] | None) -> list[Feature] | None:
+    """The features when they describe the detector's inputs, else None."""
+    return features if features is not None and len(features) == det.n_features_in_ else None
 
 
-def top_features(engine: Engine, model: tuple[store.DetectorModel, PCAAnomalyDetector],
-                 ids: list[int], top: int = 5) -> dict[int, list[tuple[str, float]]]:
-    """{cutout id: [(feature, share of the reconstruction error), ...]} for the given cutouts."""
-    row, det = model
-    vecs = _vectors(engine, row.embedder, ids)
-    if not vecs:
-        return {}
-    keys = list(vecs)
-    names = get_embedder(row.embedder).feature_names
-    if len(names) != det.n_features_in_:
-        names = None
-    expl = det.explain(np.stack([vecs[k] for k in keys]), names, top=top)
-    return dict(zip(keys, expl, strict=True))
+def top_features(det: PCAAnomalyDetector, X: np.ndarray, features: list[Feature] | None,
+                 top: int = 5) -> list[list[tuple[str, float]]]:
+    """The features that carry most of each sample's reconstruction error.
 
+    Parameters
+    ----------
+    det : fitted PCAAnomalyDetector
+    X : ndarray, shape (n, d)
+        Embeddings.
+    features : list of Feature, length d, or None
+        What each dimension is (``Embedder.features``); generic names when None or mismatched.
+    top : int
 
-def explain_cutouts(engine: Engine, model, ids: list[int], top: int = 3) -> dict[int, str]:
-    """One line per cutout naming the features that carry most of its score."""
-    return {cid: ", ".join(f"{n} {100 * s:.0f}%" for n, s in feats)
-            for cid, feats in top_features(engine, model, ids, top).items()}
-
-
-def error_by_quadrant(engine: Engine, model: tuple[store.DetectorModel, PCAAnomalyDetector],
-                      cutout_id: int) -> np.ndarray | None:
-    """Share of a cutout's reconstruction error carried by each patch quadrant, shape (2, 2).
-
-    Uses the HOG part of the embedding (one set of orientation bins per quadrant); row 0 is the
-    lower half as displayed (origin lower). None when the embedder has no spatial features.
+    Returns
+    -------
+    list, per sample, of up to ``top`` (feature name, share of the error in [0, 1]).
     """
-    row, det = model
-    names = get_embedder(row.embedder).feature_names
-    vec = _vectors(engine, row.embedder, [cutout_id]).get(cutout_id)
-    if vec is None or len(names) != det.n_features_in_:
+    R = det.residuals(np.atleast_2d(X)) ** 2
+    feats = _usable(det, features)
+    names = [f.name for f in feats] if feats else [f"f{i}" for i in range(R.shape[1])]
+    out = []
+    for row in R:
+        total = row.sum() or 1.0
+        idx = np.argsort(row, kind="stable")[::-1][:top]
+        out.append([(names[i], float(row[i] / total)) for i in idx])
+    return out
+
+
+def describe(shares: list[tuple[str, float]]) -> str:
+    """One line naming the features and their shares, e.g. ``peak_snr 40%, p99 12%``."""
+    return ", ".join(f"{n} {100 * s:.0f}%" for n, s in shares)
+
+
+def error_by_quadrant(det: PCAAnomalyDetector, x: np.ndarray,
+                      features: list[Feature] | None) -> np.ndarray | None:
+    """Share of one sample's reconstruction error carried by each patch quadrant, shape (2, 2).
+
+    Uses the features that describe one quadrant (``Feature.quadrant``); row 0 is the lower
+    half as displayed (origin lower). None when no feature is spatial.
+    """
+    feats = _usable(det, features)
+    if feats is None or not any(f.quadrant for f in feats):
         return None
-    r2 = det.residuals(vec[None])[0] ** 2
+    r2 = det.residuals(np.asarray(x, float).reshape(1, -1))[0] ** 2
     total = r2.sum() or 1.0
     grid = np.zeros((2, 2))
-    for i, name in enumerate(names):
-        if name.startswith("hog ") and "-" in name:
-            vert, horiz = name.split()[1].split("-")
-            grid[int(vert == "upper"), int(horiz == "right")] += r2[i] / total
+    for share, f in zip(r2 / total, feats, strict=True):
+        if f.quadrant in QUADRANTS:
+            vert, horiz = f.quadrant.split("-")
+            grid[int(vert == "upper"), int(horiz == "right")] += share
     return grid if grid.any() else None
 
 

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.convolution import Gaussian2DKernel, convolve
-from astropy.stats import SigmaClip
-from photutils.background import Background2D, MedianBackground
-from photutils.segmentation import deblend_sources, detect_sources
-from scipy import ndimage
-from scipy.spatial import cKDTree
 
-from .fits_reader import FitsImage
+if TYPE_CHECKING:
+    from .fits_reader import FitsImage
+
+# photutils, astropy and SciPy are imported where they are used, so that naming a method (the
+# settings do) costs nothing.
+
+#: Ways of choosing where to cut (see :func:`find_sources`).
+SOURCE_METHODS = ("auto", "catalog", "segment", "grid")
 
 
 @dataclass
@@ -54,6 +56,9 @@ def estimate_background(
     data: np.ndarray, box_size: int = 64, filter_size: int = 3
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sigma-clipped 2-D background and its RMS, both shape ``data.shape``, image units."""
+    from astropy.stats import SigmaClip
+    from photutils.background import Background2D, MedianBackground
+
     box = int(min(box_size, max(8, min(data.shape) // 4)))
     mask = ~np.isfinite(data)
     with warnings.catch_warnings():
@@ -111,6 +116,8 @@ def detect_segments(
         The object (≥ 1) each position belongs to: its segment, big segments deblended into
         the objects they merge (photutils); the cells of one object share its number.
     """
+    from astropy.convolution import Gaussian2DKernel, convolve
+
     filled = np.where(np.isfinite(data), data, np.nanmedian(data)).astype(np.float32)
     background, rms = estimate_background(filled, box_size=box_size)
     sub = filled - background
@@ -140,6 +147,10 @@ def _segment_positions(smoothed, sub, threshold, npixels, max_sources, big_area,
                        peak_threshold, min_sep=3.0, deblend=False):
     """Positions of the segments of ``smoothed`` above ``threshold``, and the (with ``deblend``,
     deblended) segment each belongs to (see detect_segments)."""
+    from photutils.segmentation import deblend_sources, detect_sources
+    from scipy import ndimage
+    from scipy.spatial import cKDTree
+
     segm = detect_sources(smoothed, threshold, n_pixels=npixels)
     if segm is None:
         return np.empty(0), np.empty(0), np.empty(0, np.int64)
@@ -251,8 +262,10 @@ def find_sources(
     if method == "grid":
         x, y = grid_positions(science.shape, patch_size)
         return Sources(x + ox, y + oy, np.full(x.size, "grid"))
-    if method not in ("auto", "catalog", "segment"):
-        raise ValueError(f"unknown source method {method!r}")
+    if method not in SOURCE_METHODS:
+        raise ValueError(f"unknown source method {method!r}; choose one of "
+                         f"{', '.join(SOURCE_METHODS)}")
+    from scipy.spatial import cKDTree
 
     xs, ys, origin, segment = [], [], [], []
     cat = image.catalog if method in ("auto", "catalog") else None
@@ -264,20 +277,20 @@ def find_sources(
         ys.append(cat[:, 1])
         origin.append(np.full(len(cat), "catalog"))
         segment.append(np.zeros(len(cat), np.int64))
-    if method == "segment" or (method == "auto") or (method == "catalog" and cat is None):
-        if not (method == "catalog" and cat is not None):
-            sx, sy, sl = detect_segments(science, nsigma=nsigma, npixels=npixels)
-            sx, sy = sx + ox, sy + oy
-            if cat is not None and len(cat) and sx.size:
-                dist, near = cKDTree(cat).query(np.column_stack([sx, sy]))
-                far = dist > merge_radius
-                # A catalogue star takes the segment of the detection it stands for.
-                segment[0][near[~far]] = sl[~far]
-                sx, sy, sl = sx[far], sy[far], sl[far]
-            xs.append(sx)
-            ys.append(sy)
-            origin.append(np.full(sx.size, "segment"))
-            segment.append(sl)
+    # Detection runs unless the method is "catalog" and the file has a star table.
+    if not (method == "catalog" and cat is not None):
+        sx, sy, sl = detect_segments(science, nsigma=nsigma, npixels=npixels)
+        sx, sy = sx + ox, sy + oy
+        if cat is not None and len(cat) and sx.size:
+            dist, near = cKDTree(cat).query(np.column_stack([sx, sy]))
+            far = dist > merge_radius
+            # A catalogue star takes the segment of the detection it stands for.
+            segment[0][near[~far]] = sl[~far]
+            sx, sy, sl = sx[far], sy[far], sl[far]
+        xs.append(sx)
+        ys.append(sy)
+        origin.append(np.full(sx.size, "segment"))
+        segment.append(sl)
     if not xs:
         return Sources(np.empty(0), np.empty(0), np.empty(0, dtype="<U7"))
     return Sources(np.concatenate(xs), np.concatenate(ys), np.concatenate(origin),

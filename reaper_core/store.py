@@ -7,7 +7,6 @@ process — leaves nothing of that file behind.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -20,7 +19,9 @@ import pandas as pd
 from sqlalchemy import Column, Index, LargeBinary, event, func, insert, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from sqlmodel import Field, Session, SQLModel, create_engine, select
+from sqlmodel import Field, Session, SQLModel, create_engine, select, update
+
+from .labels import check_label
 
 T = TypeVar("T")
 
@@ -127,7 +128,6 @@ class Label(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=_now)
 
 
-LABELS = ("anomaly", "artefact", "normal", "interesting")
 
 
 def make_engine(url: str) -> Engine:
@@ -204,21 +204,27 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             raise
 
 
-def to_bytes(a: np.ndarray) -> bytes:
-    """float32 bytes of an array."""
+def pack_float32(a: np.ndarray) -> bytes:
+    """An array as float32 bytes (patches, embedding vectors)."""
     return np.ascontiguousarray(a, dtype=np.float32).tobytes()
 
 
-def patch_array(blob: bytes, size: int) -> np.ndarray:
+def unpack_patch(blob: bytes, size: int) -> np.ndarray:
     """Patch bytes back to an array of shape (size, size), float32."""
     return np.frombuffer(blob, dtype=np.float32).reshape(size, size)
 
 
-def file_by_sha(session: Session, sha: str) -> FitsFile | None:
+def _file_by_sha(session: Session, sha: str) -> FitsFile | None:
     return session.exec(select(FitsFile).where(FitsFile.sha256 == sha)).first()
 
 
-def insert_cutouts(session: Session, rows: list[dict[str, Any]]) -> list[int]:
+def file_by_sha(engine: Engine, sha: str) -> FitsFile | None:
+    """The stored file with these bytes (SHA-256, hex), or None."""
+    with Session(engine) as s:
+        return _file_by_sha(s, sha)
+
+
+def _insert_cutouts(session: Session, rows: list[dict[str, Any]]) -> list[int]:
     """Bulk-insert cutout rows and return their ids in order."""
     if not rows:
         return []
@@ -228,15 +234,15 @@ def insert_cutouts(session: Session, rows: list[dict[str, Any]]) -> list[int]:
     return [r[0] for r in result]
 
 
-def insert_embeddings(session: Session, ids: list[int], embedder: str, X: np.ndarray) -> None:
+def _insert_embeddings(session: Session, ids: list[int], embedder: str, X: np.ndarray) -> None:
     if ids:
         session.execute(insert(Embedding), [
-            {"cutout_id": i, "embedder": embedder, "vector": to_bytes(v)}
+            {"cutout_id": i, "embedder": embedder, "vector": pack_float32(v)}
             for i, v in zip(ids, X, strict=True)
         ])
 
 
-def insert_scores(session: Session, model_id: int, ids: list[int], scores: np.ndarray) -> None:
+def _insert_scores(session: Session, model_id: int, ids: list[int], scores: np.ndarray) -> None:
     if ids:
         session.execute(insert(Score), [
             {"model_id": model_id, "cutout_id": i, "score": float(s)}
@@ -244,36 +250,119 @@ def insert_scores(session: Session, model_id: int, ids: list[int], scores: np.nd
         ])
 
 
-def current_model(session: Session, embedder: str | None = None) -> DetectorModel | None:
-    """The model marked current (for ``embedder`` when given), or None."""
+# -- writes: each one transaction ---------------------------------------------------------------
+def write_file(engine: Engine, record: dict[str, Any], cutouts: list[dict[str, Any]], embedder: str,
+               embeddings: np.ndarray, model_id: int | None = None,
+               scores: np.ndarray | None = None) -> int:
+    """Store a file, its cutouts, their embeddings and (optionally) scores in ONE transaction;
+    returns the file id.
+
+    Raises IntegrityError when another writer stored the same bytes first.
+    """
+    def write() -> int:
+        with session_scope(engine) as s:
+            f = FitsFile(**record)
+            s.add(f)
+            s.flush()
+            ids = _insert_cutouts(s, [{**row, "file_id": f.id} for row in cutouts])
+            _insert_embeddings(s, ids, embedder, embeddings)
+            if model_id is not None and scores is not None:
+                _insert_scores(s, model_id, ids, scores)
+            return f.id
+
+    return with_retry(write)
+
+
+def write_embeddings(engine: Engine, ids: list[int], embedder: str, X: np.ndarray) -> None:
+    """Store embeddings of stored cutouts, shape (n, d), in one transaction."""
+    def write() -> None:
+        with session_scope(engine) as s:
+            _insert_embeddings(s, ids, embedder, X)
+
+    with_retry(write)
+
+
+def write_scores(engine: Engine, model_id: int, ids: list[int], scores: np.ndarray) -> None:
+    """Store scores of cutouts under a model in one transaction (IntegrityError when another
+    process stored them first)."""
+    def write() -> None:
+        with session_scope(engine) as s:
+            _insert_scores(s, model_id, ids, scores)
+
+    with_retry(write)
+
+
+def write_model(engine: Engine, row: dict[str, Any], ids: list[int],
+                scores: np.ndarray) -> DetectorModel:
+    """Store a fitted model with the scores of its training cutouts and make it the current one,
+    in one transaction."""
+    def write() -> DetectorModel:
+        with session_scope(engine) as s:
+            s.exec(update(DetectorModel).values(is_current=False))
+            new = DetectorModel(**row, is_current=True)
+            s.add(new)
+            s.flush()
+            _insert_scores(s, new.id, ids, scores)
+            return new
+
+    return with_retry(write)
+
+
+def save_threshold(engine: Engine, model_id: int, mode: str, value: float,
+                   threshold: float) -> DetectorModel:
+    """Store a model's threshold (its only copy); returns the updated row."""
+    def write() -> DetectorModel:
+        with session_scope(engine) as s:
+            row = s.get(DetectorModel, model_id)
+            if row is None:
+                raise LookupError(f"no model with id {model_id}")
+            row.threshold_mode, row.threshold_value, row.threshold = mode, float(value), threshold
+            return row
+
+    return with_retry(write)
+
+
+# -- reads --------------------------------------------------------------------------------------
+def current_model(engine: Engine, embedder: str | None = None) -> DetectorModel | None:
+    """The model row marked current (for ``embedder`` when given), or None."""
     q = select(DetectorModel).where(DetectorModel.is_current == True)  # noqa: E712
     if embedder:
         q = q.where(DetectorModel.embedder == embedder)
-    return session.exec(q.order_by(DetectorModel.id.desc())).first()
+    with Session(engine) as s:
+        return s.exec(q.order_by(DetectorModel.id.desc())).first()
 
 
-def load_embeddings(session: Session, embedder: str,
-                    only_unscored_for: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(cutout ids, shape (n,); vectors, shape (n, d)) for every cutout embedded by ``embedder``."""
+def model_row(engine: Engine, model_id: int) -> DetectorModel | None:
+    """One model row by id, or None."""
+    with Session(engine) as s:
+        return s.get(DetectorModel, model_id)
+
+
+def load_embeddings(engine: Engine, embedder: str, only_unscored_for: int | None = None,
+                    ids: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(cutout ids, shape (n,); vectors, shape (n, d)) of cutouts embedded by ``embedder``,
+    by id: every one, those without a score under a model, or the ``ids`` given."""
     q = select(Embedding.cutout_id, Embedding.vector).where(Embedding.embedder == embedder)
     if only_unscored_for is not None:
         scored = select(Score.cutout_id).where(Score.model_id == only_unscored_for)
         q = q.where(Embedding.cutout_id.not_in(scored))
-    rows = session.execute(q.order_by(Embedding.cutout_id)).all()
+    if ids is not None:
+        q = q.where(Embedding.cutout_id.in_([int(i) for i in ids]))
+    with Session(engine) as s:
+        rows = s.execute(q.order_by(Embedding.cutout_id)).all()
     if not rows:
         return np.empty(0, dtype=np.int64), np.empty((0, 0), np.float32)
-    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    out_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     X = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
-    return ids, X
+    return out_ids, X
 
 
-def cutouts_without_embedding(session: Session, embedder: str) -> list[tuple[int, bytes, int]]:
+def cutouts_without_embedding(engine: Engine, embedder: str) -> list[tuple[int, bytes, int]]:
     """(id, patch bytes, patch size) of cutouts that ``embedder`` has not embedded yet."""
     have = select(Embedding.cutout_id).where(Embedding.embedder == embedder)
     q = select(Cutout.id, Cutout.patch, Cutout.patch_size).where(Cutout.id.not_in(have))
-    return [tuple(r) for r in session.execute(q.order_by(Cutout.id)).all()]
-
-
+    with Session(engine) as s:
+        return [tuple(r) for r in s.execute(q.order_by(Cutout.id)).all()]
 def cutout_table(engine: Engine, model_id: int | None) -> pd.DataFrame:
     """Every cutout with its file, metadata, score under ``model_id`` and label (no pixels).
 
@@ -313,8 +402,7 @@ def set_label(engine: Engine, cutout_ids: int | Iterable[int], label: str | None
               note: str = "") -> None:
     """Set (or with ``label=None`` remove) a person's label on one cutout or several (e.g. every
     cutout of an object), in one transaction."""
-    if label is not None and label not in LABELS:
-        raise ValueError(f"label must be one of {LABELS}")
+    check_label(label)
     ids = [int(cutout_ids)] if isinstance(cutout_ids, int | np.integer) else [
         int(i) for i in cutout_ids]
     with session_scope(engine) as s:
@@ -334,9 +422,10 @@ def set_label(engine: Engine, cutout_ids: int | Iterable[int], label: str | None
                 s.add(Label(cutout_id=cid, label=label, note=note))
 
 
-def labelled_ids(session: Session, label: str) -> np.ndarray:
+def labelled_ids(engine: Engine, label: str) -> np.ndarray:
     """Ids of the cutouts carrying ``label``, shape (n,), sorted."""
-    rows = session.execute(select(Label.cutout_id).where(Label.label == label)).all()
+    with Session(engine) as s:
+        rows = s.execute(select(Label.cutout_id).where(Label.label == label)).all()
     return np.sort(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
 
 
@@ -346,10 +435,45 @@ def get_cutouts(engine: Engine, ids: list[int]) -> dict[int, tuple[np.ndarray, C
         return {}
     with Session(engine) as s:
         rows = s.exec(select(Cutout).where(Cutout.id.in_([int(i) for i in ids]))).all()
-    return {r.id: (patch_array(r.patch, r.patch_size), r) for r in rows}
+    return {r.id: (unpack_patch(r.patch, r.patch_size), r) for r in rows}
 
 
-def file_header(engine: Engine, file_id: int) -> dict[str, Any]:
+def file_record(engine: Engine, file_id: int) -> FitsFile | None:
+    """One stored file by id, or None."""
     with Session(engine) as s:
-        f = s.get(FitsFile, file_id)
-        return json.loads(f.header_json) if f else {}
+        return s.get(FitsFile, file_id)
+
+
+def file_records(engine: Engine) -> list[FitsFile]:
+    """Every stored file, in the order they were ingested."""
+    with Session(engine) as s:
+        return list(s.exec(select(FitsFile).order_by(FitsFile.id)).all())
+
+
+def file_names(engine: Engine) -> set[str]:
+    """The display names of every stored file."""
+    with Session(engine) as s:
+        return set(s.exec(select(FitsFile.name)).all())
+
+
+def data_version(engine: Engine) -> tuple:
+    """A cheap fingerprint that changes whenever cutouts, models, scores or labels change.
+
+    The threshold is not part of it: moving the threshold never reloads the cutout table.
+    """
+    with Session(engine) as s:
+        n_cut = s.exec(select(func.max(Cutout.id))).one()
+        n_mod = s.exec(select(func.max(DetectorModel.id))).one()
+        n_lab, last_lab = s.exec(select(func.count(), func.max(Label.updated_at))).one()
+        n_score = s.exec(select(func.count()).select_from(Score)).one()
+    return (n_cut, n_mod, n_lab, str(last_lab), n_score)
+
+
+def anomalies_per_file(engine: Engine, model_id: int, threshold: float) -> dict[int, int]:
+    """{file id: number of cutouts scoring above ``threshold`` under the model}."""
+    with Session(engine) as s:
+        q = (select(Cutout.file_id, func.count())
+             .join(Score, Score.cutout_id == Cutout.id)
+             .where(Score.model_id == model_id, Score.score > threshold)
+             .group_by(Cutout.file_id))
+        return {fid: n for fid, n in s.exec(q).all()}

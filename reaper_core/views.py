@@ -1,4 +1,4 @@
-"""Views: the tables and numbers the dashboard shows, computed without Streamlit.
+"""Views: filters, paging and grouping of the cutout table, pure functions (no database).
 
 Everything here is vectorised over the cutout table (one row per cutout, no pixels), so moving
 the threshold or a filter over 100,000 cutouts costs milliseconds.
@@ -10,41 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func
-from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
-
-from . import store
-
-
-def data_version(engine: Engine) -> tuple:
-    """A cheap fingerprint that changes whenever cutouts, models, scores or labels change.
-
-    The threshold is not part of it: moving the threshold never reloads the cutout table.
-    """
-    with Session(engine) as s:
-        n_cut = s.exec(select(func.max(store.Cutout.id))).one()
-        n_mod = s.exec(select(func.max(store.DetectorModel.id))).one()
-        n_lab, last_lab = s.exec(select(func.count(), func.max(store.Label.updated_at))).one()
-        n_score = s.exec(select(func.count()).select_from(store.Score)).one()
-    return (n_cut, n_mod, n_lab, str(last_lab), n_score)
-
-
-def slider_spec(mode: str, train_scores: np.ndarray) -> dict:
-    """Range and step of the threshold slider for a mode: dict(min, max, step, unit)."""
-    if mode == "sigma":
-        return {"min": 0.0, "max": 10.0, "step": 0.1, "unit": "k (mean + k·σ)"}
-    if mode == "percentile":
-        return {"min": 50.0, "max": 99.9, "step": 0.1, "unit": "percentile of scores"}
-    hi = float(np.max(train_scores)) if len(train_scores) else 1.0
-    return {"min": 0.0, "max": round(hi * 1.2, 4) or 1.0, "step": round(hi / 200, 6) or 0.001,
-            "unit": "score"}
-
-
-def flags(scores: np.ndarray, threshold: float) -> np.ndarray:
-    """Boolean anomaly flags, shape (n,); unscored (NaN) cutouts are never flagged."""
-    s = np.asarray(scores, dtype=float)
-    return np.greater(s, threshold, where=np.isfinite(s), out=np.zeros(s.shape, bool))
 
 
 @dataclass
@@ -152,14 +117,3 @@ def page(df: pd.DataFrame, number: int, size: int) -> pd.DataFrame:
     """Rows of page ``number`` (0-based, clipped to the pages there are)."""
     number = int(np.clip(number, 0, n_pages(len(df), size) - 1))
     return df.iloc[number * size:(number + 1) * size]
-
-
-def pca_coordinates(engine: Engine, model_row: store.DetectorModel, detector,
-                    n: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    """(cutout ids, shape (m,); first ``n`` principal-component coordinates, shape (m, n))."""
-    with Session(engine) as s:
-        ids, X = store.load_embeddings(s, model_row.embedder)
-    if len(ids) == 0:
-        return ids, np.zeros((0, n))
-    pcs = detector.transform(X)
-    return ids, pcs[:, :n]

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from reaper_core import pipeline
 from reaper_core.config import Settings
 from reaper_core.demo import write_hubble_fits
+from reaper_core.export import export_table
+from reaper_core.ingest import ingest_many
+from reaper_core.models import current_model
 from reaper_core.simulate import inject_anomalies, simulate_ffi, write_spoc, write_tica
 from reaper_core.store import make_engine
 
@@ -79,6 +81,11 @@ def ingested_db(folder: Path, files: list[Path]) -> str:
     """A SQLite database in ``folder`` with ``files`` ingested and a model fitted; its URL."""
     url = f"sqlite:///{folder / 'reaper.db'}"
     eng = make_engine(url)
-    pipeline.ingest_paths(eng, files, Settings(db_url=url, uploads_dir=str(folder / "uploads")))
+    ingest_many(eng, files, Settings(db_url=url, uploads_dir=str(folder / "uploads")))
     eng.dispose()
     return url
+
+
+def exported(engine):
+    """The export table under the current model (what `anomaly-reaper export` writes)."""
+    return export_table(engine, current_model(engine))

@@ -7,13 +7,14 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from reaper_core import pipeline, store, views
+from reaper_core import store, views
 from reaper_core.config import load_settings
-from reaper_core.detector import threshold_from_scores
+from reaper_core.models import current_model, fit_model
+from reaper_core.thresholds import threshold_from_scores
 
-from .conftest import ingested_db
+from .conftest import exported, ingested_db
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
+APP = str(Path(__file__).resolve().parent.parent / "reaper_app" / "main.py")
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def test_home_shows_totals_and_model(app, db):
     t = store.totals(eng)
     assert _metric(app, "Files") == "2"
     assert _metric(app, "Cutouts") == f"{t['cutouts']:,}"
-    n_anom = int(pipeline.export_table(eng).is_anomaly.sum())
+    n_anom = int(exported(eng).is_anomaly.sum())
     assert _metric(app, "Anomalies") == f"{n_anom:,}"
     assert any("embedder: **local**" in m.value for m in app.markdown)
     files = app.dataframe[1].value
@@ -73,20 +74,25 @@ def test_threshold_slider_rescores_live_and_saves(app, db):
     app.switch_page("app_pages/threshold.py").run()
     assert not app.exception
     eng = _engine(db)
-    row, det = pipeline.current(eng)
-    scores = pipeline.export_table(eng).score.to_numpy()
+    m = current_model(eng)
+    row, det = m.row, m.detector
+    scores = exported(eng).score.to_numpy()
     before = _metric(app, "Anomalies")
     slider = app.slider[0]
     slider.set_value(4.0).run()
     assert not app.exception
-    thr = threshold_from_scores(det.train_scores_, "sigma", 4.0)
+    thr = threshold_from_scores(det.train_anomaly_scores_, "sigma", 4.0)
     assert _metric(app, "Anomalies") == f"{int((scores > thr).sum()):,}"
     assert _metric(app, "Anomalies") != before
     # The histogram's threshold line follows the slider.
     fig = app.get("plotly_chart")[0].proto.spec
     assert f"threshold {thr:.3g}" in fig
-    # Saved with the model, without re-fitting.
-    row2, det2 = pipeline.current(eng)
+    # A preview until saved; then saved with the model, without re-fitting.
+    assert current_model(eng).row.threshold_value == row.threshold_value
+    app.button(key="save_threshold").click().run()
+    assert not app.exception
+    m2 = current_model(eng)
+    row2, det2 = m2.row, m2.detector
     assert row2.id == row.id and row2.threshold_value == 4.0
     assert row2.threshold == pytest.approx(thr)
     np.testing.assert_array_equal(det2.components_, det.components_)
@@ -102,11 +108,11 @@ def test_threshold_slider_rescores_live_and_saves(app, db):
 def test_refit_button(app, db):
     app.switch_page("app_pages/threshold.py").run()
     eng = _engine(db)
-    old = pipeline.current(eng)[0].id
+    old = current_model(eng).row.id
     app.number_input[0].set_value(6)
-    app.button[0].click().run()  # the form's submit button
+    app.button(key="refit_submit").click().run()  # the form's submit button
     assert not app.exception
-    row = pipeline.current(eng)[0]
+    row = current_model(eng).row
     assert row.id != old and row.n_components == 6
 
 
@@ -120,7 +126,7 @@ def test_explore_scatter_has_ids_and_anomaly_trace(app, db):
     assert names == ["inliers", "anomalies"] and all(t["type"] == "scattergl"
                                                      for t in spec["data"])
     ids = np.concatenate([decode(t["customdata"]).ravel() for t in spec["data"]])
-    df = pipeline.export_table(_engine(db))
+    df = exported(_engine(db))
     assert sorted(ids) == sorted(df.cutout_id)
     assert set(decode(spec["data"][1]["customdata"]).ravel()) == set(
         df.cutout_id[df.is_anomaly])
@@ -130,7 +136,7 @@ def test_gallery_filters(app, db):
     app.switch_page("app_pages/gallery.py").run()
     assert not app.exception
     eng = _engine(db)
-    df = pipeline.export_table(eng)
+    df = exported(eng)
     n_anom = int(df.is_anomaly.sum())
     assert any(f"**{n_anom:,}** cutouts match" in m.value for m in app.markdown)
     app.checkbox(key="g_only").uncheck().run()
@@ -165,8 +171,7 @@ def _shown(app):
 def test_gallery_one_per_object(app, db):
     app.switch_page("app_pages/gallery.py").run()
     eng = _engine(db)
-    with store.Session(eng) as s:
-        model = store.current_model(s)
+    model = store.current_model(eng)
     tbl = store.cutout_table(eng, model.id)
     flagged = tbl[tbl.score > model.threshold].sort_values("score", ascending=False)
     objects = views.one_per_object(flagged)
@@ -211,7 +216,7 @@ def test_gallery_detail_and_label(app, db):
     next(r for r in app.radio if r.label == "Label").set_value("artefact")
     next(t for t in app.text_input if t.label == "Note").input("<b>satellite</b> glint")
     next(b for b in app.button if b.label == "Save label").click().run()
-    lab = pipeline.export_table(_engine(db)).set_index("cutout_id").loc[cid]
+    lab = exported(_engine(db)).set_index("cutout_id").loc[cid]
     assert lab.label == "artefact" and lab.note == "<b>satellite</b> glint"
     store.set_label(_engine(db), cid, None)
 
@@ -224,22 +229,20 @@ def test_gallery_label_object_normal_and_refit(app, db):
                                                for im in app.image for cap in im.captions))
     app.button(key=f"detail-{multi}").click().run()
     eng = _engine(db)
-    tbl = store.cutout_table(eng, pipeline.current(eng)[0].id)
+    tbl = store.cutout_table(eng, current_model(eng).row.id)
     members = {multi, *views.object_members(tbl, multi).cutout_id.astype(int)}
     assert app.checkbox(key="g_whole").value  # every cutout of the object, by default
     assert app.checkbox(key="g_whole").label == f"Label all {len(members):,} cutouts of this object"
     next(r for r in app.radio if r.label == "Label").set_value("normal")
     next(b for b in app.button if b.label == "Save label").click().run()
     assert not app.exception
-    with store.Session(eng) as s:
-        assert set(store.labelled_ids(s, "normal")) == members
+    assert set(store.labelled_ids(eng, "normal")) == members
     assert any(f"{len(members):,} cutouts are labelled normal; the current model counted 0"
                in i.value for i in app.info)
     app.button(key="close_detail").click().run()
     app.button(key="g_refit").click().run()
     assert not app.exception
-    row = pipeline.current(eng)[0]
-    assert pipeline.n_normal(row) == len(members)
+    assert current_model(eng).n_normal == len(members)
     assert not any("labelled normal" in i.value for i in app.info)  # the banner is gone
     assert not set(_shown(app)) & members
     app.switch_page("app_pages/threshold.py").run()
@@ -248,7 +251,7 @@ def test_gallery_label_object_normal_and_refit(app, db):
     app.switch_page("app_pages/home.py").run()
     assert any(f"**{len(members):,}** labelled normal" in m.value for m in app.markdown)
     store.set_label(eng, sorted(members), None)
-    pipeline.fit_model(eng, load_settings())  # the app's settings (the fixture's environment)
+    fit_model(eng, load_settings())  # the app's settings (the fixture's environment)
 
 
 def test_upload_good_bad_and_duplicate(app, db, tica_file, tmp_path):

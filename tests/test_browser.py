@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from reaper_core import pipeline, store
+from reaper_core import store
+from reaper_core.models import current_model
 
 from .conftest import ARTIFACTS, ingested_db
 
@@ -146,9 +147,14 @@ def test_slider_moves_with_keyboard_and_count_follows(server, page):
     after = metric(page, "Anomalies")
     assert metric(page, "Score threshold") != thr_before
     assert int(after.replace(",", "")) < int(before.replace(",", ""))
-    # The slider position is saved with the model.
+    # A preview until "Save threshold": then the slider position is saved with the model.
     eng = store.make_engine(url)
-    assert pipeline.current(eng)[0].threshold_value == pytest.approx(3.0)
+    assert current_model(eng).row.threshold_value == pytest.approx(2.0)
+    shot(page, "threshold-preview")
+    page.get_by_role("button", name="Save threshold").click()
+    wait_idle(page, 1.0)
+    assert current_model(eng).row.threshold_value == pytest.approx(3.0)
+    assert metric(page, "Anomalies") == after
     shot(page, "threshold")
 
 

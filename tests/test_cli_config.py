@@ -73,7 +73,7 @@ def test_cli_round_trip_ingest_score_export(tmp_path, spoc_file, tica_file, hdf_
     assert capsys.readouterr().out.startswith(f"labelled normal {n} cutouts; run `anomaly-rea")
     assert main(["fit", "--db-url", db, "--n-components", "4"]) == 0
     out = capsys.readouterr().out
-    assert "4 components" in out and f"{n} cutouts labelled normal" in out
+    assert "4 components" in out and f"{n} of them labelled normal" in out
     assert main(["export", "--db-url", db, "-o", str(csv_path)]) == 0
     with open(csv_path, newline="") as fh:
         labels = {int(r["cutout_id"]): r["label"] for r in csv.DictReader(fh)}

@@ -5,12 +5,18 @@ import numpy as np
 import pytest
 
 from reaper_core.cutouts import extract_cutouts
-from reaper_core.detector import PCAAnomalyDetector, threshold_from_scores
-from reaper_core.embedders import get_embedder
+from reaper_core.detector import PCAAnomalyDetector
+from reaper_core.embedders import Feature, get_embedder
 from reaper_core.embedders.local import STATS_NAMES
 from reaper_core.errors import ConfigError, ModelError
+from reaper_core.explain import top_features
 from reaper_core.fits_reader import read_fits
+from reaper_core.ingest import ingest_many
+from reaper_core.models import current_model
 from reaper_core.sources import find_sources
+from reaper_core.thresholds import threshold_from_scores
+
+from .conftest import exported
 
 
 @pytest.fixture(scope="module")
@@ -47,27 +53,27 @@ def test_local_features_separate_star_from_streak():
 
 
 def test_hog_names_follow_skimage_layout():
-    from reaper_core.embedders.local import hog_features, hog_names
+    from reaper_core.embedders.local import hog_feature_list, hog_features
 
     patch = np.zeros((1, 32, 32), np.float32)
     patch[0, 20:28, 2:14] = np.linspace(0, 50, 12)  # a horizontal gradient, upper-left
     f = hog_features(patch)[0]
-    names = hog_names(32)
+    names = [f.name for f in hog_feature_list(32)]
     top = names[int(np.argmax(f))]
     assert top.startswith("hog upper-left")
 
 
 def test_error_by_quadrant_points_at_the_odd_corner(tmp_path, hdf_file):
-    from reaper_core import pipeline, store
+    from reaper_core import store
     from reaper_core.config import Settings
-    from reaper_core.explain import error_by_quadrant
+    from reaper_core.service import Reaper
 
     s = Settings(db_url=f"sqlite:///{tmp_path / 'q.db'}")
     engine = store.make_engine(s.db_url)
-    pipeline.ingest_paths(engine, [hdf_file], s)
-    model = pipeline.current(engine)
+    ingest_many(engine, [hdf_file], s)
+    model = current_model(engine)
     # A streak in the upper-right quarter of an otherwise ordinary patch.
-    df = pipeline.export_table(engine).sort_values("score")
+    df = exported(engine).sort_values("score")
     cid = int(df.cutout_id.iloc[len(df) // 2])
     patch, _ = store.get_cutouts(engine, [cid])[cid]
     odd = patch.copy()
@@ -75,8 +81,8 @@ def test_error_by_quadrant_points_at_the_odd_corner(tmp_path, hdf_file):
         odd[18 + i, 18 + i // 2] += 40 * float(np.std(patch))
     X = get_embedder("local").embed(odd[None])
     with store.session_scope(engine) as sess:
-        sess.get(store.Embedding, (cid, "local")).vector = store.to_bytes(X)
-    grid = error_by_quadrant(engine, model, cid)
+        sess.get(store.Embedding, (cid, "local")).vector = store.pack_float32(X)
+    grid = Reaper(s, engine).error_by_quadrant(model, cid)
     assert grid is not None and grid.shape == (2, 2)
     assert np.argmax(grid) == 3  # upper-right: row 1 (upper), column 1 (right)
 
@@ -92,19 +98,21 @@ def test_detector_ranks_outliers_and_thresholds():
     X = rng.normal(size=(500, 3)) @ basis + 0.05 * rng.normal(size=(500, 20))
     odd = rng.normal(size=(5, 20)) * 2
     det = PCAAnomalyDetector(n_components=3).fit(X)
-    s_in, s_out = det.score_samples(X), det.score_samples(odd)
+    s_in, s_out = det.anomaly_score(X), det.anomaly_score(odd)
     assert s_out.min() > np.percentile(s_in, 99)
     assert (det.predict(odd) == -1).all()
     assert (det.predict(X) == 1).mean() > 0.9
     assert det.threshold_ == pytest.approx(s_in.mean() + 2 * s_in.std())
     # Re-thresholding changes the threshold, never the scores or the fit.
     comps = det.components_.copy()
-    assert det.set_threshold("percentile", 90) == pytest.approx(np.percentile(s_in, 90))
-    assert det.set_threshold("absolute", 0.5) == 0.5
+    assert det.threshold_for("percentile", 90) == pytest.approx(np.percentile(s_in, 90))
+    assert det.threshold_for("absolute", 0.5) == 0.5
+    assert det.with_threshold(0.5).predict(odd).tolist() == [-1] * 5
     np.testing.assert_array_equal(det.components_, comps)
-    np.testing.assert_array_equal(det.score_samples(X), s_in)
+    np.testing.assert_array_equal(det.anomaly_score(X), s_in)
     assert det.transform(X).shape == (500, 3)
-    expl = det.explain(odd[:1], [f"f{i}" for i in range(20)], top=3)[0]
+    expl = top_features(det, odd[:1], [Feature(f"f{i}", "learned") for i in range(20)],
+                        top=3)[0]
     assert len(expl) == 3 and expl[0][1] >= expl[1][1] >= expl[2][1]
 
 
@@ -113,10 +121,10 @@ def test_detector_variance_fraction_and_errors():
     det = PCAAnomalyDetector(n_components=0.5).fit(X)
     assert det.explained_variance_ratio_.sum() >= 0.5
     assert 1 <= det.n_components_ < 10
-    with pytest.raises(ModelError, match="at least 3"):
+    with pytest.raises(ValueError, match="minimum of 3"):
         PCAAnomalyDetector().fit(X[:2])
-    with pytest.raises(ModelError, match="expects 10"):
-        det.score_samples(np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="expecting 10"):
+        det.anomaly_score(np.zeros((2, 4)))
     with pytest.raises(ValueError):
         threshold_from_scores(np.ones(3), "magic", 1)
 
@@ -133,14 +141,14 @@ def test_normalised_residuals_weigh_features_by_their_usual_error():
     np.testing.assert_array_equal(plain.residual_scale_, np.ones(4))
     assert det.residual_scale_[1] < 0.05 < 0.5 < min(det.residual_scale_[[0, 3]])
     # The normalised training error is 1 per feature by construction.
-    assert det.train_scores_.mean() == pytest.approx(1.0)
+    assert det.train_anomaly_scores_.mean() == pytest.approx(1.0)
     odd_noisy, odd_tight = X[:1].copy(), X[:1].copy()
     odd_noisy[0, 3] += 3 * X[:, 3].std()
     odd_tight[0, 2] += 0.3 * X[:, 2].std()
     # Plain squared error ranks the big shift in the noisy feature first ...
-    assert plain.score_samples(odd_noisy)[0] > plain.score_samples(odd_tight)[0]
+    assert plain.anomaly_score(odd_noisy)[0] > plain.anomaly_score(odd_tight)[0]
     # ... normalised, a break of a tight relation between features is the stranger one.
-    assert det.score_samples(odd_tight)[0] > det.score_samples(odd_noisy)[0]
+    assert det.anomaly_score(odd_tight)[0] > det.anomaly_score(odd_noisy)[0]
     assert det.predict(odd_tight)[0] == -1
 
 
@@ -149,23 +157,27 @@ def test_detector_saves_as_arrays_and_json_only(tmp_path):
     det = PCAAnomalyDetector(n_components=3, threshold_mode="percentile",
                              threshold_value=95).fit(X)
     meta = det.save(tmp_path / "model")
-    assert json.loads(meta.read_text())["threshold_mode"] == "percentile"
+    assert json.loads(meta.read_text())["params"]["threshold_mode"] == "percentile"
     with np.load(tmp_path / "model.npz", allow_pickle=False) as npz:
         assert all(npz[k].dtype.kind == "f" for k in npz.files)
     back = PCAAnomalyDetector.load(tmp_path / "model")
-    np.testing.assert_allclose(back.score_samples(X), det.score_samples(X))
+    np.testing.assert_allclose(back.anomaly_score(X), det.anomaly_score(X))
     assert back.threshold_ == det.threshold_
     assert back.normalize_residuals and (back.residual_scale_ != 1).any()
     # A model saved before residual normalisation existed still loads and scores as it did.
     old = PCAAnomalyDetector(n_components=3, normalize_residuals=False).fit(X)
     arrays, meta_json = old.to_bytes()
     with np.load(io.BytesIO(arrays), allow_pickle=False) as npz:
-        legacy = {k: npz[k] for k in npz.files if k != "residual_scale_"}
+        legacy = {{"train_anomaly_scores_": "train_scores_"}.get(k, k): npz[k]
+                  for k in npz.files if k != "residual_scale_"}
     buf = io.BytesIO()
     np.savez_compressed(buf, **legacy)
-    legacy_meta = {k: v for k, v in json.loads(meta_json).items() if k != "normalize_residuals"}
+    new_meta = json.loads(meta_json)
+    legacy_meta = {"format": "anomaly-reaper-pca/1", "n_components_": new_meta["n_components_"],
+                   "n_features_in_": new_meta["n_features_in_"], "threshold_": old.threshold_,
+                   **{k: v for k, v in new_meta["params"].items() if k != "normalize_residuals"}}
     again = PCAAnomalyDetector.from_bytes(buf.getvalue(), json.dumps(legacy_meta))
-    np.testing.assert_allclose(again.score_samples(X), old.score_samples(X))
+    np.testing.assert_allclose(again.anomaly_score(X), old.anomaly_score(X))
     # A pickle disguised as a model is refused, never loaded.
     (tmp_path / "evil.npz").write_bytes(b"\x80\x04\x95" + b"x" * 50)
     (tmp_path / "evil.json").write_text(meta.read_text())
@@ -225,14 +237,14 @@ def test_samples_labelled_normal_count_more_and_damp_their_like():
 
     plain = PCAAnomalyDetector(n_components=2).fit(X)
     taught = PCAAnomalyDetector(n_components=2).fit(X, normal=normal)
-    assert taught.train_scores_.shape == (len(X),) and taught.n_normal_ == 4
-    rank = {name: np.argsort(np.argsort(-d.score_samples(X)))
+    assert taught.train_anomaly_scores_.shape == (len(X),) and taught.n_normal_ == 4
+    rank = {name: np.argsort(np.argsort(-d.anomaly_score(X)))
             for name, d in (("plain", plain), ("taught", taught))}
     assert rank["plain"][400:].max() < 20  # the rare ones lead the plain ranking...
     assert rank["taught"][400:].min() > 100  # ...and drop far once four are called normal
-    assert (taught.score_samples(X[normal]) == 0).all()
+    assert (taught.anomaly_score(X[normal]) == 0).all()
     # The damping leaves the common samples, far from every labelled one, alone.
-    damping = taught.score_samples(X) / np.mean(taught.residuals(X) ** 2, axis=1)
+    damping = taught.anomaly_score(X) / np.mean(taught.residuals(X) ** 2, axis=1)
     assert np.median(damping[:400]) > 0.95
 
     # Weights are repeats: the fit equals one on the normal rows repeated normal_weight times
@@ -244,8 +256,50 @@ def test_samples_labelled_normal_count_more_and_damp_their_like():
     arrays, meta = taught.to_bytes()
     back = PCAAnomalyDetector.from_bytes(arrays, meta)
     assert back.n_normal_ == 4
-    np.testing.assert_array_equal(back.score_samples(X), taught.score_samples(X))
+    np.testing.assert_array_equal(back.anomaly_score(X), taught.anomaly_score(X))
     with pytest.raises(ValueError, match="shape"):
         PCAAnomalyDetector().fit(X, normal=normal[:5])
     with pytest.raises(ValueError, match="normal_weight"):
         PCAAnomalyDetector(normal_weight=0).fit(X, normal=normal)
+
+
+def test_detector_passes_scikit_learns_estimator_checks():
+    from sklearn.utils.estimator_checks import check_estimator
+
+    results = check_estimator(PCAAnomalyDetector(), on_fail=None)
+    failed = [(r["check_name"], r["exception"]) for r in results if r["status"] == "failed"]
+    assert not failed
+    assert sum(r["status"] == "passed" for r in results) >= 40
+
+
+def test_detector_signs_follow_scikit_learn():
+    """score_samples is lower-is-more-abnormal and decision_function negative for outliers, so a
+    scikit-learn tool that relies on the contract ranks the same way as anomaly_score."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 3)) @ rng.normal(size=(3, 12))
+    odd = rng.normal(size=(10, 12)) * 3
+    det = PCAAnomalyDetector(n_components=3).fit(X)
+    both = np.vstack([X, odd])
+    truth = np.r_[np.zeros(len(X)), np.ones(len(odd))]
+    np.testing.assert_array_equal(det.score_samples(both), -det.anomaly_score(both))
+    assert det.offset_ == -det.threshold_
+    np.testing.assert_allclose(det.decision_function(both),
+                               det.score_samples(both) - det.offset_)
+    assert (det.decision_function(odd) < 0).all()
+    assert roc_auc_score(truth, -det.score_samples(both)) > 0.99
+    np.testing.assert_array_equal(det.predict(both) == -1,
+                                  det.anomaly_score(both) > det.threshold_)
+    # NaN is refused with a clear error, never silently turned into 0.
+    bad = X[:5].copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        det.anomaly_score(bad)
+    with pytest.raises(ValueError, match="NaN"):
+        PCAAnomalyDetector().fit(np.vstack([X, bad]))
+    # Parameters are checked by scikit-learn's constraints, at fit time.
+    with pytest.raises(ValueError, match="threshold_mode"):
+        PCAAnomalyDetector(threshold_mode="magic").fit(X)
+    with pytest.raises(ValueError, match="n_components"):
+        PCAAnomalyDetector(n_components=-3).fit(X)

@@ -4,20 +4,26 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import Session, select
 
-from reaper_core import pipeline, store, views
+from reaper_core import store, views
 from reaper_core.config import Settings
 from reaper_core.detector import PCAAnomalyDetector
+from reaper_core.export import write_export
+from reaper_core.files import expand_paths
+from reaper_core.ingest import ingest_file, ingest_many
+from reaper_core.models import current_model, fit_model, save_threshold
+
+from .conftest import exported
 
 
 def test_ingest_spoc_scores_and_stores_everything(engine, settings, spoc_file, sim_small):
     stages = []
-    report = pipeline.ingest_paths(engine, [spoc_file], settings,
+    report = ingest_many(engine, [spoc_file], settings,
                                    progress=lambda s, f, m: stages.append(s))
     assert report.fitted and report.count("added") == 1
     r = report.results[0]
     assert r.n_cutouts > 100 and 0 < r.n_anomalies < r.n_cutouts * 0.2
     assert {"read", "sources", "cutouts", "embed", "store", "fit"} <= set(stages)
-    df = pipeline.export_table(engine)
+    df = exported(engine)
     assert len(df) == r.n_cutouts and df.score.notna().all()
     assert (df.sector == 7).all() and (df.camera == 2).all() and (df.ccd == 3).all()
     # RA/Dec come from the file's WCS at the cutout centre.
@@ -26,7 +32,7 @@ def test_ingest_spoc_scores_and_stores_everything(engine, settings, spoc_file, s
     assert row.ra == pytest.approx(float(ra)) and row.dec == pytest.approx(float(dec))
     with Session(engine) as s:
         c = s.exec(select(store.Cutout)).first()
-        patch = store.patch_array(c.patch, c.patch_size)
+        patch = store.unpack_patch(c.patch, c.patch_size)
         assert patch.shape == (32, 32)
         iy, ix = round(c.y), round(c.x)
         assert patch[16, 16] == sim_small.image[iy, ix] or c.x < 16 or c.y < 16
@@ -35,11 +41,11 @@ def test_ingest_spoc_scores_and_stores_everything(engine, settings, spoc_file, s
 
 
 def test_duplicate_bytes_under_another_name_add_nothing(engine, settings, spoc_file, tmp_path):
-    pipeline.ingest_paths(engine, [spoc_file], settings)
+    ingest_many(engine, [spoc_file], settings)
     before = store.totals(engine)
     copy = tmp_path / "renamed.fits"
     copy.write_bytes(spoc_file.read_bytes())
-    report = pipeline.ingest_paths(engine, [copy], settings)
+    report = ingest_many(engine, [copy], settings)
     assert report.results[0].status == "duplicate"
     assert store.totals(engine) == before
 
@@ -48,7 +54,7 @@ def test_bad_file_in_batch_leaves_others_and_no_partial_rows(engine, settings, s
                                                             hdf_file, tmp_path):
     bad = tmp_path / "broken.fits"
     bad.write_bytes(spoc_file.read_bytes()[:5000])
-    report = pipeline.ingest_paths(engine, [bad, hdf_file, spoc_file], settings)
+    report = ingest_many(engine, [bad, hdf_file, spoc_file], settings)
     status = {r.name: r.status for r in report.results}
     assert status == {"broken.fits": "error", "hubble_deep_field.fits": "added",
                       spoc_file.name: "added"}
@@ -64,33 +70,35 @@ def test_failure_inside_transaction_rolls_back(engine, settings, spoc_file, monk
     def boom(*a, **k):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(store, "insert_embeddings", boom)
-    result = pipeline.ingest_file(engine, spoc_file, settings)
+    monkeypatch.setattr(store, "_insert_embeddings", boom)
+    result = ingest_file(engine, spoc_file, settings)
     assert result.status == "error" and "disk on fire" in result.message
     assert store.totals(engine)["files"] == 0 and store.totals(engine)["cutouts"] == 0
 
 
 def test_rethreshold_relabels_without_refit(engine, settings, spoc_file, hdf_file):
-    pipeline.ingest_paths(engine, [spoc_file, hdf_file], settings)
-    row, det = pipeline.current(engine)
-    before = pipeline.export_table(engine)
-    thr = pipeline.set_threshold(engine, row.id, "percentile", 99.0)
-    row2, det2 = pipeline.current(engine)
+    ingest_many(engine, [spoc_file, hdf_file], settings)
+    _m = current_model(engine)
+    row, det = _m.row, _m.detector
+    before = exported(engine)
+    thr = save_threshold(engine, _m, "percentile", 99.0).threshold
+    _m = current_model(engine)
+    row2, det2 = _m.row, _m.detector
     assert row2.id == row.id and row2.threshold == pytest.approx(thr)
     np.testing.assert_array_equal(det2.components_, det.components_)
-    after = pipeline.export_table(engine)
+    after = exported(engine)
     np.testing.assert_array_equal(after.score, before.score)
     assert after.is_anomaly.mean() == pytest.approx(0.01, abs=0.01)
     assert after.is_anomaly.sum() < before.is_anomaly.sum()
 
 
 def test_second_file_scored_with_existing_model_and_refit(engine, settings, spoc_file, hdf_file):
-    pipeline.ingest_paths(engine, [spoc_file], settings)
-    first = pipeline.current(engine)[0]
-    report = pipeline.ingest_paths(engine, [hdf_file], settings)
+    ingest_many(engine, [spoc_file], settings)
+    first = current_model(engine).row
+    report = ingest_many(engine, [hdf_file], settings)
     assert not report.fitted and report.model_id == first.id
-    assert pipeline.export_table(engine).score.notna().all()
-    row = pipeline.fit_model(engine, settings, n_components=5)
+    assert exported(engine).score.notna().all()
+    row = fit_model(engine, settings, n_components=5).row
     assert row.id != first.id and row.n_components == 5 and row.is_current
     assert row.n_train == store.totals(engine)["cutouts"]
     with Session(engine) as s:
@@ -99,27 +107,27 @@ def test_second_file_scored_with_existing_model_and_refit(engine, settings, spoc
 
 
 def test_refit_with_other_embedder_embeds_stored_patches(engine, settings, hdf_file):
-    pipeline.ingest_paths(engine, [hdf_file], settings)
+    ingest_many(engine, [hdf_file], settings)
     settings.embedder = "hog"
-    row = pipeline.fit_model(engine, settings)
+    row = fit_model(engine, settings).row
     assert row.embedder == "hog"
     det = PCAAnomalyDetector.from_bytes(row.arrays, row.meta_json)
     assert det.n_features_in_ == 36
 
 
 def test_labels_and_export_formats(engine, settings, hdf_file, tmp_path):
-    pipeline.ingest_paths(engine, [hdf_file], settings)
-    df = pipeline.export_table(engine)
+    ingest_many(engine, [hdf_file], settings)
+    df = exported(engine)
     cid = int(df.cutout_id.iloc[0])
     store.set_label(engine, cid, "artefact", "<script>alert(1)</script>")
-    df = pipeline.export_table(engine)
+    df = exported(engine)
     assert df.set_index("cutout_id").loc[cid, "label"] == "artefact"
     with pytest.raises(ValueError):
         store.set_label(engine, cid, "spaceship")
     from astropy.table import Table
 
     for fmt in ("fits", "votable"):
-        p = pipeline.write_export(df, tmp_path / f"out.{fmt}", fmt)
+        p = write_export(df, tmp_path / f"out.{fmt}", fmt)
         t = Table.read(p, format=fmt)
         assert len(t) == len(df)
         assert {"file", "sector", "camera", "ccd", "x", "y", "ra", "dec", "score",
@@ -131,15 +139,14 @@ def test_expand_paths_folders_globs_and_missing(tmp_path, spoc_file, hdf_file):
     a = tmp_path / "sub" / "a.fits"
     a.write_bytes(b"x")
     (tmp_path / "sub" / "notes.txt").write_text("x")
-    got = pipeline.expand_paths([tmp_path, str(tmp_path / "sub" / "*.fits"),
+    got = expand_paths([tmp_path, str(tmp_path / "sub" / "*.fits"),
                                  tmp_path / "missing.fits"])
     assert got == [a, tmp_path / "missing.fits"]
 
 
 def test_one_per_object_keeps_each_objects_best_cutout(engine, settings, hdf_file, spoc_file):
-    pipeline.ingest_paths(engine, [hdf_file, spoc_file], settings)
-    with Session(engine) as s:
-        model = store.current_model(s)
+    ingest_many(engine, [hdf_file, spoc_file], settings)
+    model = store.current_model(engine)
     rows = store.cutout_table(engine, model.id).sort_values("score", ascending=False)
     assert rows.segment.notna().all() and (rows.segment > 0).mean() > 0.95
     objects = views.one_per_object(rows)
@@ -166,12 +173,12 @@ def test_one_per_object_keeps_each_objects_best_cutout(engine, settings, hdf_fil
 def test_database_from_before_segments_gets_the_column(tmp_path, hdf_file):
     url = f"sqlite:///{tmp_path / 'old.db'}"
     eng = store.make_engine(url)
-    pipeline.ingest_paths(eng, [hdf_file], Settings(db_url=url))
+    ingest_many(eng, [hdf_file], Settings(db_url=url))
     with eng.begin() as conn:
         conn.execute(text("ALTER TABLE cutout DROP COLUMN segment"))
     eng.dispose()
     eng = store.make_engine(url)  # what opening an old database does
-    df = pipeline.export_table(eng)
+    df = exported(eng)
     assert len(df) > 0 and df.segment.isna().all()
     assert len(views.one_per_object(df.assign(file_id=0))) == len(df)
     eng.dispose()
@@ -181,8 +188,8 @@ def test_objects_labelled_normal_leave_the_top_after_a_refit(engine, settings, h
     """The astronomer's loop on real pixels: label the gallery's first page of objects (the
     Hubble Deep Field's big galaxies) normal, every cutout of each, and re-fit: they score 0,
     the model remembers how many, and the galaxies of the next page drop too."""
-    pipeline.ingest_paths(engine, [hdf_file], settings)
-    first = pipeline.current(engine)[0]
+    ingest_many(engine, [hdf_file], settings)
+    first = current_model(engine)
     rows = store.cutout_table(engine, first.id).sort_values("score", ascending=False)
     objects = views.one_per_object(rows)
     page = objects.cutout_id.astype(int).tolist()[:24]
@@ -190,10 +197,9 @@ def test_objects_labelled_normal_leave_the_top_after_a_refit(engine, settings, h
     for cid in page:
         labelled.update(views.object_members(rows, cid).cutout_id.astype(int))
     store.set_label(engine, sorted(labelled), "normal")
-    with Session(engine) as s:
-        assert set(store.labelled_ids(s, "normal")) == labelled
-    row = pipeline.fit_model(engine, settings)
-    assert pipeline.n_normal(row) == len(labelled) and pipeline.n_normal(first) == 0
+    assert set(store.labelled_ids(engine, "normal")) == labelled
+    row = fit_model(engine, settings)
+    assert row.n_normal == len(labelled) and first.n_normal == 0
     after = store.cutout_table(engine, row.id).set_index("cutout_id")
     assert after.loc[sorted(labelled), "score"].max() < 1e-9
     new_top = views.one_per_object(after.reset_index().sort_values("score", ascending=False))
@@ -205,4 +211,4 @@ def test_objects_labelled_normal_leave_the_top_after_a_refit(engine, settings, h
     assert np.median([rank.get(c, len(rank)) for c in second]) > 50
     # Unlabelling forgets: the next fit knows of no normal cutouts.
     store.set_label(engine, sorted(labelled), None)
-    assert pipeline.n_normal(pipeline.fit_model(engine, settings)) == 0
+    assert fit_model(engine, settings).n_normal == 0

@@ -1,6 +1,6 @@
 import numpy as np
 
-from reaper_core import plots
+from reaper_app import plots
 from reaper_core.cutouts import extract_cutouts
 from reaper_core.detector import PCAAnomalyDetector
 from reaper_core.embedders import get_embedder
@@ -13,7 +13,7 @@ def test_score_histogram_spans_the_scores_and_colours_by_threshold(spoc_file):
     src = find_sources(img, "segment")
     X = get_embedder("local").embed(extract_cutouts(img.data, src.x, src.y, 32, img.valid))
     det = PCAAnomalyDetector(n_components=5).fit(X)
-    scores = det.train_scores_
+    scores = det.train_anomaly_scores_
     fig = plots.score_histogram(scores, det.threshold_)
     lo, hi = fig.layout.xaxis.range  # log10 units on a log axis
     assert lo <= np.log10(scores.min()) and hi >= np.log10(scores.max())

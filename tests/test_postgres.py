@@ -17,10 +17,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from reaper_core import pipeline, store
+from reaper_core import store
 from reaper_core.cli import main
 from reaper_core.config import Settings
+from reaper_core.models import current_model, fit_model, save_threshold
 
+from .conftest import exported
 from .test_reliability import _run_two, consistent, read_count
 
 
@@ -73,9 +75,10 @@ def test_pipeline_round_trip_on_postgres(pg_url, spoc_file, hdf_file, tmp_path, 
     engine = store.make_engine(pg_url)
     files, cutouts = consistent(engine)
     assert files == 2 and cutouts == read_count(spoc_file) + read_count(hdf_file)
-    row, _ = pipeline.current(engine)
-    thr = pipeline.set_threshold(engine, row.id, "percentile", 95)
-    df = pipeline.export_table(engine)
+    _m = current_model(engine)
+
+    thr = save_threshold(engine, _m, "percentile", 95).threshold
+    df = exported(engine)
     assert df.score.notna().all()
     assert abs(df.is_anomaly.mean() - 0.05) < 0.02 and thr > 0
     store.set_label(engine, int(df.cutout_id.iloc[0]), "interesting", "a note")
@@ -83,18 +86,17 @@ def test_pipeline_round_trip_on_postgres(pg_url, spoc_file, hdf_file, tmp_path, 
     # Labels on many cutouts at once (over one query's chunk of 500), and a fit that uses them.
     top = df.sort_values("score", ascending=False).cutout_id.astype(int).tolist()[:600]
     store.set_label(engine, top, "normal")
-    with store.Session(engine) as s:
-        assert store.labelled_ids(s, "normal").tolist() == sorted(top)
-    refit = pipeline.fit_model(engine, Settings(db_url=pg_url))
-    assert pipeline.n_normal(refit) == 600
-    assert pipeline.export_table(engine).set_index("cutout_id").loc[top, "score"].max() < 1e-9
+    assert store.labelled_ids(engine, "normal").tolist() == sorted(top)
+    refit = fit_model(engine, Settings(db_url=pg_url))
+    assert refit.n_normal == 600
+    assert exported(engine).set_index("cutout_id").loc[top, "score"].max() < 1e-9
     assert (df.segment > 0).mean() > 0.95
     # A database made before cutouts kept their segment gets the column when opened.
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE cutout DROP COLUMN segment"))
     engine.dispose()
     engine = store.make_engine(pg_url)
-    df = pipeline.export_table(engine)
+    df = exported(engine)
     assert len(df) == cutouts and df.segment.isna().all()
     engine.dispose()
 

@@ -16,14 +16,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session, func, select
 
-from reaper_core import pipeline, store
+from reaper_core import store
 from reaper_core.cli import main
 from reaper_core.config import Settings
+from reaper_core.embedders import get_embedder
 from reaper_core.errors import FITSReadError
+from reaper_core.files import safe_filename, save_upload
 from reaper_core.fits_reader import read_fits
-from reaper_core.uploads import safe_filename, save_upload
+from reaper_core.ingest import ingest_many, prepare
+from reaper_core.models import current_model, score_pending
 
 from .badfiles import MAX_FILE_MB, MAX_PIXELS, make_zoo
+from .conftest import exported
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,7 +83,7 @@ def test_bad_file_zoo_through_upload_page(zoo, hdf_file, tmp_path, monkeypatch):
                  "MAX_FILE_MB": str(MAX_FILE_MB), "MAX_PIXELS": str(MAX_PIXELS)}.items():
         monkeypatch.setenv(f"ANOMALY_REAPER_{k}", v)
     st_.cache_resource.clear()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at = AppTest.from_file(str(ROOT / "reaper_app" / "main.py"), default_timeout=120)
     at.run()
     at.switch_page("app_pages/upload.py").run()
     files = [(n, (folder / n).read_bytes(), "application/octet-stream") for n in expected]
@@ -128,7 +132,7 @@ def _ingest_worker(db: str, paths: list[str], barrier) -> None:
     barrier.wait()
     settings = Settings(db_url=db)
     engine = store.make_engine(db)
-    report = pipeline.ingest_paths(engine, paths, settings)
+    report = ingest_many(engine, paths, settings)
     assert all(r.status in ("added", "duplicate") for r in report.results), report
 
 
@@ -153,7 +157,7 @@ def test_same_file_by_two_processes_ends_with_one_copy(tmp_path, spoc_file):
 
 def read_count(path) -> int:
     s = Settings(db_url="sqlite://")
-    prep = pipeline.prepare(path, s, pipeline.get_embedder("local"))
+    prep = prepare(path, s, get_embedder("local"))
     return len(prep.patches)
 
 
@@ -171,8 +175,9 @@ def test_two_writers_sqlite_every_row_no_lock_error(tmp_path, spoc_file, tica_fi
     assert files == 4
     assert cutouts == sum(read_count(p) for p in (spoc_file, tica_file, hdf_file, extra))
     # Scores for every cutout under the current model (no half-scored state).
-    row, _ = pipeline.current(engine)
-    pipeline.score_pending(engine, pipeline.current(engine))
+    _m = current_model(engine)
+    row, _ = _m.row, _m.detector
+    score_pending(engine, current_model(engine))
     with Session(engine) as s:
         n = s.exec(select(func.count()).select_from(store.Score).where(
             store.Score.model_id == row.id)).one()
@@ -201,8 +206,8 @@ def test_sigkill_mid_ingest_leaves_consistent_db_and_rerun_completes(tmp_path, f
     files, cutouts = consistent(engine)
     assert files == 3
     assert cutouts == sum(read_count(p) for p in paths)
-    assert pipeline.current(engine) is not None
-    assert pipeline.export_table(engine).score.notna().all()
+    assert current_model(engine) is not None
+    assert exported(engine).score.notna().all()
 
 
 @pytest.mark.parametrize("name", [
@@ -232,12 +237,12 @@ def test_header_html_is_shown_as_text(tmp_path, monkeypatch):
     path = tmp_path / "html.fits"
     hdu.writeto(path)
     db = f"sqlite:///{tmp_path / 'h.db'}"
-    pipeline.ingest_paths(store.make_engine(db), [path, path.parent / "html.fits"],
+    ingest_many(store.make_engine(db), [path, path.parent / "html.fits"],
                           Settings(db_url=db))
     monkeypatch.setenv("ANOMALY_REAPER_DB_URL", db)
     monkeypatch.setenv("ANOMALY_REAPER_LOAD_DEMO", "0")
     st_.cache_resource.clear()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "reaper_app" / "main.py"), default_timeout=60)
     at.run()
     at.switch_page("app_pages/gallery.py").run()
     at.checkbox(key="g_only").uncheck().run()
@@ -254,11 +259,17 @@ def test_header_html_is_shown_as_text(tmp_path, monkeypatch):
 
 
 def test_no_pickle_and_no_raw_html_anywhere():
-    sources = [*ROOT.glob("reaper_core/**/*.py"), *ROOT.glob("app_pages/*.py"), ROOT / "app.py",
-               ROOT / "ui.py"]
+    sources = [*ROOT.glob("reaper_core/**/*.py"), *ROOT.glob("reaper_app/**/*.py"),
+               ROOT / "app.py"]
+    assert len(sources) > 25
     for path in sources:
         text = path.read_text()
         for bad in ("import pickle", "pickle.load", "allow_pickle=True", "joblib",
                     "unsafe_allow_html", "cloudpickle", "dill"):
             assert bad not in text, f"{bad} in {path}"
     assert "enableXsrfProtection = true" in (ROOT / ".streamlit" / "config.toml").read_text()
+    # The installed dashboard gets the same options whatever folder it starts from.
+    from reaper_app import server_flags
+
+    flags = server_flags()
+    assert flags[flags.index("--server.enableXsrfProtection") + 1] == "true"

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 from google.auth.credentials import AnonymousCredentials
 
-from reaper_core import pipeline
 from reaper_core.cutouts import to_png
 from reaper_core.embedders.vertex import VertexEmbedder
 from reaper_core.errors import ConfigError, EmbeddingError
+from reaper_core.ingest import ingest_many
+from reaper_core.models import current_model
 
 from .fake_vertex import FakeVertex, embedding_for
 
@@ -106,18 +107,19 @@ def test_needs_a_project():
 
 
 def test_ingest_with_vertex_embedder(fake, tmp_path, hdf_file, monkeypatch):
+    from reaper_core import embedders
     from reaper_core.config import Settings
-    from reaper_core.embedders import base
     from reaper_core.store import make_engine
 
     settings = Settings(db_url=f"sqlite:///{tmp_path / 'v.db'}", embedder="vertex",
                         vertex_project="p", vertex_endpoint=fake.url, vertex_dimension=128,
                         vertex_requests_per_minute=0, source_method="grid", patch_size=128)
-    monkeypatch.setitem(base.EMBEDDERS, "vertex", lambda settings=None, **kw: VertexEmbedder
+    monkeypatch.setitem(embedders.EMBEDDERS, "vertex", lambda settings=None, **kw: VertexEmbedder
                         .from_settings(settings, credentials=AnonymousCredentials()))
     engine = make_engine(settings.db_url)
-    report = pipeline.ingest_paths(engine, [hdf_file], settings)
+    report = ingest_many(engine, [hdf_file], settings)
     assert report.results[0].status == "added", report.results[0].message
-    row, det = pipeline.current(engine)
+    _m = current_model(engine)
+    row, det = _m.row, _m.detector
     assert row.embedder == "vertex" and det.n_features_in_ == 128
     assert fake.predict_calls == report.results[0].n_cutouts == (872 // 128) * (1000 // 128)

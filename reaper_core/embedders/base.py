@@ -1,23 +1,49 @@
-"""The embedder interface and the registry of backends."""
+"""The embedder interface and the structured description of embedding features."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigError
+#: progress(done, total): patches embedded so far.
+EmbedProgressFn = Callable[[int, int], None]
 
-ProgressFn = Callable[[int, int], None]
+#: Kinds of feature, for explanations.
+FEATURE_KINDS = ("photometry", "morphology", "shape", "learned")
+#: Patch quadrants as displayed (origin lower: array row 0 is drawn at the bottom).
+QUADRANTS = ("lower-left", "lower-right", "upper-left", "upper-right")
+
+
+@dataclass(frozen=True)
+class Feature:
+    """What one embedding dimension measures.
+
+    Attributes
+    ----------
+    name : str
+        Short identifier, e.g. ``peak_snr`` or ``hog upper-left 60°``.
+    kind : str
+        One of :data:`FEATURE_KINDS`.
+    quadrant : str or None
+        The patch quadrant it describes (one of :data:`QUADRANTS`), None for the whole patch.
+    orientation_deg : float or None
+        Gradient orientation it counts, degrees, for shape features.
+    """
+
+    name: str
+    kind: str
+    quadrant: str | None = None
+    orientation_deg: float | None = None
 
 
 class Embedder(ABC):
     """Turns patches into fixed-length vectors.
 
     Subclasses set ``name`` (stored with every embedding, so models and embeddings from different
-    backends never mix) and implement :meth:`embed`.
+    backends never mix) and implement :attr:`dim` and :meth:`embed`.
     """
 
     name: str = ""
@@ -28,12 +54,16 @@ class Embedder(ABC):
         """Length of one embedding."""
 
     @property
+    def features(self) -> list[Feature]:
+        """A :class:`Feature` per embedding dimension (used to explain scores)."""
+        return [Feature(f"{self.name}_{i}", "learned") for i in range(self.dim)]
+
+    @property
     def feature_names(self) -> list[str]:
-        """A name per embedding dimension (used to explain scores)."""
-        return [f"{self.name}_{i}" for i in range(self.dim)]
+        return [f.name for f in self.features]
 
     @abstractmethod
-    def embed(self, patches: np.ndarray, progress: ProgressFn | None = None) -> np.ndarray:
+    def embed(self, patches: np.ndarray, progress: EmbedProgressFn | None = None) -> np.ndarray:
         """Embed patches.
 
         Parameters
@@ -47,57 +77,3 @@ class Embedder(ABC):
         -------
         ndarray, shape (n, dim), float32
         """
-
-
-def _local(**kw: Any) -> Embedder:
-    from .local import LocalEmbedder
-
-    return LocalEmbedder()
-
-
-def _stats(**kw: Any) -> Embedder:
-    from .local import StatsEmbedder
-
-    return StatsEmbedder()
-
-
-def _hog(**kw: Any) -> Embedder:
-    from .local import HOGEmbedder
-
-    return HOGEmbedder()
-
-
-def _hog_fine(**kw: Any) -> Embedder:
-    from .local import HOGEmbedder
-
-    return HOGEmbedder(cells=4)
-
-
-def _vertex(settings: Any = None, **kw: Any) -> Embedder:
-    from .vertex import VertexEmbedder
-
-    return VertexEmbedder.from_settings(settings, **kw)
-
-
-#: Backends by name.
-EMBEDDERS: dict[str, Callable[..., Embedder]] = {
-    "local": _local,
-    "stats": _stats,
-    "hog": _hog,
-    "hog-fine": _hog_fine,
-    "vertex": _vertex,
-}
-
-
-def get_embedder(name: str, settings: Any = None, **kwargs: Any) -> Embedder:
-    """Build the embedder called ``name`` (``local``, ``stats``, ``hog``, ``hog-fine``, ``vertex``).
-
-    ``settings`` (a :class:`~reaper_core.config.Settings`) configures backends that need it.
-    """
-    try:
-        factory = EMBEDDERS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown embedder {name!r}; choose one of {', '.join(EMBEDDERS)}"
-        ) from None
-    return factory(settings=settings, **kwargs)

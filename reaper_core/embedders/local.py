@@ -11,7 +11,7 @@ from scipy import stats as sps
 from skimage.feature import hog
 
 from ..cutouts import fill_nan
-from .base import Embedder, ProgressFn
+from .base import Embedder, EmbedProgressFn, Feature
 
 STATS_NAMES = [
     "peak_snr", "aperture_snr", "total_snr", "p01", "p05", "p25", "p75", "p95", "p99",
@@ -20,6 +20,12 @@ STATS_NAMES = [
     "centroid_offset", "row_max", "row_min", "col_max", "col_min", "flat_top", "nan_fraction",
     "sky_level", "sky_noise", "n_peaks",
 ]
+#: The statistics that describe the shape of the light rather than its amount.
+_MORPHOLOGY = {"gini", "m20", "concentration", "asymmetry", "ellipticity", "orientation_cos",
+               "orientation_sin", "size_r2", "centroid_offset", "row_max", "row_min", "col_max",
+               "col_min", "flat_top", "n_peaks", "area_3sigma", "area_10sigma"}
+STATS_FEATURES = [Feature(n, "morphology" if n in _MORPHOLOGY else "photometry")
+                  for n in STATS_NAMES]
 
 
 def _sky(patches: np.ndarray, width: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -185,7 +191,7 @@ def hog_features(patches: np.ndarray, cell: int | None = None,
     s = z.shape[-1]
     cell = cell or max(s // 2, 4)
     # Coarse grids normalise each cell on its own, so a feature belongs to one quarter of the
-    # patch (see explain.error_by_quadrant); fine grids use the usual 2 × 2 blocks.
+    # patch (Feature.quadrant, see explain.error_by_quadrant); fine grids use 2 × 2 blocks.
     block = (1, 1) if s // cell == 2 else (2, 2)
     out = [hog(zi, orientations=9, pixels_per_cell=(cell, cell), cells_per_block=block,
                block_norm="L2-Hys", feature_vector=True) for zi in z]
@@ -194,18 +200,19 @@ def hog_features(patches: np.ndarray, cell: int | None = None,
     return np.asarray(out, dtype=np.float32)
 
 
-def hog_names(size: int = 32, cell: int | None = None) -> list[str]:
-    """Readable names of :func:`hog_features`: patch quadrant (as displayed, origin lower)
-    and gradient orientation, e.g. ``hog upper-left 60°``. Fine grids get cell indices."""
+def hog_feature_list(size: int = 32, cell: int | None = None) -> list[Feature]:
+    """What each value of :func:`hog_features` measures: for 2 × 2 cells, the patch quadrant
+    (as displayed, origin lower) and gradient orientation, named e.g. ``hog upper-left 60°``;
+    fine grids get cell indices and no quadrant."""
     cell = cell or max(size // 2, 4)
-    nc = size // cell
-    if nc != 2:
-        return [f"hog_{i}" for i in range(hog_dim(size, cell))]
-    names = []
+    if size // cell != 2:
+        return [Feature(f"hog_{i}", "shape") for i in range(hog_dim(size, cell))]
+    out = []
     for row in ("lower", "upper"):  # array row 0 is drawn at the bottom
         for col in ("left", "right"):
-            names += [f"hog {row}-{col} {o * 20}°" for o in range(9)]
-    return names
+            out += [Feature(f"hog {row}-{col} {o * 20}°", "shape", f"{row}-{col}", o * 20.0)
+                    for o in range(9)]
+    return out
 
 
 def hog_dim(size: int, cell: int | None = None) -> int:
@@ -225,10 +232,10 @@ class StatsEmbedder(Embedder):
         return len(STATS_NAMES)
 
     @property
-    def feature_names(self) -> list[str]:
-        return list(STATS_NAMES)
+    def features(self) -> list[Feature]:
+        return list(STATS_FEATURES)
 
-    def embed(self, patches: np.ndarray, progress: ProgressFn | None = None) -> np.ndarray:
+    def embed(self, patches: np.ndarray, progress: EmbedProgressFn | None = None) -> np.ndarray:
         return _chunked(stats_features, patches, progress, self.dim)
 
 
@@ -251,10 +258,10 @@ class HOGEmbedder(Embedder):
         return hog_dim(self.size, self.size // self.cells)
 
     @property
-    def feature_names(self) -> list[str]:
-        return hog_names(self.size, self.size // self.cells)
+    def features(self) -> list[Feature]:
+        return hog_feature_list(self.size, self.size // self.cells)
 
-    def embed(self, patches: np.ndarray, progress: ProgressFn | None = None) -> np.ndarray:
+    def embed(self, patches: np.ndarray, progress: EmbedProgressFn | None = None) -> np.ndarray:
         self.size = patches.shape[-1] if len(patches) else self.size
         cell = self.size // self.cells
         return _chunked(lambda p: hog_features(p, cell), patches, progress, self.dim)
@@ -281,10 +288,10 @@ class LocalEmbedder(Embedder):
         return len(STATS_NAMES) + hog_dim(self.size)
 
     @property
-    def feature_names(self) -> list[str]:
-        return list(STATS_NAMES) + hog_names(self.size)
+    def features(self) -> list[Feature]:
+        return STATS_FEATURES + hog_feature_list(self.size)
 
-    def embed(self, patches: np.ndarray, progress: ProgressFn | None = None) -> np.ndarray:
+    def embed(self, patches: np.ndarray, progress: EmbedProgressFn | None = None) -> np.ndarray:
         self.size = patches.shape[-1] if len(patches) else self.size
 
         def both(chunk: np.ndarray) -> np.ndarray:
@@ -293,7 +300,7 @@ class LocalEmbedder(Embedder):
         return _chunked(both, patches, progress, self.dim)
 
 
-def _chunked(fn, patches: np.ndarray, progress: ProgressFn | None, dim: int,
+def _chunked(fn, patches: np.ndarray, progress: EmbedProgressFn | None, dim: int,
              chunk: int = 512) -> np.ndarray:
     n = len(patches)
     if n == 0:

@@ -22,9 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ..cutouts import to_png
 from ..errors import ConfigError, EmbeddingError
-from .base import Embedder, ProgressFn
+from .base import Embedder, EmbedProgressFn
 
 MODEL_NAME = "multimodalembedding@001"
 DIMENSIONS = (128, 256, 512, 1408)
@@ -239,9 +238,11 @@ class VertexEmbedder(Embedder):
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise EmbeddingError(f"Vertex AI returned a malformed reply ({exc})") from None
 
-    def embed(self, patches: np.ndarray, progress: ProgressFn | None = None) -> np.ndarray:
+    def embed(self, patches: np.ndarray, progress: EmbedProgressFn | None = None) -> np.ndarray:
         n = len(patches)
         out = np.zeros((n, self.dimension), np.float32)
+        from ..cutouts import to_png
+
         pngs = [to_png(p, self.stretch, self.upscale) for p in patches]
         keys = [self.key(b) for b in pngs]
         todo = []

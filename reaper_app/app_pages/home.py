@@ -1,11 +1,8 @@
-import json
-
 import pandas as pd
 import streamlit as st
-from sqlmodel import Session, select
 
-import ui
-from reaper_core import pipeline, store, views
+from reaper_app import state, widgets
+from reaper_core import views
 
 st.title("Anomaly Reaper")
 st.write("Finds the odd things in TESS full-frame images: a patch around every object, an "
@@ -14,10 +11,9 @@ st.write("Finds the odd things in TESS full-frame images: a patch around every o
          "ordinary there (a big galaxy, a known star) *normal*: after a re-fit, it and objects "
          "like it rank lower.")
 
-m = ui.model()
-row = m[0] if m else None
-tbl = ui.table(row.id if row else None)
-flagged = ui.flagged_for(tbl, row.threshold if row else None)
+m = state.model()
+tbl = state.table(m)
+flagged = state.flagged(tbl, m)
 
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Files", f"{tbl['file_id'].nunique():,}")
@@ -31,26 +27,24 @@ with left:
     st.dataframe(views.summary(tbl, flagged), hide_index=True, width="stretch")
 with right:
     st.subheader("Current model")
-    if row:
-        ev = json.loads(row.explained_variance_json)
-        n_normal = pipeline.n_normal(row)
+    if m:
+        row = m.row
         st.write(f"- embedder: **{row.embedder}**\n"
                  f"- components: **{row.n_components}** "
-                 f"(explained variance {100 * sum(ev):.1f} %)\n"
+                 f"(explained variance {100 * m.explained_variance.sum():.1f} %)\n"
                  f"- trained on **{row.n_train:,}** cutouts"
-                 + (f", **{n_normal:,}** labelled normal" if n_normal else "") + "\n"
-                 f"- threshold: **{row.threshold:.4g}** ({row.threshold_mode} "
+                 + (f", **{m.n_normal:,}** labelled normal" if m.n_normal else "") + "\n"
+                 f"- threshold: **{m.threshold:.4g}** ({row.threshold_mode} "
                  f"{row.threshold_value:g})")
     else:
         st.info("No model yet: upload files or load the demo data.")
 
 st.subheader("Files")
-with Session(ui.engine()) as s:
-    files = s.exec(select(store.FitsFile).order_by(store.FitsFile.id)).all()
+files = state.reaper().files()
 if files:
     per_file = pd.Series(flagged, index=tbl.index).groupby(tbl["file_id"]).sum()
     st.dataframe(pd.DataFrame([{
-        "file": f.name, "what it is": ui.demo_description(f.name) or "uploaded",
+        "file": f.name, "what it is": widgets.demo_description(f.name) or "uploaded",
         "layout": f.layout, "sector": f.sector, "camera": f.camera, "ccd": f.ccd,
         "cutouts": f.n_cutouts, "anomalies": int(per_file.get(f.id, 0)),
     } for f in files]), hide_index=True, width="stretch")
@@ -58,5 +52,5 @@ else:
     st.write("Nothing ingested yet.")
 
 if st.button("Load demo data", help="Hubble Deep Field (real) and simulated TESS frames"):
-    ui.load_demo()
+    widgets.load_demo()
     st.rerun()

@@ -2,22 +2,22 @@ import json
 
 import pandas as pd
 import streamlit as st
-from sqlmodel import Session
 
-import ui
-from reaper_core import pipeline, plots, store, views
+from reaper_app import plots, state, widgets
+from reaper_core import views
 from reaper_core.cutouts import STRETCHES, to_png
-from reaper_core.explain import error_by_quadrant, residual_map, top_features
+from reaper_core.explain import residual_map
+from reaper_core.labels import LABELS
 
 st.title("Anomaly gallery")
 
-m = ui.model()
-row = m[0] if m else None
-tbl = ui.table(row.id if row else None)
+m = state.model()
+reaper = state.reaper()
+tbl = state.table(m)
 if tbl.empty:
     st.info("Nothing ingested yet.")
     st.stop()
-flagged = ui.flagged_for(tbl, row.threshold if row else None)
+flagged = state.flagged(tbl, m)
 
 
 def options(col):
@@ -33,7 +33,7 @@ with st.sidebar:
     sectors = st.multiselect("Sector", options("sector"), key="g_sector")
     cameras = st.multiselect("Camera", options("camera"), key="g_camera")
     ccds = st.multiselect("CCD", options("ccd"), key="g_ccd")
-    labels = st.multiselect("Label", [*store.LABELS, "unlabelled"], key="g_label")
+    labels = st.multiselect("Label", [*LABELS, "unlabelled"], key="g_label")
     file_q = st.text_input("File name contains", st.session_state.pop("gallery_file", ""),
                            key="g_file")
     only = st.checkbox("Anomalies only", st.session_state.pop("gallery_anomalies", True),
@@ -53,15 +53,13 @@ res = views.apply_filters(tbl, flagged, f)
 shown = views.one_per_object(res) if per_object else res
 
 n_normal = int((tbl["label"] == "normal").sum())
-counted = pipeline.n_normal(row) if row is not None else n_normal
+counted = m.n_normal if m is not None else n_normal
 if n_normal != counted:
     note_col, button_col = st.columns([4, 1])
     note_col.info(f"{n_normal:,} cutouts are labelled normal; the current model counted "
                   f"{counted:,}. Re-fit so that objects like them rank lower.")
     if button_col.button("Re-fit now", key="g_refit"):
-        s = ui.settings()
-        s.embedder = row.embedder
-        ui.refit(s, row.n_components_requested)
+        widgets.refit(m.row.n_components_requested, m.embedder)
 
 top = st.columns([2, 1, 1])
 top[0].write(f"**{len(res):,}** cutouts match (of {len(tbl):,})"
@@ -78,7 +76,7 @@ st.download_button(f"Export these {len(res):,} cutouts (CSV)", res.to_csv(index=
 detail = st.session_state.get("detail")
 if detail is not None and detail in set(tbl["cutout_id"]):
     with st.container(border=True):
-        got = store.get_cutouts(ui.engine(), [detail])
+        got = reaper.cutouts([detail])
         patch, c = got[detail]
         info = tbl.set_index("cutout_id").loc[detail]
         st.subheader(f"Cutout #{detail} — {info['file']}")
@@ -91,24 +89,23 @@ if detail is not None and detail in set(tbl["cutout_id"]):
             dec = "—" if pd.isna(info["dec"]) else f"{info['dec']:.5f}°"
             st.write(f"x, y = {info['x']:.1f}, {info['y']:.1f} px · RA {ra} · Dec {dec}")
             sc = info["score"]
-            st.write(f"score **{sc:.4g}**" + (" — **anomaly**" if row and sc > row.threshold
+            st.write(f"score **{sc:.4g}**" + (" — **anomaly**" if m and sc > m.threshold
                                               else ""))
             if info["label"] == "normal":
                 st.caption("Labelled normal: a model fitted since scores it 0, and objects "
                            "like it lower.")
             if m:
-                feats = top_features(ui.engine(), m, [detail], top=5).get(detail, [])
+                feats = reaper.explain(m, [detail], top=5).get(detail, [])
                 if feats:
                     st.write("Why: " + ", ".join(f"`{n}` {100 * v:.0f}%" for n, v in feats))
-                quads = error_by_quadrant(ui.engine(), m, detail)
+                quads = reaper.error_by_quadrant(m, detail)
                 if quads is not None:
                     st.write("Share of the reconstruction error in the shape of each quarter "
                              "of the patch (the rest is in its photometry):")
                     st.dataframe(pd.DataFrame(
                         (100 * quads[::-1]).round(1), index=["upper", "lower"],
                         columns=["left %", "right %"]), width="content")
-            with Session(ui.engine()) as sess:
-                fr = sess.get(store.FitsFile, c.file_id)
+            fr = reaper.file(c.file_id)
             st.caption("Header")
             st.dataframe(
                 [{"card": k, "value": v} for k, v in json.loads(fr.header_json).items()],
@@ -122,11 +119,11 @@ if detail is not None and detail in set(tbl["cutout_id"]):
                        + (", the 12 highest-scoring:" if len(others) > 12
                           else ", highest score first:"))
             oids = others["cutout_id"].astype(int).tolist()[:12]
-            ui.cutout_grid(oids, dict(zip(oids, others["score"].astype(float), strict=False)),
+            widgets.cutout_grid(oids, dict(zip(oids, others["score"].astype(float), strict=False)),
                            columns=12, stretch=stretch, cmap=cmap)
         with st.form(f"label-{detail}"):
             current = info["label"] if isinstance(info["label"], str) else None
-            choices = ["(none)", *store.LABELS]
+            choices = ["(none)", *LABELS]
             lab = st.radio("Label", choices, horizontal=True,
                            index=choices.index(current) if current in choices else 0,
                            help="Cutouts labelled normal count more when the model is re-fitted, "
@@ -136,7 +133,7 @@ if detail is not None and detail in set(tbl["cutout_id"]):
                 f"Label all {len(others) + 1:,} cutouts of this object", True, key="g_whole")
             if st.form_submit_button("Save label"):
                 ids = [detail, *others["cutout_id"].astype(int)] if whole else [detail]
-                store.set_label(ui.engine(), ids, None if lab == "(none)" else lab, note)
+                reaper.label(ids, None if lab == "(none)" else lab, note)
                 st.toast(f"Saved the label of {len(ids):,} cutout{'s' * (len(ids) > 1)}"
                          + (" — re-fit to rank objects like it lower" if lab == "normal" else ""))
                 st.rerun()
@@ -147,7 +144,7 @@ if detail is not None and detail in set(tbl["cutout_id"]):
 ids = page_rows["cutout_id"].astype(int).tolist()
 more = ({cid: f"{n} cutouts" for cid, n in zip(ids, page_rows["n_cutouts"], strict=True) if n > 1}
         if per_object else {})
-ui.cutout_grid(ids, dict(zip(ids, page_rows["score"].astype(float), strict=True)), columns=6,
+widgets.cutout_grid(ids, dict(zip(ids, page_rows["score"].astype(float), strict=True)), columns=6,
                stretch=stretch, cmap=cmap, details=True, notes=more)
 if st.session_state.get("detail") is not None and st.session_state.get("detail") != detail:
     st.rerun()

@@ -1,16 +1,15 @@
 import numpy as np
 import streamlit as st
 
-import ui
-from reaper_core import plots, views
+from reaper_app import plots, state, widgets
 
 st.title("Explore the PCA projection")
 
-row, det = ui.require_model()
-ids, pcs = ui.pca(row.id)
-tbl = ui.table(row.id).set_index("cutout_id")
+m = state.require_model()
+ids, pcs = state.pca(m)
+tbl = state.table(m).set_index("cutout_id")
 scores = tbl["score"].reindex(ids).to_numpy(dtype=float)
-flagged = views.flags(scores, row.threshold)
+flagged = m.flags(scores)
 
 k = pcs.shape[1]
 c1, c2, c3 = st.columns([1, 1, 2])
@@ -26,10 +25,11 @@ points = event.selection.points if event and event.selection else []
 chosen = [int(p["customdata"][0] if isinstance(p["customdata"], list) else p["customdata"])
           for p in points if p.get("customdata") is not None]
 if chosen:
-    chosen = sorted(set(chosen), key=lambda c: -np.nan_to_num(tbl["score"].get(c, 0)))
+    chosen = sorted(set(chosen), key=lambda c: (-np.nan_to_num(tbl["score"].get(c, 0)), c))
     st.subheader(f"{len(chosen)} selected cutout{'s' if len(chosen) != 1 else ''}")
     shown = chosen[:48]
-    ui.cutout_grid(shown, {c: float(tbl["score"].get(c, np.nan)) for c in shown}, columns=8)
+    widgets.cutout_grid(shown, {c: float(tbl["score"].get(c, np.nan)) for c in shown},
+                        columns=8)
     if len(chosen) > 48:
         st.caption(f"showing the 48 highest-scoring of {len(chosen)}")
 else:

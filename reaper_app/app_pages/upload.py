@@ -1,46 +1,43 @@
 import pandas as pd
 import streamlit as st
 
-import ui
-from reaper_core import pipeline
-from reaper_core.uploads import save_upload
+from reaper_app import state
+from reaper_core.progress import overall_fraction
 
 st.title("Upload FITS files")
 st.write("Drop TESS FFIs (SPOC or TICA), TESScut cubes or any FITS image: `.fits`, `.fit`, "
          "`.fts`, `.fz`, `.fits.gz`. Each file is stored, cut, embedded and scored; a bad file "
          "is reported and the others go on.")
 
-settings = ui.settings()
 done = st.session_state.setdefault("upload_done", {})
 uploads = st.file_uploader("FITS files", accept_multiple_files=True, key="uploader",
                            type=["fits", "fit", "fts", "fz", "gz"])
 
 new = [u for u in (uploads or []) if u.file_id not in done]
 if new:
-    report = pipeline.IngestReport()
     overall = st.progress(0.0, text=f"0 of {len(new)} files")
-    for i, up in enumerate(new):
-        with st.status(f"{up.name}", expanded=False) as status:
-            bar = st.progress(0.0)
+    box: dict = {}
 
-            def progress(stage, fraction, message, bar=bar):
-                k = pipeline.STAGES.index(stage) if stage in pipeline.STAGES else 0
-                bar.progress(min(1.0, (k + fraction) / len(pipeline.STAGES)),
-                             text=f"{stage}: {message}")
+    def on_file(i: int, n: int, name: str) -> None:
+        # Expander label as plain text: a file name is never rendered as Markdown.
+        box["status"] = st.status(name, expanded=False)
+        box["bar"] = box["status"].progress(0.0)
 
-            try:
-                path = save_upload(up.name, up.getvalue(), settings.uploads_dir)
-                result = pipeline.ingest_file(ui.engine(), path, settings, progress=progress,
-                                              name=up.name, stored_path=str(path))
-            except OSError as exc:
-                result = pipeline.FileResult(up.name, "error", f"{up.name}: cannot be saved "
-                                             f"({exc.strerror or exc})")
-            report.results.append(result)
-            state = {"added": "complete", "duplicate": "complete", "error": "error"}[result.status]
-            status.update(label=f"{result.name}: {result.status}", state=state)
-        overall.progress((i + 1) / len(new), text=f"{i + 1} of {len(new)} files")
-    with st.spinner("Scoring…"):
-        pipeline.finish_batch(ui.engine(), report, settings)
+    def progress(stage: str, fraction: float, message: str) -> None:
+        done_ = overall_fraction(stage, fraction)
+        if "bar" in box and done_ is not None:
+            box["bar"].progress(done_, text=f"{stage}: {message}")
+
+    def on_result(i: int, n: int, result) -> None:
+        state_ = {"added": "complete", "duplicate": "complete", "error": "error"}[result.status]
+        if "status" in box:
+            box["status"].update(label=f"{result.name}: {result.status}", state=state_)
+        overall.progress((i + 1) / n, text=f"{i + 1} of {n} files")
+
+    with st.spinner("Ingesting…"):
+        report = state.reaper().ingest_uploads([(u.name, u.getvalue()) for u in new],
+                                               progress=progress, on_file=on_file,
+                                               on_result=on_result)
     for up, r in zip(new, report.results, strict=True):
         done[up.file_id] = r
 

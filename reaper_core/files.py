@@ -1,16 +1,44 @@
-"""Uploads: store user-supplied files under the uploads folder, never anywhere else."""
+"""Files on disk: finding FITS files to ingest, and storing uploads (never outside their folder)."""
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import re
 import tempfile
 import unicodedata
+from collections.abc import Iterable
 from pathlib import Path
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fz", ".fits.gz", ".fit.gz", ".fts.gz")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def is_fits_name(path: str | Path) -> bool:
+    """Whether a file name ends like a FITS file (``.fits``, ``.fz``, ``.fits.gz``…)."""
+    return str(path).lower().endswith(FITS_SUFFIXES)
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Files named, FITS files inside folders (recursively), and glob matches, sorted, unique.
+
+    A path that matches nothing is kept, so that ingest reports it instead of dropping it.
+    """
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            out.extend(sorted(q for q in p.rglob("*") if q.is_file() and is_fits_name(q)))
+        elif p.exists():
+            out.append(p)
+        else:
+            matches = sorted(Path(m) for m in glob.glob(str(p), recursive=True))
+            if not matches:
+                out.append(p)
+            out.extend(m for m in matches if m.is_file())
+    seen: set[Path] = set()
+    return [p for p in out if not (p in seen or seen.add(p))]
 
 
 def safe_filename(name: str, max_length: int = 120) -> str:

@@ -1,0 +1,70 @@
+"""What the pages share, cached across reruns: the service, the current model, the cutout table
+and the PCA projection. Only caching lives here; the work is done by the service."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from reaper_core.config import Settings, load_settings
+from reaper_core.models import CurrentModel
+from reaper_core.service import Reaper
+
+
+def settings() -> Settings:
+    """The settings, read anew each run (config file and environment)."""
+    return load_settings()
+
+
+@st.cache_resource(show_spinner=False)
+def _reaper(key: tuple) -> Reaper:
+    return Reaper(Settings(**dict(key)))
+
+
+def reaper() -> Reaper:
+    """The service for the current settings (one per settings, shared by every session)."""
+    return _reaper(tuple(sorted(settings().to_dict().items())))
+
+
+def model() -> CurrentModel | None:
+    """The current model, or None; its row (and threshold) is read anew every run."""
+    return reaper().model()
+
+
+def require_model() -> CurrentModel:
+    """The current model, or a hint and a stop when there is none yet."""
+    m = model()
+    if m is None:
+        st.info("No model yet: upload files or load the demo data on the home page.")
+        st.stop()
+    return m
+
+
+@st.cache_resource(max_entries=3, show_spinner="Loading cutouts…")
+def _table(_reaper: Reaper, _m: CurrentModel | None, url: str, model_id: int | None,
+           version: tuple) -> pd.DataFrame:
+    return _reaper.cutout_table(_m)
+
+
+def table(m: CurrentModel | None) -> pd.DataFrame:
+    """The cutout table under ``m``; cached until the data change (shared: do not mutate)."""
+    r = reaper()
+    return _table(r, m, r.settings.db_url, m.id if m else None, r.data_version())
+
+
+@st.cache_resource(max_entries=2, show_spinner="Projecting embeddings…")
+def _pca(_reaper: Reaper, _m: CurrentModel, url: str, model_id: int,
+         version: tuple) -> tuple[np.ndarray, np.ndarray]:
+    return _reaper.pca_coordinates(_m)
+
+
+def pca(m: CurrentModel) -> tuple[np.ndarray, np.ndarray]:
+    """(cutout ids, principal-component coordinates) of every cutout under ``m``."""
+    r = reaper()
+    return _pca(r, m, r.settings.db_url, m.id, r.data_version())
+
+
+def flagged(tbl: pd.DataFrame, m: CurrentModel | None) -> np.ndarray:
+    """Anomaly flags of the table's rows under ``m`` (none without a model)."""
+    return m.flags(tbl["score"].to_numpy(float)) if m else np.zeros(len(tbl), bool)

@@ -1,0 +1,94 @@
+"""Drawing helpers shared by the pages: cutout grids, the sidebar, re-fit and demo loading."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from reaper_app import state
+from reaper_core.cutouts import to_png
+from reaper_core.demo import DEMO_FILES
+from reaper_core.ingest import IngestReport
+
+
+def thumbnails(ids: list[int], stretch: str = "asinh", cmap: str = "gray",
+               upscale: int = 3) -> dict[int, bytes]:
+    """PNG bytes per cutout id."""
+    return {cid: to_png(p, stretch, upscale, cmap)
+            for cid, (p, _) in state.reaper().cutouts(ids).items()}
+
+
+def cutout_grid(ids: list[int], scores: dict[int, float] | None = None, columns: int = 6,
+                stretch: str = "asinh", cmap: str = "gray", details: bool = False,
+                notes: dict[int, str] | None = None) -> None:
+    """Draw cutouts in a grid, captioned with id, score and ``notes``; optional 'details'
+    buttons."""
+    pngs = thumbnails(ids, stretch, cmap)
+    cols = st.columns(columns)
+    for i, cid in enumerate(ids):
+        with cols[i % columns]:
+            if cid in pngs:
+                cap = f"#{cid}" + (f" · {scores[cid]:.3g}" if scores and cid in scores else "")
+                cap += f" · {notes[cid]}" if notes and cid in notes else ""
+                st.image(pngs[cid], caption=cap, width="stretch")
+                if details and st.button("details", key=f"detail-{cid}"):
+                    st.session_state["detail"] = cid
+
+
+def refit(n_components: float | None = None, embedder: str | None = None) -> None:
+    """Re-fit the model on every cutout behind a progress bar, then rerun the page."""
+    with st.status("Re-fitting…", expanded=True) as status:
+        bar = st.progress(0.0)
+        new = state.reaper().fit(
+            n_components, embedder,
+            progress=lambda stage, f, msg: bar.progress(min(f, 1.0), text=f"{stage}: {msg}"))
+        status.update(label=f"Model #{new.id} fitted: {new.row.n_components} components",
+                      state="complete")
+    st.rerun()
+
+
+def ensure_demo() -> None:
+    """Load the demo data the first time the app starts on an empty database.
+
+    Safe to interrupt (a closed browser tab stops the script): the next start finds the demo
+    files it already has by their SHA-256, adds the rest and fits the model.
+    """
+    if st.session_state.get("_demo_checked"):
+        return
+    if state.reaper().demo_pending():
+        load_demo(status_label="First start: loading the demo data set…")
+    st.session_state["_demo_checked"] = True
+
+
+def load_demo(status_label: str = "Loading the demo data set…") -> IngestReport:
+    """Write and ingest the demo files behind a status box with per-file progress."""
+    with st.status(status_label, expanded=True) as status:
+        st.write("Writing demo files (Hubble Deep Field, simulated TESS frames)…")
+        bar = st.progress(0.0)
+        report = state.reaper().load_demo(
+            on_file=lambda i, n, name: bar.progress(i / n, text=f"ingesting {name}"))
+        bar.progress(1.0, text="done")
+        status.update(label=f"Demo data loaded: {report.count('added')} files", state="complete")
+    return report
+
+
+def demo_description(name: str) -> str | None:
+    """What a demo file is, or None for any other file."""
+    return DEMO_FILES.get(name)
+
+
+def sidebar(slot) -> None:
+    """Totals, the current model and the database, drawn into ``slot`` (a sidebar placeholder)."""
+    r = state.reaper()
+    with slot.container():
+        st.caption("Anomaly Reaper")
+        t = r.totals()
+        st.write(f"**{t['files']}** files · **{t['cutouts']:,}** cutouts")
+        m = r.model()
+        if m:
+            row = m.row
+            st.write(f"Model #{row.id}: {row.embedder}, {row.n_components} components, "
+                     f"threshold {m.threshold_text()}")
+        else:
+            st.write("No model yet.")
+        db = r.settings.db_url
+        st.caption(f"Database: {db.split('@')[-1] if '@' in db else db}")

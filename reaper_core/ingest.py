@@ -1,0 +1,277 @@
+"""Ingest: read → sources → cutouts → embed → score → store, one transaction per file.
+
+:func:`ingest_many` is the one batch loop (command line, uploads, demo, benchmarks); a bad file
+becomes a :class:`FileResult` with one sentence and never stops the others.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from . import store
+from .config import Settings
+from .embedders import Embedder, get_embedder
+from .errors import FITSReadError, ReaperError
+from .files import expand_paths, safe_filename, sha256_file
+from .fits_reader import FitsImage, read_fits
+from .models import CurrentModel, current_model, fit_model, score_pending
+from .progress import ProgressFn, noop
+
+
+@dataclass
+class Prepared:
+    """A file read, cut and embedded, ready to be stored."""
+
+    name: str
+    sha256: str
+    size_bytes: int
+    image: FitsImage
+    sources: object  # reaper_core.sources.Sources
+    patches: np.ndarray  # (n, s, s)
+    embeddings: np.ndarray  # (n, d)
+    ra: np.ndarray  # (n,) degrees, NaN without a WCS
+    dec: np.ndarray  # (n,)
+
+
+@dataclass
+class FileResult:
+    """What happened to one file."""
+
+    name: str
+    status: str  # "added", "duplicate" or "error"
+    message: str = ""
+    file_id: int | None = None
+    n_cutouts: int = 0
+    n_anomalies: int | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class IngestReport:
+    """Results of a batch, in the order the files were given."""
+
+    results: list[FileResult] = field(default_factory=list)
+    model_id: int | None = None
+    fitted: bool = False
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results)
+
+    @property
+    def ok(self) -> bool:
+        return self.count("error") == 0
+
+    def summary(self) -> str:
+        """The batch in one line, e.g. ``3 added, 1 duplicate, 0 failed, model fitted``."""
+        return (f"{self.count('added')} added, {self.count('duplicate')} duplicate, "
+                f"{self.count('error')} failed" + (", model fitted" if self.fitted else ""))
+
+
+@dataclass(frozen=True)
+class IngestItem:
+    """One file to ingest: where it is, the name to show, and where it is kept."""
+
+    path: Path
+    name: str | None = None
+    stored_path: str | None = None
+
+
+def world_coords(image: FitsImage, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """RA, Dec in degrees for 0-based pixels (x, y); NaN without a WCS. Shapes (n,)."""
+    if image.wcs is None or len(x) == 0:
+        return np.full(len(x), np.nan), np.full(len(x), np.nan)
+    try:
+        ra, dec = image.wcs.pixel_to_world_values(x, y)
+        return np.asarray(ra, float), np.asarray(dec, float)
+    except Exception:
+        return np.full(len(x), np.nan), np.full(len(x), np.nan)
+
+
+def prepare(
+    path: str | Path,
+    settings: Settings,
+    embedder: Embedder,
+    progress: ProgressFn = noop,
+    *,
+    name: str | None = None,
+    sha256: str | None = None,
+) -> Prepared:
+    """Read, find sources, cut and embed one file (no database access)."""
+    from .cutouts import extract_cutouts
+    from .sources import find_sources
+
+    path = Path(path)
+    name = safe_filename(name or path.name)
+    progress("read", 0.0, f"reading {name}")
+    image = read_fits(path, name=name, max_bytes=int(settings.max_file_mb * 1e6),
+                      max_pixels=settings.max_pixels)
+    progress("sources", 0.0, "finding sources")
+    sources = find_sources(image, settings.source_method, patch_size=settings.patch_size)
+    if len(sources) == 0:
+        raise FITSReadError(name, "has no detectable objects to cut out")
+    progress("cutouts", 0.0, f"cutting {len(sources)} patches")
+    patches = extract_cutouts(image.data, sources.x, sources.y, settings.patch_size, image.valid)
+    progress("embed", 0.0, f"embedding {len(patches)} patches with {embedder.name}")
+    X = embedder.embed(patches, lambda d, n: progress("embed", d / max(n, 1), f"{d}/{n}"))
+    ra, dec = world_coords(image, sources.x, sources.y)
+    return Prepared(name=name, sha256=sha256 or sha256_file(path),
+                    size_bytes=path.stat().st_size, image=image, sources=sources,
+                    patches=patches, embeddings=X, ra=ra, dec=dec)
+
+
+def _preview_png(image: FitsImage, max_side: int = 512) -> bytes:
+    from .cutouts import to_png
+
+    step = max(1, int(np.ceil(max(image.shape) / max_side)))
+    return to_png(image.data[::step, ::step], stretch="zscale")
+
+
+def store_prepared(engine: Engine, prep: Prepared, settings: Settings,
+                   model: CurrentModel | None, stored_path: str | None = None,
+                   embedder: str | None = None) -> tuple[int, int | None]:
+    """Write a prepared file in ONE transaction; returns (file id, anomalies or None).
+
+    ``embedder`` names the embedder of ``prep.embeddings`` (default: the settings').
+    Raises IntegrityError when another writer stored the same bytes first.
+    """
+    img = prep.image
+    scores = model.detector.anomaly_score(prep.embeddings) if model else None
+    record = dict(
+        sha256=prep.sha256, name=prep.name, stored_path=stored_path,
+        size_bytes=prep.size_bytes, layout=img.layout, sector=img.sector,
+        camera=img.camera, ccd=img.ccd, tstart=img.tstart, tstop=img.tstop,
+        date_obs=img.date_obs, ny=img.shape[0], nx=img.shape[1],
+        header_json=json.dumps(img.header_cards),
+        wcs_header=img.wcs.to_header().tostring() if img.wcs is not None else None,
+        source_method=settings.source_method, patch_size=settings.patch_size,
+        n_cutouts=len(prep.patches), preview_png=_preview_png(img),
+    )
+    t = img.mid_time
+    rows = [
+        {"x": float(x), "y": float(y),
+         "ra": None if np.isnan(r) else float(r), "dec": None if np.isnan(d) else float(d),
+         "sector": img.sector, "camera": img.camera, "ccd": img.ccd, "time": t,
+         "origin": str(o), "segment": int(g), "patch_size": settings.patch_size,
+         "patch": store.pack_float32(p)}
+        for x, y, r, d, o, g, p in zip(prep.sources.x, prep.sources.y, prep.ra, prep.dec,
+                                       prep.sources.origin, prep.sources.segment,
+                                       prep.patches, strict=True)
+    ]
+    file_id = store.write_file(engine, record, rows, embedder or settings.embedder,
+                               prep.embeddings, model.id if model else None, scores)
+    n_anom = int(model.flags(scores).sum()) if model else None
+    return file_id, n_anom
+
+
+def ingest_file(
+    engine: Engine,
+    path: str | Path,
+    settings: Settings,
+    *,
+    embedder: Embedder | None = None,
+    progress: ProgressFn = noop,
+    name: str | None = None,
+    stored_path: str | None = None,
+) -> FileResult:
+    """Ingest one file. Never raises for a bad file: the result says what went wrong."""
+    t0 = time.perf_counter()
+    path = Path(path)
+    display = safe_filename(name or path.name)
+    try:
+        if not path.is_file():
+            raise FITSReadError(display, "does not exist or is not a file")
+        sha = sha256_file(path)
+        dup = store.file_by_sha(engine, sha)
+        if dup is not None:
+            return FileResult(display, "duplicate", f"same bytes as {dup.name}, already ingested",
+                              file_id=dup.id, n_cutouts=dup.n_cutouts,
+                              seconds=time.perf_counter() - t0)
+        embedder = embedder or get_embedder(settings.embedder, settings)
+        prep = prepare(path, settings, embedder, progress, name=display, sha256=sha)
+        model = current_model(engine, embedder.name)
+        progress("store", 0.0, f"storing {len(prep.patches)} cutouts")
+        try:
+            file_id, n_anom = store_prepared(engine, prep, settings, model,
+                                             stored_path=stored_path, embedder=embedder.name)
+        except IntegrityError:
+            dup = store.file_by_sha(engine, sha)
+            return FileResult(display, "duplicate", "ingested meanwhile by another process",
+                              file_id=dup.id if dup else None, seconds=time.perf_counter() - t0)
+        progress("store", 1.0, "stored")
+        return FileResult(display, "added", f"{len(prep.patches)} objects", file_id=file_id,
+                          n_cutouts=len(prep.patches), n_anomalies=n_anom,
+                          seconds=time.perf_counter() - t0)
+    except ReaperError as exc:
+        return FileResult(display, "error", str(exc), seconds=time.perf_counter() - t0)
+    except MemoryError:
+        return FileResult(display, "error", f"{display}: too large to process in memory",
+                          seconds=time.perf_counter() - t0)
+    except Exception as exc:
+        return FileResult(display, "error", f"{display}: unexpected {type(exc).__name__}: {exc}",
+                          seconds=time.perf_counter() - t0)
+
+
+def ingest_many(
+    engine: Engine,
+    items: Iterable[str | Path | IngestItem],
+    settings: Settings,
+    *,
+    progress: ProgressFn = noop,
+    on_file: Callable[[int, int, str], None] | None = None,
+    on_result: Callable[[int, int, FileResult], None] | None = None,
+    fit_if_missing: bool = True,
+) -> IngestReport:
+    """Ingest many files; fit a model when there is none, then count anomalies per file.
+
+    Paths may be files, folders (searched recursively) or globs. ``on_file(index, total, name)``
+    is called before each file, ``on_result(index, total, result)`` after it, and
+    ``progress(stage, fraction, message)`` within it.
+    """
+    todo: list[IngestItem] = []
+    for it in items:
+        if isinstance(it, IngestItem):
+            todo.append(it)
+        else:
+            todo.extend(IngestItem(p, stored_path=str(p.resolve())) for p in expand_paths([it]))
+    embedder = get_embedder(settings.embedder, settings)
+    report = IngestReport()
+    for i, it in enumerate(todo):
+        if on_file:
+            on_file(i, len(todo), it.name or it.path.name)
+        result = ingest_file(engine, it.path, settings, embedder=embedder, progress=progress,
+                             name=it.name, stored_path=it.stored_path)
+        report.results.append(result)
+        if on_result:
+            on_result(i, len(todo), result)
+    finish_batch(engine, report, settings, progress, fit_if_missing)
+    return report
+
+
+def finish_batch(engine: Engine, report: IngestReport, settings: Settings,
+                 progress: ProgressFn = noop, fit_if_missing: bool = True) -> None:
+    """After a batch: fit a model when there is none, score what is unscored, count anomalies.
+
+    A model is fitted whenever cutouts exist without one, also when this batch added nothing
+    (an earlier batch may have been interrupted before its fit).
+    """
+    model = current_model(engine, settings.embedder)
+    if model is None and fit_if_missing and store.totals(engine)["cutouts"] >= 3:
+        model = fit_model(engine, settings, progress=progress)
+        report.fitted = True
+    elif model is not None and report.count("added"):
+        score_pending(engine, model)
+    if model is None:
+        return
+    report.model_id = model.id
+    counts = store.anomalies_per_file(engine, model.id, model.threshold)
+    for r in report.results:
+        if r.status == "added" and r.file_id is not None:
+            r.n_anomalies = counts.get(r.file_id, 0)

@@ -1,0 +1,157 @@
+"""The model lifecycle: the current model, fitting, scoring and its one stored threshold."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from . import store
+from .config import Settings
+from .detector import PCAAnomalyDetector
+from .embedders import Embedder, get_embedder
+from .errors import ModelError
+from .progress import ProgressFn, noop
+from .thresholds import check_threshold, flags
+
+
+@dataclass(frozen=True)
+class CurrentModel:
+    """A stored model: its database row and its estimator, which uses the row's threshold.
+
+    The row holds the only stored copy of the threshold (mode, value and the absolute score);
+    the estimator's ``threshold_`` is set from it when the model is loaded.
+    """
+
+    row: store.DetectorModel
+    detector: PCAAnomalyDetector
+
+    @property
+    def id(self) -> int:
+        return int(self.row.id)
+
+    @property
+    def embedder(self) -> str:
+        return self.row.embedder
+
+    @property
+    def threshold(self) -> float:
+        """Anomaly scores strictly above it are flagged."""
+        return float(self.row.threshold)
+
+    @property
+    def n_normal(self) -> int:
+        """How many cutouts were labelled normal when the model was fitted."""
+        return int(self.detector.n_normal_)
+
+    @property
+    def explained_variance(self) -> np.ndarray:
+        """Explained variance ratio of each component, shape (n_components,)."""
+        return np.asarray(json.loads(self.row.explained_variance_json), float)
+
+    def flags(self, scores: np.ndarray) -> np.ndarray:
+        """Anomaly flags for stored scores, shape (n,) (NaN: unscored, never flagged)."""
+        return flags(scores, self.threshold)
+
+    def threshold_text(self) -> str:
+        """The threshold in words, e.g. ``0.412 (sigma 2)``."""
+        return f"{self.threshold:.3g} ({self.row.threshold_mode} {self.row.threshold_value:g})"
+
+    def summary(self) -> str:
+        """The model in one sentence (threshold page, command line)."""
+        r = self.row
+        return (f"Model #{r.id}: {r.embedder} embedder, {r.n_components} components "
+                f"explaining {100 * self.explained_variance.sum():.1f} % of the variance, "
+                f"trained on {r.n_train:,} cutouts"
+                + (f", {self.n_normal:,} of them labelled normal." if self.n_normal else "."))
+
+
+def load_model(row: store.DetectorModel,
+               detector: PCAAnomalyDetector | None = None) -> CurrentModel:
+    """The model stored in ``row``; ``detector`` is that row's estimator already decoded (e.g.
+    cached by the app), which is then only given the row's threshold."""
+    if detector is None:
+        detector = PCAAnomalyDetector.from_bytes(row.arrays, row.meta_json, row.threshold)
+    else:
+        detector = detector.with_threshold(row.threshold)
+    return CurrentModel(row, detector)
+
+
+def current_model(engine: Engine, embedder: str | None = None) -> CurrentModel | None:
+    """The current model (for ``embedder`` when given), or None."""
+    row = store.current_model(engine, embedder)
+    return load_model(row) if row else None
+
+
+def embed_missing(engine: Engine, embedder: Embedder, progress: ProgressFn = noop,
+                  chunk: int = 2000) -> int:
+    """Embed stored patches that ``embedder`` has not embedded yet; returns how many."""
+    todo = store.cutouts_without_embedding(engine, embedder.name)
+    for start in range(0, len(todo), chunk):
+        part = todo[start:start + chunk]
+        patches = np.stack([store.unpack_patch(b, n) for _, b, n in part])
+        store.write_embeddings(engine, [i for i, _, _ in part], embedder.name,
+                               embedder.embed(patches))
+        progress("embed", min(start + chunk, len(todo)) / len(todo), "embedding stored patches")
+    return len(todo)
+
+
+def fit_model(engine: Engine, settings: Settings, progress: ProgressFn = noop,
+              n_components: float | None = None) -> CurrentModel:
+    """Fit a new model on every cutout, make it current and score everything with it.
+
+    Cutouts a person labelled normal count ``settings.normal_weight`` times and damp the scores
+    of those like them.
+    """
+    embedder = get_embedder(settings.embedder, settings)
+    embed_missing(engine, embedder, progress)
+    progress("fit", 0.0, "loading embeddings")
+    ids, X = store.load_embeddings(engine, embedder.name)
+    normal = np.isin(ids, store.labelled_ids(engine, "normal"))
+    if len(ids) < 3:
+        raise ModelError(f"need at least 3 cutouts embedded by {embedder.name} to fit a model")
+    nc = settings.n_components if n_components is None else n_components
+    nc = int(nc) if nc >= 1 else (nc if nc > 0 else 5)
+    det = PCAAnomalyDetector(n_components=nc, threshold_mode=settings.threshold_mode,
+                             threshold_value=settings.threshold_value,
+                             normalize_residuals=bool(settings.normalize_residuals),
+                             normal_weight=settings.normal_weight).fit(X, normal=normal)
+    progress("fit", 0.6, "scoring every cutout")
+    arrays, meta = det.to_bytes()
+    row = store.write_model(engine, dict(
+        embedder=embedder.name, n_components_requested=float(nc), n_components=det.n_components_,
+        n_train=len(ids), threshold_mode=det.threshold_mode, threshold_value=det.threshold_value,
+        threshold=det.threshold_, arrays=arrays, meta_json=meta,
+        explained_variance_json=json.dumps(det.explained_variance_ratio_.tolist()),
+    ), ids.tolist(), det.train_anomaly_scores_)
+    progress("fit", 1.0, f"model {row.id}: {row.n_components} components"
+             + (f", {det.n_normal_:,} cutouts labelled normal" if det.n_normal_ else ""))
+    return CurrentModel(row, det)
+
+
+def score_pending(engine: Engine, model: CurrentModel) -> int:
+    """Score cutouts embedded for the model's embedder but not scored by it; returns how many."""
+    ids, X = store.load_embeddings(engine, model.embedder, only_unscored_for=model.id)
+    if len(ids) == 0:
+        return 0
+    try:
+        store.write_scores(engine, model.id, ids.tolist(), model.detector.anomaly_score(X))
+    except IntegrityError:  # another process scored them meanwhile
+        return 0
+    return len(ids)
+
+
+def save_threshold(engine: Engine, model: CurrentModel, mode: str,
+                   value: float) -> CurrentModel:
+    """Store a new threshold with a model (no re-embedding, no re-fitting); returns the model
+    with it. The threshold is derived from the model's training scores."""
+    try:
+        check_threshold(mode, float(value))
+        thr = model.detector.threshold_for(mode, float(value))
+    except ValueError as exc:
+        raise ModelError(f"threshold not saved: {exc}") from None
+    row = store.save_threshold(engine, model.id, mode, float(value), thr)
+    return load_model(row, model.detector)

@@ -1,0 +1,305 @@
+"""The service layer: everything the command line, the dashboard, the demo and the benchmarks do.
+
+:class:`Reaper` holds the settings and the database engine and offers ingest, the current model,
+fit / score / threshold, labels, the queries the pages need, and export. Nothing above it
+touches sessions or tables; nothing below it knows about Streamlit or the command line.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import store
+from .config import Settings, load_settings
+from .errors import ModelError, ReaperError
+from .progress import ProgressFn, noop
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sqlalchemy.engine import Engine
+
+    from .embedders import Feature
+    from .ingest import FileResult, IngestReport
+    from .models import CurrentModel
+
+
+class Reaper:
+    """Anomaly Reaper on one database.
+
+    Parameters
+    ----------
+    settings : Settings, optional
+        Default: :func:`~reaper_core.config.load_settings` (config file and environment).
+    engine : sqlalchemy Engine, optional
+        Default: one made for ``settings.db_url`` when first needed.
+    """
+
+    def __init__(self, settings: Settings | None = None, engine: Engine | None = None) -> None:
+        self.settings = settings or load_settings()
+        self._engine = engine
+        self._detectors: OrderedDict[int, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, config: str | Path | None = None, **overrides: Any) -> Reaper:
+        """A service from the config file, the environment and ``overrides`` (None ignored)."""
+        return cls(load_settings(Path(config) if config else None, **overrides))
+
+    @property
+    def engine(self) -> Engine:
+        """The database engine (tables created on first use)."""
+        with self._lock:
+            if self._engine is None:
+                self._engine = store.make_engine(self.settings.db_url)
+            return self._engine
+
+    # -- ingest -------------------------------------------------------------------------------
+    def ingest(self, paths: Iterable[Any], *, progress: ProgressFn = noop,
+               on_file: Callable[[int, int, str], None] | None = None,
+               on_result: Callable[[int, int, FileResult], None] | None = None,
+               fit_if_missing: bool = True) -> IngestReport:
+        """Ingest files, folders, globs or :class:`~reaper_core.ingest.IngestItem`s (see
+        :func:`~reaper_core.ingest.ingest_many`)."""
+        from .ingest import ingest_many
+
+        return ingest_many(self.engine, paths, self.settings, progress=progress,
+                           on_file=on_file, on_result=on_result, fit_if_missing=fit_if_missing)
+
+    def ingest_uploads(self, uploads: list[tuple[str, bytes]], *, progress: ProgressFn = noop,
+                       on_file: Callable[[int, int, str], None] | None = None,
+                       on_result: Callable[[int, int, FileResult], None] | None = None,
+                       ) -> IngestReport:
+        """Store uploaded (name, bytes) under the uploads folder, then ingest them; a file that
+        cannot be saved is reported like a bad file. Results keep the uploads' order."""
+        from .files import safe_filename, save_upload
+        from .ingest import FileResult, IngestItem, IngestReport
+
+        items: list[IngestItem | FileResult] = []
+        for name, data in uploads:
+            try:
+                path = save_upload(name, data, self.settings.uploads_dir)
+                items.append(IngestItem(path, name=safe_filename(name), stored_path=str(path)))
+            except OSError as exc:
+                items.append(FileResult(safe_filename(name), "error",
+                                        f"{safe_filename(name)}: cannot be saved in the uploads "
+                                        f"folder ({exc.strerror or exc})"))
+        good = [it for it in items if isinstance(it, IngestItem)]
+        n = len(items)
+        position = [i for i, it in enumerate(items) if isinstance(it, IngestItem)]
+
+        def at(i: int) -> int:
+            return position[i] if i < len(position) else i
+
+        for i, it in enumerate(items):
+            if isinstance(it, FileResult) and on_result:
+                on_result(i, n, it)
+        done = self.ingest(
+            good, progress=progress,
+            on_file=(lambda i, _n, name: on_file(at(i), n, name)) if on_file else None,
+            on_result=(lambda i, _n, r: on_result(at(i), n, r)) if on_result else None)
+        report = IngestReport(model_id=done.model_id, fitted=done.fitted)
+        found = iter(done.results)
+        report.results = [it if isinstance(it, FileResult) else next(found) for it in items]
+        return report
+
+    def demo_pending(self) -> bool:
+        """Whether the demo data set should be (re)loaded: the database holds nothing but demo
+        files, and not all of them with a model (a first start, or one interrupted)."""
+        from .demo import DEMO_FILES
+
+        names = store.file_names(self.engine)
+        complete = names >= set(DEMO_FILES) and self.model() is not None
+        return bool(self.settings.load_demo) and names <= set(DEMO_FILES) and not complete
+
+    def load_demo(self, folder: str | Path | None = None, size: int = 1024, *,
+                  on_file: Callable[[int, int, str], None] | None = None,
+                  on_result: Callable[[int, int, FileResult], None] | None = None,
+                  ) -> IngestReport:
+        """Write the demo files (once) and ingest them (files already stored are skipped)."""
+        from .demo import write_demo_files
+
+        files = write_demo_files(Path(folder or Path(self.settings.uploads_dir) / "demo"),
+                                 size=size)
+        return self.ingest(files, on_file=on_file, on_result=on_result)
+
+    # -- the model ----------------------------------------------------------------------------
+    def _detector(self, row: store.DetectorModel):
+        """The estimator of a model row, decoded once per model (a few are kept)."""
+        from .detector import PCAAnomalyDetector
+
+        with self._lock:
+            det = self._detectors.get(row.id)
+            if det is not None:
+                self._detectors.move_to_end(row.id)
+                return det
+        det = PCAAnomalyDetector.from_bytes(row.arrays, row.meta_json, row.threshold)
+        with self._lock:
+            self._detectors[row.id] = det
+            while len(self._detectors) > 4:
+                self._detectors.popitem(last=False)
+        return det
+
+    def model(self, embedder: str | None = None) -> CurrentModel | None:
+        """The current model (for ``embedder`` when given), or None. Its row is read anew each
+        call, so a threshold saved elsewhere is seen at once."""
+        from .models import load_model
+
+        row = store.current_model(self.engine, embedder)
+        return load_model(row, self._detector(row)) if row else None
+
+    def require_model(self, embedder: str | None = None) -> CurrentModel:
+        """The current model, or :class:`ModelError` saying how to make one."""
+        m = self.model(embedder)
+        if m is None:
+            raise ModelError("no model yet: ingest some files (or run `anomaly-reaper fit`)")
+        return m
+
+    def fit(self, n_components: float | None = None, embedder: str | None = None,
+            progress: ProgressFn = noop) -> CurrentModel:
+        """Fit a new model on every cutout (labels of "normal" count), make it current, score
+        everything."""
+        from dataclasses import replace
+
+        from .models import fit_model
+
+        settings = replace(self.settings, embedder=embedder) if embedder else self.settings
+        return fit_model(self.engine, settings, progress=progress, n_components=n_components)
+
+    def score_pending(self, model: CurrentModel | None = None) -> int:
+        """Score cutouts the current model has not scored; returns how many."""
+        from .models import score_pending
+
+        return score_pending(self.engine, model or self.require_model())
+
+    def save_threshold(self, mode: str, value: float,
+                       model: CurrentModel | None = None) -> CurrentModel:
+        """Store a new threshold with the (current) model; returns the model with it."""
+        from .models import save_threshold
+
+        return save_threshold(self.engine, model or self.require_model(), mode, value)
+
+    # -- labels -------------------------------------------------------------------------------
+    def label(self, ids: Iterable[int], label: str | None, note: str = "",
+              whole_object: bool = False) -> list[int]:
+        """Label cutouts (``None`` removes the label); with ``whole_object`` also every other
+        cutout of the same detected object. Returns the ids labelled."""
+        from .labels import check_label
+        from .views import object_members
+
+        ids = [int(i) for i in ids]
+        check_label(label)
+        table = self.cutout_table()
+        missing = sorted(set(ids) - set(table["cutout_id"].astype(int)))
+        if missing:
+            raise ReaperError(f"no cutout with id {', '.join(map(str, missing))}")
+        chosen = set(ids)
+        if whole_object:
+            for cid in ids:
+                chosen.update(object_members(table, cid)["cutout_id"].astype(int))
+        store.set_label(self.engine, sorted(chosen), label, note)
+        return sorted(chosen)
+
+    def n_labelled(self, label: str) -> int:
+        """How many cutouts carry ``label``."""
+        return int(store.labelled_ids(self.engine, label).size)
+
+    # -- queries ------------------------------------------------------------------------------
+    def totals(self) -> dict[str, int]:
+        """Counts of files, cutouts and models."""
+        return store.totals(self.engine)
+
+    def data_version(self) -> tuple:
+        """Changes whenever cutouts, models, scores or labels change (not the threshold)."""
+        return store.data_version(self.engine)
+
+    def cutout_table(self, model: CurrentModel | None = None) -> pd.DataFrame:
+        """Every cutout with its file, metadata, score under ``model`` and label (no pixels);
+        see :func:`reaper_core.store.cutout_table`."""
+        return store.cutout_table(self.engine, model.id if model else None)
+
+    def ranked(self, model: CurrentModel, one_per_object: bool = False,
+               table: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The cutout table (``table``, or read now), highest score first (ties: lower cutout id
+        first), with ``is_anomaly``; with ``one_per_object`` each object by its best cutout."""
+        from .views import Filters, apply_filters
+        from .views import one_per_object as per_object
+
+        table = self.cutout_table(model) if table is None else table
+        rows = apply_filters(table, model.flags(table["score"].to_numpy(float)), Filters())
+        return per_object(rows) if one_per_object else rows
+
+    def files(self) -> list[store.FitsFile]:
+        """Every stored file."""
+        return store.file_records(self.engine)
+
+    def file(self, file_id: int) -> store.FitsFile | None:
+        """One stored file, or None."""
+        return store.file_record(self.engine, file_id)
+
+    def cutouts(self, ids: list[int]) -> dict[int, tuple[np.ndarray, store.Cutout]]:
+        """Patches, shape (s, s), and rows of the given cutouts, by id."""
+        return store.get_cutouts(self.engine, ids)
+
+    def anomalies_per_file(self, model: CurrentModel) -> dict[int, int]:
+        """{file id: cutouts flagged by ``model``}."""
+        return store.anomalies_per_file(self.engine, model.id, model.threshold)
+
+    def pca_coordinates(self, model: CurrentModel, n: int = 5) -> tuple[np.ndarray, np.ndarray]:
+        """(cutout ids, shape (m,); first ``n`` principal-component coordinates, shape (m, n))."""
+        ids, X = store.load_embeddings(self.engine, model.embedder)
+        if len(ids) == 0:
+            return ids, np.zeros((0, n))
+        return ids, model.detector.transform(X)[:, :n]
+
+    # -- explanations -------------------------------------------------------------------------
+    def features(self, model: CurrentModel) -> list[Feature] | None:
+        """What each embedding dimension of the model's embedder measures (None if unknown)."""
+        from .embedders import get_embedder
+
+        try:
+            return get_embedder(model.embedder, self.settings).features
+        except ReaperError:
+            return None
+
+    def explain(self, model: CurrentModel, ids: list[int],
+                top: int = 5) -> dict[int, list[tuple[str, float]]]:
+        """{cutout id: [(feature, share of the reconstruction error), …]}, in the order of
+        ``ids``, for those embedded by the model's embedder."""
+        from .explain import top_features
+
+        got, X = store.load_embeddings(self.engine, model.embedder, ids=ids)
+        if len(got) == 0:
+            return {}
+        expl = dict(zip(got.tolist(), top_features(model.detector, X, self.features(model), top),
+                        strict=True))
+        return {int(i): expl[int(i)] for i in ids if int(i) in expl}
+
+    def error_by_quadrant(self, model: CurrentModel, cutout_id: int) -> np.ndarray | None:
+        """Share of a cutout's reconstruction error in each patch quadrant, shape (2, 2)."""
+        from .explain import error_by_quadrant
+
+        got, X = store.load_embeddings(self.engine, model.embedder, ids=[cutout_id])
+        return error_by_quadrant(model.detector, X[0], self.features(model)) if len(got) else None
+
+    # -- export -------------------------------------------------------------------------------
+    def export_table(self, model: CurrentModel | None = None) -> pd.DataFrame:
+        """The export contract's table under ``model`` (default: the current one)."""
+        from .export import export_table
+
+        return export_table(self.engine, model or self.model())
+
+    def export(self, path: str | Path, fmt: str | None = None,
+               anomalies_only: bool = False) -> tuple[Path, int]:
+        """Write the export to ``path`` (CSV, FITS or VOTable); returns (path, rows)."""
+        from .export import write_export
+
+        df = self.export_table()
+        if anomalies_only:
+            df = df[df["is_anomaly"]]
+        return write_export(df, path, fmt), len(df)
