@@ -62,8 +62,29 @@ def cmd_run(args: argparse.Namespace) -> int:
            "--server.address", args.host, "--server.port", str(args.port),
            "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     print(f"Anomaly Reaper dashboard on http://{args.host}:{args.port} "
-          f"(database {settings.db_url})")
-    return subprocess.call(cmd, env=env)
+          f"(database {settings.db_url})", flush=True)
+    return _run_child(cmd, env)
+
+
+def _run_child(cmd: list[str], env: dict[str, str]) -> int:
+    """Run the server as a child; SIGTERM, SIGINT and SIGHUP to this process stop it too, and
+    its exit is waited for (no server is left listening)."""
+    import signal
+
+    child = subprocess.Popen(cmd, env=env)
+
+    def forward(signum: int, _frame: object) -> None:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    try:
+        return child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
