@@ -31,7 +31,7 @@ from reaper_core.thresholds import flags, threshold_from_scores
 
 def _ingest_child(path: str, db: str, queue) -> None:
     """Ingest one file into an empty database in a fresh process; report times and peak RSS."""
-    import reaper_core.cutouts  # noqa: F401  imported before the clock, as a running app has
+    import reaper_core.cutouts
     import reaper_core.sources  # noqa: F401
 
     reaper = Reaper(Settings(db_url=f"sqlite:///{db}"))

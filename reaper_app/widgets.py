@@ -85,9 +85,7 @@ def sidebar(slot) -> None:
         st.write(f"**{t['files']}** files · **{t['cutouts']:,}** cutouts")
         m = r.model()
         if m:
-            row = m.row
-            st.write(f"Model #{row.id}: {row.embedder}, {row.n_components} components, "
-                     f"threshold {m.threshold_text()}")
+            st.write(m.summary(short=True))
         else:
             st.write("No model yet.")
         db = r.settings.db_url

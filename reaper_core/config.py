@@ -16,6 +16,8 @@ from typing import Any
 from .errors import ConfigError
 
 ENV_PREFIX = "ANOMALY_REAPER_"
+#: Settings that no longer exist; a config file written before still loads (they are ignored).
+RETIRED = ("models_dir",)
 
 
 def default_home() -> Path:
@@ -123,6 +125,8 @@ def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings
         if env is not None and env != "":
             values[f.name] = env
     values.update({k: v for k, v in overrides.items() if v is not None})
+    for key in RETIRED:
+        values.pop(key, None)
     return Settings(**{k: _coerce(k, v) for k, v in values.items()})
 
 
@@ -132,6 +136,8 @@ def save_settings(updates: dict[str, Any], config_path: Path | None = None) -> P
     current: dict[str, Any] = {}
     if path.is_file():
         current = tomllib.loads(path.read_text())
+    for key in RETIRED:
+        current.pop(key, None)
     current.update({k: _coerce(k, v) for k, v in updates.items()})
     Settings(**current)  # validate before writing
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -60,24 +60,31 @@ class CurrentModel:
         """The threshold in words, e.g. ``0.412 (sigma 2)``."""
         return f"{self.threshold:.3g} ({self.row.threshold_mode} {self.row.threshold_value:g})"
 
-    def summary(self) -> str:
-        """The model in one sentence (threshold page, command line)."""
+    def summary(self, short: bool = False) -> str:
+        """The model in one sentence (threshold page, command line); ``short``: in a line
+        (sidebar)."""
         r = self.row
+        if short:
+            return (f"Model #{r.id}: {r.embedder}, {r.n_components} components, "
+                    f"threshold {self.threshold_text()}")
         return (f"Model #{r.id}: {r.embedder} embedder, {r.n_components} components "
                 f"explaining {100 * self.explained_variance.sum():.1f} % of the variance, "
                 f"trained on {r.n_train:,} cutouts"
                 + (f", {self.n_normal:,} of them labelled normal." if self.n_normal else "."))
 
 
+def decode_detector(row: store.DetectorModel) -> PCAAnomalyDetector:
+    """The estimator saved in a model row, with the row's threshold."""
+    return PCAAnomalyDetector.from_bytes(row.arrays, row.meta_json, row.threshold)
+
+
 def load_model(row: store.DetectorModel,
                detector: PCAAnomalyDetector | None = None) -> CurrentModel:
     """The model stored in ``row``; ``detector`` is that row's estimator already decoded (e.g.
-    cached by the app), which is then only given the row's threshold."""
+    cached by the service), which is then only given the row's threshold."""
     if detector is None:
-        detector = PCAAnomalyDetector.from_bytes(row.arrays, row.meta_json, row.threshold)
-    else:
-        detector = detector.with_threshold(row.threshold)
-    return CurrentModel(row, detector)
+        return CurrentModel(row, decode_detector(row))
+    return CurrentModel(row, detector.with_threshold(row.threshold))
 
 
 def current_model(engine: Engine, embedder: str | None = None) -> CurrentModel | None:

@@ -131,14 +131,14 @@ class Reaper:
     # -- the model ----------------------------------------------------------------------------
     def _detector(self, row: store.DetectorModel):
         """The estimator of a model row, decoded once per model (a few are kept)."""
-        from .detector import PCAAnomalyDetector
+        from .models import decode_detector
 
         with self._lock:
             det = self._detectors.get(row.id)
             if det is not None:
                 self._detectors.move_to_end(row.id)
                 return det
-        det = PCAAnomalyDetector.from_bytes(row.arrays, row.meta_json, row.threshold)
+        det = decode_detector(row)
         with self._lock:
             self._detectors[row.id] = det
             while len(self._detectors) > 4:

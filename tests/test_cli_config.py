@@ -128,3 +128,11 @@ def test_bad_settings_are_refused(tmp_path):
     (tmp_path / "bad.toml").write_text("this is = = not toml")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(tmp_path / "bad.toml")
+
+
+def test_config_written_with_a_retired_setting_still_loads(tmp_path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('models_dir = "/old/models"\nthreshold_value = 3.0\n')
+    assert load_settings(cfg).threshold_value == 3.0
+    save_settings({"embedder": "hog"}, cfg)
+    assert "models_dir" not in cfg.read_text() and load_settings(cfg).embedder == "hog"
