@@ -31,8 +31,12 @@ from reaper_core.thresholds import flags, threshold_from_scores
 
 def _ingest_child(path: str, db: str, queue) -> None:
     """Ingest one file into an empty database in a fresh process; report times and peak RSS."""
-    import reaper_core.cutouts
-    import reaper_core.sources  # noqa: F401
+    # What the stages import, imported before the clock, as in a running app.
+    import astropy.convolution  # noqa: F401
+    import photutils.background
+    import photutils.segmentation  # noqa: F401
+
+    import reaper_core.cutouts  # noqa: F401
 
     reaper = Reaper(Settings(db_url=f"sqlite:///{db}"))
     reaper.totals()  # the tables exist before the clock starts
