@@ -111,13 +111,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     report = reaper.ingest(files, on_file=on_file, on_result=on_result,
                            progress=lambda *a: state["update"](*a) if "update" in state else None,
-                           fit_if_missing=not args.no_fit)
+                           fit_if_missing=not args.no_fit, hdu=args.hdu)
     outer.close()
     for r in report.results:
         extra = f", {r.n_anomalies} anomalies" if r.n_anomalies is not None else ""
         line = f"{r.status:9s} {r.name}: {r.message}{extra}" if r.status != "error" else (
             f"{r.status:9s} {r.message}")
         print(line)
+        for note in r.notes:
+            print(f"{'':9s}   note: {note}")
     print(f"summary: {report.summary()}")
     return 0 if report.ok else 1
 
@@ -229,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("paths", nargs="+", help="files, folders (searched recursively) or globs")
     i.add_argument("--embedder", help="embedder name (local, stats, hog, vertex)")
     i.add_argument("--no-fit", action="store_true", help="do not fit a model when there is none")
+    i.add_argument("--hdu", type=int, help="read this HDU (0-based) of every file, instead of "
+                                           "a TESScut cube's pixels or the largest 2-D image")
     i.set_defaults(func=cmd_ingest)
 
     f = sub.add_parser("fit", parents=[common], help="re-fit the model on every cutout, re-score")

@@ -2,10 +2,15 @@
 
 Supported layouts
 -----------------
-``spoc``     TESS SPOC FFI (``*-s_ffic.fits``): image in HDU 1, SECTOR/CAMERA/CCD in HDU 0.
+``spoc``     TESS SPOC FFI (``*-s_ffic.fits``): image in HDU 1, collateral columns and rows
+             outside ``SCCSA``–``SCCED`` × ``SCIROWS``–``SCIROWE`` (see :mod:`.tess`).
 ``tica``     TESS TICA FFI: image in HDU 0, star table with FLXCOL/FLXROW in HDU 1.
 ``tesscut``  TESScut cube: a BINTABLE with a 3-D FLUX column; the per-pixel median is used.
 ``plain``    any other 2-D image, including ``.fits.gz`` and tile-compressed (``.fz``) images.
+
+Which HDU: a TESScut cube's FLUX table when there is one, else the largest 2-D image (the first
+of equal ones), unless the caller names one (``hdu``). Sector, camera and CCD come from the
+headers, else from the TESS file-name conventions (:func:`.tess.parse_name`).
 
 Everything else raises :class:`~reaper_core.errors.FITSReadError` with one sentence.
 """
@@ -17,6 +22,7 @@ import io
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -24,6 +30,7 @@ from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS
 
 from .errors import FITSReadError
+from .tess import describe_quality, parse_name, science_region
 
 #: Smallest accepted image side, pixels.
 MIN_SIDE = 16
@@ -33,10 +40,6 @@ KEY_CARDS = (
     "DATE-OBS", "DATE-END", "TSTART", "TSTOP", "EXPOSURE", "BUNIT", "CTYPE1", "CTYPE2",
     "CRVAL1", "CRVAL2",
 )
-#: SPOC FFI science region inside the 2078 x 2136 array (rows, columns), 0-based, end-exclusive.
-SPOC_SHAPE = (2078, 2136)
-SPOC_SCIENCE = (slice(0, 2048), slice(44, 2092))
-
 _GZIP_MAGIC = b"\x1f\x8b"
 _FITS_MAGIC = b"SIMPLE  ="
 
@@ -67,6 +70,12 @@ class FitsImage:
         Region holding science pixels (SPOC FFIs carry collateral columns and rows).
     header_cards : dict
         A few header values as strings, for display.
+    hdu : int
+        Index of the HDU the image was read from.
+    n_images : int
+        How many HDUs of the file hold an image (a cube counts as one).
+    quality : int
+        TESS quality bits of the frame (``DQUALITY``), 0 when none are set or known.
     """
 
     name: str
@@ -82,10 +91,26 @@ class FitsImage:
     catalog: np.ndarray | None = None
     valid: tuple[slice, slice] | None = None
     header_cards: dict[str, str] = field(default_factory=dict)
+    hdu: int = 0
+    n_images: int = 1
+    quality: int = 0
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.data.shape  # type: ignore[return-value]
+
+    @property
+    def notes(self) -> list[str]:
+        """What a person should know about how the file was read, one sentence each."""
+        out = []
+        # A SPOC FFI's image is in HDU 1 by convention (HDU 2 holds its uncertainties).
+        if self.n_images > 1 and not (self.layout == "spoc" and self.hdu == 1):
+            out.append(f"image read from HDU {self.hdu}, the largest of {self.n_images} images "
+                       "(choose another with --hdu)")
+        if self.quality:
+            out.append(f"frame flagged by TESS quality bits {self.quality} "
+                       f"({', '.join(describe_quality(self.quality))})")
+        return out
 
     @property
     def mid_time(self) -> float | None:
@@ -191,37 +216,62 @@ def _catalog_from_table(hdu: fits.BinTableHDU) -> np.ndarray | None:
     return np.column_stack([col[ok] - 1.0, row[ok] - 1.0])
 
 
-def _image_from_hdus(hdul: fits.HDUList, name: str) -> tuple[np.ndarray, int, str]:
-    """Return (data, hdu index, layout) for the first usable image in ``hdul``."""
-    saw_dims: list[int] = []
-    for index, hdu in enumerate(hdul):
-        if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
-            naxis = int(hdu.header.get("NAXIS", 0))
-            if naxis == 0:
-                continue
-            saw_dims.append(naxis)
-            if naxis == 2 or (naxis > 2 and all(
-                int(hdu.header.get(f"NAXIS{i}", 1)) == 1 for i in range(3, naxis + 1)
-            )):
-                data = hdu.data
-                if data is None:
-                    continue
-                data = np.asarray(data).reshape(data.shape[-2:])
-                layout = "spoc" if index == 1 and isinstance(hdul[0], fits.PrimaryHDU) else (
-                    "plain")
-                return data, index, layout
-        elif isinstance(hdu, fits.BinTableHDU) and "FLUX" in [
-            c.upper() for c in hdu.columns.names
-        ]:
-            flux = np.asarray(hdu.data["FLUX"], dtype=np.float32)
-            if flux.ndim == 3 and flux.shape[0] > 0:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    return np.nanmedian(flux, axis=0), index, "tesscut"
-    if saw_dims:
-        dims = ", ".join(f"{d}-D" for d in sorted(set(saw_dims)))
-        raise FITSReadError(name, f"holds only {dims} data; a 2-D image is needed")
-    raise FITSReadError(name, "has no image HDU (no HDU holds 2-D pixel data)")
+def _image_shape(hdu: Any) -> tuple[int, int] | None:
+    """(rows, columns) of an image HDU holding one 2-D image (extra axes of length 1 allowed)."""
+    if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+        return None
+    hdr = hdu.header
+    naxis = int(hdr.get("ZNAXIS", hdr.get("NAXIS", 0)) if isinstance(hdu, fits.CompImageHDU)
+                else hdr.get("NAXIS", 0))
+    key = "ZNAXIS" if isinstance(hdu, fits.CompImageHDU) and "ZNAXIS" in hdr else "NAXIS"
+    if naxis < 2 or any(int(hdr.get(f"{key}{i}", 1)) != 1 for i in range(3, naxis + 1)):
+        return None
+    return int(hdr.get(f"{key}2", 0)), int(hdr.get(f"{key}1", 0))
+
+
+def _is_cube(hdu: Any) -> bool:
+    return isinstance(hdu, fits.BinTableHDU) and "FLUX" in [c.upper() for c in hdu.columns.names]
+
+
+def _image_from_hdus(hdul: fits.HDUList, name: str,
+                     hdu: int | None = None) -> tuple[np.ndarray, int, str, int]:
+    """Return (data, hdu index, layout, number of images) by the rule in the module docstring."""
+    shapes = {i: _image_shape(h) for i, h in enumerate(hdul)}
+    images = [i for i, sh in shapes.items() if sh and sh[0] * sh[1] > 0]
+    cubes = [i for i, h in enumerate(hdul) if _is_cube(h)]
+    n_images = len(images) + len(cubes)
+    if hdu is not None:
+        if not 0 <= hdu < len(hdul):
+            raise FITSReadError(name, f"has no HDU {hdu} (it has {len(hdul)}, numbered from 0)")
+        if hdu not in images and hdu not in cubes:
+            raise FITSReadError(name, f"HDU {hdu} holds no 2-D image")
+        chosen = hdu
+    elif cubes:
+        chosen = cubes[0]
+    elif images:
+        chosen = max(images, key=lambda i: (shapes[i][0] * shapes[i][1], -i))
+    else:
+        dims = sorted({int(h.header.get("NAXIS", 0)) for h in hdul
+                       if isinstance(h, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))}
+                      - {0})
+        if dims:
+            raise FITSReadError(name, f"holds only {', '.join(f'{d}-D' for d in dims)} data; "
+                                      "a 2-D image is needed")
+        raise FITSReadError(name, "has no image HDU (no HDU holds 2-D pixel data)")
+    if chosen in cubes:
+        flux = np.asarray(hdul[chosen].data["FLUX"], dtype=np.float32)
+        if flux.ndim != 3 or flux.shape[0] == 0:
+            raise FITSReadError(name, f"HDU {chosen} has a FLUX column that is not a cube of "
+                                      "2-D images")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmedian(flux, axis=0), chosen, "tesscut", n_images
+    data = hdul[chosen].data
+    if data is None:
+        raise FITSReadError(name, f"HDU {chosen} declares an image but holds no data")
+    data = np.asarray(data).reshape(data.shape[-2:])
+    layout = "spoc" if chosen == 1 and isinstance(hdul[0], fits.PrimaryHDU) else "plain"
+    return data, chosen, layout, n_images
 
 
 def read_fits(
@@ -230,6 +280,7 @@ def read_fits(
     name: str | None = None,
     max_bytes: int = 512_000_000,
     max_pixels: int = 64_000_000,
+    hdu: int | None = None,
 ) -> FitsImage:
     """Read the science image and its metadata from a FITS file.
 
@@ -243,6 +294,8 @@ def read_fits(
         Largest accepted file size, bytes, after gzip inflation.
     max_pixels : int
         Largest accepted image, pixels.
+    hdu : int, optional
+        Read this HDU (0-based) instead of choosing by the rule above.
 
     Returns
     -------
@@ -261,7 +314,7 @@ def read_fits(
             warnings.simplefilter("ignore", AstropyWarning)
             warnings.simplefilter("ignore", RuntimeWarning)
             with fits.open(io.BytesIO(raw), memmap=False, lazy_load_hdus=False) as hdul:
-                return _parse(hdul, name, max_pixels)
+                return _parse(hdul, name, max_pixels, hdu)
     except FITSReadError:
         raise
     except MemoryError:
@@ -271,12 +324,12 @@ def read_fits(
         raise FITSReadError(name, f"is a damaged or truncated FITS file ({reason})") from None
 
 
-def _parse(hdul: fits.HDUList, name: str, max_pixels: int) -> FitsImage:
+def _parse(hdul: fits.HDUList, name: str, max_pixels: int, hdu: int | None = None) -> FitsImage:
     if len(hdul) == 0:
         raise FITSReadError(name, "has no HDUs")
-    for hdu in hdul:
-        if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
-            hdr = hdu.header
+    for each in hdul:
+        if isinstance(each, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+            hdr = each.header
             naxes = [int(hdr.get(f"NAXIS{i}", 0)) for i in range(1, int(hdr.get("NAXIS", 0)) + 1)]
             if naxes and int(np.prod(naxes, dtype=np.int64)) > max_pixels:
                 raise FITSReadError(
@@ -284,10 +337,13 @@ def _parse(hdul: fits.HDUList, name: str, max_pixels: int) -> FitsImage:
                     f"has a {' x '.join(map(str, naxes))} image, over the limit of "
                     f"{max_pixels:,} pixels",
                 )
-    data, index, layout = _image_from_hdus(hdul, name)
+    data, index, layout, n_images = _image_from_hdus(hdul, name, hdu)
     primary = hdul[0].header
     header = hdul[index].header
     headers = [header, primary]
+    named = parse_name(name)
+    tess = named is not None or any(
+        str(h.get("TELESCOP", "")).strip().upper() == "TESS" for h in headers)
     if layout == "plain" and index == 0 and len(hdul) > 1 and isinstance(
         hdul[1], fits.BinTableHDU
     ):
@@ -296,7 +352,7 @@ def _parse(hdul: fits.HDUList, name: str, max_pixels: int) -> FitsImage:
             layout = "tica"
     else:
         catalog = None
-    if layout == "spoc" and "SECTOR" not in primary and "CAMERA" not in primary:
+    if layout == "spoc" and not tess:
         layout = "plain"
 
     if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
@@ -314,7 +370,7 @@ def _parse(hdul: fits.HDUList, name: str, max_pixels: int) -> FitsImage:
     if values.min() == values.max():
         raise FITSReadError(name, f"is a constant image (every pixel is {values.min():g})")
 
-    valid = SPOC_SCIENCE if layout in ("spoc", "tica") and image.shape == SPOC_SHAPE else None
+    valid = science_region(header, image.shape) if layout in ("spoc", "tica") else None
     cards = {}
     for key in KEY_CARDS:
         for hdr in headers:
@@ -325,9 +381,9 @@ def _parse(hdul: fits.HDUList, name: str, max_pixels: int) -> FitsImage:
         name=name,
         data=image,
         layout=layout,
-        sector=_int_card(headers, "SECTOR"),
-        camera=_int_card(headers, "CAMERA", "CAMNUM"),
-        ccd=_int_card(headers, "CCD", "CCDNUM"),
+        sector=_first(_int_card(headers, "SECTOR"), named and named.sector),
+        camera=_first(_int_card(headers, "CAMERA", "CAMNUM"), named and named.camera),
+        ccd=_first(_int_card(headers, "CCD", "CCDNUM"), named and named.ccd),
         tstart=_float_card(headers, "TSTART", "STARTTJD"),
         tstop=_float_card(headers, "TSTOP", "ENDTJD"),
         date_obs=str(header.get("DATE-OBS", primary.get("DATE-OBS", ""))) or None,
@@ -335,4 +391,110 @@ def _parse(hdul: fits.HDUList, name: str, max_pixels: int) -> FitsImage:
         catalog=catalog,
         valid=valid,
         header_cards=cards,
+        hdu=index,
+        n_images=n_images,
+        quality=_int_card(headers, "DQUALITY") or 0,
     )
+
+
+def _first(*values: int | None) -> int | None:
+    """The first value that is not None (or falsy)."""
+    return next((v for v in values if v), None)
+
+
+@dataclass
+class TessCutCube:
+    """A TESScut cube read along its time axis.
+
+    Attributes
+    ----------
+    name : str
+    time : ndarray, shape (n,)
+        Mid-cadence times, BTJD (BJD − 2457000, days).
+    cadenceno : ndarray of int, shape (n,)
+    flux, flux_err, flux_bkg : ndarray, shape (n, ny, nx)
+        Calibrated flux, its error and the subtracted background, e⁻/s.
+    quality : ndarray of int, shape (n,)
+        TESS quality bits of each cadence (see :mod:`.tess`).
+    sector, camera, ccd : int or None
+    wcs : astropy.wcs.WCS or None
+        Celestial WCS of the cutout (from its APERTURE HDU), SIP included.
+    """
+
+    name: str
+    time: np.ndarray
+    cadenceno: np.ndarray
+    flux: np.ndarray
+    flux_err: np.ndarray
+    flux_bkg: np.ndarray
+    quality: np.ndarray
+    sector: int | None = None
+    camera: int | None = None
+    ccd: int | None = None
+    wcs: WCS | None = None
+
+    @property
+    def cadence_days(self) -> float:
+        """Median interval between cadences, days."""
+        return float(np.nanmedian(np.diff(self.time))) if len(self.time) > 1 else float("nan")
+
+    def gaps(self, factor: float = 5.0) -> list[tuple[float, float]]:
+        """Intervals (start, end), BTJD, where no cadence falls for more than ``factor``
+        cadences (a downlink, a safe mode)."""
+        t = self.time[np.isfinite(self.time)]
+        d = np.diff(t)
+        big = np.flatnonzero(d > factor * self.cadence_days)
+        return [(float(t[i]), float(t[i + 1])) for i in big]
+
+
+def read_tesscut(path: str | Path, *, name: str | None = None,
+                 max_bytes: int = 512_000_000) -> TessCutCube:
+    """Read a TESScut cube (``PIXELS`` table with TIME, FLUX, QUALITY…) along its time axis.
+
+    Raises :class:`FITSReadError` with one sentence for anything else.
+    """
+    path = Path(path)
+    name = name or path.name
+    raw = _read_bytes(path, name, max_bytes)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)
+            with fits.open(io.BytesIO(raw), memmap=False, lazy_load_hdus=False) as hdul:
+                cube = next((h for h in hdul if _is_cube(h)), None)
+                if cube is None:
+                    raise FITSReadError(name, "is not a TESScut cube (no table with a FLUX "
+                                              "column of images)")
+                cols = {c.upper(): c for c in cube.columns.names}
+                for needed in ("TIME", "QUALITY"):
+                    if needed not in cols:
+                        raise FITSReadError(name, f"is a cube without a {needed} column")
+
+                def column(key: str, dtype: type) -> np.ndarray | None:
+                    return (np.asarray(cube.data[cols[key]], dtype=dtype) if key in cols
+                            else None)
+
+                flux = column("FLUX", np.float32)
+                if flux is None or flux.ndim != 3:
+                    raise FITSReadError(name, "has a FLUX column that is not a cube of images")
+                nan = np.full_like(flux, np.nan)
+                headers = [h.header for h in hdul]
+                named = parse_name(name)
+                aperture = next((h for h in hdul if isinstance(h, fits.ImageHDU)), None)
+                return TessCutCube(
+                    name=name, time=column("TIME", np.float64),
+                    cadenceno=(column("CADENCENO", np.int64) if "CADENCENO" in cols
+                               else np.arange(len(flux))),
+                    flux=flux,
+                    flux_err=column("FLUX_ERR", np.float32) if "FLUX_ERR" in cols else nan,
+                    flux_bkg=column("FLUX_BKG", np.float32) if "FLUX_BKG" in cols else nan,
+                    quality=column("QUALITY", np.int64),
+                    sector=_first(_int_card(headers, "SECTOR"), named and named.sector),
+                    camera=_first(_int_card(headers, "CAMERA"), named and named.camera),
+                    ccd=_first(_int_card(headers, "CCD"), named and named.ccd),
+                    wcs=_celestial_wcs(aperture.header) if aperture is not None else None,
+                )
+    except FITSReadError:
+        raise
+    except Exception as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise FITSReadError(name, f"is a damaged or truncated FITS file ({reason})") from None

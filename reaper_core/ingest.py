@@ -52,6 +52,8 @@ class FileResult:
     n_cutouts: int = 0
     n_anomalies: int | None = None
     seconds: float = 0.0
+    #: What a person should know about how the file was read (HDU chosen, quality flags).
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -103,8 +105,10 @@ def prepare(
     *,
     name: str | None = None,
     sha256: str | None = None,
+    hdu: int | None = None,
 ) -> Prepared:
-    """Read, find sources, cut and embed one file (no database access)."""
+    """Read, find sources, cut and embed one file (no database access); ``hdu`` reads that
+    HDU instead of the one the reader's rule picks."""
     from .cutouts import extract_cutouts
     from .sources import find_sources
 
@@ -112,7 +116,7 @@ def prepare(
     name = safe_filename(name or path.name)
     progress("read", 0.0, f"reading {name}")
     image = read_fits(path, name=name, max_bytes=int(settings.max_file_mb * 1e6),
-                      max_pixels=settings.max_pixels)
+                      max_pixels=settings.max_pixels, hdu=hdu)
     progress("sources", 0.0, "finding sources")
     sources = find_sources(image, settings.source_method, patch_size=settings.patch_size)
     if len(sources) == 0:
@@ -150,7 +154,9 @@ def store_prepared(engine: Engine, prep: Prepared, settings: Settings,
         camera=img.camera, ccd=img.ccd, tstart=img.tstart, tstop=img.tstop,
         date_obs=img.date_obs, ny=img.shape[0], nx=img.shape[1],
         header_json=json.dumps(img.header_cards),
-        wcs_header=img.wcs.to_header().tostring() if img.wcs is not None else None,
+        # relax=True keeps the SIP distortion terms (TESS WCSs have them).
+        wcs_header=img.wcs.to_header(relax=True).tostring() if img.wcs is not None else None,
+        hdu=img.hdu, quality=img.quality,
         source_method=settings.source_method, patch_size=settings.patch_size,
         n_cutouts=len(prep.patches), preview_png=_preview_png(img),
     )
@@ -180,6 +186,7 @@ def ingest_file(
     progress: ProgressFn = noop,
     name: str | None = None,
     stored_path: str | None = None,
+    hdu: int | None = None,
 ) -> FileResult:
     """Ingest one file. Never raises for a bad file: the result says what went wrong."""
     t0 = time.perf_counter()
@@ -195,7 +202,7 @@ def ingest_file(
                               file_id=dup.id, n_cutouts=dup.n_cutouts,
                               seconds=time.perf_counter() - t0)
         embedder = embedder or get_embedder(settings.embedder, settings)
-        prep = prepare(path, settings, embedder, progress, name=display, sha256=sha)
+        prep = prepare(path, settings, embedder, progress, name=display, sha256=sha, hdu=hdu)
         model = current_model(engine, embedder.name)
         progress("store", 0.0, f"storing {len(prep.patches)} cutouts")
         try:
@@ -208,7 +215,7 @@ def ingest_file(
         progress("store", 1.0, "stored")
         return FileResult(display, "added", f"{len(prep.patches)} objects", file_id=file_id,
                           n_cutouts=len(prep.patches), n_anomalies=n_anom,
-                          seconds=time.perf_counter() - t0)
+                          seconds=time.perf_counter() - t0, notes=prep.image.notes)
     except ReaperError as exc:
         return FileResult(display, "error", str(exc), seconds=time.perf_counter() - t0)
     except MemoryError:
@@ -228,12 +235,13 @@ def ingest_many(
     on_file: Callable[[int, int, str], None] | None = None,
     on_result: Callable[[int, int, FileResult], None] | None = None,
     fit_if_missing: bool = True,
+    hdu: int | None = None,
 ) -> IngestReport:
     """Ingest many files; fit a model when there is none, then count anomalies per file.
 
     Paths may be files, folders (searched recursively) or globs. ``on_file(index, total, name)``
     is called before each file, ``on_result(index, total, result)`` after it, and
-    ``progress(stage, fraction, message)`` within it.
+    ``progress(stage, fraction, message)`` within it. ``hdu`` reads that HDU of every file.
     """
     todo: list[IngestItem] = []
     for it in items:
@@ -247,7 +255,7 @@ def ingest_many(
         if on_file:
             on_file(i, len(todo), it.name or it.path.name)
         result = ingest_file(engine, it.path, settings, embedder=embedder, progress=progress,
-                             name=it.name, stored_path=it.stored_path)
+                             name=it.name, stored_path=it.stored_path, hdu=hdu)
         report.results.append(result)
         if on_result:
             on_result(i, len(todo), result)

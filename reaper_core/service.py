@@ -63,13 +63,14 @@ class Reaper:
     def ingest(self, paths: Iterable[Any], *, progress: ProgressFn = noop,
                on_file: Callable[[int, int, str], None] | None = None,
                on_result: Callable[[int, int, FileResult], None] | None = None,
-               fit_if_missing: bool = True) -> IngestReport:
+               fit_if_missing: bool = True, hdu: int | None = None) -> IngestReport:
         """Ingest files, folders, globs or :class:`~reaper_core.ingest.IngestItem`s (see
-        :func:`~reaper_core.ingest.ingest_many`)."""
+        :func:`~reaper_core.ingest.ingest_many`); ``hdu`` reads that HDU of every file."""
         from .ingest import ingest_many
 
         return ingest_many(self.engine, paths, self.settings, progress=progress,
-                           on_file=on_file, on_result=on_result, fit_if_missing=fit_if_missing)
+                           on_file=on_file, on_result=on_result, fit_if_missing=fit_if_missing,
+                           hdu=hdu)
 
     def ingest_uploads(self, uploads: list[tuple[str, bytes]], *, progress: ProgressFn = noop,
                        on_file: Callable[[int, int, str], None] | None = None,

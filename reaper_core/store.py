@@ -53,6 +53,9 @@ class FitsFile(SQLModel, table=True):
     source_method: str = "auto"
     patch_size: int = 32
     n_cutouts: int = 0
+    #: The HDU the image was read from, and its TESS quality bits (NULL: stored before).
+    hdu: int | None = None
+    quality: int | None = None
     preview_png: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
     ingested_at: datetime = Field(default_factory=_now)
 
@@ -168,7 +171,8 @@ def _create_tables(engine: Engine, attempts: int = 5) -> None:
 
 #: Columns added after the first release: (table, column, SQL type). A database made before
 #: gets them (NULL for existing rows) when it is opened.
-_ADDED_COLUMNS = [("cutout", "segment", "INTEGER")]
+_ADDED_COLUMNS = [("cutout", "segment", "INTEGER"), ("fits_file", "hdu", "INTEGER"),
+                  ("fits_file", "quality", "INTEGER")]
 
 
 def _add_missing_columns(engine: Engine) -> None:

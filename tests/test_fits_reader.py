@@ -5,7 +5,8 @@ import pytest
 from astropy.io import fits
 
 from reaper_core.errors import FITSReadError
-from reaper_core.fits_reader import SPOC_SCIENCE, read_fits
+from reaper_core.fits_reader import read_fits
+from reaper_core.tess import SPOC_SCIENCE
 
 
 def test_spoc_layout_metadata_and_wcs(spoc_file, sim_small):

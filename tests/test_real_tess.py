@@ -1,0 +1,164 @@
+"""Real TESS pixels from ../shared/data/: a SPOC calibrated FFI corner and a TESScut cube."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from reaper_core.config import Settings
+from reaper_core.cutouts import cutout_origins
+from reaper_core.errors import FITSReadError
+from reaper_core.fits_reader import read_fits, read_tesscut
+from reaper_core.ingest import world_coords
+from reaper_core.service import Reaper
+from reaper_core.sources import find_sources
+from reaper_core.tess import describe_quality, parse_name, science_region
+
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+SPOC = DATA / "tess" / "tess2018206192942-s0001-1-4-0120-s_ffic.fits"
+CUBE = DATA / "tess" / "tess-s0001-4-3_107.27_-70.0_5x5_astrocut.fits"
+pytestmark = pytest.mark.skipif(not SPOC.exists() and not os.environ.get("CI"),
+                                reason="../shared/data/ (real TESS files) is not beside the "
+                                       "checkout")
+
+
+def _header_wcs() -> WCS:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return WCS(fits.getheader(SPOC, 1))
+
+
+def test_tess_file_names():
+    assert parse_name(SPOC.name) == parse_name(f"/any/where/{SPOC.name}")
+    spoc = parse_name(SPOC.name)
+    assert (spoc.product, spoc.sector, spoc.camera, spoc.ccd) == ("spoc", 1, 1, 4)
+    cut = parse_name(CUBE.name)
+    assert (cut.product, cut.sector, cut.camera, cut.ccd) == ("tesscut", 1, 4, 3)
+    tica = parse_name("hlsp_tica_tess_ffi_s0030-o1-00123456-cam2-ccd3_tess_v01_img.fits")
+    assert (tica.product, tica.sector, tica.camera, tica.ccd) == ("tica", 30, 2, 3)
+    assert parse_name("hubble_deep_field.fits") is None
+    assert parse_name("m31-s0001-9-9_x.fits") is None  # no camera 9
+
+
+def test_real_spoc_ffi_is_read_as_tess():
+    img = read_fits(SPOC)
+    assert img.layout == "spoc" and img.hdu == 1 and img.shape == (128, 173)
+    # No SECTOR keyword: the sector comes from the file name; camera and CCD from the header.
+    assert "SECTOR" not in fits.getheader(SPOC, 0) and "SECTOR" not in fits.getheader(SPOC, 1)
+    assert (img.sector, img.camera, img.ccd) == (1, 1, 4)
+    # Science region from SCCSA/SCCED/SCIROWS/SCIROWE, clipped to the trimmed frame.
+    assert img.valid == (slice(0, 128), slice(44, 173))
+    assert img.quality == 0 and img.notes == []
+    assert img.tstart == pytest.approx(1325.3188, abs=1e-3)
+    # The collateral columns really are not sky: far below it.
+    assert np.nanmedian(img.data[:, :44]) < 0.2 * np.nanmedian(img.data[:, 44:])
+
+
+def test_real_spoc_wcs_with_sip_gives_radec_of_a_known_pixel():
+    img = read_fits(SPOC)
+    assert img.wcs is not None and img.wcs.sip is not None
+    h = fits.getheader(SPOC, 1)
+    # The reference pixel (1-based CRPIX) is the 0-based pixel CRPIX − 1: its RA/Dec is CRVAL.
+    ra, dec = world_coords(img, np.array([h["CRPIX1"] - 1]), np.array([h["CRPIX2"] - 1]))
+    assert ra[0] == pytest.approx(h["CRVAL1"], abs=1e-9)
+    assert dec[0] == pytest.approx(h["CRVAL2"], abs=1e-9)
+    # Inside the frame, the header's full SIP WCS; the distortion matters here (> 100″).
+    x, y = np.array([44.0, 100.0, 172.0]), np.array([0.0, 64.0, 127.0])
+    ra, dec = world_coords(img, x, y)
+    ra0, dec0 = _header_wcs().pixel_to_world_values(x, y)
+    np.testing.assert_allclose(ra, ra0, atol=1e-9)
+    np.testing.assert_allclose(dec, dec0, atol=1e-9)
+    linear = WCS(naxis=2)
+    linear.wcs.crpix = [h["CRPIX1"], h["CRPIX2"]]
+    linear.wcs.crval = [h["CRVAL1"], h["CRVAL2"]]
+    linear.wcs.cd = [[h["CD1_1"], h["CD1_2"]], [h["CD2_1"], h["CD2_2"]]]
+    linear.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    ral, decl = linear.pixel_to_world_values(x, y)
+    assert np.max(np.hypot((ra - ral) * np.cos(np.radians(dec)), dec - decl)) * 3600 > 100
+
+
+def test_no_cutout_from_collateral_pixels_and_sector_exported(tmp_path):
+    img = read_fits(SPOC)
+    src = find_sources(img)
+    assert len(src) > 100  # a crowded real sky
+    assert src.x.min() >= 44
+    x0, y0 = cutout_origins(src.x, src.y, 32, img.shape, img.valid)
+    assert x0.min() >= 44 and (x0 + 32).max() <= 173 and y0.min() >= 0 and (y0 + 32).max() <= 128
+    reaper = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'real.db'}"))
+    report = reaper.ingest([SPOC])
+    assert report.results[0].status == "added", report.results[0].message
+    df = reaper.export_table()
+    assert (df["sector"] == 1).all() and (df["camera"] == 1).all() and (df["ccd"] == 4).all()
+    assert df["x"].min() >= 44  # 0-based columns of the array as stored, collateral included
+    # RA/Dec in the export are the header's SIP WCS at each cutout centre.
+    ra0, dec0 = _header_wcs().pixel_to_world_values(df["x"].to_numpy(), df["y"].to_numpy())
+    np.testing.assert_allclose(df["ra"], ra0, atol=1e-9)
+    np.testing.assert_allclose(df["dec"], dec0, atol=1e-9)
+    # The stored WCS keeps its SIP terms, and the file remembers its HDU.
+    f = reaper.files()[0]
+    assert "A_ORDER" in f.wcs_header and f.hdu == 1 and f.quality == 0
+
+
+def test_science_region_of_headers_and_full_frames():
+    h = fits.Header({"SCCSA": 45, "SCCED": 2092, "SCIROWS": 1, "SCIROWE": 2048})
+    assert science_region(h, (2078, 2136)) == (slice(0, 2048), slice(44, 2092))
+    assert science_region(h, (128, 173)) == (slice(0, 128), slice(44, 173))
+    assert science_region(fits.Header(), (2078, 2136)) == (slice(0, 2048), slice(44, 2092))
+    assert science_region(fits.Header(), (512, 512)) is None
+
+
+def test_flagged_frame_is_said_so(tmp_path):
+    with fits.open(SPOC) as hdul:
+        hdul[1].header["DQUALITY"] = 32 | 4
+        path = tmp_path / SPOC.name
+        hdul.writeto(path)
+    img = read_fits(path)
+    assert img.quality == 36
+    assert any("coarse point" in n and "momentum dump" in n for n in img.notes)
+    reaper = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'q.db'}"))
+    result = reaper.ingest([path]).results[0]
+    assert result.status == "added" and any("quality bits 36" in n for n in result.notes)
+
+
+def test_real_tesscut_cube_times_and_quality():
+    cube = read_tesscut(CUBE)
+    assert cube.flux.shape == (1282, 5, 5) and cube.time.shape == (1282,)
+    assert (cube.sector, cube.camera, cube.ccd) == (1, 4, 3)
+    assert cube.time[0] == pytest.approx(1325.32, abs=0.01)
+    assert cube.time[-1] == pytest.approx(1353.16, abs=0.01)
+    assert np.all(np.diff(cube.time) > 0)
+    assert cube.cadence_days == pytest.approx(30 / 1440, rel=0.01)  # 30-minute FFIs
+    gaps = cube.gaps()
+    assert len(gaps) == 1 and 1338 < gaps[0][0] < gaps[0][1] < 1340  # the mid-sector downlink
+    flagged = np.flatnonzero(cube.quality)
+    assert 0 < len(flagged) < 50
+    assert {name for q in cube.quality[flagged] for name in describe_quality(q)} == {
+        "reaction wheel desaturation (momentum dump)"}
+    assert cube.wcs is not None
+    # As a single image it is too small for 32-pixel cutouts, and says so.
+    with pytest.raises(FITSReadError, match="5 x 5 image, smaller than"):
+        read_fits(CUBE)
+
+
+def test_hdu_rule_and_choice(tmp_path):
+    noise = np.random.default_rng(0).normal(size=(128, 128)).astype(np.float32)
+    real = read_fits(SPOC).data[:, 44:]
+    path = tmp_path / "two_images.fits"
+    fits.HDUList([fits.PrimaryHDU(noise), fits.ImageHDU(noise[:64]),
+                  fits.ImageHDU(np.vstack([real, real]))]).writeto(path)
+    img = read_fits(path)
+    assert img.hdu == 2 and img.shape == (256, 129)  # the largest 2-D image
+    assert any("HDU 2, the largest of 3 images" in n for n in img.notes)
+    assert read_fits(path, hdu=0).shape == (128, 128)
+    with pytest.raises(FITSReadError, match="has no HDU 7"):
+        read_fits(path, hdu=7)
+    shutil.copy(SPOC, tmp_path / "copy.fits")
+    with pytest.raises(FITSReadError, match="HDU 0 holds no 2-D image"):
+        read_fits(tmp_path / "copy.fits", hdu=0)
