@@ -1,9 +1,14 @@
 """TESS-like simulated full-frame images and injected anomalies.
 
-The simulator gives tests, the demo and the benchmarks TESS-specific pixels without a download:
-21 arcsec pixels with a TAN WCS, a 0.9 px Gaussian PSF, a power-law magnitude distribution,
-zodiacal sky with a scattered-light gradient, shot and read noise, saturated stars with bleed
-columns, the SPOC layout's collateral pixels and SPOC- or TICA-style headers.
+The simulator gives tests, the demo and the benchmarks TESS-specific pixels without a download,
+calibrated on a real SPOC FFI (sector 1, camera 1, CCD 4; ``benchmarks/realism.py`` prints real
+and simulated statistics side by side): 21 arcsec pixels with a TAN WCS; stars from Tmag 6 to 19,
+N(<T) ∝ 10^(0.26 T), 83 per 10⁴ px brighter than Tmag 13.4 at ``density`` 1 (×4 or more near
+the Galactic plane), so that a 32-pixel patch holds several; an undersampled PSF whose width and
+elongation change across the field (FWHM 2.0 px near the boresight corner, 2.6 px and elongated
+far from it); zodiacal sky of ~150 e⁻/s with a weak scattered-light gradient; a 30-minute FFI's
+shot and read noise; saturated stars whose charge bleeds up and down their column; the SPOC
+layout's collateral pixels and keywords and SPOC- or TICA-style headers and file names.
 
 :func:`inject_anomalies` adds eight kinds of anomaly at random positions and returns where each
 one is, so detection quality can be measured (``benchmarks/quality.py``).
@@ -27,11 +32,19 @@ ANOMALY_KINDS = (
     "bad_column", "flare", "close_blend",
 )
 PIXEL_SCALE_ARCSEC = 21.0
-EXPOSURE_S = 200.0
+#: Effective exposure of a 30-minute FFI (sectors 1–26: 900 2-s frames, 0.8 duty cycle), s.
+EXPOSURE_S = 1425.6
+#: Read noise of one co-added FFI, electrons (≈ 10 e⁻ per 2-s frame × √900).
+READ_NOISE_E = 300.0
 #: Flux of a Tmag = 10 star, electrons per second (TESS instrument handbook, rounded).
 ZERO_POINT_E_PER_S = 15_000.0
-#: Full-well saturation of one pixel in an FFI co-add, electrons.
-SATURATION_E = 1.5e7
+#: A pixel saturates at this mean rate in a co-added FFI, e⁻/s.
+SATURATION_E_PER_S = 1.3e5
+#: Stars brighter than Tmag 13.4 per pixel at density 1, and the slope of log N(<Tmag).
+STAR_DENSITY = 0.0083
+STAR_SLOPE = 0.26
+#: PSF FWHM near the boresight and far from it, pixels.
+PSF_FWHM = (2.0, 2.6)
 SCIENCE = 2048
 COLLATERAL = (30, 44, 44)  # smear rows on top, virtual columns left and right
 
@@ -76,7 +89,7 @@ def _psf_stamps(x: np.ndarray, y: np.ndarray, flux: np.ndarray, sigma: float, ha
     return gy, gx, psf * flux[:, None, None]
 
 
-def add_sources(img: np.ndarray, x, y, flux, sigma: float = 0.9, half: int = 6) -> None:
+def add_sources(img: np.ndarray, x, y, flux, sigma: float = 1.0, half: int = 6) -> None:
     """Add Gaussian point sources (``flux`` in image units, summed over the PSF) in place."""
     x, y, flux = (np.atleast_1d(np.asarray(v, dtype=float)) for v in (x, y, flux))
     gy, gx, val = _psf_stamps(x, y, flux, sigma, half)
@@ -95,6 +108,32 @@ def _tan_wcs(ra: float, dec: float, ny: int, nx: int, rotation_deg: float) -> WC
     return w
 
 
+def _render_stars(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, flux: np.ndarray,
+                  fwhm: tuple[float, float], far: np.ndarray) -> np.ndarray:
+    """Stars (``flux`` in e⁻/s) as an image of shape ``shape``: each split over its four nearest
+    pixels, then blurred by a PSF that widens and elongates with ``far`` (0 at the boresight,
+    1 at the far corner of the CCD; shape ``shape``). Fast for millions of stars."""
+    from scipy import ndimage
+
+    ny, nx = shape
+    ix, iy = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
+    fx, fy = x - ix, y - iy
+    img = np.zeros(ny * nx)
+    for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)),
+                      (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        jx, jy = np.clip(ix + dx, 0, nx - 1), np.clip(iy + dy, 0, ny - 1)
+        img += np.bincount(jy * nx + jx, flux * w, ny * nx)
+    img = img.reshape(ny, nx)
+    s_in, s_out = fwhm[0] / 2.3548, fwhm[1] / 2.3548
+    return ((1 - far) * ndimage.gaussian_filter(img, s_in)
+            + far * ndimage.gaussian_filter(img, (s_out, 0.85 * s_out)))
+
+
+def _from_corner(xx: np.ndarray, yy: np.ndarray, corner: int) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinates (0–1 across the CCD) measured from one of its four corners."""
+    return (xx, 1 - xx)[corner % 2], (yy, 1 - yy)[corner // 2]
+
+
 def simulate_ffi(
     size: int = SCIENCE,
     n_stars: int | None = None,
@@ -105,16 +144,18 @@ def simulate_ffi(
     sector: int = 42,
     camera: int = 1,
     ccd: int = 1,
-    background: float = 100.0,
+    background: float = 136.0,
+    density: float = 1.0,
+    faintest: float = 19.0,
 ) -> SimulatedFFI:
-    """Simulate one TESS-like FFI.
+    """Simulate one TESS FFI (see the module docstring for what is calibrated on real frames).
 
     Parameters
     ----------
     size : int
         Side of the square science region, pixels (2048 for a real FFI).
     n_stars : int, optional
-        Number of stars; default scales 3,000 per 2048² with the area.
+        Number of stars; default from :data:`STAR_DENSITY` × ``density`` and the area.
     seed : int
         Random seed; the same seed gives the same image.
     collateral : bool, optional
@@ -123,40 +164,50 @@ def simulate_ffi(
     n_saturated : int
         Number of stars bright enough to saturate and bleed along their column.
     background : float
-        Zodiacal sky, e-/s per pixel; a scattered-light gradient up to 1.5× this is added.
+        Zodiacal sky, e⁻/s per pixel (unresolved faint stars add ~7); a scattered-light glow
+        of up to 30 % of it comes from one corner.
+    density : float
+        Star density relative to the real sector-1 frame (4: a crowded field near the
+        Galactic plane).
+    faintest : float
+        Faintest star simulated, Tmag.
 
     Returns
     -------
     SimulatedFFI
-        ``image`` in e-/s, float32, shape (size + 30, size + 88) with collateral.
+        ``image`` in e⁻/s, float32, shape (size + 30, size + 88) with collateral.
     """
     rng = np.random.default_rng(seed)
     collateral = size == SCIENCE if collateral is None else collateral
-    n_stars = n_stars if n_stars is not None else int(3000 * size * size / SCIENCE**2)
+    brightest = 6.0
+    if n_stars is None:
+        per_px = STAR_DENSITY * density * 10 ** (STAR_SLOPE * (faintest - 13.4))
+        n_stars = int(rng.poisson(per_px * size * size))
     top, left, right = COLLATERAL if collateral else (0, 0, 0)
     ny, nx = size + top, size + left + right
     sci = (slice(0, size), slice(left, left + size))
 
-    # Sky: zodiacal level plus a scattered-light glow from one corner (e- per exposure).
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    corner = rng.integers(0, 4)
-    gx, gy = (xx, 1 - xx)[corner % 2], (yy, 1 - yy)[corner // 2]
-    sky = background * (1.0 + 1.5 * np.exp(-3.0 * (gx**2 + gy**2)))
-    electrons = np.zeros((size, size), np.float64)
+    # Where the frame lies on a 2048² CCD (a smaller frame at a random place): the distance
+    # from the boresight corner sets the PSF, another corner sends scattered light.
+    off_y, off_x = rng.integers(0, SCIENCE - size + 1, 2) if size < SCIENCE else (0, 0)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    yy, xx = (yy + off_y) / SCIENCE, (xx + off_x) / SCIENCE
+    boresight, glow = rng.choice(4, 2, replace=False)
+    far = np.clip(np.hypot(*_from_corner(xx, yy, boresight)) / np.sqrt(2), 0, 1)
+    gx, gy = _from_corner(xx, yy, glow)
+    sky = background * (1.0 + 0.3 * np.exp(-3.0 * (gx**2 + gy**2)))
 
-    # Stars: N(<m) ∝ 10^(0.3 m) between Tmag 7 and 18.
-    a, b = 10 ** (0.3 * 7), 10 ** (0.3 * 18)
-    tmag = np.log10(a + rng.random(n_stars) * (b - a)) / 0.3
+    # Stars: N(<T) ∝ 10^(STAR_SLOPE T) between Tmag 6 and ``faintest``.
+    a, b = 10 ** (STAR_SLOPE * brightest), 10 ** (STAR_SLOPE * faintest)
+    tmag = np.log10(a + rng.random(n_stars) * (b - a)) / STAR_SLOPE
     tmag[:n_saturated] = rng.uniform(2.5, 4.0, min(n_saturated, n_stars))
-    flux = ZERO_POINT_E_PER_S * 10 ** (-0.4 * (tmag - 10)) * EXPOSURE_S
+    flux = ZERO_POINT_E_PER_S * 10 ** (-0.4 * (tmag - 10))  # e⁻/s
     sx = rng.uniform(3, size - 3, n_stars)
     sy = rng.uniform(3, size - 3, n_stars)
-    sigma = 0.9
-    add_sources(electrons, sx, sy, flux, sigma=sigma)
-    electrons += sky * EXPOSURE_S
-    halves = _bleed(electrons, sx[:n_saturated], sy[:n_saturated], flux[:n_saturated])
-    electrons = rng.poisson(np.clip(electrons, 0, None)).astype(np.float64)
-    electrons += rng.normal(0, 10.0 * np.sqrt(EXPOSURE_S / 2.0), electrons.shape)
+    rate = _render_stars((size, size), sx, sy, flux, PSF_FWHM, far) + sky
+    halves = _bleed(rate, sx[:n_saturated], sy[:n_saturated], flux[:n_saturated])
+    electrons = rng.poisson(np.clip(rate * EXPOSURE_S, 0, None)).astype(np.float64)
+    electrons += rng.normal(0, READ_NOISE_E, electrons.shape)
 
     image = np.zeros((ny, nx), np.float32)
     image[sci] = (electrons / EXPOSURE_S).astype(np.float32)
@@ -169,7 +220,7 @@ def simulate_ffi(
     # WCS of the full array: shift the reference pixel by the left collateral columns.
     wcs.wcs.crpix = [wcs.wcs.crpix[0] + left, wcs.wcs.crpix[1]]
     stars = Table(
-        {"x": sx + left, "y": sy, "tmag": tmag, "flux": flux / EXPOSURE_S},
+        {"x": sx + left, "y": sy, "tmag": tmag, "flux": flux},
     )
     artefacts = [Anomaly("saturated_star", float(x + left), float(y),
                          (float(x + left - 6), float(y - h - 2), float(x + left + 6),
@@ -181,20 +232,21 @@ def simulate_ffi(
     )
 
 
-def _bleed(img: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np.ndarray) -> list[int]:
-    """Clip saturated pixels and spread the excess charge along their columns, in place.
+def _bleed(rate: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np.ndarray) -> list[int]:
+    """Saturate stars and spread their excess charge up and down their columns, in place
+    (``rate`` in e⁻/s; the star's own core stays, clipped at saturation).
 
     Returns the half-length of each bleed trail, pixels.
     """
     halves = []
     for xi, yi, f in zip(np.round(x).astype(int), np.round(y).astype(int), flux, strict=True):
-        half = int(min(img.shape[0] // 4, np.ceil(0.5 * f / SATURATION_E)))
-        col = slice(max(xi - 1, 0), min(xi + 2, img.shape[1]))
-        rows = slice(max(yi - half, 0), min(yi + half + 1, img.shape[0]))
-        img[rows, xi] = np.maximum(img[rows, xi], SATURATION_E)
-        img[rows, col] = np.maximum(img[rows, col], 0.3 * SATURATION_E)
+        half = int(min(rate.shape[0] // 4, np.ceil(0.5 * f / SATURATION_E_PER_S)))
+        col = slice(max(xi - 1, 0), min(xi + 2, rate.shape[1]))
+        rows = slice(max(yi - half, 0), min(yi + half + 1, rate.shape[0]))
+        rate[rows, xi] = np.maximum(rate[rows, xi], SATURATION_E_PER_S)
+        rate[rows, col] = np.maximum(rate[rows, col], 0.3 * SATURATION_E_PER_S)
         halves.append(half)
-    np.minimum(img, SATURATION_E, out=img)
+    np.minimum(rate, SATURATION_E_PER_S, out=rate)
     return halves
 
 
@@ -366,22 +418,28 @@ def write_spoc(sim: SimulatedFFI, path: str | Path) -> Path:
     h["ORIGIN"] = "anomaly-reaper simulator"
     hdu = fits.ImageHDU(sim.image, header=sim.wcs.to_header(), name="CAMERA.CCD")
     hdu.header["TSTART"] = (sim.tstart, "observation start, BTJD")
-    hdu.header["TSTOP"] = (sim.tstart + EXPOSURE_S / 86400.0, "observation stop, BTJD")
+    hdu.header["TSTOP"] = (sim.tstart + 1800 / 86400.0, "observation stop, BTJD")
     hdu.header["EXPOSURE"] = (EXPOSURE_S / 86400.0, "days")
     hdu.header["BUNIT"] = "electrons/s"
+    hdu.header["CAMERA"], hdu.header["CCD"] = sim.camera, sim.ccd
+    hdu.header["DQUALITY"] = (0, "TESS quality bits")
+    # Where science starts and ends (1-based, inclusive), as SPOC writes it.
+    rows, cols = sim.science
+    hdu.header["SCIROWS"], hdu.header["SCIROWE"] = rows.start + 1, rows.stop
+    hdu.header["SCCSA"], hdu.header["SCCED"] = cols.start + 1, cols.stop
     path = Path(path)
     fits.HDUList([primary, hdu]).writeto(path, overwrite=True)
     return path
 
 
-def write_tica(sim: SimulatedFFI, path: str | Path, min_flux: float = 50.0) -> Path:
+def write_tica(sim: SimulatedFFI, path: str | Path, min_flux: float = 900.0) -> Path:
     """Write ``sim`` as a TICA-style FFI: image in HDU 0, star table (FLXCOL/FLXROW) in HDU 1."""
     primary = fits.PrimaryHDU(sim.image, header=sim.wcs.to_header())
     h = primary.header
     h["TELESCOP"] = "TESS"
     h["SECTOR"], h["CAMNUM"], h["CCDNUM"] = sim.sector, sim.camera, sim.ccd
     h["STARTTJD"] = sim.tstart
-    h["ENDTJD"] = sim.tstart + EXPOSURE_S / 86400.0
+    h["ENDTJD"] = sim.tstart + 1800 / 86400.0
     bright = sim.stars[sim.stars["flux"] > min_flux]
     table = fits.BinTableHDU(
         Table({"FLXCOL": bright["x"] + 1.0, "FLXROW": bright["y"] + 1.0,

@@ -29,7 +29,7 @@ def test_tica_layout_reads_star_table(tica_file, sim_small):
     assert img.layout == "tica"
     assert (img.sector, img.camera, img.ccd) == (7, 2, 3)
     assert img.catalog is not None and len(img.catalog) > 20
-    bright = sim_small.stars[sim_small.stars["flux"] > 50]
+    bright = sim_small.stars[sim_small.stars["flux"] > 900]  # write_tica's cut (Tmag ≈ 13)
     # FLXCOL/FLXROW are 1-based on disk; the reader returns 0-based positions.
     np.testing.assert_allclose(img.catalog[:, 0], bright["x"], atol=1e-6)
     np.testing.assert_allclose(img.catalog[:, 1], bright["y"], atol=1e-6)

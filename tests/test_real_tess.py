@@ -162,3 +162,39 @@ def test_hdu_rule_and_choice(tmp_path):
     shutil.copy(SPOC, tmp_path / "copy.fits")
     with pytest.raises(FITSReadError, match="HDU 0 holds no 2-D image"):
         read_fits(tmp_path / "copy.fits", hdu=0)
+
+
+def test_simulator_matches_the_real_frame_within_30_percent():
+    """The simulator's statistics on reduced-size frames agree with the real SPOC corner."""
+    from reaper_core.frame_stats import frame_statistics
+    from reaper_core.simulate import simulate_ffi
+
+    img = read_fits(SPOC)
+    real = frame_statistics(img.data[img.valid])
+    ny, nx = img.data[img.valid].shape
+    sims = [frame_statistics(simulate_ffi(size=256, seed=s, n_saturated=0).image[:ny, :nx])
+            for s in range(5)]
+    for key in ("peaks_5", "peaks_10", "peaks_50", "sky_median", "sky_sigma", "psf_fwhm",
+                "brightest"):
+        sim = float(np.median([d[key] for d in sims]))
+        assert abs(sim - real[key]) <= 0.3 * real[key], (key, sim, real[key])
+    # A crowded field near the Galactic plane: several times the stars, a brighter sky.
+    dense = simulate_ffi(size=256, seed=0, n_saturated=0, density=4.0)
+    sparse = simulate_ffi(size=256, seed=0, n_saturated=0)
+    assert len(dense.stars) > 3.5 * len(sparse.stars)
+    assert frame_statistics(dense.image)["sky_median"] > 1.2 * real["sky_median"]
+
+
+def test_simulated_spoc_file_has_real_keywords_and_bleeds_both_ways(tmp_path):
+    from reaper_core.simulate import SATURATION_E_PER_S, simulate_ffi, write_spoc
+
+    sim = simulate_ffi(size=256, seed=2, collateral=True, n_saturated=1)
+    path = write_spoc(sim, tmp_path / "tess2020001000000-s0020-2-3-0165-s_ffic.fits")
+    img = read_fits(path)
+    assert img.valid == sim.science and (img.sector, img.camera, img.ccd) == (42, 1, 1)
+    star = sim.stars[0]
+    x, y = int(round(star["x"])), int(round(star["y"]))
+    column = sim.image[:, x]
+    assert column[y] >= 0.99 * SATURATION_E_PER_S  # the star, saturated
+    above, below = column[y + 3:y + 8], column[y - 7:y - 2]
+    assert (above > 0.25 * SATURATION_E_PER_S).all() and (below > 0.25 * SATURATION_E_PER_S).all()
