@@ -20,12 +20,16 @@ def main() -> None:
         st.Page(PAGES / "explore.py", title="Explore"),
         st.Page(PAGES / "gallery.py", title="Gallery"),
     ])
-    widgets.ensure_demo()
     # The sidebar's slot comes first, its content last: it then shows what the page has just
     # saved (a threshold), also when the page stops early.
     slot = st.sidebar.empty()
     try:
+        widgets.ensure_demo()
         page.run()
+    except Exception as exc:  # a database or disk that fails: one sentence, no traceback
+        if not widgets.is_failure(exc):
+            raise
+        st.error(widgets.failure_text(exc))
     finally:
         widgets.sidebar(slot)
 

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
 import streamlit as st
 
 from reaper_app import state
+from reaper_core.config import mask_url
 from reaper_core.cutouts import to_png
 from reaper_core.demo import DEMO_FILES
 from reaper_core.ingest import IngestReport
+
+_MARKDOWN = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def plain(text: object) -> str:
+    """``text`` escaped so that Streamlit's Markdown shows it as typed: every ASCII punctuation
+    character gets a backslash (no links, images, emphasis, HTML, ``:colour[…]`` or icons).
+    Use it for every user-supplied string (file names, header values, notes, messages)."""
+    return _MARKDOWN.sub(r"\\\1", str(text))
 
 
 def thumbnails(ids: list[int], stretch: str = "asinh", cmap: str = "gray",
@@ -76,17 +88,36 @@ def demo_description(name: str) -> str | None:
     return DEMO_FILES.get(name)
 
 
+def is_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failure of the database or the disk (shown as one sentence)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from reaper_core.errors import ReaperError
+
+    return isinstance(exc, SQLAlchemyError | OSError | ReaperError)
+
+
+def failure_text(exc: BaseException) -> str:
+    """The one sentence a person sees for a failure of the database or the disk."""
+    from reaper_core.errors import describe_failure
+
+    return describe_failure(exc, mask_url(state.settings().db_url)).capitalize()
+
+
 def sidebar(slot) -> None:
     """Totals, the current model and the database, drawn into ``slot`` (a sidebar placeholder)."""
     r = state.reaper()
     with slot.container():
         st.caption("Anomaly Reaper")
-        t = r.totals()
-        st.write(f"**{t['files']}** files · **{t['cutouts']:,}** cutouts")
-        m = r.model()
-        if m:
-            st.write(m.summary(short=True))
+        try:
+            t = r.totals()
+            m = r.model()
+        except Exception as exc:
+            if not is_failure(exc):
+                raise
+            st.write("The database cannot be used now.")
         else:
-            st.write("No model yet.")
-        db = r.settings.db_url
-        st.caption(f"Database: {db.split('@')[-1] if '@' in db else db}")
+            st.write(f"**{t['files']}** files · **{t['cutouts']:,}** cutouts")
+            st.write(m.summary(short=True) if m else "No model yet.")
+        st.caption("Database")
+        st.text(mask_url(r.settings.db_url))

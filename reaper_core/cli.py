@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .config import Settings, load_settings, save_settings
+from .config import Settings, load_settings, mask_url, save_settings
 from .errors import ReaperError
 from .labels import LABELS
 from .thresholds import THRESHOLD_MODES
@@ -57,12 +57,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     env = dict(os.environ, ANOMALY_REAPER_DB_URL=settings.db_url,
                ANOMALY_REAPER_EMBEDDER=settings.embedder)
+    if args.config:
+        env["ANOMALY_REAPER_CONFIG"] = str(Path(args.config).resolve())
     cmd = [sys.executable, "-m", "streamlit", "run", str(reaper_app.ENTRY),
            *reaper_app.server_flags(),
            "--server.address", args.host, "--server.port", str(args.port),
            "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     print(f"Anomaly Reaper dashboard on http://{args.host}:{args.port} "
-          f"(database {settings.db_url})", flush=True)
+          f"(database {mask_url(settings.db_url)})", flush=True)
     return _run_child(cmd, env)
 
 
@@ -98,6 +100,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         raise ReaperError("no files match the given paths")
     outer = tqdm(total=len(files), desc="ingest", unit="file", file=sys.stderr)
     state: dict = {}
+    done: list = []  # results reported so far
 
     def on_file(i: int, n: int, name: str) -> None:
         outer.set_postfix_str(name[:40])
@@ -106,12 +109,23 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     def on_result(i: int, n: int, result) -> None:
         state["bar"].close()
         outer.update(1)
+        done.append(result)
         if result.status == "error":
             tqdm.write(f"error: {result.message}", file=sys.stderr)
 
-    report = reaper.ingest(files, on_file=on_file, on_result=on_result,
-                           progress=lambda *a: state["update"](*a) if "update" in state else None,
-                           fit_if_missing=not args.no_fit, hdu=args.hdu)
+    try:
+        report = reaper.ingest(files, on_file=on_file, on_result=on_result,
+                               progress=lambda *a: state["update"](*a) if "update" in state
+                               else None, fit_if_missing=not args.no_fit, hdu=args.hdu)
+    except KeyboardInterrupt:
+        outer.close()
+        # Asked of the database: a file may be in although its result was not reported yet.
+        tried = files[:len(done) + 1]
+        stored = [p.name for p in reaper.stored(tried)]
+        print(f"interrupted: {len(stored)} files stored ({', '.join(stored) or 'none'}); "
+              f"{len(files) - len(stored)} not stored (each file is stored whole or not at "
+              "all); run the same command again to go on", file=sys.stderr)
+        return 130
     outer.close()
     for r in report.results:
         extra = f", {r.n_anomalies} anomalies" if r.n_anomalies is not None else ""
@@ -179,6 +193,13 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    reaper = _service(args)
+    n = reaper.prune(args.keep)
+    print(f"deleted {n} old models and their scores; {reaper.totals()['models']} kept")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     path, n = _service(args).export(args.output, args.format, args.anomalies_only)
     print(f"wrote {n} rows to {path}")
@@ -197,7 +218,7 @@ def cmd_configure(args: argparse.Namespace) -> int:
         written = save_settings(updates, path)
         print(f"saved {', '.join(sorted(updates))} to {written}")
     settings = load_settings(path)
-    for k, v in settings.to_dict().items():
+    for k, v in settings.shown().items():
         print(f"{k} = {v}")
     return 0
 
@@ -264,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also every other cutout of the same detected object")
     lb.set_defaults(func=cmd_label)
 
+    pr = sub.add_parser("prune", parents=[common],
+                        help="delete old models and their scores (the current one stays)")
+    pr.add_argument("--keep", type=int, help="other models to keep (default: keep_models)")
+    pr.set_defaults(func=cmd_prune)
+
     e = sub.add_parser("export", parents=[common], help="export every cutout as CSV/FITS/VOTable")
     e.add_argument("-o", "--output", required=True)
     e.add_argument("--format", choices=["csv", "fits", "votable"])
@@ -298,7 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        from .errors import describe_failure
+
+        url = getattr(args, "db_url", None) or os.environ.get("ANOMALY_REAPER_DB_URL", "")
+        print(f"error: {describe_failure(exc, mask_url(url) if url else '')}", file=sys.stderr)
         return 1
 
 

@@ -94,6 +94,32 @@ def cutout_origins(
     return ix + c0, iy + r0
 
 
+#: A cutout whose window holds more than this fraction of non-finite pixels is not cut.
+MAX_NAN_FRACTION = 0.05
+
+
+def usable_positions(data: np.ndarray, x: np.ndarray, y: np.ndarray, size: int,
+                     region: tuple[slice, slice] | None = None) -> np.ndarray:
+    """Which positions may be cut, shape (n,) of bool: the centre pixel is finite and the window
+    (as :func:`extract_cutouts` places it) holds at most :data:`MAX_NAN_FRACTION` non-finite
+    pixels. The stated rule for NaN regions: what is left out is counted, never scored."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) == 0:
+        return np.zeros(0, bool)
+    bad = ~np.isfinite(data)
+    iy = np.clip(np.round(y).astype(np.int64), 0, data.shape[0] - 1)
+    ix = np.clip(np.round(x).astype(np.int64), 0, data.shape[1] - 1)
+    ok = ~bad[iy, ix]
+    if bad.any():
+        # Non-finite pixels in each window from a summed-area table.
+        sat = np.pad(bad.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+        wx, wy = cutout_origins(x, y, size, data.shape, region)
+        x1, y1 = np.minimum(wx + size, data.shape[1]), np.minimum(wy + size, data.shape[0])
+        n_bad = sat[y1, x1] - sat[wy, x1] - sat[y1, wx] + sat[wy, wx]
+        ok &= n_bad <= MAX_NAN_FRACTION * size * size
+    return ok
+
+
 def fill_nan(patches: np.ndarray) -> np.ndarray:
     """Replace NaN in each patch by that patch's median (0 if all NaN); shape kept."""
     patches = np.asarray(patches, dtype=np.float32)

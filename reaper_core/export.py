@@ -66,16 +66,20 @@ def write_export(df: pd.DataFrame, path: str | Path, fmt: str | None = None) -> 
     """
     path = Path(path)
     kind = format_for(path, fmt)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        os.close(fd)
         if kind == "csv":
             df.to_csv(tmp, index=False)
         else:
             _as_table(df).write(tmp, format="fits" if kind == "fits" else "votable",
                                 overwrite=True)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise ReaperError(f"cannot write the export {path}: {exc.strerror or exc}; nothing "
+                          "was written") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
     return path

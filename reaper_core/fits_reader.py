@@ -94,6 +94,8 @@ class FitsImage:
     hdu: int = 0
     n_images: int = 1
     quality: int = 0
+    #: Further notes added while the file is processed (e.g. positions left out).
+    extra_notes: list[str] = field(default_factory=list)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -110,7 +112,7 @@ class FitsImage:
         if self.quality:
             out.append(f"frame flagged by TESS quality bits {self.quality} "
                        f"({', '.join(describe_quality(self.quality))})")
-        return out
+        return out + self.extra_notes
 
     @property
     def mid_time(self) -> float | None:
@@ -156,6 +158,32 @@ def _read_bytes(path: Path, name: str, max_bytes: int) -> bytes:
     return raw
 
 
+def _check_dimensions(path: Path, name: str, max_bytes: int, max_pixels: int) -> None:
+    """Refuse an image over ``max_pixels`` from its headers alone, before any data is read
+    (a plain FITS file; gzip files are checked as they inflate)."""
+    try:
+        if not 0 < path.stat().st_size <= max_bytes:
+            return  # _read_bytes says why
+        with path.open("rb") as fh:
+            if not fh.read(len(_FITS_MAGIC)).startswith(_FITS_MAGIC):
+                return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
+                for each in hdul:
+                    hdr = each.header
+                    key = "ZNAXIS" if "ZNAXIS" in hdr else "NAXIS"
+                    n = int(hdr.get(key, 0) or 0)
+                    dims = [int(hdr.get(f"{key}{i}", 0) or 0) for i in range(1, n + 1)]
+                    if dims and each.is_image and np.prod(dims, dtype=np.int64) > max_pixels:
+                        raise FITSReadError(name, f"has a {' x '.join(map(str, dims))} image, "
+                                                  f"over the limit of {max_pixels:,} pixels")
+    except FITSReadError:
+        raise
+    except Exception:
+        return  # a damaged file: the full read says what is wrong
+
+
 def _sniff(raw: bytes) -> str:
     signatures = {
         b"\x89PNG": " but a PNG image",
@@ -191,18 +219,35 @@ def _float_card(headers: list[fits.Header], *keys: str) -> float | None:
     return None
 
 
-def _celestial_wcs(header: fits.Header) -> WCS | None:
+#: Pixel scales a celestial WCS may have, arcsec per pixel (outside: refused as broken).
+PIXEL_SCALE_RANGE = (1e-3, 3600.0)
+
+
+def _celestial_wcs(header: fits.Header) -> tuple[WCS | None, str | None]:
+    """(the header's celestial WCS, None), or (None, why it was refused) for one that is there
+    but unusable: singular, non-finite, or with an impossible pixel scale."""
     if "CTYPE1" not in header and "CTYPE2" not in header:
-        return None
+        return None, None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             wcs = WCS(header, naxis=2, relax=True)
-    except Exception:
-        return None
+    except Exception as exc:
+        return None, f"its WCS cannot be read ({str(exc).splitlines()[0][:120]})"
     if not wcs.has_celestial:
-        return None
-    return wcs.celestial
+        return None, None
+    wcs = wcs.celestial
+    m = wcs.pixel_scale_matrix
+    if not np.all(np.isfinite(m)) or not np.all(np.isfinite(wcs.wcs.crval)):
+        return None, "its WCS has non-finite values"
+    det = abs(float(np.linalg.det(m)))
+    scale = np.sqrt(det) * 3600.0
+    if det == 0 or np.linalg.cond(m) > 1e6:
+        return None, "its WCS matrix is singular (CD/PC of rank 1)"
+    lo, hi = PIXEL_SCALE_RANGE
+    if not lo <= scale <= hi:
+        return None, f"its WCS has a pixel scale of {scale:.3g}″, outside {lo:g}–{hi:g}″"
+    return wcs, None
 
 
 def _catalog_from_table(hdu: fits.BinTableHDU) -> np.ndarray | None:
@@ -308,6 +353,7 @@ def read_fits(
     """
     path = Path(path)
     name = name or path.name
+    _check_dimensions(path, name, max_bytes, max_pixels)
     raw = _read_bytes(path, name, max_bytes)
     try:
         with warnings.catch_warnings():
@@ -371,6 +417,8 @@ def _parse(hdul: fits.HDUList, name: str, max_pixels: int, hdu: int | None = Non
         raise FITSReadError(name, f"is a constant image (every pixel is {values.min():g})")
 
     valid = science_region(header, image.shape) if layout in ("spoc", "tica") else None
+    valid = _finite_box(finite, valid)
+    wcs, wcs_problem = _celestial_wcs(header)
     cards = {}
     for key in KEY_CARDS:
         for hdr in headers:
@@ -387,14 +435,31 @@ def _parse(hdul: fits.HDUList, name: str, max_pixels: int, hdu: int | None = Non
         tstart=_float_card(headers, "TSTART", "STARTTJD"),
         tstop=_float_card(headers, "TSTOP", "ENDTJD"),
         date_obs=str(header.get("DATE-OBS", primary.get("DATE-OBS", ""))) or None,
-        wcs=_celestial_wcs(header),
+        wcs=wcs,
         catalog=catalog,
         valid=valid,
         header_cards=cards,
         hdu=index,
         n_images=n_images,
         quality=_int_card(headers, "DQUALITY") or 0,
+        extra_notes=[f"WCS ignored: {wcs_problem}; no RA/Dec for its cutouts"]
+        if wcs_problem else [],
     )
+
+
+def _finite_box(finite: np.ndarray, region: tuple[slice, slice] | None
+                ) -> tuple[slice, slice] | None:
+    """``region`` (or the whole frame) shrunk to the rows and columns holding finite pixels, so
+    that NaN borders (calibrated FFIs have them) count as the frame's edge."""
+    from .cutouts import region_bounds
+
+    r0, r1, c0, c1 = region_bounds(finite.shape, region)
+    rows = np.flatnonzero(finite[r0:r1, c0:c1].any(axis=1))
+    cols = np.flatnonzero(finite[r0:r1, c0:c1].any(axis=0))
+    box = (slice(r0 + rows[0], r0 + rows[-1] + 1), slice(c0 + cols[0], c0 + cols[-1] + 1))
+    full = (box[0].start, box[0].stop, box[1].start, box[1].stop) == (0, finite.shape[0], 0,
+                                                                      finite.shape[1])
+    return None if full else box
 
 
 def _first(*values: int | None) -> int | None:
@@ -491,7 +556,7 @@ def read_tesscut(path: str | Path, *, name: str | None = None,
                     sector=_first(_int_card(headers, "SECTOR"), named and named.sector),
                     camera=_first(_int_card(headers, "CAMERA"), named and named.camera),
                     ccd=_first(_int_card(headers, "CCD"), named and named.ccd),
-                    wcs=_celestial_wcs(aperture.header) if aperture is not None else None,
+                    wcs=_celestial_wcs(aperture.header)[0] if aperture is not None else None,
                 )
     except FITSReadError:
         raise

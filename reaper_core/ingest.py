@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from . import store
 from .config import Settings
 from .embedders import Embedder, get_embedder
-from .errors import FITSReadError, ReaperError
+from .errors import FITSReadError, ReaperError, describe_failure
 from .files import expand_paths, safe_filename, sha256_file
 from .fits_reader import FitsImage, read_fits
 from .models import CurrentModel, current_model, fit_model, score_pending
@@ -109,8 +109,8 @@ def prepare(
 ) -> Prepared:
     """Read, find sources, cut and embed one file (no database access); ``hdu`` reads that
     HDU instead of the one the reader's rule picks."""
-    from .cutouts import extract_cutouts
-    from .sources import find_sources
+    from .cutouts import MAX_NAN_FRACTION, extract_cutouts, usable_positions
+    from .sources import Sources, find_sources
 
     path = Path(path)
     name = safe_filename(name or path.name)
@@ -119,6 +119,13 @@ def prepare(
                       max_pixels=settings.max_pixels, hdu=hdu)
     progress("sources", 0.0, "finding sources")
     sources = find_sources(image, settings.source_method, patch_size=settings.patch_size)
+    ok = usable_positions(image.data, sources.x, sources.y, settings.patch_size, image.valid)
+    excluded = int((~ok).sum())
+    if excluded:
+        sources = Sources(sources.x[ok], sources.y[ok], sources.origin[ok], sources.segment[ok])
+        image.extra_notes.append(
+            f"{excluded} positions not cut: centred on a non-finite (NaN) pixel, or more than "
+            f"{100 * MAX_NAN_FRACTION:g} % of their window is")
     if len(sources) == 0:
         raise FITSReadError(name, "has no detectable objects to cut out")
     progress("cutouts", 0.0, f"cutting {len(sources)} patches")
@@ -222,7 +229,10 @@ def ingest_file(
         return FileResult(display, "error", f"{display}: too large to process in memory",
                           seconds=time.perf_counter() - t0)
     except Exception as exc:
-        return FileResult(display, "error", f"{display}: unexpected {type(exc).__name__}: {exc}",
+        from .config import mask_url
+
+        return FileResult(display, "error",
+                          f"{display}: {describe_failure(exc, mask_url(settings.db_url))}",
                           seconds=time.perf_counter() - t0)
 
 

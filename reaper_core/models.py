@@ -111,7 +111,9 @@ def fit_model(engine: Engine, settings: Settings, progress: ProgressFn = noop,
     """Fit a new model on every cutout, make it current and score everything with it.
 
     Cutouts a person labelled normal count ``settings.normal_weight`` times and damp the scores
-    of those like them.
+    of those like them. The threshold mode and value are the current model's (the ones the
+    person last saved), the settings' for a first model. Older models beyond
+    ``settings.keep_models`` are pruned with their scores.
     """
     embedder = get_embedder(settings.embedder, settings)
     embed_missing(engine, embedder, progress)
@@ -122,8 +124,10 @@ def fit_model(engine: Engine, settings: Settings, progress: ProgressFn = noop,
         raise ModelError(f"need at least 3 cutouts embedded by {embedder.name} to fit a model")
     nc = settings.n_components if n_components is None else n_components
     nc = int(nc) if nc >= 1 else (nc if nc > 0 else 5)
-    det = PCAAnomalyDetector(n_components=nc, threshold_mode=settings.threshold_mode,
-                             threshold_value=settings.threshold_value,
+    last = store.current_model(engine)
+    mode, value = ((last.threshold_mode, last.threshold_value) if last is not None
+                   else (settings.threshold_mode, settings.threshold_value))
+    det = PCAAnomalyDetector(n_components=nc, threshold_mode=mode, threshold_value=value,
                              normalize_residuals=bool(settings.normalize_residuals),
                              normal_weight=settings.normal_weight).fit(X, normal=normal)
     progress("fit", 0.6, "scoring every cutout")
@@ -134,6 +138,7 @@ def fit_model(engine: Engine, settings: Settings, progress: ProgressFn = noop,
         threshold=det.threshold_, arrays=arrays, meta_json=meta,
         explained_variance_json=json.dumps(det.explained_variance_ratio_.tolist()),
     ), ids.tolist(), det.train_anomaly_scores_)
+    store.prune_models(engine, settings.keep_models)
     progress("fit", 1.0, f"model {row.id}: {row.n_components} components"
              + (f", {det.n_normal_:,} cutouts labelled normal" if det.n_normal_ else ""))
     return CurrentModel(row, det)

@@ -56,7 +56,7 @@ class Reaper:
         """The database engine (tables created on first use)."""
         with self._lock:
             if self._engine is None:
-                self._engine = store.make_engine(self.settings.db_url)
+                self._engine = store.make_engine(self.settings.engine_url())
             return self._engine
 
     # -- ingest -------------------------------------------------------------------------------
@@ -75,9 +75,10 @@ class Reaper:
     def ingest_uploads(self, uploads: list[tuple[str, bytes]], *, progress: ProgressFn = noop,
                        on_file: Callable[[int, int, str], None] | None = None,
                        on_result: Callable[[int, int, FileResult], None] | None = None,
-                       ) -> IngestReport:
+                       hdu: int | None = None) -> IngestReport:
         """Store uploaded (name, bytes) under the uploads folder, then ingest them; a file that
-        cannot be saved is reported like a bad file. Results keep the uploads' order."""
+        cannot be saved is reported like a bad file. Results keep the uploads' order.
+        ``hdu``: read that HDU of every file instead of choosing by the reader's rule."""
         from .files import safe_filename, save_upload
         from .ingest import FileResult, IngestItem, IngestReport
 
@@ -101,13 +102,20 @@ class Reaper:
             if isinstance(it, FileResult) and on_result:
                 on_result(i, n, it)
         done = self.ingest(
-            good, progress=progress,
+            good, progress=progress, hdu=hdu,
             on_file=(lambda i, _n, name: on_file(at(i), n, name)) if on_file else None,
             on_result=(lambda i, _n, r: on_result(at(i), n, r)) if on_result else None)
         report = IngestReport(model_id=done.model_id, fitted=done.fitted)
         found = iter(done.results)
         report.results = [it if isinstance(it, FileResult) else next(found) for it in items]
         return report
+
+    def stored(self, paths: Iterable[str | Path]) -> list[Path]:
+        """The files among ``paths`` whose bytes are in the database (by SHA-256)."""
+        from .files import sha256_file
+
+        return [Path(p) for p in paths
+                if Path(p).is_file() and store.file_by_sha(self.engine, sha256_file(p))]
 
     def demo_pending(self) -> bool:
         """Whether the demo data set should be (re)loaded: the database holds nothing but demo
@@ -171,6 +179,12 @@ class Reaper:
 
         settings = replace(self.settings, embedder=embedder) if embedder else self.settings
         return fit_model(self.engine, settings, progress=progress, n_components=n_components)
+
+    def prune(self, keep: int | None = None) -> int:
+        """Delete old models and their scores, keeping the current one and ``keep`` others
+        (default: the ``keep_models`` setting); returns how many were deleted."""
+        return store.prune_models(self.engine, self.settings.keep_models if keep is None
+                                  else keep)
 
     def score_pending(self, model: CurrentModel | None = None) -> int:
         """Score cutouts the current model has not scored; returns how many."""

@@ -312,6 +312,23 @@ def write_model(engine: Engine, row: dict[str, Any], ids: list[int],
     return with_retry(write)
 
 
+def prune_models(engine: Engine, keep: int) -> int:
+    """Delete every model but the current ones and the ``keep`` newest others, with their
+    scores, in one transaction; returns how many models were deleted."""
+    def write() -> int:
+        with session_scope(engine) as s:
+            rows = s.exec(select(DetectorModel.id, DetectorModel.is_current)
+                          .order_by(DetectorModel.id.desc())).all()
+            old = [mid for mid, cur in rows if not cur][keep:]
+            for start in range(0, len(old), 500):
+                chunk = old[start:start + 500]
+                s.execute(Score.__table__.delete().where(Score.model_id.in_(chunk)))
+                s.execute(DetectorModel.__table__.delete().where(DetectorModel.id.in_(chunk)))
+            return len(old)
+
+    return with_retry(write)
+
+
 def save_threshold(engine: Engine, model_id: int, mode: str, value: float,
                    threshold: float) -> DetectorModel:
     """Store a model's threshold (its only copy); returns the updated row."""

@@ -1,5 +1,6 @@
 """Page logic through streamlit.testing.v1.AppTest, on a database of real ingested files."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -264,6 +265,9 @@ def test_upload_good_bad_and_duplicate(app, db, tica_file, tmp_path):
     assert not app.exception
     text = " ".join(e.value for e in app.success) + " ".join(e.value for e in app.error)
     text += " ".join(e.value for e in app.info)
+    # Names and messages are escaped, so Markdown shows them as typed.
+    assert "evil\\.fits" in text
+    text = re.sub(r"\\(.)", r"\1", text)
     assert "**tica.fits**" in text and "objects" in text
     assert "evil.fits: is not a FITS file but a PNG image" in text
     assert "duplicate" in text

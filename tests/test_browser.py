@@ -266,3 +266,93 @@ def test_xsrf_protection_is_on(server):
     cfg = (ROOT / ".streamlit" / "config.toml").read_text()
     assert "enableXsrfProtection = true" in cfg
     assert shutil.which("chromium") or Path(CHROMIUM).exists()
+
+
+@pytest.fixture
+def beacon():
+    """A local HTTP server that counts the requests it gets (none may come)."""
+    import http.server
+    import threading
+
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}", hits
+    srv.shutdown()
+
+
+def test_hostile_names_headers_and_notes_are_shown_as_text(server, page, beacon, hdf_file):
+    """File names, header values and notes written as Markdown or HTML images are shown as
+    typed: the browser never fetches them (a local beacon server must get no request)."""
+    base, url = server
+    where, hits = beacon
+    page.goto(where + "/positive-control")  # the beacon counts what reaches it
+    assert "/positive-control" in hits
+    page.goto("about:blank")
+    hits.clear()
+    from astropy.io import fits
+
+    with fits.open(hdf_file) as hdul:
+        hdul[0].header["OBJECT"] = f"![h]({where}/header.png)"
+        hdul[0].header["TELESCOP"] = f'<img src="{where}/html.png">'
+        hdul[0].data = hdul[0].data[::-1, ::-1].copy()  # other bytes than the fixture's file
+        import io
+
+        buf = io.BytesIO()
+        hdul.writeto(buf)
+    page.goto(base + "/upload")
+    wait_idle(page)
+    page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files([
+        {"name": f"![pix]({where}/name.png) :red[x] <b>.fits", "mimeType": "application/fits",
+         "buffer": buf.getvalue()},
+        {"name": f"![bad]({where}/bad.png).fits", "mimeType": "application/fits",
+         "buffer": b"\x89PNG\r\n\x1a\n" + b"0" * 64},
+    ])
+    page.get_by_text(re.compile(r"objects, \d+ anomalies")).wait_for(timeout=120_000)
+    wait_idle(page)
+    shot(page, "hostile-upload")
+    body = page.inner_text("body")
+    assert "is not a FITS file but a PNG image" in body
+    # A note in Markdown on one of its cutouts, then the gallery's detail of it.
+    from reaper_core.service import Reaper
+
+    reaper = Reaper(load_settings_for(url))
+    f = next(f for f in reaper.files() if f.name.startswith("name.png"))  # directories dropped
+    ranked = reaper.ranked(reaper.model(), one_per_object=True)
+    cid = int(ranked[ranked.file_id == f.id].cutout_id.iloc[0])  # the gallery's first tile
+    reaper.label([cid], "interesting", note=f"![note]({where}/note.png) <img src=x>")
+    page.goto(base + "/gallery")
+    wait_idle(page)
+    page.get_by_label("File name contains").fill("name.png")
+    page.keyboard.press("Enter")
+    wait_idle(page)
+    page.get_by_role("button", name="details").first.click()
+    wait_idle(page, 1.0)
+    shot(page, "hostile-detail")
+    body = page.inner_text("body")
+    assert f"Cutout #{cid} — {f.name}" in body  # the name as text, in the detail's title
+    assert page.get_by_label("Note").input_value().startswith("![note](")
+    page.goto(base + "/")
+    wait_idle(page)
+    time.sleep(1.0)
+    assert hits == [], hits
+
+
+def load_settings_for(url: str):
+    from reaper_core.config import Settings
+
+    return Settings(db_url=url)

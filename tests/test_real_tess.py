@@ -193,7 +193,7 @@ def test_simulated_spoc_file_has_real_keywords_and_bleeds_both_ways(tmp_path):
     img = read_fits(path)
     assert img.valid == sim.science and (img.sector, img.camera, img.ccd) == (42, 1, 1)
     star = sim.stars[0]
-    x, y = int(round(star["x"])), int(round(star["y"]))
+    x, y = round(float(star["x"])), round(float(star["y"]))
     column = sim.image[:, x]
     assert column[y] >= 0.99 * SATURATION_E_PER_S  # the star, saturated
     above, below = column[y + 3:y + 8], column[y - 7:y - 2]

@@ -79,7 +79,7 @@ if detail is not None and detail in set(tbl["cutout_id"]):
         got = reaper.cutouts([detail])
         patch, c = got[detail]
         info = tbl.set_index("cutout_id").loc[detail]
-        st.subheader(f"Cutout #{detail} — {info['file']}")
+        st.subheader(f"Cutout #{detail} — {widgets.plain(info['file'])}")
         a, b, d = st.columns([1, 1, 2])
         a.image(to_png(patch, stretch, 8, cmap), caption="cutout", width="stretch")
         b.image(to_png(residual_map(patch), "sqrt", 8, "magma"),

@@ -1,7 +1,7 @@
 import pandas as pd
 import streamlit as st
 
-from reaper_app import state
+from reaper_app import state, widgets
 from reaper_core.progress import overall_fraction
 
 st.title("Upload FITS files")
@@ -10,6 +10,11 @@ st.write("Drop TESS FFIs (SPOC or TICA), TESScut cubes or any FITS image: `.fits
          "is reported and the others go on.")
 
 done = st.session_state.setdefault("upload_done", {})
+choice = st.selectbox("Image HDU", ["automatic", *range(10)], key="upload_hdu",
+                      format_func=lambda v: "automatic: a TESScut cube's pixels, else the "
+                                            "largest 2-D image" if v == "automatic"
+                      else f"HDU {v}",
+                      help="Which HDU of each file holds the image (0 is the primary HDU).")
 uploads = st.file_uploader("FITS files", accept_multiple_files=True, key="uploader",
                            type=["fits", "fit", "fts", "fz", "gz"])
 
@@ -20,7 +25,7 @@ if new:
 
     def on_file(i: int, n: int, name: str) -> None:
         # Expander label as plain text: a file name is never rendered as Markdown.
-        box["status"] = st.status(name, expanded=False)
+        box["status"] = st.status(widgets.plain(name), expanded=False)
         box["bar"] = box["status"].progress(0.0)
 
     def progress(stage: str, fraction: float, message: str) -> None:
@@ -31,13 +36,15 @@ if new:
     def on_result(i: int, n: int, result) -> None:
         state_ = {"added": "complete", "duplicate": "complete", "error": "error"}[result.status]
         if "status" in box:
-            box["status"].update(label=f"{result.name}: {result.status}", state=state_)
+            box["status"].update(label=f"{widgets.plain(result.name)}: {result.status}",
+                                 state=state_)
         overall.progress((i + 1) / n, text=f"{i + 1} of {n} files")
 
     with st.spinner("Ingesting…"):
         report = state.reaper().ingest_uploads([(u.name, u.getvalue()) for u in new],
                                                progress=progress, on_file=on_file,
-                                               on_result=on_result)
+                                               on_result=on_result,
+                                               hdu=None if choice == "automatic" else choice)
     for up, r in zip(new, report.results, strict=True):
         done[up.file_id] = r
 
@@ -46,13 +53,15 @@ if results:
     st.subheader("Results")
     for r in results:
         if r.status == "added":
-            st.success(f"**{r.name}**: {r.n_cutouts} objects, "
+            st.success(f"**{widgets.plain(r.name)}**: {r.n_cutouts} objects, "
                        f"{r.n_anomalies if r.n_anomalies is not None else '?'} anomalies "
                        f"({r.seconds:.1f} s)")
         elif r.status == "duplicate":
-            st.info(f"**{r.name}**: duplicate — {r.message}")
+            st.info(f"**{widgets.plain(r.name)}**: duplicate — {widgets.plain(r.message)}")
         else:
-            st.error(r.message)
+            st.error(widgets.plain(r.message))
+        for note in r.notes:
+            st.caption(widgets.plain(note))
     ok = [r for r in results if r.status in ("added", "duplicate")]
     if ok:
         st.dataframe(pd.DataFrame([{"file": r.name, "status": r.status, "objects": r.n_cutouts,
