@@ -34,6 +34,9 @@ def score_histogram(scores: np.ndarray, threshold: float, bins: int = 80) -> go.
                            yanchor="bottom", font_color=THRESHOLD_COLOUR)
     if ends:
         fig.update_xaxes(range=[np.log10(min(ends)) - 0.05, np.log10(max(ends)) + 0.05])
+    # One label per decade: Plotly's log axes otherwise label minor ticks ("1000, 5, 2, 100").
+    fig.update_xaxes(dtick=1)
+    fig.update_yaxes(dtick=1)
     fig.update_layout(xaxis_type="log", xaxis_title="score (reconstruction error)",
                       yaxis_title="cutouts", yaxis_type="log", bargap=0, showlegend=False,
                       margin=dict(l=10, r=10, t=40, b=10), height=320)

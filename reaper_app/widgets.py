@@ -22,7 +22,7 @@ def plain(text: object) -> str:
     return _MARKDOWN.sub(r"\\\1", str(text))
 
 
-def thumbnails(ids: list[int], stretch: str = "asinh", cmap: str = "gray",
+def thumbnails(ids: list[int], stretch: str = "zscale", cmap: str = "gray",
                upscale: int = 3) -> dict[int, bytes]:
     """PNG bytes per cutout id."""
     return {cid: to_png(p, stretch, upscale, cmap)
@@ -30,7 +30,7 @@ def thumbnails(ids: list[int], stretch: str = "asinh", cmap: str = "gray",
 
 
 def cutout_grid(ids: list[int], scores: dict[int, float] | None = None, columns: int = 6,
-                stretch: str = "asinh", cmap: str = "gray", details: bool = False,
+                stretch: str = "zscale", cmap: str = "gray", details: bool = False,
                 notes: dict[int, str] | None = None) -> None:
     """Draw cutouts in a grid, captioned with id, score and ``notes``; optional 'details'
     buttons."""
@@ -39,7 +39,8 @@ def cutout_grid(ids: list[int], scores: dict[int, float] | None = None, columns:
     for i, cid in enumerate(ids):
         with cols[i % columns]:
             if cid in pngs:
-                cap = f"#{cid}" + (f" · {scores[cid]:.3g}" if scores and cid in scores else "")
+                cap = f"#{cid}" + (f" · score {scores[cid]:.3g}" if scores and cid in scores
+                                   else "")
                 cap += f" · {notes[cid]}" if notes and cid in notes else ""
                 st.image(pngs[cid], caption=cap, width="stretch")
                 if details and st.button("details", key=f"detail-{cid}"):

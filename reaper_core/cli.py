@@ -37,7 +37,7 @@ def _stage_bar(desc: str):
     from .progress import overall_fraction
 
     bar = tqdm(total=100, desc=desc, unit="%", leave=False, file=sys.stderr,
-               disable=not sys.stderr.isatty() and os.environ.get("CI") == "true")
+               disable=not sys.stderr.isatty())
 
     def update(stage: str, fraction: float, message: str) -> None:
         done = overall_fraction(stage, fraction)
@@ -98,7 +98,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     files = expand_paths(args.paths)
     if not files:
         raise ReaperError("no files match the given paths")
-    outer = tqdm(total=len(files), desc="ingest", unit="file", file=sys.stderr)
+    # Progress bars only on a terminal: in a log they would be thousands of lines.
+    outer = tqdm(total=len(files), desc="ingest", unit="file", file=sys.stderr,
+                 disable=not sys.stderr.isatty())
     state: dict = {}
     done: list = []  # results reported so far
 
@@ -142,7 +144,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     reaper = _service(args)
-    bar = tqdm(total=100, desc="fit", unit="%", file=sys.stderr)
+    bar = tqdm(total=100, desc="fit", unit="%", file=sys.stderr, disable=not sys.stderr.isatty())
 
     def update(stage: str, fraction: float, message: str) -> None:
         bar.n = int(100 * fraction)

@@ -42,7 +42,9 @@ with st.sidebar:
                              help="Show only the highest-scoring cutout of each detected "
                                   "object (a big galaxy or a bleed trail gives many).")
     st.subheader("Display")
-    stretch = st.selectbox("Stretch", STRETCHES, key="g_stretch")
+    stretch = st.selectbox("Stretch", STRETCHES, index=STRETCHES.index("zscale"), key="g_stretch",
+                           help="zscale: the display DS9 users know; asinh, sqrt and log show "
+                                "faint structure next to bright stars")
     cmap = st.selectbox("Colour map", ["gray", "viridis", "magma", "inferno", "cividis"],
                         key="g_cmap")
 

@@ -51,6 +51,7 @@ if files:
 else:
     st.write("Nothing ingested yet.")
 
-if st.button("Load demo data", help="Hubble Deep Field (real) and simulated TESS frames"):
+if not {f.name for f in files} >= set(widgets.DEMO_FILES) and st.button(
+        "Load demo data", help="Hubble Deep Field (real) and simulated TESS frames"):
     widgets.load_demo()
     st.rerun()
