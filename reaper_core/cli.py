@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", parents=[common], help="write and ingest the demo data set")
     d.add_argument("--folder")
-    d.add_argument("--size", type=int, default=1024, help="side of the simulated frames, px")
+    d.add_argument("--size", type=int, default=512, help="side of the simulated frames, px")
     d.set_defaults(func=cmd_demo)
     return p
 

@@ -43,7 +43,7 @@ def write_hubble_fits(path: str | Path) -> Path:
     return path
 
 
-def write_demo_files(folder: str | Path, size: int = 1024) -> list[Path]:
+def write_demo_files(folder: str | Path, size: int = 512) -> list[Path]:
     """Write the demo files into ``folder``; ``size`` is the simulated frames' side in pixels."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

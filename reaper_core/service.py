@@ -126,7 +126,7 @@ class Reaper:
         complete = names >= set(DEMO_FILES) and self.model() is not None
         return bool(self.settings.load_demo) and names <= set(DEMO_FILES) and not complete
 
-    def load_demo(self, folder: str | Path | None = None, size: int = 1024, *,
+    def load_demo(self, folder: str | Path | None = None, size: int = 512, *,
                   on_file: Callable[[int, int, str], None] | None = None,
                   on_result: Callable[[int, int, FileResult], None] | None = None,
                   ) -> IngestReport:
