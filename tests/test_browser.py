@@ -216,7 +216,7 @@ def test_gallery_filter_by_file_name(server, page):
     # One per object by default: fewer objects than cutouts, and tiles of many cutouts say so.
     objects = int(re.search(r"from ([\d,]+) objects", body).group(1).replace(",", ""))
     assert 0 < objects < first
-    assert re.search(r"#\d+ · [\d.e+-]+ · \d+ cutouts", body)
+    assert re.search(r"#\d+ · score [\d.e+-]+ · \d+ cutouts", body)
     shot(page, "gallery-objects")
     page.get_by_label("Anomalies only").uncheck(force=True)
     wait_idle(page)
@@ -231,7 +231,7 @@ def test_gallery_filter_by_file_name(server, page):
     assert page.get_by_test_id("stImage").count() > 0
     shot(page, "gallery")
     # The first tile is a galaxy cut into cells; its detail shows the object's other cutouts.
-    first = re.search(r"#(\d+) · [\d.e+-]+ · (\d+) cutouts", page.inner_text("body"))
+    first = re.search(r"#(\d+) · score [\d.e+-]+ · (\d+) cutouts", page.inner_text("body"))
     assert first
     page.get_by_role("button", name="details").first.click()
     page.get_by_text(f"Cutout #{first.group(1)}").wait_for()
