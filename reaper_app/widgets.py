@@ -44,7 +44,7 @@ def cutout_grid(ids: list[int], scores: dict[int, float] | None = None, columns:
                 cap += f" · {notes[cid]}" if notes and cid in notes else ""
                 st.image(pngs[cid], caption=cap, width="stretch")
                 if details and st.button("details", key=f"detail-{cid}"):
-                    st.session_state["detail"] = cid
+                    open_detail(cid)
 
 
 def refit(n_components: float | None = None, embedder: str | None = None) -> None:
@@ -87,6 +87,30 @@ def load_demo(status_label: str = "Loading the demo data set…") -> IngestRepor
 def demo_description(name: str) -> str | None:
     """What a demo file is, or None for any other file."""
     return DEMO_FILES.get(name)
+
+
+#: Sky atlases, with URLs for a position (RA, Dec in degrees, ICRS).
+SKY_ATLASES = {
+    "Aladin": "https://aladin.cds.unistra.fr/AladinLite/?target={ra:.6f}%20{dec:+.6f}&fov=0.3"
+              "&survey=CDS%2FP%2FDSS2%2Fcolor",
+    "ESASky": "https://sky.esa.int/esasky/?target={ra:.6f}%20{dec:+.6f}&hips=DSS2+color&fov=0.3",
+    "SIMBAD": "https://simbad.cds.unistra.fr/simbad/sim-coo?Coord={ra:.6f}%20{dec:+.6f}"
+              "&CooFrame=ICRS&Radius=2&Radius.unit=arcmin",
+}
+
+
+def sky_links(ra: float, dec: float) -> None:
+    """Buttons that open the position in sky atlases (nothing is fetched until one is
+    clicked)."""
+    cols = st.columns(len(SKY_ATLASES))
+    for col, (name, url) in zip(cols, SKY_ATLASES.items(), strict=True):
+        col.link_button(f"{name} ↗", url.format(ra=ra, dec=dec), width="stretch")
+
+
+def open_detail(cutout_id: int) -> None:
+    """Open a cutout's detail, and put its id in the page's URL (a link to share)."""
+    st.session_state["detail"] = int(cutout_id)
+    st.query_params["cutout"] = str(int(cutout_id))
 
 
 def is_failure(exc: BaseException) -> bool:

@@ -273,3 +273,22 @@ def test_upload_good_bad_and_duplicate(app, db, tica_file, tmp_path):
     assert "duplicate" in text
     uploads = Path(db[1]) / "uploads"
     assert all(p.resolve().parent == uploads.resolve() for p in uploads.iterdir())
+
+
+def test_shared_link_opens_a_cutout_with_sky_links(app, db):
+    """?cutout=ID opens that cutout's detail; a cutout with RA/Dec links to sky atlases."""
+    eng = _engine(db)
+    tbl = exported(eng)
+    row = tbl[tbl.ra.notna()].sort_values("score").iloc[len(tbl) // 4]  # any, flagged or not
+    cid = int(row.cutout_id)
+    app.query_params["cutout"] = str(cid)
+    app.switch_page("app_pages/gallery.py").run()
+    assert not app.exception
+    assert any(f"Cutout #{cid} — " in h.value for h in app.subheader)
+    links = {b.proto.label: b.proto.url for b in app.get("link_button")}
+    assert set(links) == {"Aladin ↗", "ESASky ↗", "SIMBAD ↗"}
+    assert f"{row.ra:.6f}%20{row.dec:+.6f}" in links["SIMBAD ↗"]
+    # Closing the detail drops the id from the URL.
+    app.button(key="close_detail").click().run()
+    assert "cutout" not in app.query_params
+    assert not any(h.value.startswith("Cutout #") for h in app.subheader)

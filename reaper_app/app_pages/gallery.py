@@ -75,6 +75,10 @@ page_rows = views.page(shown, pnum, per_page)
 st.download_button(f"Export these {len(res):,} cutouts (CSV)", res.to_csv(index=False).encode(),
                    "anomaly-reaper-selection.csv", "text/csv", key="g_export")
 
+# A shared link (?cutout=ID) opens that cutout's detail.
+linked = st.query_params.get("cutout")
+if linked is not None and linked.isdigit() and st.session_state.get("detail") is None:
+    st.session_state["detail"] = int(linked)
 detail = st.session_state.get("detail")
 if detail is not None and detail in set(tbl["cutout_id"]):
     with st.container(border=True):
@@ -90,6 +94,8 @@ if detail is not None and detail in set(tbl["cutout_id"]):
             ra = "—" if pd.isna(info["ra"]) else f"{info['ra']:.5f}°"
             dec = "—" if pd.isna(info["dec"]) else f"{info['dec']:.5f}°"
             st.write(f"x, y = {info['x']:.1f}, {info['y']:.1f} px · RA {ra} · Dec {dec}")
+            if not (pd.isna(info["ra"]) or pd.isna(info["dec"])):
+                widgets.sky_links(float(info["ra"]), float(info["dec"]))
             sc = info["score"]
             st.write(f"score **{sc:.4g}**" + (" — **anomaly**" if m and sc > m.threshold
                                               else ""))
@@ -141,6 +147,7 @@ if detail is not None and detail in set(tbl["cutout_id"]):
                 st.rerun()
         if st.button("Close detail", key="close_detail"):
             st.session_state.pop("detail", None)
+            st.query_params.pop("cutout", None)
             st.rerun()
 
 ids = page_rows["cutout_id"].astype(int).tolist()
