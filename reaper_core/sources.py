@@ -151,7 +151,9 @@ def _segment_positions(smoothed, sub, threshold, npixels, max_sources, big_area,
     from scipy import ndimage
     from scipy.spatial import cKDTree
 
-    segm = detect_sources(smoothed, threshold, n_pixels=npixels)
+    with warnings.catch_warnings():  # no detection (e.g. no dark defect) is an answer, not news
+        warnings.simplefilter("ignore")
+        segm = detect_sources(smoothed, threshold, n_pixels=npixels)
     if segm is None:
         return np.empty(0), np.empty(0), np.empty(0, np.int64)
     labels = segm.data
