@@ -84,6 +84,16 @@ def load_demo(status_label: str = "Loading the demo data set…") -> IngestRepor
     return report
 
 
+def report_pdf() -> bytes:
+    """The run's report as PDF bytes (drawn into a temporary file by the service)."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        path = state.reaper().report(Path(d) / "report.pdf")[0]
+        return path.read_bytes()
+
+
 def demo_description(name: str) -> str | None:
     """What a demo file is, or None for any other file."""
     return DEMO_FILES.get(name)

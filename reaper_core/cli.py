@@ -195,6 +195,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    written = _service(args).report(args.output, top=args.top)
+    print(f"wrote {', '.join(str(p) for p in written)}")
+    return 0
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     reaper = _service(args)
     n = reaper.prune(args.keep)
@@ -286,6 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--object", action="store_true",
                     help="also every other cutout of the same detected object")
     lb.set_defaults(func=cmd_label)
+
+    rp = sub.add_parser("report", parents=[common],
+                        help="the run's figures as a PDF (or PNGs): score distributions, "
+                             "anomaly rate over the CCD, components, top cutouts")
+    rp.add_argument("-o", "--output", required=True, help="report.pdf, or report.png")
+    rp.add_argument("--top", type=int, default=24, help="cutouts on the contact sheet")
+    rp.set_defaults(func=cmd_report)
 
     pr = sub.add_parser("prune", parents=[common],
                         help="delete old models and their scores (the current one stays)")

@@ -302,6 +302,38 @@ class Reaper:
         got, X = store.load_embeddings(self.engine, model.embedder, ids=[cutout_id])
         return error_by_quadrant(model.detector, X[0], self.features(model)) if len(got) else None
 
+    # -- report -------------------------------------------------------------------------------
+    def report(self, path: str | Path, top: int = 24) -> list[Path]:
+        """Write the run's report (:mod:`reaper_core.report`): a 3-page PDF, or one PNG per
+        page; the contact sheet shows the ``top`` objects by their best cutout."""
+        from datetime import UTC, datetime
+
+        from .config import mask_url
+        from .report import ReportData, write_report
+
+        model = self.require_model()
+        table = self.cutout_table(model)
+        table["is_anomaly"] = model.flags(table["score"].to_numpy(float))
+        ids, pcs = self.pca_coordinates(model, n=3)
+        best = self.ranked(model, one_per_object=True, table=table).head(top)
+        patches = self.cutouts(best["cutout_id"].astype(int).tolist())
+        shown = [(int(c), patches[int(c)][0], f"#{i + 1} · cutout {int(c)} · score {s:.3g}\n"
+                                              f"{str(f)[:30]}")
+                 for i, (c, s, f) in enumerate(zip(best["cutout_id"], best["score"],
+                                                   best["file"], strict=True))
+                 if int(c) in patches]
+        settings = {
+            "model": model.summary(), "threshold": model.threshold_text(),
+            "patch size": f"{self.settings.patch_size} px",
+            "sources": self.settings.source_method, "database": mask_url(self.settings.db_url),
+            "made": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        }
+        try:
+            return write_report(ReportData(table, model.threshold, pcs, ids, shown, settings),
+                                path)
+        except ValueError as exc:
+            raise ReaperError(str(exc)) from None
+
     # -- export -------------------------------------------------------------------------------
     def export_table(self, model: CurrentModel | None = None) -> pd.DataFrame:
         """The export contract's table under ``model`` (default: the current one)."""

@@ -292,3 +292,11 @@ def test_shared_link_opens_a_cutout_with_sky_links(app, db):
     app.button(key="close_detail").click().run()
     assert "cutout" not in app.query_params
     assert not any(h.value.startswith("Cutout #") for h in app.subheader)
+
+
+def test_home_offers_the_report(app):
+    app.button(key="make_report").click().run()
+    assert not app.exception
+    pdf = app.session_state["report_pdf"]
+    assert pdf.startswith(b"%PDF") and len(pdf) > 50_000
+    assert any(b.proto.label == "Download the report (PDF)" for b in app.get("download_button"))

@@ -136,3 +136,20 @@ def test_config_written_with_a_retired_setting_still_loads(tmp_path):
     assert load_settings(cfg).threshold_value == 3.0
     save_settings({"embedder": "hog"}, cfg)
     assert "models_dir" not in cfg.read_text() and load_settings(cfg).embedder == "hog"
+
+
+def test_report_pdf_and_png(tmp_path, hdf_file, spoc_file, capsys):
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    assert main(["ingest", "--db-url", db, str(hdf_file), str(spoc_file)]) == 0
+    assert main(["report", "--db-url", db, "-o", str(tmp_path / "run.pdf"), "--top", "12"]) == 0
+    pdf = (tmp_path / "run.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page\n") + pdf.count(
+        b"/Type /Page ") == 3
+    assert main(["report", "--db-url", db, "-o", str(tmp_path / "run.png")]) == 0
+    pngs = sorted(tmp_path.glob("run-*.png"))
+    assert [p.name for p in pngs] == ["run-1.png", "run-2.png", "run-3.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") and p.stat().st_size > 20_000
+               for p in pngs)
+    capsys.readouterr()
+    assert main(["report", "--db-url", db, "-o", str(tmp_path / "run.svg")]) == 2
+    assert "a report is a .pdf or .png file, not run.svg" in capsys.readouterr().err

@@ -51,6 +51,17 @@ if files:
 else:
     st.write("Nothing ingested yet.")
 
+if m:
+    st.subheader("A report to keep")
+    st.caption("Score distributions by sector, camera and CCD, the anomaly rate over the "
+               "detector, the principal components by flag and the top cutouts, as a PDF.")
+    if st.button("Make the report", key="make_report"):
+        with st.spinner("Drawing the report…"):
+            st.session_state["report_pdf"] = widgets.report_pdf()
+    if "report_pdf" in st.session_state:
+        st.download_button("Download the report (PDF)", st.session_state["report_pdf"],
+                           "anomaly-reaper-report.pdf", "application/pdf", key="report_download")
+
 if not {f.name for f in files} >= set(widgets.DEMO_FILES) and st.button(
         "Load demo data", help="Hubble Deep Field (real) and simulated TESS frames"):
     widgets.load_demo()
