@@ -300,3 +300,20 @@ def test_home_offers_the_report(app):
     pdf = app.session_state["report_pdf"]
     assert pdf.startswith(b"%PDF") and len(pdf) > 50_000
     assert any(b.proto.label == "Download the report (PDF)" for b in app.get("download_button"))
+
+
+def test_upload_reads_the_chosen_hdu(app, db, tmp_path):
+    from astropy.io import fits
+
+    from reaper_core.demo import hubble_deep_field_image
+
+    img = hubble_deep_field_image()[::-1].copy()
+    buf = tmp_path / "two.fits"
+    fits.HDUList([fits.PrimaryHDU(img[:300, :300]), fits.ImageHDU(img)]).writeto(buf)
+    app.switch_page("app_pages/upload.py").run()
+    app.selectbox(key="upload_hdu").set_value(0).run()
+    app.file_uploader(key="uploader").set_value(
+        [("two_hdus.fits", buf.read_bytes(), "application/fits")]).run()
+    assert not app.exception
+    f = next(f for f in store.file_records(_engine(db)) if f.name == "two_hdus.fits")
+    assert f.hdu == 0 and (f.ny, f.nx) == (300, 300)
