@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy.engine import Engine
@@ -11,23 +12,43 @@ from sqlalchemy.exc import IntegrityError
 
 from . import store
 from .config import Settings
-from .detector import PCAAnomalyDetector
 from .embedders import Embedder, get_embedder
 from .errors import ModelError
 from .progress import ProgressFn, noop
 from .thresholds import check_threshold, flags
 
+if TYPE_CHECKING:
+    from .detector import PCAAnomalyDetector
 
-@dataclass(frozen=True)
+
 class CurrentModel:
     """A stored model: its database row and its estimator, which uses the row's threshold.
 
     The row holds the only stored copy of the threshold (mode, value and the absolute score);
-    the estimator's ``threshold_`` is set from it when the model is loaded.
+    the estimator's ``threshold_`` is set from it when the model is loaded. The estimator is
+    decoded (and scikit-learn imported) only when first used: flags, counts and summaries need
+    the row alone.
+
+    Parameters
+    ----------
+    row : DetectorModel
+    detector : PCAAnomalyDetector, optional
+        The estimator, already with the row's threshold.
+    decode : callable, optional
+        Gives the estimator on first use (default: decoded from the row).
     """
 
-    row: store.DetectorModel
-    detector: PCAAnomalyDetector
+    def __init__(self, row: store.DetectorModel, detector: PCAAnomalyDetector | None = None,
+                 *, decode: Callable[[], PCAAnomalyDetector] | None = None) -> None:
+        self.row = row
+        self._detector = detector
+        self._decode = decode or (lambda: decode_detector(row))
+
+    @property
+    def detector(self) -> PCAAnomalyDetector:
+        if self._detector is None:
+            self._detector = self._decode()
+        return self._detector
 
     @property
     def id(self) -> int:
@@ -45,7 +66,7 @@ class CurrentModel:
     @property
     def n_normal(self) -> int:
         """How many cutouts were labelled normal when the model was fitted."""
-        return int(self.detector.n_normal_)
+        return int(json.loads(self.row.meta_json).get("n_normal_", 0))
 
     @property
     def explained_variance(self) -> np.ndarray:
@@ -75,16 +96,18 @@ class CurrentModel:
 
 def decode_detector(row: store.DetectorModel) -> PCAAnomalyDetector:
     """The estimator saved in a model row, with the row's threshold."""
+    from .detector import PCAAnomalyDetector
+
     return PCAAnomalyDetector.from_bytes(row.arrays, row.meta_json, row.threshold)
 
 
 def load_model(row: store.DetectorModel,
-               detector: PCAAnomalyDetector | None = None) -> CurrentModel:
-    """The model stored in ``row``; ``detector`` is that row's estimator already decoded (e.g.
-    cached by the service), which is then only given the row's threshold."""
-    if detector is None:
-        return CurrentModel(row, decode_detector(row))
-    return CurrentModel(row, detector.with_threshold(row.threshold))
+               decoded: Callable[[], PCAAnomalyDetector] | None = None) -> CurrentModel:
+    """The model stored in ``row``; ``decoded`` gives that row's estimator already decoded
+    (e.g. cached by the service), which is then only given the row's threshold."""
+    if decoded is None:
+        return CurrentModel(row)
+    return CurrentModel(row, decode=lambda: decoded().with_threshold(row.threshold))
 
 
 def current_model(engine: Engine, embedder: str | None = None) -> CurrentModel | None:
@@ -127,6 +150,8 @@ def fit_model(engine: Engine, settings: Settings, progress: ProgressFn = noop,
     last = store.current_model(engine)
     mode, value = ((last.threshold_mode, last.threshold_value) if last is not None
                    else (settings.threshold_mode, settings.threshold_value))
+    from .detector import PCAAnomalyDetector
+
     det = PCAAnomalyDetector(n_components=nc, threshold_mode=mode, threshold_value=value,
                              normalize_residuals=bool(settings.normalize_residuals),
                              normal_weight=settings.normal_weight).fit(X, normal=normal)
@@ -166,4 +191,4 @@ def save_threshold(engine: Engine, model: CurrentModel, mode: str,
     except ValueError as exc:
         raise ModelError(f"threshold not saved: {exc}") from None
     row = store.save_threshold(engine, model.id, mode, float(value), thr)
-    return load_model(row, model.detector)
+    return CurrentModel(row, model.detector.with_threshold(thr))

@@ -160,7 +160,7 @@ class Reaper:
         from .models import load_model
 
         row = store.current_model(self.engine, embedder)
-        return load_model(row, self._detector(row)) if row else None
+        return load_model(row, lambda: self._detector(row)) if row else None
 
     def require_model(self, embedder: str | None = None) -> CurrentModel:
         """The current model, or :class:`ModelError` saying how to make one."""
