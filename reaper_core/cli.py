@@ -190,8 +190,10 @@ def cmd_score(args: argparse.Namespace) -> int:
         from .explain import describe
 
         ids = ranked.cutout_id.head(args.explain).astype(int).tolist()
-        for cid, shares in reaper.explain(model, ids, top=3).items():
-            print(f"cutout {cid}: {describe(shares)}")
+        why = reaper.reasons(model, ids)
+        for rank, (cid, shares) in enumerate(reaper.explain(model, ids, top=3).items(), 1):
+            print(f"#{rank} cutout {cid}: {'; '.join(why.get(cid, [])) or 'no plain reason'} "
+                  f"({describe(shares)})")
     return 0
 
 

@@ -45,6 +45,42 @@ def top_features(det: PCAAnomalyDetector, X: np.ndarray, features: list[Feature]
     return out
 
 
+def reasons(det: PCAAnomalyDetector, X: np.ndarray, features: list[Feature] | None,
+            top: int = 3) -> list[list[str]]:
+    """Why each sample scores high, in plain words: the phrases of the (ten) features that carry
+    most of its reconstruction error, "high" or "low" by the sign of the residual (the value is
+    above or below what the model expects), repeated phrases once (naming each quadrant).
+    Empty when features have none.
+
+    Returns, per sample (rows of ``X``, shape (n, d)), up to ``top`` phrases.
+    """
+    feats = _usable(det, features)
+    R = det.residuals(np.atleast_2d(X))
+    out = []
+    for row in R:
+        # phrase template → the quadrants it is said of, in order of importance
+        said: dict[str, list[str]] = {}
+        for i in np.argsort(row * row, kind="stable")[::-1][:10]:  # the ten that weigh most
+            if feats is None:
+                break
+            f = feats[i]
+            phrase = f.high if row[i] > 0 else f.low
+            if not phrase or (phrase not in said and len(said) == top):
+                continue
+            where = said.setdefault(phrase, [])
+            if f.quadrant and f.quadrant.replace("-", " ") not in where:
+                where.append(f.quadrant.replace("-", " "))
+        out.append([p.replace("{where}", _where(w)) for p, w in said.items()])
+    return out
+
+
+def _where(quadrants: list[str]) -> str:
+    """``["upper left", "lower left"]`` → "the upper left and lower left of the patch"."""
+    if len(quadrants) == 4:
+        return "every quarter of the patch"
+    return f"the {' and '.join(quadrants)} of the patch" if quadrants else "the patch"
+
+
 def describe(shares: list[tuple[str, float]]) -> str:
     """One line naming the features and their shares, e.g. ``peak_snr 40%, p99 12%``."""
     return ", ".join(f"{n} {100 * s:.0f}%" for n, s in shares)

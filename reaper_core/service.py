@@ -295,6 +295,17 @@ class Reaper:
                         strict=True))
         return {int(i): expl[int(i)] for i in ids if int(i) in expl}
 
+    def reasons(self, model: CurrentModel, ids: list[int], top: int = 3) -> dict[int, list[str]]:
+        """{cutout id: why it scores high, in plain words}, in the order of ``ids``."""
+        from .explain import reasons
+
+        got, X = store.load_embeddings(self.engine, model.embedder, ids=ids)
+        if len(got) == 0:
+            return {}
+        found = dict(zip(got.tolist(), reasons(model.detector, X, self.features(model), top),
+                         strict=True))
+        return {int(i): found[int(i)] for i in ids if int(i) in found}
+
     def error_by_quadrant(self, model: CurrentModel, cutout_id: int) -> np.ndarray | None:
         """Share of a cutout's reconstruction error in each patch quadrant, shape (2, 2)."""
         from .explain import error_by_quadrant

@@ -303,3 +303,27 @@ def test_detector_signs_follow_scikit_learn():
         PCAAnomalyDetector(threshold_mode="magic").fit(X)
     with pytest.raises(ValueError, match="n_components"):
         PCAAnomalyDetector(n_components=-3).fit(X)
+
+
+def test_reasons_in_plain_words(hdf_file):
+    """A dark column drawn into an ordinary patch is explained as one, in words; quadrant
+    phrases are said once."""
+    from reaper_core.explain import _where, reasons
+
+    img = read_fits(hdf_file)
+    src = find_sources(img)
+    patches = extract_cutouts(img.data, src.x, src.y, 32, img.valid)
+    emb = get_embedder("local")
+    X = emb.embed(patches)
+    det = PCAAnomalyDetector(n_components=5).fit(X)
+    typical = int(np.argsort(det.anomaly_score(X))[len(X) // 2])
+    odd = patches[typical].copy()
+    sky = np.median(odd)
+    odd[:, 20] = sky - 30 * np.std(patches[typical])  # a dead column
+    why = reasons(det, emb.embed(odd[None]), emb.features, top=3)[0]
+    assert "a dark column (a bad column)" in why
+    assert all(isinstance(p, str) and p and "{" not in p for p in why)
+    assert len(set(why)) == len(why) <= 3
+    assert reasons(det, X[:2], None) == [[], []]  # no feature meanings: no words
+    assert _where(["upper left", "lower left"]) == "the upper left and lower left of the patch"
+    assert _where(["a", "b", "c", "d"]) == "every quarter of the patch"

@@ -103,9 +103,13 @@ if detail is not None and detail in set(tbl["cutout_id"]):
                 st.caption("Labelled normal: a model fitted since scores it 0, and objects "
                            "like it lower.")
             if m:
-                feats = reaper.explain(m, [detail], top=5).get(detail, [])
-                if feats:
-                    st.write("Why: " + ", ".join(f"`{n}` {100 * v:.0f}%" for n, v in feats))
+                why = reaper.reasons(m, [detail]).get(detail, [])
+                if why:
+                    st.write("Why: " + "; ".join(why) + ".")
+                if st.toggle("Show the features behind it", key="g_features"):
+                    feats = reaper.explain(m, [detail], top=5).get(detail, [])
+                    st.caption("Share of the reconstruction error: " + ", ".join(
+                        f"{n} {100 * v:.0f}%" for n, v in feats))
                 quads = reaper.error_by_quadrant(m, detail)
                 if quads is not None:
                     st.write("Share of the reconstruction error in the shape of each quarter "

@@ -31,12 +31,19 @@ class Feature:
         The patch quadrant it describes (one of :data:`QUADRANTS`), None for the whole patch.
     orientation_deg : float or None
         Gradient orientation it counts, degrees, for shape features.
+    high, low : str
+        In plain words, what a patch shows when this value is higher (lower) than the model
+        expects, e.g. "a bright column (a bleed trail or a streak)"; empty when unknown.
+        ``{where}`` stands for where the feature looks ("the upper left of the patch");
+        phrases that differ only there are said once, naming every quadrant.
     """
 
     name: str
     kind: str
     quadrant: str | None = None
     orientation_deg: float | None = None
+    high: str = ""
+    low: str = ""
 
 
 class Embedder(ABC):

@@ -24,8 +24,43 @@ STATS_NAMES = [
 _MORPHOLOGY = {"gini", "m20", "concentration", "asymmetry", "ellipticity", "orientation_cos",
                "orientation_sin", "size_r2", "centroid_offset", "row_max", "row_min", "col_max",
                "col_min", "flat_top", "n_peaks", "area_3sigma", "area_10sigma"}
-STATS_FEATURES = [Feature(n, "morphology" if n in _MORPHOLOGY else "photometry")
-                  for n in STATS_NAMES]
+#: What each statistic means when it is higher / lower than the model expects, in plain words.
+_MEANINGS = {
+    "peak_snr": ("a brighter peak than usual", "a fainter peak than usual"),
+    "aperture_snr": ("a brighter centre than usual", "a fainter centre than usual"),
+    "total_snr": ("more light in the patch than usual", "less light in the patch than usual"),
+    "p01": ("no dark pixels", "unusually dark pixels"),
+    "p05": ("no dark pixels", "unusually dark pixels"),
+    "p25": ("a brighter background", "a darker background"),
+    "p75": ("a brighter background", "a darker background"),
+    "p95": ("many bright pixels", "few bright pixels"),
+    "p99": ("many bright pixels", "few bright pixels"),
+    "skew": ("light in a few very bright pixels", "light spread evenly"),
+    "kurtosis": ("a few extreme pixels", "no extreme pixels"),
+    "area_3sigma": ("more of the patch above its sky level than usual",
+                    "less of the patch above its sky level than usual"),
+    "area_10sigma": ("a large bright area", "a small bright area"),
+    "gini": ("light concentrated in few pixels", "light spread over many pixels"),
+    "m20": ("bright light away from the centre", "bright light packed at the centre"),
+    "concentration": ("light concentrated at the centre", "light not concentrated"),
+    "asymmetry": ("lopsided light", "unusually symmetric light"),
+    "ellipticity": ("elongated light", "unusually round light"),
+    "orientation_cos": ("light elongated in an unusual direction",) * 2,
+    "orientation_sin": ("light elongated in an unusual direction",) * 2,
+    "size_r2": ("extended light", "compact light"),
+    "centroid_offset": ("light off the centre of the patch", "light at the centre"),
+    "row_max": ("a bright row across the patch", "no bright row"),
+    "row_min": ("no dark row", "a dark row across the patch"),
+    "col_max": ("a bright column (a bleed trail or a streak)", "no bright column"),
+    "col_min": ("no dark column", "a dark column (a bad column)"),
+    "flat_top": ("a flat, saturated top", "no saturated top"),
+    "nan_fraction": ("missing (NaN) pixels", "fewer missing pixels than usual"),
+    "sky_level": ("a brighter sky", "a darker sky"),
+    "sky_noise": ("a noisier sky", "a quieter sky"),
+    "n_peaks": ("more objects in the patch than usual", "fewer objects in the patch than usual"),
+}
+STATS_FEATURES = [Feature(n, "morphology" if n in _MORPHOLOGY else "photometry",
+                          high=_MEANINGS[n][0], low=_MEANINGS[n][1]) for n in STATS_NAMES]
 
 
 def _sky(patches: np.ndarray, width: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -210,7 +245,9 @@ def hog_feature_list(size: int = 32, cell: int | None = None) -> list[Feature]:
     out = []
     for row in ("lower", "upper"):  # array row 0 is drawn at the bottom
         for col in ("left", "right"):
-            out += [Feature(f"hog {row}-{col} {o * 20}°", "shape", f"{row}-{col}", o * 20.0)
+            out += [Feature(f"hog {row}-{col} {o * 20}°", "shape", f"{row}-{col}", o * 20.0,
+                            high="sharp edges or lines in {where}",
+                            low="smoother light than usual in {where}")
                     for o in range(9)]
     return out
 
