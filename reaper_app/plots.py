@@ -97,7 +97,10 @@ def frame_position(preview_png: bytes, nx: int, ny: int, x: float, y: float,
                   line=dict(color=ANOMALY_COLOUR, width=2))
     fig.add_scatter(x=[x], y=[y], mode="markers", marker=dict(color=ANOMALY_COLOUR, size=10,
                                                               symbol="circle-open"))
-    fig.update_xaxes(range=[0, nx], showgrid=False, title="x (column)")
-    fig.update_yaxes(range=[0, ny], showgrid=False, scaleanchor="x", title="y (row)")
+    # Equal pixels on both axes by shrinking the plot area ("domain"), not by widening the
+    # x range beyond the frame.
+    fig.update_xaxes(range=[0, nx], showgrid=False, title="x (column)", constrain="domain")
+    fig.update_yaxes(range=[0, ny], showgrid=False, scaleanchor="x", title="y (row)",
+                     constrain="domain")
     fig.update_layout(height=420, showlegend=False, margin=dict(l=10, r=10, t=10, b=10))
     return fig

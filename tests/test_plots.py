@@ -32,3 +32,17 @@ def test_score_histogram_spans_the_scores_and_colours_by_threshold(spoc_file):
     # A threshold far above every score still shows on the axis.
     far = plots.score_histogram(scores, scores.max() * 100)
     assert far.layout.xaxis.range[1] >= np.log10(scores.max() * 100)
+
+
+def test_frame_position_keeps_the_frame_filling_its_axes():
+    import io
+
+    from PIL import Image
+
+    from reaper_app.plots import frame_position
+
+    buf = io.BytesIO()
+    Image.new("L", (100, 80)).save(buf, format="PNG")
+    fig = frame_position(buf.getvalue(), 1000, 800, 500.0, 400.0, 32)
+    assert tuple(fig.layout.xaxis.range) == (0, 1000) and tuple(fig.layout.yaxis.range) == (0, 800)
+    assert fig.layout.xaxis.constrain == "domain" and fig.layout.yaxis.scaleanchor == "x"
