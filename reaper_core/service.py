@@ -282,29 +282,32 @@ class Reaper:
         except ReaperError:
             return None
 
+    def _per_cutout(self, model: CurrentModel, ids: list[int],
+                    fn: Callable[[np.ndarray], list]) -> dict[int, Any]:
+        """``fn`` of the embeddings (shape (n, d)) of the cutouts ``ids`` that the model's
+        embedder embedded, one result per row, keyed by cutout id in the order of ``ids``."""
+        got, X = store.load_embeddings(self.engine, model.embedder, ids=ids)
+        if len(got) == 0:
+            return {}
+        found = dict(zip(got.tolist(), fn(X), strict=True))
+        return {int(i): found[int(i)] for i in ids if int(i) in found}
+
     def explain(self, model: CurrentModel, ids: list[int],
                 top: int = 5) -> dict[int, list[tuple[str, float]]]:
         """{cutout id: [(feature, share of the reconstruction error), …]}, in the order of
         ``ids``, for those embedded by the model's embedder."""
         from .explain import top_features
 
-        got, X = store.load_embeddings(self.engine, model.embedder, ids=ids)
-        if len(got) == 0:
-            return {}
-        expl = dict(zip(got.tolist(), top_features(model.detector, X, self.features(model), top),
-                        strict=True))
-        return {int(i): expl[int(i)] for i in ids if int(i) in expl}
+        features = self.features(model)
+        return self._per_cutout(model, ids,
+                                lambda X: top_features(model.detector, X, features, top))
 
     def reasons(self, model: CurrentModel, ids: list[int], top: int = 3) -> dict[int, list[str]]:
         """{cutout id: why it scores high, in plain words}, in the order of ``ids``."""
         from .explain import reasons
 
-        got, X = store.load_embeddings(self.engine, model.embedder, ids=ids)
-        if len(got) == 0:
-            return {}
-        found = dict(zip(got.tolist(), reasons(model.detector, X, self.features(model), top),
-                         strict=True))
-        return {int(i): found[int(i)] for i in ids if int(i) in found}
+        features = self.features(model)
+        return self._per_cutout(model, ids, lambda X: reasons(model.detector, X, features, top))
 
     def error_by_quadrant(self, model: CurrentModel, cutout_id: int) -> np.ndarray | None:
         """Share of a cutout's reconstruction error in each patch quadrant, shape (2, 2)."""
