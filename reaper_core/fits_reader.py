@@ -170,14 +170,7 @@ def _check_dimensions(path: Path, name: str, max_bytes: int, max_pixels: int) ->
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
-                for each in hdul:
-                    hdr = each.header
-                    key = "ZNAXIS" if "ZNAXIS" in hdr else "NAXIS"
-                    n = int(hdr.get(key, 0) or 0)
-                    dims = [int(hdr.get(f"{key}{i}", 0) or 0) for i in range(1, n + 1)]
-                    if dims and each.is_image and np.prod(dims, dtype=np.int64) > max_pixels:
-                        raise FITSReadError(name, f"has a {' x '.join(map(str, dims))} image, "
-                                                  f"over the limit of {max_pixels:,} pixels")
+                _refuse_oversized(hdul, name, max_pixels)
     except FITSReadError:
         raise
     except Exception:
@@ -261,17 +254,33 @@ def _catalog_from_table(hdu: fits.BinTableHDU) -> np.ndarray | None:
     return np.column_stack([col[ok] - 1.0, row[ok] - 1.0])
 
 
+_IMAGE_HDUS = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
+
+
+def _axes(hdu: Any) -> list[int]:
+    """Axis lengths (NAXIS1, NAXIS2, …) of an image HDU, from its header alone (a compressed
+    image's header is its image's); [] for anything else."""
+    if not isinstance(hdu, _IMAGE_HDUS):
+        return []
+    hdr = hdu.header
+    return [int(hdr.get(f"NAXIS{i}", 0) or 0) for i in range(1, int(hdr.get("NAXIS", 0) or 0) + 1)]
+
+
+def _refuse_oversized(hdul: fits.HDUList, name: str, max_pixels: int) -> None:
+    """Raise :class:`FITSReadError` for an image HDU over ``max_pixels``, from headers alone."""
+    for each in hdul:
+        axes = _axes(each)
+        if axes and int(np.prod(axes, dtype=np.int64)) > max_pixels:
+            raise FITSReadError(name, f"has a {' x '.join(map(str, axes))} image, over the limit "
+                                      f"of {max_pixels:,} pixels")
+
+
 def _image_shape(hdu: Any) -> tuple[int, int] | None:
     """(rows, columns) of an image HDU holding one 2-D image (extra axes of length 1 allowed)."""
-    if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+    axes = _axes(hdu)
+    if len(axes) < 2 or any(a != 1 for a in axes[2:]):
         return None
-    hdr = hdu.header
-    naxis = int(hdr.get("ZNAXIS", hdr.get("NAXIS", 0)) if isinstance(hdu, fits.CompImageHDU)
-                else hdr.get("NAXIS", 0))
-    key = "ZNAXIS" if isinstance(hdu, fits.CompImageHDU) and "ZNAXIS" in hdr else "NAXIS"
-    if naxis < 2 or any(int(hdr.get(f"{key}{i}", 1)) != 1 for i in range(3, naxis + 1)):
-        return None
-    return int(hdr.get(f"{key}2", 0)), int(hdr.get(f"{key}1", 0))
+    return axes[1], axes[0]
 
 
 def _is_cube(hdu: Any) -> bool:
@@ -296,9 +305,7 @@ def _image_from_hdus(hdul: fits.HDUList, name: str,
     elif images:
         chosen = max(images, key=lambda i: (shapes[i][0] * shapes[i][1], -i))
     else:
-        dims = sorted({int(h.header.get("NAXIS", 0)) for h in hdul
-                       if isinstance(h, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))}
-                      - {0})
+        dims = sorted({len(_axes(h)) for h in hdul} - {0})
         if dims:
             raise FITSReadError(name, f"holds only {', '.join(f'{d}-D' for d in dims)} data; "
                                       "a 2-D image is needed")
@@ -373,16 +380,7 @@ def read_fits(
 def _parse(hdul: fits.HDUList, name: str, max_pixels: int, hdu: int | None = None) -> FitsImage:
     if len(hdul) == 0:
         raise FITSReadError(name, "has no HDUs")
-    for each in hdul:
-        if isinstance(each, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
-            hdr = each.header
-            naxes = [int(hdr.get(f"NAXIS{i}", 0)) for i in range(1, int(hdr.get("NAXIS", 0)) + 1)]
-            if naxes and int(np.prod(naxes, dtype=np.int64)) > max_pixels:
-                raise FITSReadError(
-                    name,
-                    f"has a {' x '.join(map(str, naxes))} image, over the limit of "
-                    f"{max_pixels:,} pixels",
-                )
+    _refuse_oversized(hdul, name, max_pixels)
     data, index, layout, n_images = _image_from_hdus(hdul, name, hdu)
     primary = hdul[0].header
     header = hdul[index].header
