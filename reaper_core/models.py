@@ -15,7 +15,7 @@ from .config import Settings
 from .embedders import Embedder, get_embedder
 from .errors import ModelError
 from .progress import ProgressFn, noop
-from .thresholds import check_threshold, flags
+from .thresholds import flags
 
 if TYPE_CHECKING:
     from .detector import PCAAnomalyDetector
@@ -185,8 +185,7 @@ def save_threshold(engine: Engine, model: CurrentModel, mode: str,
                    value: float) -> CurrentModel:
     """Store a new threshold with a model (no re-embedding, no re-fitting); returns the model
     with it. The threshold is derived from the model's training scores."""
-    try:
-        check_threshold(mode, float(value))
+    try:  # threshold_from_scores checks the mode and value
         thr = model.detector.threshold_for(mode, float(value))
     except ValueError as exc:
         raise ModelError(f"threshold not saved: {exc}") from None
