@@ -313,8 +313,9 @@ class Reaper:
         """Share of a cutout's reconstruction error in each patch quadrant, shape (2, 2)."""
         from .explain import error_by_quadrant
 
-        got, X = store.load_embeddings(self.engine, model.embedder, ids=[cutout_id])
-        return error_by_quadrant(model.detector, X[0], self.features(model)) if len(got) else None
+        features = self.features(model)
+        return self._per_cutout(model, [cutout_id], lambda X: [
+            error_by_quadrant(model.detector, x, features) for x in X]).get(int(cutout_id))
 
     # -- report -------------------------------------------------------------------------------
     def report(self, path: str | Path, top: int = 24) -> list[Path]:
