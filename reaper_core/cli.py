@@ -162,7 +162,9 @@ def cmd_label(args: argparse.Namespace) -> int:
         raise ReaperError(f"--as must be one of {', '.join(LABELS)} or none, not {args.label!r}")
     label = None if args.label == "none" else args.label
     ids = _service(args).label(args.ids, label, args.note, whole_object=args.object)
-    print(f"{'unlabelled' if label is None else 'labelled ' + label} {len(ids)} cutouts"
+    from .words import count
+
+    print(f"{'unlabelled' if label is None else 'labelled ' + label} {count(len(ids), 'cutout')}"
           + ("; run `anomaly-reaper fit` so that objects like them rank lower"
              if label == "normal" else ""))
     return 0
@@ -176,25 +178,37 @@ def cmd_score(args: argparse.Namespace) -> int:
                                       model.row.threshold_value if args.value is None
                                       else args.value, model)
     n = reaper.score_pending(model)
-    table = reaper.cutout_table(model)
-    flagged = int(model.flags(table["score"].to_numpy(float)).sum())
-    print(f"model {model.id}: scored {n} new cutouts; threshold {model.threshold_text()}; "
-          f"{flagged} of {len(table)} cutouts are anomalies")
     # Highest score first; with --one-per-object, each object by its best cutout.
-    ranked = reaper.ranked(model, args.one_per_object, table)
+    every = reaper.ranking(model)
+    print(f"model {model.id}: scored {n} new cutouts; threshold {model.threshold_text()}; "
+          f"{int(every['is_anomaly'].sum())} of {len(every['cutout_id'])} cutouts are anomalies")
+    cols = reaper.ranking(model, True, every) if args.one_per_object else every
     if args.top:
-        cols = ["cutout_id", "file", "x", "y", "score", "is_anomaly"]
-        cols += ["n_cutouts"] if args.one_per_object else []
-        print(ranked[cols].head(args.top).to_string(index=False))
+        names = ["cutout_id", "file", "x", "y", "score", "is_anomaly"]
+        names += ["n_cutouts"] if args.one_per_object else []
+        print(_text_table({k: cols[k][:args.top] for k in names}))
     if args.explain:
         from .explain import describe
 
-        ids = ranked.cutout_id.head(args.explain).astype(int).tolist()
+        ids = cols["cutout_id"][:args.explain].tolist()
         why = reaper.reasons(model, ids)
         for rank, (cid, shares) in enumerate(reaper.explain(model, ids, top=3).items(), 1):
             print(f"#{rank} cutout {cid}: {'; '.join(why.get(cid, [])) or 'no plain reason'} "
                   f"({describe(shares)})")
     return 0
+
+
+def _text_table(cols: dict) -> str:
+    """Columns as a plain text table, right-aligned, floats to 4 significant digits."""
+    def cell(v) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    cells = {k: [cell(v) for v in c.tolist()] for k, c in cols.items()}
+    widths = {k: max([len(k), *map(len, c)]) for k, c in cells.items()}
+    lines = [" ".join(k.rjust(widths[k]) for k in cells)]
+    lines += [" ".join(c[i].rjust(widths[k]) for k, c in cells.items())
+              for i in range(len(next(iter(cells.values()), [])))]
+    return "\n".join(lines)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from sqlalchemy.engine import Engine
 
 from . import store
 from .errors import ReaperError
 from .models import CurrentModel
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Columns of an export, in order; tools outside the project rely on these names.
 EXPORT_COLUMNS = ["cutout_id", "file", "sector", "camera", "ccd", "x", "y", "ra", "dec", "time",
@@ -21,14 +24,21 @@ EXPORT_COLUMNS = ["cutout_id", "file", "sector", "camera", "ccd", "x", "y", "ra"
 FORMATS = {"csv": ("csv",), "fits": ("fits", "fit"), "votable": ("votable", "vot", "xml")}
 
 
+def export_columns(engine: Engine, model: CurrentModel | None) -> dict[str, np.ndarray]:
+    """The export as NumPy columns (:data:`EXPORT_COLUMNS`, one row per cutout, by
+    ``cutout_id``); ``score`` and ``is_anomaly`` under ``model`` (NaN and False without one).
+    Needs no pandas."""
+    cols = store.cutout_columns(engine, model.id if model else None)
+    cols["is_anomaly"] = (model.flags(cols["score"]) if model
+                          else np.zeros(len(cols["cutout_id"]), bool))
+    for name in ("label", "note"):
+        cols[name] = np.array(["" if v is None else v for v in cols[name]], dtype=object)
+    return {name: cols[name] for name in EXPORT_COLUMNS}
+
+
 def export_table(engine: Engine, model: CurrentModel | None) -> pd.DataFrame:
-    """One row per cutout with :data:`EXPORT_COLUMNS`, ranked by ``cutout_id``; ``score`` and
-    ``is_anomaly`` under ``model`` (empty and False without one)."""
-    df = store.cutout_table(engine, model.id if model else None)
-    df["is_anomaly"] = model.flags(df["score"].to_numpy(float)) if model else False
-    df["label"] = df["label"].fillna("")
-    df["note"] = df["note"].fillna("")
-    return df[EXPORT_COLUMNS]
+    """:func:`export_columns` as a DataFrame (sector, camera, ccd and segment as ``Int64``)."""
+    return store.as_frame(export_columns(engine, model))
 
 
 def format_for(path: str | Path, fmt: str | None = None) -> str:
@@ -41,25 +51,59 @@ def format_for(path: str | Path, fmt: str | None = None) -> str:
                       f"use csv, fits or votable")
 
 
-def _as_table(df: pd.DataFrame):
+#: Columns holding whole numbers, missing values allowed (-1 in FITS and VOTable).
+_WHOLE = ("sector", "camera", "ccd", "segment")
+
+
+def _column(name: str, values) -> np.ndarray:
+    """One export column (a sequence, array or pandas Series) as a plain NumPy array: strings
+    as an object array of str, whole numbers and floats as float64 with NaN for missing."""
+    if name in ("file", "label", "note"):
+        return np.array(["" if v is None or v != v else str(v) for v in values], dtype=object)
+    if name == "is_anomaly":
+        return np.asarray(values, dtype=bool)
+    if hasattr(values, "to_numpy"):  # pandas, nullable integers included
+        return values.to_numpy(dtype=float, na_value=np.nan)
+    return np.asarray(values, dtype=float)
+
+
+def _cells(name: str, col: np.ndarray) -> list[str]:
+    """A column's CSV cells: empty where missing, whole numbers without a decimal point,
+    floats by ``repr`` (so they read back exactly)."""
+    if col.dtype == object:
+        return col.tolist()
+    if col.dtype == bool:
+        return ["True" if v else "False" for v in col]
+    whole = name in _WHOLE or name == "cutout_id"
+    return ["" if v != v else str(int(v)) if whole else repr(v) for v in col.tolist()]
+
+
+def _write_csv(cols: dict[str, np.ndarray], path: str) -> None:
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(list(cols))
+        w.writerows(zip(*(_cells(n, c) for n, c in cols.items()), strict=True))
+
+
+def _as_table(cols: dict[str, np.ndarray]):
     from astropy.table import Table
 
-    cols = {}
-    for name in df.columns:
-        col = df[name]
-        if name in ("sector", "camera", "ccd", "segment"):
-            cols[name] = col.fillna(-1).astype(int).to_numpy()
-        elif name in ("file", "label", "note"):
-            cols[name] = np.asarray(col.fillna("").astype(str).tolist(), dtype=str)
-        elif name == "is_anomaly":
-            cols[name] = col.astype(bool).to_numpy()
+    out = {}
+    for name, col in cols.items():
+        if name in _WHOLE or name == "cutout_id":
+            out[name] = np.nan_to_num(col, nan=-1).astype(np.int64)
+        elif col.dtype == object:
+            out[name] = np.asarray(col.tolist(), dtype=str)
         else:
-            cols[name] = col.astype(float).to_numpy()
-    return Table(cols)
+            out[name] = col
+    return Table(out)
 
 
-def write_export(df: pd.DataFrame, path: str | Path, fmt: str | None = None) -> Path:
-    """Write an export table as CSV, FITS or VOTable (by ``fmt`` or the file's suffix).
+def write_export(table, path: str | Path, fmt: str | None = None) -> Path:
+    """Write an export table (a DataFrame or a mapping of columns, each of shape (n,)) as CSV,
+    FITS or VOTable (by ``fmt`` or the file's suffix).
 
     The file is written beside its target and renamed into place, so a failure (a full disk)
     leaves no partial file.
@@ -70,10 +114,11 @@ def write_export(df: pd.DataFrame, path: str | Path, fmt: str | None = None) -> 
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
         os.close(fd)
+        cols = {name: _column(name, values) for name, values in table.items()}
         if kind == "csv":
-            df.to_csv(tmp, index=False)
+            _write_csv(cols, tmp)
         else:
-            _as_table(df).write(tmp, format="fits" if kind == "fits" else "votable",
+            _as_table(cols).write(tmp, format="fits" if kind == "fits" else "votable",
                                 overwrite=True)
         os.replace(tmp, path)
     except OSError as exc:

@@ -24,6 +24,8 @@ from .files import expand_paths, safe_filename, sha256_file
 from .fits_reader import FitsImage, read_fits
 from .models import CurrentModel, current_model, fit_model, score_pending
 from .progress import ProgressFn, noop
+from .views import object_keys
+from .words import count
 
 
 @dataclass
@@ -220,7 +222,10 @@ def ingest_file(
             return FileResult(display, "duplicate", "ingested meanwhile by another process",
                               file_id=dup.id if dup else None, seconds=time.perf_counter() - t0)
         progress("store", 1.0, "stored")
-        return FileResult(display, "added", f"{len(prep.patches)} objects", file_id=file_id,
+        n_objects = len(np.unique(object_keys(np.zeros(len(prep.sources.segment)),
+                                              prep.sources.segment)))
+        return FileResult(display, "added", f"{count(len(prep.patches), 'cutout')} of "
+                          f"{count(n_objects, 'object')}", file_id=file_id,
                           n_cutouts=len(prep.patches), n_anomalies=n_anom,
                           seconds=time.perf_counter() - t0, notes=prep.image.notes)
     except ReaperError as exc:

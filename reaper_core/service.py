@@ -205,20 +205,21 @@ class Reaper:
         """Label cutouts (``None`` removes the label); with ``whole_object`` also every other
         cutout of the same detected object. Returns the ids labelled."""
         from .labels import check_label
-        from .views import object_members
+        from .views import object_keys
 
-        ids = [int(i) for i in ids]
+        ids = np.asarray(sorted({int(i) for i in ids}), dtype=np.int64)
         check_label(label)
-        table = self.cutout_table()
-        missing = sorted(set(ids) - set(table["cutout_id"].astype(int)))
-        if missing:
-            raise ReaperError(f"no cutout with id {', '.join(map(str, missing))}")
-        chosen = set(ids)
+        cols = store.cutout_columns(self.engine, None)
+        known = np.isin(ids, cols["cutout_id"])
+        if not known.all():
+            raise ReaperError(f"no cutout with id {', '.join(map(str, ids[~known]))}")
+        chosen = np.isin(cols["cutout_id"], ids)
         if whole_object:
-            for cid in ids:
-                chosen.update(object_members(table, cid)["cutout_id"].astype(int))
-        store.set_label(self.engine, sorted(chosen), label, note)
-        return sorted(chosen)
+            keys = object_keys(cols["file_id"], cols["segment"])
+            chosen |= np.isin(keys, keys[chosen])
+        picked = cols["cutout_id"][chosen].tolist()
+        store.set_label(self.engine, picked, label, note)
+        return picked
 
     def n_labelled(self, label: str) -> int:
         """How many cutouts carry ``label``."""
@@ -238,16 +239,27 @@ class Reaper:
         see :func:`reaper_core.store.cutout_table`."""
         return store.cutout_table(self.engine, model.id if model else None)
 
-    def ranked(self, model: CurrentModel, one_per_object: bool = False,
-               table: pd.DataFrame | None = None) -> pd.DataFrame:
-        """The cutout table (``table``, or read now), highest score first (ties: lower cutout id
-        first), with ``is_anomaly``; with ``one_per_object`` each object by its best cutout."""
-        from .views import Filters, apply_filters
-        from .views import one_per_object as per_object
+    def ranking(self, model: CurrentModel, one_per_object: bool = False,
+                columns: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Every cutout under ``model`` (the columns of :func:`reaper_core.store.cutout_columns`,
+        or ``columns``, plus ``is_anomaly``), ranked: highest score first, ties by the lower
+        cutout id; with ``one_per_object`` each object by its best cutout, plus ``n_cutouts``.
+        NumPy only (the command line's fast path)."""
+        from .views import first_per_object, rank_order
 
-        table = self.cutout_table(model) if table is None else table
-        rows = apply_filters(table, model.flags(table["score"].to_numpy(float)), Filters())
-        return per_object(rows) if one_per_object else rows
+        cols = store.cutout_columns(self.engine, model.id) if columns is None else columns
+        order = rank_order(cols["score"], cols["cutout_id"])
+        out = {k: np.asarray(v)[order] for k, v in cols.items()}
+        out["is_anomaly"] = model.flags(out["score"])
+        if one_per_object:
+            keep, n = first_per_object(out["file_id"], out["segment"])
+            out = {k: v[keep] for k, v in out.items()}
+            out["n_cutouts"] = n
+        return out
+
+    def ranked(self, model: CurrentModel, one_per_object: bool = False) -> pd.DataFrame:
+        """:meth:`ranking` as a DataFrame."""
+        return store.as_frame(self.ranking(model, one_per_object))
 
     def files(self) -> list[store.FitsFile]:
         """Every stored file."""
@@ -330,7 +342,7 @@ class Reaper:
         table = self.cutout_table(model)
         table["is_anomaly"] = model.flags(table["score"].to_numpy(float))
         ids, pcs = self.pca_coordinates(model, n=3)
-        best = self.ranked(model, one_per_object=True, table=table).head(top)
+        best = self.ranked(model, one_per_object=True).head(top)
         patches = self.cutouts(best["cutout_id"].astype(int).tolist())
         shown = [(int(c), patches[int(c)][0], f"#{i + 1} · cutout {int(c)} · score {s:.3g}\n"
                                               f"{str(f)[:30]}")
@@ -359,9 +371,9 @@ class Reaper:
     def export(self, path: str | Path, fmt: str | None = None,
                anomalies_only: bool = False) -> tuple[Path, int]:
         """Write the export to ``path`` (CSV, FITS or VOTable); returns (path, rows)."""
-        from .export import write_export
+        from .export import export_columns, write_export
 
-        df = self.export_table()
+        cols = export_columns(self.engine, self.model())
         if anomalies_only:
-            df = df[df["is_anomaly"]]
-        return write_export(df, path, fmt), len(df)
+            cols = {k: v[cols["is_anomaly"]] for k, v in cols.items()}
+        return write_export(cols, path, fmt), len(cols["cutout_id"])

@@ -12,16 +12,18 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import pandas as pd
 from sqlalchemy import Column, Index, LargeBinary, event, func, insert, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlmodel import Field, Session, SQLModel, create_engine, select, update
 
 from .labels import check_label
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 T = TypeVar("T")
 
@@ -384,11 +386,21 @@ def cutouts_without_embedding(engine: Engine, embedder: str) -> list[tuple[int, 
     q = select(Cutout.id, Cutout.patch, Cutout.patch_size).where(Cutout.id.not_in(have))
     with Session(engine) as s:
         return [tuple(r) for r in s.execute(q.order_by(Cutout.id)).all()]
-def cutout_table(engine: Engine, model_id: int | None) -> pd.DataFrame:
-    """Every cutout with its file, metadata, score under ``model_id`` and label (no pixels).
+#: Columns of :func:`cutout_columns` (and :func:`cutout_table`), in order.
+CUTOUT_COLUMNS = ("cutout_id", "file_id", "file", "x", "y", "ra", "dec", "sector", "camera", "ccd",
+                  "time", "origin", "segment", "score", "label", "note")
+_INT_COLUMNS = ("sector", "camera", "ccd", "segment")
+_FLOAT_COLUMNS = ("x", "y", "ra", "dec", "time", "score")
 
-    Columns: cutout_id, file_id, file, x, y, ra, dec, sector, camera, ccd, time, origin,
-    segment, score, label, note. One row per cutout.
+
+def cutout_columns(engine: Engine, model_id: int | None) -> dict[str, np.ndarray]:
+    """Every cutout with its file, metadata, score under ``model_id`` and label (no pixels), as
+    NumPy columns of equal length, by cutout id (see :data:`CUTOUT_COLUMNS`).
+
+    ``cutout_id`` and ``file_id`` are int64; x, y, ra, dec, time and score float64 (NaN where
+    missing); sector, camera, ccd and segment float64 too (NaN where missing, so that "none"
+    survives); file, origin, label and note object arrays (None where missing). Needs no pandas,
+    so the command line starts fast.
     """
     score_join = (
         "LEFT JOIN score s ON s.cutout_id = c.id AND s.model_id = :mid" if model_id
@@ -401,11 +413,33 @@ def cutout_table(engine: Engine, model_id: int | None) -> pd.DataFrame:
         f"{score_join} LEFT JOIN label l ON l.cutout_id = c.id ORDER BY c.id"
     )
     with engine.connect() as conn:
-        df = pd.read_sql(sql, conn, params={"mid": model_id} if model_id else {})
-    for col in ("sector", "camera", "ccd", "segment"):
-        df[col] = df[col].astype("Int64")
-    for col in ("x", "y", "ra", "dec", "time", "score"):
-        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+        rows = conn.execute(sql, {"mid": model_id} if model_id else {}).all()
+    raw = list(zip(*rows, strict=True)) if rows else [()] * len(CUTOUT_COLUMNS)
+    out: dict[str, np.ndarray] = {}
+    for name, values in zip(CUTOUT_COLUMNS, raw, strict=True):
+        if name in ("cutout_id", "file_id"):
+            out[name] = np.asarray(values, dtype=np.int64)
+        elif name in _INT_COLUMNS or name in _FLOAT_COLUMNS:
+            out[name] = np.array([np.nan if v is None else v for v in values], dtype=float)
+        else:
+            out[name] = np.array(values, dtype=object)
+    return out
+
+
+def cutout_table(engine: Engine, model_id: int | None) -> pd.DataFrame:
+    """:func:`cutout_columns` as a DataFrame (sector, camera, ccd and segment as ``Int64``)."""
+    return as_frame(cutout_columns(engine, model_id))
+
+
+def as_frame(columns: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Columns of :func:`cutout_columns` (any subset, in their order, and more) as a DataFrame;
+    sector, camera, ccd and segment become ``Int64`` (missing values stay missing)."""
+    import pandas as pd
+
+    df = pd.DataFrame(columns)
+    for col in _INT_COLUMNS:
+        if col in df:
+            df[col] = pd.array(df[col].to_numpy(float), dtype="Float64").astype("Int64")
     return df
 
 

@@ -7,9 +7,12 @@ the threshold or a filter over 100,000 cutouts costs milliseconds.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -47,11 +50,46 @@ def apply_filters(table: pd.DataFrame, flagged: np.ndarray, f: Filters,
         m &= flagged
     idx = np.flatnonzero(m)
     if sort_by_score:
-        order = np.argsort(-np.nan_to_num(score[idx], nan=-np.inf), kind="stable")
-        idx = idx[order]
+        idx = idx[rank_order(score[idx], table["cutout_id"].to_numpy()[idx])]
     out = table.iloc[idx].copy()
     out["is_anomaly"] = flagged[idx]
     return out
+
+
+def rank_order(score: np.ndarray, cutout_id: np.ndarray) -> np.ndarray:
+    """Indices that rank cutouts: highest score first, ties by the lower cutout id, cutouts
+    without a score last. The one ranking rule of every list, page and export.
+
+    Parameters
+    ----------
+    score, cutout_id : arrays of shape (n,).
+
+    Returns
+    -------
+    int array of shape (n,).
+    """
+    score = np.nan_to_num(np.asarray(score, float), nan=-np.inf)
+    return np.lexsort((np.asarray(cutout_id), -score))
+
+
+def object_keys(file_id: np.ndarray, segment: np.ndarray) -> np.ndarray:
+    """One integer per detected object for cutouts with these ``file_id`` and ``segment``
+    (shape (n,)): cutouts of one file with the same segment > 0 share it; a cutout without a
+    segment (0 or NaN) gets a key of its own."""
+    seg = np.nan_to_num(np.asarray(segment, float), nan=0.0)
+    _, file_index = np.unique(np.asarray(file_id), return_inverse=True)
+    alone = ~(seg > 0)
+    span = int(seg[~alone].max(initial=0)) + 1
+    return np.where(alone, -1 - np.arange(len(seg)), file_index * span + seg).astype(np.int64)
+
+
+def first_per_object(file_id: np.ndarray, segment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(kept indices in their order, cutouts of each kept one's object): the first of each
+    object's cutouts (see :func:`object_keys`) among arrays given in ranked order."""
+    _, first, group = np.unique(object_keys(file_id, segment), return_index=True,
+                                return_inverse=True)
+    keep = np.sort(first)
+    return keep, np.bincount(group, minlength=1)[group[keep]]
 
 
 def one_per_object(rows: pd.DataFrame) -> pd.DataFrame:
@@ -71,16 +109,9 @@ def one_per_object(rows: pd.DataFrame) -> pd.DataFrame:
     DataFrame, the kept rows in their order, with a column ``n_cutouts``: the object's cutouts
     among ``rows``.
     """
-    n = len(rows)
-    seg = rows["segment"].to_numpy(dtype=float, na_value=0.0)
-    _, file_index = np.unique(rows["file_id"].to_numpy(), return_inverse=True)
-    alone = ~(seg > 0)
-    span = int(seg[~alone].max(initial=0)) + 1
-    # One integer per (file, segment); each cutout without a segment gets a key of its own.
-    key = np.where(alone, -1 - np.arange(n), file_index * span + seg)
-    _, first, group = np.unique(key.astype(np.int64), return_index=True, return_inverse=True)
-    keep = np.sort(first)
-    return rows.iloc[keep].assign(n_cutouts=np.bincount(group, minlength=1)[group[keep]])
+    keep, n = first_per_object(rows["file_id"].to_numpy(),
+                               rows["segment"].to_numpy(dtype=float, na_value=np.nan))
+    return rows.iloc[keep].assign(n_cutouts=n)
 
 
 def object_members(table: pd.DataFrame, cutout_id: int) -> pd.DataFrame:
@@ -97,6 +128,8 @@ def object_members(table: pd.DataFrame, cutout_id: int) -> pd.DataFrame:
 
 def summary(table: pd.DataFrame, flagged: np.ndarray) -> pd.DataFrame:
     """Files, cutouts and anomalies by sector, camera and CCD."""
+    import pandas as pd
+
     if table.empty:
         return pd.DataFrame(columns=["sector", "camera", "ccd", "files", "cutouts", "anomalies"])
     t = table[["sector", "camera", "ccd", "file_id"]].copy()

@@ -178,7 +178,7 @@ def test_gallery_one_per_object(app, db):
     objects = views.one_per_object(flagged)
     assert len(objects) < len(flagged)
     assert any(f"**{len(flagged):,}** cutouts match (of {len(tbl):,}), from "
-               f"**{len(objects):,}** objects" in m.value for m in app.markdown)
+               f"**{len(objects):,} objects**" in m.value for m in app.markdown)
     # The first page holds the 24 best objects, each by its best cutout, captioned with its
     # number of cutouts.
     shown = _shown(app)
@@ -268,7 +268,7 @@ def test_upload_good_bad_and_duplicate(app, db, tica_file, tmp_path):
     # Names and messages are escaped, so Markdown shows them as typed.
     assert "evil\\.fits" in text
     text = re.sub(r"\\(.)", r"\1", text)
-    assert "**tica.fits**" in text and "objects" in text
+    assert "**tica.fits**" in text and re.search(r"[\d,]+ cutouts of [\d,]+ objects", text)
     assert "evil.fits: is not a FITS file but a PNG image" in text
     assert "duplicate" in text
     uploads = Path(db[1]) / "uploads"

@@ -137,18 +137,18 @@ def test_disk_full_database_is_one_sentence(tmp_path, hdf_file, spoc_file):
 
 
 def test_export_onto_a_full_disk_leaves_no_partial_file(tmp_path, monkeypatch):
-    import pandas as pd
+    from reaper_core import export
 
-    df = pd.DataFrame({"a": [1, 2]})
+    cols = {"cutout_id": [1, 2], "score": [0.5, 1.5]}
 
-    def full(self, path, *a, **k):
-        Path(path).write_text("a\n1\n")  # half written, then the disk is full
+    def full(columns, path):
+        Path(path).write_text("cutout_id,score\n1,0.5\n")  # half written, then the disk is full
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pd.DataFrame, "to_csv", full)
+    monkeypatch.setattr(export, "_write_csv", full)
     target = tmp_path / "out.csv"
     with pytest.raises(ReaperError, match=r"cannot write the export .*out\.csv: No space left"):
-        write_export(df, target)
+        write_export(cols, target)
     assert list(tmp_path.iterdir()) == []
 
 

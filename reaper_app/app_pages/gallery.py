@@ -8,6 +8,7 @@ from reaper_core import views
 from reaper_core.cutouts import STRETCHES, to_png
 from reaper_core.explain import residual_map
 from reaper_core.labels import LABELS
+from reaper_core.words import count
 
 st.title("Anomaly gallery")
 
@@ -65,7 +66,7 @@ if n_normal != counted:
 
 top = st.columns([2, 1, 1])
 top[0].write(f"**{len(res):,}** cutouts match (of {len(tbl):,})"
-             + (f", from **{len(shown):,}** objects" if per_object else "")
+             + (f", from **{count(len(shown), 'object')}**" if per_object else "")
              + ", highest score first.")
 per_page = top[1].selectbox("Per page", [12, 24, 48, 96], index=1, key="g_per_page")
 p_slot = top[2].empty()
@@ -146,7 +147,7 @@ if detail is not None and detail in set(tbl["cutout_id"]):
             if st.form_submit_button("Save label"):
                 ids = [detail, *others["cutout_id"].astype(int)] if whole else [detail]
                 reaper.label(ids, None if lab == "(none)" else lab, note)
-                st.toast(f"Saved the label of {len(ids):,} cutout{'s' * (len(ids) > 1)}"
+                st.toast(f"Saved the label of {count(len(ids), 'cutout')}"
                          + (" — re-fit to rank objects like it lower" if lab == "normal" else ""))
                 st.rerun()
         if st.button("Close detail", key="close_detail"):

@@ -53,7 +53,7 @@ if results:
     st.subheader("Results")
     for r in results:
         if r.status == "added":
-            st.success(f"**{widgets.plain(r.name)}**: {r.n_cutouts} objects, "
+            st.success(f"**{widgets.plain(r.name)}**: {widgets.plain(r.message)}, "
                        f"{r.n_anomalies if r.n_anomalies is not None else '?'} anomalies "
                        f"({r.seconds:.1f} s)")
         elif r.status == "duplicate":
@@ -64,7 +64,7 @@ if results:
             st.caption(widgets.plain(note))
     ok = [r for r in results if r.status in ("added", "duplicate")]
     if ok:
-        st.dataframe(pd.DataFrame([{"file": r.name, "status": r.status, "objects": r.n_cutouts,
+        st.dataframe(pd.DataFrame([{"file": r.name, "status": r.status, "cutouts": r.n_cutouts,
                                     "anomalies": r.n_anomalies} for r in ok]),
                      hide_index=True, width="stretch")
         choice = st.selectbox("See the anomalies of", [r.name for r in ok], key="goto_file")
