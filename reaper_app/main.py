@@ -6,8 +6,6 @@ from pathlib import Path
 
 import streamlit as st
 
-from reaper_app import widgets
-
 PAGES = Path(__file__).resolve().parent / "app_pages"
 
 
@@ -21,16 +19,23 @@ def main() -> None:
         st.Page(PAGES / "gallery.py", title="Gallery"),
     ])
     # The sidebar's slot comes first, its content last: it then shows what the page has just
-    # saved (a threshold), also when the page stops early.
+    # saved (a threshold), also when the page stops early. Likewise the demo's progress: the
+    # page draws its title first, before the library is imported, so the first paint is quick.
     slot = st.sidebar.empty()
+    demo_slot = st.empty()
     try:
-        widgets.ensure_demo()
         page.run()
     except Exception as exc:  # a database or disk that fails: one sentence, no traceback
+        from reaper_app import widgets
+
         if not widgets.is_failure(exc):
             raise
         st.error(widgets.failure_text(exc))
-    finally:
+    finally:  # also when the page stops early (st.stop)
+        from reaper_app import widgets  # the library: seconds on a first start, after the title
+
+        with demo_slot.container():
+            widgets.ensure_demo()
         widgets.sidebar(slot)
 
 

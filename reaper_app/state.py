@@ -3,10 +3,13 @@ and the PCA projection. Only caching lives here; the work is done by the service
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
+from reaper_app.background import DemoLoad
 from reaper_core.config import Settings, load_settings
 from reaper_core.models import CurrentModel
 from reaper_core.service import Reaper
@@ -68,3 +71,27 @@ def pca(m: CurrentModel) -> tuple[np.ndarray, np.ndarray]:
 def flagged(tbl: pd.DataFrame, m: CurrentModel | None) -> np.ndarray:
     """Anomaly flags of the table's rows under ``m`` (none without a model)."""
     return m.flags(tbl["score"].to_numpy(float)) if m else np.zeros(len(tbl), bool)
+
+
+_JOBS_LOCK = threading.Lock()
+
+
+@st.cache_resource(show_spinner=False)
+def _jobs(url: str) -> dict[str, DemoLoad]:
+    return {}
+
+
+def demo_job() -> DemoLoad | None:
+    """The demo load of this database (running or finished), or None when none was started
+    since the server started."""
+    return _jobs(reaper().settings.db_url).get("demo")
+
+
+def start_demo() -> DemoLoad:
+    """Start loading the demo data in the background, unless a load is already running."""
+    with _JOBS_LOCK:
+        jobs = _jobs(reaper().settings.db_url)
+        job = jobs.get("demo")
+        if job is None or job.state().done:
+            job = jobs["demo"] = DemoLoad(reaper()).start()
+        return job

@@ -10,7 +10,6 @@ from reaper_app import state
 from reaper_core.config import mask_url
 from reaper_core.cutouts import to_png
 from reaper_core.demo import DEMO_FILES
-from reaper_core.ingest import IngestReport
 
 _MARKDOWN = re.compile(r"([!-/:-@\[-`{-~])")
 
@@ -60,28 +59,40 @@ def refit(n_components: float | None = None, embedder: str | None = None) -> Non
 
 
 def ensure_demo() -> None:
-    """Load the demo data the first time the app starts on an empty database.
+    """On a first start (an empty database), load the demo data in the background; while it
+    loads, show its progress above the page, which stays usable.
 
-    Safe to interrupt (a closed browser tab stops the script): the next start finds the demo
-    files it already has by their SHA-256, adds the rest and fits the model.
+    Safe to interrupt (a stopped server): the next start finds the demo files it already has by
+    their SHA-256, adds the rest and fits the model.
     """
-    if st.session_state.get("_demo_checked"):
+    if not st.session_state.get("_demo_checked"):
+        st.session_state["_demo_checked"] = True
+        try:
+            pending = state.reaper().demo_pending()
+        except Exception as exc:  # the page has said so in one sentence already
+            if not is_failure(exc):
+                raise
+            pending = False
+        if pending:
+            state.start_demo()
+    job = state.demo_job()
+    if job is not None and not st.session_state.get("_demo_shown_done"):
+        _demo_progress(job)
+
+
+@st.fragment(run_every=1.0)
+def _demo_progress(job) -> None:
+    s = job.state()
+    if not s.done:
+        st.progress(s.fraction, text=plain(f"Loading the demo data in the background: {s.text}. "
+                                           "The pages work meanwhile."))
         return
-    if state.reaper().demo_pending():
-        load_demo(status_label="First start: loading the demo data set…")
-    st.session_state["_demo_checked"] = True
-
-
-def load_demo(status_label: str = "Loading the demo data set…") -> IngestReport:
-    """Write and ingest the demo files behind a status box with per-file progress."""
-    with st.status(status_label, expanded=True) as status:
-        st.write("Writing demo files (Hubble Deep Field, simulated TESS frames)…")
-        bar = st.progress(0.0)
-        report = state.reaper().load_demo(
-            on_file=lambda i, n, name: bar.progress(i / n, text=f"ingesting {name}"))
-        bar.progress(1.0, text="done")
-        status.update(label=f"Demo data loaded: {report.count('added')} files", state="complete")
-    return report
+    st.session_state["_demo_shown_done"] = True
+    if s.error:
+        st.error(plain(f"The demo data could not be loaded: {s.error}"))
+    else:
+        st.toast(plain(f"Demo data loaded: {s.summary}"))
+    st.rerun(scope="app")
 
 
 def report_pdf() -> bytes:

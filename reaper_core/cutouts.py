@@ -10,16 +10,6 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from astropy.visualization import (
-    AsinhStretch,
-    ImageNormalize,
-    LinearStretch,
-    LogStretch,
-    MinMaxInterval,
-    PercentileInterval,
-    SqrtStretch,
-    ZScaleInterval,
-)
 from PIL import Image
 
 STRETCHES = ("asinh", "sqrt", "linear", "log", "zscale")
@@ -154,21 +144,42 @@ def normalize(patch: np.ndarray, stretch: str = "asinh") -> np.ndarray:
     """
     if stretch not in STRETCHES:
         raise ValueError(f"stretch must be one of {STRETCHES}, not {stretch!r}")
+    from astropy.visualization import (
+        AsinhStretch,
+        ImageNormalize,
+        LinearStretch,
+        LogStretch,
+        SqrtStretch,
+    )
+
     p = np.asarray(patch, dtype=np.float32)
     finite = np.isfinite(p)
-    if not finite.any():
+    limits = display_limits(p, stretch)
+    if limits is None:
         return np.zeros(p.shape, np.float32)
-    interval = ZScaleInterval() if stretch == "zscale" else PercentileInterval(99.5)
-    vmin, vmax = interval.get_limits(p[finite])
-    if not vmax > vmin:
-        vmin, vmax = MinMaxInterval().get_limits(p[finite])
-    if not vmax > vmin:
-        return np.zeros(p.shape, np.float32)
+    vmin, vmax = limits
     s = {"asinh": AsinhStretch(0.1), "sqrt": SqrtStretch(), "linear": LinearStretch(),
          "log": LogStretch(), "zscale": LinearStretch()}[stretch]
     norm = ImageNormalize(vmin=vmin, vmax=vmax, stretch=s, clip=True)
     out = np.asarray(norm(np.where(finite, p, vmin)), dtype=np.float32)
     return np.nan_to_num(out, nan=0.0)
+
+
+def display_limits(patch: np.ndarray, stretch: str = "zscale") -> tuple[float, float] | None:
+    """The pixel values shown as black and white under ``stretch`` (same units as ``patch``):
+    DS9's zscale for "zscale", the 99.5 % interval otherwise, the full range when those are
+    flat; None for a patch without two different finite values."""
+    from astropy.visualization import MinMaxInterval, PercentileInterval, ZScaleInterval
+
+    p = np.asarray(patch, dtype=np.float32)
+    finite = p[np.isfinite(p)]
+    if finite.size == 0:
+        return None
+    interval = ZScaleInterval() if stretch == "zscale" else PercentileInterval(99.5)
+    vmin, vmax = interval.get_limits(finite)
+    if not vmax > vmin:
+        vmin, vmax = MinMaxInterval().get_limits(finite)
+    return (float(vmin), float(vmax)) if vmax > vmin else None
 
 
 def to_uint8(patch: np.ndarray, stretch: str = "asinh") -> np.ndarray:

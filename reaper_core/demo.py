@@ -9,9 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
-
-from .simulate import inject_anomalies, simulate_ffi, write_spoc, write_tica
 
 #: Demo files and what they are, for the home page.
 DEMO_FILES = {
@@ -33,6 +30,8 @@ def hubble_deep_field_image() -> np.ndarray:
 
 def write_hubble_fits(path: str | Path) -> Path:
     """Write the Hubble Deep Field as a plain FITS image."""
+    from astropy.io import fits
+
     hdu = fits.PrimaryHDU(hubble_deep_field_image())
     hdu.header["TELESCOP"] = "HST"
     hdu.header["INSTRUME"] = "WFPC2"
@@ -45,6 +44,8 @@ def write_hubble_fits(path: str | Path) -> Path:
 
 def write_demo_files(folder: str | Path, size: int = 512) -> list[Path]:
     """Write the demo files into ``folder``; ``size`` is the simulated frames' side in pixels."""
+    from .simulate import inject_anomalies, simulate_ffi, write_spoc, write_tica
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     names = list(DEMO_FILES)

@@ -127,15 +127,19 @@ class Reaper:
         return bool(self.settings.load_demo) and names <= set(DEMO_FILES) and not complete
 
     def load_demo(self, folder: str | Path | None = None, size: int = 512, *,
+                  progress: ProgressFn = noop,
                   on_file: Callable[[int, int, str], None] | None = None,
                   on_result: Callable[[int, int, FileResult], None] | None = None,
                   ) -> IngestReport:
-        """Write the demo files (once) and ingest them (files already stored are skipped)."""
+        """Write the demo files (once) and ingest them (files already stored are skipped, so
+        an interrupted load resumes). ``progress("write", …)`` reports the writing."""
         from .demo import write_demo_files
 
+        progress("write", 0.0, "writing the demo files")
         files = write_demo_files(Path(folder or Path(self.settings.uploads_dir) / "demo"),
                                  size=size)
-        return self.ingest(files, on_file=on_file, on_result=on_result)
+        progress("write", 1.0, f"wrote {len(files)} demo files")
+        return self.ingest(files, progress=progress, on_file=on_file, on_result=on_result)
 
     # -- the model ----------------------------------------------------------------------------
     def _detector(self, row: store.DetectorModel):

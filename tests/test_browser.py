@@ -9,15 +9,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from reaper_app.server import start_dashboard, stop_dashboard
 from reaper_core import store
 from reaper_core.models import current_model
 
@@ -32,37 +30,16 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, request):
     folder = tmp_path_factory.mktemp("browser")
     url = ingested_db(folder, [request.getfixturevalue("hdf_file"),
                                request.getfixturevalue("spoc_file")])
-    port = _free_port()
     env = dict(os.environ, ANOMALY_REAPER_DB_URL=url, ANOMALY_REAPER_LOAD_DEMO="0",
                ANOMALY_REAPER_HOME=str(folder), ANOMALY_REAPER_UPLOADS_DIR=str(folder / "up"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "reaper_core.cli", "run", "--port", str(port)], cwd=ROOT,
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            with urllib.request.urlopen(base + "/_stcore/health", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError("the dashboard did not start: " + proc.stdout.read().decode()[-2000:])
+    proc, base = start_dashboard(env, cwd=ROOT)
     yield base, url
-    os.killpg(proc.pid, 15)
-    proc.wait(timeout=20)
+    stop_dashboard(proc)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,16 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from reaper_app.server import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 UV = shutil.which("uv")
 pytestmark = pytest.mark.skipif(UV is None and not os.environ.get("CI"),
                                 reason="uv is not installed")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _healthy(base: str) -> bool:
@@ -86,7 +81,7 @@ def test_installed_wheel_starts_the_dashboard_from_any_folder(venv, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert "TITLE Anomaly Reaper" in out.stdout, out.stderr[-2000:]
     # `anomaly-reaper run` from the installed scripts, in a folder far from the checkout.
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([str(venv / "bin" / "anomaly-reaper"), "run", "--port", str(port)],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE,

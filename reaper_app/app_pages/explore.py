@@ -1,9 +1,15 @@
-import numpy as np
+"""Explore: the PCA projection, hover and select cutouts.
+
+The title is drawn before anything heavy is imported, so the page paints at once.
+"""
+
 import streamlit as st
 
-from reaper_app import plots, state, widgets
-
 st.title("Explore the PCA projection")
+
+import numpy as np
+
+from reaper_app import plots, state, widgets
 
 m = state.require_model()
 ids, pcs = state.pca(m)

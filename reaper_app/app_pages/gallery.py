@@ -1,7 +1,15 @@
+"""Gallery: the ranked cutouts, filters, and a cutout's detail.
+
+The title is drawn before anything heavy is imported, so the page paints at once.
+"""
+
+import streamlit as st
+
+st.title("Anomaly gallery")
+
 import json
 
 import pandas as pd
-import streamlit as st
 
 from reaper_app import plots, state, widgets
 from reaper_core import views
@@ -9,8 +17,6 @@ from reaper_core.cutouts import STRETCHES, to_png
 from reaper_core.explain import residual_map
 from reaper_core.labels import LABELS
 from reaper_core.words import count
-
-st.title("Anomaly gallery")
 
 m = state.model()
 reaper = state.reaper()
@@ -20,10 +26,8 @@ if tbl.empty:
     st.stop()
 flagged = state.flagged(tbl, m)
 
-
 def options(col):
     return sorted(int(v) for v in tbl[col].dropna().unique())
-
 
 with st.sidebar:
     st.subheader("Filters")

@@ -1,10 +1,17 @@
-import pandas as pd
+"""Home: totals, the current model, the files and the report.
+
+The title is drawn before anything heavy is imported, so the page paints at once.
+"""
+
 import streamlit as st
+
+st.title("Anomaly Reaper")
+
+import pandas as pd
 
 from reaper_app import state, widgets
 from reaper_core import views
 
-st.title("Anomaly Reaper")
 st.write("Finds the odd things in TESS full-frame images: a patch around every object, an "
          "embedding per patch, PCA, and a ranking by reconstruction error. Move the cut on "
          "*Threshold & model*, look at what it flags in the *Gallery*, and label what is merely "
@@ -62,7 +69,11 @@ if m:
         st.download_button("Download the report (PDF)", st.session_state["report_pdf"],
                            "anomaly-reaper-report.pdf", "application/pdf", key="report_download")
 
-if not {f.name for f in files} >= set(widgets.DEMO_FILES) and st.button(
-        "Load demo data", help="Hubble Deep Field (real) and simulated TESS frames"):
-    widgets.load_demo()
+job = state.demo_job()
+loading = job is not None and not job.state().done
+if not loading and not {f.name for f in files} >= set(widgets.DEMO_FILES) and st.button(
+        "Load demo data", help="Hubble Deep Field (real) and simulated TESS frames, loaded in "
+                               "the background"):
+    state.start_demo()
+    st.session_state.pop("_demo_shown_done", None)
     st.rerun()

@@ -1,11 +1,17 @@
-import numpy as np
+"""Threshold & model: preview and save the cut, re-fit.
+
+The title is drawn before anything heavy is imported, so the page paints at once.
+"""
+
 import streamlit as st
+
+st.title("Threshold & model")
+
+import numpy as np
 
 from reaper_app import plots, state, widgets
 from reaper_core.embedders import EMBEDDERS
 from reaper_core.thresholds import THRESHOLD_MODES, flags, slider_spec
-
-st.title("Threshold & model")
 
 m = state.require_model()
 row = m.row
@@ -13,19 +19,15 @@ tbl = state.table(m)
 scores = tbl["score"].to_numpy(dtype=float)
 mode_key = f"mode-{m.id}"
 
-
 def _slider_key(mode: str) -> str:
     return f"slider-{m.id}-{mode}"
-
 
 def _save(mode: str) -> None:
     state.reaper().save_threshold(mode, st.session_state[_slider_key(mode)], m)
 
-
 def _reset() -> None:
     for key in [mode_key, *(_slider_key(md) for md in THRESHOLD_MODES)]:
         st.session_state.pop(key, None)
-
 
 mode = st.radio("Threshold mode", THRESHOLD_MODES,
                 index=THRESHOLD_MODES.index(row.threshold_mode), horizontal=True, key=mode_key,

@@ -1,10 +1,17 @@
-import pandas as pd
+"""Upload: drop FITS files, watch each one ingested.
+
+The title is drawn before anything heavy is imported, so the page paints at once.
+"""
+
 import streamlit as st
+
+st.title("Upload FITS files")
+
+import pandas as pd
 
 from reaper_app import state, widgets
 from reaper_core.progress import overall_fraction
 
-st.title("Upload FITS files")
 st.write("Drop TESS FFIs (SPOC or TICA), TESScut cubes or any FITS image: `.fits`, `.fit`, "
          "`.fts`, `.fz`, `.fits.gz`. Each file is stored, cut, embedded and scored; a bad file "
          "is reported and the others go on.")
