@@ -9,15 +9,21 @@ import streamlit as st
 PAGES = Path(__file__).resolve().parent / "app_pages"
 
 
+def pages() -> dict[str, st.Page]:
+    """The dashboard's pages by name (the file's stem)."""
+    return {
+        "home": st.Page(PAGES / "home.py", title="Home", default=True),
+        "upload": st.Page(PAGES / "upload.py", title="Upload"),
+        "threshold": st.Page(PAGES / "threshold.py", title="Threshold & model"),
+        "explore": st.Page(PAGES / "explore.py", title="Explore"),
+        "gallery": st.Page(PAGES / "gallery.py", title="Gallery"),
+    }
+
+
 def main() -> None:
     st.set_page_config(page_title="Anomaly Reaper", layout="wide")
-    page = st.navigation([
-        st.Page(PAGES / "home.py", title="Home", default=True),
-        st.Page(PAGES / "upload.py", title="Upload"),
-        st.Page(PAGES / "threshold.py", title="Threshold & model"),
-        st.Page(PAGES / "explore.py", title="Explore"),
-        st.Page(PAGES / "gallery.py", title="Gallery"),
-    ])
+    page = st.navigation(list(pages().values()))
+    st.session_state["_page"] = page.url_path
     # The sidebar's slot comes first, its content last: it then shows what the page has just
     # saved (a threshold), also when the page stops early. Likewise the demo's progress: the
     # page draws its title first, before the library is imported, so the first paint is quick.

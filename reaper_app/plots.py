@@ -57,25 +57,39 @@ def explained_variance(ratios: np.ndarray) -> go.Figure:
     return fig
 
 
+#: Hover text of a cutout in the PCA scatter: id, score and file (the file name is text).
+_HOVER = ("<b>%{meta} %{customdata[0]}</b><br>score %{customdata[1]:.4g}<br>%{customdata[2]}"
+          "<br><i>click to see it below</i><extra></extra>")
+
+
 def pca_scatter(pc: np.ndarray, ids: np.ndarray, scores: np.ndarray, flagged: np.ndarray,
-                cx: int = 0, cy: int = 1) -> go.Figure:
+                cx: int = 0, cy: int = 1, files: np.ndarray | None = None) -> go.Figure:
     """WebGL scatter of two principal components, coloured by score, anomalies marked.
 
-    Cutout ids travel in ``customdata`` so a selection can be mapped back whatever the trace.
+    Each point's ``customdata`` is (cutout id, score, file name), so a selection maps back to
+    cutouts whatever the trace, and the hover says what the point is. File names are
+    HTML-escaped (Plotly's hover labels read HTML).
     """
+    import html
+
+    names = np.array([html.escape(str(f)) for f in (files if files is not None
+                                                      else [""] * len(ids))], dtype=object)
+    data = np.empty((len(ids), 3), dtype=object)
+    data[:, 0], data[:, 1], data[:, 2] = ids, scores, names
     fig = go.Figure()
     inl = ~flagged
     fig.add_trace(go.Scattergl(
-        x=pc[inl, cx], y=pc[inl, cy], mode="markers", name="inliers",
-        customdata=ids[inl], marker=dict(size=4, color=np.log10(np.clip(scores[inl], 1e-6, None)),
-                                         colorscale="Viridis", opacity=0.6,
-                                         colorbar=dict(title="log score", x=1.02)),
-        hovertemplate="cutout %{customdata}<extra></extra>"))
+        x=pc[inl, cx], y=pc[inl, cy], mode="markers", name="inliers", meta="cutout",
+        customdata=data[inl], marker=dict(size=4, color=np.log10(np.clip(scores[inl], 1e-6,
+                                                                        None)),
+                                          colorscale="Viridis", opacity=0.6,
+                                          colorbar=dict(title="log score", x=1.02)),
+        hovertemplate=_HOVER))
     fig.add_trace(go.Scattergl(
         x=pc[flagged, cx], y=pc[flagged, cy], mode="markers", name="anomalies",
-        customdata=ids[flagged],
+        customdata=data[flagged], meta="anomaly",
         marker=dict(size=8, color=ANOMALY_COLOUR, symbol="x", line=dict(width=1)),
-        hovertemplate="anomaly %{customdata}<extra></extra>"))
+        hovertemplate=_HOVER))
     fig.update_layout(xaxis_title=f"PC{cx + 1}", yaxis_title=f"PC{cy + 1}", height=560,
                       legend=dict(orientation="h", y=1.05),
                       margin=dict(l=10, r=10, t=30, b=10))
@@ -104,3 +118,34 @@ def frame_position(preview_png: bytes, nx: int, ny: int, x: float, y: float,
                      constrain="domain")
     fig.update_layout(height=420, showlegend=False, margin=dict(l=10, r=10, t=10, b=10))
     return fig
+
+
+def cutout_image(patch: np.ndarray, stretch: str = "zscale", cmap: str = "gray",
+                 arcsec_per_px: float | None = None, height: int = 330) -> go.Figure:
+    """A cutout as a heat map with a colour bar in pixel values (ticks placed by the stretch)
+    and axes in pixels from its centre; with ``arcsec_per_px``, the axes say the scale."""
+    from reaper_core.cutouts import display_limits, normalize, stretch_positions
+
+    s = patch.shape[0]
+    z = normalize(patch, stretch)
+    limits = display_limits(patch, stretch) or (0.0, 1.0)
+    values = np.linspace(*limits, 5)
+    pos = stretch_positions(values, limits, stretch)
+    offsets = np.arange(s) - (s - 1) / 2
+    fig = go.Figure(go.Heatmap(
+        z=z, x=offsets, y=offsets, colorscale=_COLOURSCALES.get(cmap, cmap), zmin=0, zmax=1,
+        customdata=np.asarray(patch, float),
+        hovertemplate="Δx %{x:.1f}, Δy %{y:.1f} px: %{customdata:.5g}<extra></extra>",
+        colorbar=dict(title="pixel value", tickvals=pos,
+                      ticktext=[f"{v:.4g}" for v in values], thickness=12)))
+    scale = (f" (1 px = {arcsec_per_px:.3g}″, patch {s * arcsec_per_px / 60:.3g}′)"
+             if arcsec_per_px else "")
+    fig.update_xaxes(title="Δx, pixels from the centre" + scale, constrain="domain")
+    fig.update_yaxes(title="Δy, pixels", scaleanchor="x", constrain="domain")
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10))
+    return fig
+
+
+#: Matplotlib colour-map names offered by the pages, as Plotly colour scales.
+_COLOURSCALES = {"gray": "gray", "viridis": "Viridis", "magma": "Magma", "inferno": "Inferno",
+                 "cividis": "Cividis"}

@@ -28,22 +28,47 @@ def thumbnails(ids: list[int], stretch: str = "zscale", cmap: str = "gray",
             for cid, (p, _) in state.reaper().cutouts(ids).items()}
 
 
-def cutout_grid(ids: list[int], scores: dict[int, float] | None = None, columns: int = 6,
-                stretch: str = "zscale", cmap: str = "gray", details: bool = False,
-                notes: dict[int, str] | None = None) -> None:
-    """Draw cutouts in a grid, captioned with id, score and ``notes``; optional 'details'
-    buttons."""
+def tile_caption(cid: int, score: float | None = None, file: str | None = None,
+                 n_cutouts: int | None = None, label: str | None = None) -> str:
+    """A tile's caption in words: "cutout #12 · score 8.1 · file.fits · one of 4 cutouts of
+    its object · labelled normal" (only the parts known)."""
+    parts = [f"cutout #{cid}"]
+    if score is not None and score == score:
+        parts.append(f"score {score:.3g}")
+    if file:
+        parts.append(str(file) if len(str(file)) <= 28 else str(file)[:25] + "…")
+    if n_cutouts and n_cutouts > 1:
+        parts.append(f"best of {n_cutouts} cutouts of its object")
+    if label:
+        parts.append(f"labelled {label}")
+    return " · ".join(parts)
+
+
+def cutout_grid(ids: list[int], captions: dict[int, str] | None = None, columns: int = 6,
+                stretch: str = "zscale", cmap: str = "gray", details: bool = True,
+                label_menu: bool = False, key: str = "grid") -> None:
+    """Draw cutouts in a grid, each with its caption (see :func:`tile_caption`, shown as
+    text), a "details" button that opens it and, with ``label_menu``, a menu to label it."""
+    from reaper_core.labels import LABELS
+
     pngs = thumbnails(ids, stretch, cmap)
     cols = st.columns(columns)
     for i, cid in enumerate(ids):
+        if cid not in pngs:
+            continue
         with cols[i % columns]:
-            if cid in pngs:
-                cap = f"#{cid}" + (f" · score {scores[cid]:.3g}" if scores and cid in scores
-                                   else "")
-                cap += f" · {notes[cid]}" if notes and cid in notes else ""
-                st.image(pngs[cid], caption=cap, width="stretch")
-                if details and st.button("details", key=f"detail-{cid}"):
-                    open_detail(cid)
+            st.image(pngs[cid], width="stretch")
+            st.caption(plain((captions or {}).get(cid, f"cutout #{cid}")))
+            if details and st.button("details", key=f"{key}-detail-{cid}"):
+                open_detail(cid)
+            if label_menu:
+                with st.popover("label", key=f"{key}-label-{cid}"):
+                    for lab in [*LABELS, None]:
+                        if st.button(lab or "remove the label", key=f"{key}-{cid}-{lab}"):
+                            state.reaper().label([cid], lab)
+                            st.toast(f"cutout #{cid}: " + (f"labelled {lab}" if lab
+                                                            else "label removed"))
+                            st.rerun()
 
 
 def refit(n_components: float | None = None, embedder: str | None = None) -> None:
@@ -129,8 +154,13 @@ def sky_links(ra: float, dec: float) -> None:
 
 
 def open_detail(cutout_id: int) -> None:
-    """Open a cutout's detail, and put its id in the page's URL (a link to share)."""
+    """Open a cutout's detail in the gallery, with its id in the page's URL (a link to
+    share); from another page, go to the gallery."""
     st.session_state["detail"] = int(cutout_id)
+    if st.session_state.get("_page") != "gallery":
+        from reaper_app.main import pages
+
+        st.switch_page(pages()["gallery"], query_params={"cutout": str(int(cutout_id))})
     st.query_params["cutout"] = str(int(cutout_id))
 
 

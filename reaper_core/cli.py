@@ -230,6 +230,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_regions(args: argparse.Namespace) -> int:
+    name, text = _service(args).region_file(args.file)
+    out = Path(args.output or name)
+    try:
+        out.write_text(text)
+    except OSError as exc:
+        raise ReaperError(f"cannot write {out}: {exc.strerror or exc}") from None
+    print(f"wrote {text.count(chr(10) + 'box(')} regions to {out} (open the file in DS9, then "
+          "Region > Open)")
+    return 0
+
+
 def cmd_configure(args: argparse.Namespace) -> int:
     updates = {k: v for k, v in {
         "db_url": args.db_url, "embedder": args.embedder, "threshold_mode": args.threshold_mode,
@@ -326,6 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--format", choices=["csv", "fits", "votable"])
     e.add_argument("--anomalies-only", action="store_true")
     e.set_defaults(func=cmd_export)
+
+    g = sub.add_parser("regions", parents=[common],
+                       help="a DS9 region file of one file's anomalies (boxes with id and score)")
+    g.add_argument("file", help="the stored file's id or name")
+    g.add_argument("-o", "--output", help="region file to write (default: <file>_anomalies.reg)")
+    g.set_defaults(func=cmd_regions)
 
     c = sub.add_parser("configure", parents=[common], help="show or save settings")
     c.add_argument("--embedder")

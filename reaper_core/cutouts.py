@@ -144,6 +144,17 @@ def normalize(patch: np.ndarray, stretch: str = "asinh") -> np.ndarray:
     """
     if stretch not in STRETCHES:
         raise ValueError(f"stretch must be one of {STRETCHES}, not {stretch!r}")
+    p = np.asarray(patch, dtype=np.float32)
+    finite = np.isfinite(p)
+    limits = display_limits(p, stretch)
+    if limits is None:
+        return np.zeros(p.shape, np.float32)
+    norm = _normalizer(limits, stretch)
+    out = np.asarray(norm(np.where(finite, p, limits[0])), dtype=np.float32)
+    return np.nan_to_num(out, nan=0.0)
+
+
+def _normalizer(limits: tuple[float, float], stretch: str):
     from astropy.visualization import (
         AsinhStretch,
         ImageNormalize,
@@ -152,17 +163,16 @@ def normalize(patch: np.ndarray, stretch: str = "asinh") -> np.ndarray:
         SqrtStretch,
     )
 
-    p = np.asarray(patch, dtype=np.float32)
-    finite = np.isfinite(p)
-    limits = display_limits(p, stretch)
-    if limits is None:
-        return np.zeros(p.shape, np.float32)
-    vmin, vmax = limits
     s = {"asinh": AsinhStretch(0.1), "sqrt": SqrtStretch(), "linear": LinearStretch(),
          "log": LogStretch(), "zscale": LinearStretch()}[stretch]
-    norm = ImageNormalize(vmin=vmin, vmax=vmax, stretch=s, clip=True)
-    out = np.asarray(norm(np.where(finite, p, vmin)), dtype=np.float32)
-    return np.nan_to_num(out, nan=0.0)
+    return ImageNormalize(vmin=limits[0], vmax=limits[1], stretch=s, clip=True)
+
+
+def stretch_positions(values: np.ndarray, limits: tuple[float, float],
+                      stretch: str) -> np.ndarray:
+    """Where pixel ``values`` fall, in [0, 1], on the display of :func:`normalize` with these
+    ``limits`` (from :func:`display_limits`): the ticks of a colour bar in pixel units."""
+    return np.asarray(_normalizer(limits, stretch)(np.asarray(values, float)), dtype=float)
 
 
 def display_limits(patch: np.ndarray, stretch: str = "zscale") -> tuple[float, float] | None:

@@ -333,6 +333,84 @@ class Reaper:
         return self._per_cutout(model, [cutout_id], lambda X: [
             error_by_quadrant(model.detector, x, features) for x in X]).get(int(cutout_id))
 
+    # -- files for other tools ----------------------------------------------------------------
+    def cutout_fits(self, cutout_id: int, model: CurrentModel | None = None) -> tuple[str, bytes]:
+        """(file name, FITS bytes) of one cutout with its WCS, cut again from the original file
+        when it is still where it was ingested from (see :func:`reaper_core.downloads.cutout_fits`
+        ); the header names the file, the cutout and its score under ``model``."""
+        from .downloads import cutout_fits
+        from .fits_reader import read_fits
+
+        patch, c = self._one_cutout(cutout_id)
+        fr = self.file(c.file_id)
+        image = None
+        if fr.stored_path and Path(fr.stored_path).is_file():
+            try:
+                image = read_fits(fr.stored_path, name=fr.name, hdu=fr.hdu)
+            except (ReaperError, OSError):
+                image = None
+        cards: dict[str, object] = {"CUTOUTID": int(cutout_id), "ORIGFILE": fr.name[:60]}
+        model = model or self.model()
+        score = store.scores_of(self.engine, model.id, [cutout_id]) if model else {}
+        if cutout_id in score:
+            cards["SCORE"] = float(score[cutout_id])
+        return (f"cutout_{cutout_id}.fits",
+                cutout_fits(patch, c.x, c.y, image if image is not None and image.data.shape
+                            == (fr.ny, fr.nx) else None, cards))
+
+    def cutout_png(self, cutout_id: int, stretch: str = "zscale", cmap: str = "gray",
+                   upscale: int = 8) -> tuple[str, bytes]:
+        """(file name, PNG bytes) of one cutout as shown (``stretch``, ``cmap``), each pixel
+        ``upscale`` × ``upscale`` screen pixels."""
+        from .cutouts import to_png
+
+        patch, _ = self._one_cutout(cutout_id)
+        return f"cutout_{cutout_id}.png", to_png(patch, stretch, upscale, cmap)
+
+    def region_file(self, file: int | str, model: CurrentModel | None = None) -> tuple[str, str]:
+        """(file name, DS9 region text) boxing the flagged cutouts of one stored file (by id or
+        name), each labelled with its id and score, so they overlay the file in DS9."""
+        from .downloads import ds9_regions
+
+        model = model or self.require_model()
+        fr = self._file_named(file)
+        cols = self.ranking(model)
+        keep = (cols["file_id"] == fr.id) & cols["is_anomaly"]
+        texts = [f"#{i} score {s:.3g}" for i, s in zip(cols["cutout_id"][keep],
+                                                        cols["score"][keep], strict=True)]
+        text = ds9_regions(cols["x"][keep], cols["y"][keep], fr.patch_size, texts)
+        return f"{Path(fr.name).name.split('.')[0]}_anomalies.reg", text
+
+    def pixel_scale(self, file_id: int) -> float | None:
+        """Arcseconds per pixel of a stored file (geometric mean of its WCS's two axes), or
+        None without a WCS."""
+        from astropy.io import fits
+        from astropy.wcs import WCS
+        from astropy.wcs.utils import proj_plane_pixel_scales
+
+        fr = self.file(file_id)
+        if fr is None or not fr.wcs_header:
+            return None
+        scales = proj_plane_pixel_scales(WCS(fits.Header.fromstring(fr.wcs_header)).celestial)
+        return float(np.sqrt(np.prod(scales)) * 3600.0)
+
+    def _one_cutout(self, cutout_id: int) -> tuple[np.ndarray, store.Cutout]:
+        got = self.cutouts([int(cutout_id)])
+        if int(cutout_id) not in got:
+            raise ReaperError(f"no cutout with id {int(cutout_id)}")
+        return got[int(cutout_id)]
+
+    def _file_named(self, file: int | str) -> store.FitsFile:
+        files = self.files()
+        if isinstance(file, int) or str(file).isdigit():
+            found = [f for f in files if f.id == int(file)]
+        else:
+            found = [f for f in files if f.name == str(file)]
+        if not found:
+            raise ReaperError(f"no stored file {file!r} (give its id or name as listed by "
+                              "`anomaly-reaper export` or on the home page)")
+        return found[0]
+
     # -- report -------------------------------------------------------------------------------
     def report(self, path: str | Path, top: int = 24) -> list[Path]:
         """Write the run's report (:mod:`reaper_core.report`): a 3-page PDF, or one PNG per

@@ -493,6 +493,14 @@ def get_cutouts(engine: Engine, ids: list[int]) -> dict[int, tuple[np.ndarray, C
     return {r.id: (unpack_patch(r.patch, r.patch_size), r) for r in rows}
 
 
+def scores_of(engine: Engine, model_id: int, ids: Iterable[int]) -> dict[int, float]:
+    """{cutout id: score under ``model_id``} of the given cutouts that have one."""
+    with Session(engine) as s:
+        rows = s.exec(select(Score.cutout_id, Score.score).where(
+            Score.model_id == model_id, Score.cutout_id.in_([int(i) for i in ids]))).all()
+    return {int(c): float(v) for c, v in rows}
+
+
 def file_record(engine: Engine, file_id: int) -> FitsFile | None:
     """One stored file by id, or None."""
     with Session(engine) as s:

@@ -126,11 +126,17 @@ def test_explore_scatter_has_ids_and_anomaly_trace(app, db):
     names = [t["name"] for t in spec["data"]]
     assert names == ["inliers", "anomalies"] and all(t["type"] == "scattergl"
                                                      for t in spec["data"])
-    ids = np.concatenate([decode(t["customdata"]).ravel() for t in spec["data"]])
+    # Each point carries (cutout id, score, file): the hover says what it is.
+    rows = [np.asarray(t["customdata"], dtype=object) for t in spec["data"]]
+    ids = np.concatenate([r[:, 0].astype(int) for r in rows])
     df = exported(_engine(db))
     assert sorted(ids) == sorted(df.cutout_id)
-    assert set(decode(spec["data"][1]["customdata"]).ravel()) == set(
-        df.cutout_id[df.is_anomaly])
+    assert set(rows[1][:, 0].astype(int)) == set(df.cutout_id[df.is_anomaly])
+    by_id = df.set_index("cutout_id")
+    for cid, score, file in rows[1][:5]:
+        assert file == by_id.file[int(cid)] and np.isclose(score, by_id.score[int(cid)])
+    assert all("score" in t["hovertemplate"] and "customdata[2]" in t["hovertemplate"]
+               for t in spec["data"])
 
 
 def test_gallery_filters(app, db):
@@ -155,7 +161,8 @@ def test_gallery_filters(app, db):
     app.selectbox(key="g_per_page").set_value(12).run()
     app.number_input(key="g_page").set_value(2).run()
     assert not app.exception
-    shown = [int(b.key.split("-")[1]) for b in app.button if b.key and b.key.startswith("detail-")]
+    shown = [int(b.key.split("-")[-1]) for b in app.button
+            if b.key and b.key.startswith("page-detail-")]
     s7 = df[df.sector == 7].set_index("cutout_id").score
     assert len(set(shown)) == 12 and set(shown) <= set(s7.index)
     # (The grid is read column by column and equal scores may come in either order, so
@@ -166,7 +173,8 @@ def test_gallery_filters(app, db):
 
 
 def _shown(app):
-    return [int(b.key.split("-")[1]) for b in app.button if b.key and b.key.startswith("detail-")]
+    return [int(b.key.split("-")[-1]) for b in app.button
+            if b.key and b.key.startswith("page-detail-")]
 
 
 def test_gallery_one_per_object(app, db):
@@ -184,14 +192,14 @@ def test_gallery_one_per_object(app, db):
     shown = _shown(app)
     assert set(shown) == set(objects.cutout_id[:24])
     n = objects.set_index("cutout_id").n_cutouts
-    captions = [c for im in app.image for c in im.captions]
+    captions = [re.sub(r"\\(.)", r"\1", c.value) for c in app.caption]
     multi = [cid for cid in shown if n[cid] > 1]
     assert multi
     for cid in multi:
-        assert any(c.startswith(f"#{cid} ") and c.endswith(f" · {n[cid]} cutouts")
-                   for c in captions)
+        assert any(c.startswith(f"cutout #{cid} · score ")
+                   and f" · best of {n[cid]} cutouts of its object" in c for c in captions)
     # The detail of an object of several cutouts shows all its others, flagged or not.
-    app.button(key=f"detail-{multi[0]}").click().run()
+    app.button(key=f"page-detail-{multi[0]}").click().run()
     assert not app.exception
     row = tbl.set_index("cutout_id").loc[multi[0]]
     n_same = int(((tbl.file_id == row.file_id) & (tbl.segment == row.segment)).sum())
@@ -206,7 +214,7 @@ def test_gallery_one_per_object(app, db):
 
 def test_gallery_detail_and_label(app, db):
     app.switch_page("app_pages/gallery.py").run()
-    first = next(b.key for b in app.button if b.key and b.key.startswith("detail-"))
+    first = next(b.key for b in app.button if b.key and b.key.startswith("page-detail-"))
     app.button(key=first).click().run()
     assert not app.exception
     cid = app.session_state["detail"]
@@ -226,9 +234,10 @@ def test_gallery_label_object_normal_and_refit(app, db):
     """Label a whole object normal from its detail view, re-fit from the gallery's banner: the
     object leaves the first page and the model (and the threshold page) say how many."""
     app.switch_page("app_pages/gallery.py").run()
-    multi = next(c for c in _shown(app) if any(cap.startswith(f"#{c} ") and "cutouts" in cap
-                                               for im in app.image for cap in im.captions))
-    app.button(key=f"detail-{multi}").click().run()
+    caps = [re.sub(r"\\(.)", r"\1", c.value) for c in app.caption]
+    multi = next(c for c in _shown(app) if any(cap.startswith(f"cutout #{c} ")
+                                               and "cutouts of its object" in cap for cap in caps))
+    app.button(key=f"page-detail-{multi}").click().run()
     eng = _engine(db)
     tbl = store.cutout_table(eng, current_model(eng).row.id)
     members = {multi, *views.object_members(tbl, multi).cutout_id.astype(int)}
@@ -317,3 +326,53 @@ def test_upload_reads_the_chosen_hdu(app, db, tmp_path):
     assert not app.exception
     f = next(f for f in store.file_records(_engine(db)) if f.name == "two_hdus.fits")
     assert f.hdu == 0 and (f.ny, f.nx) == (300, 300)
+
+
+def test_gallery_tiles_label_page_and_detail_downloads(app, db):
+    """Label from a tile's menu, turn pages below the grid, and the detail's colour bar and
+    downloads."""
+    app.switch_page("app_pages/gallery.py").run()
+    eng = _engine(db)
+    first = _shown(app)[0]
+    app.button(key=f"page-{first}-interesting").click().run()
+    assert not app.exception
+    assert exported(eng).set_index("cutout_id").label[first] == "interesting"
+    caps = [re.sub(r"\\(.)", r"\1", c.value) for c in app.caption]
+    assert any(c.startswith(f"cutout #{first} ") and c.endswith("labelled interesting")
+               for c in caps)
+    app.button(key=f"page-{first}-None").click().run()
+    assert exported(eng).set_index("cutout_id").label[first] == ""
+    # Paging below the grid: "Next page" shows the next 24 objects; "Previous" comes back.
+    page1 = _shown(app)
+    app.button(key="g_next").click().run()
+    assert app.number_input(key="g_page").value == 2
+    page2 = _shown(app)
+    assert page2 and not set(page1) & set(page2)
+    app.button(key="g_prev").click().run()
+    assert _shown(app) == page1 and app.button(key="g_prev").disabled
+    # The detail: the cutout with a colour bar in pixel values, and three downloads.
+    app.button(key=f"page-detail-{first}").click().run()
+    assert not app.exception
+    import json
+
+    from reaper_core.cutouts import display_limits
+
+    spec = json.loads(next(c for c in app.get("plotly_chart")
+                           if "heatmap" in c.proto.spec).proto.spec)
+    bar = spec["data"][0]["colorbar"]
+    patch = store.get_cutouts(eng, [first])[first][0]
+    lo, hi = display_limits(patch, "zscale")
+    assert bar["ticktext"][0] == f"{lo:.4g}" and bar["ticktext"][-1] == f"{hi:.4g}"
+    downloads = [d.proto.label for d in app.get("download_button")]
+    assert {"Download FITS (with WCS)", "Download PNG",
+            "DS9 regions of this file's anomalies"} <= set(downloads)
+    app.button(key="close_detail").click().run()
+
+
+def test_home_offers_region_files(app, db):
+    app.run()
+    assert not app.exception
+    names = [f.name for f in store.file_records(_engine(db))]
+    assert app.selectbox(key="reg_file").options == names  # shown by name
+    labels = [d.proto.label for d in app.get("download_button")]
+    assert "DS9 region file" in labels

@@ -21,10 +21,12 @@ k = pcs.shape[1]
 c1, c2, c3 = st.columns([1, 1, 2])
 cx = c1.selectbox("x axis", range(k), format_func=lambda i: f"PC{i + 1}", index=0)
 cy = c2.selectbox("y axis", range(k), format_func=lambda i: f"PC{i + 1}", index=min(1, k - 1))
-c3.write(f"{len(ids):,} cutouts, **{int(flagged.sum()):,}** anomalies (red ×). Click a point, or "
-         "use box or lasso select in the toolbar, to see the cutouts below.")
+c3.write(f"{len(ids):,} cutouts, **{int(flagged.sum()):,}** anomalies (red ×). Hover a point "
+         "for its score and file; click it, or box or lasso select in the toolbar, to see the "
+         "cutouts below and open any of them.")
 
-fig = plots.pca_scatter(pcs, ids, scores, flagged, cx, cy)
+fig = plots.pca_scatter(pcs, ids, scores, flagged, cx, cy,
+                        files=tbl["file"].reindex(ids).to_numpy())
 event = st.plotly_chart(fig, key="pca", on_select="rerun",
                         selection_mode=("points", "box", "lasso"))
 points = event.selection.points if event and event.selection else []
@@ -34,8 +36,11 @@ if chosen:
     chosen = sorted(set(chosen), key=lambda c: (-np.nan_to_num(tbl["score"].get(c, 0)), c))
     st.subheader(f"{len(chosen)} selected cutout{'s' if len(chosen) != 1 else ''}")
     shown = chosen[:48]
-    widgets.cutout_grid(shown, {c: float(tbl["score"].get(c, np.nan)) for c in shown},
-                        columns=8)
+    widgets.cutout_grid(
+        shown, {c: widgets.tile_caption(c, float(tbl["score"].get(c, np.nan)),
+                                        tbl["file"].get(c), label=tbl["label"].get(c)
+                                        if isinstance(tbl["label"].get(c), str) else None)
+                for c in shown}, columns=8, label_menu=True, key="explore")
     if len(chosen) > 48:
         st.caption(f"showing the 48 highest-scoring of {len(chosen)}")
 else:

@@ -9,6 +9,7 @@ st.title("Anomaly gallery")
 
 import json
 
+import numpy as np
 import pandas as pd
 
 from reaper_app import plots, state, widgets
@@ -73,10 +74,18 @@ top[0].write(f"**{len(res):,}** cutouts match (of {len(tbl):,})"
              + (f", from **{count(len(shown), 'object')}**" if per_object else "")
              + ", highest score first.")
 per_page = top[1].selectbox("Per page", [12, 24, 48, 96], index=1, key="g_per_page")
-p_slot = top[2].empty()
-pnum = p_slot.number_input("Page", 1, views.n_pages(len(shown), per_page), 1,
-                          key="g_page") - 1
-page_rows = views.page(shown, pnum, per_page)
+last = views.n_pages(len(shown), per_page)
+if st.session_state.get("g_page", 1) > last:
+    st.session_state["g_page"] = last
+top[2].number_input("Page", 1, last, key="g_page", help="Also: the buttons below the cutouts")
+page_rows = views.page(shown, st.session_state["g_page"] - 1, per_page)
+
+
+def turn(step: int) -> None:
+    """Go ``step`` pages on (a callback: it runs before the page input is drawn again)."""
+    st.session_state["g_page"] = int(np.clip(st.session_state["g_page"] + step, 1, last))
+
+
 st.download_button(f"Export these {len(res):,} cutouts (CSV)", res.to_csv(index=False).encode(),
                    "anomaly-reaper-selection.csv", "text/csv", key="g_export")
 
@@ -91,10 +100,23 @@ if detail is not None and detail in set(tbl["cutout_id"]):
         patch, c = got[detail]
         info = tbl.set_index("cutout_id").loc[detail]
         st.subheader(f"Cutout #{detail} — {widgets.plain(info['file'])}")
-        a, b, d = st.columns([1, 1, 2])
-        a.image(to_png(patch, stretch, 8, cmap), caption="cutout", width="stretch")
+        a, b, d = st.columns([3, 2, 4])
+        a.plotly_chart(plots.cutout_image(patch, stretch, cmap, reaper.pixel_scale(c.file_id)),
+                       key="detail_image")
         b.image(to_png(residual_map(patch), "sqrt", 8, "magma"),
                 caption="where the signal sits (|pixel − sky| / σ)", width="stretch")
+        with b:
+            fits_name, fits_bytes = reaper.cutout_fits(detail, m)
+            st.download_button("Download FITS (with WCS)", fits_bytes, fits_name,
+                               "application/fits", key="dl_fits", width="stretch")
+            png_name, png_bytes = reaper.cutout_png(detail, stretch, cmap)
+            st.download_button("Download PNG", png_bytes, png_name, "image/png", key="dl_png",
+                               width="stretch")
+            if m is not None:
+                reg_name, reg_text = reaper.region_file(c.file_id, m)
+                st.download_button("DS9 regions of this file's anomalies", reg_text, reg_name,
+                                   "text/plain", key="dl_reg", width="stretch",
+                                   help="Open the file in DS9, then Region > Open this file.")
         with d:
             ra = "—" if pd.isna(info["ra"]) else f"{info['ra']:.5f}°"
             dec = "—" if pd.isna(info["dec"]) else f"{info['dec']:.5f}°"
@@ -135,9 +157,12 @@ if detail is not None and detail in set(tbl["cutout_id"]):
             st.caption(f"The same object: {len(others):,} more cutouts"
                        + (", the 12 highest-scoring:" if len(others) > 12
                           else ", highest score first:"))
-            oids = others["cutout_id"].astype(int).tolist()[:12]
-            widgets.cutout_grid(oids, dict(zip(oids, others["score"].astype(float), strict=False)),
-                           columns=12, stretch=stretch, cmap=cmap)
+            top12 = others.head(12)
+            widgets.cutout_grid(
+                top12["cutout_id"].astype(int).tolist(),
+                {int(c): widgets.tile_caption(int(c), float(sc)) for c, sc in
+                 zip(top12["cutout_id"], top12["score"], strict=True)},
+                columns=12, stretch=stretch, cmap=cmap, key="same")
         with st.form(f"label-{detail}"):
             current = info["label"] if isinstance(info["label"], str) else None
             choices = ["(none)", *LABELS]
@@ -160,9 +185,18 @@ if detail is not None and detail in set(tbl["cutout_id"]):
             st.rerun()
 
 ids = page_rows["cutout_id"].astype(int).tolist()
-more = ({cid: f"{n} cutouts" for cid, n in zip(ids, page_rows["n_cutouts"], strict=True) if n > 1}
-        if per_object else {})
-widgets.cutout_grid(ids, dict(zip(ids, page_rows["score"].astype(float), strict=True)), columns=6,
-               stretch=stretch, cmap=cmap, details=True, notes=more)
+n_of = dict(zip(ids, page_rows["n_cutouts"], strict=True)) if per_object else {}
+captions = {cid: widgets.tile_caption(cid, float(sc), f, n_of.get(cid),
+                                      lab if isinstance(lab, str) else None)
+            for cid, sc, f, lab in zip(ids, page_rows["score"], page_rows["file"],
+                                       page_rows["label"], strict=True)}
+widgets.cutout_grid(ids, captions, columns=6, stretch=stretch, cmap=cmap, label_menu=True,
+                    key="page")
+prev_col, where_col, next_col = st.columns([1, 2, 1])
+prev_col.button("← Previous page", key="g_prev", on_click=turn, args=(-1,),
+                disabled=st.session_state["g_page"] <= 1, width="stretch")
+where_col.caption(f"Page {st.session_state['g_page']:,} of {last:,}")
+next_col.button("Next page →", key="g_next", on_click=turn, args=(1,),
+                disabled=st.session_state["g_page"] >= last, width="stretch")
 if st.session_state.get("detail") is not None and st.session_state.get("detail") != detail:
     st.rerun()

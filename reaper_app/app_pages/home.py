@@ -55,6 +55,16 @@ if files:
         "layout": f.layout, "sector": f.sector, "camera": f.camera, "ccd": f.ccd,
         "cutouts": f.n_cutouts, "anomalies": int(per_file.get(f.id, 0)),
     } for f in files]), hide_index=True, width="stretch")
+    if m:
+        pick, get = st.columns([3, 1], vertical_alignment="bottom")
+        names = {f.id: f.name for f in files}
+        chosen = pick.selectbox("Anomalies of one file as DS9 regions", list(names),
+                                format_func=names.get, key="reg_file")
+        reg_name, reg_text = state.reaper().region_file(chosen, m)
+        get.download_button("DS9 region file", reg_text, reg_name, "text/plain",
+                            key="reg_download", width="stretch",
+                            help="Boxes around the file's anomalies with their id and score: "
+                                 "open the FITS file in DS9, then Region > Open.")
 else:
     st.write("Nothing ingested yet.")
 
