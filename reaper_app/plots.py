@@ -138,11 +138,12 @@ def cutout_image(patch: np.ndarray, stretch: str = "zscale", cmap: str = "gray",
         hovertemplate="Δx %{x:.1f}, Δy %{y:.1f} px: %{customdata:.5g}<extra></extra>",
         colorbar=dict(title="pixel value", tickvals=pos,
                       ticktext=[f"{v:.4g}" for v in values], thickness=12)))
-    scale = (f" (1 px = {arcsec_per_px:.3g}″, patch {s * arcsec_per_px / 60:.3g}′)"
-             if arcsec_per_px else "")
-    fig.update_xaxes(title="Δx, pixels from the centre" + scale, constrain="domain")
-    fig.update_yaxes(title="Δy, pixels", scaleanchor="x", constrain="domain")
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10))
+    scale = (f"1 px = {arcsec_per_px:.3g}″ · {s * arcsec_per_px / 60:.3g}′ across"
+             if arcsec_per_px else f"{s} × {s} px, no sky scale")
+    fig.update_xaxes(title="Δx (px from the centre)", constrain="domain")
+    fig.update_yaxes(title="Δy (px)", scaleanchor="x", constrain="domain")
+    fig.update_layout(height=height, margin=dict(l=50, r=10, t=30, b=45),
+                      title=dict(text=scale, font=dict(size=13), x=0.0, xanchor="left"))
     return fig
 
 

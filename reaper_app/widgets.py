@@ -10,6 +10,7 @@ from reaper_app import state
 from reaper_core.config import mask_url
 from reaper_core.cutouts import to_png
 from reaper_core.demo import DEMO_FILES
+from reaper_core.words import count
 
 _MARKDOWN = re.compile(r"([!-/:-@\[-`{-~])")
 
@@ -59,10 +60,11 @@ def cutout_grid(ids: list[int], captions: dict[int, str] | None = None, columns:
         with cols[i % columns]:
             st.image(pngs[cid], width="stretch")
             st.caption(plain((captions or {}).get(cid, f"cutout #{cid}")))
-            if details and st.button("details", key=f"{key}-detail-{cid}"):
+            left, right = st.columns(2, gap="small")
+            if details and left.button("details", key=f"{key}-detail-{cid}"):
                 open_detail(cid)
             if label_menu:
-                with st.popover("label", key=f"{key}-label-{cid}"):
+                with right.popover("label", key=f"{key}-label-{cid}"):
                     for lab in [*LABELS, None]:
                         if st.button(lab or "remove the label", key=f"{key}-{cid}-{lab}"):
                             state.reaper().label([cid], lab)
@@ -193,7 +195,7 @@ def sidebar(slot) -> None:
                 raise
             st.write("The database cannot be used now.")
         else:
-            st.write(f"**{t['files']}** files · **{t['cutouts']:,}** cutouts")
+            st.write(f"**{count(t['files'], 'file')}** · **{count(t['cutouts'], 'cutout')}**")
             st.write(m.summary(short=True) if m else "No model yet.")
         st.caption("Database")
         st.text(mask_url(r.settings.db_url))

@@ -365,7 +365,7 @@ def test_gallery_tiles_label_page_and_detail_downloads(app, db):
     assert bar["ticktext"][0] == f"{lo:.4g}" and bar["ticktext"][-1] == f"{hi:.4g}"
     downloads = [d.proto.label for d in app.get("download_button")]
     assert {"Download FITS (with WCS)", "Download PNG",
-            "DS9 regions of this file's anomalies"} <= set(downloads)
+            "DS9 regions"} <= set(downloads)
     app.button(key="close_detail").click().run()
 
 

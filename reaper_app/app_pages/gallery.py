@@ -114,9 +114,11 @@ if detail is not None and detail in set(tbl["cutout_id"]):
                                width="stretch")
             if m is not None:
                 reg_name, reg_text = reaper.region_file(c.file_id, m)
-                st.download_button("DS9 regions of this file's anomalies", reg_text, reg_name,
+                st.download_button("DS9 regions", reg_text, reg_name,
                                    "text/plain", key="dl_reg", width="stretch",
-                                   help="Open the file in DS9, then Region > Open this file.")
+                                   help="Boxes around this file's anomalies, with id and "
+                                        "score: open the FITS file in DS9, then Region > "
+                                        "Open this file.")
         with d:
             ra = "—" if pd.isna(info["ra"]) else f"{info['ra']:.5f}°"
             dec = "—" if pd.isna(info["dec"]) else f"{info['dec']:.5f}°"
