@@ -17,6 +17,7 @@ def pages() -> dict[str, st.Page]:
         "threshold": st.Page(PAGES / "threshold.py", title="Threshold & model"),
         "explore": st.Page(PAGES / "explore.py", title="Explore"),
         "gallery": st.Page(PAGES / "gallery.py", title="Gallery"),
+        "discover": st.Page(PAGES / "discover.py", title="Discover"),
     }
 
 

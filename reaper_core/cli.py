@@ -230,6 +230,61 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_similar(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    reaper = _service(args)
+    found = reaper.similar(args.id, args.top)
+    cols = reaper.ranking(reaper.require_model())
+    pos = {int(c): i for i, c in enumerate(cols["cutout_id"])}
+    rows = [pos[c] for c, _ in found]
+    print(f"the {len(found)} cutouts most like cutout {args.id} (distance in standardised "
+          "feature units):")
+    print(_text_table({"cutout_id": cols["cutout_id"][rows], "distance": np.array(
+        [d for _, d in found]), "file": cols["file"][rows], "score": cols["score"][rows],
+        "label": np.array([v or "" for v in cols["label"][rows]], dtype=object)}))
+    return 0
+
+
+def cmd_rerank(args: argparse.Namespace) -> int:
+    from .words import count
+
+    reaper = _service(args)
+    r = reaper.reranked()
+    pos = {int(c): i for i, c in enumerate(r["cutout_id"])}
+    queue = reaper.discover_queue(n=args.top, explore=args.explore)
+    rows = [pos[c] for c in queue]
+    labelled = sum(v is not None for v in r["label"])
+    print(f"re-ranked from {count(labelled, 'label')}; the {len(queue)} unlabelled objects to "
+          f"look at next ({args.explore} from regions no label has reached):")
+    print(_text_table({"cutout_id": r["cutout_id"][rows], "rerank": r["rerank"][rows],
+                       "unsupervised": r["unsupervised"][rows]}))
+    return 0
+
+
+def cmd_groups(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    reaper = _service(args)
+    groups = reaper.groups()
+    if args.label:
+        if args.group is None:
+            raise ReaperError("--label needs --group N (see the groups listed without it)")
+        ids = [c for c, g in groups.items() if g == args.group]
+        if not ids:
+            top = max(groups.values(), default=0)
+            raise ReaperError(f"no group {args.group}; the groups are 1–{top}")
+        reaper.label(ids, args.label)
+        print(f"labelled {len(ids)} cutouts of group {args.group} {args.label}")
+        return 0
+    sizes = Counter(groups.values())
+    for g in sorted(sizes):
+        members = sorted(c for c, k in groups.items() if k == g)[:8]
+        name = "in no group" if g == 0 else f"group {g}"
+        print(f"{name}: {sizes[g]} anomalies, e.g. cutouts {', '.join(map(str, members))}")
+    return 0
+
+
 def cmd_regions(args: argparse.Namespace) -> int:
     name, text = _service(args).region_file(args.file)
     out = Path(args.output or name)
@@ -338,6 +393,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--format", choices=["csv", "fits", "votable"])
     e.add_argument("--anomalies-only", action="store_true")
     e.set_defaults(func=cmd_export)
+
+    m = sub.add_parser("similar", parents=[common],
+                       help="the cutouts most like one cutout, across every file")
+    m.add_argument("id", type=int, help="cutout id")
+    m.add_argument("--top", type=int, default=20)
+    m.set_defaults(func=cmd_similar)
+
+    q = sub.add_parser("rerank", parents=[common],
+                       help="the ranking re-made from every label: what to look at next")
+    q.add_argument("--top", type=int, default=24)
+    q.add_argument("--explore", type=int, default=4,
+                   help="of them, how many from regions no label has reached yet")
+    q.set_defaults(func=cmd_rerank)
+
+    gr = sub.add_parser("groups", parents=[common], help="the anomalies in groups")
+    gr.add_argument("--label", choices=LABELS, help="label every cutout of --group so")
+    gr.add_argument("--group", type=int, help="a group number (with --label)")
+    gr.set_defaults(func=cmd_groups)
 
     g = sub.add_parser("regions", parents=[common],
                        help="a DS9 region file of one file's anomalies (boxes with id and score)")

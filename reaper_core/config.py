@@ -69,6 +69,9 @@ class Settings:
     load_demo: int = 1
     #: Models kept besides the current one (older ones and their scores are pruned).
     keep_models: int = 3
+    #: Re-ranking from labels: each label's reach as a multiple of its local scale (the distance
+    #: to its 10th nearest cutout).
+    rerank_radius: float = 1.0
 
     def __post_init__(self) -> None:
         home = default_home()
@@ -100,7 +103,8 @@ class Settings:
                 or 0 < self.n_components < 1):
             raise ConfigError(f"n_components must be a whole number ≥ 1 or a fraction of "
                               f"variance between 0 and 1, not {self.n_components:g}")
-        for name in ("max_file_mb", "max_pixels", "vertex_timeout_s", "vertex_concurrency"):
+        for name in ("max_file_mb", "max_pixels", "vertex_timeout_s", "vertex_concurrency",
+                     "rerank_radius"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be greater than 0, not {getattr(self, name)}")
         for name in ("vertex_max_retries", "vertex_requests_per_minute", "keep_models"):

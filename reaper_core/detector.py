@@ -194,6 +194,11 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
         check_is_fitted(self)
         return validate_data(self, X, dtype=np.float64, reset=False)
 
+    def standardised(self, X: Any) -> np.ndarray:
+        """Samples in the detector's standardised feature units, shape (n_samples,
+        n_features): the space in which neighbours are found (labels, similar cutouts)."""
+        return self._standardise(self._validate(X))
+
     def transform(self, X: Any) -> np.ndarray:
         """Principal-component coordinates, shape (n_samples, n_components_)."""
         return (self._standardise(self._validate(X)) - self.pca_mean_) @ self.components_.T

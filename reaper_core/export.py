@@ -19,16 +19,22 @@ if TYPE_CHECKING:
 
 #: Columns of an export, in order; tools outside the project rely on these names.
 EXPORT_COLUMNS = ["cutout_id", "file", "sector", "camera", "ccd", "x", "y", "ra", "dec", "time",
-                  "segment", "score", "is_anomaly", "label", "note"]
+                  "segment", "score", "is_anomaly", "label", "note", "rerank_score", "group"]
 #: Export formats by name, and the file suffixes that choose them.
 FORMATS = {"csv": ("csv",), "fits": ("fits", "fit"), "votable": ("votable", "vot", "xml")}
 
 
-def export_columns(engine: Engine, model: CurrentModel | None) -> dict[str, np.ndarray]:
+def export_columns(engine: Engine, model: CurrentModel | None,
+                   rerank: dict[int, float] | None = None,
+                   groups: dict[int, int] | None = None) -> dict[str, np.ndarray]:
     """The export as NumPy columns (:data:`EXPORT_COLUMNS`, one row per cutout, by
-    ``cutout_id``); ``score`` and ``is_anomaly`` under ``model`` (NaN and False without one).
-    Needs no pandas."""
+    ``cutout_id``); ``score`` and ``is_anomaly`` under ``model`` (NaN and False without one);
+    ``rerank_score`` from ``rerank`` ({cutout id: score in [0, 1]}, NaN where missing) and
+    ``group`` from ``groups`` (NaN where missing). Needs no pandas."""
     cols = store.cutout_columns(engine, model.id if model else None)
+    ids = cols["cutout_id"].tolist()
+    cols["rerank_score"] = np.array([(rerank or {}).get(i, np.nan) for i in ids], float)
+    cols["group"] = np.array([(groups or {}).get(i, np.nan) for i in ids], float)
     cols["is_anomaly"] = (model.flags(cols["score"]) if model
                           else np.zeros(len(cols["cutout_id"]), bool))
     for name in ("label", "note"):
@@ -52,7 +58,7 @@ def format_for(path: str | Path, fmt: str | None = None) -> str:
 
 
 #: Columns holding whole numbers, missing values allowed (-1 in FITS and VOTable).
-_WHOLE = ("sector", "camera", "ccd", "segment")
+_WHOLE = ("sector", "camera", "ccd", "segment", "group")
 
 
 def _column(name: str, values) -> np.ndarray:

@@ -7,6 +7,10 @@ from .errors import LabelError
 #: The labels a person can give a cutout.
 LABELS = ("anomaly", "artefact", "normal", "interesting")
 
+#: What each label says about the cutouts like it, for re-ranking: 1 "show me more like this",
+#: 0 "show me fewer".
+RELEVANCE = {"anomaly": 1.0, "interesting": 1.0, "normal": 0.0, "artefact": 0.0}
+
 
 def check_label(label: str | None) -> None:
     """Raise :class:`LabelError` with one sentence for a label that is not in :data:`LABELS`

@@ -45,6 +45,8 @@ class Reaper:
         self._engine = engine
         self._detectors: OrderedDict[int, Any] = OrderedDict()
         self._lock = threading.Lock()
+        #: (model id, data version, ids, standardised embeddings, similarity index or None)
+        self._space_cache: tuple | None = None
 
     @classmethod
     def open(cls, config: str | Path | None = None, **overrides: Any) -> Reaper:
@@ -68,9 +70,14 @@ class Reaper:
         :func:`~reaper_core.ingest.ingest_many`); ``hdu`` reads that HDU of every file."""
         from .ingest import ingest_many
 
-        return ingest_many(self.engine, paths, self.settings, progress=progress,
-                           on_file=on_file, on_result=on_result, fit_if_missing=fit_if_missing,
-                           hdu=hdu)
+        report = ingest_many(self.engine, paths, self.settings, progress=progress,
+                             on_file=on_file, on_result=on_result,
+                             fit_if_missing=fit_if_missing, hdu=hdu)
+        model = self.model() if report.count("added") else None
+        if model is not None:
+            progress("fit", 1.0, "grouping the anomalies")
+            self.groups(model)
+        return report
 
     def ingest_uploads(self, uploads: list[tuple[str, bytes]], *, progress: ProgressFn = noop,
                        on_file: Callable[[int, int, str], None] | None = None,
@@ -182,7 +189,10 @@ class Reaper:
         from .models import fit_model
 
         settings = replace(self.settings, embedder=embedder) if embedder else self.settings
-        return fit_model(self.engine, settings, progress=progress, n_components=n_components)
+        model = fit_model(self.engine, settings, progress=progress, n_components=n_components)
+        progress("fit", 1.0, "grouping the anomalies")
+        self.groups(model)
+        return model
 
     def prune(self, keep: int | None = None) -> int:
         """Delete old models and their scores, keeping the current one and ``keep`` others
@@ -201,7 +211,9 @@ class Reaper:
         """Store a new threshold with the (current) model; returns the model with it."""
         from .models import save_threshold
 
-        return save_threshold(self.engine, model or self.require_model(), mode, value)
+        model = save_threshold(self.engine, model or self.require_model(), mode, value)
+        self.groups(model)  # the flagged set changed: group it again
+        return model
 
     # -- labels -------------------------------------------------------------------------------
     def label(self, ids: Iterable[int], label: str | None, note: str = "",
@@ -333,6 +345,110 @@ class Reaper:
         return self._per_cutout(model, [cutout_id], lambda X: [
             error_by_quadrant(model.detector, x, features) for x in X]).get(int(cutout_id))
 
+    # -- discovery: re-ranking from labels, similar cutouts, groups ----------------------------
+    def _space(self, model: CurrentModel) -> tuple[np.ndarray, np.ndarray]:
+        """(cutout ids, shape (n,); standardised embeddings, shape (n, d), float32) of every
+        cutout the model's embedder embedded; kept in memory per model."""
+        version = store.data_version(self.engine)[:2]  # cutouts and models; labels do not count
+        with self._lock:
+            got = self._space_cache
+        if got is not None and got[:2] == (model.id, version):
+            return got[2], got[3]
+        ids, X = store.load_embeddings(self.engine, model.embedder)
+        Z = (model.detector.standardised(X).astype(np.float32) if len(ids)
+             else np.zeros((0, 0), np.float32))
+        with self._lock:
+            self._space_cache = (model.id, version, ids, Z, None)
+        return ids, Z
+
+    def reranked(self, model: CurrentModel | None = None) -> dict[str, np.ndarray]:
+        """Every embedded cutout's re-ranked score from every label (see
+        :mod:`reaper_core.rerank`), in [0, 1]: columns ``cutout_id``, ``rerank``, ``closeness``
+        (to the nearest label), ``unsupervised`` (rank fraction), ``label``, ``file_id``,
+        ``segment``, ranked: highest re-ranked score first, ties by the lower id."""
+        from .rerank import LabelReranker, rank_fraction
+        from .views import rank_order
+
+        model = model or self.require_model()
+        ids, Z = self._space(model)
+        cols = store.cutout_columns(self.engine, model.id)
+        pos = np.searchsorted(cols["cutout_id"], ids)
+        labels = cols["label"][pos]
+        has = np.array([lab is not None for lab in labels], bool)
+        rr = LabelReranker(self.settings.rerank_radius).fit(Z[has], labels[has].tolist(), Z)
+        c, p = rr.closeness(Z)
+        u = rank_fraction(cols["score"][pos])
+        score = (1.0 - c) * u + c * p
+        order = rank_order(score, ids)
+        return {"cutout_id": ids[order], "rerank": score[order], "closeness": c[order],
+                "unsupervised": u[order], "label": labels[order],
+                "file_id": cols["file_id"][pos][order], "segment": cols["segment"][pos][order]}
+
+    def discover_queue(self, model: CurrentModel | None = None, n: int = 24,
+                       explore: int = 4) -> list[int]:
+        """The ``n`` cutouts the model most wants judged next: ``n - explore`` with the highest
+        re-ranked score, then ``explore`` from the regions no label has reached yet (highest
+        unsupervised score × distance from every label). One per object, and one per place:
+        none within a patch of a labelled cutout or of another in the page."""
+        from .views import away_from, first_per_object, rank_order, spread
+
+        r = self.reranked(model)
+        cols = store.cutout_columns(self.engine, None)
+        pos = np.searchsorted(cols["cutout_id"], r["cutout_id"])
+        x, y = cols["x"][pos], cols["y"][pos]
+        labelled = np.array([lab is not None for lab in r["label"]], bool)
+        size = float(self.settings.patch_size)
+        free = ~labelled & away_from(r["file_id"], x, y, r["file_id"][labelled], x[labelled],
+                                     y[labelled], size / 2)
+        keep, _ = first_per_object(r["file_id"][free], r["segment"][free])
+        cand = np.flatnonzero(free)[keep]
+        best = spread(cand, r["file_id"], x, y, max(n - explore, 0), size / 2)
+        novelty = r["unsupervised"] * (1.0 - r["closeness"])
+        rest = cand[~np.isin(cand, best)]
+        rest = rest[rank_order(novelty[rest], r["cutout_id"][rest])]
+        chosen = spread(np.concatenate([best, rest]).astype(int), r["file_id"], x, y, n,
+                        size / 2)
+        return r["cutout_id"][chosen].tolist()
+
+    def similar(self, cutout_id: int, top: int = 20,
+                model: CurrentModel | None = None) -> list[tuple[int, float]]:
+        """The ``top`` cutouts nearest to one cutout in the model's standardised embedding
+        space, across every file: [(cutout id, distance), …], nearest first."""
+        from .similarity import SimilarityIndex
+
+        model = model or self.require_model()
+        ids, Z = self._space(model)
+        where = np.flatnonzero(ids == int(cutout_id))
+        if len(where) == 0:
+            raise ReaperError(f"no cutout with id {int(cutout_id)} embedded by the current "
+                              f"model's embedder ({model.embedder})")
+        with self._lock:
+            cached = self._space_cache
+            index = cached[4] if cached is not None and cached[3] is Z else None
+        if index is None:
+            index = SimilarityIndex(ids, Z)
+            with self._lock:
+                if self._space_cache is not None and self._space_cache[3] is Z:
+                    self._space_cache = (*self._space_cache[:4], index)
+        got, dist = index.query(Z[where[0]], top, exclude=int(cutout_id))
+        return list(zip(got.tolist(), dist.tolist(), strict=True))
+
+    def groups(self, model: CurrentModel | None = None) -> dict[int, int]:
+        """{cutout id: group} of the flagged cutouts (0: in no group), made by
+        :func:`reaper_core.groups.group_anomalies` once per model and threshold and stored."""
+        from .groups import group_anomalies
+
+        model = model or self.require_model()
+        made_for, stored = store.read_groups(self.engine, model.id)
+        if made_for is not None and made_for == model.threshold:
+            return stored
+        ids, Z = self._space(model)
+        cols = store.cutout_columns(self.engine, model.id)
+        flagged = model.flags(cols["score"][np.searchsorted(cols["cutout_id"], ids)])
+        groups = group_anomalies(Z[flagged])
+        store.write_groups(self.engine, model.id, model.threshold, ids[flagged], groups)
+        return dict(zip(ids[flagged].tolist(), groups.tolist(), strict=True))
+
     # -- files for other tools ----------------------------------------------------------------
     def cutout_fits(self, cutout_id: int, model: CurrentModel | None = None) -> tuple[str, bytes]:
         """(file name, FITS bytes) of one cutout with its WCS, cut again from the original file
@@ -446,16 +562,35 @@ class Reaper:
     # -- export -------------------------------------------------------------------------------
     def export_table(self, model: CurrentModel | None = None) -> pd.DataFrame:
         """The export contract's table under ``model`` (default: the current one)."""
-        from .export import export_table
 
-        return export_table(self.engine, model or self.model())
+        model = model or self.model()
+        return store.as_frame(self._export_columns(model))
+
+    def _export_columns(self, model: CurrentModel | None) -> dict[str, np.ndarray]:
+        """The export's columns; the re-ranked score from every label (the unsupervised rank
+        fraction when nothing is labelled, which needs no model in memory) and the stored
+        groups."""
+        from .export import export_columns
+        from .rerank import rank_fraction
+
+        if model is None:
+            return export_columns(self.engine, None)
+        _, groups = store.read_groups(self.engine, model.id)
+        if store.n_labels(self.engine):
+            r = self.reranked(model)
+            rerank = dict(zip(r["cutout_id"].tolist(), r["rerank"].tolist(), strict=True))
+        else:
+            cols = store.cutout_columns(self.engine, model.id)
+            rerank = dict(zip(cols["cutout_id"].tolist(),
+                              rank_fraction(cols["score"]).tolist(), strict=True))
+        return export_columns(self.engine, model, rerank, groups)
 
     def export(self, path: str | Path, fmt: str | None = None,
                anomalies_only: bool = False) -> tuple[Path, int]:
         """Write the export to ``path`` (CSV, FITS or VOTable); returns (path, rows)."""
-        from .export import export_columns, write_export
+        from .export import write_export
 
-        cols = export_columns(self.engine, self.model())
+        cols = self._export_columns(self.model())
         if anomalies_only:
             cols = {k: v[cols["is_anomaly"]] for k, v in cols.items()}
         return write_export(cols, path, fmt), len(cols["cutout_id"])

@@ -133,6 +133,17 @@ class Label(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=_now)
 
 
+class AnomalyGroup(SQLModel, table=True):
+    """The group of a flagged cutout under one model and threshold (see
+    :mod:`reaper_core.groups`); 0 for a flagged cutout in no group."""
+
+    __tablename__ = "anomaly_group"
+    model_id: int = Field(foreign_key="detector_model.id", primary_key=True, ondelete="CASCADE")
+    cutout_id: int = Field(foreign_key="cutout.id", primary_key=True, ondelete="CASCADE")
+    grp: int = 0
+    threshold: float = 0.0
+
+
 
 
 def make_engine(url: str) -> Engine:
@@ -325,6 +336,8 @@ def prune_models(engine: Engine, keep: int) -> int:
             for start in range(0, len(old), 500):
                 chunk = old[start:start + 500]
                 s.execute(Score.__table__.delete().where(Score.model_id.in_(chunk)))
+                s.execute(AnomalyGroup.__table__.delete()
+                          .where(AnomalyGroup.model_id.in_(chunk)))
                 s.execute(DetectorModel.__table__.delete().where(DetectorModel.id.in_(chunk)))
             return len(old)
 
@@ -437,7 +450,7 @@ def as_frame(columns: dict[str, np.ndarray]) -> pd.DataFrame:
     import pandas as pd
 
     df = pd.DataFrame(columns)
-    for col in _INT_COLUMNS:
+    for col in (*_INT_COLUMNS, "group"):
         if col in df:
             df[col] = pd.array(df[col].to_numpy(float), dtype="Float64").astype("Int64")
     return df
@@ -475,6 +488,34 @@ def set_label(engine: Engine, cutout_ids: int | Iterable[int], label: str | None
                 old.label, old.note, old.updated_at = label, note, _now()
             else:
                 s.add(Label(cutout_id=cid, label=label, note=note))
+
+
+def write_groups(engine: Engine, model_id: int, threshold: float, ids: np.ndarray,
+                 groups: np.ndarray) -> None:
+    """Replace the stored groups of ``model_id`` by these (for ``threshold``), in one
+    transaction."""
+    with session_scope(engine) as s:
+        s.execute(AnomalyGroup.__table__.delete().where(AnomalyGroup.model_id == model_id))
+        if len(ids):
+            s.execute(insert(AnomalyGroup), [
+                {"model_id": model_id, "cutout_id": int(i), "grp": int(g),
+                 "threshold": float(threshold)} for i, g in zip(ids, groups, strict=True)])
+
+
+def read_groups(engine: Engine, model_id: int) -> tuple[float | None, dict[int, int]]:
+    """(threshold they were made for or None, {cutout id: group}) of ``model_id``."""
+    with Session(engine) as s:
+        rows = s.exec(select(AnomalyGroup.cutout_id, AnomalyGroup.grp, AnomalyGroup.threshold)
+                      .where(AnomalyGroup.model_id == model_id)).all()
+    if not rows:
+        return None, {}
+    return float(rows[0][2]), {int(c): int(g) for c, g, _ in rows}
+
+
+def n_labels(engine: Engine) -> int:
+    """How many cutouts carry a label."""
+    with Session(engine) as s:
+        return int(s.exec(select(func.count()).select_from(Label)).one())
 
 
 def labelled_ids(engine: Engine, label: str) -> np.ndarray:

@@ -114,6 +114,38 @@ def one_per_object(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.iloc[keep].assign(n_cutouts=n)
 
 
+def away_from(file_id: np.ndarray, x: np.ndarray, y: np.ndarray, ref_file: np.ndarray,
+              ref_x: np.ndarray, ref_y: np.ndarray, distance: float) -> np.ndarray:
+    """Which of n positions (each array shape (n,); pixels) lie farther than ``distance`` px
+    from every one of m reference positions in the same file (shape (m,)): bool, shape (n,)."""
+    if len(ref_file) == 0 or len(file_id) == 0:
+        return np.ones(len(file_id), bool)
+    from scipy.spatial import cKDTree
+
+    # Files far apart on one axis: positions of different files never come within reach.
+    span = 10.0 * (max(np.nanmax(x), np.nanmax(ref_x)) + distance + 1)
+    tree = cKDTree(np.c_[np.asarray(ref_x) + span * np.asarray(ref_file), ref_y])
+    d, _ = tree.query(np.c_[np.asarray(x) + span * np.asarray(file_id), y],
+                      distance_upper_bound=distance)
+    return ~np.isfinite(d)
+
+
+def spread(order: np.ndarray, file_id: np.ndarray, x: np.ndarray, y: np.ndarray, n: int,
+           distance: float) -> list[int]:
+    """The first ``n`` indices of ``order`` keeping each at least ``distance`` px from those
+    kept before it in the same file (so a page never shows one place twice)."""
+    kept: list[int] = []
+    for i in order:
+        if len(kept) == n:
+            break
+        k = np.asarray(kept, int)
+        if k.size and not away_from(file_id[[i]], x[[i]], y[[i]], file_id[k], x[k], y[k],
+                                    distance)[0]:
+            continue
+        kept.append(int(i))
+    return kept
+
+
 def object_members(table: pd.DataFrame, cutout_id: int) -> pd.DataFrame:
     """The other cutouts of ``cutout_id``'s object (same file and segment), highest score
     first; empty when it has no segment."""

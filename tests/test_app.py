@@ -376,3 +376,26 @@ def test_home_offers_region_files(app, db):
     assert app.selectbox(key="reg_file").options == names  # shown by name
     labels = [d.proto.label for d in app.get("download_button")]
     assert "DS9 region file" in labels
+
+
+def test_discover_page_labels_and_requeues(app, db):
+    app.switch_page("app_pages/discover.py").run()
+    assert not app.exception
+    eng = _engine(db)
+    first = int(re.search(r"Cutout #(\d+)", app.subheader[0].value).group(1))
+    assert {b.key for b in app.button} >= {"judge-interesting", "judge-anomaly",
+                                            "judge-artefact", "judge-normal", "judge-None"}
+    app.button(key="judge-interesting").click().run()
+    assert not app.exception
+    assert exported(eng).set_index("cutout_id").label[first] == "interesting"
+    second = int(re.search(r"Cutout #(\d+)", app.subheader[0].value).group(1))
+    assert second != first
+    app.button(key="judge-None").click().run()  # skip: not labelled, not shown again
+    third = int(re.search(r"Cutout #(\d+)", app.subheader[0].value).group(1))
+    assert third not in (first, second)
+    assert exported(eng).set_index("cutout_id").label[second] == ""
+    app.toggle(key="discover_similar").set_value(True).run()
+    assert not app.exception and any(k.startswith("like-detail-") for k in
+                                      (b.key or "" for b in app.button))
+    df = exported(eng)
+    store.set_label(eng, df.cutout_id[df.label != ""].astype(int).tolist(), None)

@@ -367,12 +367,11 @@ def test_first_hour_walkthrough(browser, tmp_path, spoc_file):
             .wait_for(timeout=180_000)
         shot(page, "first-hour-2-upload")
         page.goto(base)  # a new session: it shows the running load, and the data once loaded
-        page.get_by_text("hubble_deep_field_real.fits").first.wait_for(timeout=300_000)
+        # The three demo files and the upload, once loaded (the page reruns by itself).
+        page.get_by_test_id("stSidebar").get_by_text("4 files").wait_for(timeout=300_000)
         page.get_by_text("Loading the demo data in the background").first.wait_for(
             state="detached", timeout=60_000)
         wait_idle(page, 1.0)
-        # The three demo files and the upload (the files table is drawn on a canvas).
-        assert "4 files" in page.get_by_test_id("stSidebar").inner_text()
         shot(page, "first-hour-3-home")
         # Downloads: the DS9 region file of a file's anomalies, and the report.
         with page.expect_download() as dl:
@@ -449,3 +448,28 @@ def test_first_hour_walkthrough(browser, tmp_path, spoc_file):
     finally:
         ctx.close()
         stop_dashboard(proc)
+
+
+def test_discover_with_the_keyboard(server, page):
+    """One key per label: "N" labels the cutout in view normal (its whole object) and the next
+    one comes up; "I" interesting."""
+    base, url = server
+    page.goto(base + "/discover")
+    heading = page.get_by_role("heading", name=re.compile(r"Cutout #\d+"))
+    heading.wait_for()
+    wait_idle(page)
+    first = int(re.search(r"\d+", heading.inner_text()).group())
+    shot(page, "discover")
+    page.get_by_role("heading", name="Discover").click()  # focus the page, not a widget
+    page.keyboard.press("n")
+    page.get_by_role("heading", name=re.compile(rf"Cutout #(?!{first}\b)\d+")).wait_for()
+    wait_idle(page)
+    second = int(re.search(r"\d+", heading.inner_text()).group())
+    page.keyboard.press("i")
+    page.get_by_role("heading", name=re.compile(rf"Cutout #(?!{second}\b)\d+")).wait_for()
+    wait_idle(page)
+    eng = store.make_engine(url)
+    labels = store.cutout_table(eng, None).set_index("cutout_id")["label"]
+    assert labels[first] == "normal" and labels[second] == "interesting"
+    shot(page, "discover-labelled")
+    store.set_label(eng, labels[labels.notna()].index.astype(int).tolist(), None)

@@ -249,7 +249,7 @@ def test_header_html_is_shown_as_text(tmp_path, monkeypatch):
     at.run()
     at.switch_page("app_pages/gallery.py").run()
     at.checkbox(key="g_only").uncheck().run()
-    first = next(b.key for b in at.button if b.key and b.key.startswith("detail-"))
+    first = next(b.key for b in at.button if b.key and b.key.startswith("page-detail-"))
     at.button(key=first).click().run()
     assert not at.exception
     header = next(d.value for d in at.dataframe if "card" in d.value.columns)

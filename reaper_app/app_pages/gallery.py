@@ -44,6 +44,12 @@ with st.sidebar:
                            key="g_file")
     only = st.checkbox("Anomalies only", st.session_state.pop("gallery_anomalies", True),
                        key="g_only")
+    groups = reaper.groups(m) if m is not None else {}
+    n_groups = max(groups.values(), default=0)
+    chosen_groups = st.multiselect(
+        "Group of anomalies", list(range(1, n_groups + 1)), key="g_group",
+        format_func=lambda g: f"group {g} ({sum(v == g for v in groups.values()):,})",
+        help="Flagged cutouts grouped by likeness (HDBSCAN on their embeddings).")
     per_object = st.checkbox("One per object", True, key="g_per_object",
                              help="Show only the highest-scoring cutout of each detected "
                                   "object (a big galaxy or a bleed trail gives many).")
@@ -58,6 +64,17 @@ f = views.Filters(score_min=score_rng[0], score_max=score_rng[1], sectors=tuple(
                   cameras=tuple(cameras), ccds=tuple(ccds), labels=tuple(labels),
                   file_contains=file_q, anomalies_only=only)
 res = views.apply_filters(tbl, flagged, f)
+if chosen_groups:
+    in_groups = [cid for cid, g in groups.items() if g in chosen_groups]
+    res = res[res["cutout_id"].isin(in_groups).to_numpy()]
+    with st.form("label_groups"):
+        lab_col, go_col = st.columns([3, 1], vertical_alignment="bottom")
+        glab = lab_col.selectbox(f"Label every cutout of {count(len(chosen_groups), 'group')} "
+                                 f"({len(in_groups):,} cutouts)", LABELS, key="g_group_label")
+        if go_col.form_submit_button("Label the group"):
+            reaper.label(in_groups, glab)
+            st.toast(f"Labelled {count(len(in_groups), 'cutout')} {glab}")
+            st.rerun()
 shown = views.one_per_object(res) if per_object else res
 
 n_normal = int((tbl["label"] == "normal").sum())
@@ -154,6 +171,16 @@ if detail is not None and detail in set(tbl["cutout_id"]):
         if fr.preview_png:
             st.plotly_chart(plots.frame_position(fr.preview_png, fr.nx, fr.ny, c.x, c.y,
                                                  c.patch_size), key="frame")
+        if m is not None and st.toggle("More like this", key="g_like",
+                                       help="The nearest cutouts in embedding space, across "
+                                            "every file"):
+            like = reaper.similar(detail, 12, m)
+            by_id = tbl.set_index("cutout_id")
+            widgets.cutout_grid(
+                [i for i, _ in like],
+                {i: widgets.tile_caption(i, float(by_id["score"].get(i)), by_id["file"].get(i))
+                 + f" · distance {d:.3g}" for i, d in like}, columns=6, stretch=stretch,
+                cmap=cmap, key="like")
         others = views.object_members(tbl, detail)
         if len(others):
             st.caption(f"The same object: {len(others):,} more cutouts"

@@ -1,0 +1,201 @@
+"""The discovery loop, measured: a simulated astronomer pages through the app's own queue and
+labels each cutout truthfully; how many injected anomalies are found among the first 50, 100
+and 200 viewed, against the unsupervised ranking, random order and the ideal. Also the
+similarity search (precision@10 by kind, query time at 10⁴–10⁶ cutouts) and the groups
+(adjusted Rand index against the injected kinds).
+
+    uv run python benchmarks/discovery.py [--data hdf,tess] [--per-page 24] [--seed 1]
+
+Each page is ``Reaper.discover_queue`` (24 objects, 4 of them from regions no label has reached
+yet), exactly as the Discover page shows it; a cutout centred on an injected anomaly is
+labelled "interesting", every other "normal" (its whole object, as the page does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from _common import machine, table
+from quality import GROW, hdf_injected, ingest, label_cutouts, real_tess_injected
+
+from reaper_core.config import Settings
+from reaper_core.cutouts import cutout_origins
+from reaper_core.fits_reader import read_fits
+from reaper_core.similarity import SimilarityIndex
+
+VIEWED = (50, 100, 200)
+
+
+def truth(reaper, files) -> tuple[dict[int, set[int]], dict[int, int], dict[int, str], int]:
+    """What a person sees in each cutout: ({cutout id: the injected anomalies its window
+    shows}, {cutout id: the anomaly it is centred on}, {anomaly number: kind}, number of
+    anomalies). A window shows an anomaly when it overlaps the anomaly's box grown by GROW px,
+    as the quality benchmark counts it."""
+    cols = reaper.ranking(reaper.model())
+    size = reaper.settings.patch_size
+    shows: dict[int, set[int]] = {}
+    centred: dict[int, int] = {}
+    kinds: dict[int, str] = {}
+    n = 0
+    for path, anomalies, artefacts in files:
+        rows = np.flatnonzero(cols["file"] == path.name)
+        x, y = cols["x"][rows], cols["y"][rows]
+        _, inside = label_cutouts(x, y, path, size, anomalies, artefacts)
+        img = read_fits(path)
+        wx, wy = cutout_origins(x, y, size, img.data.shape, img.valid)
+        for a, m in zip(anomalies, inside, strict=True):
+            x0, y0, x1, y1 = a.box
+            seen = ((wx + size - 1 >= x0 - GROW) & (wx <= x1 + GROW)
+                    & (wy + size - 1 >= y0 - GROW) & (wy <= y1 + GROW))
+            for cid in cols["cutout_id"][rows[seen]]:
+                shows.setdefault(int(cid), set()).add(n)
+            for cid in cols["cutout_id"][rows[m]]:
+                centred.setdefault(int(cid), n)
+            kinds[n] = a.kind
+            n += 1
+    return shows, centred, kinds, n
+
+
+def found_among(order: list[int], shows: dict[int, set[int]], k: int) -> int:
+    """Distinct anomalies shown by the first ``k`` cutouts of ``order``."""
+    return len(set().union(*(shows.get(c, set()) for c in order[:k])))
+
+
+def loop(reaper, hit: dict[int, set[int]], pages: int, per_page: int) -> list[int]:
+    """The cutouts viewed, in order, by an astronomer labelling the Discover queue: what shows
+    an injected anomaly "interesting", the rest "normal" (its whole object)."""
+    viewed: list[int] = []
+    for _ in range(pages):
+        queue = reaper.discover_queue(n=per_page, explore=4)
+        if not queue:
+            break
+        viewed += queue
+        good = [c for c in queue if hit.get(c)]
+        bad = [c for c in queue if not hit.get(c)]
+        if good:
+            reaper.label(good, "interesting")
+        if bad:
+            reaper.label(bad, "normal", whole_object=True)
+    return viewed
+
+
+def unsupervised_order(reaper) -> list[int]:
+    """The gallery's order: one cutout per object, highest score first."""
+    return reaper.ranking(reaper.model(), one_per_object=True)["cutout_id"].tolist()
+
+
+def similarity_precision(reaper, hit, kinds) -> dict[str, float]:
+    """For each injected anomaly's best cutout, the share of its 10 nearest cutouts that are
+    centred on an anomaly of the same kind, by kind."""
+    ranked = reaper.ranking(reaper.model())["cutout_id"].tolist()
+    best: dict[int, int] = {}
+    for c in ranked:
+        if c in hit and hit[c] not in best:
+            best[hit[c]] = c
+    out: dict[str, list[float]] = {}
+    for a, c in best.items():
+        near = [i for i, _ in reaper.similar(c, 10)]
+        same = np.mean([i in hit and kinds[hit[i]] == kinds[a] and hit[i] != a for i in near])
+        out.setdefault(kinds[a], []).append(float(same))
+    return {k: float(np.mean(v)) for k, v in sorted(out.items())}
+
+
+def group_ari(reaper, hit, kinds) -> tuple[float, int]:
+    """(adjusted Rand index of the groups against the injected kinds over the flagged cutouts
+    centred on an anomaly, how many such cutouts)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    groups = reaper.groups()
+    ids = [c for c in groups if c in hit]
+    if len(ids) < 2:
+        return float("nan"), len(ids)
+    return adjusted_rand_score([kinds[hit[c]] for c in ids], [groups[c] for c in ids]), len(ids)
+
+
+def query_times(dim: int = 67, sizes=(10_000, 100_000, 1_000_000), repeat: int = 20
+                ) -> list[dict]:
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in sizes:
+        Z = rng.normal(size=(n, dim)).astype(np.float32)
+        t0 = time.perf_counter()
+        index = SimilarityIndex(np.arange(n), Z)
+        build = time.perf_counter() - t0
+        times = []
+        for i in range(repeat):
+            t0 = time.perf_counter()
+            index.query(Z[i], 20, exclude=i)
+            times.append(time.perf_counter() - t0)
+        rows.append({"cutouts": n, "features": dim, "build s": build,
+                     "query ms (median)": 1000 * float(np.median(times)),
+                     "query ms (max)": 1000 * float(np.max(times))})
+        del Z, index
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="hdf,tess")
+    ap.add_argument("--per-page", type=int, default=24)
+    ap.add_argument("--n-per-kind", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--radius", type=float, default=Settings().rerank_radius)
+    ap.add_argument("--no-similar", action="store_true", help="skip the query-time table")
+    args = ap.parse_args()
+    pages = -(-max(VIEWED) // args.per_page)
+    settings = Settings(rerank_radius=args.radius)
+    rows, sim_rows, group_rows = [], [], []
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        sets = {}
+        if "hdf" in args.data:
+            sets["Hubble Deep Field"] = [hdf_injected(work, args.n_per_kind, args.seed)]
+        if "tess" in args.data:
+            sets["real TESS frame"] = [real_tess_injected(work, args.n_per_kind, args.seed)[0]]
+        for name, files in sets.items():
+            reaper = ingest(files, replace(settings, load_demo=0), work)
+            shows, hit, kinds, n = truth(reaper, files)
+            unsup = unsupervised_order(reaper)
+            sims = similarity_precision(reaper, hit, kinds)
+            ari, n_grouped = group_ari(reaper, hit, kinds)
+            reachable = len(set().union(*shows.values())) if shows else 0
+            rng = np.random.default_rng(args.seed)
+            random_order = [int(c) for c in rng.permutation(unsup)]
+            t0 = time.perf_counter()
+            viewed = loop(reaper, shows, pages, args.per_page)
+            per_page_s = (time.perf_counter() - t0) / pages
+            for label, order in (("unsupervised ranking", unsup), ("this loop", viewed),
+                                 ("random order", random_order)):
+                rows.append({"data": name, "order": label, "anomalies": n,
+                             "visible in some cutout": reachable,
+                             **{f"found in first {k}": found_among(order, shows, k)
+                                for k in VIEWED},
+                             "share of first 100 viewed showing one":
+                                 float(np.mean([c in shows for c in order[:100]]))})
+            rows.append({"data": name, "order": "ideal", "anomalies": n,
+                         "visible in some cutout": reachable,
+                         **{f"found in first {k}": min(k, reachable) for k in VIEWED},
+                         "share of first 100 viewed showing one": 1.0})
+            rows[-3]["s per page (queue + labels)"] = per_page_s
+            sim_rows.append({"data": name, **{f"P@10 {k}": v for k, v in sims.items()}})
+            group_rows.append({"data": name, "ARI groups vs kinds": ari,
+                               "flagged anomaly cutouts": n_grouped,
+                               "groups": max(reaper.groups().values(), default=0)})
+            reaper.engine.dispose()
+    keys = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k)
+                  if k in rows[0] else 99)
+    print(table([{k: r.get(k, "") for k in keys} for r in rows],
+                f"Anomalies found by a simulated astronomer ({machine()})"))
+    print(table(sim_rows, "More like this: share of the 10 nearest of the same injected kind"))
+    print(table(group_rows, "Groups of the flagged cutouts"))
+    if not args.no_similar:
+        print(table(query_times(), "More like this: exact search, one query"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""The discovery loop on the real Hubble Deep Field and a simulated TESS frame: re-ranking from
+every label, more like this, groups, the Discover page, the command line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from reaper_core.cli import main
+from reaper_core.config import Settings
+from reaper_core.errors import LabelError, ModelError, ReaperError
+from reaper_core.rerank import LabelReranker, rank_fraction
+from reaper_core.service import Reaper
+from reaper_core.similarity import SimilarityIndex
+
+
+@pytest.fixture(scope="module")
+def reaper(tmp_path_factory, request):
+    folder = tmp_path_factory.mktemp("disc")
+    r = Reaper(Settings(db_url=f"sqlite:///{folder / 'd.db'}", uploads_dir=str(folder / "up"),
+                        load_demo=0))
+    report = r.ingest([request.getfixturevalue("hdf_file"),
+                       request.getfixturevalue("spoc_file")])
+    assert all(x.status == "added" for x in report.results)
+    return r
+
+
+def _rank_of(reaper, cid: int) -> int:
+    return reaper.reranked()["cutout_id"].tolist().index(cid)
+
+
+def test_each_label_moves_its_neighbours_the_right_way(reaper):
+    """A cutout in the middle of the ranking and its nearest neighbour: "interesting" or
+    "anomaly" on the cutout lifts the neighbour, "normal" or "artefact" sinks it; a cutout far
+    from the label keeps its unsupervised place."""
+    r0 = reaper.reranked()
+    ids = r0["cutout_id"]
+    mid = int(ids[len(ids) // 2])
+    near = reaper.similar(mid, 1)[0][0]
+    far = int(ids[np.argmax(r0["unsupervised"] == r0["unsupervised"].max())])
+    before = _rank_of(reaper, near)
+    assert reaper.reranked()["rerank"][0] == pytest.approx(1.0)  # no labels: the rank fraction
+    moved = {}
+    for label in ("interesting", "anomaly", "normal", "artefact"):
+        reaper.label([mid], label)
+        r = reaper.reranked()
+        moved[label] = r["cutout_id"].tolist().index(near)
+        c = dict(zip(r["cutout_id"].tolist(), r["closeness"].tolist(), strict=True))
+        assert c[mid] == pytest.approx(1.0) and c[far] < 1e-3
+        reaper.label([mid], None)
+    assert moved["interesting"] < before and moved["anomaly"] < before
+    assert moved["normal"] > before and moved["artefact"] > before
+    assert _rank_of(reaper, near) == before  # unlabelling forgets
+
+
+def test_the_queue_follows_the_labels(reaper):
+    first = reaper.discover_queue(n=24, explore=4)
+    assert len(first) == len(set(first)) == 24
+    reaper.label(first, "normal", whole_object=True)
+    second = reaper.discover_queue(n=24, explore=4)
+    assert not set(first) & set(second)  # labelled objects leave the queue
+    # What was like the page labelled normal sinks: the next page's cutouts are farther from
+    # the labels than the unsupervised ranking's next ones would be.
+    r = reaper.reranked()
+    c = dict(zip(r["cutout_id"].tolist(), r["closeness"].tolist(), strict=True))
+    unsup = [i for i in reaper.ranking(reaper.model(), one_per_object=True)["cutout_id"]
+             .tolist() if i not in set(first)][:24]
+    assert np.mean([c[i] for i in second]) < np.mean([c[i] for i in unsup])
+    reaper.label(reaper.ranking(reaper.model())["cutout_id"].tolist(), None)
+
+
+def test_similar_is_the_exact_nearest_neighbours(reaper):
+    from sklearn.neighbors import NearestNeighbors
+
+    ids, Z = reaper._space(reaper.model())
+    q = int(ids[7])
+    got = reaper.similar(q, 10)
+    nn = NearestNeighbors(n_neighbors=11).fit(Z.astype(float))
+    dist, idx = nn.kneighbors(Z[7:8].astype(float))
+    want = [int(ids[i]) for i in idx[0] if ids[i] != q][:10]
+    assert [i for i, _ in got] == want
+    np.testing.assert_allclose([d for _, d in got], dist[0][1:11], rtol=1e-3, atol=0.01)
+    with pytest.raises(ReaperError, match="no cutout with id 99999999"):
+        reaper.similar(99999999)
+    # Ties by the lower id, whatever the order of the rows.
+    index = SimilarityIndex(np.array([5, 3, 9]), np.zeros((3, 2)))
+    assert index.query(np.zeros(2), 3)[0].tolist() == [3, 5, 9]
+
+
+def test_groups_are_stored_exported_and_remade_after_a_refit(reaper, tmp_path):
+    model = reaper.model()
+    groups = reaper.groups(model)
+    flagged = reaper.ranking(model)
+    assert set(groups) == set(flagged["cutout_id"][flagged["is_anomaly"]].tolist())
+    assert max(groups.values()) >= 1 and reaper.groups(model) == groups  # stored, same
+    df = reaper.export_table()
+    got = df.set_index("cutout_id")["group"]
+    assert all(got[c] == g for c, g in groups.items())
+    assert got[~df.set_index("cutout_id")["is_anomaly"]].isna().all()
+    assert df["rerank_score"].between(0, 1).all()
+    new = reaper.fit()
+    assert new.id != model.id and set(reaper.groups(new)) == set(
+        reaper.ranking(new)["cutout_id"][reaper.ranking(new)["is_anomaly"]].tolist())
+    # One group labelled in one action (command line).
+    db = reaper.settings.db_url
+    assert main(["groups", "--db-url", db, "--label", "interesting", "--group", "1"]) == 0
+    members = [c for c, g in reaper.groups().items() if g == 1]
+    labels = reaper.export_table().set_index("cutout_id")["label"]
+    assert (labels[members] == "interesting").all()
+    assert main(["groups", "--db-url", db, "--label", "normal", "--group", "999"]) == 2
+    reaper.label(members, None)
+
+
+def test_command_line_similar_and_rerank(reaper, capsys):
+    db = reaper.settings.db_url
+    cid = int(reaper.ranking(reaper.model())["cutout_id"][0])
+    assert main(["similar", "--db-url", db, str(cid), "--top", "5"]) == 0
+    out = capsys.readouterr().out
+    want = [i for i, _ in reaper.similar(cid, 5)]
+    assert f"most like cutout {cid}" in out
+    assert [int(line.split()[0]) for line in out.splitlines()[2:7]] == want
+    assert main(["rerank", "--db-url", db, "--top", "6"]) == 0
+    out = capsys.readouterr().out
+    assert [int(line.split()[0]) for line in out.splitlines()[2:8]] == \
+        reaper.discover_queue(n=6, explore=4)
+    assert main(["similar", "--db-url", db, "424242"]) == 2
+
+
+def test_bad_input_is_one_sentence(tmp_path):
+    with pytest.raises(LabelError, match="label must be one of"):
+        LabelReranker().fit(np.zeros((1, 3)), ["wonderful"])
+    empty = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'e.db'}", load_demo=0))
+    with pytest.raises(ModelError, match="no model yet"):
+        empty.reranked()
+    with pytest.raises(ModelError, match="no model yet"):
+        empty.similar(1)
+    assert rank_fraction(np.array([2.0, 2.0, 1.0])).tolist() == [0.75, 0.75, 0.0]
