@@ -89,9 +89,10 @@ def unsupervised_order(reaper) -> list[int]:
     return reaper.ranking(reaper.model(), one_per_object=True)["cutout_id"].tolist()
 
 
-def similarity_precision(reaper, hit, kinds) -> dict[str, float]:
-    """For each injected anomaly's best cutout, the share of its 10 nearest cutouts that are
-    centred on an anomaly of the same kind, by kind."""
+def similarity_precision(reaper, shows, hit, kinds) -> dict[str, float]:
+    """For each injected anomaly's best cutout, the share of its 10 nearest cutouts — those
+    showing the same anomaly left out — that show another anomaly of the same kind, by kind;
+    with 5 of each kind, at most 4 of the 10 can (the ceiling is printed)."""
     ranked = reaper.ranking(reaper.model())["cutout_id"].tolist()
     best: dict[int, int] = {}
     for c in ranked:
@@ -99,8 +100,8 @@ def similarity_precision(reaper, hit, kinds) -> dict[str, float]:
             best[hit[c]] = c
     out: dict[str, list[float]] = {}
     for a, c in best.items():
-        near = [i for i, _ in reaper.similar(c, 10)]
-        same = np.mean([i in hit and kinds[hit[i]] == kinds[a] and hit[i] != a for i in near])
+        near = [i for i, _ in reaper.similar(c, 200) if a not in shows.get(i, set())][:10]
+        same = np.mean([any(kinds[b] == kinds[a] for b in shows.get(i, set())) for i in near])
         out.setdefault(kinds[a], []).append(float(same))
     return {k: float(np.mean(v)) for k, v in sorted(out.items())}
 
@@ -143,6 +144,9 @@ def main() -> None:
     ap.add_argument("--data", default="hdf,tess")
     ap.add_argument("--per-page", type=int, default=24)
     ap.add_argument("--n-per-kind", type=int, default=5)
+    ap.add_argument("--tess-per-kind", type=int, default=1,
+                    help="anomalies of each kind in the real TESS corner (128 × 129 science "
+                         "pixels: with 5 of each, nearly every cutout shows one)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--radius", type=float, default=Settings().rerank_radius)
     ap.add_argument("--no-similar", action="store_true", help="skip the query-time table")
@@ -156,12 +160,12 @@ def main() -> None:
         if "hdf" in args.data:
             sets["Hubble Deep Field"] = [hdf_injected(work, args.n_per_kind, args.seed)]
         if "tess" in args.data:
-            sets["real TESS frame"] = [real_tess_injected(work, args.n_per_kind, args.seed)[0]]
+            sets["real TESS frame"] = [real_tess_injected(work, args.tess_per_kind, args.seed)[0]]
         for name, files in sets.items():
             reaper = ingest(files, replace(settings, load_demo=0), work)
             shows, hit, kinds, n = truth(reaper, files)
             unsup = unsupervised_order(reaper)
-            sims = similarity_precision(reaper, hit, kinds)
+            sims = similarity_precision(reaper, shows, hit, kinds)
             ari, n_grouped = group_ari(reaper, hit, kinds)
             reachable = len(set().union(*shows.values())) if shows else 0
             rng = np.random.default_rng(args.seed)
@@ -182,7 +186,9 @@ def main() -> None:
                          **{f"found in first {k}": min(k, reachable) for k in VIEWED},
                          "share of first 100 viewed showing one": 1.0})
             rows[-3]["s per page (queue + labels)"] = per_page_s
-            sim_rows.append({"data": name, **{f"P@10 {k}": v for k, v in sims.items()}})
+            per_kind = args.tess_per_kind if "TESS" in name else args.n_per_kind
+            sim_rows.append({"data": name, **{f"P@10 {k}": v for k, v in sims.items()},
+                             "ceiling": min(10, per_kind - 1) / 10})
             group_rows.append({"data": name, "ARI groups vs kinds": ari,
                                "flagged anomaly cutouts": n_grouped,
                                "groups": max(reaper.groups().values(), default=0)})

@@ -29,6 +29,58 @@ def thumbnails(ids: list[int], stretch: str = "zscale", cmap: str = "gray",
             for cid, (p, _) in state.reaper().cutouts(ids).items()}
 
 
+_HOVER_JS = """
+<script>
+const thumbs = %s;
+const doc = window.parent.document;
+function box() {
+  let img = doc.getElementById("reaper-hover-thumb");
+  if (!img) {
+    img = doc.createElement("img");
+    img.id = "reaper-hover-thumb";
+    img.alt = "cutout under the pointer";
+    Object.assign(img.style, {position: "fixed", display: "none", zIndex: 1000,
+      width: "128px", height: "128px", imageRendering: "pixelated", pointerEvents: "none",
+      border: "2px solid #ef553b", background: "#000"});
+    doc.body.appendChild(img);
+  }
+  return img;
+}
+function attach() {
+  for (const gd of doc.querySelectorAll(".js-plotly-plot")) {
+    if (gd.__reaperHover || !gd.on) continue;
+    gd.__reaperHover = true;
+    gd.on("plotly_hover", (e) => {
+      const p = e.points[0];
+      const id = Array.isArray(p.customdata) ? p.customdata[0] : p.customdata;
+      const img = box();
+      if (!(id in thumbs)) { img.style.display = "none"; return; }
+      img.src = "data:image/png;base64," + thumbs[id];
+      img.style.left = (e.event.clientX + 24) + "px";
+      img.style.top = Math.max(e.event.clientY - 150, 0) + "px";
+      img.style.display = "block";
+    });
+    gd.on("plotly_unhover", () => { box().style.display = "none"; });
+  }
+}
+setInterval(attach, 500);
+</script>
+"""
+
+
+def hover_thumbnails(pngs: dict[int, bytes]) -> None:
+    """Show a cutout's thumbnail beside the pointer while it hovers the cutout's point in the
+    page's Plotly charts (points carry the cutout id first in ``customdata``). Plotly's hover
+    labels cannot hold images, so a small script in a zero-height component adds one."""
+    import base64
+    import json
+
+    import streamlit.components.v1 as components
+
+    data = {int(k): base64.b64encode(v).decode() for k, v in pngs.items()}
+    components.html(_HOVER_JS % json.dumps(data), height=0)
+
+
 def tile_caption(cid: int, score: float | None = None, file: str | None = None,
                  n_cutouts: int | None = None, label: str | None = None) -> str:
     """A tile's caption in words: "cutout #12 · score 8.1 · file.fits · one of 4 cutouts of

@@ -104,21 +104,29 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     state: dict = {}
     done: list = []  # results reported so far
 
+    on_cluster = bool(args.workers or args.scheduler or reaper.settings.scheduler)
+
     def on_file(i: int, n: int, name: str) -> None:
         outer.set_postfix_str(name[:40])
         state["bar"], state["update"] = _stage_bar(name[:30])
 
     def on_result(i: int, n: int, result) -> None:
-        state["bar"].close()
+        if "bar" in state and not on_cluster:
+            state["bar"].close()
         outer.update(1)
         done.append(result)
+        failed = sum(r.status == "error" for r in done)
+        if on_cluster:  # files finish in any order: say how many are done and failed
+            outer.set_postfix_str(f"{len(done) - failed} done, {failed} failed")
         if result.status == "error":
             tqdm.write(f"error: {result.message}", file=sys.stderr)
 
     try:
-        report = reaper.ingest(files, on_file=on_file, on_result=on_result,
+        report = reaper.ingest(files, on_file=None if on_cluster else on_file,
+                               on_result=on_result,
                                progress=lambda *a: state["update"](*a) if "update" in state
-                               else None, fit_if_missing=not args.no_fit, hdu=args.hdu)
+                               else None, fit_if_missing=not args.no_fit, hdu=args.hdu,
+                               workers=args.workers, scheduler=args.scheduler)
     except KeyboardInterrupt:
         outer.close()
         # Asked of the database: a file may be in although its result was not reported yet.
@@ -345,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--no-fit", action="store_true", help="do not fit a model when there is none")
     i.add_argument("--hdu", type=int, help="read this HDU (0-based) of every file, instead of "
                                            "a TESScut cube's pixels or the largest 2-D image")
+    i.add_argument("--workers", type=int, help="run on a local Dask cluster of N processes")
+    i.add_argument("--scheduler", help="run on an existing Dask cluster (tcp://host:8786; "
+                                       "default: the scheduler setting)")
     i.set_defaults(func=cmd_ingest)
 
     f = sub.add_parser("fit", parents=[common], help="re-fit the model on every cutout, re-score")

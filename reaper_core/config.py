@@ -69,6 +69,8 @@ class Settings:
     load_demo: int = 1
     #: Models kept besides the current one (older ones and their scores are pruned).
     keep_models: int = 3
+    #: A Dask scheduler (``tcp://host:8786``) to ingest on; empty: in this process.
+    scheduler: str = ""
     #: Re-ranking from labels: each label's reach as a multiple of its local scale (the distance
     #: to its 10th nearest cutout).
     rerank_radius: float = 1.0
@@ -113,6 +115,9 @@ class Settings:
         for name in ("normalize_residuals", "load_demo"):
             if getattr(self, name) not in (0, 1):
                 raise ConfigError(f"{name} must be 0 or 1, not {getattr(self, name)}")
+        if self.scheduler and not self.scheduler.startswith(("tcp://", "tls://", "inproc://")):
+            raise ConfigError(f"scheduler must be a Dask scheduler address like "
+                              f"tcp://host:8786, not {self.scheduler!r}")
         if self.normal_weight < 1:
             raise ConfigError("normal_weight must be a whole number ≥ 1 (1: labels are not used)")
         if self.source_method not in SOURCE_METHODS:

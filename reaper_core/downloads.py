@@ -46,6 +46,18 @@ def cutout_fits(patch: np.ndarray, x: float, y: float, image: FitsImage | None =
     return buf.getvalue()
 
 
+def region_file_name(file_name: str) -> str:
+    """The name of the DS9 region file of a stored file's anomalies."""
+    from pathlib import Path
+
+    return f"{Path(file_name).name.split('.')[0]}_anomalies.reg"
+
+
+def cutout_file_name(cutout_id: int, suffix: str) -> str:
+    """The name of a downloaded cutout (``suffix``: "fits" or "png")."""
+    return f"cutout_{int(cutout_id)}.{suffix}"
+
+
 def ds9_regions(x: np.ndarray, y: np.ndarray, size: int, texts: list[str]) -> str:
     """A DS9 region file (text) with a box of ``size`` pixels around each position.
 

@@ -202,43 +202,75 @@ def ingest_file(
     path = Path(path)
     display = safe_filename(name or path.name)
     try:
-        if not path.is_file():
-            raise FITSReadError(display, "does not exist or is not a file")
-        sha = sha256_file(path)
-        dup = store.file_by_sha(engine, sha)
+        sha, dup = check_new(engine, path, display, t0)
         if dup is not None:
-            return FileResult(display, "duplicate", f"same bytes as {dup.name}, already ingested",
-                              file_id=dup.id, n_cutouts=dup.n_cutouts,
-                              seconds=time.perf_counter() - t0)
+            return dup
         embedder = embedder or get_embedder(settings.embedder, settings)
         prep = prepare(path, settings, embedder, progress, name=display, sha256=sha, hdu=hdu)
-        model = current_model(engine, embedder.name)
-        progress("store", 0.0, f"storing {len(prep.patches)} cutouts")
-        try:
-            file_id, n_anom = store_prepared(engine, prep, settings, model,
-                                             stored_path=stored_path, embedder=embedder.name)
-        except IntegrityError:
-            dup = store.file_by_sha(engine, sha)
-            return FileResult(display, "duplicate", "ingested meanwhile by another process",
-                              file_id=dup.id if dup else None, seconds=time.perf_counter() - t0)
-        progress("store", 1.0, "stored")
-        n_objects = len(np.unique(object_keys(np.zeros(len(prep.sources.segment)),
-                                              prep.sources.segment)))
-        return FileResult(display, "added", f"{count(len(prep.patches), 'cutout')} of "
-                          f"{count(n_objects, 'object')}", file_id=file_id,
-                          n_cutouts=len(prep.patches), n_anomalies=n_anom,
-                          seconds=time.perf_counter() - t0, notes=prep.image.notes)
-    except ReaperError as exc:
-        return FileResult(display, "error", str(exc), seconds=time.perf_counter() - t0)
-    except MemoryError:
-        return FileResult(display, "error", f"{display}: too large to process in memory",
-                          seconds=time.perf_counter() - t0)
+        return store_result(engine, prep, settings, stored_path, embedder.name, t0, progress)
     except Exception as exc:
+        return failure(display, exc, settings, t0)
+
+
+def check_new(engine: Engine, path: Path, display: str,
+              t0: float) -> tuple[str, FileResult | None]:
+    """(SHA-256 of the file, the "duplicate" result when those bytes are stored already)."""
+    if not path.is_file():
+        raise FITSReadError(display, "does not exist or is not a file")
+    sha = sha256_file(path)
+    dup = store.file_by_sha(engine, sha)
+    if dup is None:
+        return sha, None
+    return sha, FileResult(display, "duplicate", f"same bytes as {dup.name}, already ingested",
+                           file_id=dup.id, n_cutouts=dup.n_cutouts,
+                           seconds=time.perf_counter() - t0)
+
+
+def store_result(engine: Engine, prep: Prepared, settings: Settings, stored_path: str | None,
+                 embedder: str, t0: float, progress: ProgressFn = noop) -> FileResult:
+    """Store a prepared file in one transaction (scored by the current model) and say so; a
+    file another writer stored first is a duplicate, nothing is stored twice."""
+    model = current_model(engine, embedder)
+    progress("store", 0.0, f"storing {len(prep.patches)} cutouts")
+    try:
+        file_id, n_anom = store_prepared(engine, prep, settings, model,
+                                         stored_path=stored_path, embedder=embedder)
+    except IntegrityError:
+        dup = store.file_by_sha(engine, prep.sha256)
+        return FileResult(prep.name, "duplicate", "ingested meanwhile by another process",
+                          file_id=dup.id if dup else None, seconds=time.perf_counter() - t0)
+    progress("store", 1.0, "stored")
+    n_objects = len(np.unique(object_keys(np.zeros(len(prep.sources.segment)),
+                                          prep.sources.segment)))
+    return FileResult(prep.name, "added", f"{count(len(prep.patches), 'cutout')} of "
+                      f"{count(n_objects, 'object')}", file_id=file_id,
+                      n_cutouts=len(prep.patches), n_anomalies=n_anom,
+                      seconds=time.perf_counter() - t0, notes=prep.image.notes)
+
+
+def failure(display: str, exc: BaseException, settings: Settings, t0: float) -> FileResult:
+    """The "error" result of a file whose ingest raised ``exc``: one sentence naming it."""
+    if isinstance(exc, ReaperError):
+        message = str(exc)
+    elif isinstance(exc, MemoryError):
+        message = f"{display}: too large to process in memory"
+    else:
         from .config import mask_url
 
-        return FileResult(display, "error",
-                          f"{display}: {describe_failure(exc, mask_url(settings.db_url))}",
-                          seconds=time.perf_counter() - t0)
+        message = f"{display}: {describe_failure(exc, mask_url(settings.db_url))}"
+    return FileResult(display, "error", message, seconds=time.perf_counter() - t0)
+
+
+def to_ingest(items: Iterable[str | Path | IngestItem]) -> list[IngestItem]:
+    """The files named by paths, folders (searched recursively), globs or
+    :class:`IngestItem` objects, in order."""
+    todo: list[IngestItem] = []
+    for it in items:
+        if isinstance(it, IngestItem):
+            todo.append(it)
+        else:
+            todo.extend(IngestItem(p, stored_path=str(p.resolve())) for p in expand_paths([it]))
+    return todo
 
 
 def ingest_many(
@@ -258,12 +290,7 @@ def ingest_many(
     is called before each file, ``on_result(index, total, result)`` after it, and
     ``progress(stage, fraction, message)`` within it. ``hdu`` reads that HDU of every file.
     """
-    todo: list[IngestItem] = []
-    for it in items:
-        if isinstance(it, IngestItem):
-            todo.append(it)
-        else:
-            todo.extend(IngestItem(p, stored_path=str(p.resolve())) for p in expand_paths([it]))
+    todo = to_ingest(items)
     embedder = get_embedder(settings.embedder, settings)
     report = IngestReport()
     for i, it in enumerate(todo):

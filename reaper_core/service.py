@@ -65,14 +65,33 @@ class Reaper:
     def ingest(self, paths: Iterable[Any], *, progress: ProgressFn = noop,
                on_file: Callable[[int, int, str], None] | None = None,
                on_result: Callable[[int, int, FileResult], None] | None = None,
-               fit_if_missing: bool = True, hdu: int | None = None) -> IngestReport:
+               fit_if_missing: bool = True, hdu: int | None = None,
+               workers: int | None = None, scheduler: str | None = None) -> IngestReport:
         """Ingest files, folders, globs or :class:`~reaper_core.ingest.IngestItem`s (see
-        :func:`~reaper_core.ingest.ingest_many`); ``hdu`` reads that HDU of every file."""
+        :func:`~reaper_core.ingest.ingest_many`); ``hdu`` reads that HDU of every file.
+
+        With ``workers`` (a LocalCluster of that many processes) or a ``scheduler`` address
+        (default: the ``scheduler`` setting), the compute stages run on Dask
+        (:mod:`reaper_core.cluster`) and this process stores the results."""
         from .ingest import ingest_many
 
-        report = ingest_many(self.engine, paths, self.settings, progress=progress,
-                             on_file=on_file, on_result=on_result,
-                             fit_if_missing=fit_if_missing, hdu=hdu)
+        if scheduler:  # checked like the setting: one sentence for a malformed address
+            from dataclasses import replace
+
+            replace(self.settings, scheduler=scheduler)
+        scheduler = scheduler or self.settings.scheduler or None
+        kwargs = dict(progress=progress, on_file=on_file, on_result=on_result,
+                      fit_if_missing=fit_if_missing, hdu=hdu)
+        if workers or scheduler:
+            from .cluster import close, connect, ingest_on_cluster
+
+            client = connect(workers, scheduler)
+            try:
+                report = ingest_on_cluster(self.engine, paths, self.settings, client, **kwargs)
+            finally:
+                close(client)
+        else:
+            report = ingest_many(self.engine, paths, self.settings, **kwargs)
         model = self.model() if report.count("added") else None
         if model is not None:
             progress("fit", 1.0, "grouping the anomalies")
@@ -454,7 +473,7 @@ class Reaper:
         """(file name, FITS bytes) of one cutout with its WCS, cut again from the original file
         when it is still where it was ingested from (see :func:`reaper_core.downloads.cutout_fits`
         ); the header names the file, the cutout and its score under ``model``."""
-        from .downloads import cutout_fits
+        from .downloads import cutout_file_name, cutout_fits
         from .fits_reader import read_fits
 
         patch, c = self._one_cutout(cutout_id)
@@ -470,7 +489,7 @@ class Reaper:
         score = store.scores_of(self.engine, model.id, [cutout_id]) if model else {}
         if cutout_id in score:
             cards["SCORE"] = float(score[cutout_id])
-        return (f"cutout_{cutout_id}.fits",
+        return (cutout_file_name(cutout_id, "fits"),
                 cutout_fits(patch, c.x, c.y, image if image is not None and image.data.shape
                             == (fr.ny, fr.nx) else None, cards))
 
@@ -479,14 +498,15 @@ class Reaper:
         """(file name, PNG bytes) of one cutout as shown (``stretch``, ``cmap``), each pixel
         ``upscale`` × ``upscale`` screen pixels."""
         from .cutouts import to_png
+        from .downloads import cutout_file_name
 
         patch, _ = self._one_cutout(cutout_id)
-        return f"cutout_{cutout_id}.png", to_png(patch, stretch, upscale, cmap)
+        return cutout_file_name(cutout_id, "png"), to_png(patch, stretch, upscale, cmap)
 
     def region_file(self, file: int | str, model: CurrentModel | None = None) -> tuple[str, str]:
         """(file name, DS9 region text) boxing the flagged cutouts of one stored file (by id or
         name), each labelled with its id and score, so they overlay the file in DS9."""
-        from .downloads import ds9_regions
+        from .downloads import ds9_regions, region_file_name
 
         model = model or self.require_model()
         fr = self._file_named(file)
@@ -495,7 +515,7 @@ class Reaper:
         texts = [f"#{i} score {s:.3g}" for i, s in zip(cols["cutout_id"][keep],
                                                         cols["score"][keep], strict=True)]
         text = ds9_regions(cols["x"][keep], cols["y"][keep], fr.patch_size, texts)
-        return f"{Path(fr.name).name.split('.')[0]}_anomalies.reg", text
+        return region_file_name(fr.name), text
 
     def pixel_scale(self, file_id: int) -> float | None:
         """Arcseconds per pixel of a stored file (geometric mean of its WCS's two axes), or

@@ -217,7 +217,7 @@ def test_gallery_filter_by_file_name(server, page):
     page.get_by_role("button", name="details").first.click()
     page.get_by_text(f"Cutout #{first.group(1)}").wait_for()
     wait_idle(page)
-    assert re.search(r"The same object: \d+ more cutouts", page.inner_text("body"))
+    page.get_by_text(re.compile(r"The same object: \d+ more cutouts")).wait_for()
     page.get_by_text(re.compile("The same object")).scroll_into_view_if_needed()
     shot(page, "gallery-detail")
     # "This galaxy is normal": label the whole object, re-fit from the banner, and it is gone.
@@ -400,17 +400,24 @@ def test_first_hour_walkthrough(browser, tmp_path, spoc_file):
         wait_idle(page)
         page.locator(".js-plotly-plot .nsewdrag").first.wait_for()
         time.sleep(1.0)
+        # The highest-scoring anomaly: its hover names it, and its thumbnail appears.
         xy = page.evaluate("""() => {
             const gd = document.querySelector('.js-plotly-plot');
             const t = gd._fullData[1];
+            let best = 0;
+            t.customdata.forEach((c, i) => { if (c[1] > t.customdata[best][1]) best = i; });
             const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
             const r = gd.querySelector('.nsewdrag').getBoundingClientRect();
-            return [r.left + xa.l2p(t.x[0]), r.top + ya.l2p(t.y[0])];
+            return [r.left + xa.l2p(t.x[best]), r.top + ya.l2p(t.y[best])];
         }""")
+        page.mouse.move(xy[0] + 1, xy[1])
         page.mouse.move(xy[0], xy[1])
         hover = page.locator(".hoverlayer .hovertext").first
         hover.wait_for(timeout=10_000)
         assert re.search(r"anomaly \d+\s*score [\d.e+-]+", hover.text_content())
+        thumb = page.locator("#reaper-hover-thumb")
+        thumb.wait_for(state="visible", timeout=10_000)
+        assert thumb.get_attribute("src").startswith("data:image/png;base64,")
         shot(page, "first-hour-5-explore-hover")
         page.mouse.down()
         page.mouse.up()

@@ -15,6 +15,7 @@ import pandas as pd
 from reaper_app import plots, state, widgets
 from reaper_core import views
 from reaper_core.cutouts import STRETCHES, to_png
+from reaper_core.downloads import cutout_file_name, region_file_name
 from reaper_core.explain import residual_map
 from reaper_core.labels import LABELS
 from reaper_core.words import count
@@ -122,17 +123,18 @@ if detail is not None and detail in set(tbl["cutout_id"]):
                        key="detail_image")
         b.image(to_png(residual_map(patch), "sqrt", 8, "magma"),
                 caption="where the signal sits (|pixel − sky| / σ)", width="stretch")
-        with b:
-            fits_name, fits_bytes = reaper.cutout_fits(detail, m)
-            st.download_button("Download FITS (with WCS)", fits_bytes, fits_name,
-                               "application/fits", key="dl_fits", width="stretch")
-            png_name, png_bytes = reaper.cutout_png(detail, stretch, cmap)
-            st.download_button("Download PNG", png_bytes, png_name, "image/png", key="dl_png",
+        with b:  # files made when clicked, not with every run of the page
+            st.download_button("Download FITS (with WCS)",
+                               lambda: reaper.cutout_fits(detail, m)[1],
+                               cutout_file_name(detail, "fits"), "application/fits",
+                               key="dl_fits", width="stretch")
+            st.download_button("Download PNG", lambda: reaper.cutout_png(detail, stretch, cmap)[1],
+                               cutout_file_name(detail, "png"), "image/png", key="dl_png",
                                width="stretch")
             if m is not None:
-                reg_name, reg_text = reaper.region_file(c.file_id, m)
-                st.download_button("DS9 regions", reg_text, reg_name,
-                                   "text/plain", key="dl_reg", width="stretch",
+                st.download_button("DS9 regions", lambda: reaper.region_file(c.file_id, m)[1],
+                                   region_file_name(info["file"]), "text/plain", key="dl_reg",
+                                   width="stretch",
                                    help="Boxes around this file's anomalies, with id and "
                                         "score: open the FITS file in DS9, then Region > "
                                         "Open this file.")

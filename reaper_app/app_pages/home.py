@@ -11,6 +11,7 @@ import pandas as pd
 
 from reaper_app import state, widgets
 from reaper_core import views
+from reaper_core.downloads import region_file_name
 
 st.write("Finds the odd things in TESS full-frame images: a patch around every object, an "
          "embedding per patch, PCA, and a ranking by reconstruction error. Move the cut on "
@@ -60,8 +61,8 @@ if files:
         names = {f.id: f.name for f in files}
         chosen = pick.selectbox("Anomalies of one file as DS9 regions", list(names),
                                 format_func=names.get, key="reg_file")
-        reg_name, reg_text = state.reaper().region_file(chosen, m)
-        get.download_button("DS9 region file", reg_text, reg_name, "text/plain",
+        get.download_button("DS9 region file", lambda: state.reaper().region_file(chosen, m)[1],
+                            region_file_name(names[chosen]), "text/plain",
                             key="reg_download", width="stretch",
                             help="Boxes around the file's anomalies with their id and score: "
                                  "open the FITS file in DS9, then Region > Open.")

@@ -1,0 +1,147 @@
+"""Ingest on Dask: a LocalCluster of two processes, and a real `dask scheduler` with two
+`dask worker` processes on 127.0.0.1, one of them killed (SIGKILL) mid-run; on SQLite and on
+the PostgreSQL server the tests start."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from reaper_app.server import free_port
+from reaper_core import store
+from reaper_core.cli import main
+from reaper_core.config import Settings
+from reaper_core.service import Reaper
+from reaper_core.simulate import inject_anomalies, simulate_ffi, write_spoc
+
+from .test_postgres import _reset, pg_url  # noqa: F401  (a fixture)
+from .test_reliability import consistent, read_count
+
+DASK = Path(sys.executable).with_name("dask")
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory) -> list[Path]:
+    """Six simulated 512² SPOC frames (different skies) and one bad file, in one folder."""
+    folder = tmp_path_factory.mktemp("frames")
+    for i in range(6):
+        sim = simulate_ffi(size=512, seed=100 + i, sector=3, camera=1, ccd=1 + i % 4)
+        inject_anomalies(sim, n_per_kind=1, seed=200 + i)
+        write_spoc(sim, folder / f"tess-s0003-1-{1 + i % 4}_{i}_ffic.fits")
+    (folder / "broken.fits").write_bytes(b"SIMPLE  =                    T" + b" " * 50)
+    return sorted(folder.glob("*.fits"))
+
+
+def _expected(frames: list[Path]) -> int:
+    return sum(read_count(p) for p in frames if p.name != "broken.fits")
+
+
+def test_local_cluster_ingests_a_folder_with_a_bad_file(frames, tmp_path):
+    reaper = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'c.db'}", load_demo=0))
+    seen = []
+    report = reaper.ingest([frames[0].parent], workers=2,
+                           on_result=lambda i, n, r: seen.append((i, r.status)))
+    by_name = {r.name: r for r in report.results}
+    assert by_name["broken.fits"].status == "error"
+    assert "broken.fits: is a damaged or truncated FITS file" in by_name["broken.fits"].message
+    assert report.count("added") == 6 and report.fitted
+    assert [r.name for r in report.results] == [p.name for p in frames]  # the files' order
+    assert sorted(i for i, _ in seen) == list(range(7))
+    files, cutouts = consistent(reaper.engine)
+    assert files == 6 and cutouts == _expected(frames)
+    # The same cutouts as in one process, and nothing twice when run again.
+    one = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'one.db'}", load_demo=0))
+    one.ingest([frames[0].parent])
+    assert consistent(one.engine) == (files, cutouts)
+    again = reaper.ingest([frames[0].parent], workers=2)
+    assert again.count("duplicate") == 6 and consistent(reaper.engine) == (files, cutouts)
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """A real `dask scheduler` and two `dask worker` processes (one thread each)."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = dict(os.environ, DASK_DISTRIBUTED__WORKER__DAEMON="False")
+    procs = [subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port",
+                               str(port), "--dashboard-address", ":0"], env=env, cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)]
+    time.sleep(1.0)
+    for _ in range(2):
+        procs.append(subprocess.Popen([str(DASK), "worker", address, "--nthreads", "1",
+                                       "--nworkers", "1", "--no-nanny", "--host", "127.0.0.1",
+                                       "--dashboard-address", ":0"], env=env, cwd=tmp_path,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True))
+    from distributed import Client
+
+    with Client(address, timeout="60s") as c:
+        c.wait_for_workers(2, timeout=120)
+    yield address
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+
+
+def _ingest_killing_a_worker(db_url: str, address: str, frames: list[Path]) -> int:
+    """Run `anomaly-reaper ingest --scheduler` in a thread; SIGKILL a worker as soon as it is
+    computing a file; return the command's exit code."""
+    from distributed import Client
+
+    code: list[int] = []
+    t = threading.Thread(target=lambda: code.append(main(
+        ["ingest", "--db-url", db_url, "--scheduler", address, str(frames[0].parent)])))
+    t.start()
+    killed = False
+    with Client(address, timeout="60s") as c:
+        deadline = time.monotonic() + 120
+        while not killed and time.monotonic() < deadline and t.is_alive():
+            busy = [w for w, keys in c.processing().items() if keys]
+            if busy:
+                pid = c.run(os.getpid, workers=[busy[0]])[busy[0]]
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+            time.sleep(0.05)
+    t.join(timeout=600)
+    assert killed, "no worker was ever busy"
+    return code[0]
+
+
+def test_scheduler_with_a_worker_killed_mid_run(frames, tmp_path, dask_cluster):
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    # The killed worker's file runs again on the other: the bad file is the only failure.
+    assert _ingest_killing_a_worker(db, dask_cluster, frames) == 1
+    engine = store.make_engine(db)
+    files, cutouts = consistent(engine)
+    assert files == 6 and cutouts == _expected(frames)
+    names = [f.name for f in store.file_records(engine)]
+    assert len(names) == len(set(names)) == 6
+
+
+def test_scheduler_on_postgres(frames, dask_cluster, pg_url):  # noqa: F811
+    _reset(pg_url)
+    assert _ingest_killing_a_worker(pg_url, dask_cluster, frames) == 1
+    engine = store.make_engine(pg_url)
+    files, cutouts = consistent(engine)
+    assert files == 6 and cutouts == _expected(frames)
+    engine.dispose()
+    _reset(pg_url)
+
+
+def test_a_bad_scheduler_setting_is_one_sentence(tmp_path, capsys, frames):
+    assert main(["ingest", "--db-url", f"sqlite:///{tmp_path / 'x.db'}", "--scheduler",
+                 "localhost:8786", str(frames[0])]) == 2
+    assert "scheduler must be a Dask scheduler address" in capsys.readouterr().err
