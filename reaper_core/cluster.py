@@ -10,8 +10,7 @@ another process meanwhile is reported as a duplicate — nothing is stored twice
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Callable
 
 from sqlalchemy.engine import Engine
 
@@ -20,16 +19,12 @@ from .files import safe_filename
 from .ingest import (
     FileResult,
     IngestItem,
-    IngestReport,
     Prepared,
     check_new,
     failure,
-    finish_batch,
     prepare,
     store_result,
-    to_ingest,
 )
-from .progress import ProgressFn, noop
 
 #: Re-runs of a file's task after its worker died, before the file is reported as failed.
 RETRIES = 2
@@ -77,24 +72,20 @@ def close(client) -> None:
         cluster.close()
 
 
-def ingest_on_cluster(
+def run_on_cluster(
     engine: Engine,
-    items: Iterable[str | Path | IngestItem],
+    todo: list[IngestItem],
     settings: Settings,
     client,
-    *,
-    progress: ProgressFn = noop,
     on_file: Callable[[int, int, str], None] | None = None,
     on_result: Callable[[int, int, FileResult], None] | None = None,
-    fit_if_missing: bool = True,
     hdu: int | None = None,
-) -> IngestReport:
-    """Like :func:`reaper_core.ingest.ingest_many`, with the compute stages on ``client``'s
-    cluster. Results keep the order of the files; ``on_file(i, n, name)`` is called when file
-    i's task is sent, ``on_result(i, n, result)`` when it is stored or failed."""
+) -> list[FileResult]:
+    """The per-file part of :func:`reaper_core.ingest.ingest_many` with the compute stages on
+    ``client``'s cluster: results in the order of ``todo``; ``on_file(i, n, name)`` is called
+    when file i's task is sent, ``on_result(i, n, result)`` when it is stored or failed."""
     from distributed import as_completed
 
-    todo = to_ingest(items)
     n = len(todo)
     results: list[FileResult | None] = [None] * n
     futures = {}
@@ -117,8 +108,7 @@ def ingest_on_cluster(
         if on_file:
             on_file(i, n, display)
         fut = client.submit(prepare_on_worker, str(it.path), settings, display, sha,
-                            hdu,
-                            key=f"reaper-prepare-{sha}-{i}", retries=RETRIES, pure=False)
+                            hdu, key=f"reaper-prepare-{sha}-{i}", retries=RETRIES, pure=False)
         futures[fut] = i
     for fut in as_completed(list(futures)):
         i = futures[fut]
@@ -139,6 +129,4 @@ def ingest_on_cluster(
         fut.release()
         if on_result:
             on_result(i, n, results[i])
-    report = IngestReport(results=[r for r in results if r is not None])
-    finish_batch(engine, report, settings, progress, fit_if_missing)
-    return report
+    return [r for r in results if r is not None]

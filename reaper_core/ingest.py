@@ -283,16 +283,25 @@ def ingest_many(
     on_result: Callable[[int, int, FileResult], None] | None = None,
     fit_if_missing: bool = True,
     hdu: int | None = None,
+    client=None,
 ) -> IngestReport:
     """Ingest many files; fit a model when there is none, then count anomalies per file.
 
     Paths may be files, folders (searched recursively) or globs. ``on_file(index, total, name)``
     is called before each file, ``on_result(index, total, result)`` after it, and
     ``progress(stage, fraction, message)`` within it. ``hdu`` reads that HDU of every file.
+    With a ``distributed.Client``, the compute stages run on its cluster
+    (:func:`reaper_core.cluster.run_on_cluster`) and this process stores the results.
     """
     todo = to_ingest(items)
-    embedder = get_embedder(settings.embedder, settings)
     report = IngestReport()
+    if client is not None:
+        from .cluster import run_on_cluster
+
+        report.results = run_on_cluster(engine, todo, settings, client, on_file, on_result, hdu)
+        finish_batch(engine, report, settings, progress, fit_if_missing)
+        return report
+    embedder = get_embedder(settings.embedder, settings)
     for i, it in enumerate(todo):
         if on_file:
             on_file(i, len(todo), it.name or it.path.name)

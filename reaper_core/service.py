@@ -83,11 +83,11 @@ class Reaper:
         kwargs = dict(progress=progress, on_file=on_file, on_result=on_result,
                       fit_if_missing=fit_if_missing, hdu=hdu)
         if workers or scheduler:
-            from .cluster import close, connect, ingest_on_cluster
+            from .cluster import close, connect
 
             client = connect(workers, scheduler)
             try:
-                report = ingest_on_cluster(self.engine, paths, self.settings, client, **kwargs)
+                report = ingest_many(self.engine, paths, self.settings, client=client, **kwargs)
             finally:
                 close(client)
         else:

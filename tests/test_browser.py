@@ -82,6 +82,30 @@ def wait_idle(page, settle: float = 0.5) -> None:
 TILE_OF_MANY = re.compile(r"cutout #(\d+) · score [\d.e+-]+ · [^·\n]+ · best of (\d+) cutouts")
 
 
+def move_slider(page, steps: int) -> None:
+    """Move the page's first slider ``steps`` to the right with the keyboard, and wait."""
+    page.get_by_test_id("stSlider").first.get_by_role("slider").focus()
+    for _ in range(steps):
+        page.keyboard.press("ArrowRight")
+    wait_idle(page, 1.0)
+
+
+def anomaly_point(page, highest: bool = False) -> list[float]:
+    """The screen position of an anomaly marker in Explore's scatter (the first, or the
+    highest-scoring), from Plotly's own data."""
+    return page.evaluate("""(highest) => {
+        const gd = document.querySelector('.js-plotly-plot');
+        const t = gd._fullData[1];
+        let i = 0;
+        if (highest) {
+            t.customdata.forEach((c, j) => { if (c[1] > t.customdata[i][1]) i = j; });
+        }
+        const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+        const r = gd.querySelector('.nsewdrag').getBoundingClientRect();
+        return [r.left + xa.l2p(t.x[i]), r.top + ya.l2p(t.y[i])];
+    }""", highest)
+
+
 def shot(page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
@@ -120,11 +144,7 @@ def test_slider_moves_with_keyboard_and_count_follows(server, page):
     wait_idle(page)
     before = metric(page, "Anomalies")
     thr_before = metric(page, "Score threshold")
-    slider = page.get_by_test_id("stSlider").first.get_by_role("slider")
-    slider.focus()
-    for _ in range(10):
-        page.keyboard.press("ArrowRight")
-    wait_idle(page, 1.0)
+    move_slider(page, 10)
     after = metric(page, "Anomalies")
     assert metric(page, "Score threshold") != thr_before
     assert int(after.replace(",", "")) < int(before.replace(",", ""))
@@ -168,14 +188,7 @@ def test_click_a_point_shows_its_cutout(server, page):
     wait_idle(page)
     page.locator(".js-plotly-plot .nsewdrag").first.wait_for()
     time.sleep(1.0)
-    # Find an anomaly marker's screen position from Plotly's own data.
-    xy = page.evaluate("""() => {
-        const gd = document.querySelector('.js-plotly-plot');
-        const t = gd._fullData[1];
-        const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
-        const r = gd.querySelector('.nsewdrag').getBoundingClientRect();
-        return [r.left + xa.l2p(t.x[0]), r.top + ya.l2p(t.y[0])];
-    }""")
+    xy = anomaly_point(page)
     page.mouse.move(xy[0], xy[1])
     time.sleep(0.5)
     page.mouse.down()
@@ -386,11 +399,7 @@ def test_first_hour_walkthrough(browser, tmp_path, spoc_file):
         page.goto(base + "/threshold")
         wait_idle(page)
         before = metric(page, "Anomalies")
-        slider = page.get_by_test_id("stSlider").first.get_by_role("slider")
-        slider.focus()
-        for _ in range(5):
-            page.keyboard.press("ArrowRight")
-        wait_idle(page, 1.0)
+        move_slider(page, 5)
         assert metric(page, "Anomalies") != before
         page.get_by_role("button", name="Save threshold").click()
         wait_idle(page, 1.0)
@@ -401,15 +410,7 @@ def test_first_hour_walkthrough(browser, tmp_path, spoc_file):
         page.locator(".js-plotly-plot .nsewdrag").first.wait_for()
         time.sleep(1.0)
         # The highest-scoring anomaly: its hover names it, and its thumbnail appears.
-        xy = page.evaluate("""() => {
-            const gd = document.querySelector('.js-plotly-plot');
-            const t = gd._fullData[1];
-            let best = 0;
-            t.customdata.forEach((c, i) => { if (c[1] > t.customdata[best][1]) best = i; });
-            const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
-            const r = gd.querySelector('.nsewdrag').getBoundingClientRect();
-            return [r.left + xa.l2p(t.x[best]), r.top + ya.l2p(t.y[best])];
-        }""")
+        xy = anomaly_point(page, highest=True)
         page.mouse.move(xy[0] + 1, xy[1])
         page.mouse.move(xy[0], xy[1])
         hover = page.locator(".hoverlayer .hovertext").first

@@ -1,0 +1,92 @@
+"""Scale-out, measured: ingest throughput in one process and on a Dask LocalCluster of 1 and 2
+workers, on simulated full-size FFIs at the real sky's density; and the per-file time and
+database size as the database grows.
+
+    uv run python benchmarks/scale.py [--files 4] [--size 2048] [--growth 40]
+
+Prints tables: FFIs per minute and cutouts per second by way of running, and, for ``--growth``
+512² frames ingested one after the other, the time of each tenth file and the bytes per cutout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from _common import machine, table
+
+from reaper_core.config import Settings
+from reaper_core.service import Reaper
+from reaper_core.simulate import inject_anomalies, simulate_ffi, write_spoc
+
+
+def frames(folder: Path, n: int, size: int, seed: int = 0) -> list[Path]:
+    """``n`` simulated SPOC FFIs of ``size``² science pixels, different skies."""
+    out = []
+    for i in range(n):
+        sim = simulate_ffi(size=size, seed=seed + i, sector=5, camera=1 + i % 4, ccd=1 + i % 4)
+        inject_anomalies(sim, n_per_kind=2, seed=seed + 1000 + i)
+        out.append(write_spoc(sim, folder / f"tess-s0005-{1 + i % 4}-{1 + i % 4}_{seed + i}"
+                                            "_ffic.fits"))
+    return out
+
+
+def throughput(files: list[Path], work: Path, workers: int | None) -> dict:
+    db = work / f"t{workers}.db"
+    reaper = Reaper(Settings(db_url=f"sqlite:///{db}", load_demo=0))
+    t0 = time.perf_counter()
+    report = reaper.ingest(files, workers=workers)
+    dt = time.perf_counter() - t0
+    n = sum(r.n_cutouts for r in report.results if r.status == "added")
+    reaper.engine.dispose()
+    return {"run": "one process" if workers is None else f"Dask, {workers} worker"
+            + ("s" if workers > 1 else ""), "files": len(files), "cutouts": n, "seconds": dt,
+            "FFIs per minute": 60 * len(files) / dt, "cutouts per second": n / dt,
+            "bytes per cutout": os.path.getsize(db) / max(n, 1)}
+
+
+def growth(work: Path, n: int) -> list[dict]:
+    folder = work / "growth"
+    folder.mkdir()
+    db = work / "growth.db"
+    reaper = Reaper(Settings(db_url=f"sqlite:///{db}", load_demo=0))
+    rows = []
+    total = 0
+    for i, f in enumerate(frames(folder, n, 512, seed=500), 1):
+        t0 = time.perf_counter()
+        r = reaper.ingest([f]).results[0]
+        dt = time.perf_counter() - t0
+        total += r.n_cutouts
+        if i == 1 or i % 10 == 0:
+            rows.append({"files in the database": i, "cutouts": total, "this file s": dt,
+                         "MB": os.path.getsize(db) / 1e6,
+                         "bytes per cutout": os.path.getsize(db) / total})
+    reaper.engine.dispose()
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--files", type=int, default=4)
+    ap.add_argument("--size", type=int, default=2048)
+    ap.add_argument("--growth", type=int, default=40)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        files = frames(work, args.files, args.size)
+        rows = [throughput(files, work, None), throughput(files, work, 1),
+                throughput(files, work, 2)]
+        one = rows[1]["seconds"]
+        for r in rows:
+            r["speed-up vs 1 worker"] = one / r["seconds"]
+        print(table(rows, f"Ingest of {args.files} simulated {args.size}² FFIs at the real "
+                          f"density ({machine()})"))
+        if args.growth:
+            print(table(growth(work, args.growth), "As the database grows (512² frames)"))
+
+
+if __name__ == "__main__":
+    main()
