@@ -63,31 +63,43 @@ _HOVER = ("<b>%{meta} %{customdata[0]}</b><br>score %{customdata[1]:.4g}<br>%{cu
 
 
 def pca_scatter(pc: np.ndarray, ids: np.ndarray, scores: np.ndarray, flagged: np.ndarray,
-                cx: int = 0, cy: int = 1, files: np.ndarray | None = None) -> go.Figure:
+                cx: int = 0, cy: int = 1, files: np.ndarray | None = None,
+                max_points: int = 100_000) -> go.Figure:
     """WebGL scatter of two principal components, coloured by score, anomalies marked.
 
     Each point's ``customdata`` is (cutout id, score, file name), so a selection maps back to
     cutouts whatever the trace, and the hover says what the point is. File names are
-    HTML-escaped (Plotly's hover labels read HTML).
+    HTML-escaped (Plotly's hover labels read HTML). Beyond ``max_points`` inliers, they are
+    drawn as a density, so a million cutouts stay smooth; anomalies are always points.
     """
     import html
 
-    names = np.array([html.escape(str(f)) for f in (files if files is not None
-                                                      else [""] * len(ids))], dtype=object)
-    data = np.empty((len(ids), 3), dtype=object)
-    data[:, 0], data[:, 1], data[:, 2] = ids, scores, names
+    def points(mask: np.ndarray) -> np.ndarray:
+        """(cutout id, score, escaped file name) of the masked points, shape (m, 3)."""
+        out = np.empty((int(mask.sum()), 3), dtype=object)
+        out[:, 0], out[:, 1] = ids[mask], scores[mask]
+        out[:, 2] = [html.escape(str(f)) for f in files[mask]] if files is not None else ""
+        return out
+
     fig = go.Figure()
     inl = ~flagged
-    fig.add_trace(go.Scattergl(
-        x=pc[inl, cx], y=pc[inl, cy], mode="markers", name="inliers", meta="cutout",
-        customdata=data[inl], marker=dict(size=4, color=np.log10(np.clip(scores[inl], 1e-6,
-                                                                        None)),
-                                          colorscale="Viridis", opacity=0.6,
-                                          colorbar=dict(title="log score", x=1.02)),
-        hovertemplate=_HOVER))
+    if inl.sum() > max_points:
+        # Too many inliers to draw one by one: their density (a 2-D histogram); the anomalies
+        # are still points. The first trace stays "inliers", with no points to select.
+        fig.add_trace(go.Histogram2d(
+            x=pc[inl, cx], y=pc[inl, cy], name="inliers", nbinsx=200, nbinsy=200,
+            colorscale="Viridis", zmin=1, colorbar=dict(title="inliers per bin", x=1.02),
+            hovertemplate="%{z} inliers<extra></extra>"))
+    else:
+        fig.add_trace(go.Scattergl(
+            x=pc[inl, cx], y=pc[inl, cy], mode="markers", name="inliers", meta="cutout",
+            customdata=points(inl), marker=dict(size=4, color=np.log10(np.clip(
+                scores[inl], 1e-6, None)), colorscale="Viridis", opacity=0.6,
+                colorbar=dict(title="log score", x=1.02)),
+            hovertemplate=_HOVER))
     fig.add_trace(go.Scattergl(
         x=pc[flagged, cx], y=pc[flagged, cy], mode="markers", name="anomalies",
-        customdata=data[flagged], meta="anomaly",
+        customdata=points(flagged), meta="anomaly",
         marker=dict(size=8, color=ANOMALY_COLOUR, symbol="x", line=dict(width=1)),
         hovertemplate=_HOVER))
     fig.update_layout(xaxis_title=f"PC{cx + 1}", yaxis_title=f"PC{cy + 1}", height=560,

@@ -46,3 +46,22 @@ def test_frame_position_keeps_the_frame_filling_its_axes():
     fig = frame_position(buf.getvalue(), 1000, 800, 500.0, 400.0, 32)
     assert tuple(fig.layout.xaxis.range) == (0, 1000) and tuple(fig.layout.yaxis.range) == (0, 800)
     assert fig.layout.xaxis.constrain == "domain" and fig.layout.yaxis.scaleanchor == "x"
+
+
+def test_pca_scatter_draws_many_inliers_as_a_density():
+    rng = np.random.default_rng(0)
+    n = 5000
+    pc = rng.normal(size=(n, 3))
+    ids = np.arange(1, n + 1)
+    scores = rng.gamma(2.0, 1.0, n)
+    flagged = scores > np.quantile(scores, 0.99)
+    files = np.array(["<b>a</b>.fits"] * n, dtype=object)
+    few = plots.pca_scatter(pc, ids, scores, flagged, files=files)
+    assert [t.type for t in few.data] == ["scattergl", "scattergl"]
+    many = plots.pca_scatter(pc, ids, scores, flagged, files=files, max_points=1000)
+    assert [t.type for t in many.data] == ["histogram2d", "scattergl"]
+    assert len(many.data[0].x) == int((~flagged).sum())
+    # Every anomaly is still a point, named by id, score and (escaped) file.
+    data = np.asarray(many.data[1].customdata, dtype=object)
+    assert sorted(data[:, 0].astype(int)) == sorted(ids[flagged])
+    assert set(data[:, 2]) == {"&lt;b&gt;a&lt;/b&gt;.fits"}
