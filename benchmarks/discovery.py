@@ -139,6 +139,27 @@ def query_times(dim: int = 67, sizes=(10_000, 100_000, 1_000_000), repeat: int =
     return rows
 
 
+def rerank_times(n: int = 100_000, dim: int = 67, labels=(24, 240, 2400)) -> list[dict]:
+    """Seconds to re-rank ``n`` cutouts from a number of labels (the arithmetic of
+    ``Reaper.reranked`` once the embeddings are in memory, as they stay between labels)."""
+    from reaper_core.rerank import LabelReranker, rank_fraction
+
+    rng = np.random.default_rng(1)
+    Z = rng.normal(size=(n, dim)).astype(np.float32)
+    u = rng.gamma(2.0, 1.0, n)
+    rows = []
+    for m in labels:
+        pick = rng.choice(n, m, replace=False)
+        names = rng.choice(["interesting", "normal", "artefact"], m).tolist()
+        t0 = time.perf_counter()
+        rr = LabelReranker().fit(Z[pick], names, Z)
+        c, p = rr.closeness(Z)
+        score = (1 - c) * rank_fraction(u) + c * p
+        np.lexsort((np.arange(n), -score))
+        rows.append({"cutouts": n, "labels": m, "re-rank s": time.perf_counter() - t0})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="hdf,tess")
@@ -200,6 +221,7 @@ def main() -> None:
     print(table(sim_rows, "More like this: share of the 10 nearest of the same injected kind"))
     print(table(group_rows, "Groups of the flagged cutouts"))
     if not args.no_similar:
+        print(table(rerank_times(), "Re-ranking after a label (embeddings in memory)"))
         print(table(query_times(), "More like this: exact search, one query"))
 
 

@@ -9,7 +9,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from reaper_core import store, views
-from reaper_core.config import load_settings
+from reaper_core.config import Settings, load_settings
 from reaper_core.models import current_model, fit_model
 from reaper_core.thresholds import threshold_from_scores
 
@@ -399,3 +399,32 @@ def test_discover_page_labels_and_requeues(app, db):
                                       (b.key or "" for b in app.button))
     df = exported(eng)
     store.set_label(eng, df.cutout_id[df.label != ""].astype(int).tolist(), None)
+
+
+def test_gallery_more_like_this_and_groups(app, db):
+    """The detail's "More like this" shows the nearest cutouts; a group filters the gallery
+    and is labelled in one action."""
+    from reaper_core.service import Reaper
+
+    app.switch_page("app_pages/gallery.py").run()
+    first = _shown(app)[0]
+    app.button(key=f"page-detail-{first}").click().run()
+    app.toggle(key="g_like").set_value(True).run()
+    assert not app.exception
+    like = [int(b.key.split("-")[-1]) for b in app.button
+            if b.key and b.key.startswith("like-detail-")]
+    reaper = Reaper(Settings(db_url=db[0], load_demo=0))
+    assert sorted(like) == sorted(i for i, _ in reaper.similar(first, 12))  # drawn by column
+    app.toggle(key="g_like").set_value(False).run()
+    app.button(key="close_detail").click().run()
+    groups = reaper.groups()
+    assert max(groups.values()) >= 1
+    app.multiselect(key="g_group").set_value([1]).run()
+    members = {c for c, g in groups.items() if g == 1}
+    assert any(f"**{len(members):,}** cutouts match" in m.value for m in app.markdown)
+    app.selectbox(key="g_group_label").set_value("artefact")  # in a form: sent on submit
+    next(b for b in app.button if b.label == "Label the group").click().run()
+    assert not app.exception
+    labels = exported(_engine(db)).set_index("cutout_id").label
+    assert (labels[sorted(members)] == "artefact").all()
+    store.set_label(_engine(db), sorted(members), None)
