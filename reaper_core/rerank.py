@@ -3,16 +3,17 @@ Bassett 2021): what is like a cutout labelled "interesting" or "anomaly" rises, 
 one labelled "normal" or "artefact" sinks, and far from every label the unsupervised score
 still rules.
 
-For each cutout, with u its unsupervised score as a rank fraction in [0, 1] and the k nearest
-labelled cutouts at standardised distances d_j with relevances y_j (:data:`RELEVANCE`):
+For each cutout, with u its unsupervised score as a rank fraction in [0, 1] and the labelled
+cutouts j at standardised distances d_j with relevances y_j (:data:`RELEVANCE`):
 
-    w_j = exp(-½ (d_j / h)²),  c = max_j w_j,  p = Σ w_j y_j / Σ w_j,
+    w_j = exp(-½ (d_j / h_j)²),  c = max_j w_j,  p = Σ w_j y_j / Σ w_j,
     score = (1 − c) u + c p,
 
 so a cutout next to a label takes that label's verdict, and one far from all keeps u. Each
 label's reach adapts to how crowded its neighbourhood is: h_j = ``radius`` × the distance from
-labelled cutout j to its ``scale_k``-th nearest cutout, so a label on a common galaxy speaks for
-its close look-alikes only, one on a lone oddity for the odd things around it.
+labelled cutout j to its ``scale_k``-th nearest cutout (:func:`local_scale`), so a label on a
+common galaxy speaks for its close look-alikes only, one on a lone oddity for the odd things
+around it. NumPy only, exact, in chunks (the command line needs no scikit-learn).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from __future__ import annotations
 import numpy as np
 
 from .labels import RELEVANCE, check_label
+
+#: Rows of the cutouts × labels distance matrix computed at once.
+CHUNK = 8192
 
 
 def rank_fraction(scores: np.ndarray) -> np.ndarray:
@@ -33,6 +37,25 @@ def rank_fraction(scores: np.ndarray) -> np.ndarray:
     return (first + (counts - 1) / 2.0)[inverse] / (len(s) - 1)
 
 
+def _sq_dist(A: np.ndarray, B: np.ndarray, b2: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances between rows of A (a, d) and B (b, d), shape (a, b)."""
+    return np.maximum(b2[None, :] - 2.0 * (A @ B.T) + np.einsum("ij,ij->i", A, A)[:, None], 0)
+
+
+def local_scale(L: np.ndarray, Z: np.ndarray, k: int = 10) -> np.ndarray:
+    """The distance from each row of ``L`` (shape (m, d)) to its ``k``-th nearest row of ``Z``
+    (shape (n, d)) other than itself, shape (m,); at least 1e-6."""
+    L = np.asarray(L, np.float32)
+    Z = np.asarray(Z, np.float32)
+    k = min(k + 1, len(Z))  # a labelled cutout is among Z itself
+    z2 = np.einsum("ij,ij->i", Z, Z)
+    out = np.empty(len(L))
+    for a in range(0, len(L), 256):
+        d2 = _sq_dist(L[a:a + 256], Z, z2)
+        out[a:a + 256] = np.sqrt(np.partition(d2, k - 1, axis=1)[:, k - 1])
+    return np.maximum(out, 1e-6)
+
+
 class LabelReranker:
     """Re-rank cutouts from labels given to some of them (see the module's formula).
 
@@ -40,75 +63,57 @@ class LabelReranker:
     ----------
     radius : float, default 1.0
         Kernel width as a multiple of each label's local scale.
-    n_neighbors : int, default 10
-        Labelled neighbours that vote.
     scale_k : int, default 10
         The local scale of a label: the distance to its ``scale_k``-th nearest cutout.
     """
 
-    def __init__(self, radius: float = 1.0, n_neighbors: int = 10, scale_k: int = 10) -> None:
-        if not radius > 0 or n_neighbors < 1 or scale_k < 1:
-            raise ValueError("radius must be > 0, n_neighbors and scale_k ≥ 1")
+    def __init__(self, radius: float = 1.0, scale_k: int = 10) -> None:
+        if not radius > 0 or scale_k < 1:
+            raise ValueError("radius must be > 0 and scale_k ≥ 1")
         self.radius = float(radius)
-        self.n_neighbors = int(n_neighbors)
         self.scale_k = int(scale_k)
 
-    def fit(self, Z: np.ndarray, labels: list[str],
-            Z_all: np.ndarray | None = None) -> LabelReranker:
+    def fit(self, Z: np.ndarray, labels: list[str], Z_all: np.ndarray | None = None,
+            scale: np.ndarray | None = None) -> LabelReranker:
         """Remember the labelled cutouts: ``Z`` shape (m, d), standardised; ``labels`` m
-        labels from :data:`~reaper_core.labels.LABELS`; ``Z_all`` (shape (n, d)) every cutout,
-        for each label's local scale (without it, one scale: √d)."""
+        labels from :data:`~reaper_core.labels.LABELS`; their local scales ``scale`` (shape
+        (m,)), else computed from ``Z_all`` (every cutout, shape (n, d)), else √d for all."""
         for lab in set(labels):
             check_label(lab)
         self.Z_ = np.atleast_2d(np.asarray(Z, np.float32))
         if len(self.Z_) != len(labels):
             raise ValueError(f"{len(self.Z_)} rows of Z but {len(labels)} labels")
-        self.relevance_ = np.array([RELEVANCE[lab] for lab in labels], float)
-        d = self.Z_.shape[1] if self.Z_.ndim == 2 else 0
-        if Z_all is not None and len(self.Z_) and len(Z_all) > 1:
-            k = min(self.scale_k + 1, len(Z_all))  # the label itself is among them
-            dist, _ = _nearest(self.Z_, np.asarray(Z_all, np.float32), k)
-            self.scale_ = np.maximum(dist[:, -1], 1e-6)
+        self.relevance_ = np.array([RELEVANCE[lab] for lab in labels], np.float32)
+        if scale is not None:
+            self.scale_ = np.asarray(scale, float)
+        elif Z_all is not None and len(self.Z_) and len(Z_all) > 1:
+            self.scale_ = local_scale(self.Z_, Z_all, self.scale_k)
         else:
-            self.scale_ = np.full(len(self.Z_), np.sqrt(max(d, 1)))
+            self.scale_ = np.full(len(self.Z_), np.sqrt(max(self.Z_.shape[1], 1)))
         return self
 
     def closeness(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(c, p) of every row of ``Z`` (shape (n, d)): closeness to the nearest label in
-        [0, 1] and the labels' weighted verdict in [0, 1], each shape (n,)."""
+        [0, 1] and the labels' weighted verdict in [0, 1] (0.5 where no label reaches), each
+        shape (n,)."""
         n = len(Z)
         if len(self.Z_) == 0:
             return np.zeros(n), np.full(n, 0.5)
-        dist, idx = _nearest(np.asarray(Z, np.float32), self.Z_,
-                             min(self.n_neighbors, len(self.Z_)))
-        h = self.radius * self.scale_[idx]
-        w = np.exp(-0.5 * (dist / h) ** 2)
-        total = w.sum(axis=1)
-        p = np.where(total > 1e-12, (w * self.relevance_[idx]).sum(axis=1)
-                     / np.maximum(total, 1e-12), 0.5)
-        return w.max(axis=1), p
+        Z = np.asarray(Z, np.float32)
+        inv = (-0.5 / (self.radius * self.scale_) ** 2).astype(np.float32)
+        l2 = np.einsum("ij,ij->i", self.Z_, self.Z_)
+        c = np.empty(n)
+        p = np.empty(n)
+        for a in range(0, n, CHUNK):
+            w = np.exp(_sq_dist(Z[a:a + CHUNK], self.Z_, l2) * inv[None, :])
+            total = w.sum(axis=1)
+            c[a:a + CHUNK] = w.max(axis=1)
+            p[a:a + CHUNK] = np.where(total > 1e-12, (w @ self.relevance_)
+                                      / np.maximum(total, 1e-12), 0.5)
+        return c, p
 
     def score(self, Z: np.ndarray, unsupervised: np.ndarray) -> np.ndarray:
         """Re-ranked scores in [0, 1], shape (n,), of cutouts ``Z`` (shape (n, d)) with
         unsupervised scores ``unsupervised`` (shape (n,), higher is odder)."""
         c, p = self.closeness(Z)
         return (1.0 - c) * rank_fraction(unsupervised) + c * p
-
-
-def _nearest(Z: np.ndarray, L: np.ndarray, k: int,
-             chunk: int = 16384) -> tuple[np.ndarray, np.ndarray]:
-    """(distances, indices), each shape (n, k), of the ``k`` rows of ``L`` nearest to each row
-    of ``Z``, exact, in chunks (NumPy only, so the command line needs no scikit-learn)."""
-    sq = np.einsum("ij,ij->i", L, L)
-    dist = np.empty((len(Z), k))
-    idx = np.empty((len(Z), k), np.int64)
-    for a in range(0, len(Z), chunk):
-        z = Z[a:a + chunk]
-        d2 = np.maximum(sq[None, :] - 2.0 * (z @ L.T) + np.einsum("ij,ij->i", z, z)[:, None], 0)
-        part = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < L.shape[0] else \
-            np.broadcast_to(np.arange(L.shape[0]), (len(z), L.shape[0]))
-        d = np.take_along_axis(d2, part, axis=1)
-        order = np.argsort(d, axis=1, kind="stable")
-        idx[a:a + chunk] = np.take_along_axis(part, order, axis=1)
-        dist[a:a + chunk] = np.sqrt(np.take_along_axis(d, order, axis=1))
-    return dist, idx

@@ -47,6 +47,8 @@ class Reaper:
         self._lock = threading.Lock()
         #: (model id, data version, ids, standardised embeddings, similarity index or None)
         self._space_cache: tuple | None = None
+        #: ((model id, cutouts), {labelled cutout id: local scale}) for re-ranking
+        self._scales: tuple = ((None, 0), {})
 
     @classmethod
     def open(cls, config: str | Path | None = None, **overrides: Any) -> Reaper:
@@ -385,7 +387,7 @@ class Reaper:
         :mod:`reaper_core.rerank`), in [0, 1]: columns ``cutout_id``, ``rerank``, ``closeness``
         (to the nearest label), ``unsupervised`` (rank fraction), ``label``, ``file_id``,
         ``segment``, ranked: highest re-ranked score first, ties by the lower id."""
-        from .rerank import LabelReranker, rank_fraction
+        from .rerank import LabelReranker, local_scale, rank_fraction
         from .views import rank_order
 
         model = model or self.require_model()
@@ -394,7 +396,20 @@ class Reaper:
         pos = np.searchsorted(cols["cutout_id"], ids)
         labels = cols["label"][pos]
         has = np.array([lab is not None for lab in labels], bool)
-        rr = LabelReranker(self.settings.rerank_radius).fit(Z[has], labels[has].tolist(), Z)
+        # Local scales depend on the embeddings only: each label's is computed once.
+        with self._lock:
+            cached = self._scales if self._scales[0] == (model.id, len(ids)) else (
+                (model.id, len(ids)), {})
+        known = cached[1]
+        lab_ids = ids[has].tolist()
+        todo = [i for i, cid in enumerate(lab_ids) if cid not in known]
+        if todo:
+            got = local_scale(Z[has][todo], Z)
+            known.update(zip([lab_ids[i] for i in todo], got.tolist(), strict=True))
+        with self._lock:
+            self._scales = cached
+        rr = LabelReranker(self.settings.rerank_radius).fit(
+            Z[has], labels[has].tolist(), scale=np.array([known[c] for c in lab_ids]))
         c, p = rr.closeness(Z)
         u = rank_fraction(cols["score"][pos])
         score = (1.0 - c) * u + c * p
