@@ -11,8 +11,9 @@ import numpy as np
 
 from reaper_app import plots, state, widgets
 
-#: How many anomalies, the highest-scoring, show their thumbnail on hover.
-HOVER_THUMBNAILS = 500
+#: How many anomalies, the highest-scoring, show their thumbnail on hover (≈ 1.3 KB each in
+#: the page: 32 × 32 PNGs, enlarged by the browser).
+HOVER_THUMBNAILS = 2000
 
 m = state.require_model()
 ids, pcs = state.pca(m)
@@ -32,9 +33,9 @@ fig = plots.pca_scatter(pcs, ids, scores, flagged, cx, cy,
                         files=tbl["file"].reindex(ids).to_numpy())
 event = st.plotly_chart(fig, key="pca", on_select="rerun",
                         selection_mode=("points", "box", "lasso"))
-# Thumbnails on hover for the highest-scoring anomalies (each ~2 KB in the page).
+# Thumbnails on hover for the highest-scoring anomalies.
 top = ids[flagged][np.argsort(-scores[flagged], kind="stable")][:HOVER_THUMBNAILS]
-widgets.hover_thumbnails(widgets.thumbnails(top.astype(int).tolist()))
+widgets.hover_thumbnails(widgets.thumbnails(top.astype(int).tolist(), upscale=1))
 points = event.selection.points if event and event.selection else []
 chosen = [int(p["customdata"][0] if isinstance(p["customdata"], list) else p["customdata"])
           for p in points if p.get("customdata") is not None]
