@@ -68,6 +68,24 @@ def pca(m: CurrentModel) -> tuple[np.ndarray, np.ndarray]:
     return _pca(r, m, r.settings.db_url, m.id, r.data_version())
 
 
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _thumbnails(_reaper: Reaper, url: str, ids: tuple[int, ...], stretch: str, cmap: str,
+                upscale: int) -> dict[int, bytes]:
+    from reaper_core.cutouts import to_png
+
+    return {cid: to_png(p, stretch, upscale, cmap)
+            for cid, (p, _) in _reaper.cutouts(list(ids)).items()}
+
+
+def thumbnails(ids: list[int], stretch: str = "zscale", cmap: str = "gray",
+               upscale: int = 3) -> dict[int, bytes]:
+    """PNG bytes per cutout id (each pixel ``upscale``² screen pixels), kept for the next
+    run with the same ids and display."""
+    r = reaper()
+    return _thumbnails(r, r.settings.db_url, tuple(int(i) for i in ids), stretch, cmap,
+                       upscale)
+
+
 def flagged(tbl: pd.DataFrame, m: CurrentModel | None) -> np.ndarray:
     """Anomaly flags of the table's rows under ``m`` (none without a model)."""
     return m.flags(tbl["score"].to_numpy(float)) if m else np.zeros(len(tbl), bool)

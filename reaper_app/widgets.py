@@ -8,7 +8,6 @@ import streamlit as st
 
 from reaper_app import state
 from reaper_core.config import mask_url
-from reaper_core.cutouts import to_png
 from reaper_core.demo import DEMO_FILES
 from reaper_core.words import count
 
@@ -20,13 +19,6 @@ def plain(text: object) -> str:
     character gets a backslash (no links, images, emphasis, HTML, ``:colour[…]`` or icons).
     Use it for every user-supplied string (file names, header values, notes, messages)."""
     return _MARKDOWN.sub(r"\\\1", str(text))
-
-
-def thumbnails(ids: list[int], stretch: str = "zscale", cmap: str = "gray",
-               upscale: int = 3) -> dict[int, bytes]:
-    """PNG bytes per cutout id."""
-    return {cid: to_png(p, stretch, upscale, cmap)
-            for cid, (p, _) in state.reaper().cutouts(ids).items()}
 
 
 _HOVER_JS = """
@@ -104,7 +96,7 @@ def cutout_grid(ids: list[int], captions: dict[int, str] | None = None, columns:
     text), a "details" button that opens it and, with ``label_menu``, a menu to label it."""
     from reaper_core.labels import LABELS
 
-    pngs = thumbnails(ids, stretch, cmap)
+    pngs = state.thumbnails(ids, stretch, cmap)
     cols = st.columns(columns)
     for i, cid in enumerate(ids):
         if cid not in pngs:

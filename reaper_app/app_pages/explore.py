@@ -35,7 +35,7 @@ event = st.plotly_chart(fig, key="pca", on_select="rerun",
                         selection_mode=("points", "box", "lasso"))
 # Thumbnails on hover for the highest-scoring anomalies.
 top = ids[flagged][np.argsort(-scores[flagged], kind="stable")][:HOVER_THUMBNAILS]
-widgets.hover_thumbnails(widgets.thumbnails(top.astype(int).tolist(), upscale=1))
+widgets.hover_thumbnails(state.thumbnails(top.astype(int).tolist(), upscale=1))
 points = event.selection.points if event and event.selection else []
 chosen = [int(p["customdata"][0] if isinstance(p["customdata"], list) else p["customdata"])
           for p in points if p.get("customdata") is not None]
