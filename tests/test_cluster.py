@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -97,27 +96,31 @@ def dask_cluster(tmp_path):
 
 
 def _ingest_killing_a_worker(db_url: str, address: str, frames: list[Path]) -> int:
-    """Run `anomaly-reaper ingest --scheduler` in a thread; SIGKILL a worker as soon as it is
-    computing a file; return the command's exit code."""
+    """Run `anomaly-reaper ingest --scheduler` as its own process; SIGKILL a worker as soon
+    as it is computing a file; return the command's exit code."""
     from distributed import Client
 
-    code: list[int] = []
-    t = threading.Thread(target=lambda: code.append(main(
-        ["ingest", "--db-url", db_url, "--scheduler", address, str(frames[0].parent)])))
-    t.start()
+    proc = subprocess.Popen([sys.executable, "-m", "reaper_core.cli", "ingest", "--db-url",
+                             db_url, "--scheduler", address, str(frames[0].parent)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     killed = False
     with Client(address, timeout="60s") as c:
         deadline = time.monotonic() + 120
-        while not killed and time.monotonic() < deadline and t.is_alive():
+        while not killed and time.monotonic() < deadline and proc.poll() is None:
             busy = [w for w, keys in c.processing().items() if keys]
             if busy:
                 pid = c.run(os.getpid, workers=[busy[0]])[busy[0]]
                 os.kill(pid, signal.SIGKILL)
                 killed = True
             time.sleep(0.05)
-    t.join(timeout=600)
+    try:
+        out, _ = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError("the ingest did not finish: " + out.decode()[-3000:]) from None
     assert killed, "no worker was ever busy"
-    return code[0]
+    return proc.returncode
 
 
 def test_scheduler_with_a_worker_killed_mid_run(frames, tmp_path, dask_cluster):
