@@ -260,7 +260,7 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     reaper = _service(args)
     r = reaper.reranked()
     pos = {int(c): i for i, c in enumerate(r["cutout_id"])}
-    queue = reaper.discover_queue(n=args.top, explore=args.explore)
+    queue = reaper.discover_queue(n=args.top, explore=args.explore, reranked=r)
     rows = [pos[c] for c in queue]
     labelled = sum(v is not None for v in r["label"])
     print(f"re-ranked from {count(labelled, 'label')}; the {len(queue)} unlabelled objects to "

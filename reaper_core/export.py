@@ -26,12 +26,16 @@ FORMATS = {"csv": ("csv",), "fits": ("fits", "fit"), "votable": ("votable", "vot
 
 def export_columns(engine: Engine, model: CurrentModel | None,
                    rerank: dict[int, float] | None = None,
-                   groups: dict[int, int] | None = None) -> dict[str, np.ndarray]:
+                   groups: dict[int, int] | None = None,
+                   columns: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """The export as NumPy columns (:data:`EXPORT_COLUMNS`, one row per cutout, by
     ``cutout_id``); ``score`` and ``is_anomaly`` under ``model`` (NaN and False without one);
     ``rerank_score`` from ``rerank`` ({cutout id: score in [0, 1]}, NaN where missing) and
-    ``group`` from ``groups`` (NaN where missing). Needs no pandas."""
-    cols = store.cutout_columns(engine, model.id if model else None)
+    ``group`` from ``groups`` (NaN where missing). ``columns``: the store's
+    :func:`~reaper_core.store.cutout_columns` under ``model`` when already read (not changed).
+    Needs no pandas."""
+    cols = dict(columns) if columns is not None else store.cutout_columns(
+        engine, model.id if model else None)
     ids = cols["cutout_id"].tolist()
     cols["rerank_score"] = np.array([(rerank or {}).get(i, np.nan) for i in ids], float)
     cols["group"] = np.array([(groups or {}).get(i, np.nan) for i in ids], float)
@@ -57,10 +61,6 @@ def format_for(path: str | Path, fmt: str | None = None) -> str:
                       f"use csv, fits or votable")
 
 
-#: Columns holding whole numbers, missing values allowed (-1 in FITS and VOTable).
-_WHOLE = ("sector", "camera", "ccd", "segment", "group")
-
-
 def _column(name: str, values) -> np.ndarray:
     """One export column (a sequence, array or pandas Series) as a plain NumPy array: strings
     as an object array of str, whole numbers and floats as float64 with NaN for missing."""
@@ -80,7 +80,7 @@ def _cells(name: str, col: np.ndarray) -> list[str]:
         return col.tolist()
     if col.dtype == bool:
         return ["True" if v else "False" for v in col]
-    whole = name in _WHOLE or name == "cutout_id"
+    whole = name in store.WHOLE_COLUMNS or name == "cutout_id"
     return ["" if v != v else str(int(v)) if whole else repr(v) for v in col.tolist()]
 
 
@@ -98,7 +98,7 @@ def _as_table(cols: dict[str, np.ndarray]):
 
     out = {}
     for name, col in cols.items():
-        if name in _WHOLE or name == "cutout_id":
+        if name in store.WHOLE_COLUMNS or name == "cutout_id":
             out[name] = np.nan_to_num(col, nan=-1).astype(np.int64)
         elif col.dtype == object:
             out[name] = np.asarray(col.tolist(), dtype=str)

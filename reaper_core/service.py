@@ -382,17 +382,20 @@ class Reaper:
             self._space_cache = (model.id, version, ids, Z, None)
         return ids, Z
 
-    def reranked(self, model: CurrentModel | None = None) -> dict[str, np.ndarray]:
+    def reranked(self, model: CurrentModel | None = None,
+                 columns: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Every embedded cutout's re-ranked score from every label (see
         :mod:`reaper_core.rerank`), in [0, 1]: columns ``cutout_id``, ``rerank``, ``closeness``
         (to the nearest label), ``unsupervised`` (rank fraction), ``label``, ``file_id``,
-        ``segment``, ranked: highest re-ranked score first, ties by the lower id."""
+        ``segment``, ``x``, ``y``, ranked: highest re-ranked score first, ties by the lower id.
+        ``columns``: :func:`reaper_core.store.cutout_columns` under the model, when already
+        read."""
         from .rerank import LabelReranker, local_scale, rank_fraction
         from .views import rank_order
 
         model = model or self.require_model()
         ids, Z = self._space(model)
-        cols = store.cutout_columns(self.engine, model.id)
+        cols = store.cutout_columns(self.engine, model.id) if columns is None else columns
         pos = np.searchsorted(cols["cutout_id"], ids)
         labels = cols["label"][pos]
         has = np.array([lab is not None for lab in labels], bool)
@@ -414,22 +417,22 @@ class Reaper:
         u = rank_fraction(cols["score"][pos])
         score = (1.0 - c) * u + c * p
         order = rank_order(score, ids)
+        at = pos[order]
         return {"cutout_id": ids[order], "rerank": score[order], "closeness": c[order],
                 "unsupervised": u[order], "label": labels[order],
-                "file_id": cols["file_id"][pos][order], "segment": cols["segment"][pos][order]}
+                **{k: cols[k][at] for k in ("file_id", "segment", "x", "y")}}
 
-    def discover_queue(self, model: CurrentModel | None = None, n: int = 24,
-                       explore: int = 4) -> list[int]:
+    def discover_queue(self, model: CurrentModel | None = None, n: int = 24, explore: int = 4,
+                       reranked: dict[str, np.ndarray] | None = None) -> list[int]:
         """The ``n`` cutouts the model most wants judged next: ``n - explore`` with the highest
         re-ranked score, then ``explore`` from the regions no label has reached yet (highest
         unsupervised score × distance from every label). One per object, and one per place:
-        none within a patch of a labelled cutout or of another in the page."""
+        none within a patch of a labelled cutout or of another in the page. ``reranked``:
+        :meth:`reranked` when already made."""
         from .views import away_from, first_per_object, rank_order, spread
 
-        r = self.reranked(model)
-        cols = store.cutout_columns(self.engine, None)
-        pos = np.searchsorted(cols["cutout_id"], r["cutout_id"])
-        x, y = cols["x"][pos], cols["y"][pos]
+        r = self.reranked(model) if reranked is None else reranked
+        x, y = r["x"], r["y"]
         labelled = np.array([lab is not None for lab in r["label"]], bool)
         size = float(self.settings.patch_size)
         free = ~labelled & away_from(r["file_id"], x, y, r["file_id"][labelled], x[labelled],
@@ -597,7 +600,6 @@ class Reaper:
     # -- export -------------------------------------------------------------------------------
     def export_table(self, model: CurrentModel | None = None) -> pd.DataFrame:
         """The export contract's table under ``model`` (default: the current one)."""
-
         model = model or self.model()
         return store.as_frame(self._export_columns(model))
 
@@ -611,14 +613,14 @@ class Reaper:
         if model is None:
             return export_columns(self.engine, None)
         _, groups = store.read_groups(self.engine, model.id)
-        if store.n_labels(self.engine):
-            r = self.reranked(model)
+        cols = store.cutout_columns(self.engine, model.id)
+        if any(lab is not None for lab in cols["label"]):
+            r = self.reranked(model, cols)
             rerank = dict(zip(r["cutout_id"].tolist(), r["rerank"].tolist(), strict=True))
         else:
-            cols = store.cutout_columns(self.engine, model.id)
             rerank = dict(zip(cols["cutout_id"].tolist(),
                               rank_fraction(cols["score"]).tolist(), strict=True))
-        return export_columns(self.engine, model, rerank, groups)
+        return export_columns(self.engine, model, rerank, groups, cols)
 
     def export(self, path: str | Path, fmt: str | None = None,
                anomalies_only: bool = False) -> tuple[Path, int]:

@@ -402,7 +402,9 @@ def cutouts_without_embedding(engine: Engine, embedder: str) -> list[tuple[int, 
 #: Columns of :func:`cutout_columns` (and :func:`cutout_table`), in order.
 CUTOUT_COLUMNS = ("cutout_id", "file_id", "file", "x", "y", "ra", "dec", "sector", "camera", "ccd",
                   "time", "origin", "segment", "score", "label", "note")
-_INT_COLUMNS = ("sector", "camera", "ccd", "segment")
+#: Columns of whole numbers that may be missing: float64 with NaN in NumPy columns, ``Int64``
+#: in DataFrames, -1 in FITS and VOTable exports (``group`` is added by the export).
+WHOLE_COLUMNS = ("sector", "camera", "ccd", "segment", "group")
 _FLOAT_COLUMNS = ("x", "y", "ra", "dec", "time", "score")
 
 
@@ -432,7 +434,7 @@ def cutout_columns(engine: Engine, model_id: int | None) -> dict[str, np.ndarray
     for name, values in zip(CUTOUT_COLUMNS, raw, strict=True):
         if name in ("cutout_id", "file_id"):
             out[name] = np.asarray(values, dtype=np.int64)
-        elif name in _INT_COLUMNS or name in _FLOAT_COLUMNS:
+        elif name in WHOLE_COLUMNS or name in _FLOAT_COLUMNS:
             out[name] = np.array([np.nan if v is None else v for v in values], dtype=float)
         else:
             out[name] = np.array(values, dtype=object)
@@ -446,11 +448,11 @@ def cutout_table(engine: Engine, model_id: int | None) -> pd.DataFrame:
 
 def as_frame(columns: dict[str, np.ndarray]) -> pd.DataFrame:
     """Columns of :func:`cutout_columns` (any subset, in their order, and more) as a DataFrame;
-    sector, camera, ccd and segment become ``Int64`` (missing values stay missing)."""
+    the :data:`WHOLE_COLUMNS` become ``Int64`` (missing values stay missing)."""
     import pandas as pd
 
     df = pd.DataFrame(columns)
-    for col in (*_INT_COLUMNS, "group"):
+    for col in WHOLE_COLUMNS:
         if col in df:
             df[col] = pd.array(df[col].to_numpy(float), dtype="Float64").astype("Int64")
     return df
@@ -510,12 +512,6 @@ def read_groups(engine: Engine, model_id: int) -> tuple[float | None, dict[int, 
     if not rows:
         return None, {}
     return float(rows[0][2]), {int(c): int(g) for c, g, _ in rows}
-
-
-def n_labels(engine: Engine) -> int:
-    """How many cutouts carry a label."""
-    with Session(engine) as s:
-        return int(s.exec(select(func.count()).select_from(Label)).one())
 
 
 def labelled_ids(engine: Engine, label: str) -> np.ndarray:

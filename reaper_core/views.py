@@ -149,13 +149,14 @@ def spread(order: np.ndarray, file_id: np.ndarray, x: np.ndarray, y: np.ndarray,
 def object_members(table: pd.DataFrame, cutout_id: int) -> pd.DataFrame:
     """The other cutouts of ``cutout_id``'s object (same file and segment), highest score
     first; empty when it has no segment."""
-    row = table.loc[table["cutout_id"] == cutout_id]
-    if row.empty or not (row["segment"].fillna(0).iloc[0] > 0):
+    ids = table["cutout_id"].to_numpy()
+    me = ids == cutout_id
+    if not me.any():
         return table.iloc[:0]
-    same = ((table["file_id"] == row["file_id"].iloc[0])
-            & (table["segment"] == row["segment"].iloc[0]).fillna(False)
-            & (table["cutout_id"] != cutout_id))
-    return table.loc[same.to_numpy(dtype=bool)].sort_values("score", ascending=False)
+    keys = object_keys(table["file_id"].to_numpy(),
+                       table["segment"].to_numpy(dtype=float, na_value=np.nan))
+    same = (keys == keys[me][0]) & ~me  # a cutout without a segment has a key of its own
+    return table.loc[same].sort_values("score", ascending=False)
 
 
 def summary(table: pd.DataFrame, flagged: np.ndarray) -> pd.DataFrame:

@@ -8,6 +8,7 @@ import streamlit as st
 st.title("Anomaly gallery")
 
 import json
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -46,10 +47,10 @@ with st.sidebar:
     only = st.checkbox("Anomalies only", st.session_state.pop("gallery_anomalies", True),
                        key="g_only")
     groups = reaper.groups(m) if m is not None else {}
-    n_groups = max(groups.values(), default=0)
+    sizes = Counter(groups.values())
     chosen_groups = st.multiselect(
-        "Group of anomalies", list(range(1, n_groups + 1)), key="g_group",
-        format_func=lambda g: f"group {g} ({sum(v == g for v in groups.values()):,})",
+        "Group of anomalies", list(range(1, max(sizes, default=0) + 1)), key="g_group",
+        format_func=lambda g: f"group {g} ({sizes[g]:,})",
         help="Flagged cutouts grouped by likeness (HDBSCAN on their embeddings).")
     per_object = st.checkbox("One per object", True, key="g_per_object",
                              help="Show only the highest-scoring cutout of each detected "
@@ -116,7 +117,8 @@ if detail is not None and detail in set(tbl["cutout_id"]):
     with st.container(border=True):
         got = reaper.cutouts([detail])
         patch, c = got[detail]
-        info = tbl.set_index("cutout_id").loc[detail]
+        by_id = tbl.set_index("cutout_id")
+        info = by_id.loc[detail]
         st.subheader(f"Cutout #{detail} — {widgets.plain(info['file'])}")
         a, b, d = st.columns([3, 2, 4])
         a.plotly_chart(plots.cutout_image(patch, stretch, cmap, reaper.pixel_scale(c.file_id)),
@@ -177,7 +179,6 @@ if detail is not None and detail in set(tbl["cutout_id"]):
                                        help="The nearest cutouts in embedding space, across "
                                             "every file"):
             like = reaper.similar(detail, 12, m)
-            by_id = tbl.set_index("cutout_id")
             widgets.cutout_grid(
                 [i for i, _ in like],
                 {i: widgets.tile_caption(i, float(by_id["score"].get(i)), by_id["file"].get(i))
