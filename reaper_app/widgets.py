@@ -104,7 +104,8 @@ def cutout_grid(ids: list[int], captions: dict[int, str] | None = None, columns:
         with cols[i % columns]:
             st.image(pngs[cid], width="stretch")
             st.caption(plain((captions or {}).get(cid, f"cutout #{cid}")))
-            left, right = st.columns(2, gap="small")
+            # The two buttons side by side only with a label menu (a narrow tile has no room).
+            left, right = st.columns(2, gap="small") if label_menu else (st, st)
             if details and left.button("details", key=f"{key}-detail-{cid}"):
                 open_detail(cid)
             if label_menu:

@@ -159,16 +159,34 @@ def object_members(table: pd.DataFrame, cutout_id: int) -> pd.DataFrame:
     return table.loc[same].sort_values("score", ascending=False)
 
 
+#: How a table shows a value that is missing (no sector, no label).
+MISSING = "—"
+
+
+def dash_missing(df: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """A copy of ``df`` whose ``columns`` are text, with :data:`MISSING` where a value is
+    missing (tables then never show "None" or "<NA>")."""
+    import pandas as pd
+
+    out = df.copy()
+    for c in columns:
+        if c in out:
+            col = out[c]
+            if pd.api.types.is_float_dtype(col) and (col.dropna() % 1 == 0).all():
+                col = col.astype("Int64")  # whole numbers with gaps: "7", not "7.0"
+            out[c] = col.astype("string").fillna(MISSING)
+    return out
+
+
 def summary(table: pd.DataFrame, flagged: np.ndarray) -> pd.DataFrame:
     """Files, cutouts and anomalies by sector, camera and CCD."""
     import pandas as pd
 
     if table.empty:
         return pd.DataFrame(columns=["sector", "camera", "ccd", "files", "cutouts", "anomalies"])
-    t = table[["sector", "camera", "ccd", "file_id"]].copy()
+    t = dash_missing(table[["sector", "camera", "ccd", "file_id"]], ("sector", "camera", "ccd"))
     t["anomalies"] = flagged
-    key = [t[c].astype("string").fillna("—") for c in ("sector", "camera", "ccd")]
-    g = t.groupby(key, dropna=False)
+    g = t.groupby(["sector", "camera", "ccd"], dropna=False)
     return pd.DataFrame({
         "files": g["file_id"].nunique(), "cutouts": g.size(), "anomalies": g["anomalies"].sum(),
     }).reset_index()

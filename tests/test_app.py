@@ -428,3 +428,17 @@ def test_gallery_more_like_this_and_groups(app, db):
     labels = exported(_engine(db)).set_index("cutout_id").label
     assert (labels[sorted(members)] == "artefact").all()
     store.set_label(_engine(db), sorted(members), None)
+
+
+def test_tables_show_a_dash_for_what_is_missing(app, db):
+    """The Hubble Deep Field has no sector, camera or CCD, and no cutout is labelled: the
+    tables say "—", never None."""
+    app.run()
+    files = next(d.value for d in app.dataframe if "what it is" in d.value.columns)
+    hdf = files.set_index("file").loc["hubble_deep_field.fits"]
+    assert (hdf[["sector", "camera", "ccd"]] == "—").all()
+    assert files.set_index("file").loc["tess-s0007-2-3_ffic.fits", "sector"] == "7"
+    app.switch_page("app_pages/threshold.py").run()
+    flagged = next(d.value for d in app.dataframe if "score" in d.value.columns)
+    assert (flagged["label"] == "—").all()
+    assert not flagged.astype(str).isin(["None", "<NA>", "nan"]).any().any()

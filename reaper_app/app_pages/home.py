@@ -51,11 +51,11 @@ st.subheader("Files")
 files = state.reaper().files()
 if files:
     per_file = pd.Series(flagged, index=tbl.index).groupby(tbl["file_id"]).sum()
-    st.dataframe(pd.DataFrame([{
+    st.dataframe(views.dash_missing(pd.DataFrame([{
         "file": f.name, "what it is": widgets.demo_description(f.name) or "uploaded",
         "layout": f.layout, "sector": f.sector, "camera": f.camera, "ccd": f.ccd,
         "cutouts": f.n_cutouts, "anomalies": int(per_file.get(f.id, 0)),
-    } for f in files]), hide_index=True, width="stretch")
+    } for f in files]), ("sector", "camera", "ccd")), hide_index=True, width="stretch")
     if m:
         pick, get = st.columns([3, 1], vertical_alignment="bottom")
         names = {f.id: f.name for f in files}

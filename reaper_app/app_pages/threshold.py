@@ -10,6 +10,7 @@ st.title("Threshold & model")
 import numpy as np
 
 from reaper_app import plots, state, widgets
+from reaper_core import views
 from reaper_core.embedders import EMBEDDERS
 from reaper_core.thresholds import THRESHOLD_MODES, flags, slider_spec
 
@@ -61,7 +62,8 @@ st.subheader("Flagged cutouts")
 flagged_rows = tbl.loc[flagged, ["cutout_id", "file", "x", "y", "sector", "camera", "ccd",
                                  "score", "label"]].sort_values(["score", "cutout_id"],
                                                                 ascending=[False, True])
-st.dataframe(flagged_rows.head(500), hide_index=True, width="stretch", height=300)
+st.dataframe(views.dash_missing(flagged_rows.head(500), ("sector", "camera", "ccd", "label")),
+             hide_index=True, width="stretch", height=300)
 
 st.divider()
 st.subheader("Model")
