@@ -18,6 +18,7 @@ def pages() -> dict[str, st.Page]:
         "explore": st.Page(PAGES / "explore.py", title="Explore"),
         "gallery": st.Page(PAGES / "gallery.py", title="Gallery"),
         "discover": st.Page(PAGES / "discover.py", title="Discover"),
+        "timeline": st.Page(PAGES / "timeline.py", title="Timeline"),
     }
 
 

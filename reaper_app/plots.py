@@ -162,3 +162,77 @@ def cutout_image(patch: np.ndarray, stretch: str = "zscale", cmap: str = "gray",
 #: Matplotlib colour-map names offered by the pages, as Plotly colour scales.
 _COLOURSCALES = {"gray": "gray", "viridis": "Viridis", "magma": "Magma", "inferno": "Inferno",
                  "cividis": "Cividis"}
+
+
+def _binned(img: np.ndarray, max_side: int) -> tuple[np.ndarray, int]:
+    """``img`` block-averaged so that no side exceeds ``max_side``; returns it and the block."""
+    b = max(1, int(np.ceil(max(img.shape) / max_side)))
+    if b == 1:
+        return img, 1
+    ny, nx = (img.shape[0] // b) * b, (img.shape[1] // b) * b
+    return np.nanmean(img[:ny, :nx].reshape(ny // b, b, nx // b, b), axis=(1, 3)), b
+
+
+def stack_frame(img: np.ndarray, title: str, marks: list[dict], *, difference: bool = False,
+                offset: tuple[int, int] = (0, 0), track: np.ndarray | None = None,
+                max_side: int = 400, height: int = 420) -> go.Figure:
+    """A frame (or its difference, on a symmetric red-blue scale) with events marked.
+
+    ``marks``: dicts with ``x``, ``y`` (stored-array pixels), ``text``; ``offset``: (x0, y0) of
+    the science region in the stored array, so that axes read stored pixels; ``track``: a
+    mover's (x, y) points, shape (n, 2).
+    """
+    z, b = _binned(np.asarray(img, float), max_side)
+    x0, y0 = offset
+    xs = x0 + (np.arange(z.shape[1]) + 0.5) * b - 0.5
+    ys = y0 + (np.arange(z.shape[0]) + 0.5) * b - 0.5
+    finite = z[np.isfinite(z)]
+    if difference:
+        lim = float(np.percentile(np.abs(finite), 99.5)) if finite.size else 1.0
+        heat = dict(colorscale="RdBu_r", zmin=-lim, zmax=lim, zmid=0)
+    else:
+        lo, hi = np.percentile(finite, [1, 99.5]) if finite.size else (0, 1)
+        heat = dict(colorscale="gray", zmin=float(lo), zmax=float(hi))
+    fig = go.Figure(go.Heatmap(z=z, x=xs, y=ys, colorbar=dict(title="e⁻/s", thickness=10),
+                               hovertemplate="x %{x:.0f}, y %{y:.0f}: %{z:.4g} e⁻/s"
+                                             "<extra></extra>", **heat))
+    if track is not None and len(track):
+        fig.add_trace(go.Scatter(x=track[:, 0], y=track[:, 1], mode="lines+markers",
+                                 line=dict(color="#f2c14e", width=2), marker=dict(size=4),
+                                 name="track", hoverinfo="skip"))
+    if marks:
+        fig.add_trace(go.Scatter(
+            x=[m["x"] for m in marks], y=[m["y"] for m in marks], mode="markers",
+            marker=dict(symbol="circle-open", size=16, line=dict(width=2),
+                        color=ANOMALY_COLOUR), name="events",
+            text=[m["text"] for m in marks], hovertemplate="%{text}<extra></extra>"))
+    fig.update_xaxes(title="x (px)", constrain="domain")
+    fig.update_yaxes(title="y (px)", scaleanchor="x", constrain="domain")
+    fig.update_layout(height=height, showlegend=False, margin=dict(l=50, r=10, t=35, b=40),
+                      title=dict(text=title, font=dict(size=13), x=0.0, xanchor="left"))
+    return fig
+
+
+def light_curve(lc: dict[str, np.ndarray], t_start: float, t_end: float,
+                height: int = 320) -> go.Figure:
+    """An event's difference flux with errors against time (BTJD), the event's span shaded and
+    frames with quality bits drawn hollow."""
+    t, f, e = lc["time"], lc["diff_flux"], lc["diff_flux_err"]
+    ok = np.isfinite(f)
+    flagged = lc["quality"] > 0
+    fig = go.Figure()
+    for sel, name, sym in ((ok & ~flagged, "difference flux", "circle"),
+                           (ok & flagged, "flagged frames", "circle-open")):
+        if sel.any():
+            fig.add_trace(go.Scatter(
+                x=t[sel], y=f[sel], mode="markers", name=name,
+                marker=dict(size=5, symbol=sym, color=INLIER_COLOUR),
+                error_y=dict(type="data", array=e[sel], visible=True, thickness=1, width=0),
+                hovertemplate="BTJD %{x:.4f}: %{y:.4g} e⁻/s<extra></extra>"))
+    fig.add_vrect(x0=t_start, x1=t_end if t_end > t_start else t_start + 1e-3,
+                  fillcolor=ANOMALY_COLOUR, opacity=0.15, line_width=0)
+    fig.update_xaxes(title="time (BTJD = BJD − 2457000, days)")
+    fig.update_yaxes(title="difference flux (e⁻/s, 2-px aperture)")
+    fig.update_layout(height=height, margin=dict(l=60, r=10, t=20, b=45),
+                      legend=dict(orientation="h", y=1.08))
+    return fig

@@ -1,4 +1,5 @@
-"""The ``anomaly-reaper`` command line: run, ingest, fit, score, label, export, configure, demo."""
+"""The ``anomaly-reaper`` command line: run, ingest, fit, score, label, events, export,
+configure, demo."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from .config import Settings, load_settings, mask_url, save_settings
 from .errors import ReaperError
+from .events import EVENT_KINDS
 from .labels import LABELS
 from .thresholds import THRESHOLD_MODES
 
@@ -238,6 +240,51 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stacks(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    rows = _service(args).stacks()
+    if not rows:
+        print("no stacks yet: ingest a TESScut cube, or 3 or more frames of one CCD "
+              "(or search frames with: anomaly-reaper events FILES)")
+        return 0
+    print(_text_table({k: np.array([r[k] for r in rows], dtype=object) for k in rows[0]}))
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    reaper = _service(args)
+    if args.paths:
+        bar, update = _stage_bar("stack")
+        try:
+            sid = reaper.search_stack(args.paths, progress=update)
+        finally:
+            bar.close()
+        print(f"searched stack {sid}", file=sys.stderr)
+    if args.lightcurve is not None:
+        if not args.output:
+            raise ReaperError("--lightcurve needs -o FILE (.csv, .fits or .vot)")
+        path = reaper.export_lightcurve(args.lightcurve, args.output, args.format)
+        print(f"wrote the light curve of event {args.lightcurve} to {path}")
+        return 0
+    if args.output:
+        n = reaper.export_events(args.output, args.format, args.stack, args.kind)
+        print(f"wrote {n} events to {args.output}")
+        return 0
+    cols = reaper.events(args.stack, args.kind)
+    if len(cols["id"]) == 0:
+        print("no events" + (" of that kind" if args.kind else ""))
+        return 0
+    show = ("id", "stack", "kind", "x", "y", "t_peak", "peak_sigma", "score", "is_anomaly",
+            "label")
+    top = {k: cols[k][:args.top] for k in show}
+    top["label"] = np.array(["" if v is None else v for v in top["label"]], dtype=object)
+    print(_text_table(top))
+    return 0
+
+
 def cmd_similar(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -404,6 +451,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--format", choices=["csv", "fits", "votable"])
     e.add_argument("--anomalies-only", action="store_true")
     e.set_defaults(func=cmd_export)
+
+    st = sub.add_parser("stacks", parents=[common],
+                        help="the stacks of frames: time span, cadence, gaps, flagged frames")
+    st.set_defaults(func=cmd_stacks)
+
+    ev = sub.add_parser("events", parents=[common],
+                        help="time-domain events (transients, variables, movers, single-frame "
+                             "flashes), ranked; -o writes them as CSV/FITS/VOTable")
+    ev.add_argument("paths", nargs="*",
+                    help="frames to search first: one TESScut cube, or 3+ FFIs of one CCD")
+    ev.add_argument("--kind", choices=EVENT_KINDS)
+    ev.add_argument("--stack", help="a stack's id or name")
+    ev.add_argument("--top", type=int, default=30)
+    ev.add_argument("-o", "--output", help="write the events (or --lightcurve) to this file")
+    ev.add_argument("--format", choices=["csv", "fits", "votable"])
+    ev.add_argument("--lightcurve", type=int, metavar="ID",
+                    help="write this event's light curve to -o")
+    ev.set_defaults(func=cmd_events)
 
     m = sub.add_parser("similar", parents=[common],
                        help="the cutouts most like one cutout, across every file")

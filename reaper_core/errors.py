@@ -40,6 +40,10 @@ class ModelError(ReaperError):
     """No usable detector model, or a saved model that cannot be loaded."""
 
 
+class StackError(ReaperError):
+    """Frames that cannot form a time series (too few, different sizes or CCDs, all flagged)."""
+
+
 class LabelError(ReaperError, ValueError):
     """A label that is not one of :data:`reaper_core.labels.LABELS`."""
 

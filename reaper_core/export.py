@@ -61,10 +61,15 @@ def format_for(path: str | Path, fmt: str | None = None) -> str:
                       f"use csv, fits or votable")
 
 
+#: Export columns that hold text, and those that hold whole numbers (cutouts' and events').
+_TEXT = ("file", "label", "note", "stack", "kind")
+_WHOLE = {"cutout_id", "id", "n_detections", "sign", *store.WHOLE_COLUMNS}
+
+
 def _column(name: str, values) -> np.ndarray:
     """One export column (a sequence, array or pandas Series) as a plain NumPy array: strings
     as an object array of str, whole numbers and floats as float64 with NaN for missing."""
-    if name in ("file", "label", "note"):
+    if name in _TEXT:
         return np.array(["" if v is None or v != v else str(v) for v in values], dtype=object)
     if name == "is_anomaly":
         return np.asarray(values, dtype=bool)
@@ -80,7 +85,7 @@ def _cells(name: str, col: np.ndarray) -> list[str]:
         return col.tolist()
     if col.dtype == bool:
         return ["True" if v else "False" for v in col]
-    whole = name in store.WHOLE_COLUMNS or name == "cutout_id"
+    whole = name in _WHOLE
     return ["" if v != v else str(int(v)) if whole else repr(v) for v in col.tolist()]
 
 
@@ -98,7 +103,7 @@ def _as_table(cols: dict[str, np.ndarray]):
 
     out = {}
     for name, col in cols.items():
-        if name in store.WHOLE_COLUMNS or name == "cutout_id":
+        if name in _WHOLE:
             out[name] = np.nan_to_num(col, nan=-1).astype(np.int64)
         elif col.dtype == object:
             out[name] = np.asarray(col.tolist(), dtype=str)

@@ -30,7 +30,7 @@ from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS
 
 from .errors import FITSReadError
-from .tess import describe_quality, parse_name, science_region
+from .tess import cadence_days, describe_quality, parse_name, science_region, time_gaps
 
 #: Smallest accepted image side, pixels.
 MIN_SIDE = 16
@@ -499,15 +499,12 @@ class TessCutCube:
     @property
     def cadence_days(self) -> float:
         """Median interval between cadences, days."""
-        return float(np.nanmedian(np.diff(self.time))) if len(self.time) > 1 else float("nan")
+        return cadence_days(self.time)
 
     def gaps(self, factor: float = 5.0) -> list[tuple[float, float]]:
         """Intervals (start, end), BTJD, where no cadence falls for more than ``factor``
         cadences (a downlink, a safe mode)."""
-        t = self.time[np.isfinite(self.time)]
-        d = np.diff(t)
-        big = np.flatnonzero(d > factor * self.cadence_days)
-        return [(float(t[i]), float(t[i + 1])) for i in big]
+        return time_gaps(self.time, factor)
 
 
 def read_tesscut(path: str | Path, *, name: str | None = None,

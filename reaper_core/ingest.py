@@ -65,6 +65,8 @@ class IngestReport:
     results: list[FileResult] = field(default_factory=list)
     model_id: int | None = None
     fitted: bool = False
+    #: One sentence per stack that the batch made or grew but that could not be searched.
+    stack_notes: list[str] = field(default_factory=list)
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
@@ -321,6 +323,10 @@ def finish_batch(engine: Engine, report: IngestReport, settings: Settings,
     A model is fitted whenever cutouts exist without one, also when this batch added nothing
     (an earlier batch may have been interrupted before its fit).
     """
+    from .timedomain import auto_stacks
+
+    added = [r.file_id for r in report.results if r.status == "added" and r.file_id]
+    report.stack_notes = auto_stacks(engine, settings, added, progress)
     model = current_model(engine, settings.embedder)
     if model is None and fit_if_missing and store.totals(engine)["cutouts"] >= 3:
         model = fit_model(engine, settings, progress=progress)

@@ -631,3 +631,185 @@ class Reaper:
         if anomalies_only:
             cols = {k: v[cols["is_anomaly"]] for k, v in cols.items()}
         return write_export(cols, path, fmt), len(cols["cutout_id"])
+
+    # -- time domain: stacks and their events -------------------------------------------------
+    def search_stack(self, paths: Iterable[str | Path], *, progress: ProgressFn = noop) -> int:
+        """Search frames for time-domain events without cutting single-frame patches: one
+        TESScut cube, or single-frame files of one sector/camera/CCD. Returns the stack's id.
+
+        Raises :class:`~reaper_core.errors.StackError` (or ``FITSReadError``) with one sentence
+        when they cannot form a stack.
+        """
+        from .files import expand_paths, sha256_file
+        from .stacks import stack_from_cube, stack_from_files
+        from .timedomain import search_and_store
+
+        files = expand_paths([Path(p) for p in paths])
+        if len(files) == 1:
+            stack = stack_from_cube(files[0])
+            key = f"cube:{sha256_file(files[0])}"
+        else:
+            stack = stack_from_files(files)
+            key = "files:" + ",".join(sorted(sha256_file(f)[:16] for f in files))[:120]
+        return search_and_store(self.engine, stack, key, self.settings, progress)
+
+    def stacks(self) -> list[dict[str, Any]]:
+        """Every stack with its span (BTJD), cadence (minutes), gaps, flagged frames and
+        events, by id."""
+        import json
+
+        counts: dict[int, int] = {}
+        for r in store.event_rows(self.engine):
+            counts[r.stack_id] = counts.get(r.stack_id, 0) + 1
+        return [{"id": s.id, "stack": s.name, "frames": s.n_frames,
+                 "t_start": s.t_start, "t_end": s.t_end,
+                 "days": (s.t_end - s.t_start) if s.t_start is not None else None,
+                 "cadence_min": s.cadence_min, "gaps": len(json.loads(s.gaps_json)),
+                 "flagged": s.n_flagged, "events": counts.get(s.id, 0)}
+                for s in store.stacks(self.engine)]
+
+    def stack_id(self, name_or_id: str | int) -> int:
+        """A stack's id from its id or its name; :class:`ReaperError` naming the choices."""
+        rows = store.stacks(self.engine)
+        for s in rows:
+            if str(s.id) == str(name_or_id) or s.name == str(name_or_id):
+                return int(s.id)
+        names = ", ".join(f"{s.id} ({s.name})" for s in rows) or "none yet"
+        raise ReaperError(f"no stack {str(name_or_id)!r}; stacks: {names}")
+
+    def events(self, stack: str | int | None = None, kind: str | None = None
+               ) -> dict[str, np.ndarray]:
+        """Events as ranked columns (:data:`~reaper_core.timedomain.EVENT_COLUMNS`)."""
+        from .events import EVENT_KINDS
+        from .timedomain import event_columns
+
+        if kind is not None and kind not in EVENT_KINDS:
+            raise ReaperError(f"event kind must be one of {', '.join(EVENT_KINDS)}, "
+                              f"not {kind!r}")
+        sid = self.stack_id(stack) if stack is not None else None
+        return event_columns(self.engine, sid, kind)
+
+    def event(self, event_id: int) -> store.TimeEvent:
+        """One event with its strip, light curve and features."""
+        row = store.event_row(self.engine, int(event_id))
+        if row is None:
+            raise ReaperError(f"no event with id {event_id}")
+        return row
+
+    def event_model(self) -> store.EventModel | None:
+        return store.current_event_model(self.engine)
+
+    def save_event_threshold(self, mode: str, value: float) -> store.EventModel:
+        """Store a new threshold with the event model (nothing re-fitted)."""
+        from .models import decode_detector
+
+        row = self.event_model()
+        if row is None:
+            raise ModelError("no event model yet: it is fitted once 3 events are stored")
+        try:
+            thr = decode_detector(row).threshold_for(mode, float(value))
+        except ValueError as exc:
+            raise ModelError(f"threshold not saved: {exc}") from None
+        return store.save_event_threshold(self.engine, row.id, mode, float(value), thr)
+
+    def label_event(self, event_id: int, label: str | None, note: str = "") -> None:
+        try:
+            store.set_event_label(self.engine, int(event_id), label, note)
+        except LookupError as exc:
+            raise ReaperError(str(exc)) from None
+
+    def event_lightcurve(self, event_id: int) -> dict[str, np.ndarray]:
+        """An event's light curve: ``time`` (BTJD), ``diff_flux``, ``diff_flux_err``, ``flux``
+        (e⁻/s in a 2-px aperture) and ``quality``, each shape (n_frames,)."""
+        from .timedomain import unpack_lightcurve
+
+        return unpack_lightcurve(self.event(event_id).lightcurve)
+
+    def export_events(self, path: str | Path, fmt: str | None = None,
+                      stack: str | int | None = None, kind: str | None = None) -> int:
+        """Write the events (one row each) as CSV, FITS or VOTable; returns how many."""
+        from .export import write_export
+
+        cols = self.events(stack, kind)
+        write_export(cols, path, fmt)
+        return len(cols["id"])
+
+    def export_lightcurve(self, event_id: int, path: str | Path, fmt: str | None = None
+                          ) -> Path:
+        """Write an event's light curve as CSV, FITS or VOTable."""
+        from .export import write_export
+
+        return write_export(self.event_lightcurve(event_id), path, fmt)
+
+    def stack_view(self, stack_id: int, frame: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """Frame ``frame`` of a stored stack, its difference (both e⁻/s, science region,
+        shape (ny, nx)) and its time (BTJD); the stack's reference is made once per service."""
+        import json
+
+        from .difference import build_reference, difference
+        from .timedomain import stack_for_row
+
+        row = store.stack_row(self.engine, int(stack_id))
+        if row is None:
+            raise ReaperError(f"no stack with id {stack_id}")
+        if not 0 <= frame < row.n_frames:
+            raise ReaperError(f"{row.name} has frames 0 to {row.n_frames - 1}, not {frame}")
+        cache = getattr(self, "_references", None)
+        if cache is None:
+            cache = self._references = {}
+        if row.id not in cache:
+            st = stack_for_row(row)
+            cache.clear()
+            cache[row.id] = (st, build_reference(st))
+        st, ref = cache[row.id]
+        img = st.frame(frame)
+        shift = tuple(json.loads(row.shifts_json)[frame])
+        return img, difference(img, ref, shift=shift).diff, float(st.times[frame])
+
+    def stack_offset(self, stack_id: int) -> tuple[int, int]:
+        """(x0, y0): the stored-array pixel where a stack's science region starts."""
+        import json
+
+        row = store.stack_row(self.engine, int(stack_id))
+        region = json.loads(row.science_json) if row and row.science_json else None
+        return (region[2], region[0]) if region else (0, 0)
+
+    def _strip_images(self, event_id: int, scale: int):
+        from PIL import Image
+
+        from .timedomain import unpack_strip
+
+        strip = unpack_strip(self.event(event_id))
+        hi = float(np.percentile(np.abs(strip), 99.5)) or 1.0
+        norm = np.clip((strip + hi) / (2 * hi), 0, 1)  # symmetric: 0 difference is mid-grey
+        return [Image.fromarray((255 * f[::-1]).astype(np.uint8)).resize(
+            (f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST) for f in norm]
+
+    def event_strip_pngs(self, event_id: int, scale: int = 3) -> list[bytes]:
+        """The event's difference cutouts across its frames, as PNG images (north up as
+        stored: row 0 at the bottom)."""
+        import io
+
+        out = []
+        for im in self._strip_images(event_id, scale):
+            buf = io.BytesIO()
+            im.save(buf, format="PNG")
+            out.append(buf.getvalue())
+        return out
+
+    def lightcurve_csv(self, event_id: int) -> bytes:
+        """An event's light curve as CSV bytes (for a download)."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            return self.export_lightcurve(event_id, Path(tmp) / "lc.csv").read_bytes()
+
+    def event_gif(self, event_id: int, scale: int = 6) -> bytes:
+        """The event's difference cutouts as an animated GIF (one frame each, 0.4 s)."""
+        import io
+
+        frames = self._strip_images(event_id, scale)
+        buf = io.BytesIO()
+        frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:],
+                       duration=400, loop=0)
+        return buf.getvalue()

@@ -408,8 +408,10 @@ def inject_into_image(
     return out
 
 
-def write_spoc(sim: SimulatedFFI, path: str | Path) -> Path:
-    """Write ``sim`` as a SPOC-style FFI: empty primary with SECTOR/CAMERA/CCD, image in HDU 1."""
+def write_spoc(sim: SimulatedFFI, path: str | Path, *, quality: int = 0,
+               cadence_s: float = 1800.0) -> Path:
+    """Write ``sim`` as a SPOC-style FFI: empty primary with SECTOR/CAMERA/CCD, image in HDU 1
+    (``quality``: its DQUALITY bits; ``cadence_s``: TSTOP − TSTART, seconds)."""
     primary = fits.PrimaryHDU()
     h = primary.header
     h["TELESCOP"] = "TESS"
@@ -418,11 +420,11 @@ def write_spoc(sim: SimulatedFFI, path: str | Path) -> Path:
     h["ORIGIN"] = "anomaly-reaper simulator"
     hdu = fits.ImageHDU(sim.image, header=sim.wcs.to_header(), name="CAMERA.CCD")
     hdu.header["TSTART"] = (sim.tstart, "observation start, BTJD")
-    hdu.header["TSTOP"] = (sim.tstart + 1800 / 86400.0, "observation stop, BTJD")
-    hdu.header["EXPOSURE"] = (EXPOSURE_S / 86400.0, "days")
+    hdu.header["TSTOP"] = (sim.tstart + cadence_s / 86400.0, "observation stop, BTJD")
+    hdu.header["EXPOSURE"] = (EXPOSURE_S * cadence_s / 1800.0 / 86400.0, "days")
     hdu.header["BUNIT"] = "electrons/s"
     hdu.header["CAMERA"], hdu.header["CCD"] = sim.camera, sim.ccd
-    hdu.header["DQUALITY"] = (0, "TESS quality bits")
+    hdu.header["DQUALITY"] = (int(quality), "TESS quality bits")
     # Where science starts and ends (1-based, inclusive), as SPOC writes it.
     rows, cols = sim.science
     hdu.header["SCIROWS"], hdu.header["SCIROWE"] = rows.start + 1, rows.stop

@@ -146,6 +146,91 @@ class AnomalyGroup(SQLModel, table=True):
 
 
 
+class ImageStack(SQLModel, table=True):
+    """A stack of frames searched for time-domain events (see :mod:`reaper_core.stacks`).
+
+    ``key`` identifies it (a cube's SHA-256, or sector/camera/CCD and size); ``frames_json``
+    lists its frames (path, name, time, quality, cube row) and ``shifts_json`` the pointing
+    offset of each; ``science_json`` the science region, ``wcs_header`` its WCS.
+    """
+
+    __tablename__ = "image_stack"
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(index=True, unique=True, max_length=128)
+    name: str
+    sector: int | None = None
+    camera: int | None = None
+    ccd: int | None = None
+    n_frames: int = 0
+    n_flagged: int = 0
+    t_start: float | None = None
+    t_end: float | None = None
+    cadence_min: float | None = None
+    gaps_json: str = "[]"
+    frames_json: str = "[]"
+    shifts_json: str = "[]"
+    science_json: str | None = None
+    wcs_header: str | None = None
+    ny: int = 0
+    nx: int = 0
+    n_detections: int = 0
+    searched_at: datetime = Field(default_factory=_now)
+
+
+class TimeEvent(SQLModel, table=True):
+    """One time-domain event of a stack: where and when, how strong, its cutout strip, light
+    curve and features, its score under the current event model and a person's label."""
+
+    __tablename__ = "time_event"
+    id: int | None = Field(default=None, primary_key=True)
+    stack_id: int = Field(foreign_key="image_stack.id", index=True, ondelete="CASCADE")
+    kind: str = Field(max_length=16, index=True)
+    x: float
+    y: float
+    x_start: float | None = None
+    y_start: float | None = None
+    x_end: float | None = None
+    y_end: float | None = None
+    rate: float | None = None
+    t_start: float
+    t_peak: float
+    t_end: float
+    frame_peak: int = 0
+    peak_sigma: float
+    sign: int = 1
+    n_detections: int = 1
+    ra: float | None = None
+    dec: float | None = None
+    score: float | None = None
+    label: str | None = Field(default=None, max_length=32)
+    note: str = ""
+    patch_size: int = 32
+    strip: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    strip_frames_json: str = "[]"
+    track_json: str = "[]"
+    lightcurve: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    features: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class EventModel(SQLModel, table=True):
+    """The detector that ranks events (its own PCA, fitted on every stored event), with its
+    one stored threshold."""
+
+    __tablename__ = "event_model"
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=_now)
+    embedder: str
+    n_components: int
+    n_train: int
+    threshold_mode: str
+    threshold_value: float
+    threshold: float
+    arrays: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    meta_json: str
+    explained_variance_json: str = "[]"
+    is_current: bool = Field(default=False, index=True)
+
+
 def make_engine(url: str) -> Engine:
     """Engine for ``url`` with the tables created; SQLite gets WAL and a 60 s busy timeout."""
     if url.startswith("sqlite"):
@@ -577,3 +662,117 @@ def anomalies_per_file(engine: Engine, model_id: int, threshold: float) -> dict[
              .where(Score.model_id == model_id, Score.score > threshold)
              .group_by(Cutout.file_id))
         return {fid: n for fid, n in s.exec(q).all()}
+
+
+# -- time domain --------------------------------------------------------------------------------
+def stack_by_key(engine: Engine, key: str) -> ImageStack | None:
+    with Session(engine) as s:
+        return s.exec(select(ImageStack).where(ImageStack.key == key)).first()
+
+
+def write_stack(engine: Engine, record: dict[str, Any], events: list[dict[str, Any]]) -> int:
+    """Store a searched stack with its events in one transaction, replacing an earlier search
+    of the same stack (labels carried over to the events found again at the same place and
+    time). Returns the stack id."""
+    def write() -> int:
+        with session_scope(engine) as s:
+            old = s.exec(select(ImageStack).where(ImageStack.key == record["key"])).first()
+            labels: list[tuple[float, float, float, float, str, str]] = []
+            if old is not None:
+                for e in s.exec(select(TimeEvent).where(TimeEvent.stack_id == old.id)):
+                    if e.label:
+                        labels.append((e.x, e.y, e.t_start, e.t_end, e.label, e.note))
+                s.execute(TimeEvent.__table__.delete().where(TimeEvent.stack_id == old.id))
+                s.delete(old)
+                s.flush()
+            row = ImageStack(**record)
+            s.add(row)
+            s.flush()
+            for ev in events:
+                for x, y, t0, t1, lab, note in labels:
+                    if (np.hypot(ev["x"] - x, ev["y"] - y) <= 2.0
+                            and ev["t_start"] <= t1 and ev["t_end"] >= t0):
+                        ev = dict(ev, label=lab, note=note)
+                        break
+                s.add(TimeEvent(stack_id=row.id, **ev))
+            return int(row.id)
+
+    return with_retry(write)
+
+
+def stacks(engine: Engine) -> list[ImageStack]:
+    """Every stored stack, by id."""
+    with Session(engine) as s:
+        return list(s.exec(select(ImageStack).order_by(ImageStack.id)))
+
+
+def stack_row(engine: Engine, stack_id: int) -> ImageStack | None:
+    with Session(engine) as s:
+        return s.get(ImageStack, stack_id)
+
+
+def event_rows(engine: Engine, stack_id: int | None = None, kind: str | None = None,
+               heavy: bool = False) -> list[TimeEvent]:
+    """Stored events (of one stack, of one kind), by id; without their strips, light curves
+    and features unless ``heavy``."""
+    q = select(TimeEvent) if heavy else select(*[
+        getattr(TimeEvent, c) for c in TimeEvent.model_fields
+        if c not in ("strip", "lightcurve", "features")])
+    if stack_id is not None:
+        q = q.where(TimeEvent.stack_id == stack_id)
+    if kind is not None:
+        q = q.where(TimeEvent.kind == kind)
+    with Session(engine) as s:
+        return list(s.exec(q.order_by(TimeEvent.id)))
+
+
+def event_row(engine: Engine, event_id: int) -> TimeEvent | None:
+    with Session(engine) as s:
+        return s.get(TimeEvent, event_id)
+
+
+def write_event_model(engine: Engine, row: dict[str, Any], ids: list[int],
+                      scores: np.ndarray) -> EventModel:
+    """Store a fitted event model, make it current and store every event's score under it, in
+    one transaction."""
+    def write() -> EventModel:
+        with session_scope(engine) as s:
+            s.exec(update(EventModel).values(is_current=False))
+            new = EventModel(**row, is_current=True)
+            s.add(new)
+            for i, sc in zip(ids, scores, strict=True):
+                s.exec(update(TimeEvent).where(TimeEvent.id == i).values(score=float(sc)))
+            s.flush()
+            return new
+
+    return with_retry(write)
+
+
+def current_event_model(engine: Engine) -> EventModel | None:
+    with Session(engine) as s:
+        return s.exec(select(EventModel).where(EventModel.is_current == True)  # noqa: E712
+                      .order_by(EventModel.id.desc())).first()
+
+
+def save_event_threshold(engine: Engine, model_id: int, mode: str, value: float,
+                         threshold: float) -> EventModel:
+    """Store the event model's threshold (its only copy); returns the updated row."""
+    def write() -> EventModel:
+        with session_scope(engine) as s:
+            row = s.get(EventModel, model_id)
+            if row is None:
+                raise LookupError(f"no event model with id {model_id}")
+            row.threshold_mode, row.threshold_value, row.threshold = mode, float(value), threshold
+            return row
+
+    return with_retry(write)
+
+
+def set_event_label(engine: Engine, event_id: int, label: str | None, note: str = "") -> None:
+    """Set (or with None remove) a person's label on one event."""
+    check_label(label)
+    with session_scope(engine) as s:
+        row = s.get(TimeEvent, int(event_id))
+        if row is None:
+            raise LookupError(f"no event with id {event_id}")
+        row.label, row.note = label, note if label else ""

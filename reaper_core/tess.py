@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 #: SPOC FFI array shape (rows, columns) and its science region, 0-based, end-exclusive.
 SPOC_SHAPE = (2078, 2136)
 SPOC_SCIENCE = (slice(0, 2048), slice(44, 2092))
@@ -106,3 +108,21 @@ def science_region(header: Any, shape: tuple[int, int]) -> tuple[slice, slice] |
     if (rows.start, rows.stop, cols.start, cols.stop) == (0, ny, 0, nx):
         return None  # every pixel is science
     return rows, cols
+
+
+def cadence_days(times: np.ndarray) -> float:
+    """Median interval between successive times (days; NaN for fewer than two)."""
+    t = np.asarray(times, float)
+    t = t[np.isfinite(t)]
+    return float(np.median(np.diff(t))) if len(t) > 1 else float("nan")
+
+
+def time_gaps(times: np.ndarray, factor: float = 5.0) -> list[tuple[float, float]]:
+    """Intervals (start, end) of sorted ``times`` (days) where nothing was taken for more than
+    ``factor`` cadences (a downlink, a safe mode)."""
+    t = np.asarray(times, float)
+    t = t[np.isfinite(t)]
+    if len(t) < 2:
+        return []
+    big = np.flatnonzero(np.diff(t) > factor * cadence_days(t))
+    return [(float(t[i]), float(t[i + 1])) for i in big]

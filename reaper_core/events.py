@@ -1,0 +1,451 @@
+"""Time-domain events: detections in difference images linked through time, classified,
+measured (light curve, cutouts) and described for ranking.
+
+Linking follows each detection from frame to frame: a track continues with the detection of the
+same sign nearest to where it is expected (its last place, moved by its fitted rate), within
+``radius`` pixels — or, for a track seen once, within ``radius + max_rate × frames`` so that a
+fast asteroid is caught on its second frame — allowing ``max_gap`` frames without a detection.
+
+Kinds (:data:`EVENT_KINDS`):
+
+``mover``         a track of at least 3 detections moving steadily (a straight line at a
+                  constant rate, scatter under 0.7 px) by more than 3 px: an asteroid, a comet;
+``variable``      a place that dims (negative residual: an eclipse, a star fading), or that
+                  brightens in more than one episode;
+``transient``     one episode of brightening over at least 2 frames at one place: a flare, a
+                  supernova, a nova;
+``single_frame``  seen in one frame only: a glint, a satellite streak, a cosmic ray.
+
+Events must be significant as a whole: at least :data:`MIN_SIGMA` at their peak, and
+:data:`SINGLE_FRAME_SIGMA` for one seen once (a chance excursion of noise in one of a thousand
+frames of four million pixels is far likelier than in two consecutive ones).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .progress import ProgressFn, noop
+
+if TYPE_CHECKING:  # the pipeline (SciPy, photutils) is imported where it runs
+    from .difference import Reference
+
+EVENT_KINDS = ("transient", "variable", "mover", "single_frame")
+#: Peak matched-filter S/N an event needs.
+MIN_SIGMA = 5.0
+#: Peak S/N an event seen in a single frame needs.
+SINGLE_FRAME_SIGMA = 6.5
+#: Aperture radius for light curves, pixels.
+APERTURE_PX = 2.0
+#: Smallest frame side (px) in which movers are looked for.
+MIN_MOVER_FIELD = 16
+#: Frames of difference cutouts kept per event (the strip).
+STRIP_FRAMES = 12
+
+
+@dataclass
+class Event:
+    """One event found in a stack.
+
+    Positions are 0-based pixels of the stored array (science offset added); times BTJD.
+    ``frames`` are the stack frames of its detections, ``peak`` the frame of its peak.
+    """
+
+    kind: str
+    x: float
+    y: float
+    frame_start: int
+    frame_peak: int
+    frame_end: int
+    t_start: float
+    t_peak: float
+    t_end: float
+    peak_sigma: float
+    sign: int
+    n_detections: int
+    flux: float  # peak difference flux over the detection's segment, e⁻/s (signed)
+    area: float
+    elongation: float
+    x_start: float | None = None
+    y_start: float | None = None
+    x_end: float | None = None
+    y_end: float | None = None
+    rate: float | None = None  # px per day (movers)
+    frames: np.ndarray = field(default_factory=lambda: np.zeros(0, int), repr=False)
+    track: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)), repr=False)
+    #: Light curve columns (see :func:`light_curves`).
+    lightcurve: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    #: Difference cutouts across the event, shape (m, s, s), and the frames they are from.
+    strip: np.ndarray = field(default_factory=lambda: np.zeros((0, 1, 1), np.float32),
+                              repr=False)
+    strip_frames: np.ndarray = field(default_factory=lambda: np.zeros(0, int), repr=False)
+
+    @property
+    def cutout(self) -> np.ndarray:
+        """Difference cutout at the peak, shape (s, s), e⁻/s."""
+        j = int(np.argmin(np.abs(self.strip_frames - self.frame_peak)))
+        return self.strip[j]
+
+    def position_at(self, frame: int | np.ndarray) -> tuple[Any, Any]:
+        """(x, y) of the event in ``frame`` (a mover along its fitted track)."""
+        if self.kind != "mover" or len(self.track) < 2:
+            return self.x + 0 * np.asarray(frame), self.y + 0 * np.asarray(frame)
+        f, x, y = self.track.T
+        px, py = np.polyfit(f, x, 1), np.polyfit(f, y, 1)
+        return np.polyval(px, frame), np.polyval(py, frame)
+
+
+def link(det: dict[str, np.ndarray], *, radius: float = 1.5, max_rate: float = 4.0,
+         max_gap: int = 2) -> list[np.ndarray]:
+    """Group detections (columns :data:`~reaper_core.difference.DETECTION_FIELDS`) into tracks;
+    returns, per track, the indices of its detections in frame order."""
+    order = np.lexsort((det["x"], det["y"], det["frame"]))
+    frames = det["frame"][order].astype(int)
+    tracks: list[list[int]] = []
+    active: list[int] = []
+    for f in np.unique(frames):
+        here = order[frames == f]
+        active = [t for t in active if f - det["frame"][tracks[t][-1]] <= max_gap + 1]
+        pairs = []
+        for t in active:
+            idx = tracks[t]
+            last = idx[-1]
+            dt = f - det["frame"][last]
+            if len(idx) >= 2 and det["frame"][idx[-1]] != det["frame"][idx[0]]:
+                tf = det["frame"][idx]
+                vx = np.polyfit(tf, det["x"][idx], 1)[0] if len(idx) > 2 else \
+                    (det["x"][idx[-1]] - det["x"][idx[0]]) / (tf[-1] - tf[0])
+                vy = np.polyfit(tf, det["y"][idx], 1)[0] if len(idx) > 2 else \
+                    (det["y"][idx[-1]] - det["y"][idx[0]]) / (tf[-1] - tf[0])
+                r = radius + 0.5 * np.hypot(vx, vy) * (dt - 1)
+            else:
+                vx = vy = 0.0
+                r = radius + max_rate * dt
+            px, py = det["x"][last] + vx * dt, det["y"][last] + vy * dt
+            d = np.hypot(det["x"][here] - px, det["y"][here] - py)
+            same = det["sign"][here] == det["sign"][last]
+            for j in np.flatnonzero((d <= r) & same):
+                pairs.append((d[j], t, int(here[j])))
+        taken_t, taken_d = set(), set()
+        for _, t, j in sorted(pairs):
+            if t in taken_t or j in taken_d:
+                continue
+            tracks[t].append(j)
+            taken_t.add(t)
+            taken_d.add(j)
+        for j in here:
+            if int(j) not in taken_d:
+                tracks.append([int(j)])
+                active.append(len(tracks) - 1)
+    return [np.array(t, int) for t in tracks]
+
+
+def classify(det: dict[str, np.ndarray], idx: np.ndarray, *, min_motion: float = 3.0
+             ) -> tuple[str, float | None]:
+    """Kind of a track (see the module docstring) and its rate, px per frame (movers)."""
+    f, x, y = det["frame"][idx], det["x"][idx], det["y"][idx]
+    if len(idx) == 1:
+        return "single_frame", None
+    if len(idx) >= 3 and np.ptp(f) > 0:
+        px, py = np.polyfit(f, x, 1), np.polyfit(f, y, 1)
+        rate = float(np.hypot(px[0], py[0]))
+        scatter = float(np.sqrt(np.mean((x - np.polyval(px, f)) ** 2
+                                        + (y - np.polyval(py, f)) ** 2)))
+        if rate * np.ptp(f) > max(min_motion, 5 * scatter) and scatter < 0.7:
+            return "mover", rate
+    return ("variable" if det["sign"][idx[0]] < 0 else "transient"), None
+
+
+def make_events(det: dict[str, np.ndarray], times: np.ndarray, offset: tuple[int, int] = (0, 0),
+                *, radius: float = 1.5, min_sigma: float = MIN_SIGMA,
+                single_sigma: float = SINGLE_FRAME_SIGMA, movers: bool = True) -> list[Event]:
+    """Link detections into candidate events, classify them and keep those significant in
+    their detections, in a stable order (time of peak, then position). ``movers=False`` for
+    frames too small to see anything cross them (a TESScut cube of a few pixels)."""
+    x0, y0 = offset
+    cadence = float(np.median(np.diff(times))) if len(times) > 1 else 1.0
+    out = []
+    for t in link(det, radius=radius):
+        k, r = classify(det, t, min_motion=3.0 if movers else np.inf)
+        sig = det["sigma"][t]
+        p = t[int(np.argmax(sig))]
+        peak = float(sig.max())
+        if peak < (single_sigma if k == "single_frame" else min_sigma):
+            continue
+        f = det["frame"][t].astype(int)
+        ev = Event(
+            kind=k, x=float(det["x"][p]) + x0, y=float(det["y"][p]) + y0,
+            frame_start=int(f.min()), frame_peak=int(det["frame"][p]), frame_end=int(f.max()),
+            t_start=float(times[f.min()]), t_peak=float(times[int(det["frame"][p])]),
+            t_end=float(times[f.max()]), peak_sigma=peak, sign=int(det["sign"][p]),
+            n_detections=len(t), flux=float(det["flux"][p]), area=float(det["area"][p]),
+            elongation=float(det["elongation"][p]), frames=f,
+            track=np.column_stack([f, det["x"][t] + x0, det["y"][t] + y0]),
+        )
+        if k == "mover":
+            first, last = t[int(np.argmin(f))], t[int(np.argmax(f))]
+            ev.x_start, ev.y_start = float(det["x"][first] + x0), float(det["y"][first] + y0)
+            ev.x_end, ev.y_end = float(det["x"][last] + x0), float(det["y"][last] + y0)
+            ev.rate = float(r) / cadence if r is not None else None
+        out.append(ev)
+    out.sort(key=lambda e: (e.t_peak, e.y, e.x))
+    return out
+
+
+def lightcurve_sigma(ev: Event, frame_factor: np.ndarray | None = None) -> float:
+    """Significance of an event in its own light curve: its peak difference flux over the
+    robust scatter of the difference flux outside the event, divided by how much noisier than
+    usual its peak frame was (``frame_factor``, see :func:`frame_factors`; movers: their
+    detections' S/N, their light curve covers only their crossing)."""
+    lc = ev.lightcurve
+    if ev.kind == "mover" or not lc:
+        return ev.peak_sigma
+    f = np.arange(len(lc["diff_flux"]))
+    outside = (f < ev.frame_start - 2) | (f > ev.frame_end + 2)
+    base = lc["diff_flux"][outside & np.isfinite(lc["diff_flux"])]
+    if len(base) < 5:
+        return ev.peak_sigma
+    from .difference import robust_std
+
+    noise = robust_std(base)
+    inside = lc["diff_flux"][ev.frame_start:ev.frame_end + 1]
+    if not np.isfinite(noise) or noise <= 0 or not np.isfinite(inside).any():
+        return ev.peak_sigma
+    factor = 1.0 if frame_factor is None else float(frame_factor[ev.frame_peak])
+    return float(np.nanmax(ev.sign * (inside - np.median(base))) / noise / factor)
+
+
+def frame_factors(events: list[Event], n_frames: int) -> np.ndarray:
+    """How much noisier each frame is than usual at the candidates' places, shape (n,), ≥ 1.
+
+    Most candidates are residuals of sharp stars; in a frame that left larger residuals
+    everywhere (a pointing excursion, a focus change) their normalised difference fluxes
+    scatter more, and every event peaking in it must be that much stronger.
+    """
+    rows = []
+    for ev in events:
+        lc = ev.lightcurve
+        if ev.kind == "mover" or not lc:
+            continue
+        d = lc["diff_flux"]
+        ok = np.isfinite(d)
+        if ok.sum() < 10:
+            continue
+        from .difference import robust_std
+
+        noise = robust_std(d[ok])
+        if noise > 0:
+            rows.append((d - np.median(d[ok])) / noise)
+    if len(rows) < 10:
+        return np.ones(n_frames)
+    z = np.abs(np.array(rows))
+    with np.errstate(all="ignore"):
+        typical = 1.4826 * np.nanmedian(z, axis=0)
+    return np.maximum(np.nan_to_num(typical, nan=1.0), 1.0)
+
+
+def merge_recurrent(events: list[Event], radius: float = 1.5) -> list[Event]:
+    """Events at one place (within ``radius`` px, movers apart) become one: a ``variable``
+    (dims, or brightens more than once), unless one brightening outshines every dip by 1.5×
+    (a long transient that the reference partly holds, leaving dips around it): then that
+    ``transient``. The merged event keeps its strongest member's light curve and cutouts and
+    spans them all."""
+    still = [e for e in events if e.kind != "mover"]
+    parent = list(range(len(still)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a in range(len(still)):
+        for b in range(a + 1, len(still)):
+            if np.hypot(still[a].x - still[b].x, still[a].y - still[b].y) <= radius:
+                parent[root(b)] = root(a)
+    groups: dict[int, list[Event]] = {}
+    for i, e in enumerate(still):
+        groups.setdefault(root(i), []).append(e)
+    out = [e for e in events if e.kind == "mover"]
+    for members in groups.values():
+        best = max(members, key=lambda e: (e.peak_sigma, -e.frame_peak))
+        if len(members) > 1:
+            ups = [e.peak_sigma for e in members if e.sign > 0]
+            downs = [e.peak_sigma for e in members if e.sign < 0]
+            long_transient = ups and max(ups) > 1.5 * max(downs, default=0.0)
+            if long_transient and not downs and len(ups) > 1:
+                long_transient = False  # brightens more than once: variable
+            best.kind = "transient" if long_transient else "variable"
+            best.frame_start = min(e.frame_start for e in members)
+            best.frame_end = max(e.frame_end for e in members)
+            best.t_start = min(e.t_start for e in members)
+            best.t_end = max(e.t_end for e in members)
+            best.n_detections = sum(e.n_detections for e in members)
+            best.frames = np.unique(np.concatenate([e.frames for e in members]))
+        out.append(best)
+    out.sort(key=lambda e: (e.t_peak, e.y, e.x))
+    return out
+
+
+@dataclass
+class StackSearch:
+    """What :func:`search_stack` found: the events, the reference, every frame's shift."""
+
+    events: list[Event]
+    reference: Reference
+    shifts: np.ndarray  # (n, 2): dy, dx
+    n_detections: int
+    frame_noise: np.ndarray  # (n,): robust σ of each difference, e⁻/s
+
+
+def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
+                 n_sample: int = 25) -> StackSearch:
+    """Difference every frame of ``stack`` against its reference, detect, link, classify, then
+    measure each event's light curve and cutouts (a second pass over the frames).
+
+    Frames with severe quality bits are differenced for light curves but not searched.
+    """
+    from .difference import DETECTION_FIELDS, build_reference, detect
+    from .difference import difference as make_difference
+
+    ref = build_reference(stack, n_sample=n_sample, progress=progress)
+    n = len(stack)
+    good = stack.good
+    shifts = np.zeros((n, 2))
+    noise = np.full(n, np.nan)
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in DETECTION_FIELDS}
+    for i in range(n):
+        d = make_difference(stack.frame(i), ref)
+        shifts[i] = d.shift
+        noise[i] = float(np.median(d.sigma[ref.faint])) if ref.faint.any() else np.nan
+        if good[i]:
+            found = detect(d, frame=i)
+            for k in DETECTION_FIELDS:
+                cols[k].append(found[k])
+        progress("difference", (i + 1) / n, f"frame {i + 1}/{n}")
+    det = {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
+    events = make_events(det, stack.times, stack.offset,
+                         movers=min(ref.image.shape) >= MIN_MOVER_FIELD)
+    progress("link", 1.0, f"{len(events)} candidates from {len(det['x'])} detections")
+    if events:
+        measure(stack, ref, events, shifts, patch_size=patch_size, progress=progress)
+    factor = frame_factors(events, len(stack))
+    events = merge_recurrent([e for e in events
+                              if lightcurve_sigma(e, factor) >= _lc_threshold(e)])
+    return StackSearch(events=events, reference=ref, shifts=shifts,
+                       n_detections=len(det["x"]), frame_noise=noise)
+
+
+def _lc_threshold(ev: Event) -> float:
+    """Light-curve significance an event needs (aperture photometry is ~20 % less sensitive
+    than the matched filter)."""
+    return 0.8 * (SINGLE_FRAME_SIGMA if ev.kind == "single_frame" else MIN_SIGMA)
+
+
+def _aperture(shape: tuple[int, int], x: float, y: float, r: float) -> np.ndarray:
+    """Flat indices of the pixels whose centres lie within ``r`` of (x, y)."""
+    ny, nx = shape
+    x0, x1 = max(int(np.floor(x - r)), 0), min(int(np.ceil(x + r)) + 1, nx)
+    y0, y1 = max(int(np.floor(y - r)), 0), min(int(np.ceil(y + r)) + 1, ny)
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    inside = (xx - x) ** 2 + (yy - y) ** 2 <= r * r
+    return (yy[inside] * nx + xx[inside]).astype(np.int64)
+
+
+def _stamp(img: np.ndarray, x: float, y: float, size: int) -> np.ndarray:
+    """``size``² pixels of ``img`` centred on (x, y), zero outside, float32."""
+    out = np.zeros((size, size), np.float32)
+    cx, cy = round(x), round(y)
+    h = size // 2
+    y0, x0 = cy - h, cx - h
+    sy = slice(max(y0, 0), min(y0 + size, img.shape[0]))
+    sx = slice(max(x0, 0), min(x0 + size, img.shape[1]))
+    if sy.stop > sy.start and sx.stop > sx.start:
+        out[sy.start - y0:sy.stop - y0, sx.start - x0:sx.stop - x0] = img[sy, sx]
+    return out
+
+
+def measure(stack, ref: Reference, events: list[Event], shifts: np.ndarray, *,
+            patch_size: int = 32, progress: ProgressFn = noop) -> None:
+    """Second pass: each event's light curve over the whole stack (difference flux and
+    aperture flux in e⁻/s with errors, at its place — a mover's along its track, within its
+    span) and its strip of difference cutouts; fills ``lightcurve``, ``strip``,
+    ``strip_frames`` in place."""
+    from .difference import difference as make_difference
+
+    n = len(stack)
+    x0, y0 = stack.offset
+    shape = ref.image.shape
+    m = len(events)
+    dflux = np.full((m, n), np.nan)
+    derr = np.full((m, n), np.nan)
+    aflux = np.full((m, n), np.nan)
+    want: dict[int, list[int]] = {}
+    for e_i, ev in enumerate(events):
+        lo = max(ev.frame_start - 2, 0)
+        hi = min(ev.frame_end + 2, n - 1)
+        pick = np.unique(np.linspace(lo, hi, min(STRIP_FRAMES, hi - lo + 1)).round().astype(int))
+        pick = np.union1d(pick, [ev.frame_peak])
+        ev.strip_frames = pick
+        ev.strip = np.zeros((len(pick), patch_size, patch_size), np.float32)
+        for f in pick:
+            want.setdefault(int(f), []).append(e_i)
+    still = [e_i for e_i, ev in enumerate(events) if ev.kind != "mover"]
+    apertures = {e_i: _aperture(shape, events[e_i].x - x0, events[e_i].y - y0, APERTURE_PX)
+                 for e_i in still}
+    ref_flat = ref.image.ravel()
+    for i in range(n):
+        d = make_difference(stack.frame(i), ref, shift=tuple(shifts[i]))
+        flat, var = d.diff.ravel(), (d.sigma**2).ravel()
+        for e_i, ev in enumerate(events):
+            if ev.kind == "mover":
+                if not ev.frame_start - 2 <= i <= ev.frame_end + 2:
+                    continue
+                px, py = ev.position_at(i)
+                ap = _aperture(shape, float(px) - x0, float(py) - y0, APERTURE_PX)
+            else:
+                ap = apertures[e_i]
+            if len(ap) == 0:
+                continue
+            dflux[e_i, i] = float(flat[ap].sum())
+            derr[e_i, i] = float(np.sqrt(var[ap].sum()))
+            aflux[e_i, i] = float(flat[ap].sum() + ref_flat[ap].sum())
+        for e_i in want.get(i, []):
+            ev = events[e_i]
+            px, py = ev.position_at(i)
+            j = int(np.flatnonzero(ev.strip_frames == i)[0])
+            ev.strip[j] = _stamp(d.diff, float(px) - x0, float(py) - y0, patch_size)
+        progress("light curves", (i + 1) / n, f"frame {i + 1}/{n}")
+    t, q = stack.times, stack.quality
+    for e_i, ev in enumerate(events):
+        ev.lightcurve = {"time": t, "diff_flux": dflux[e_i], "diff_flux_err": derr[e_i],
+                         "flux": aflux[e_i], "quality": q}
+
+
+#: Light-curve features appended to an event's cutout embedding, in this order.
+LIGHTCURVE_FEATURES = (
+    "log peak S/N", "sign", "log duration (days)", "log detections", "log rate (px/day)",
+    "elongation", "log area", "rise fraction", "fraction of frames above 3σ",
+    "log peak / median |difference|",
+)
+
+
+def lightcurve_features(ev: Event, cadence_days: float) -> np.ndarray:
+    """:data:`LIGHTCURVE_FEATURES` of one event, shape (10,)."""
+    lc = ev.lightcurve
+    snr = np.abs(lc.get("diff_flux", np.zeros(1))) / np.maximum(
+        lc.get("diff_flux_err", np.ones(1)), 1e-9)
+    snr = snr[np.isfinite(snr)]
+    dur = max(ev.t_end - ev.t_start, 0.0) + cadence_days
+    span = max(ev.frame_end - ev.frame_start, 1)
+    med = float(np.median(snr)) if len(snr) else 1.0
+    return np.array([
+        np.log10(max(ev.peak_sigma, 1e-3)), float(ev.sign), np.log10(dur),
+        np.log10(ev.n_detections), np.log10(1.0 + (ev.rate or 0.0)), min(ev.elongation, 20.0),
+        np.log10(max(ev.area, 1.0)), (ev.frame_peak - ev.frame_start) / span,
+        float((snr > 3).mean()) if len(snr) else 0.0,
+        np.log10(max(ev.peak_sigma, 1e-3) / max(med, 1e-3)),
+    ], float)

@@ -1,0 +1,270 @@
+"""Stacks: the frames of one sector, camera and CCD in time order, or one TESScut cube.
+
+A stack is what time-domain search runs on (:mod:`.difference`, :mod:`.events`). Frames are read
+one at a time from their files, so a stack of 1,300 full frames never sits in memory; a TESScut
+cube is small and is held whole. Times are mid-exposure BTJD (BJD − 2457000, days); quality bits
+are TESS's (:mod:`.tess`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import FITSReadError, StackError
+from .tess import SEVERE_QUALITY, cadence_days, describe_quality, time_gaps
+
+#: Fewest frames that make a stack (a reference and something to compare with it).
+MIN_FRAMES = 3
+
+
+@dataclass(frozen=True)
+class StackFrame:
+    """One frame of a stack: where its pixels are and when they were taken.
+
+    ``index`` is the cadence's row in a TESScut cube (None for a file holding one frame).
+    """
+
+    path: str
+    name: str
+    time: float
+    quality: int = 0
+    index: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "name": self.name, "time": self.time,
+                "quality": self.quality, "index": self.index}
+
+
+@dataclass
+class Stack:
+    """Frames of one sector/camera/CCD in time order.
+
+    Attributes
+    ----------
+    name : str
+        How the stack is shown, e.g. ``sector 1, camera 1, CCD 4`` or the cube's file name.
+    frames : list of StackFrame
+        In time order.
+    shape : (ny, nx)
+        Shape of every frame's array as stored.
+    science : (slice, slice) or None
+        The science pixels of that array (SPOC collateral columns and rows left out).
+    wcs : astropy.wcs.WCS or None
+        Celestial WCS of the stored array (of the first frame).
+    cube : ndarray, shape (n_cadences, ny, nx), or None
+        A TESScut cube's pixels, e⁻/s (a frame's ``index`` is its row).
+    """
+
+    name: str
+    frames: list[StackFrame]
+    shape: tuple[int, int]
+    sector: int | None = None
+    camera: int | None = None
+    ccd: int | None = None
+    science: tuple[slice, slice] | None = None
+    wcs: Any = None
+    cube: np.ndarray | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def times(self) -> np.ndarray:
+        """Mid-exposure times, BTJD days, shape (n,)."""
+        return np.array([f.time for f in self.frames], float)
+
+    @property
+    def quality(self) -> np.ndarray:
+        """TESS quality bits per frame, shape (n,)."""
+        return np.array([f.quality for f in self.frames], np.int64)
+
+    @property
+    def good(self) -> np.ndarray:
+        """Frames fit for science (no severe quality bit), bool, shape (n,)."""
+        return (self.quality & SEVERE_QUALITY) == 0
+
+    @property
+    def cadence_days(self) -> float:
+        return cadence_days(self.times)
+
+    def gaps(self, factor: float = 5.0) -> list[tuple[float, float]]:
+        """Intervals (start, end), BTJD, without frames for more than ``factor`` cadences."""
+        return time_gaps(self.times, factor)
+
+    @property
+    def offset(self) -> tuple[int, int]:
+        """(x0, y0): the stored-array pixel of the science region's first pixel."""
+        if self.science is None:
+            return 0, 0
+        return int(self.science[1].start or 0), int(self.science[0].start or 0)
+
+    @property
+    def science_shape(self) -> tuple[int, int]:
+        if self.science is None:
+            return self.shape
+        return (self.science[0].stop - self.science[0].start,
+                self.science[1].stop - self.science[1].start)
+
+    def frame(self, i: int) -> np.ndarray:
+        """Science pixels of frame ``i`` (e⁻/s, float32, NaN kept), shape ``science_shape``."""
+        from .fits_reader import read_fits
+
+        if self.cube is not None:
+            data = self.cube[self.frames[i].index]
+        else:
+            f = self.frames[i]
+            data = read_fits(f.path, name=f.name, max_bytes=2_000_000_000).data
+            if data.shape != self.shape:
+                raise StackError(f"{f.name}: its image is {_size(data.shape)} pixels, the "
+                                 f"stack's frames {_size(self.shape)}; a stack's frames must "
+                                 "all be the same size")
+        if self.science is not None:
+            data = data[self.science]
+        return np.ascontiguousarray(data, np.float32)
+
+    def summary(self) -> dict[str, Any]:
+        """Span, cadence, gaps and flagged frames, for a person (home page, command line)."""
+        t = self.times
+        flagged = self.quality != 0
+        return {
+            "stack": self.name, "frames": len(self),
+            "t_start": float(t.min()), "t_end": float(t.max()),
+            "days": float(t.max() - t.min()), "cadence_min": 1440 * self.cadence_days,
+            "gaps": len(self.gaps()), "flagged": int(flagged.sum()),
+            "unusable": int((~self.good).sum()),
+        }
+
+
+def _size(shape: Sequence[int]) -> str:
+    return f"{shape[0]}×{shape[1]}"
+
+
+def stack_from_cube(path: str | Path, *, name: str | None = None) -> Stack:
+    """A TESScut cube as a stack (its cadences with their true times and quality bits).
+
+    Cadences without a time (the cube's NaN rows) are left out.
+    """
+    from .fits_reader import read_tesscut
+
+    cube = read_tesscut(path, name=name)
+    frames = [StackFrame(str(path), cube.name, float(cube.time[i]), int(cube.quality[i]), int(i))
+              for i in np.flatnonzero(np.isfinite(cube.time))]
+    stack = Stack(name=cube.name, frames=frames, shape=cube.flux.shape[1:],
+                  sector=cube.sector, camera=cube.camera, ccd=cube.ccd, wcs=cube.wcs,
+                  cube=cube.flux)
+    check_stack(stack)
+    return stack
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """What a stack needs to know of one single-frame file."""
+
+    path: str
+    name: str
+    sector: int | None
+    camera: int | None
+    ccd: int | None
+    time: float | None
+    quality: int
+    shape: tuple[int, int]
+
+
+def frame_info(path: str | Path, name: str | None = None) -> tuple[FrameInfo, Any]:
+    """Read one file's stack metadata; returns it with the file's image (for its science region
+    and WCS). Raises :class:`FITSReadError` for an unreadable file."""
+    from .fits_reader import read_fits
+
+    path = Path(path)
+    img = read_fits(path, name=name or path.name, max_bytes=2_000_000_000)
+    if img.layout == "tesscut":
+        raise FITSReadError(img.name, "is a TESScut cube, a stack by itself; give it alone")
+    return FrameInfo(str(path), img.name, img.sector, img.camera, img.ccd, img.mid_time,
+                     int(img.quality), img.shape), img
+
+
+def stack_from_files(paths: Iterable[str | Path], *, name: str | None = None) -> Stack:
+    """Single-frame files of one sector, camera and CCD as a stack, ordered by time.
+
+    Raises :class:`StackError` with one sentence when they cannot form one (see
+    :func:`check_frames`).
+    """
+    infos, first = [], None
+    for p in paths:
+        info, img = frame_info(p)
+        infos.append(info)
+        first = first or img
+    infos = check_frames(infos)
+    if first is None:  # pragma: no cover - check_frames refuses an empty list
+        raise StackError("a stack needs at least 3 frames; none were given")
+    head = infos[0]
+    return _file_stack(infos, name or stack_name(head.sector, head.camera, head.ccd),
+                       first.valid, first.wcs)
+
+
+def _file_stack(infos: list[FrameInfo], name: str, science: Any, wcs: Any) -> Stack:
+    head = infos[0]
+    stack = Stack(name=name, shape=tuple(head.shape),
+                  frames=[StackFrame(i.path, i.name, float(i.time), i.quality) for i in infos],
+                  sector=head.sector, camera=head.camera, ccd=head.ccd, science=science, wcs=wcs)
+    check_stack(stack)
+    return stack
+
+
+def stack_name(sector: int | None, camera: int | None, ccd: int | None) -> str:
+    """``sector 1, camera 1, CCD 4`` (parts not known left out)."""
+    parts = [f"{word} {v}" for word, v in (("sector", sector), ("camera", camera), ("CCD", ccd))
+             if v is not None]
+    return ", ".join(parts) or "frames without TESS pointing"
+
+
+def check_frames(infos: list[FrameInfo]) -> list[FrameInfo]:
+    """The frames in time order, or :class:`StackError` naming the file and the reason: fewer
+    than :data:`MIN_FRAMES`, a frame without a time, frames of different CCDs or sizes."""
+    if len(infos) < MIN_FRAMES:
+        which = f" ({', '.join(i.name for i in infos)})" if infos else ""
+        raise StackError(f"a stack needs at least {MIN_FRAMES} frames of one CCD; "
+                         f"{len(infos)} given{which}")
+    for i in infos:
+        if i.time is None or not np.isfinite(i.time):
+            raise StackError(f"{i.name}: has no observation time (TSTART/TSTOP in its header); "
+                             "a stack needs the time of every frame")
+    head = infos[0]
+    for i in infos[1:]:
+        if (i.sector, i.camera, i.ccd) != (head.sector, head.camera, head.ccd):
+            raise StackError(
+                f"{i.name}: is {stack_name(i.sector, i.camera, i.ccd)} but {head.name} is "
+                f"{stack_name(head.sector, head.camera, head.ccd)}; a stack holds frames of one "
+                "sector, camera and CCD")
+        if tuple(i.shape) != tuple(head.shape):
+            raise StackError(f"{i.name}: its image is {_size(i.shape)} pixels but {head.name}'s "
+                             f"is {_size(head.shape)}; a stack's frames must be the same size")
+    return sorted(infos, key=lambda i: (i.time, i.name))
+
+
+def check_stack(stack: Stack) -> None:
+    """Raise :class:`StackError` when a stack cannot be searched: too few frames, or too few
+    not flagged by severe quality bits to make a reference image."""
+    if len(stack) < MIN_FRAMES:
+        raise StackError(f"{stack.name}: a stack needs at least {MIN_FRAMES} frames; it has "
+                         f"{len(stack)}")
+    good = stack.good
+    if good.sum() < MIN_FRAMES:
+        bits = int(np.bitwise_or.reduce(stack.quality[~good])) if (~good).any() else 0
+        raise StackError(
+            f"{stack.name}: {int((~good).sum())} of its {len(stack)} frames are flagged by "
+            f"quality bits ({', '.join(describe_quality(bits & SEVERE_QUALITY))}), leaving "
+            f"{int(good.sum())}; a reference image needs at least {MIN_FRAMES} good frames")
+
+
+def stack_from_records(records: Sequence[Any], name: str, science: Any, wcs: Any) -> Stack:
+    """A stack from stored file records (``FitsFile`` rows with ``stored_path``)."""
+    infos = [FrameInfo(str(r.stored_path), r.name, r.sector, r.camera, r.ccd,
+                       None if r.tstart is None or r.tstop is None else (r.tstart + r.tstop) / 2,
+                       int(r.quality or 0), (r.ny, r.nx)) for r in records]
+    return _file_stack(check_frames(infos), name, science, wcs)

@@ -1,0 +1,235 @@
+"""Time-domain search on the store: find a stack's events, describe and rank them, store them.
+
+Each event is described by the embedding of its difference cutout at peak (the configured
+embedder, as single-frame cutouts are) followed by its light-curve features
+(:data:`~reaper_core.events.LIGHTCURVE_FEATURES`), and ranked by the PCA reconstruction error
+of its own model (:class:`~reaper_core.detector.PCAAnomalyDetector`, re-fitted on every stored
+event whenever a stack is searched), so thresholds, labels and export work as for cutouts.
+
+Stacks form by themselves on ingest: a TESScut cube is one; single-frame files of one sector,
+camera, CCD and size form one once there are :data:`~reaper_core.stacks.MIN_FRAMES` of them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from sqlalchemy.engine import Engine
+
+from . import store
+from .config import Settings
+from .errors import ReaperError
+from .progress import ProgressFn, noop
+from .stacks import Stack, stack_from_cube, stack_from_records, stack_name
+
+#: Columns of a stored light curve, in order.
+LIGHTCURVE_COLUMNS = ("time", "diff_flux", "diff_flux_err", "flux", "quality")
+#: Columns of the events export, in order (the export contract's and more).
+EVENT_COLUMNS = (
+    "id", "stack", "kind", "x", "y", "t_start", "t_peak", "t_end", "peak_sigma", "ra", "dec",
+    "score", "is_anomaly", "label", "x_start", "y_start", "x_end", "y_end", "rate",
+    "n_detections", "sign",
+)
+
+
+def _wcs_header(wcs: Any) -> str | None:
+    return wcs.to_header(relax=True).tostring() if wcs is not None else None
+
+
+def _world(wcs: Any, x: float, y: float) -> tuple[float | None, float | None]:
+    if wcs is None:
+        return None, None
+    try:
+        ra, dec = wcs.pixel_to_world_values(x, y)
+        return float(ra), float(dec)
+    except Exception:
+        return None, None
+
+
+def pack_lightcurve(lc: dict[str, np.ndarray]) -> bytes:
+    """A light curve as float64 bytes, columns :data:`LIGHTCURVE_COLUMNS`."""
+    return np.stack([np.asarray(lc[c], float) for c in LIGHTCURVE_COLUMNS]).tobytes()
+
+
+def unpack_lightcurve(blob: bytes) -> dict[str, np.ndarray]:
+    """The columns of a stored light curve, each shape (n,)."""
+    a = np.frombuffer(blob, np.float64).reshape(len(LIGHTCURVE_COLUMNS), -1)
+    return {c: a[i] for i, c in enumerate(LIGHTCURVE_COLUMNS)}
+
+
+def unpack_strip(row: store.TimeEvent) -> np.ndarray:
+    """An event's difference cutouts, shape (m, s, s), e⁻/s."""
+    s = row.patch_size
+    return np.frombuffer(row.strip, np.float32).reshape(-1, s, s)
+
+
+def search_and_store(engine: Engine, stack: Stack, key: str, settings: Settings,
+                     progress: ProgressFn = noop) -> int:
+    """Search ``stack`` for events (:func:`~reaper_core.events.search_stack`), describe them,
+    store the stack and its events in one transaction (replacing an earlier search of the
+    same ``key``), then re-fit the event model. Returns the stack's id."""
+    from .embedders import get_embedder
+    from .events import lightcurve_features, search_stack
+
+    res = search_stack(stack, patch_size=settings.patch_size, progress=progress)
+    rows = []
+    if res.events:
+        embedder = get_embedder(settings.embedder, settings)
+        progress("embed", 0.0, f"embedding {len(res.events)} event cutouts")
+        emb = embedder.embed(np.stack([e.cutout for e in res.events]))
+        lcf = np.stack([lightcurve_features(e, stack.cadence_days) for e in res.events])
+        feats = np.hstack([emb, lcf]).astype(np.float32)
+        for e, f in zip(res.events, feats, strict=True):
+            ra, dec = _world(stack.wcs, e.x, e.y)
+            rows.append(dict(
+                kind=e.kind, x=e.x, y=e.y, x_start=e.x_start, y_start=e.y_start, x_end=e.x_end,
+                y_end=e.y_end, rate=e.rate, t_start=e.t_start, t_peak=e.t_peak, t_end=e.t_end,
+                frame_peak=e.frame_peak, peak_sigma=e.peak_sigma, sign=e.sign,
+                n_detections=e.n_detections, ra=ra, dec=dec, patch_size=settings.patch_size,
+                strip=np.ascontiguousarray(e.strip, np.float32).tobytes(),
+                strip_frames_json=json.dumps([int(v) for v in e.strip_frames]),
+                track_json=json.dumps(np.round(e.track, 3).tolist()),
+                lightcurve=pack_lightcurve(e.lightcurve), features=f.tobytes(),
+            ))
+    summary = stack.summary()
+    record = dict(
+        key=key, name=stack.name, sector=stack.sector, camera=stack.camera, ccd=stack.ccd,
+        n_frames=len(stack), n_flagged=summary["flagged"], t_start=summary["t_start"],
+        t_end=summary["t_end"], cadence_min=summary["cadence_min"],
+        gaps_json=json.dumps(stack.gaps()),
+        frames_json=json.dumps([f.as_dict() for f in stack.frames]),
+        shifts_json=json.dumps(np.round(res.shifts, 4).tolist()),
+        science_json=json.dumps(_region(stack.science)), wcs_header=_wcs_header(stack.wcs),
+        ny=int(stack.shape[0]), nx=int(stack.shape[1]), n_detections=res.n_detections,
+    )
+    sid = store.write_stack(engine, record, rows)
+    fit_event_model(engine, settings)
+    progress("events", 1.0, f"{len(rows)} events in {stack.name}")
+    return sid
+
+
+def _region(science: Any) -> list[int] | None:
+    if science is None:
+        return None
+    return [int(science[0].start), int(science[0].stop), int(science[1].start),
+            int(science[1].stop)]
+
+
+def fit_event_model(engine: Engine, settings: Settings) -> store.EventModel | None:
+    """Fit the event model on every stored event and score them all (None with fewer than 3
+    events); its threshold mode and value are the last event model's, else the settings'."""
+    from .detector import PCAAnomalyDetector
+
+    rows = store.event_rows(engine, heavy=True)
+    if len(rows) < 3:
+        return None
+    dims = {len(r.features) for r in rows}
+    if len(dims) > 1:  # events described by different embedders: rank the newest kind
+        newest = len(rows[-1].features)
+        rows = [r for r in rows if len(r.features) == newest]
+    X = np.stack([np.frombuffer(r.features, np.float32) for r in rows]).astype(np.float64)
+    last = store.current_event_model(engine)
+    mode, value = ((last.threshold_mode, last.threshold_value) if last is not None
+                   else (settings.threshold_mode, settings.threshold_value))
+    det = PCAAnomalyDetector(n_components=0.9, threshold_mode=mode, threshold_value=value)
+    det.fit(X)
+    arrays, meta = det.to_bytes()
+    return store.write_event_model(engine, dict(
+        embedder=settings.embedder, n_components=det.n_components_, n_train=len(rows),
+        threshold_mode=mode, threshold_value=value, threshold=det.threshold_,
+        arrays=arrays, meta_json=meta,
+        explained_variance_json=json.dumps(det.explained_variance_ratio_.tolist()),
+    ), [int(r.id) for r in rows], det.train_anomaly_scores_)
+
+
+def stack_for_row(row: store.ImageStack) -> Stack:
+    """The :class:`~reaper_core.stacks.Stack` a stored stack was made from (frames read from
+    their files on use)."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    from .stacks import StackFrame
+
+    frames = [StackFrame(**f) for f in json.loads(row.frames_json)]
+    wcs = None
+    if row.wcs_header:
+        try:
+            wcs = WCS(fits.Header.fromstring(row.wcs_header)).celestial
+        except Exception:
+            wcs = None
+    region = json.loads(row.science_json) if row.science_json else None
+    science = (slice(region[0], region[1]), slice(region[2], region[3])) if region else None
+    cube = None
+    if frames and frames[0].index is not None:
+        from .fits_reader import read_tesscut
+
+        cube = read_tesscut(frames[0].path, name=frames[0].name).flux
+    return Stack(name=row.name, frames=frames, shape=(row.ny, row.nx), sector=row.sector,
+                 camera=row.camera, ccd=row.ccd, science=science, wcs=wcs, cube=cube)
+
+
+def auto_stacks(engine: Engine, settings: Settings, added: list[int],
+                progress: ProgressFn = noop) -> list[str]:
+    """Search the stacks that the newly ``added`` files (ids) make or grow: each TESScut cube,
+    and each set of ≥ 3 single-frame files of one sector/camera/CCD and size. Returns one
+    sentence per stack that could not be searched (the others are stored)."""
+    if not added:
+        return []
+    records = store.file_records(engine)
+    new = set(added)
+    problems = []
+    todo: list[tuple[str, Any]] = []
+    for r in records:
+        if r.id in new and r.layout == "tesscut" and r.stored_path:
+            todo.append((f"cube:{r.sha256}", lambda r=r: stack_from_cube(r.stored_path,
+                                                                         name=r.name)))
+    groups: dict[tuple, list] = {}
+    for r in records:
+        if (r.layout != "tesscut" and r.stored_path and r.tstart is not None
+                and r.sector is not None and r.ccd is not None):
+            groups.setdefault((r.sector, r.camera, r.ccd, r.ny, r.nx), []).append(r)
+    for (sector, camera, ccd, ny, nx), members in sorted(groups.items(), key=str):
+        if len(members) < 3 or not new & {m.id for m in members}:
+            continue
+        key = f"ffi:s{sector:04d}-{camera}-{ccd}-{ny}x{nx}"
+
+        def make(members=members, sector=sector, camera=camera, ccd=ccd) -> Stack:
+            from .stacks import frame_info
+
+            _, img = frame_info(members[0].stored_path, members[0].name)
+            return stack_from_records(members, stack_name(sector, camera, ccd), img.valid,
+                                      img.wcs)
+
+        todo.append((key, make))
+    for key, make in todo:
+        try:
+            search_and_store(engine, make(), key, settings, progress)
+        except ReaperError as exc:  # StackError, FITSReadError: one sentence each
+            problems.append(str(exc))
+    return problems
+
+
+def event_columns(engine: Engine, stack_id: int | None = None, kind: str | None = None
+                  ) -> dict[str, np.ndarray]:
+    """The events as columns :data:`EVENT_COLUMNS` (arrays of shape (n,)), ranked: score
+    descending, ties (and unscored events) by id."""
+    model = store.current_event_model(engine)
+    names = {s.id: s.name for s in store.stacks(engine)}
+    rows = store.event_rows(engine, stack_id, kind)
+    thr = model.threshold if model is not None else np.inf
+    out: dict[str, list] = {c: [] for c in EVENT_COLUMNS}
+    for r in rows:
+        for c in EVENT_COLUMNS:
+            if c == "stack":
+                v = names.get(r.stack_id, "")
+            elif c == "is_anomaly":
+                v = bool(r.score is not None and r.score > thr)
+            else:
+                v = getattr(r, c)
+            out[c].append(v)
+    cols = {c: np.array(v, dtype=object) for c, v in out.items()}
+    score = np.array([np.nan if v is None else float(v) for v in cols["score"]], float)
+    order = np.lexsort((cols["id"].astype(np.int64), -np.nan_to_num(score, nan=-np.inf)))
+    return {c: v[order] for c, v in cols.items()}

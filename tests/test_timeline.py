@@ -1,0 +1,265 @@
+"""Time domain: stacks (the real TESScut cube, simulated jittered frames), difference imaging,
+event linking and kinds, bad stacks, the events command and export, the Timeline page."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import streamlit as st
+from astropy.io import fits
+from astropy.table import Table
+from streamlit.testing.v1 import AppTest
+
+from reaper_core.cli import main
+from reaper_core.config import Settings
+from reaper_core.difference import build_reference, detect, difference
+from reaper_core.errors import StackError
+from reaper_core.events import search_stack
+from reaper_core.service import Reaper
+from reaper_core.simulate_stack import SimulatedStack, simulate_stack
+from reaper_core.stacks import Stack, StackFrame, stack_from_cube, stack_from_files
+
+CUBE = (Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tess"
+        / "tess-s0001-4-3_107.27_-70.0_5x5_astrocut.fits")
+APP = str(Path(__file__).resolve().parent.parent / "reaper_app" / "main.py")
+CONTRACT = ["stack", "kind", "x", "y", "t_start", "t_peak", "t_end", "peak_sigma", "ra", "dec",
+            "score", "is_anomaly", "label"]
+
+
+def as_stack(sim: SimulatedStack) -> Stack:
+    frames = [StackFrame("sim", "sim", float(t), int(q), i)
+              for i, (t, q) in enumerate(zip(sim.times, sim.quality, strict=True))]
+    return Stack("simulated", frames, sim.frames.shape[1:], cube=sim.frames, wcs=sim.wcs)
+
+
+@pytest.fixture(scope="module")
+def kinds_sim() -> SimulatedStack:
+    """120 frames of 160² px (jitter, no momentum dump) with one clear event of every kind."""
+    return simulate_stack(120, 160, seed=5, snr=(25, 60), dump_every=1000, events={
+        "flare": 1, "supernova": 1, "eclipse": 1, "asteroid": 1, "glint": 1, "satellite": 1})
+
+
+@pytest.fixture(scope="module")
+def kinds_found(kinds_sim):
+    return search_stack(as_stack(kinds_sim))
+
+
+# -- stacks ------------------------------------------------------------------------------------
+@pytest.mark.skipif(not CUBE.exists(), reason="../shared/data/ is not beside the checkout")
+def test_real_cube_is_a_stack_with_true_times_gap_and_quality():
+    stack = stack_from_cube(CUBE)
+    with fits.open(CUBE) as hdul:
+        table = hdul[1].data
+        times, quality = np.asarray(table["TIME"], float), np.asarray(table["QUALITY"], int)
+    finite = np.isfinite(times)
+    assert len(stack) == finite.sum() == 1282
+    assert np.array_equal(stack.times, times[finite])  # true BTJD times, in order
+    assert np.all(np.diff(stack.times) > 0)
+    assert (stack.sector, stack.camera, stack.ccd) == (1, 4, 3)
+    assert stack.cadence_days == pytest.approx(30 / 1440, rel=0.01)
+    (g0, g1), = stack.gaps()
+    assert 1338 < g0 < g1 < 1340  # the mid-sector downlink
+    s = stack.summary()
+    assert s["flagged"] == int((quality[finite] != 0).sum()) > 0
+    assert np.array_equal(stack.frame(7), np.asarray(table["FLUX"][np.flatnonzero(finite)[7]],
+                                                     np.float32))
+
+
+@pytest.mark.skipif(not CUBE.exists(), reason="../shared/data/ is not beside the checkout")
+def test_real_cube_search_light_curve_and_quality(tmp_path):
+    r = Reaper(Settings(db_url=f"sqlite:///{tmp_path}/db.sqlite"))
+    sid = r.search_stack([CUBE])
+    info, = r.stacks()
+    assert info["id"] == sid and info["frames"] == 1282 and info["gaps"] == 1
+    cols = r.events()
+    stack = stack_from_cube(CUBE)
+    severe = ~stack.good
+    for eid, t_peak in zip(cols["id"], cols["t_peak"], strict=True):
+        lc = r.event_lightcurve(int(eid))
+        assert np.array_equal(lc["time"], stack.times)  # one point per cadence, BTJD
+        assert np.array_equal(lc["quality"], stack.quality)
+        peak = int(np.flatnonzero(stack.times == t_peak)[0])
+        assert not severe[peak]  # flagged cadences are never searched
+    # The light curve's aperture flux follows the cube's own pixels.
+    if len(cols["id"]):
+        lc = r.event_lightcurve(int(cols["id"][0]))
+        assert np.isfinite(lc["flux"]).mean() > 0.95
+
+
+def test_bad_stacks_give_one_clear_sentence(tmp_path):
+    sim = simulate_stack(4, 64, seed=1, events={})
+    files = sim.write(tmp_path / "ok")
+    with pytest.raises(StackError, match=r"at least 3 frames.*1 given"):
+        stack_from_files(files[:1])
+    other = simulate_stack(3, 64, seed=2, events={}, ccd=2).write(tmp_path / "ccd2")
+    with pytest.raises(StackError, match=r"CCD 2.*CCD 1|CCD 1.*CCD 2"):
+        stack_from_files([*files[:2], other[0]])
+    big = simulate_stack(3, 80, seed=2, events={}).write(tmp_path / "big")
+    with pytest.raises(StackError, match=r"80×80.*64×64|64×64.*80×80"):
+        stack_from_files([*files[:2], big[0]])
+    flagged = SimulatedStack(sim.frames, sim.times, np.full(4, 32), sim.shifts, [], wcs=sim.wcs)
+    with pytest.raises(StackError, match=r"4 of its 4 frames are flagged.*momentum dump"):
+        stack_from_files(flagged.write(tmp_path / "flagged"))
+    r = Reaper(Settings(db_url=f"sqlite:///{tmp_path}/db.sqlite"))
+    with pytest.raises(StackError):
+        r.search_stack(files[:2])
+    assert r.stacks() == []  # nothing half-stored
+
+
+# -- difference imaging and events ----------------------------------------------------------
+def test_constant_stars_leave_few_residuals_above_5_sigma():
+    """A stack of constant stars with sub-pixel jitter (no momentum dump: the residuals a
+    dump's jump leaves are a known shortfall, measured in benchmarks/timeline.py)."""
+    sim = simulate_stack(40, 128, seed=11, events={}, dump_every=100)
+    stack = as_stack(sim)
+    ref = build_reference(stack)
+    above = [(np.abs(difference(stack.frame(i), ref).snr) > 5).mean() for i in range(40)]
+    assert np.mean(above) < 1e-3  # of the pixels of a difference
+    assert len(search_stack(stack).events) <= 1
+
+
+def test_each_kind_is_linked_as_expected(kinds_sim, kinds_found):
+    events = kinds_found.events
+    for truth in kinds_sim.events:
+        if truth.kind == "satellite":  # matched anywhere along its streak
+            t = np.linspace(0, 1, 100)
+            sx = 2 * truth.x - truth.x_end + t * 2 * (truth.x_end - truth.x)
+            sy = 2 * truth.y - truth.y_end + t * 2 * (truth.y_end - truth.y)
+            near = [e for e in events if np.hypot(sx - e.x, sy - e.y).min() < 4]
+        elif truth.kind == "asteroid":
+            near = [e for e in events if e.kind == "mover"
+                    and np.hypot(e.x_end - truth.x_end, e.y_end - truth.y_end) < 4]
+        else:
+            near = [e for e in events if np.hypot(e.x - truth.x, e.y - truth.y) < 3
+                    and e.frame_start <= truth.f_end + 2 and e.frame_end >= truth.f_start - 2]
+        assert near, f"{truth.kind} at ({truth.x:.0f}, {truth.y:.0f}) not found"
+        best = max(near, key=lambda e: e.peak_sigma)
+        # A flare that fades within one frame is seen once, like a glint. A supernova that lasts
+        # much of the stack is partly in the reference, leaving dips beside its rise: it may be
+        # called variable (a known shortfall: benchmarks/timeline.py counts it).
+        allowed = {truth.expected, "single_frame"} if truth.kind == "flare" else \
+            {truth.expected, "variable"} if truth.kind == "supernova" else {truth.expected}
+        assert best.kind in allowed, (truth.kind, best.kind)
+        if truth.kind == "asteroid":
+            true_rate = np.hypot(truth.x_end - truth.x, truth.y_end - truth.y) / (
+                truth.f_end - truth.f_peak) * 48  # px per frame × 48 frames a day
+            assert best.rate == pytest.approx(true_rate, rel=0.2)
+
+
+def test_detections_have_both_signs(kinds_sim):
+    stack = as_stack(kinds_sim)
+    ref = build_reference(stack)
+    eclipse = next(e for e in kinds_sim.events if e.kind == "eclipse")
+    det = detect(difference(stack.frame(eclipse.f_peak), ref), frame=eclipse.f_peak)
+    near = np.hypot(det["x"] - eclipse.x, det["y"] - eclipse.y) < 3
+    assert (det["sign"][near] == -1).any()
+
+
+# -- store, command line, export -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def stack_db(tmp_path_factory, kinds_sim):
+    folder = tmp_path_factory.mktemp("stackdb")
+    files = kinds_sim.write(folder / "frames")
+    url = f"sqlite:///{folder}/db.sqlite"
+    assert main(["events", *map(str, files), "--db-url", url]) == 0
+    return url, folder, files
+
+
+def test_events_command_lists_and_exports_the_contract(stack_db, capsys, tmp_path):
+    url, _, _ = stack_db
+    capsys.readouterr()
+    assert main(["stacks", "--db-url", url]) == 0
+    out = capsys.readouterr().out
+    assert "sector 1, camera 1, CCD 1" in out and "120" in out
+    assert main(["events", "--db-url", url, "--kind", "mover"]) == 0
+    assert "mover" in capsys.readouterr().out
+    out_csv = tmp_path / "events.csv"
+    assert main(["events", "--db-url", url, "-o", str(out_csv)]) == 0
+    rows = list(csv.DictReader(out_csv.open()))
+    assert rows and set(CONTRACT) <= set(rows[0])
+    assert {r["kind"] for r in rows} <= {"transient", "variable", "mover", "single_frame"}
+    movers = [r for r in rows if r["kind"] == "mover"]
+    assert movers and all(r["x_end"] and r["y_end"] for r in movers)
+    for r in rows:
+        assert float(r["t_start"]) <= float(r["t_peak"]) <= float(r["t_end"])
+        assert 1325 < float(r["t_peak"]) < 1330  # BTJD: 120 half-hours and a 1-day gap
+        assert -90 <= float(r["dec"]) <= 90
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    for suffix in ("fits", "vot"):
+        path = tmp_path / f"events.{suffix}"
+        assert main(["events", "--db-url", url, "-o", str(path)]) == 0
+        t = Table.read(path, format="fits" if suffix == "fits" else "votable")
+        assert len(t) == len(rows) and set(CONTRACT) <= set(t.colnames)
+    lc_path = tmp_path / "lc.fits"
+    assert main(["events", "--db-url", url, "--lightcurve", rows[0]["id"], "-o",
+                 str(lc_path)]) == 0
+    lc = Table.read(lc_path)
+    assert len(lc) == 120 and {"time", "diff_flux", "diff_flux_err", "flux"} <= set(lc.colnames)
+
+
+def test_events_x_y_are_stored_pixels(stack_db, kinds_sim):
+    """x, y are 0-based pixels of the array as stored: the glint is where it was put."""
+    url, _, _ = stack_db
+    cols = Reaper(Settings(db_url=url)).events(kind="single_frame")
+    glint = next(e for e in kinds_sim.events if e.kind == "glint")
+    d = np.hypot(cols["x"].astype(float) - glint.x, cols["y"].astype(float) - glint.y)
+    assert d.min() < 1.0
+
+
+def test_labels_and_threshold_of_events(stack_db):
+    url, _, _ = stack_db
+    r = Reaper(Settings(db_url=url))
+    eid = int(r.events()["id"][0])
+    r.label_event(eid, "interesting", "<b>odd</b>")
+    assert r.event(eid).label == "interesting"
+    row = r.save_event_threshold("sigma", 0.5)
+    cols = r.events()
+    scores = np.array(cols["score"], float)
+    assert np.array_equal(cols["is_anomaly"].astype(bool), scores > row.threshold)
+    with pytest.raises(Exception, match="label must be one of"):
+        r.label_event(eid, "great")
+
+
+def test_stack_forms_on_ingest(tmp_path):
+    sim = simulate_stack(6, 96, seed=4, events={"glint": 1}, snr=(40, 40))
+    r = Reaper(Settings(db_url=f"sqlite:///{tmp_path}/db.sqlite"))
+    r.ingest(sim.write(tmp_path / "frames")[:2])
+    assert r.stacks() == []  # two frames are not a stack yet
+    r.ingest(sim.write(tmp_path / "frames")[2:])
+    info, = r.stacks()
+    assert info["frames"] == 6 and info["stack"] == "sector 1, camera 1, CCD 1"
+
+
+# -- the Timeline page -------------------------------------------------------------------------
+@pytest.fixture
+def timeline(stack_db, monkeypatch):
+    url, folder, _ = stack_db
+    monkeypatch.setenv("ANOMALY_REAPER_DB_URL", url)
+    monkeypatch.setenv("ANOMALY_REAPER_UPLOADS_DIR", str(folder / "uploads"))
+    monkeypatch.setenv("ANOMALY_REAPER_LOAD_DEMO", "0")
+    st.cache_resource.clear()
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.run()
+    at.switch_page("app_pages/timeline.py").run()
+    assert not at.exception, at.exception
+    yield at
+    st.cache_resource.clear()
+
+
+def test_timeline_page_scrubs_and_opens_an_event(timeline, kinds_sim):
+    at = timeline
+    assert "120 frames" in at.caption[0].value and "gap" in at.caption[0].value
+    glint = next(e for e in kinds_sim.events if e.kind == "glint")
+    at.slider(key="frame-1").set_value(glint.f_peak).run()
+    assert not at.exception, at.exception
+    frame_fig = at.get("plotly_chart")[0].proto.spec
+    assert '"events"' in frame_fig  # the glint is marked on its frame
+    at.selectbox(key="event-1").set_value(int(at.selectbox(key="event-1").options[0]
+                                              .split(" ")[1])).run()
+    assert not at.exception, at.exception
+    assert any("light" in c.proto.spec or "difference flux" in c.proto.spec
+               for c in at.get("plotly_chart"))
