@@ -32,6 +32,9 @@ DETECT_SIGMA = 4.0
 MESH = 64
 #: Side of the central box used to measure shifts, pixels.
 SHIFT_BOX = 256
+#: Frames of fewer pixels (a TESScut cube) are treated as small: more reference frames, no
+#: fitted systematics or noise model.
+SMALL_FRAME = 64 * 64
 #: Smaller offsets are not worth interpolating, pixels.
 MIN_SHIFT = 0.005
 #: Largest pointing offset accepted between frames, pixels (jitter and momentum dumps).
@@ -129,6 +132,12 @@ class Reference:
     basis : ndarray, shape (k, ny, nx)
         What a frame differs from the reference by when nothing happened (see
         :func:`_basis`); each difference has its best fit of them removed.
+    fit_pixels : ndarray of int
+        Flat indices of the brightest pixels, where that fit is made.
+    sharp : ndarray, shape (ny, nx), or None
+        ``|∇ref|² + (∇²ref)²``: where a misaligned or blurred frame leaves residuals.
+    sharp_pixels : ndarray of int
+        Flat indices of the pixels where ``sharp`` is largest (see :func:`_frame_noise`).
     """
 
     image: np.ndarray
@@ -137,13 +146,16 @@ class Reference:
     frames: np.ndarray
     faint: np.ndarray
     basis: np.ndarray
+    fit_pixels: np.ndarray
+    sharp: np.ndarray | None
+    sharp_pixels: np.ndarray
 
 
 def build_reference(stack, n_sample: int = 25, progress: ProgressFn = noop) -> Reference:
     """The reference of a :class:`~reaper_core.stacks.Stack` from up to ``n_sample`` good
     frames spread evenly through it (frames with severe quality bits are never used)."""
     good = np.flatnonzero(stack.good)
-    if np.prod(stack.science_shape) < 64 * 64:  # small frames: more samples cost nothing
+    if np.prod(stack.science_shape) < SMALL_FRAME:  # small frames: more samples cost nothing
         n_sample = max(n_sample, 200)
     pick = np.unique(good[np.linspace(0, len(good) - 1, min(n_sample, len(good)))
                           .round().astype(int)])
@@ -159,8 +171,9 @@ def build_reference(stack, n_sample: int = 25, progress: ProgressFn = noop) -> R
         image = np.nanmedian(aligned, axis=0)
     aligned -= image
     basis = _basis(image, aligned)
+    fit_pixels = _largest(np.nan_to_num(image, nan=0.0))
     for j in range(len(aligned)):
-        aligned[j] -= _systematics(aligned[j], basis)
+        aligned[j] -= _systematics(aligned[j], basis, fit_pixels)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         np.abs(aligned, out=aligned)
@@ -169,8 +182,17 @@ def build_reference(stack, n_sample: int = 25, progress: ProgressFn = noop) -> R
     sigma = np.sqrt(_noise_model(image, np.nan_to_num(mad, nan=0.0) ** 2)).astype(np.float32)
     sigma[~np.isfinite(image)] = np.inf
     faint = np.isfinite(image) & (image <= np.nanmedian(image))
+    sharp = basis[1] ** 2 + basis[2] ** 2 + basis[3] ** 2 if len(basis) >= 4 else None
     return Reference(image=image.astype(np.float32), sigma=sigma, anchor=anchor, frames=pick,
-                     faint=faint, basis=basis)
+                     faint=faint, basis=basis, fit_pixels=fit_pixels, sharp=sharp,
+                     sharp_pixels=_largest(sharp) if sharp is not None else np.zeros(0, int))
+
+
+def _largest(values: np.ndarray, n: int = 50_000) -> np.ndarray:
+    """Flat indices of the ``n`` largest of ``values`` (all of them when fewer)."""
+    flat = values.ravel()
+    m = min(n, flat.size)
+    return np.argpartition(flat, flat.size - m)[flat.size - m:]
 
 
 def _basis(image: np.ndarray, residuals: np.ndarray, n_learned: int = 6) -> np.ndarray:
@@ -179,7 +201,7 @@ def _basis(image: np.ndarray, residuals: np.ndarray, n_learned: int = 6) -> np.n
     ``n_learned`` strongest patterns of the sample frames' ``residuals`` (shape (K, ny, nx);
     what an undersampled PSF leaves after a sub-pixel shift). Empty for small frames, where a
     fit would swallow the signal."""
-    if image.size < 64 * 64:
+    if image.size < SMALL_FRAME:
         return np.zeros((0, *image.shape), np.float32)
     ref = np.nan_to_num(image, nan=0.0).astype(np.float32)
     gy, gx = np.gradient(ref)
@@ -198,35 +220,29 @@ def _basis(image: np.ndarray, residuals: np.ndarray, n_learned: int = 6) -> np.n
     return np.concatenate([np.stack(analytic), learned.reshape(len(top), *image.shape)])
 
 
-def _frame_noise(diff: np.ndarray, ref: Reference, n: int = 50_000) -> np.ndarray:
+def _frame_noise(diff: np.ndarray, ref: Reference) -> np.ndarray:
     """The reference's noise, raised near sharp sources by this frame's own misfit there:
-    ``sigma² + c·(|∇ref|² + (∇²ref)²)``, with ``c ≥ 0`` from the excess scatter over the ``n``
-    pixels where that term is largest (a frame far from the anchor leaves larger residuals)."""
-    if len(ref.basis) < 4:
+    ``sigma² + c·sharp`` (:attr:`Reference.sharp`), with ``c ≥ 0`` from the excess scatter over
+    the pixels where ``sharp`` is largest (a frame far from the anchor leaves larger
+    residuals)."""
+    if ref.sharp is None:
         return ref.sigma
-    g = ref.basis[1] ** 2 + ref.basis[2] ** 2 + ref.basis[3] ** 2
-    flat = g.ravel()
-    m = min(n, flat.size)
-    idx = np.argpartition(flat, flat.size - m)[flat.size - m:]
+    idx = ref.sharp_pixels
     sig = ref.sigma.ravel()[idx]
     ratio = robust_std(diff.ravel()[idx] / sig) ** 2  # 1 when the reference's noise holds
-    c = max(ratio - 1.0, 0.0) * float(np.median(sig**2)) / max(float(np.median(flat[idx])),
-                                                               1e-12)
+    c = max(ratio - 1.0, 0.0) * float(np.median(sig**2)) / max(
+        float(np.median(ref.sharp.ravel()[idx])), 1e-12)
     if not np.isfinite(c) or c == 0:
         return ref.sigma
-    return np.sqrt(ref.sigma**2 + c * g)
+    return np.sqrt(ref.sigma**2 + c * ref.sharp)
 
 
-def _systematics(diff: np.ndarray, basis: np.ndarray, n: int = 50_000) -> np.ndarray:
-    """Least-squares fit of ``basis`` (shape (k, ny, nx)) to ``diff`` over the pixels where the
-    reference is brightest; returns the fitted image, shape (ny, nx)."""
+def _systematics(diff: np.ndarray, basis: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Least-squares fit of ``basis`` (shape (k, ny, nx)) to ``diff`` over the pixels ``idx``
+    (flat indices: where the reference is brightest); returns the fitted image, shape
+    (ny, nx)."""
     if len(basis) == 0:
         return np.zeros_like(diff)
-    ref = basis[0]
-    flat = ref.ravel()
-    m = min(n, flat.size)
-    idx = np.argpartition(flat, flat.size - m)[flat.size - m:] if m < flat.size else \
-        np.arange(flat.size)
     y = np.nan_to_num(diff.ravel()[idx])
     X = basis.reshape(len(basis), -1)[:, idx].T.astype(np.float64)
     if not np.isfinite(X).all() or np.linalg.matrix_rank(X) < len(basis):
@@ -250,7 +266,7 @@ def _noise_model(image: np.ndarray, measured: np.ndarray) -> np.ndarray:
     """
     from scipy.optimize import nnls
 
-    if image.size < 64 * 64:
+    if image.size < SMALL_FRAME:
         return np.maximum(ndimage.uniform_filter(measured, 3), 1e-12)
     ref = np.nan_to_num(image, nan=0.0)
     gy, gx = np.gradient(ref)
@@ -306,7 +322,7 @@ def difference(frame: np.ndarray, ref: Reference, shift: tuple[float, float] | N
     aligned = align(frame, shift)
     aligned -= smooth_background(aligned)
     diff = aligned - ref.image
-    diff -= _systematics(diff, ref.basis)
+    diff -= _systematics(diff, ref.basis, ref.fit_pixels)
     sigma = _frame_noise(diff, ref)
     s = diff / sigma
     edge = int(np.ceil(max(abs(shift[0]), abs(shift[1])))) + 2 if min(frame.shape) > 24 else 0

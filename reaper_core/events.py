@@ -24,6 +24,7 @@ frames of four million pixels is far likelier than in two consecutive ones).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -89,12 +90,16 @@ class Event:
         j = int(np.argmin(np.abs(self.strip_frames - self.frame_peak)))
         return self.strip[j]
 
+    @cached_property
+    def _track_fit(self) -> tuple[np.ndarray, np.ndarray]:
+        f, x, y = self.track.T
+        return np.polyfit(f, x, 1), np.polyfit(f, y, 1)
+
     def position_at(self, frame: int | np.ndarray) -> tuple[Any, Any]:
         """(x, y) of the event in ``frame`` (a mover along its fitted track)."""
         if self.kind != "mover" or len(self.track) < 2:
             return self.x + 0 * np.asarray(frame), self.y + 0 * np.asarray(frame)
-        f, x, y = self.track.T
-        px, py = np.polyfit(f, x, 1), np.polyfit(f, y, 1)
+        px, py = self._track_fit
         return np.polyval(px, frame), np.polyval(py, frame)
 
 
@@ -225,6 +230,8 @@ def frame_factors(events: list[Event], n_frames: int) -> np.ndarray:
     everywhere (a pointing excursion, a focus change) their normalised difference fluxes
     scatter more, and every event peaking in it must be that much stronger.
     """
+    from .difference import robust_std
+
     rows = []
     for ev in events:
         lc = ev.lightcurve
@@ -234,8 +241,6 @@ def frame_factors(events: list[Event], n_frames: int) -> np.ndarray:
         ok = np.isfinite(d)
         if ok.sum() < 10:
             continue
-        from .difference import robust_std
-
         noise = robust_std(d[ok])
         if noise > 0:
             rows.append((d - np.median(d[ok])) / noise)
@@ -298,7 +303,6 @@ class StackSearch:
     reference: Reference
     shifts: np.ndarray  # (n, 2): dy, dx
     n_detections: int
-    frame_noise: np.ndarray  # (n,): robust σ of each difference, e⁻/s
 
 
 def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
@@ -315,12 +319,10 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
     n = len(stack)
     good = stack.good
     shifts = np.zeros((n, 2))
-    noise = np.full(n, np.nan)
     cols: dict[str, list[np.ndarray]] = {k: [] for k in DETECTION_FIELDS}
     for i in range(n):
         d = make_difference(stack.frame(i), ref)
         shifts[i] = d.shift
-        noise[i] = float(np.median(d.sigma[ref.faint])) if ref.faint.any() else np.nan
         if good[i]:
             found = detect(d, frame=i)
             for k in DETECTION_FIELDS:
@@ -336,7 +338,7 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
     events = merge_recurrent([e for e in events
                               if lightcurve_sigma(e, factor) >= _lc_threshold(e)])
     return StackSearch(events=events, reference=ref, shifts=shifts,
-                       n_detections=len(det["x"]), frame_noise=noise)
+                       n_detections=len(det["x"]))
 
 
 def _lc_threshold(ev: Event) -> float:

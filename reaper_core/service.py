@@ -49,6 +49,8 @@ class Reaper:
         self._space_cache: tuple | None = None
         #: ((model id, cutouts), {labelled cutout id: local scale}) for re-ranking
         self._scales: tuple = ((None, 0), {})
+        #: (stack id, stack, its reference) of the stack last viewed on the Timeline page
+        self._reference: tuple | None = None
 
     @classmethod
     def open(cls, config: str | Path | None = None, **overrides: Any) -> Reaper:
@@ -650,7 +652,10 @@ class Reaper:
             key = f"cube:{sha256_file(files[0])}"
         else:
             stack = stack_from_files(files)
-            key = "files:" + ",".join(sorted(sha256_file(f)[:16] for f in files))[:120]
+            import hashlib
+
+            digests = ",".join(sorted(sha256_file(f) for f in files))
+            key = "files:" + hashlib.sha256(digests.encode()).hexdigest()
         return search_and_store(self.engine, stack, key, self.settings, progress)
 
     def stacks(self) -> list[dict[str, Any]]:
@@ -710,7 +715,8 @@ class Reaper:
             thr = decode_detector(row).threshold_for(mode, float(value))
         except ValueError as exc:
             raise ModelError(f"threshold not saved: {exc}") from None
-        return store.save_event_threshold(self.engine, row.id, mode, float(value), thr)
+        return store.save_threshold(self.engine, row.id, mode, float(value), thr,
+                                    store.EventModel)
 
     def label_event(self, event_id: int, label: str | None, note: str = "") -> None:
         try:
@@ -754,14 +760,10 @@ class Reaper:
             raise ReaperError(f"no stack with id {stack_id}")
         if not 0 <= frame < row.n_frames:
             raise ReaperError(f"{row.name} has frames 0 to {row.n_frames - 1}, not {frame}")
-        cache = getattr(self, "_references", None)
-        if cache is None:
-            cache = self._references = {}
-        if row.id not in cache:
+        if self._reference is None or self._reference[0] != row.id:
             st = stack_for_row(row)
-            cache.clear()
-            cache[row.id] = (st, build_reference(st))
-        st, ref = cache[row.id]
+            self._reference = (row.id, st, build_reference(st))
+        _, st, ref = self._reference
         img = st.frame(frame)
         shift = tuple(json.loads(row.shifts_json)[frame])
         return img, difference(img, ref, shift=shift).diff, float(st.times[frame])

@@ -97,6 +97,23 @@ def add_sources(img: np.ndarray, x, y, flux, sigma: float = 1.0, half: int = 6) 
     np.add.at(img, (gy[ok], gx[ok]), val[ok])
 
 
+def stars_per_pixel(density: float, faintest: float) -> float:
+    """Stars brighter than Tmag ``faintest`` per pixel, at ``density`` × the sector-1 field."""
+    return STAR_DENSITY * density * 10 ** (STAR_SLOPE * (faintest - 13.4))
+
+
+def draw_tmag(rng: np.random.Generator, n: int, brightest: float, faintest: float
+              ) -> np.ndarray:
+    """``n`` TESS magnitudes with N(<T) ∝ 10^(STAR_SLOPE T) between the two, shape (n,)."""
+    a, b = 10 ** (STAR_SLOPE * brightest), 10 ** (STAR_SLOPE * faintest)
+    return np.log10(a + rng.random(n) * (b - a)) / STAR_SLOPE
+
+
+def tmag_flux(tmag: np.ndarray) -> np.ndarray:
+    """Flux of stars of TESS magnitude ``tmag``, e⁻/s."""
+    return ZERO_POINT_E_PER_S * 10 ** (-0.4 * (tmag - 10))
+
+
 def _tan_wcs(ra: float, dec: float, ny: int, nx: int, rotation_deg: float) -> WCS:
     w = WCS(naxis=2)
     w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
@@ -181,8 +198,7 @@ def simulate_ffi(
     collateral = size == SCIENCE if collateral is None else collateral
     brightest = 6.0
     if n_stars is None:
-        per_px = STAR_DENSITY * density * 10 ** (STAR_SLOPE * (faintest - 13.4))
-        n_stars = int(rng.poisson(per_px * size * size))
+        n_stars = int(rng.poisson(stars_per_pixel(density, faintest) * size * size))
     top, left, right = COLLATERAL if collateral else (0, 0, 0)
     ny, nx = size + top, size + left + right
     sci = (slice(0, size), slice(left, left + size))
@@ -198,10 +214,9 @@ def simulate_ffi(
     sky = background * (1.0 + 0.3 * np.exp(-3.0 * (gx**2 + gy**2)))
 
     # Stars: N(<T) ∝ 10^(STAR_SLOPE T) between Tmag 6 and ``faintest``.
-    a, b = 10 ** (STAR_SLOPE * brightest), 10 ** (STAR_SLOPE * faintest)
-    tmag = np.log10(a + rng.random(n_stars) * (b - a)) / STAR_SLOPE
+    tmag = draw_tmag(rng, n_stars, brightest, faintest)
     tmag[:n_saturated] = rng.uniform(2.5, 4.0, min(n_saturated, n_stars))
-    flux = ZERO_POINT_E_PER_S * 10 ** (-0.4 * (tmag - 10))  # e⁻/s
+    flux = tmag_flux(tmag)
     sx = rng.uniform(3, size - 3, n_stars)
     sy = rng.uniform(3, size - 3, n_stars)
     rate = _render_stars((size, size), sx, sy, flux, PSF_FWHM, far) + sky

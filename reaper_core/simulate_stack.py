@@ -34,12 +34,12 @@ from .simulate import (
     EXPOSURE_S,
     PSF_FWHM,
     READ_NOISE_E,
-    STAR_DENSITY,
-    STAR_SLOPE,
-    ZERO_POINT_E_PER_S,
     SimulatedFFI,
     _render_stars,
     _tan_wcs,
+    draw_tmag,
+    stars_per_pixel,
+    tmag_flux,
     write_spoc,
 )
 
@@ -188,11 +188,8 @@ def simulate_stack(
     ny = nx = size
 
     # Star field (Tmag 6 – faintest) on the science array.
-    per_px = STAR_DENSITY * density * 10 ** (STAR_SLOPE * (faintest - 13.4))
-    n_stars = int(rng.poisson(per_px * size * size))
-    a, b = 10 ** (STAR_SLOPE * 6.0), 10 ** (STAR_SLOPE * faintest)
-    tmag = np.log10(a + rng.random(n_stars) * (b - a)) / STAR_SLOPE
-    flux = ZERO_POINT_E_PER_S * 10 ** (-0.4 * (tmag - 10))
+    n_stars = int(rng.poisson(stars_per_pixel(density, faintest) * size * size))
+    flux = tmag_flux(draw_tmag(rng, n_stars, 6.0, faintest))
     sx, sy = rng.uniform(2, size - 2, n_stars), rng.uniform(2, size - 2, n_stars)
     far = np.full((ny, nx), 0.3, np.float32)
     yy, xx = np.mgrid[0:ny, 0:nx] / size

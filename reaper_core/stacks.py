@@ -199,9 +199,7 @@ def stack_from_files(paths: Iterable[str | Path], *, name: str | None = None) ->
         info, img = frame_info(p)
         infos.append(info)
         first = first or img
-    infos = check_frames(infos)
-    if first is None:  # pragma: no cover - check_frames refuses an empty list
-        raise StackError("a stack needs at least 3 frames; none were given")
+    infos = check_frames(infos)  # refuses fewer than MIN_FRAMES: ``first`` is a frame
     head = infos[0]
     return _file_stack(infos, name or stack_name(head.sector, head.camera, head.ccd),
                        first.valid, first.wcs)

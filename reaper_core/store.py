@@ -430,11 +430,13 @@ def prune_models(engine: Engine, keep: int) -> int:
 
 
 def save_threshold(engine: Engine, model_id: int, mode: str, value: float,
-                   threshold: float) -> DetectorModel:
-    """Store a model's threshold (its only copy); returns the updated row."""
-    def write() -> DetectorModel:
+                   threshold: float, table: type[DetectorModel | EventModel] = DetectorModel
+                   ) -> DetectorModel | EventModel:
+    """Store a model's threshold (its only copy) in its ``table`` (the cutouts' models or the
+    events' model); returns the updated row."""
+    def write() -> DetectorModel | EventModel:
         with session_scope(engine) as s:
-            row = s.get(DetectorModel, model_id)
+            row = s.get(table, model_id)
             if row is None:
                 raise LookupError(f"no model with id {model_id}")
             row.threshold_mode, row.threshold_value, row.threshold = mode, float(value), threshold
@@ -752,20 +754,6 @@ def current_event_model(engine: Engine) -> EventModel | None:
     with Session(engine) as s:
         return s.exec(select(EventModel).where(EventModel.is_current == True)  # noqa: E712
                       .order_by(EventModel.id.desc())).first()
-
-
-def save_event_threshold(engine: Engine, model_id: int, mode: str, value: float,
-                         threshold: float) -> EventModel:
-    """Store the event model's threshold (its only copy); returns the updated row."""
-    def write() -> EventModel:
-        with session_scope(engine) as s:
-            row = s.get(EventModel, model_id)
-            if row is None:
-                raise LookupError(f"no event model with id {model_id}")
-            row.threshold_mode, row.threshold_value, row.threshold = mode, float(value), threshold
-            return row
-
-    return with_retry(write)
 
 
 def set_event_label(engine: Engine, event_id: int, label: str | None, note: str = "") -> None:
