@@ -9,6 +9,10 @@ from dataclasses import dataclass
 from reaper_core.progress import overall_fraction
 from reaper_core.service import Reaper
 
+#: Share of the progress bar for the files; fitting the model (and the stacks) takes the rest,
+#: so the bar never steps back from a finished last file to the fit.
+FILES_SHARE = 0.99
+
 
 @dataclass(frozen=True)
 class JobState:
@@ -53,7 +57,7 @@ class DemoLoad:
 
     def _on_file(self, i: int, n: int, name: str) -> None:
         self._file = (i, n, name)
-        self._set(fraction=i / n, text=f"file {i + 1} of {n}: {name}")
+        self._set(fraction=FILES_SHARE * i / n, text=f"file {i + 1} of {n}: {name}")
 
     def _progress(self, stage: str, fraction: float, message: str) -> None:
         i, n, name = self._file
@@ -61,9 +65,10 @@ class DemoLoad:
         if stage == "write":
             self._set(text=message)
         elif stage == "fit":
-            self._set(fraction=0.99, text=f"fitting the model: {message}")
+            self._set(fraction=FILES_SHARE, text=f"fitting the model: {message}")
         elif within is not None:
-            self._set(fraction=(i + within) / n, text=f"file {i + 1} of {n}, {name}: {message}")
+            self._set(fraction=FILES_SHARE * (i + within) / n,
+                      text=f"file {i + 1} of {n}, {name}: {message}")
 
     def _run(self) -> None:
         try:
