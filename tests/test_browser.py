@@ -13,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from reaper_app.server import start_dashboard, stop_dashboard
@@ -481,3 +482,61 @@ def test_discover_with_the_keyboard(server, page):
     assert labels[first] == "normal" and labels[second] == "interesting"
     shot(page, "discover-labelled")
     store.set_label(eng, labels[labels.notna()].index.astype(int).tolist(), None)
+
+
+@pytest.fixture(scope="module")
+def timeline_server(tmp_path_factory):
+    """A dashboard on a database holding one searched stack of simulated frames."""
+    from reaper_core.cli import main
+    from reaper_core.simulate_stack import simulate_stack
+
+    folder = tmp_path_factory.mktemp("timeline")
+    sim = simulate_stack(40, 96, seed=7, snr=(30, 60), dump_every=1000,
+                         events={"flare": 1, "asteroid": 1, "glint": 1})
+    url = f"sqlite:///{folder}/db.sqlite"
+    assert main(["events", *map(str, sim.write(folder / "frames")), "--db-url", url]) == 0
+    env = dict(os.environ, ANOMALY_REAPER_DB_URL=url, ANOMALY_REAPER_LOAD_DEMO="0",
+               ANOMALY_REAPER_HOME=str(folder), ANOMALY_REAPER_UPLOADS_DIR=str(folder / "up"))
+    proc, base = start_dashboard(env, cwd=ROOT)
+    yield base, sim, url
+    stop_dashboard(proc)
+
+
+def test_timeline_scrub_and_open_an_event(timeline_server, page):
+    from reaper_core.config import Settings
+    from reaper_core.service import Reaper
+
+    base, sim, url = timeline_server
+    page.goto(f"{base}/timeline")
+    wait_idle(page, 1.0)
+    assert page.get_by_role("heading", name="Timeline").count() == 1
+    frame_slider = page.get_by_test_id("stSlider").filter(has_text="Frame")
+    frame_slider.get_by_role("slider").focus()
+    glint = next(e for e in sim.events if e.kind == "glint")
+    for _ in range(glint.f_peak):
+        page.keyboard.press("ArrowRight")
+    wait_idle(page, 1.5)
+    title = f"frame {glint.f_peak} · BTJD"
+    page.get_by_text(title).first.wait_for()
+    # The glint is circled on its frame: the frame figure has an "events" trace there.
+    marked = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
+        .slice(0, 2).map(gd => gd._fullData.filter(t => t.name === 'events')
+        .map(t => [t.x, t.y]))""")
+    assert any(any(abs(x - glint.x) < 2 and abs(y - glint.y) < 2
+                   for x, y in zip(*trace, strict=True)) for fig in marked for trace in fig)
+    shot(page, "timeline-1-scrubbed")
+    # Open the glint's event; its light curve plot appears.
+    cols = Reaper(Settings(db_url=url)).events()
+    near = np.hypot(cols["x"].astype(float) - glint.x, cols["y"].astype(float) - glint.y)
+    eid = int(cols["id"][int(np.argmin(near))])
+    box = page.get_by_test_id("stSelectbox").filter(has_text="Open event")
+    box.get_by_role("combobox").click()
+    page.keyboard.press("ArrowDown")  # opens the list
+    page.get_by_role("option").filter(has_text=f"event {eid} ·").first.click()
+    wait_idle(page, 1.5)
+    page.get_by_text(f"event {eid}: ").first.wait_for()
+    lc = page.locator(".js-plotly-plot").filter(has_text="difference flux")
+    lc.first.wait_for()
+    lc.first.scroll_into_view_if_needed()
+    assert page.get_by_text("Animation (GIF)").count() == 1
+    shot(page, "timeline-2-event")
