@@ -16,6 +16,10 @@ from reaper_core.simulate import inject_anomalies, simulate_ffi, write_spoc, wri
 from reaper_core.store import make_engine
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+#: The real files beside the checkout (``../shared/data/``, see its README).
+REAL_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+REAL_SPOC = REAL_DATA / "tess" / "tess2018206192942-s0001-1-4-0120-s_ffic.fits"
+REAL_CUBE = REAL_DATA / "tess" / "tess-s0001-4-3_107.27_-70.0_5x5_astrocut.fits"
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,7 @@ from reaper_core.models import current_model
 from reaper_core.sources import find_sources
 from reaper_core.thresholds import threshold_from_scores
 
+from .conftest import REAL_SPOC as TESS_FFI
 from .conftest import exported
 
 
@@ -61,6 +62,85 @@ def test_hog_names_follow_skimage_layout():
     names = [f.name for f in hog_feature_list(32)]
     top = names[int(np.argmax(f))]
     assert top.startswith("hog upper-left")
+
+
+def _real_patches(n: int = 300) -> np.ndarray:
+    """32 px patches of the real SPOC corner around its brightest pixels, plus odd ones."""
+    from reaper_core.cutouts import extract_cutouts
+    from reaper_core.fits_reader import read_fits
+
+    img = read_fits(TESS_FFI)
+    data = np.nan_to_num(img.data)
+    rng = np.random.default_rng(0)
+    ys = rng.integers(0, data.shape[0], n)
+    xs = rng.integers(0, data.shape[1], n)
+    p = extract_cutouts(img.data, xs.astype(float), ys.astype(float), 32, img.valid)
+    p[0] = 0.0  # flat
+    p[1, :, 5] = np.nan  # a NaN column
+    p[2, 10:20, 10:20] = 7e4  # a saturated block
+    return p
+
+
+def test_vectorised_hog_equals_scikit_image():
+    """All patches at once give scikit-image's ``hog`` (9 orientations, L2-Hys), coarse
+    (2 × 2 cells) and fine (4 × 4 cells, 2 × 2 blocks), on real TESS patches."""
+    from skimage.feature import hog
+
+    from reaper_core.embedders.local import HOG_STRETCHES, _hog_of, sky_units
+
+    z = HOG_STRETCHES["asinh"](sky_units(_real_patches()))
+    for cell, block in ((16, (1, 1)), (8, (2, 2))):
+        ours = _hog_of(z, cell)
+        ref = np.array([hog(zi.astype(np.float64), orientations=9, pixels_per_cell=(cell, cell),
+                            cells_per_block=block, block_norm="L2-Hys") for zi in z])
+        assert ours.shape == ref.shape
+        # float32 arithmetic: a gradient exactly on a bin edge may fall in the next bin.
+        close = np.isclose(ours, ref, atol=1e-4)
+        assert close.mean() > 0.999, close.mean()
+        assert np.abs(ours - ref).max() < 0.05
+
+
+def test_statistics_agree_with_scipy_and_numpy():
+    """The vectorised statistics (one sort for all of them) equal NumPy's percentiles and
+    SciPy's skewness and kurtosis of the pixels in sky units."""
+    from scipy import stats as sps
+
+    from reaper_core.embedders.local import STATS_NAMES, sky_units, stats_features
+
+    p = _real_patches()
+    F = stats_features(p)
+    z = sky_units(p).reshape(len(p), -1).astype(np.float64)
+
+    def slog(v):
+        return np.sign(v) * np.log1p(np.abs(v))
+
+    for name, q in (("p01", 1), ("p25", 25), ("p99", 99)):
+        assert np.allclose(F[:, STATS_NAMES.index(name)], slog(np.percentile(z, q, axis=1)),
+                           atol=1e-4)
+    with np.errstate(all="ignore"):
+        skew = np.nan_to_num(np.clip(sps.skew(z, axis=1), -50, 50))
+        kurt = np.nan_to_num(slog(sps.kurtosis(z, axis=1)))
+    assert np.allclose(F[:, STATS_NAMES.index("skew")], skew, atol=1e-3)
+    assert np.allclose(F[:, STATS_NAMES.index("kurtosis")], kurt, atol=1e-3)
+    # The NaN column and the saturated block show.
+    assert F[1, STATS_NAMES.index("nan_fraction")] == pytest.approx(32 / 1024)
+    assert F[2, STATS_NAMES.index("flat_top")] > F[3:, STATS_NAMES.index("flat_top")].max()
+
+
+def test_embedding_on_threads_equals_one_thread(monkeypatch):
+    """Chunks embedded on several threads come back in order, equal to one thread's, with
+    progress rising to n."""
+    from reaper_core.embedders import local
+
+    p = np.concatenate([_real_patches()] * 4)
+    seen = []
+    monkeypatch.setattr(local, "compute_threads", lambda: 1)
+    one = get_embedder("local").embed(p)
+    monkeypatch.setattr(local, "compute_threads", lambda: 3)
+    many = local._chunked(get_embedder("local").embed, p, lambda d, n: seen.append(d),
+                          one.shape[1], chunk=128)
+    assert np.array_equal(one, many)
+    assert seen == sorted(seen) and seen[-1] == len(p)
 
 
 def test_error_by_quadrant_points_at_the_odd_corner(tmp_path, hdf_file):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,9 +20,9 @@ from reaper_core.service import Reaper
 from reaper_core.sources import find_sources
 from reaper_core.tess import describe_quality, parse_name, science_region
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-SPOC = DATA / "tess" / "tess2018206192942-s0001-1-4-0120-s_ffic.fits"
-CUBE = DATA / "tess" / "tess-s0001-4-3_107.27_-70.0_5x5_astrocut.fits"
+from .conftest import REAL_CUBE, REAL_DATA, REAL_SPOC
+
+DATA, SPOC, CUBE = REAL_DATA, REAL_SPOC, REAL_CUBE
 pytestmark = pytest.mark.skipif(not SPOC.exists() and not os.environ.get("CI"),
                                 reason="../shared/data/ (real TESS files) is not beside the "
                                        "checkout")

@@ -22,8 +22,9 @@ from reaper_core.service import Reaper
 from reaper_core.simulate_stack import SimulatedStack, simulate_stack
 from reaper_core.stacks import Stack, StackFrame, stack_from_cube, stack_from_files
 
-CUBE = (Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tess"
-        / "tess-s0001-4-3_107.27_-70.0_5x5_astrocut.fits")
+from .conftest import REAL_CUBE
+
+CUBE = REAL_CUBE
 APP = str(Path(__file__).resolve().parent.parent / "reaper_app" / "main.py")
 CONTRACT = ["stack", "kind", "x", "y", "t_start", "t_peak", "t_end", "peak_sigma", "ra", "dec",
             "score", "is_anomaly", "label"]

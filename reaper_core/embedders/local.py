@@ -7,8 +7,6 @@ ring (3 px wide), so the same features work for TESS frames in e-/s and 8-bit im
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats as sps
-from skimage.feature import hog
 
 from ..cutouts import fill_nan
 from .base import Embedder, EmbedProgressFn, Feature
@@ -69,13 +67,31 @@ def _sky(patches: np.ndarray, width: int = 3) -> tuple[np.ndarray, np.ndarray]:
     ring = np.ones((s, s), bool)
     ring[width:s - width, width:s - width] = False
     vals = patches[:, ring]
-    med = np.median(vals, axis=1)
-    mad = np.median(np.abs(vals - med[:, None]), axis=1) * 1.4826
+    med = _median(vals)
+    mad = _median(np.abs(vals - med[:, None])) * 1.4826
     # Fall back to the whole patch's spread where the ring is flat (e.g. 8-bit sky at 0).
     whole = np.std(patches.reshape(n, -1), axis=1)
     floor = np.maximum(1e-3 * np.abs(med), 1e-6)
     sigma = np.where(mad > floor, mad, np.maximum(whole * 0.1, floor))
     return med, sigma
+
+
+def _median(a: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``np.median`` along ``axis`` by sorting, which NumPy vectorises (several times faster
+    than the partition ``np.median`` uses, on many short rows)."""
+    srt = np.sort(a, axis=axis)
+    m = srt.shape[axis]
+    lo = np.take(srt, (m - 1) // 2, axis=axis)
+    hi = np.take(srt, m // 2, axis=axis)
+    return (lo + hi) / 2 if m % 2 == 0 else lo
+
+
+def _in_sky_units(patches: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Patches (NaN filled) minus their sky in units of its σ, float32 (n, s, s); sky and σ (n,)."""
+    p = fill_nan(np.asarray(patches, dtype=np.float32))
+    sky, sig = _sky(p)
+    z = (p - sky[:, None, None].astype(np.float32)) / sig[:, None, None].astype(np.float32)
+    return z, sky, sig
 
 
 def sky_units(patches: np.ndarray) -> np.ndarray:
@@ -87,11 +103,32 @@ def sky_units(patches: np.ndarray) -> np.ndarray:
 
     Returns
     -------
-    ndarray, shape (n, s, s), float64, dimensionless.
+    ndarray, shape (n, s, s), float32, dimensionless.
     """
-    p = fill_nan(np.asarray(patches, dtype=np.float32)).astype(np.float64)
-    sky, sig = _sky(p)
-    return (p - sky[:, None, None]) / sig[:, None, None]
+    return _in_sky_units(patches)[0]
+
+
+def _local_max_3x3(z: np.ndarray) -> np.ndarray:
+    """The maximum of each pixel's 3 × 3 neighbourhood within its patch; shape (n, s, s)."""
+    m = z.copy()
+    np.maximum(m[:, 1:], z[:, :-1], out=m[:, 1:])
+    np.maximum(m[:, :-1], z[:, 1:], out=m[:, :-1])
+    out = m.copy()
+    np.maximum(out[:, :, 1:], m[:, :, :-1], out=out[:, :, 1:])
+    np.maximum(out[:, :, :-1], m[:, :, 1:], out=out[:, :, :-1])
+    return out
+
+
+def _radius_groups(s: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each distinct distance from the patch centre (ascending) and a (s², k) 0/1 matrix that
+    sums pixels by it."""
+    c = (s - 1) / 2.0
+    yy, xx = np.mgrid[0:s, 0:s]
+    r = np.round(np.hypot(xx - c, yy - c).ravel(), 9)
+    radii, inverse = np.unique(r, return_inverse=True)
+    onehot = np.zeros((s * s, radii.size), np.float64)
+    onehot[np.arange(s * s), inverse] = 1.0
+    return radii, onehot
 
 
 def stats_features(patches: np.ndarray) -> np.ndarray:
@@ -106,43 +143,61 @@ def stats_features(patches: np.ndarray) -> np.ndarray:
     ndarray, shape (n, 31), float32; names in :data:`STATS_NAMES`.
     """
     raw = np.asarray(patches, dtype=np.float32)
-    n, s, _ = raw.shape
-    nan_frac = (~np.isfinite(raw)).reshape(n, -1).mean(axis=1)
-    p = fill_nan(raw).astype(np.float64)
-    sky, sig = _sky(p)
-    z = (p - sky[:, None, None]) / sig[:, None, None]  # pixels in units of sky σ
+    nan_frac = (~np.isfinite(raw)).reshape(len(raw), -1).mean(axis=1)
+    z, sky, sig = _in_sky_units(raw)
+    return _stats_from_sky_units(z, sky, sig, nan_frac)
+
+
+def _stats_from_sky_units(z: np.ndarray, sky: np.ndarray, sig: np.ndarray,
+                          nan_frac: np.ndarray) -> np.ndarray:
+    """:func:`stats_features` of patches already in sky units (see :func:`_in_sky_units`)."""
+    n, s, _ = z.shape
+    npx = s * s
     flat = z.reshape(n, -1)
-    pos = np.clip(flat, 0, None)
     c = (s - 1) / 2.0
     yy, xx = np.mgrid[0:s, 0:s]
-    r = np.hypot(xx - c, yy - c).ravel()
+    xf, yf = xx.ravel().astype(float), yy.ravel().astype(float)
+    r = np.hypot(xf - c, yf - c)
 
     def slog(v):
         return np.sign(v) * np.log1p(np.abs(v))
 
-    peak = flat.max(axis=1)
-    aperture = flat[:, r <= 3].sum(axis=1) / np.sqrt((r <= 3).sum())
-    total = flat.sum(axis=1) / s
-    pct = np.percentile(flat, [1, 5, 25, 75, 95, 99], axis=1).T
-    skew = sps.skew(flat, axis=1)
-    kurt = sps.kurtosis(flat, axis=1)
+    srt = np.sort(flat, axis=1)  # one sort serves the percentiles, the Gini and M20
+    peak = srt[:, -1].astype(np.float64)
+    aperture = flat[:, r <= 3].sum(axis=1, dtype=np.float64) / np.sqrt((r <= 3).sum())
+    total = flat.sum(axis=1, dtype=np.float64) / s
+    pct = _percentiles_of_sorted(srt, (1, 5, 25, 75, 95, 99))
+
+    # Moments of the pixel values (float64): skewness and excess kurtosis, as scipy.stats.
+    f64 = flat.astype(np.float64)
+    mean = f64.mean(axis=1)
+    d = f64 - mean[:, None]
+    d2 = d * d
+    m2 = d2.mean(axis=1)
+    m3 = (d2 * d).mean(axis=1)
+    m4 = (d2 * d2).mean(axis=1)
+    with np.errstate(all="ignore"):
+        skew = np.where(m2 > 0, m3 / m2**1.5, 0.0)
+        kurt = np.where(m2 > 0, m4 / m2**2 - 3.0, 0.0)  # 0 for a flat patch
     area3 = (flat > 3).mean(axis=1)
     area10 = (flat > 10).mean(axis=1)
 
     # Gini of the positive flux.
-    srt = np.sort(pos, axis=1)
-    k = np.arange(1, srt.shape[1] + 1)
-    tot = srt.sum(axis=1)
+    spos = np.clip(srt, 0, None).astype(np.float64)
+    k = np.arange(1, npx + 1)
+    tot = spos.sum(axis=1)
     safe = np.where(tot > 0, tot, 1)
-    gini = np.where(tot > 0, ((2 * k - srt.shape[1] - 1) * srt).sum(axis=1)
-                    / (safe * (srt.shape[1] - 1)), 0)
+    gini = np.where(tot > 0, spos @ (2 * k - npx - 1) / (safe * (npx - 1)), 0)
 
-    # Second moments about the flux-weighted centroid.
-    w = pos / safe[:, None]
-    xf, yf = xx.ravel().astype(float), yy.ravel().astype(float)
-    mx, my = w @ xf, w @ yf
-    dx, dy = xf[None] - mx[:, None], yf[None] - my[:, None]
-    mxx, myy, mxy = (w * dx * dx).sum(1), (w * dy * dy).sum(1), (w * dx * dy).sum(1)
+    # Second moments about the flux-weighted centroid, from raw moments (one product).
+    pos = np.clip(f64, 0, None)
+    raw_m = pos @ np.column_stack([xf, yf, xf * xf, yf * yf, xf * yf]) / safe[:, None]
+    mx, my = raw_m[:, 0], raw_m[:, 1]
+    mxx = np.clip(raw_m[:, 2] - mx * mx, 0, None)
+    myy = np.clip(raw_m[:, 3] - my * my, 0, None)
+    mxy = raw_m[:, 4] - mx * my
+    empty = tot <= 0
+    mxx[empty] = myy[empty] = mxy[empty] = 0.0
     r2 = mxx + myy
     root = np.sqrt(((mxx - myy) / 2) ** 2 + mxy**2)
     lam1, lam2 = r2 / 2 + root, np.clip(r2 / 2 - root, 0, None)
@@ -150,37 +205,38 @@ def stats_features(patches: np.ndarray) -> np.ndarray:
     theta = 0.5 * np.arctan2(2 * mxy, mxx - myy)
     offset = np.hypot(mx - c, my - c)
 
-    # M20: moment of the brightest 20 % of the flux relative to the total moment.
-    order = np.argsort(pos, axis=1)[:, ::-1]
-    sorted_pos = np.take_along_axis(pos, order, axis=1)
-    rr = (dx**2 + dy**2)
-    sorted_rr = np.take_along_axis(rr, order, axis=1)
-    cum = np.cumsum(sorted_pos, axis=1)
-    bright = cum <= 0.2 * tot[:, None]
-    mom_tot = (pos * rr).sum(1)
-    mom20 = (sorted_pos * sorted_rr * bright).sum(1)
-    m20 = np.log10(np.clip(mom20, 1e-12, None) / np.clip(mom_tot, 1e-12, None))
+    # M20: second moment (about the centroid) of the brightest pixels holding 20 % of the
+    # flux, relative to that of all the flux; the cut is the value where the brightest-first
+    # cumulative flux reaches 20 %.
+    desc = spos[:, ::-1]
+    n_bright = (np.cumsum(desc, axis=1) <= 0.2 * tot[:, None]).sum(axis=1)
+    cut = np.where(n_bright > 0, desc[np.arange(n), np.maximum(n_bright - 1, 0)], np.inf)
+    bright = pos * (pos >= cut[:, None])
+    basis = np.column_stack([np.ones(npx), xf, yf, xf * xf + yf * yf])
+
+    def moment(w: np.ndarray) -> np.ndarray:
+        m = w @ basis  # Σw, Σwx, Σwy, Σw(x² + y²) → Σw((x − mx)² + (y − my)²)
+        return m[:, 3] - 2 * (mx * m[:, 1] + my * m[:, 2]) + (mx * mx + my * my) * m[:, 0]
+
+    m20 = np.log10(np.clip(moment(bright), 1e-12, None) / np.clip(moment(pos), 1e-12, None))
 
     # Concentration: radii (about the centre) holding 20 % and 80 % of the flux.
-    rorder = np.argsort(r)
-    rc = np.cumsum(pos[:, rorder], axis=1) / safe[:, None]
-    r_sorted = r[rorder]
-    r20 = r_sorted[np.clip((rc < 0.2).sum(1), 0, r.size - 1)]
-    r80 = r_sorted[np.clip((rc < 0.8).sum(1), 0, r.size - 1)]
+    radii, groups = _RADIUS_GROUPS.get(s) or _RADIUS_GROUPS.setdefault(s, _radius_groups(s))
+    rc = np.cumsum(pos @ groups, axis=1) / safe[:, None]
+    r20 = radii[np.clip((rc < 0.2).sum(1), 0, radii.size - 1)]
+    r80 = radii[np.clip((rc < 0.8).sum(1), 0, radii.size - 1)]
     conc = 5 * np.log10(np.clip(r80, 0.5, None) / np.clip(r20, 0.5, None))
 
-    asym = np.abs(z - z[:, ::-1, ::-1]).reshape(n, -1).sum(1) / (
-        np.abs(z).reshape(n, -1).sum(1) + 1e-9)
+    absz = np.abs(z).reshape(n, -1).sum(1, dtype=np.float64)
+    asym = np.abs(z - z[:, ::-1, ::-1]).reshape(n, -1).sum(1, dtype=np.float64) / (absz + 1e-9)
 
-    rows = np.median(z, axis=2)  # (n, s): median along each row
-    cols = np.median(z, axis=1)  # (n, s): median along each column
-    top = flat.max(axis=1, keepdims=True)
+    rows = _median(z, axis=2)  # (n, s): median along each row
+    cols = _median(z, axis=1)  # (n, s): median along each column
+    top = peak[:, None]
     flat_top = ((flat >= top - 0.01 * np.abs(top)) & (top > 10)).sum(1) / s
 
     # Local maxima above 5σ: how many objects the patch holds.
-    from scipy.ndimage import maximum_filter
-
-    peaks = ((z == maximum_filter(z, size=(1, 3, 3))) & (z > 5)).reshape(n, -1).sum(1)
+    peaks = ((z == _local_max_3x3(z)) & (z > 5)).reshape(n, -1).sum(1)
 
     feats = np.column_stack([
         slog(peak), slog(aperture), slog(total), *[slog(pct[:, i]) for i in range(6)],
@@ -190,6 +246,20 @@ def stats_features(patches: np.ndarray) -> np.ndarray:
         flat_top, nan_frac, slog(sky), slog(sig), np.log1p(peaks),
     ])
     return np.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+
+_RADIUS_GROUPS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _percentiles_of_sorted(srt: np.ndarray, q) -> np.ndarray:
+    """``np.percentile(..., axis=1)`` (linear interpolation) of rows already sorted; (n, len(q))."""
+    m = srt.shape[1]
+    pos = np.asarray(q, float) / 100 * (m - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, m - 1)
+    frac = pos - lo
+    a, b = srt[:, lo].astype(np.float64), srt[:, hi].astype(np.float64)
+    return a + (b - a) * frac
 
 
 #: Stretches HOG can see the patch through, applied to pixels in units of the sky σ (z).
@@ -204,7 +274,10 @@ HOG_STRETCHES = {
 
 def hog_features(patches: np.ndarray, cell: int | None = None,
                  stretch: str = "asinh") -> np.ndarray:
-    """Histogram of oriented gradients of each stretched patch (scikit-image).
+    """Histogram of oriented gradients of each stretched patch.
+
+    scikit-image's ``hog`` (9 orientations, L2-Hys), computed for all the patches at once
+    in float32 (it agrees with ``skimage.feature.hog`` to float32 rounding; a test checks).
 
     Parameters
     ----------
@@ -222,17 +295,43 @@ def hog_features(patches: np.ndarray, cell: int | None = None,
     Coarse cells were chosen by ``benchmarks/quality.py``: with 4 × 4 cells (324 values) the
     shape features outnumber the 31 statistics ten to one and swamp the reconstruction error.
     """
-    z = HOG_STRETCHES[stretch](sky_units(patches))
-    s = z.shape[-1]
+    return _hog_of(HOG_STRETCHES[stretch](sky_units(patches)), cell)
+
+
+def _hog_of(z: np.ndarray, cell: int | None = None, orientations: int = 9) -> np.ndarray:
+    """:func:`hog_features` of stretched patches ``z`` (n, s, s)."""
+    n, s = len(z), z.shape[-1]
     cell = cell or max(s // 2, 4)
-    # Coarse grids normalise each cell on its own, so a feature belongs to one quarter of the
-    # patch (Feature.quadrant, see explain.error_by_quadrant); fine grids use 2 × 2 blocks.
-    block = (1, 1) if s // cell == 2 else (2, 2)
-    out = [hog(zi, orientations=9, pixels_per_cell=(cell, cell), cells_per_block=block,
-               block_norm="L2-Hys", feature_vector=True) for zi in z]
-    if not out:
-        return np.zeros((0, hog_dim(s, cell)), np.float32)
-    return np.asarray(out, dtype=np.float32)
+    nc = s // cell
+    if n == 0 or nc == 0:
+        return np.zeros((n, hog_dim(s, cell)), np.float32)
+    z = np.asarray(z, np.float32)[:, :nc * cell, :nc * cell]
+    # Central differences, zero on the border rows/columns (skimage's _hog_channel_gradient).
+    g_row = np.zeros_like(z)
+    g_col = np.zeros_like(z)
+    np.subtract(z[:, 2:, :], z[:, :-2, :], out=g_row[:, 1:-1, :])
+    np.subtract(z[:, :, 2:], z[:, :, :-2], out=g_col[:, :, 1:-1])
+    magnitude = np.sqrt(g_row * g_row + g_col * g_col)
+    angle = np.arctan2(g_row, g_col)  # (-π, π]; orientation is angle mod π
+    angle = np.where(angle < 0, angle + np.float32(np.pi), angle)
+    # An angle of exactly π (g_row = 0, g_col < 0) is orientation 0, as 180° mod 180.
+    bins = (angle * np.float32(orientations / np.pi)).astype(np.int64) % orientations
+    # One histogram per cell: bin index = (patch, cell row, cell column, orientation).
+    cells = np.arange(nc * cell) // cell
+    where = (cells[:, None] * nc + cells[None, :]) * orientations
+    index = bins + where[None] + (np.arange(n) * nc * nc * orientations)[:, None, None]
+    hist = np.bincount(index.ravel(), weights=magnitude.ravel(),
+                       minlength=n * nc * nc * orientations)
+    hist = hist.reshape(n, nc, nc, orientations) / (cell * cell)
+    # Blocks: each cell alone for 2 × 2 cells, else 2 × 2 cells sliding by one (skimage order).
+    b = 1 if nc == 2 else 2
+    blocks = np.stack([hist[:, r:r + b, c:c + b, :]
+                       for r in range(nc - b + 1) for c in range(nc - b + 1)], axis=1)
+    eps = 1e-5  # L2-Hys: normalise, clip at 0.2, normalise again
+    out = blocks / np.sqrt((blocks**2).sum(axis=(2, 3, 4), keepdims=True) + eps**2)
+    out = np.minimum(out, 0.2)
+    out /= np.sqrt((out**2).sum(axis=(2, 3, 4), keepdims=True) + eps**2)
+    return out.reshape(n, -1).astype(np.float32)
 
 
 def hog_feature_list(size: int = 32, cell: int | None = None) -> list[Feature]:
@@ -307,7 +406,8 @@ class HOGEmbedder(Embedder):
 class LocalEmbedder(Embedder):
     """The default embedder: statistics and moments (photometry) together with HOG (shape).
 
-    Deterministic, offline and weight-free; about 1,000 patches/s on one core at 32 px.
+    Deterministic, offline and weight-free; about 25,000 patches/s on 2 cores at 32 px
+    (`benchmarks/ingest.py`).
     """
 
     name = "local"
@@ -331,20 +431,62 @@ class LocalEmbedder(Embedder):
     def embed(self, patches: np.ndarray, progress: EmbedProgressFn | None = None) -> np.ndarray:
         self.size = patches.shape[-1] if len(patches) else self.size
 
+        stretch = HOG_STRETCHES[self.stretch]
+
         def both(chunk: np.ndarray) -> np.ndarray:
-            return np.hstack([stats_features(chunk), hog_features(chunk, stretch=self.stretch)])
+            raw = np.asarray(chunk, dtype=np.float32)
+            nan_frac = (~np.isfinite(raw)).reshape(len(raw), -1).mean(axis=1)
+            z, sky, sig = _in_sky_units(raw)
+            return np.hstack([_stats_from_sky_units(z, sky, sig, nan_frac), _hog_of(stretch(z))])
 
         return _chunked(both, patches, progress, self.dim)
 
 
+def compute_threads() -> int:
+    """Threads for embedding in this process: one per available core (at most 4), one on a
+    Dask worker (the cluster already runs a process per core)."""
+    import os
+    import sys
+
+    if "distributed" in sys.modules:
+        from distributed import get_worker
+
+        try:
+            get_worker()
+            return 1
+        except ValueError:
+            pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(int(cores or 1), 4))
+
+
 def _chunked(fn, patches: np.ndarray, progress: EmbedProgressFn | None, dim: int,
              chunk: int = 512) -> np.ndarray:
+    """``fn`` over chunks of ``patches`` on :func:`compute_threads` threads (NumPy releases the
+    GIL; BLAS is held to one thread per chunk meanwhile); results in order, shape (n, dim)."""
     n = len(patches)
     if n == 0:
         return np.zeros((0, dim), np.float32)
-    parts = []
-    for start in range(0, n, chunk):
-        parts.append(fn(patches[start:start + chunk]))
-        if progress:
-            progress(min(start + chunk, n), n)
+    starts = range(0, n, chunk)
+    threads = min(compute_threads(), len(starts))
+    if threads == 1:
+        parts = []
+        for start in starts:
+            parts.append(fn(patches[start:start + chunk]))
+            if progress:
+                progress(min(start + chunk, n), n)
+        return np.vstack(parts).astype(np.float32)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    parts = [None] * len(starts)
+    with threadpool_limits(1), ThreadPoolExecutor(threads) as pool:
+        futures = [pool.submit(fn, patches[s:s + chunk]) for s in starts]
+        done = 0
+        for i, fut in enumerate(futures):  # in order: progress counts a finished prefix
+            parts[i] = fut.result()
+            done = min(starts[i] + chunk, n)
+            if progress:
+                progress(done, n)
     return np.vstack(parts).astype(np.float32)
