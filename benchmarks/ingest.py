@@ -23,7 +23,6 @@ from reaper_core.config import Settings
 from reaper_core.cutouts import extract_cutouts
 from reaper_core.embedders import get_embedder
 from reaper_core.fits_reader import read_fits
-from reaper_core.ingest import prepare
 from reaper_core.service import Reaper
 from reaper_core.simulate import inject_anomalies, simulate_ffi, write_spoc, write_tica
 from reaper_core.sources import find_sources
@@ -33,11 +32,12 @@ from reaper_core.thresholds import flags, threshold_from_scores
 def _ingest_child(path: str, db: str, queue) -> None:
     """Ingest one file into an empty database in a fresh process; report times and peak RSS."""
     # A running app has done a file already: the stages' imports and first calls happen
-    # before the clock (a small frame read, cut and embedded, unstored).
-    warm = simulate_ffi(size=128, seed=1, n_saturated=0)
+    # before the clock (a small frame ingested into a database of its own: read, cut,
+    # embedded, stored, the first model fitted).
+    warm = simulate_ffi(size=256, seed=1, n_saturated=0)
     warm_path = Path(db).with_suffix(".warm.fits")
     write_spoc(warm, warm_path)
-    prepare(warm_path, Settings(db_url="sqlite://"), get_embedder("local"))
+    Reaper(Settings(db_url=f"sqlite:///{Path(db).with_suffix('.warm.db')}")).ingest([warm_path])
 
     reaper = Reaper(Settings(db_url=f"sqlite:///{db}"))
     reaper.totals()  # the tables exist before the clock starts

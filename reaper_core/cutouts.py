@@ -110,6 +110,32 @@ def usable_positions(data: np.ndarray, x: np.ndarray, y: np.ndarray, size: int,
     return ok
 
 
+def median_along(a: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``np.median`` along ``axis`` by sorting, which NumPy vectorises (several times faster
+    than the partition ``np.median`` uses, on many short rows)."""
+    srt = np.sort(a, axis=axis)
+    m = srt.shape[axis]
+    lo = np.take(srt, (m - 1) // 2, axis=axis)
+    hi = np.take(srt, m // 2, axis=axis)
+    return (lo + hi) / 2 if m % 2 == 0 else lo
+
+
+def ring_sky(patches: np.ndarray, width: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Median and robust σ (1.4826 × MAD) of each patch's outer ring, ``width`` px wide; patches
+    (n, s, s) without NaN; shapes (n,), (n,), the patches' units."""
+    n, s, _ = patches.shape
+    ring = np.ones((s, s), bool)
+    ring[width:s - width, width:s - width] = False
+    vals = patches[:, ring]
+    med = median_along(vals)
+    mad = median_along(np.abs(vals - med[:, None])) * 1.4826
+    # Fall back to the whole patch's spread where the ring is flat (e.g. 8-bit sky at 0).
+    whole = np.std(patches.reshape(n, -1), axis=1)
+    floor = np.maximum(1e-3 * np.abs(med), 1e-6)
+    sigma = np.where(mad > floor, mad, np.maximum(whole * 0.1, floor))
+    return med, sigma
+
+
 def fill_nan(patches: np.ndarray) -> np.ndarray:
     """Replace NaN in each patch by that patch's median (0 if all NaN); shape kept."""
     patches = np.asarray(patches, dtype=np.float32)

@@ -41,6 +41,9 @@ class Prepared:
     embeddings: np.ndarray  # (n, d)
     ra: np.ndarray  # (n,) degrees, NaN without a WCS
     dec: np.ndarray  # (n,)
+    #: The patches as stored (:func:`reaper_core.store.pack_patches`), packed here so that a
+    #: cluster's workers do it.
+    patch_blobs: list[bytes] | None = None
 
 
 @dataclass
@@ -134,12 +137,13 @@ def prepare(
         raise FITSReadError(name, "has no detectable objects to cut out")
     progress("cutouts", 0.0, f"cutting {len(sources)} patches")
     patches = extract_cutouts(image.data, sources.x, sources.y, settings.patch_size, image.valid)
+    blobs = store.pack_patches(patches)
     progress("embed", 0.0, f"embedding {len(patches)} patches with {embedder.name}")
     X = embedder.embed(patches, lambda d, n: progress("embed", d / max(n, 1), f"{d}/{n}"))
     ra, dec = world_coords(image, sources.x, sources.y)
     return Prepared(name=name, sha256=sha256 or sha256_file(path),
                     size_bytes=path.stat().st_size, image=image, sources=sources,
-                    patches=patches, embeddings=X, ra=ra, dec=dec)
+                    patches=patches, embeddings=X, ra=ra, dec=dec, patch_blobs=blobs)
 
 
 def _preview_png(image: FitsImage, max_side: int = 512) -> bytes:
@@ -177,10 +181,11 @@ def store_prepared(engine: Engine, prep: Prepared, settings: Settings,
          "ra": None if np.isnan(r) else float(r), "dec": None if np.isnan(d) else float(d),
          "sector": img.sector, "camera": img.camera, "ccd": img.ccd, "time": t,
          "origin": str(o), "segment": int(g), "patch_size": settings.patch_size,
-         "patch": store.pack_float32(p)}
+         "patch": p}
         for x, y, r, d, o, g, p in zip(prep.sources.x, prep.sources.y, prep.ra, prep.dec,
                                        prep.sources.origin, prep.sources.segment,
-                                       prep.patches, strict=True)
+                                       prep.patch_blobs or store.pack_patches(prep.patches),
+                                       strict=True)
     ]
     file_id = store.write_file(engine, record, rows, embedder or settings.embedder,
                                prep.embeddings, model.id if model else None, scores)

@@ -6,6 +6,7 @@ from sqlmodel import Session, select
 
 from reaper_core import store, views
 from reaper_core.config import Settings
+from reaper_core.cutouts import extract_cutouts, ring_sky
 from reaper_core.detector import PCAAnomalyDetector
 from reaper_core.export import write_export
 from reaper_core.files import expand_paths
@@ -35,9 +36,40 @@ def test_ingest_spoc_scores_and_stores_everything(engine, settings, spoc_file, s
         patch = store.unpack_patch(c.patch, c.patch_size)
         assert patch.shape == (32, 32)
         iy, ix = round(c.y), round(c.x)
-        assert patch[16, 16] == sim_small.image[iy, ix] or c.x < 16 or c.y < 16
+        # Stored in steps of 1/16 of the patch's sky noise (store.pack_patches).
+        sigma = float(ring_sky(patch[None])[1][0])
+        assert (abs(patch[16, 16] - sim_small.image[iy, ix]) <= sigma / 32 * 1.01
+                or c.x < 16 or c.y < 16)
         f = s.exec(select(store.FitsFile)).one()
         assert len(f.sha256) == 64 and f.preview_png.startswith(b"\x89PNG")
+
+
+def test_patches_are_stored_compactly_to_a_32nd_of_their_noise():
+    """Real SPOC patches, one with NaN and one with a star far beyond 16 bits of noise steps,
+    come back within σ/32 (σ: the ring's noise), NaN as NaN, in ~2 KB; float32 patches stored by
+    earlier versions still read."""
+    from reaper_core.fits_reader import read_fits
+
+    from .conftest import REAL_SPOC
+
+    img = read_fits(REAL_SPOC)
+    rng = np.random.default_rng(1)
+    r0, r1 = img.valid[0].start or 0, img.valid[0].stop or img.shape[0]
+    c0, c1 = img.valid[1].start or 0, img.valid[1].stop or img.shape[1]
+    ys, xs = rng.uniform(r0 + 16, r1 - 16, 200), rng.uniform(c0 + 16, c1 - 16, 200)
+    p = extract_cutouts(img.data, xs, ys, 32, img.valid)
+    p[0, 3:6, 7] = np.nan
+    p[1, 16, 16] = 5e7  # a saturated-frame value: 32-bit codes
+    blobs = store.pack_patches(p)
+    back = np.stack([store.unpack_patch(b, 32) for b in blobs])
+    sigma = ring_sky(np.nan_to_num(p, nan=float(np.nanmedian(p[0]))))[1]
+    assert np.isnan(back[0, 3:6, 7]).all() and np.isfinite(back[0]).sum() == 1024 - 3
+    err = np.nan_to_num(np.abs(back - p)).reshape(len(p), -1).max(1)
+    assert (err <= sigma / 32 * 1.01 + 1e-3).all()
+    assert back[1, 16, 16] == pytest.approx(5e7, abs=float(sigma[1]))
+    assert np.mean([len(b) for b in blobs]) < 2100
+    legacy = store.pack_float32(p[2])
+    assert np.array_equal(store.unpack_patch(legacy, 32), p[2])
 
 
 def test_duplicate_bytes_under_another_name_add_nothing(engine, settings, spoc_file, tmp_path):
