@@ -311,22 +311,23 @@ def pack_float32(a: np.ndarray) -> bytes:
     return np.ascontiguousarray(a, dtype=np.float32).tobytes()
 
 
-#: Stored patches are integers in steps of 1/16 of the patch's sky noise (the robust σ of its
+#: Stored patches are integers in steps of 1/64 of the patch's sky noise (the robust σ of its
 #: outer ring, as the embedder measures it) after an 8-byte header, float32 lowest value and
 #: step: 16-bit codes when the patch spans at most 65,533 steps, else (a bright star) 32-bit
 #: codes compressed with zlib, marked by a negative step. Rounding adds noise of
-#: step/√12 = σ/55, 0.03 % of the sky's variance. ``benchmarks/scale.py`` measures the bytes
+#: step/√12 = σ/222, 0.002 % of the sky's variance. ``benchmarks/scale.py`` measures the bytes
 #: per cutout and the embeddings of stored patches against the originals'. NaN is code
 #: -32,768 (16-bit) or -2³¹ (32-bit). Patches stored by earlier versions (float32) still read.
-PATCH_STEPS_PER_SIGMA = 16
+PATCH_STEPS_PER_SIGMA = 64
 
 
 def pack_patches(patches: np.ndarray, chunk: int = 2048) -> list[bytes]:
     """Patches (n, s, s) as stored (see :data:`PATCH_STEPS_PER_SIGMA`), one bytes each."""
-    out: list[bytes] = []
-    for start in range(0, len(patches), chunk):  # small temporaries stay in the cache
-        out += _pack(np.asarray(patches[start:start + chunk], dtype=np.float32))
-    return out
+    from .parallel import map_chunks
+
+    # Small chunks keep the temporaries in the cache; zlib and NumPy use every core.
+    parts = map_chunks(lambda p: _pack(np.asarray(p, dtype=np.float32)), patches, chunk)
+    return [b for part in parts for b in part]
 
 
 def _pack(p: np.ndarray) -> list[bytes]:

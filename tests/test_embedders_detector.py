@@ -130,13 +130,14 @@ def test_statistics_agree_with_scipy_and_numpy():
 def test_embedding_on_threads_equals_one_thread(monkeypatch):
     """Chunks embedded on several threads come back in order, equal to one thread's, with
     progress rising to n."""
+    from reaper_core import parallel
     from reaper_core.embedders import local
 
     p = np.concatenate([_real_patches()] * 4)
     seen = []
-    monkeypatch.setattr(local, "compute_threads", lambda: 1)
+    monkeypatch.setattr(parallel, "compute_threads", lambda: 1)
     one = get_embedder("local").embed(p)
-    monkeypatch.setattr(local, "compute_threads", lambda: 3)
+    monkeypatch.setattr(parallel, "compute_threads", lambda: 3)
     many = local._chunked(get_embedder("local").embed, p, lambda d, n: seen.append(d),
                           one.shape[1], chunk=128)
     assert np.array_equal(one, many)

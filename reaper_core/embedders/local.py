@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..cutouts import fill_nan, median_along, ring_sky
+from ..parallel import map_chunks
 from .base import Embedder, EmbedProgressFn, Feature
 
 STATS_NAMES = [
@@ -417,51 +418,10 @@ class LocalEmbedder(Embedder):
         return _chunked(both, patches, progress, self.dim)
 
 
-def compute_threads() -> int:
-    """Threads for embedding in this process: one per available core (at most 4), one on a
-    Dask worker (the cluster already runs a process per core)."""
-    import os
-    import sys
-
-    if "distributed" in sys.modules:
-        from distributed import get_worker
-
-        try:
-            get_worker()
-            return 1
-        except ValueError:
-            pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(int(cores or 1), 4))
-
-
 def _chunked(fn, patches: np.ndarray, progress: EmbedProgressFn | None, dim: int,
              chunk: int = 512) -> np.ndarray:
-    """``fn`` over chunks of ``patches`` on :func:`compute_threads` threads (NumPy releases the
-    GIL; BLAS is held to one thread per chunk meanwhile); results in order, shape (n, dim)."""
-    n = len(patches)
-    if n == 0:
+    """``fn`` over chunks of ``patches`` on every core (:func:`~reaper_core.parallel.map_chunks`);
+    shape (n, dim), float32."""
+    if len(patches) == 0:
         return np.zeros((0, dim), np.float32)
-    starts = range(0, n, chunk)
-    threads = min(compute_threads(), len(starts))
-    if threads == 1:
-        parts = []
-        for start in starts:
-            parts.append(fn(patches[start:start + chunk]))
-            if progress:
-                progress(min(start + chunk, n), n)
-        return np.vstack(parts).astype(np.float32)
-    from concurrent.futures import ThreadPoolExecutor
-
-    from threadpoolctl import threadpool_limits
-
-    parts = [None] * len(starts)
-    with threadpool_limits(1), ThreadPoolExecutor(threads) as pool:
-        futures = [pool.submit(fn, patches[s:s + chunk]) for s in starts]
-        done = 0
-        for i, fut in enumerate(futures):  # in order: progress counts a finished prefix
-            parts[i] = fut.result()
-            done = min(starts[i] + chunk, n)
-            if progress:
-                progress(done, n)
-    return np.vstack(parts).astype(np.float32)
+    return np.vstack(map_chunks(fn, patches, chunk, progress)).astype(np.float32)
