@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +224,8 @@ def stack_name(sector: int | None, camera: int | None, ccd: int | None) -> str:
 
 def check_frames(infos: list[FrameInfo]) -> list[FrameInfo]:
     """The frames in time order, or :class:`StackError` naming the file and the reason: fewer
-    than :data:`MIN_FRAMES`, a frame without a time, frames of different CCDs or sizes."""
+    than :data:`MIN_FRAMES`, a frame without a time, two frames of the same time, frames of
+    different CCDs or sizes."""
     if len(infos) < MIN_FRAMES:
         which = f" ({', '.join(i.name for i in infos)})" if infos else ""
         raise StackError(f"a stack needs at least {MIN_FRAMES} frames of one CCD; "
@@ -242,7 +244,12 @@ def check_frames(infos: list[FrameInfo]) -> list[FrameInfo]:
         if tuple(i.shape) != tuple(head.shape):
             raise StackError(f"{i.name}: its image is {_size(i.shape)} pixels but {head.name}'s "
                              f"is {_size(head.shape)}; a stack's frames must be the same size")
-    return sorted(infos, key=lambda i: (i.time, i.name))
+    ordered = sorted(infos, key=lambda i: (i.time, i.name))
+    for a, b in pairwise(ordered):
+        if b.time - a.time < 1e-6:  # days: 0.1 s
+            raise StackError(f"{b.name}: was taken at the same time as {a.name} (BTJD "
+                             f"{a.time:.5f}); a stack's frames are exposures at different times")
+    return ordered
 
 
 def check_stack(stack: Stack) -> None:

@@ -108,6 +108,14 @@ def test_bad_stacks_give_one_clear_sentence(tmp_path):
     with pytest.raises(StackError):
         r.search_stack(files[:2])
     assert r.stacks() == []  # nothing half-stored
+    # Three different images of one moment (e.g. one frame rotated): ingested, no stack.
+    same = SimulatedStack(sim.frames[:3], np.full(3, sim.times[0]), sim.quality[:3],
+                          sim.shifts[:3], [], wcs=sim.wcs).write(tmp_path / "same")
+    with pytest.raises(StackError, match=r"same time as .*different times"):
+        stack_from_files(same)
+    report = r.ingest(same)
+    assert report.count("added") == 3 and r.stacks() == []
+    assert len(report.stack_notes) == 1 and "same time" in report.stack_notes[0]
 
 
 # -- difference imaging and events ----------------------------------------------------------
