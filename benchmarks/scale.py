@@ -111,14 +111,95 @@ def stored_patches(files: list[Path]) -> list[dict]:
     return rows
 
 
+def synthetic_store(db: Path, n: int, seed: int = 0, batch: int = 200_000) -> None:
+    """A SQLite store of ``n`` cutouts (empty patches) whose local-embedder embeddings are
+    drawn from those of a simulated FFI at the real density, jittered: the fit's input at
+    scale, written straight through the store's bulk insert."""
+    import numpy as np
+
+    from reaper_core import store
+    from reaper_core.embedders import get_embedder
+    from reaper_core.ingest import prepare
+
+    with tempfile.TemporaryDirectory() as d:
+        sim = simulate_ffi(size=512, seed=seed)
+        path = write_spoc(sim, Path(d) / "tess-s0005-1-1_ffic.fits")
+        base = prepare(path, Settings(db_url="sqlite://"), get_embedder("local")).embeddings
+    rng = np.random.default_rng(seed)
+    engine = store.make_engine(f"sqlite:///{db}")
+    with store.session_scope(engine) as s:
+        f = store.FitsFile(sha256="0" * 64, name="synthetic", size_bytes=0, ny=1, nx=1,
+                           n_cutouts=n, source_method="auto", patch_size=32, layout="spoc")
+        s.add(f)
+        s.flush()
+        fid = f.id
+    spread = base.std(axis=0) * 0.05
+    for start in range(0, n, batch):
+        m = min(batch, n - start)
+        X = base[rng.integers(0, len(base), m)] + rng.normal(size=(m, base.shape[1])) * spread
+        with store.session_scope(engine) as s:
+            ids = list(range(start + 1, start + m + 1))
+            store._insert_many(s, "cutout", ["id", "file_id", "x", "y", "patch", "patch_size",
+                                            "origin"],
+                               [(i, fid, 0.0, 0.0, b"", 32, "segment") for i in ids])
+            store._insert_embeddings(s, ids, "local", X.astype(np.float32))
+    engine.dispose()
+
+
+def _fit_child(db: str, queue) -> None:
+    import resource
+
+    from reaper_core.models import fit_model
+    from reaper_core.store import make_engine
+
+    settings = Settings(db_url=f"sqlite:///{db}", load_demo=0)
+    engine = make_engine(settings.db_url)
+    t0 = time.perf_counter()
+    model = fit_model(engine, settings)
+    queue.put({"seconds": time.perf_counter() - t0, "n_train": model.row.n_train,
+               "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+
+
+def fit_at_scale(work: Path, sizes: list[int]) -> list[dict]:
+    """Fit and re-score every cutout of stores of each size, each in a fresh process: time and
+    peak memory (the store's own build is not timed)."""
+    import multiprocessing as mp
+
+    rows = []
+    for n in sizes:
+        db = work / f"fit{n}.db"
+        t0 = time.perf_counter()
+        synthetic_store(db, n)
+        built = time.perf_counter() - t0
+        ctx = mp.get_context("spawn")
+        q = ctx.Queue()
+        p = ctx.Process(target=_fit_child, args=(str(db), q))
+        p.start()
+        r = q.get()
+        p.join()
+        rows.append({"cutouts": n, "fitted on": r["n_train"], "fit + score all s": r["seconds"],
+                     "peak RSS MB": r["peak_mb"], "(store built in s)": built})
+        db.unlink()
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=4)
     ap.add_argument("--size", type=int, default=2048)
     ap.add_argument("--growth", type=int, default=40)
+    ap.add_argument("--fit", default="1000000,10000000",
+                    help="comma-separated store sizes to fit and re-score ('' for none)")
+    ap.add_argument("--only-fit", action="store_true", help="only the fit at scale")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
+        sizes = [int(v) for v in args.fit.split(",") if v]
+        if sizes:
+            print(table(fit_at_scale(work, sizes), "Fit (sample of ≤ 250,000) and re-score "
+                                                   "every cutout, fresh process"))
+        if args.only_fit:
+            return
         files = frames(work, args.files, args.size)
         print(table(stored_patches(files), "Patches as stored vs the originals: the same "
                                            "detector scores the re-embedded stored patches"))

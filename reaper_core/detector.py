@@ -78,7 +78,9 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
     residual_scale_ : ndarray, shape (n_features,)
         RMS training residual of each standardised feature (ones without normalisation).
     train_anomaly_scores_ : ndarray, shape (n_train,)
-        Anomaly scores of the training samples, the reference for the threshold.
+        Anomaly scores of the training samples, the reference for the threshold (a model
+        fitted on a sample of a larger set may be given every sample's score instead, see
+        ``reaper_core.models.fit_model``).
     n_normal_ : int
         How many training samples were labelled normal.
     normal_ : ndarray, shape (n_normal_, n_features)

@@ -129,22 +129,54 @@ def embed_missing(engine: Engine, embedder: Embedder, progress: ProgressFn = noo
     return len(todo)
 
 
-def fit_model(engine: Engine, settings: Settings, progress: ProgressFn = noop,
-              n_components: float | None = None) -> CurrentModel:
-    """Fit a new model on every cutout, make it current and score everything with it.
+#: The most cutouts a fit learns from: above it, a sample (every cutout labelled normal, and
+#: the others whose id falls in a fixed hash range, see :func:`in_fit_sample`) — 250,000
+#: embeddings are ~70 MB, and the principal components of a uniform sample that large match
+#: the whole set's. Every cutout is then scored, a chunk at a time.
+FIT_SAMPLE = 250_000
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
-    Cutouts a person labelled normal count ``settings.normal_weight`` times and damp the scores
-    of those like them. The threshold mode and value are the current model's (the ones the
-    person last saved), the settings' for a first model. Older models beyond
-    ``settings.keep_models`` are pruned with their scores.
+
+def in_fit_sample(ids: np.ndarray, fraction: float) -> np.ndarray:
+    """Whether each cutout id (n,) is in the fit's sample: a multiplicative hash of the id
+    below ``fraction`` of its range — uniform, reproducible, the same for a cutout whichever
+    process asks; bool (n,)."""
+    if fraction >= 1:
+        return np.ones(len(ids), bool)
+    h = (np.asarray(ids, dtype=np.uint64) * _GOLDEN) >> np.uint64(11)
+    return h.astype(np.float64) / float(2**53) < fraction
+
+
+def fit_model(engine: Engine, settings: Settings, progress: ProgressFn = noop,
+              n_components: float | None = None, sample: int | None = None,
+              chunk: int = 100_000) -> CurrentModel:
+    """Fit a new model, make it current and score every cutout with it.
+
+    The fit learns from every cutout, or from a sample of ``sample`` (default
+    :data:`FIT_SAMPLE`) when there are more (:func:`in_fit_sample`); embeddings are read and
+    scored ``chunk`` at a time, so memory stays bounded. The threshold comes from the scores
+    of every cutout. Cutouts a person labelled normal are always in the fit, count
+    ``settings.normal_weight`` times and damp the scores of those like them. The threshold mode
+    and value are the current model's (the ones the person last saved), the settings' for a
+    first model. Older models beyond ``settings.keep_models`` are pruned with their scores.
     """
     embedder = get_embedder(settings.embedder, settings)
     embed_missing(engine, embedder, progress)
     progress("fit", 0.0, "loading embeddings")
-    ids, X = store.load_embeddings(engine, embedder.name)
-    normal = np.isin(ids, store.labelled_ids(engine, "normal"))
-    if len(ids) < 3:
+    n = store.count_embeddings(engine, embedder.name)
+    if n < 3:
         raise ModelError(f"need at least 3 cutouts embedded by {embedder.name} to fit a model")
+    labelled_normal = np.asarray(sorted(store.labelled_ids(engine, "normal")), np.int64)
+    fraction = min(1.0, (sample or FIT_SAMPLE) / n)
+    parts_ids, parts_X = [], []
+    for ids, X in store.iter_embeddings(engine, embedder.name, chunk):
+        keep = in_fit_sample(ids, fraction) | np.isin(ids, labelled_normal)
+        parts_ids.append(ids[keep])
+        parts_X.append(X[keep])
+    ids = np.concatenate(parts_ids)
+    X = np.concatenate(parts_X)
+    del parts_X
+    normal = np.isin(ids, labelled_normal)
     nc = settings.n_components if n_components is None else n_components
     nc = int(nc) if nc >= 1 else (nc if nc > 0 else 5)
     last = store.current_model(engine)
@@ -155,16 +187,31 @@ def fit_model(engine: Engine, settings: Settings, progress: ProgressFn = noop,
     det = PCAAnomalyDetector(n_components=nc, threshold_mode=mode, threshold_value=value,
                              normalize_residuals=bool(settings.normalize_residuals),
                              normal_weight=settings.normal_weight).fit(X, normal=normal)
-    progress("fit", 0.6, "scoring every cutout")
+    n_fit = len(ids)
+    if fraction < 1:  # score the rest, a chunk at a time; the threshold from every score
+        del X
+        progress("fit", 0.3, f"fitted on {n_fit:,} of {n:,} cutouts; scoring every cutout")
+        all_ids, all_scores = [], []
+        for ids_c, X_c in store.iter_embeddings(engine, embedder.name, chunk):
+            all_ids.append(ids_c)
+            all_scores.append(det.anomaly_score(X_c))
+            progress("fit", 0.3 + 0.3 * sum(map(len, all_ids)) / n, "scoring every cutout")
+        ids, scores = np.concatenate(all_ids), np.concatenate(all_scores)
+        det.train_anomaly_scores_ = scores
+        det = det.with_threshold(det.threshold_for(mode, value))
+    else:
+        scores = det.train_anomaly_scores_
+    progress("fit", 0.6, "storing the scores of every cutout")
     arrays, meta = det.to_bytes()
     row = store.write_model(engine, dict(
         embedder=embedder.name, n_components_requested=float(nc), n_components=det.n_components_,
-        n_train=len(ids), threshold_mode=det.threshold_mode, threshold_value=det.threshold_value,
+        n_train=n_fit, threshold_mode=det.threshold_mode, threshold_value=det.threshold_value,
         threshold=det.threshold_, arrays=arrays, meta_json=meta,
         explained_variance_json=json.dumps(det.explained_variance_ratio_.tolist()),
-    ), ids.tolist(), det.train_anomaly_scores_)
+    ), ids, scores)
     store.prune_models(engine, settings.keep_models)
     progress("fit", 1.0, f"model {row.id}: {row.n_components} components"
+             + (f", fitted on {n_fit:,} of {n:,} cutouts" if n_fit < n else "")
              + (f", {det.n_normal_:,} cutouts labelled normal" if det.n_normal_ else ""))
     return CurrentModel(row, det)
 

@@ -8,7 +8,7 @@ process — leaves nothing of that file behind.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -438,9 +438,14 @@ def _insert_embeddings(session: Session, ids: list[int], embedder: str, X: np.nd
                  [(int(i), embedder, v.tobytes()) for i, v in zip(ids, X, strict=True)])
 
 
-def _insert_scores(session: Session, model_id: int, ids: list[int], scores: np.ndarray) -> None:
-    _insert_many(session, "score", ["model_id", "cutout_id", "score"],
-                 [(int(model_id), int(i), float(s)) for i, s in zip(ids, scores, strict=True)])
+def _insert_scores(session: Session, model_id: int, ids: Sequence[int], scores: np.ndarray,
+                   chunk: int = 100_000) -> None:
+    """Insert scores ``chunk`` rows at a time (bounded memory at millions of cutouts)."""
+    mid = int(model_id)
+    for start in range(0, len(ids), chunk):
+        _insert_many(session, "score", ["model_id", "cutout_id", "score"],
+                     [(mid, int(i), float(v)) for i, v in zip(
+                         ids[start:start + chunk], scores[start:start + chunk], strict=True)])
 
 
 # -- writes: each one transaction ---------------------------------------------------------------
@@ -485,7 +490,7 @@ def write_scores(engine: Engine, model_id: int, ids: list[int], scores: np.ndarr
     with_retry(write)
 
 
-def write_model(engine: Engine, row: dict[str, Any], ids: list[int],
+def write_model(engine: Engine, row: dict[str, Any], ids: Sequence[int],
                 scores: np.ndarray) -> DetectorModel:
     """Store a fitted model with the scores of its training cutouts and make it the current one,
     in one transaction."""
@@ -569,6 +574,34 @@ def load_embeddings(engine: Engine, embedder: str, only_unscored_for: int | None
     out_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     X = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
     return out_ids, X
+
+
+def count_embeddings(engine: Engine, embedder: str) -> int:
+    """How many cutouts ``embedder`` has embedded."""
+    with Session(engine) as s:
+        return int(s.execute(select(func.count()).select_from(Embedding)
+                             .where(Embedding.embedder == embedder)).scalar())
+
+
+def iter_embeddings(engine: Engine, embedder: str, chunk: int = 100_000
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Every embedding of ``embedder`` in id order, ``chunk`` at a time: (ids (m,), vectors
+    (m, d) float32), read by key ranges so memory stays bounded whatever the table holds."""
+    last = -1
+    while True:
+        q = (select(Embedding.cutout_id, Embedding.vector)
+             .where(Embedding.embedder == embedder, Embedding.cutout_id > last)
+             .order_by(Embedding.cutout_id).limit(chunk))
+        with Session(engine) as s:
+            rows = s.execute(q).all()
+        if not rows:
+            return
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        yield ids, np.frombuffer(b"".join(r[1] for r in rows),
+                                 dtype=np.float32).reshape(len(rows), -1)
+        last = int(ids[-1])
+        if len(rows) < chunk:
+            return
 
 
 def cutouts_without_embedding(engine: Engine, embedder: str) -> list[tuple[int, bytes, int]]:

@@ -72,6 +72,33 @@ def test_patches_are_stored_compactly_to_a_128th_of_their_noise():
     assert np.array_equal(store.unpack_patch(legacy, 32), p[2])
 
 
+def test_fit_on_a_sample_scores_every_cutout(engine, settings, spoc_file):
+    """Above the sample size the fit learns from a reproducible hash sample of the ids plus
+    every cutout labelled normal, reads embeddings in chunks, scores every cutout, and takes
+    the threshold from every score."""
+    from reaper_core.models import in_fit_sample
+    from reaper_core.service import Reaper
+    from reaper_core.thresholds import threshold_from_scores
+
+    ingest_many(engine, [spoc_file], settings)
+    ids_all, X_all = store.load_embeddings(engine, "local")
+    normal = [int(ids_all[3]), int(ids_all[7])]
+    Reaper(settings).label(normal, "normal")
+    model = fit_model(engine, settings, sample=len(ids_all) // 4, chunk=37)
+    fraction = (len(ids_all) // 4) / len(ids_all)
+    chosen = in_fit_sample(ids_all, fraction)
+    assert np.array_equal(chosen, in_fit_sample(ids_all, fraction))  # reproducible
+    assert 0.15 < chosen.mean() < 0.35
+    assert model.row.n_train == int((chosen | np.isin(ids_all, normal)).sum())
+    assert model.detector.n_normal_ == 2
+    scores = store.scores_of(engine, model.id, ids_all.tolist())
+    assert len(scores) == len(ids_all)  # every cutout scored
+    s = np.array([scores[int(i)] for i in ids_all])
+    assert np.allclose(s, model.detector.anomaly_score(X_all), rtol=1e-6)
+    assert model.detector.threshold_ == pytest.approx(threshold_from_scores(
+        s, model.row.threshold_mode, model.row.threshold_value))
+
+
 def test_duplicate_bytes_under_another_name_add_nothing(engine, settings, spoc_file, tmp_path):
     ingest_many(engine, [spoc_file], settings)
     before = store.totals(engine)
