@@ -119,11 +119,12 @@ def cutout_grid(ids: list[int], captions: dict[int, str] | None = None, columns:
 
 
 def refit(n_components: float | None = None, embedder: str | None = None) -> None:
-    """Re-fit the model on every cutout behind a progress bar, then rerun the page."""
+    """Re-fit the model on every cutout behind a progress bar, in a process of its own (the
+    server never holds a fit's memory), then rerun the page."""
     with st.status("Re-fitting…", expanded=True) as status:
         bar = st.progress(0.0)
         new = state.reaper().fit(
-            n_components, embedder,
+            n_components, embedder, in_subprocess=True,
             progress=lambda stage, f, msg: bar.progress(min(f, 1.0), text=f"{stage}: {msg}"))
         status.update(label=f"Model #{new.id} fitted: {new.row.n_components} components",
                       state="complete")

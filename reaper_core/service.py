@@ -204,18 +204,57 @@ class Reaper:
         return m
 
     def fit(self, n_components: float | None = None, embedder: str | None = None,
-            progress: ProgressFn = noop) -> CurrentModel:
+            progress: ProgressFn = noop, *, in_subprocess: bool = False) -> CurrentModel:
         """Fit a new model on every cutout (labels of "normal" count), make it current, score
-        everything."""
+        everything, group the anomalies.
+
+        ``in_subprocess``: in a fresh process (what the dashboard does, so that its server
+        never holds a fit's memory), with its progress relayed here; its error is raised here
+        as the same one sentence.
+        """
         from dataclasses import replace
 
         from .models import fit_model
+
+        if in_subprocess:
+            return self._fit_in_subprocess(n_components, embedder, progress)
 
         settings = replace(self.settings, embedder=embedder) if embedder else self.settings
         model = fit_model(self.engine, settings, progress=progress, n_components=n_components)
         progress("fit", 1.0, "grouping the anomalies")
         self.groups(model)
         return model
+
+    def _fit_in_subprocess(self, n_components: float | None, embedder: str | None,
+                           progress: ProgressFn) -> CurrentModel:
+        import multiprocessing as mp
+        import queue as queue_mod
+
+        ctx = mp.get_context("spawn")
+        q = ctx.Queue()
+        child = ctx.Process(target=_fit_child, args=(self.settings, n_components, embedder, q),
+                            daemon=True)
+        child.start()
+        outcome = None
+        try:
+            while outcome is None:
+                try:
+                    msg = q.get(timeout=0.5)
+                except queue_mod.Empty:
+                    if not child.is_alive():
+                        outcome = ("error", f"the fit's process ended without an answer (exit "
+                                            f"code {child.exitcode}); the current model is "
+                                            "unchanged")
+                    continue
+                if msg[0] == "progress":
+                    progress(*msg[1:])
+                else:
+                    outcome = msg
+        finally:
+            child.join(timeout=30)
+        if outcome[0] == "error":
+            raise ModelError(outcome[1])
+        return self.require_model()
 
     def prune(self, keep: int | None = None) -> int:
         """Delete old models and their scores, keeping the current one and ``keep`` others
@@ -815,3 +854,17 @@ class Reaper:
         frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:],
                        duration=400, loop=0)
         return buf.getvalue()
+
+
+def _fit_child(settings: Settings, n_components: float | None, embedder: str | None,
+               queue: Any) -> None:
+    """:meth:`Reaper.fit` in a process of its own: progress and the outcome go to ``queue``."""
+    from .config import mask_url
+    from .errors import describe_failure
+
+    try:
+        Reaper(settings).fit(n_components, embedder,
+                             progress=lambda *a: queue.put(("progress", *a)))
+        queue.put(("done",))
+    except Exception as exc:
+        queue.put(("error", describe_failure(exc, mask_url(settings.db_url))))

@@ -99,6 +99,25 @@ def test_fit_on_a_sample_scores_every_cutout(engine, settings, spoc_file):
         s, model.row.threshold_mode, model.row.threshold_value))
 
 
+def test_fit_in_a_process_of_its_own(settings, spoc_file):
+    """The dashboard's re-fit runs in a fresh process: its progress reaches this one, the new
+    model is current here, and a failure comes back as the same one sentence."""
+    from reaper_core.errors import ModelError
+    from reaper_core.service import Reaper
+
+    r = Reaper(settings)
+    r.ingest([spoc_file])
+    old = r.require_model().id
+    seen = []
+    new = r.fit(4, in_subprocess=True, progress=lambda *a: seen.append(a))
+    assert new.id != old and new.row.n_components == 4 and new.detector.n_components_ == 4
+    assert any(a[0] == "fit" for a in seen) and seen[-1][1] == 1.0
+    assert r.model().id == new.id
+    with pytest.raises(ModelError, match=r"unknown embedder 'nope'"):
+        r.fit(embedder="nope", in_subprocess=True)
+    assert r.model().id == new.id  # unchanged
+
+
 def test_duplicate_bytes_under_another_name_add_nothing(engine, settings, spoc_file, tmp_path):
     ingest_many(engine, [spoc_file], settings)
     before = store.totals(engine)
