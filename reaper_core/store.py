@@ -231,6 +231,10 @@ class EventModel(SQLModel, table=True):
     is_current: bool = Field(default=False, index=True)
 
 
+#: SQLite page size of new database files, bytes (see :func:`make_engine`).
+SQLITE_PAGE_SIZE = 16384
+
+
 def make_engine(url: str) -> Engine:
     """Engine for ``url`` with the tables created; SQLite gets WAL and a 60 s busy timeout."""
     if url.startswith("sqlite"):
@@ -242,6 +246,10 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
+            # Before the first table (a no-op on an existing file): a cutout row (a ~2 KB
+            # patch) fills half a 4 KB page, so 4 KB pages waste a page per row; 16 KB pages
+            # hold 7 (``benchmarks/scale.py`` measures the bytes per cutout).
+            cur.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
@@ -312,12 +320,13 @@ def pack_float32(a: np.ndarray) -> bytes:
 
 
 #: Stored patches are integers in steps of 1/64 of the patch's sky noise (the robust σ of its
-#: outer ring, as the embedder measures it) after an 8-byte header, float32 lowest value and
-#: step: 16-bit codes when the patch spans at most 65,533 steps, else (a bright star) 32-bit
-#: codes compressed with zlib, marked by a negative step. Rounding adds noise of
-#: step/√12 = σ/222, 0.002 % of the sky's variance. ``benchmarks/scale.py`` measures the bytes
-#: per cutout and the embeddings of stored patches against the originals'. NaN is code
-#: -32,768 (16-bit) or -2³¹ (32-bit). Patches stored by earlier versions (float32) still read.
+#: outer ring, as the embedder measures it): 16-bit codes, or 32-bit when the patch spans more
+#: than 65,533 steps (a bright star), byte-shuffled and compressed with zlib (level 1), after
+#: an 8-byte header, float32 lowest value and step. Rounding adds noise of step/√12 = σ/222,
+#: 0.002 % of the sky's variance. About 1.3 KB a 32 × 32 patch instead of 4 KB;
+#: ``benchmarks/scale.py`` measures the bytes per cutout and the embeddings of stored patches
+#: against the originals'. NaN is code -32,768 (16-bit) or -2³¹ (32-bit). Patches stored by
+#: earlier versions (float32, 4 bytes a pixel) still read.
 PATCH_STEPS_PER_SIGMA = 64
 
 
@@ -330,15 +339,21 @@ def pack_patches(patches: np.ndarray, chunk: int = 2048) -> list[bytes]:
     return [b for part in parts for b in part]
 
 
+def _shuffle(codes: np.ndarray) -> bytes:
+    """Integer codes (m,) as their bytes grouped by significance (low bytes, then high)."""
+    return codes.view(np.uint8).reshape(len(codes), codes.itemsize).T.tobytes()
+
+
 def _pack(p: np.ndarray) -> list[bytes]:
     import zlib
 
     from .cutouts import fill_nan, ring_sky
 
     n = len(p)
+    if n == 0:
+        return []
     bad = ~np.isfinite(p).reshape(n, -1)
-    any_bad = bad.any(axis=1)
-    filled = fill_nan(p) if any_bad.any() else p
+    filled = fill_nan(p) if bad.any() else p
     _, sigma = ring_sky(filled)
     flat = filled.reshape(n, -1)
     lo = flat.min(axis=1)
@@ -347,17 +362,19 @@ def _pack(p: np.ndarray) -> list[bytes]:
     scaled = (flat - lo[:, None]) / step[:, None]
     wide = scaled.max(axis=1) > 65533
     narrow = (np.rint(scaled) - 32767).astype(np.int16)
-    for i in np.flatnonzero(any_bad & ~wide):
-        narrow[i, bad[i]] = -32768
-    head = np.column_stack([lo, np.where(wide, -step, step)]).astype(np.float32)
-    out = [h.tobytes() + c.tobytes() for h, c in zip(head, narrow, strict=True)]
-    for i in np.flatnonzero(wide):
-        c = np.rint((flat[i].astype(np.float64) - lo[i]) / step[i]) - 32767
-        c = np.clip(c, -(2**31 - 1), 2**31 - 1).astype(np.int32)
-        c[bad[i]] = -(2**31)
-        blob = head[i].tobytes() + zlib.compress(c.tobytes(), 1)
+    narrow[bad] = -32768
+    head = np.column_stack([lo, step]).astype(np.float32)
+    out = []
+    for i in range(n):
+        if wide[i]:
+            c = np.rint((flat[i].astype(np.float64) - lo[i]) / step[i]) - 32767
+            c = np.clip(c, -(2**31 - 1), 2**31 - 1).astype(np.int32)
+            c[bad[i]] = -(2**31)
+        else:
+            c = narrow[i]
+        blob = head[i].tobytes() + zlib.compress(_shuffle(c), 1)
         # Never the length of an old float32 patch (zlib ignores a trailing byte).
-        out[i] = blob + b"\0" if len(blob) == 4 * c.size else blob
+        out.append(blob + b"\0" if len(blob) == 4 * c.size else blob)
     return out
 
 
@@ -369,13 +386,12 @@ def unpack_patch(blob: bytes, size: int) -> np.ndarray:
     if len(blob) == 4 * npx:  # float32, as stored before
         return np.frombuffer(blob, dtype=np.float32).reshape(size, size)
     lo, step = np.frombuffer(blob[:8], dtype=np.float32)
-    if step < 0:
-        codes = np.frombuffer(zlib.decompressobj().decompress(blob[8:]), dtype=np.int32)
-        nan = codes == -(2**31)
-    else:
-        codes = np.frombuffer(blob[8:], dtype=np.int16)
-        nan = codes == -32768
-    out = lo + (codes.astype(np.float64) + 32767) * abs(step)
+    raw = zlib.decompressobj().decompress(blob[8:])
+    width = len(raw) // npx
+    codes = np.frombuffer(raw, np.uint8).reshape(width, npx).T.copy().view(
+        np.int16 if width == 2 else np.int32).ravel()
+    nan = codes == (-32768 if width == 2 else -(2**31))
+    out = lo + (codes.astype(np.float64) + 32767) * step
     out[nan] = np.nan
     return out.astype(np.float32).reshape(size, size)
 
