@@ -44,7 +44,10 @@ def prepare_on_worker(path: str, settings: Settings, name: str, sha256: str,
         embedder = _EMBEDDERS.get(key)
         if embedder is None:
             embedder = _EMBEDDERS[key] = get_embedder(settings.embedder, settings)
-        return prepare(path, settings, embedder, name=name, sha256=sha256, hdu=hdu)
+        prep = prepare(path, settings, embedder, name=name, sha256=sha256, hdu=hdu)
+        # The writer stores the packed patches: the float32 ones (3× the bytes) stay here.
+        prep.patches = prep.patches[:0]
+        return prep
     except Exception as exc:
         return failure(name, exc, settings, t0)
 

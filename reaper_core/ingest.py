@@ -173,7 +173,7 @@ def store_prepared(engine: Engine, prep: Prepared, settings: Settings,
         wcs_header=img.wcs.to_header(relax=True).tostring() if img.wcs is not None else None,
         hdu=img.hdu, quality=img.quality,
         source_method=settings.source_method, patch_size=settings.patch_size,
-        n_cutouts=len(prep.patches), preview_png=_preview_png(img),
+        n_cutouts=len(prep.embeddings), preview_png=_preview_png(img),
     )
     t = img.mid_time
     rows = [
@@ -238,7 +238,7 @@ def store_result(engine: Engine, prep: Prepared, settings: Settings, stored_path
     """Store a prepared file in one transaction (scored by the current model) and say so; a
     file another writer stored first is a duplicate, nothing is stored twice."""
     model = current_model(engine, embedder)
-    progress("store", 0.0, f"storing {len(prep.patches)} cutouts")
+    progress("store", 0.0, f"storing {len(prep.embeddings)} cutouts")
     try:
         file_id, n_anom = store_prepared(engine, prep, settings, model,
                                          stored_path=stored_path, embedder=embedder)
@@ -249,9 +249,9 @@ def store_result(engine: Engine, prep: Prepared, settings: Settings, stored_path
     progress("store", 1.0, "stored")
     n_objects = len(np.unique(object_keys(np.zeros(len(prep.sources.segment)),
                                           prep.sources.segment)))
-    return FileResult(prep.name, "added", f"{count(len(prep.patches), 'cutout')} of "
+    return FileResult(prep.name, "added", f"{count(len(prep.embeddings), 'cutout')} of "
                       f"{count(n_objects, 'object')}", file_id=file_id,
-                      n_cutouts=len(prep.patches), n_anomalies=n_anom,
+                      n_cutouts=len(prep.embeddings), n_anomalies=n_anom,
                       seconds=time.perf_counter() - t0, notes=prep.image.notes)
 
 
