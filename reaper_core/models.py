@@ -118,15 +118,17 @@ def current_model(engine: Engine, embedder: str | None = None) -> CurrentModel |
 
 def embed_missing(engine: Engine, embedder: Embedder, progress: ProgressFn = noop,
                   chunk: int = 2000) -> int:
-    """Embed stored patches that ``embedder`` has not embedded yet; returns how many."""
-    todo = store.cutouts_without_embedding(engine, embedder.name)
-    for start in range(0, len(todo), chunk):
-        part = todo[start:start + chunk]
+    """Embed stored patches that ``embedder`` has not embedded yet, ``chunk`` at a time (each
+    chunk its own transaction); returns how many."""
+    total = store.count_without_embedding(engine, embedder.name)
+    done = 0
+    for part in store.iter_without_embedding(engine, embedder.name, chunk):
         patches = np.stack([store.unpack_patch(b, n) for _, b, n in part])
         store.write_embeddings(engine, [i for i, _, _ in part], embedder.name,
                                embedder.embed(patches))
-        progress("embed", min(start + chunk, len(todo)) / len(todo), "embedding stored patches")
-    return len(todo)
+        done += len(part)
+        progress("embed", min(done / max(total, 1), 1.0), "embedding stored patches")
+    return done
 
 
 #: The most cutouts a fit learns from: above it, a sample (every cutout labelled normal, and

@@ -620,12 +620,31 @@ def iter_embeddings(engine: Engine, embedder: str, chunk: int = 100_000
             return
 
 
-def cutouts_without_embedding(engine: Engine, embedder: str) -> list[tuple[int, bytes, int]]:
-    """(id, patch bytes, patch size) of cutouts that ``embedder`` has not embedded yet."""
+def count_without_embedding(engine: Engine, embedder: str) -> int:
+    """How many cutouts ``embedder`` has not embedded yet."""
     have = select(Embedding.cutout_id).where(Embedding.embedder == embedder)
-    q = select(Cutout.id, Cutout.patch, Cutout.patch_size).where(Cutout.id.not_in(have))
     with Session(engine) as s:
-        return [tuple(r) for r in s.execute(q.order_by(Cutout.id)).all()]
+        return int(s.execute(select(func.count()).select_from(Cutout)
+                             .where(Cutout.id.not_in(have))).scalar())
+
+
+def iter_without_embedding(engine: Engine, embedder: str, chunk: int = 2000
+                           ) -> Iterator[list[tuple[int, bytes, int]]]:
+    """(id, patch bytes, patch size) of the cutouts ``embedder`` has not embedded yet, in id
+    order, ``chunk`` at a time (read by key ranges: memory stays bounded)."""
+    have = select(Embedding.cutout_id).where(Embedding.embedder == embedder)
+    last = -1
+    while True:
+        q = (select(Cutout.id, Cutout.patch, Cutout.patch_size)
+             .where(Cutout.id > last, Cutout.id.not_in(have)).order_by(Cutout.id).limit(chunk))
+        with Session(engine) as s:
+            rows = [tuple(r) for r in s.execute(q).all()]
+        if not rows:
+            return
+        yield rows
+        last = int(rows[-1][0])
+
+
 #: Columns of :func:`cutout_columns` (and :func:`cutout_table`), in order.
 CUTOUT_COLUMNS = ("cutout_id", "file_id", "file", "x", "y", "ra", "dec", "sector", "camera", "ccd",
                   "time", "origin", "segment", "score", "label", "note")

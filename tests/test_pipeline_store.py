@@ -193,6 +193,26 @@ def test_refit_with_other_embedder_embeds_stored_patches(engine, settings, hdf_f
     assert det.n_features_in_ == 36
 
 
+def test_stored_patches_are_embedded_a_chunk_at_a_time(engine, settings, hdf_file):
+    """Another embedder embeds every stored patch, read by key ranges in chunks; the vectors
+    equal those of the patches as stored, and progress reaches 1."""
+    from reaper_core.embedders import get_embedder
+    from reaper_core.models import embed_missing
+
+    ingest_many(engine, [hdf_file], settings)
+    n = store.totals(engine)["cutouts"]
+    seen = []
+    emb = get_embedder("stats")
+    assert embed_missing(engine, emb, lambda *a: seen.append(a[1]), chunk=17) == n
+    assert seen[-1] == 1.0 and len(seen) == -(-n // 17)
+    ids, X = store.load_embeddings(engine, "stats")
+    assert len(ids) == n
+    patches = store.get_cutouts(engine, ids[:5].tolist())
+    again = emb.embed(np.stack([patches[int(i)][0] for i in ids[:5]]))
+    assert np.allclose(X[:5], again)
+    assert embed_missing(engine, emb) == 0  # nothing left
+
+
 def test_labels_and_export_formats(engine, settings, hdf_file, tmp_path):
     ingest_many(engine, [hdf_file], settings)
     df = exported(engine)
