@@ -56,6 +56,20 @@ def table(m: CurrentModel | None) -> pd.DataFrame:
     return _table(r, m, r.settings.db_url, m.id if m else None, r.data_version())
 
 
+@st.cache_data(max_entries=4, show_spinner=False)
+def _overview(url: str, model_id: int | None, threshold: float | None,
+              version: tuple) -> dict:
+    return reaper().overview(model())
+
+
+def overview(m: CurrentModel | None) -> dict:
+    """The home page's counts under ``m`` (:meth:`Reaper.overview`), cached until the data or
+    the threshold change."""
+    r = reaper()
+    return _overview(r.settings.db_url, m.id if m else None, m.threshold if m else None,
+                     r.data_version())
+
+
 @st.cache_resource(max_entries=2, show_spinner="Projecting embeddings…")
 def _pca(_reaper: Reaper, _m: CurrentModel, url: str, model_id: int,
          version: tuple) -> tuple[np.ndarray, np.ndarray]:

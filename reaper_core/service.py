@@ -308,6 +308,25 @@ class Reaper:
         """Counts of files, cutouts and models."""
         return store.totals(self.engine)
 
+    def overview(self, model: CurrentModel | None) -> dict[str, Any]:
+        """What the home page counts, aggregated by the database (see
+        :func:`reaper_core.store.overview`), with ``summary``: files, cutouts and anomalies by
+        sector, camera and CCD as a DataFrame (missing values shown "—"), as
+        :func:`reaper_core.views.summary` gives them from the cutout table."""
+        import pandas as pd
+
+        from .views import dash_missing
+
+        out = store.overview(self.engine, model.id if model else None,
+                             model.threshold if model else None)
+        rows = sorted(out["by_ccd"], key=lambda r: tuple((v is None, v or 0) for v in r[:3]))
+        table = pd.DataFrame(rows, columns=["sector", "camera", "ccd", "files", "cutouts",
+                                            "anomalies"])
+        for col in ("sector", "camera", "ccd"):
+            table[col] = table[col].astype("Int64")
+        out["summary"] = dash_missing(table, ("sector", "camera", "ccd"))
+        return out
+
     def data_version(self) -> tuple:
         """Changes whenever cutouts, models, scores or labels change (not the threshold)."""
         return store.data_version(self.engine)

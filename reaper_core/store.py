@@ -654,6 +654,32 @@ WHOLE_COLUMNS = ("sector", "camera", "ccd", "segment", "group")
 _FLOAT_COLUMNS = ("x", "y", "ra", "dec", "time", "score")
 
 
+def overview(engine: Engine, model_id: int | None, threshold: float | None) -> dict[str, Any]:
+    """Counts the home page shows, aggregated by the database (no cutout rows read): ``files``,
+    ``cutouts``, ``anomalies`` (score above ``threshold`` under ``model_id``), ``labelled``;
+    ``by_ccd``: rows (sector, camera, ccd, files, cutouts, anomalies) in that order;
+    ``per_file``: {file id: anomalies}."""
+    flag = ("SUM(CASE WHEN s.score > :thr THEN 1 ELSE 0 END)" if model_id and threshold is not None
+            else "0")
+    join = ("LEFT JOIN score s ON s.cutout_id = c.id AND s.model_id = :mid" if model_id
+            else "")
+    params = {"mid": model_id, "thr": threshold} if model_id else {}
+    with engine.connect() as conn:
+        by_ccd = conn.execute(text(
+            f"SELECT c.sector, c.camera, c.ccd, COUNT(DISTINCT c.file_id), COUNT(*), {flag} "
+            f"FROM cutout c {join} GROUP BY c.sector, c.camera, c.ccd "
+            "ORDER BY c.sector, c.camera, c.ccd"), params).all()
+        per_file = conn.execute(text(
+            f"SELECT c.file_id, {flag} FROM cutout c {join} GROUP BY c.file_id"), params).all()
+        n_files = conn.execute(text("SELECT COUNT(DISTINCT file_id) FROM cutout")).scalar()
+        labelled = conn.execute(text(
+            "SELECT COUNT(*) FROM label l JOIN cutout c ON c.id = l.cutout_id")).scalar()
+    rows = [(*r[:3], int(r[3]), int(r[4]), int(r[5] or 0)) for r in by_ccd]
+    return {"files": int(n_files or 0), "cutouts": sum(r[4] for r in rows),
+            "anomalies": sum(r[5] for r in rows), "labelled": int(labelled or 0),
+            "by_ccd": rows, "per_file": {int(f): int(a or 0) for f, a in per_file}}
+
+
 def cutout_columns(engine: Engine, model_id: int | None) -> dict[str, np.ndarray]:
     """Every cutout with its file, metadata, score under ``model_id`` and label (no pixels), as
     NumPy columns of equal length, by cutout id (see :data:`CUTOUT_COLUMNS`).

@@ -118,6 +118,27 @@ def test_fit_in_a_process_of_its_own(settings, spoc_file):
     assert r.model().id == new.id  # unchanged
 
 
+def test_overview_is_counted_by_the_database_as_from_the_table(settings, spoc_file, hdf_file):
+    """The home page's counts (SQL aggregates) equal those of the whole cutout table, with a
+    file that has no sector (the Hubble Deep Field) and a label."""
+    from reaper_core.service import Reaper
+
+    r = Reaper(settings)
+    r.ingest([spoc_file, hdf_file])
+    m = r.require_model()
+    tbl = r.cutout_table(m)
+    flagged = m.flags(tbl["score"].to_numpy(float))
+    r.label([int(tbl.cutout_id.iloc[0])], "interesting")
+    o = r.overview(m)
+    assert (o["files"], o["cutouts"], o["anomalies"], o["labelled"]) == (
+        2, len(tbl), int(flagged.sum()), 1)
+    expected = views.summary(tbl, flagged)
+    got = o["summary"]
+    assert got.astype(str).values.tolist() == expected.astype(str).values.tolist()
+    per_file = pd.Series(flagged).groupby(tbl["file_id"].to_numpy()).sum()
+    assert o["per_file"] == {int(k): int(v) for k, v in per_file.items()}
+
+
 def test_duplicate_bytes_under_another_name_add_nothing(engine, settings, spoc_file, tmp_path):
     ingest_many(engine, [spoc_file], settings)
     before = store.totals(engine)

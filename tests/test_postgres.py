@@ -90,6 +90,12 @@ def test_pipeline_round_trip_on_postgres(pg_url, spoc_file, hdf_file, tmp_path, 
     refit = fit_model(engine, Settings(db_url=pg_url))
     assert refit.n_normal == 600
     assert exported(engine).set_index("cutout_id").loc[top, "score"].max() < 1e-9
+    # The home page's counts, aggregated by PostgreSQL (the HDF has no sector: NULL sorts last).
+    o = store.overview(engine, refit.id, refit.threshold)
+    after = exported(engine)
+    assert (o["files"], o["cutouts"], o["labelled"]) == (2, cutouts, 600)
+    assert o["anomalies"] == int(refit.flags(after.score.to_numpy(float)).sum())
+    assert len(o["per_file"]) == 2 and sum(o["per_file"].values()) == o["anomalies"]
     assert (df.segment > 0).mean() > 0.95
     # A database made before cutouts kept their segment gets the column when opened.
     with engine.begin() as conn:

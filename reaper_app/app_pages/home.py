@@ -20,19 +20,18 @@ st.write("Finds the odd things in TESS full-frame images: a patch around every o
          "like it rank lower.")
 
 m = state.model()
-tbl = state.table(m)
-flagged = state.flagged(tbl, m)
+counts = state.overview(m)  # aggregated by the database: no cutout rows are read
 
 c1, c2, c3, c4 = st.columns(4)
-c1.metric("Files", f"{tbl['file_id'].nunique():,}")
-c2.metric("Cutouts", f"{len(tbl):,}")
-c3.metric("Anomalies", f"{int(flagged.sum()):,}")
-c4.metric("Labelled", f"{int(tbl['label'].notna().sum()):,}")
+c1.metric("Files", f"{counts['files']:,}")
+c2.metric("Cutouts", f"{counts['cutouts']:,}")
+c3.metric("Anomalies", f"{counts['anomalies']:,}")
+c4.metric("Labelled", f"{counts['labelled']:,}")
 
 left, right = st.columns([3, 2])
 with left:
     st.subheader("By sector, camera and CCD")
-    st.dataframe(views.summary(tbl, flagged), hide_index=True, width="stretch")
+    st.dataframe(counts["summary"], hide_index=True, width="stretch")
 with right:
     st.subheader("Current model")
     if m:
@@ -50,7 +49,7 @@ with right:
 st.subheader("Files")
 files = state.reaper().files()
 if files:
-    per_file = pd.Series(flagged, index=tbl.index).groupby(tbl["file_id"]).sum()
+    per_file = counts["per_file"]
     st.dataframe(views.dash_missing(pd.DataFrame([{
         "file": f.name, "what it is": widgets.demo_description(f.name) or "uploaded",
         "layout": f.layout, "sector": f.sector, "camera": f.camera, "ccd": f.ccd,
