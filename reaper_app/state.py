@@ -70,6 +70,18 @@ def overview(m: CurrentModel | None) -> dict:
                      r.data_version())
 
 
+@st.cache_resource(max_entries=2, show_spinner="Loading scores…")
+def _scores(_reaper: Reaper, _m: CurrentModel, url: str, model_id: int,
+            version: tuple) -> np.ndarray:
+    return _reaper.scores(_m)
+
+
+def scores(m: CurrentModel) -> np.ndarray:
+    """Every score under ``m`` (shape (n,)); cached until the data change (do not mutate)."""
+    r = reaper()
+    return _scores(r, m, r.settings.db_url, m.id, r.data_version())
+
+
 @st.cache_resource(max_entries=2, show_spinner="Projecting embeddings…")
 def _pca(_reaper: Reaper, _m: CurrentModel, url: str, model_id: int,
          version: tuple) -> tuple[np.ndarray, np.ndarray]:

@@ -327,6 +327,23 @@ class Reaper:
         out["summary"] = dash_missing(table, ("sector", "camera", "ccd"))
         return out
 
+    def scores(self, model: CurrentModel) -> np.ndarray:
+        """Every score under ``model``, shape (n,) (the histogram and the count flagged)."""
+        return store.model_scores(self.engine, model.id)
+
+    def top_scored(self, model: CurrentModel, above: float, limit: int = 500
+                   ) -> pd.DataFrame:
+        """The ``limit`` highest-scoring cutouts above ``above`` (ties by id): columns
+        cutout_id, file, x, y, sector, camera, ccd, score, label."""
+        import pandas as pd
+
+        rows = store.top_scored(self.engine, model.id, above, limit)
+        df = pd.DataFrame(rows, columns=["cutout_id", "file", "x", "y", "sector", "camera",
+                                         "ccd", "score", "label"])
+        for col in ("sector", "camera", "ccd"):
+            df[col] = df[col].astype("Int64")
+        return df
+
     def data_version(self) -> tuple:
         """Changes whenever cutouts, models, scores or labels change (not the threshold)."""
         return store.data_version(self.engine)

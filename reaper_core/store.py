@@ -654,6 +654,30 @@ WHOLE_COLUMNS = ("sector", "camera", "ccd", "segment", "group")
 _FLOAT_COLUMNS = ("x", "y", "ra", "dec", "time", "score")
 
 
+def model_scores(engine: Engine, model_id: int) -> np.ndarray:
+    """Every score under ``model_id``, shape (n,), float64, in no particular order."""
+    with engine.connect() as conn:
+        cur = conn.exec_driver_sql("SELECT score FROM score WHERE model_id = "
+                                   f"{int(model_id)}")
+        return np.fromiter((r[0] for r in cur), dtype=float)
+
+
+def top_scored(engine: Engine, model_id: int, above: float, limit: int) -> list[dict[str, Any]]:
+    """The ``limit`` cutouts scoring above ``above`` under ``model_id``, highest first (ties
+    by id), with file name, position, sector/camera/CCD and label; read through the
+    (model_id, score) index, not the table."""
+    sql = text(
+        "SELECT c.id AS cutout_id, f.name AS file, c.x, c.y, c.sector, c.camera, c.ccd, "
+        "s.score, l.label FROM score s JOIN cutout c ON c.id = s.cutout_id "
+        "JOIN fits_file f ON f.id = c.file_id LEFT JOIN label l ON l.cutout_id = c.id "
+        "WHERE s.model_id = :mid AND s.score > :above "
+        "ORDER BY s.score DESC, c.id ASC LIMIT :limit")
+    with engine.connect() as conn:
+        rows = conn.execute(sql, {"mid": model_id, "above": float(above),
+                                  "limit": int(limit)}).mappings().all()
+    return [dict(r) for r in rows]
+
+
 def overview(engine: Engine, model_id: int | None, threshold: float | None) -> dict[str, Any]:
     """Counts the home page shows, aggregated by the database (no cutout rows read): ``files``,
     ``cutouts``, ``anomalies`` (score above ``threshold`` under ``model_id``), ``labelled``;

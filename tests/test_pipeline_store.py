@@ -137,6 +137,12 @@ def test_overview_is_counted_by_the_database_as_from_the_table(settings, spoc_fi
     assert got.astype(str).values.tolist() == expected.astype(str).values.tolist()
     per_file = pd.Series(flagged).groupby(tbl["file_id"].to_numpy()).sum()
     assert o["per_file"] == {int(k): int(v) for k, v in per_file.items()}
+    # The Threshold page's score column and its top flagged rows, read by the database.
+    assert np.array_equal(np.sort(r.scores(m)), np.sort(tbl["score"].to_numpy(float)))
+    top = r.top_scored(m, m.threshold, 7)
+    want = tbl[flagged].sort_values(["score", "cutout_id"], ascending=[False, True]).head(7)
+    assert top.cutout_id.tolist() == want.cutout_id.tolist()
+    assert top.file.tolist() == want.file.tolist() and np.allclose(top.score, want.score)
 
 
 def test_duplicate_bytes_under_another_name_add_nothing(engine, settings, spoc_file, tmp_path):

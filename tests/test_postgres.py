@@ -96,6 +96,11 @@ def test_pipeline_round_trip_on_postgres(pg_url, spoc_file, hdf_file, tmp_path, 
     assert (o["files"], o["cutouts"], o["labelled"]) == (2, cutouts, 600)
     assert o["anomalies"] == int(refit.flags(after.score.to_numpy(float)).sum())
     assert len(o["per_file"]) == 2 and sum(o["per_file"].values()) == o["anomalies"]
+    top = store.top_scored(engine, refit.id, refit.threshold, 5)
+    want = after[after.score > refit.threshold].sort_values(["score", "cutout_id"],
+                                                            ascending=[False, True]).head(5)
+    assert [t["cutout_id"] for t in top] == want.cutout_id.tolist()
+    assert len(store.model_scores(engine, refit.id)) == cutouts
     assert (df.segment > 0).mean() > 0.95
     # A database made before cutouts kept their segment gets the column when opened.
     with engine.begin() as conn:

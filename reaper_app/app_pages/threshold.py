@@ -16,8 +16,7 @@ from reaper_core.thresholds import THRESHOLD_MODES, flags, slider_spec
 
 m = state.require_model()
 row = m.row
-tbl = state.table(m)
-scores = tbl["score"].to_numpy(dtype=float)
+scores = state.scores(m)  # the score column alone, not the cutout table
 mode_key = f"mode-{m.id}"
 
 def _slider_key(mode: str) -> str:
@@ -59,10 +58,8 @@ c3.metric("Score threshold", f"{thr:.4g}")
 
 st.plotly_chart(plots.score_histogram(scores, thr), key="hist")
 st.subheader("Flagged cutouts")
-flagged_rows = tbl.loc[flagged, ["cutout_id", "file", "x", "y", "sector", "camera", "ccd",
-                                 "score", "label"]].sort_values(["score", "cutout_id"],
-                                                                ascending=[False, True])
-st.dataframe(views.dash_missing(flagged_rows.head(500), ("sector", "camera", "ccd", "label")),
+flagged_rows = state.reaper().top_scored(m, thr, 500)
+st.dataframe(views.dash_missing(flagged_rows, ("sector", "camera", "ccd", "label")),
              hide_index=True, width="stretch", height=300)
 
 st.divider()
@@ -81,6 +78,6 @@ with st.form("refit"):
         n = st.slider("Explained variance target", 0.5, 0.99, 0.9, 0.01)
     st.caption(f"Cutouts labelled *normal* in the gallery count {s.normal_weight}× in the fit "
                "and score 0, and objects like them rank lower: "
-               f"{int((tbl['label'] == 'normal').sum()):,} labelled now.")
+               f"{state.reaper().n_labelled('normal'):,} labelled now.")
     if st.form_submit_button("Re-fit on every cutout", key="refit_submit"):
         widgets.refit(float(n), embedder)
