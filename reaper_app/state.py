@@ -83,15 +83,16 @@ def scores(m: CurrentModel) -> np.ndarray:
 
 
 @st.cache_resource(max_entries=2, show_spinner="Projecting embeddings…")
-def _pca(_reaper: Reaper, _m: CurrentModel, url: str, model_id: int,
-         version: tuple) -> tuple[np.ndarray, np.ndarray]:
-    return _reaper.pca_coordinates(_m)
+def _explore(_reaper: Reaper, _m: CurrentModel, url: str, model_id: int, threshold: float,
+             version: tuple) -> dict:
+    return _reaper.explore_points(_m)
 
 
-def pca(m: CurrentModel) -> tuple[np.ndarray, np.ndarray]:
-    """(cutout ids, principal-component coordinates) of every cutout under ``m``."""
+def explore_points(m: CurrentModel) -> dict:
+    """The Explore scatter's points under ``m`` (:meth:`Reaper.explore_points`); cached until
+    the data or the threshold change (shared: do not mutate)."""
     r = reaper()
-    return _pca(r, m, r.settings.db_url, m.id, r.data_version())
+    return _explore(r, m, r.settings.db_url, m.id, m.threshold, r.data_version())
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)

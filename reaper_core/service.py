@@ -398,6 +398,21 @@ class Reaper:
             return ids, np.zeros((0, n))
         return ids, model.detector.transform(X)[:, :n]
 
+    def explore_points(self, model: CurrentModel, n: int = 5,
+                       max_points: int = 100_000) -> dict[str, Any]:
+        """What the Explore scatter draws, read for the points alone: every anomaly, and the
+        other cutouts whole when there are at most ``max_points`` in all, else those whose id
+        is a multiple of ``every`` = ⌈cutouts / max_points⌉ (a stated, reproducible sample).
+        Columns ``cutout_id``, ``pcs`` (m, n), ``score``, ``file``, ``label``; and ``every``,
+        ``total`` (cutouts embedded)."""
+        total = store.count_embeddings(self.engine, model.embedder)
+        every = max(1, -(-total // max_points))
+        rows = store.explore_rows(self.engine, model.id, model.embedder, model.threshold, every)
+        X = rows.pop("vector")
+        rows["pcs"] = (model.detector.transform(X)[:, :n] if len(X)
+                       else np.zeros((0, n)))
+        return {**rows, "every": every, "total": total}
+
     # -- explanations -------------------------------------------------------------------------
     def features(self, model: CurrentModel) -> list[Feature] | None:
         """What each embedding dimension of the model's embedder measures (None if unknown)."""

@@ -145,6 +145,35 @@ def test_overview_is_counted_by_the_database_as_from_the_table(settings, spoc_fi
     assert top.file.tolist() == want.file.tolist() and np.allclose(top.score, want.score)
 
 
+def test_explore_draws_every_anomaly_and_a_stated_sample(settings, spoc_file, hdf_file):
+    """Explore's points: all of them when few; else every anomaly and the inliers whose id is a
+    multiple of ⌈n / max⌉, with the same projection, scores, files and labels as the table."""
+    from reaper_core.service import Reaper
+
+    r = Reaper(settings)
+    r.ingest([spoc_file, hdf_file])
+    m = r.require_model()
+    tbl = r.cutout_table(m).set_index("cutout_id")
+    r.label([int(tbl.index[0])], "artefact")
+    tbl = r.cutout_table(m).set_index("cutout_id")
+    whole = r.explore_points(m)
+    assert whole["every"] == 1 and whole["total"] == len(tbl)
+    assert whole["cutout_id"].tolist() == sorted(tbl.index)
+    ids_all, pcs_all = r.pca_coordinates(m)
+    assert np.allclose(whole["pcs"], pcs_all)
+    assert whole["label"][0] == "artefact"
+    part = r.explore_points(m, max_points=len(tbl) // 5)
+    every = part["every"]
+    assert every == -(-len(tbl) // (len(tbl) // 5))
+    flagged = m.flags(tbl["score"].to_numpy(float))
+    expect = sorted(set(tbl.index[flagged]) | {c for c in tbl.index if c % every == 0})
+    assert part["cutout_id"].tolist() == expect
+    pos = np.searchsorted(ids_all, part["cutout_id"])
+    assert np.allclose(part["pcs"], pcs_all[pos])
+    assert np.allclose(part["score"], tbl.loc[expect, "score"].to_numpy(float))
+    assert part["file"].tolist() == tbl.loc[expect, "file"].tolist()
+
+
 def test_duplicate_bytes_under_another_name_add_nothing(engine, settings, spoc_file, tmp_path):
     ingest_many(engine, [spoc_file], settings)
     before = store.totals(engine)

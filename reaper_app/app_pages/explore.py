@@ -16,21 +16,24 @@ from reaper_app import plots, state, widgets
 HOVER_THUMBNAILS = 2000
 
 m = state.require_model()
-ids, pcs = state.pca(m)
-tbl = state.table(m).set_index("cutout_id")
-scores = tbl["score"].reindex(ids).to_numpy(dtype=float)
+pts = state.explore_points(m)  # read for the points drawn alone, not the cutout table
+ids, pcs, scores = pts["cutout_id"], pts["pcs"], pts["score"]
 flagged = m.flags(scores)
+score_of = dict(zip(ids.tolist(), scores.tolist(), strict=True))
+where = {c: i for i, c in enumerate(ids.tolist())}
 
 k = pcs.shape[1]
 c1, c2, c3 = st.columns([1, 1, 2])
 cx = c1.selectbox("x axis", range(k), format_func=lambda i: f"PC{i + 1}", index=0)
 cy = c2.selectbox("y axis", range(k), format_func=lambda i: f"PC{i + 1}", index=min(1, k - 1))
-c3.write(f"{len(ids):,} cutouts, **{int(flagged.sum()):,}** anomalies (red ×). Hover a point "
+drawn = (f"{pts['total']:,} cutouts" if pts["every"] == 1 else
+         f"{pts['total']:,} cutouts (drawn: every anomaly and the inliers whose id is a "
+         f"multiple of {pts['every']}, {len(ids):,} points)")
+c3.write(f"{drawn}, **{int(flagged.sum()):,}** anomalies (red ×). Hover a point "
          "for its score and file; click it, or box or lasso select in the toolbar, to see the "
          "cutouts below and open any of them.")
 
-fig = plots.pca_scatter(pcs, ids, scores, flagged, cx, cy,
-                        files=tbl["file"].reindex(ids).to_numpy())
+fig = plots.pca_scatter(pcs, ids, scores, flagged, cx, cy, files=pts["file"])
 event = st.plotly_chart(fig, key="pca", on_select="rerun",
                         selection_mode=("points", "box", "lasso"))
 # Thumbnails on hover for the highest-scoring anomalies.
@@ -40,14 +43,13 @@ points = event.selection.points if event and event.selection else []
 chosen = [int(p["customdata"][0] if isinstance(p["customdata"], list) else p["customdata"])
           for p in points if p.get("customdata") is not None]
 if chosen:
-    chosen = sorted(set(chosen), key=lambda c: (-np.nan_to_num(tbl["score"].get(c, 0)), c))
+    chosen = sorted(set(chosen), key=lambda c: (-np.nan_to_num(score_of.get(c, 0)), c))
     st.subheader(f"{len(chosen)} selected cutout{'s' if len(chosen) != 1 else ''}")
     shown = chosen[:48]
     widgets.cutout_grid(
-        shown, {c: widgets.tile_caption(c, float(tbl["score"].get(c, np.nan)),
-                                        tbl["file"].get(c), label=tbl["label"].get(c)
-                                        if isinstance(tbl["label"].get(c), str) else None)
-                for c in shown}, columns=8, label_menu=True, key="explore")
+        shown, {c: widgets.tile_caption(c, float(score_of.get(c, np.nan)),
+                                        pts["file"][where[c]], label=pts["label"][where[c]])
+                for c in shown if c in where}, columns=8, label_menu=True, key="explore")
     if len(chosen) > 48:
         st.caption(f"showing the 48 highest-scoring of {len(chosen)}")
 else:
