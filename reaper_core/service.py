@@ -399,7 +399,7 @@ class Reaper:
         return ids, model.detector.transform(X)[:, :n]
 
     def explore_points(self, model: CurrentModel, n: int = 5,
-                       max_points: int = 100_000) -> dict[str, Any]:
+                       max_points: int = 20_000) -> dict[str, Any]:
         """What the Explore scatter draws, read for the points alone: every anomaly, and the
         other cutouts whole when there are at most ``max_points`` in all, else those whose id
         is a multiple of ``every`` = ⌈cutouts / max_points⌉ (a stated, reproducible sample).

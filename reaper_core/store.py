@@ -679,29 +679,36 @@ def top_scored(engine: Engine, model_id: int, above: float, limit: int) -> list[
 
 
 def explore_rows(engine: Engine, model_id: int, embedder: str, threshold: float,
-                 every: int = 1) -> dict[str, np.ndarray]:
+                 every: int = 1, chunk: int = 5000) -> dict[str, np.ndarray]:
     """The points an embedding scatter draws: every cutout scoring above ``threshold`` under
-    ``model_id`` and, of the others, those whose id is a multiple of ``every`` (1: all), by
-    id; columns ``cutout_id`` (int64), ``vector`` (m, d) float32, ``score`` (NaN unscored),
-    ``file`` and ``label`` (object)."""
-    sql = text(
-        "SELECT e.cutout_id, e.vector, s.score, f.name, l.label FROM embedding e "
-        "JOIN cutout c ON c.id = e.cutout_id JOIN fits_file f ON f.id = c.file_id "
-        "LEFT JOIN score s ON s.cutout_id = e.cutout_id AND s.model_id = :mid "
-        "LEFT JOIN label l ON l.cutout_id = e.cutout_id "
-        "WHERE e.embedder = :emb AND (e.cutout_id % :every = 0 OR s.score > :thr) "
-        "ORDER BY e.cutout_id")
+    ``model_id`` (through the score index) and, of the others, those whose id is a multiple of
+    ``every`` (1: all), by id, looked up by key; columns ``cutout_id`` (int64), ``vector``
+    (m, d) float32, ``score`` (NaN unscored), ``file`` and ``label`` (object)."""
     with engine.connect() as conn:
-        rows = conn.execute(sql, {"mid": model_id, "emb": embedder, "every": max(int(every), 1),
-                                  "thr": float(threshold)}).all()
+        above = conn.execute(text("SELECT cutout_id FROM score WHERE model_id = :mid AND "
+                                  "score > :thr"), {"mid": model_id, "thr": float(threshold)})
+        ids = {int(r[0]) for r in above}
+        top = conn.execute(text("SELECT max(cutout_id) FROM embedding WHERE embedder = :emb"),
+                           {"emb": embedder}).scalar() or 0
+        ids.update(range(max(int(every), 1), int(top) + 1, max(int(every), 1)))
+        wanted = sorted(ids)
+        rows = []
+        for a in range(0, len(wanted), chunk):
+            part = wanted[a:a + chunk]
+            rows += conn.execute(text(
+                "SELECT e.cutout_id, e.vector, s.score, f.name, l.label FROM embedding e "
+                "JOIN cutout c ON c.id = e.cutout_id JOIN fits_file f ON f.id = c.file_id "
+                "LEFT JOIN score s ON s.cutout_id = e.cutout_id AND s.model_id = :mid "
+                "LEFT JOIN label l ON l.cutout_id = e.cutout_id "
+                f"WHERE e.embedder = :emb AND e.cutout_id IN ({', '.join(map(str, part))}) "
+                "ORDER BY e.cutout_id"), {"mid": model_id, "emb": embedder}).all()
     n = len(rows)
-    ids, blobs, scores, files, labels = (list(c) for c in zip(*rows, strict=True)) if rows \
-        else ([], [], [], [], [])
-    return {"cutout_id": np.asarray(ids, np.int64),
-            "vector": np.frombuffer(b"".join(blobs), np.float32).reshape(n, -1) if n
+    cols = list(zip(*rows, strict=True)) if rows else [()] * 5
+    return {"cutout_id": np.asarray(cols[0], np.int64),
+            "vector": np.frombuffer(b"".join(cols[1]), np.float32).reshape(n, -1) if n
             else np.zeros((0, 0), np.float32),
-            "score": np.array([np.nan if v is None else v for v in scores], float),
-            "file": np.array(files, dtype=object), "label": np.array(labels, dtype=object)}
+            "score": np.array([np.nan if v is None else v for v in cols[2]], float),
+            "file": np.array(cols[3], dtype=object), "label": np.array(cols[4], dtype=object)}
 
 
 def overview(engine: Engine, model_id: int | None, threshold: float | None) -> dict[str, Any]:
