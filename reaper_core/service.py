@@ -313,17 +313,14 @@ class Reaper:
         :func:`reaper_core.store.overview`), with ``summary``: files, cutouts and anomalies by
         sector, camera and CCD as a DataFrame (missing values shown "—"), as
         :func:`reaper_core.views.summary` gives them from the cutout table."""
-        import pandas as pd
 
         from .views import dash_missing
 
         out = store.overview(self.engine, model.id if model else None,
                              model.threshold if model else None)
         rows = sorted(out["by_ccd"], key=lambda r: tuple((v is None, v or 0) for v in r[:3]))
-        table = pd.DataFrame(rows, columns=["sector", "camera", "ccd", "files", "cutouts",
-                                            "anomalies"])
-        for col in ("sector", "camera", "ccd"):
-            table[col] = table[col].astype("Int64")
+        names = ["sector", "camera", "ccd", "files", "cutouts", "anomalies"]
+        table = store.as_frame({k: [r[i] for r in rows] for i, k in enumerate(names)})
         out["summary"] = dash_missing(table, ("sector", "camera", "ccd"))
         return out
 
@@ -335,14 +332,10 @@ class Reaper:
                    ) -> pd.DataFrame:
         """The ``limit`` highest-scoring cutouts above ``above`` (ties by id): columns
         cutout_id, file, x, y, sector, camera, ccd, score, label."""
-        import pandas as pd
 
         rows = store.top_scored(self.engine, model.id, above, limit)
-        df = pd.DataFrame(rows, columns=["cutout_id", "file", "x", "y", "sector", "camera",
-                                         "ccd", "score", "label"])
-        for col in ("sector", "camera", "ccd"):
-            df[col] = df[col].astype("Int64")
-        return df
+        names = ["cutout_id", "file", "x", "y", "sector", "camera", "ccd", "score", "label"]
+        return store.as_frame({k: [r[k] for r in rows] for k in names})
 
     def data_version(self) -> tuple:
         """Changes whenever cutouts, models, scores or labels change (not the threshold)."""
