@@ -135,6 +135,7 @@ def main() -> None:
                          "cutouts/s": r["objects"] / r["seconds"] if r["seconds"] else 0,
                          "read+sources+cut s": st.get("read", 0) + st.get("sources", 0)
                          + st.get("cutouts", 0),
+                         "star fit s": st.get("stars", 0),
                          "embed s": st.get("embed", 0), "store s": st.get("store", 0),
                          "fit+score s": st.get("fit", 0) + st.get("score", 0),
                          "peak RSS MB": r["peak_mb"]})

@@ -277,6 +277,7 @@ def main() -> None:
     default = Settings(db_url="sqlite://")
     configs = {
         "default (local embedder)": default,
+        "local embedder without the star residual": replace(default, embedder="local"),
         "stats embedder": replace(default, embedder="stats"),
         "hog embedder": replace(default, embedder="hog"),
         "baseline: original design (HOG → scaler → PCA 2 → mean + 2σ)":

@@ -48,7 +48,7 @@ class Settings:
     db_password_file: str = ""
     uploads_dir: str = ""
     cache_dir: str = ""
-    embedder: str = "local"
+    embedder: str = "local+stars"
     patch_size: int = 32
     source_method: str = "auto"
     threshold_mode: str = "sigma"

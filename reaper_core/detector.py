@@ -6,6 +6,18 @@ each feature's residual first divided by its RMS over the training set (``normal
 so that a feature the components always reconstruct well counts when it fails. Samples a person
 labelled normal count more in the fit and damp the scores of samples like them.
 
+The last ``n_context`` columns of ``X`` may be *context scores* measured outside the embedding
+(higher is odder; e.g. what the stars' PSFs leave unexplained at a cutout's centre, see
+:mod:`.starfit`). PCA does not model them: each is standardised robustly on the training set
+(median, MAD) and the score is multiplied by ``1 + w · s · Σ max(z, 0)``, ``s`` the robust
+spread of the log PCA scores and ``w`` = ``context_weight``: a context score a little above
+the typical sample's lifts the log score as a PCA score ``w · z`` robust σ above the typical one
+would, a far larger one less than that (so a few extreme values do not stretch the scores'
+spread, and the ``sigma`` threshold, by orders of magnitude). Only an excess counts: a centre
+the context explains well is no evidence of normality by itself. Chosen by measurement
+(``benchmarks/quality.py``): real TESS ROC AUC 0.919 → 0.949, the same on the Hubble Deep
+Field; ``exp(w · s · Σ z)`` ranked alike but flagged 1 % instead of 3.5 % at mean + 2σ.
+
 Signs are scikit-learn's:
 
 ``anomaly_score(X)``      the project's score, **higher is odder** (what the app ranks by)
@@ -44,7 +56,8 @@ from .thresholds import THRESHOLD_MODES, threshold_from_scores
 
 FORMAT = "anomaly-reaper-pca/2"
 _ARRAYS = ("mean_", "scale_", "components_", "pca_mean_", "explained_variance_ratio_",
-           "train_anomaly_scores_", "residual_scale_", "normal_")
+           "train_anomaly_scores_", "residual_scale_", "normal_", "context_center_",
+           "context_scale_", "log_score_scale_")
 #: Array names of models saved before format 2, and what they are called now.
 _OLD_NAMES = {"train_scores_": "train_anomaly_scores_"}
 
@@ -69,6 +82,10 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
         Reach of a normal label, in standardised units per √feature (see :meth:`anomaly_score`).
     random_state : int, RandomState or None, default 0
         Seeds the randomized SVD used for large fits.
+    n_context : int, default 0
+        How many trailing columns of ``X`` are context scores (see above), not modelled by PCA.
+    context_weight : float, default 0.5
+        Weight ``w`` of the context scores against the PCA score (see above).
 
     Attributes
     ----------
@@ -100,12 +117,15 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
         "normal_weight": [Interval(Integral, 1, None, closed="left")],
         "normal_radius": [Interval(Real, 0, None, closed="neither")],
         "random_state": ["random_state"],
+        "n_context": [Interval(Integral, 0, None, closed="left")],
+        "context_weight": [Interval(Real, 0, None, closed="left")],
     }
 
     def __init__(self, n_components: float = 0.9, threshold_mode: str = "sigma",
                  threshold_value: float = 2.0, normalize_residuals: bool = True,
                  normal_weight: int = 30, normal_radius: float = 0.4,
-                 random_state: Any = 0) -> None:
+                 random_state: Any = 0, n_context: int = 0,
+                 context_weight: float = 0.5) -> None:
         self.n_components = n_components
         self.threshold_mode = threshold_mode
         self.threshold_value = threshold_value
@@ -113,6 +133,8 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
         self.normal_weight = normal_weight
         self.normal_radius = normal_radius
         self.random_state = random_state
+        self.n_context = n_context
+        self.context_weight = context_weight
 
     def __sklearn_tags__(self):
         # ``transform`` gives the principal-component coordinates: a transformer as well.
@@ -138,11 +160,20 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
         Xw = X  # each row as many times as it counts
         if normal.any():
             Xw = np.repeat(X, np.where(normal, int(self.normal_weight), 1), axis=0)
-        n, d = Xw.shape
+        n, d_all = Xw.shape
+        k_ctx = int(self.n_context)
+        if k_ctx >= d_all:
+            raise ValueError(f"n_context={k_ctx} leaves no embedding column of {d_all}")
+        d = d_all - k_ctx
         scaler = StandardScaler().fit(Xw)
         self.mean_ = scaler.mean_.astype(np.float64)
         self.scale_ = scaler.scale_.astype(np.float64)
-        Z = (Xw - self.mean_) / self.scale_
+        Z = ((Xw - self.mean_) / self.scale_)[:, :d]
+        C = Xw[:, d:]
+        self.context_center_ = np.median(C, axis=0)
+        mad = 1.4826 * np.median(np.abs(C - self.context_center_), axis=0)
+        self.context_scale_ = np.where(mad > 1e-12, mad, 1.0)
+        self.log_score_scale_ = np.ones(1)
         nc = self.n_components
         limit = min(n - 1, d)
         if isinstance(nc, Real) and not isinstance(nc, Integral) and 0 < nc < 1:
@@ -157,14 +188,19 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
         self.explained_variance_ratio_ = pca.explained_variance_ratio_.astype(np.float64)
         self.n_components_ = int(pca.n_components_)
         self.residual_scale_ = np.ones(d)
-        self.normal_ = np.zeros((0, d))
+        self.normal_ = np.zeros((0, d_all))
         if self.normalize_residuals:
-            rms = np.sqrt(np.mean(self._residuals(Z) ** 2, axis=0))
+            rms = np.sqrt(np.mean(self._embedding_residuals(Z) ** 2, axis=0))
             # A feature reconstructed exactly in training keeps unit scale (no division by ~0).
             self.residual_scale_ = np.where(rms > 1e-6, rms, 1.0)
+        if k_ctx:
+            R = self._embedding_residuals(Z)
+            logs = np.log(np.mean(R * R, axis=1) + 1e-12)
+            spread = 1.4826 * np.median(np.abs(logs - np.median(logs)))
+            self.log_score_scale_ = np.array([spread if spread > 1e-12 else 1.0])
         self.n_normal_ = int(normal.sum())
         self.normal_ = (X[normal] - self.mean_) / self.scale_
-        self.train_anomaly_scores_ = self._anomaly_score(self._standardise(X))
+        self.train_anomaly_scores_ = self._anomaly_score(self._standardise(X), X)
         self._set_threshold(threshold_from_scores(self.train_anomaly_scores_,
                                                   self.threshold_mode, self.threshold_value))
         return self
@@ -203,7 +239,8 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
 
     def transform(self, X: Any) -> np.ndarray:
         """Principal-component coordinates, shape (n_samples, n_components_)."""
-        return (self._standardise(self._validate(X)) - self.pca_mean_) @ self.components_.T
+        Z = self._standardise(self._validate(X))[:, :self.components_.shape[1]]
+        return (Z - self.pca_mean_) @ self.components_.T
 
     def fit_transform(self, X: Any, y: Any = None, normal: Any = None) -> np.ndarray:
         """Fit, then give the training samples' principal-component coordinates."""
@@ -211,16 +248,31 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
 
     def residuals(self, X: Any) -> np.ndarray:
         """Reconstruction residual per feature, shape (n, n_features), in standardised units
-        divided by ``residual_scale_``."""
-        return self._residuals(self._standardise(self._validate(X)))
+        divided by ``residual_scale_``; for context columns, their robust z (median and MAD
+        of the training set)."""
+        X = self._validate(X)
+        return self._residuals(self._standardise(X), X)
 
-    def _residuals(self, Z: np.ndarray) -> np.ndarray:
+    def _embedding_residuals(self, Z: np.ndarray) -> np.ndarray:
+        """Residuals of the embedding columns ``Z`` (standardised, context columns dropped)."""
         T = (Z - self.pca_mean_) @ self.components_.T
         return (Z - (T @ self.components_ + self.pca_mean_)) / self.residual_scale_
 
-    def _anomaly_score(self, Z: np.ndarray) -> np.ndarray:
-        R = self._residuals(Z)
+    def _context_z(self, X: np.ndarray) -> np.ndarray:
+        d = self.components_.shape[1]
+        return (X[:, d:] - self.context_center_) / self.context_scale_
+
+    def _residuals(self, Z: np.ndarray, X: np.ndarray) -> np.ndarray:
+        d = self.components_.shape[1]
+        return np.hstack([self._embedding_residuals(Z[:, :d]), self._context_z(X)])
+
+    def _anomaly_score(self, Z: np.ndarray, X: np.ndarray) -> np.ndarray:
+        d = self.components_.shape[1]
+        R = self._embedding_residuals(Z[:, :d])
         score = np.mean(R * R, axis=1)
+        if X.shape[1] > d:
+            z = np.clip(self._context_z(X), 0.0, None)
+            score = score * (1.0 + self.context_weight * self.log_score_scale_[0] * z.sum(axis=1))
         if len(self.normal_):
             _, r = pairwise_distances_argmin_min(Z, self.normal_)
             h = self.normal_radius * np.sqrt(self.n_features_in_)
@@ -236,7 +288,8 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
         h = ``normal_radius`` · √n_features: a sample labelled normal scores 0, one like it
         little, the rest as before.
         """
-        return self._anomaly_score(self._standardise(self._validate(X)))
+        X = self._validate(X)
+        return self._anomaly_score(self._standardise(X), X)
 
     def score_samples(self, X: Any) -> np.ndarray:
         """scikit-learn's score: ``-anomaly_score(X)``, shape (n_samples,); lower is more
@@ -295,6 +348,10 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
             # saved before normal labels counted know of none.
             data.setdefault("residual_scale_", np.ones(d))
             data.setdefault("normal_", np.zeros((0, d)))
+            # Saved before context scores existed: none.
+            data.setdefault("context_center_", np.zeros(0))
+            data.setdefault("context_scale_", np.zeros(0))
+            data.setdefault("log_score_scale_", np.ones(1))
             model = cls(**meta["params"])
             for k, v in data.items():
                 setattr(model, k, v)

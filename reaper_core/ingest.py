@@ -22,7 +22,7 @@ from .embedders import Embedder, get_embedder
 from .errors import FITSReadError, ReaperError, describe_failure
 from .files import expand_paths, safe_filename, sha256_file
 from .fits_reader import FitsImage, read_fits
-from .models import CurrentModel, current_model, fit_model, score_pending
+from .models import FIT_SAMPLE, CurrentModel, current_model, fit_model, score_pending
 from .progress import ProgressFn, noop
 from .views import object_keys
 from .words import count
@@ -70,6 +70,8 @@ class IngestReport:
     fitted: bool = False
     #: One sentence per stack that the batch made or grew but that could not be searched.
     stack_notes: list[str] = field(default_factory=list)
+    #: Why the batch re-fitted an existing model (empty when it did not).
+    refit_note: str = ""
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
@@ -81,7 +83,8 @@ class IngestReport:
     def summary(self) -> str:
         """The batch in one line, e.g. ``3 added, 1 duplicate, 0 failed, model fitted``."""
         return (f"{self.count('added')} added, {self.count('duplicate')} duplicate, "
-                f"{self.count('error')} failed" + (", model fitted" if self.fitted else ""))
+                f"{self.count('error')} failed" + (", model fitted" if self.fitted else "")
+                + (f" ({self.refit_note})" if self.refit_note else ""))
 
 
 @dataclass(frozen=True)
@@ -138,8 +141,19 @@ def prepare(
     progress("cutouts", 0.0, f"cutting {len(sources)} patches")
     patches = extract_cutouts(image.data, sources.x, sources.y, settings.patch_size, image.valid)
     blobs = store.pack_patches(patches)
+    context = None
+    if getattr(embedder, "uses_image", False):
+        from .starfit import cutout_residuals
+
+        progress("stars", 0.0, "fitting every star with the frame's PSF")
+        context = cutout_residuals(image.data, image.valid, sources.x, sources.y)
     progress("embed", 0.0, f"embedding {len(patches)} patches with {embedder.name}")
-    X = embedder.embed(patches, lambda d, n: progress("embed", d / max(n, 1), f"{d}/{n}"))
+
+    def step(done: int, total: int) -> None:
+        progress("embed", done / max(total, 1), f"{done}/{total}")
+
+    X = (embedder.embed(patches, step) if context is None
+         else embedder.embed(patches, step, context=context))
     ra, dec = world_coords(image, sources.x, sources.y)
     return Prepared(name=name, sha256=sha256 or sha256_file(path),
                     size_bytes=path.stat().st_size, image=image, sources=sources,
@@ -321,12 +335,19 @@ def ingest_many(
     return report
 
 
+#: A batch re-fits the model when it learned from fewer than this share of the cutouts.
+REFIT_SHARE = 0.5
+
+
 def finish_batch(engine: Engine, report: IngestReport, settings: Settings,
                  progress: ProgressFn = noop, fit_if_missing: bool = True) -> None:
     """After a batch: fit a model when there is none, score what is unscored, count anomalies.
 
     A model is fitted whenever cutouts exist without one, also when this batch added nothing
-    (an earlier batch may have been interrupted before its fit).
+    (an earlier batch may have been interrupted before its fit); and fitted again when it has
+    learned from fewer than :data:`REFIT_SHARE` of the cutouts now stored (of at most
+    :data:`~reaper_core.models.FIT_SAMPLE`): a first model made from one small file does not
+    go on to judge a sector. Its threshold mode and value stay.
     """
     from .timedomain import auto_stacks
 
@@ -337,7 +358,14 @@ def finish_batch(engine: Engine, report: IngestReport, settings: Settings,
         model = fit_model(engine, settings, progress=progress)
         report.fitted = True
     elif model is not None and report.count("added"):
-        score_pending(engine, model)
+        seen, total = model.row.n_train, store.count_embeddings(engine, model.embedder)
+        if fit_if_missing and seen < REFIT_SHARE * min(total, FIT_SAMPLE):
+            model = fit_model(engine, settings, progress=progress)
+            report.fitted = True
+            report.refit_note = (f"the model had learned from {seen:,} of the {total:,} "
+                                 "cutouts now stored")
+        else:
+            score_pending(engine, model)
     if model is None:
         return
     report.model_id = model.id

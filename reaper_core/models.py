@@ -188,7 +188,8 @@ def fit_model(engine: Engine, settings: Settings, progress: ProgressFn = noop,
 
     det = PCAAnomalyDetector(n_components=nc, threshold_mode=mode, threshold_value=value,
                              normalize_residuals=bool(settings.normalize_residuals),
-                             normal_weight=settings.normal_weight).fit(X, normal=normal)
+                             normal_weight=settings.normal_weight,
+                             n_context=getattr(embedder, "n_context", 0)).fit(X, normal=normal)
     n_fit = len(ids)
     if fraction < 1:  # score the rest, a chunk at a time; the threshold from every score
         del X

@@ -77,6 +77,8 @@ def search_and_store(engine: Engine, stack: Stack, key: str, settings: Settings,
     rows = []
     if res.events:
         embedder = get_embedder(settings.embedder, settings)
+        # A difference cutout has no stars to subtract: the backend's embedding alone.
+        embedder = getattr(embedder, "base", embedder)
         progress("embed", 0.0, f"embedding {len(res.events)} event cutouts")
         emb = embedder.embed(np.stack([e.cutout for e in res.events]))
         lcf = np.stack([lightcurve_features(e, stack.cadence_days) for e in res.events])

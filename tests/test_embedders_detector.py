@@ -162,7 +162,10 @@ def test_error_by_quadrant_points_at_the_odd_corner(tmp_path, hdf_file):
         odd[18 + i, 18 + i // 2] += 40 * float(np.std(patch))
     X = get_embedder("local").embed(odd[None])
     with store.session_scope(engine) as sess:
-        sess.get(store.Embedding, (cid, "local")).vector = store.pack_float32(X)
+        row = sess.get(store.Embedding, (cid, s.embedder))
+        # The stored star residual (the last column) stays: only the patch changed.
+        old = np.frombuffer(row.vector, np.float32)
+        row.vector = store.pack_float32(np.hstack([X[0], old[X.shape[1]:]]))
     grid = Reaper(s, engine).error_by_quadrant(model, cid)
     assert grid is not None and grid.shape == (2, 2)
     assert np.argmax(grid) == 3  # upper-right: row 1 (upper), column 1 (right)

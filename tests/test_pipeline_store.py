@@ -81,7 +81,7 @@ def test_fit_on_a_sample_scores_every_cutout(engine, settings, spoc_file):
     from reaper_core.thresholds import threshold_from_scores
 
     ingest_many(engine, [spoc_file], settings)
-    ids_all, X_all = store.load_embeddings(engine, "local")
+    ids_all, X_all = store.load_embeddings(engine, settings.embedder)
     normal = [int(ids_all[3]), int(ids_all[7])]
     Reaper(settings).label(normal, "normal")
     model = fit_model(engine, settings, sample=len(ids_all) // 4, chunk=37)
@@ -227,10 +227,10 @@ def test_rethreshold_relabels_without_refit(engine, settings, spoc_file, hdf_fil
 
 
 def test_second_file_scored_with_existing_model_and_refit(engine, settings, spoc_file, hdf_file):
-    ingest_many(engine, [spoc_file], settings)
+    ingest_many(engine, [hdf_file], settings)  # 5,497 cutouts
     first = current_model(engine).row
-    report = ingest_many(engine, [hdf_file], settings)
-    assert not report.fitted and report.model_id == first.id
+    report = ingest_many(engine, [spoc_file], settings)  # 3,298 more: scored, not re-fitted
+    assert not report.fitted and report.model_id == first.id and not report.refit_note
     assert exported(engine).score.notna().all()
     row = fit_model(engine, settings, n_components=5).row
     assert row.id != first.id and row.n_components == 5 and row.is_current
@@ -238,6 +238,19 @@ def test_second_file_scored_with_existing_model_and_refit(engine, settings, spoc
     with Session(engine) as s:
         assert len(s.exec(select(store.DetectorModel).where(
             store.DetectorModel.is_current == True)).all()) == 1  # noqa: E712
+
+
+def test_a_model_that_saw_under_half_the_cutouts_is_refitted(engine, settings, spoc_file,
+                                                              hdf_file):
+    """A first model from a small file does not judge a larger batch alone: the batch re-fits
+    it (keeping its saved threshold) and says why."""
+    ingest_many(engine, [spoc_file], settings)  # 3,298 cutouts
+    first = save_threshold(engine, current_model(engine), "sigma", 3.0)
+    report = ingest_many(engine, [hdf_file], settings)  # 5,497 more
+    now = current_model(engine)
+    assert report.fitted and now.id != first.id and now.row.n_train == 3298 + 5497
+    assert (now.row.threshold_mode, now.row.threshold_value) == ("sigma", 3.0)
+    assert "learned from 3,298 of the 8,795 cutouts" in report.summary()
 
 
 def test_refit_with_other_embedder_embeds_stored_patches(engine, settings, hdf_file):

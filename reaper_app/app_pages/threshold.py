@@ -67,7 +67,7 @@ st.subheader("Model")
 st.write(m.summary())
 st.plotly_chart(plots.explained_variance(m.explained_variance), key="ev")
 s = state.settings()
-names = [n for n in EMBEDDERS if n != "vertex" or s.vertex_project]
+names = [n for n in EMBEDDERS if not n.startswith("vertex") or s.vertex_project]
 how = st.radio("Components", ["number", "explained variance"], horizontal=True, key="refit_how")
 with st.form("refit"):
     embedder = st.selectbox("Embedder", names,

@@ -37,6 +37,19 @@ def _hog_fine(settings: Any = None, **kw: Any) -> Embedder:
     return HOGEmbedder(cells=4)
 
 
+def _local_stars(settings: Any = None, **kw: Any) -> Embedder:
+    from .local import LocalEmbedder
+    from .stars import StarResidualEmbedder
+
+    return StarResidualEmbedder(LocalEmbedder())
+
+
+def _vertex_stars(settings: Any = None, **kw: Any) -> Embedder:
+    from .stars import StarResidualEmbedder
+
+    return StarResidualEmbedder(_vertex(settings, **kw))
+
+
 def _vertex(settings: Any = None, **kw: Any) -> Embedder:
     from .vertex import VertexEmbedder
 
@@ -45,11 +58,13 @@ def _vertex(settings: Any = None, **kw: Any) -> Embedder:
 
 #: Backends by name: the registry.
 EMBEDDERS: dict[str, Callable[..., Embedder]] = {
+    "local+stars": _local_stars,
     "local": _local,
     "stats": _stats,
     "hog": _hog,
     "hog-fine": _hog_fine,
     "vertex": _vertex,
+    "vertex+stars": _vertex_stars,
 }
 
 
@@ -60,7 +75,9 @@ def check_embedder_name(name: str) -> None:
 
 
 def get_embedder(name: str, settings: Any = None, **kwargs: Any) -> Embedder:
-    """Build the embedder called ``name`` (``local``, ``stats``, ``hog``, ``hog-fine``, ``vertex``).
+    """Build the embedder called ``name`` (``local+stars``, ``local``, ``stats``, ``hog``,
+    ``hog-fine``, ``vertex``, ``vertex+stars``; ``+stars``: with the star-subtracted residual
+    at the centre, see :mod:`.stars`).
 
     ``settings`` (a :class:`~reaper_core.config.Settings`) configures backends that need it.
     """

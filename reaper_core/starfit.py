@@ -1,0 +1,400 @@
+"""Star-subtracted residuals: what is left of an image once every star is modelled by its PSF.
+
+A crowded TESS frame is mostly stars: a 32-pixel patch holds several, so the patch itself says
+little about whether its centre is odd. What the PSF cannot explain says much more — a cosmic ray
+is sharper than any star, two blended stars leave a dipole, a streak, a ghost or a bleed trail are
+not point-like at all. As in DAOPHOT-style crowded-field photometry:
+
+1. every local peak of the smoothed, background-subtracted image above ``peak_nsigma`` is a star;
+2. an empirical PSF is built from the frame's own bright, isolated stars (their median,
+   centred to a fraction of a pixel, oversampled ×8), one per block of the frame where the
+   frame is large (TESS PSFs change across the field);
+3. all stars are fitted at once — flux and sub-pixel position, linearised, Jacobi iterations
+   over their neighbours — and subtracted;
+4. the residual, in units of its expected noise (sky RMS and a fraction of the model for PSF
+   error), is summarised around each cutout centre (:func:`residual_features`).
+
+The result is a pure function of the image: nothing is learned across files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Half-width of a star's model stamp, pixels (a 17 × 17 stamp).
+HALF = 8
+#: Half-width of the fitted core, pixels (7 × 7).
+FIT_HALF = 3
+#: PSF oversampling of the empirical model (star positions are kept to 1/8 px).
+OVERSAMPLE = 8
+#: Side of the oversampled PSF grid.
+PSF_GRID = (2 * HALF + 1) * OVERSAMPLE + 1
+#: Relative error of the PSF model, added to the noise of every modelled pixel.
+PSF_ERROR = 0.05
+#: Radii (pixels) of the discs the residual is summarised in.
+RADII = (1.5, 3.0, 6.0, 12.0)
+
+
+@dataclass
+class StarModel:
+    """Every star of an image fitted with its local PSF.
+
+    Attributes
+    ----------
+    x, y, flux : ndarray, shape (n,)
+        Fitted positions (0-based pixels) and fluxes (image units) of the stars.
+    model : ndarray, shape (ny, nx)
+        The sum of every star's PSF, background excluded.
+    residual : ndarray, shape (ny, nx)
+        Image − background − model.
+    noise : ndarray, shape (ny, nx)
+        Expected RMS of the residual: the sky RMS and ``PSF_ERROR`` of the model, added in
+        quadrature.
+    n_psf_stars : int
+        How many stars built the PSF (0: a Gaussian fallback of the measured width).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    flux: np.ndarray
+    model: np.ndarray
+    residual: np.ndarray
+    noise: np.ndarray
+    n_psf_stars: int
+
+
+def find_peaks(sub: np.ndarray, noise: np.ndarray, nsigma: float = 5.0
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Local maxima (3 × 3) of the lightly smoothed image above ``nsigma`` × ``noise``; the
+    0-based pixel (x, y) of each, shape (n,) each."""
+    from scipy import ndimage
+
+    sm = ndimage.gaussian_filter(sub, 0.7)
+    # The smoothed noise is the raw noise times the kernel's norm (≈ 0.4 for σ = 0.7).
+    norm = 1.0 / (2.0 * np.sqrt(np.pi) * 0.7)
+    peaks = (sm == ndimage.maximum_filter(sm, size=3)) & (sm > nsigma * norm * noise)
+    y, x = np.nonzero(peaks)
+    return x.astype(float), y.astype(float)
+
+
+def _psf_stars(sub: np.ndarray, noise: np.ndarray, x: np.ndarray, y: np.ndarray,
+               max_stars: int = 60) -> np.ndarray:
+    """Indices of stars fit to build the PSF: bright (peak > 30 σ) but well below the frame's
+    brightest pixels (no saturation), far from the edge, and isolated (no other peak above
+    5 % of their peak within 7 px)."""
+    from scipy.spatial import cKDTree
+
+    ny, nx = sub.shape
+    iy, ix = y.astype(int), x.astype(int)
+    peak = sub[iy, ix]
+    snr = peak / noise[iy, ix]
+    edge = (ix >= HALF + 2) & (ix < nx - HALF - 2) & (iy >= HALF + 2) & (iy < ny - HALF - 2)
+    ok = edge & (snr > 30) & (peak < 0.5 * np.nanmax(sub))
+    tree = cKDTree(np.column_stack([x, y]))
+    for i in np.flatnonzero(ok):
+        near = tree.query_ball_point((x[i], y[i]), 7.0)
+        if any(j != i and peak[j] > 0.05 * peak[i] for j in near):
+            ok[i] = False
+    idx = np.flatnonzero(ok)
+    return idx[np.argsort(-peak[idx], kind="stable")][:max_stars]
+
+
+def _gaussian_psf(sigma: float) -> np.ndarray:
+    """A circular Gaussian PSF on the oversampled grid, normalised to unit pixel sum."""
+    n = PSF_GRID
+    g = (np.arange(n) - n // 2) / OVERSAMPLE
+    e = np.exp(-0.5 * (g[:, None] ** 2 + g[None, :] ** 2) / sigma**2)
+    return e / e.sum() * OVERSAMPLE**2
+
+
+def build_psf(sub: np.ndarray, noise: np.ndarray, x: np.ndarray, y: np.ndarray
+              ) -> tuple[np.ndarray, int]:
+    """The empirical PSF of a frame, oversampled ``OVERSAMPLE`` times on a ``PSF_GRID²`` grid
+    and normalised so that a star's pixels sum to 1; and how many stars built it (0 for the
+    Gaussian fallback, whose width comes from the brightest peaks' second moments).
+
+    Each chosen star's stamp is centred on its 3 × 3 centroid by a cubic-spline shift
+    (``scipy.ndimage.shift``) and scaled to unit sum; the PSF is their median, up-sampled by
+    cubic splines. One pass, vectorised: a 2048² frame's 16 PSFs take tens of milliseconds
+    (photutils' iterative ``EPSFBuilder`` took 15 s here for the same frame).
+    """
+    from scipy import ndimage
+
+    idx = _psf_stars(sub, noise, x, y)
+    if idx.size >= 5:
+        k = 2 * HALF + 1
+        ix0 = x[idx].astype(np.int64) - HALF
+        iy0 = y[idx].astype(np.int64) - HALF
+        st = _gather(sub, ix0, iy0, k)
+        c3 = st[:, HALF - 1:HALF + 2, HALF - 1:HALF + 2]
+        w = np.clip(c3, 0, None)
+        tot = w.sum(axis=(1, 2)) + 1e-12
+        d = np.arange(-1, 2)
+        cx = (w * d[None, None, :]).sum(axis=(1, 2)) / tot
+        cy = (w * d[None, :, None]).sum(axis=(1, 2)) / tot
+        shifted = np.stack([ndimage.shift(s_, (-dy, -dx), order=3, mode="nearest")
+                            for s_, dx, dy in zip(st, cx, cy, strict=True)])
+        shifted /= shifted.sum(axis=(1, 2), keepdims=True) + 1e-12
+        pix = np.median(shifted, axis=0)
+        # Up-sample the pixel-sampled PSF onto the oversampled grid (cubic splines).
+        g = (np.arange(PSF_GRID) - PSF_GRID // 2) / OVERSAMPLE + HALF
+        e = ndimage.map_coordinates(pix, np.meshgrid(g, g, indexing="ij"), order=3,
+                                    mode="constant", cval=0.0)
+        e = _clean_wings(e)
+        if np.all(np.isfinite(e)) and e.sum() > 0:
+            return e / e.sum() * OVERSAMPLE**2, int(idx.size)
+    sigma = _moment_sigma(sub, x, y)
+    return _gaussian_psf(sigma), 0
+
+
+def _clean_wings(e: np.ndarray) -> np.ndarray:
+    """An empirical PSF without what its crowded stars' neighbours left in it: the median of
+    its outer ring taken off, negative values clipped, and the wings tapered to zero at the
+    stamp's edge (cosine from 60 % of the half-width)."""
+    n = e.shape[0]
+    g = (np.arange(n) - n // 2) / (n // 2)
+    r = np.hypot(g[:, None], g[None, :])
+    e = np.clip(e - np.median(e[r > 0.9]), 0.0, None)
+    taper = np.where(r < 0.6, 1.0, np.cos(np.clip((r - 0.6) / 0.4, 0, 1) * np.pi / 2) ** 2)
+    return e * taper
+
+
+def _moment_sigma(sub: np.ndarray, x: np.ndarray, y: np.ndarray, n: int = 30) -> float:
+    """Median Gaussian σ (pixels) from the second moments of the ``n`` brightest peaks' 5 × 5
+    stamps; 1.0 when there are none."""
+    ny, nx = sub.shape
+    iy, ix = y.astype(int), x.astype(int)
+    inner = (ix >= 2) & (ix < nx - 2) & (iy >= 2) & (iy < ny - 2)
+    idx = np.flatnonzero(inner)
+    idx = idx[np.argsort(-sub[iy[idx], ix[idx]], kind="stable")][:n]
+    if idx.size == 0:
+        return 1.0
+    d = np.arange(-2, 3)
+    st = sub[iy[idx, None, None] + d[None, :, None], ix[idx, None, None] + d[None, None, :]]
+    st = np.clip(st, 0, None)
+    tot = st.sum(axis=(1, 2)) + 1e-12
+    r2 = (d[:, None] ** 2 + d[None, :] ** 2)[None]
+    s = np.sqrt(np.clip((st * r2).sum(axis=(1, 2)) / tot / 2.0, 0.25, 9.0))
+    return float(np.median(s))
+
+
+def _phase_table(psf: np.ndarray, half: int) -> np.ndarray:
+    """The PSF and its x/y derivatives sampled at whole pixels for every sub-pixel phase:
+    shape (3, OVERSAMPLE, OVERSAMPLE, 2·half + 1, 2·half + 1), phases in steps of
+    1 / OVERSAMPLE pixel from −½ (index 0)."""
+    c = psf.shape[0] // 2
+    dy_psf, dx_psf = np.gradient(psf)
+    k = 2 * half + 1
+    out = np.zeros((3, OVERSAMPLE, OVERSAMPLE, k, k))
+    off = (np.arange(k) - half) * OVERSAMPLE
+    for py in range(OVERSAMPLE):
+        for px in range(OVERSAMPLE):
+            # A star at phase +f sits f px right of the stamp's centre pixel: pixel i sees
+            # the PSF at (i − f).
+            fy = py - OVERSAMPLE // 2
+            fx = px - OVERSAMPLE // 2
+            rows = np.clip(c + off - fy, 0, psf.shape[0] - 1)
+            cols = np.clip(c + off - fx, 0, psf.shape[1] - 1)
+            for j, a in enumerate((psf, dx_psf * OVERSAMPLE, dy_psf * OVERSAMPLE)):
+                out[j, py, px] = a[np.ix_(rows, cols)]
+    return out
+
+
+def _stamps(table: np.ndarray, x: np.ndarray, y: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """PSF values and their x/y derivatives on each star's pixel stamp, from a phase table
+    (:func:`_phase_table`). Returns the stamp's first pixel (ix0, iy0), shape (n,) each, and
+    P, dP/dx, dP/dy, shape (n, k, k), for stars at (x, y) (positions to 1 / OVERSAMPLE px)."""
+    k = table.shape[-1]
+    half = k // 2
+    qx = np.round(x * OVERSAMPLE).astype(np.int64)
+    qy = np.round(y * OVERSAMPLE).astype(np.int64)
+    cx = np.floor((qx + OVERSAMPLE // 2) / OVERSAMPLE).astype(np.int64)
+    cy = np.floor((qy + OVERSAMPLE // 2) / OVERSAMPLE).astype(np.int64)
+    px = qx - cx * OVERSAMPLE + OVERSAMPLE // 2
+    py = qy - cy * OVERSAMPLE + OVERSAMPLE // 2
+    t = table[:, py, px]
+    return cx - half, cy - half, t[0], t[1], t[2]
+
+
+def _scatter(shape: tuple[int, int], ix0: np.ndarray, iy0: np.ndarray,
+             values: np.ndarray) -> np.ndarray:
+    """Sum stamps ``values`` (n, k, k) placed at (ix0, iy0) into an image; off-image pixels are
+    dropped."""
+    _, k, _ = values.shape
+    ny, nx = shape
+    off = np.arange(k)
+    yy = (iy0[:, None, None] + off[None, :, None]).repeat(k, 2)
+    xx = (ix0[:, None, None] + off[None, None, :]).repeat(k, 1)
+    ok = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
+    flat = yy[ok] * nx + xx[ok]
+    return np.bincount(flat, values[ok], minlength=ny * nx).reshape(shape)
+
+
+def _gather(img: np.ndarray, ix0: np.ndarray, iy0: np.ndarray, k: int,
+            fill: float = 0.0) -> np.ndarray:
+    """Stamps (n, k, k) of ``img`` starting at (ix0, iy0); off-image pixels are ``fill``."""
+    ny, nx = img.shape
+    off = np.arange(k)
+    yy = iy0[:, None, None] + off[None, :, None]
+    xx = ix0[:, None, None] + off[None, None, :]
+    ok = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
+    out = img[np.clip(yy, 0, ny - 1), np.clip(xx, 0, nx - 1)]
+    return np.where(ok, out, fill)
+
+
+def fit_stars(data: np.ndarray, background: np.ndarray, rms: np.ndarray, *,
+              peak_nsigma: float = 5.0, iterations: int = 4,
+              block: int = 512) -> StarModel:
+    """Fit every star of ``data`` (ny, nx; NaN allowed) with the frame's empirical PSF.
+
+    ``background`` and ``rms`` (same shape, image units) are the sky and its noise. Frames
+    larger than ``block`` pixels get one PSF per block, so that the PSF may change across the
+    field. Returns the :class:`StarModel`.
+    """
+    sub = np.where(np.isfinite(data), data - background, 0.0).astype(float)
+    noise = np.where(np.isfinite(rms) & (rms > 0), rms, np.nanmedian(rms)).astype(float)
+    x, y = find_peaks(sub, noise, peak_nsigma)
+    ny, nx = sub.shape
+    nby, nbx = max(1, round(ny / block)), max(1, round(nx / block))
+    # One PSF per block; every star takes the PSF of the block it lies in.
+    # Block b covers rows by·ny//nby … and columns bx·nx//nbx …, as sliced below.
+    row_of = np.searchsorted(np.arange(nby) * ny // nby, y.astype(int), side="right") - 1
+    col_of = np.searchsorted(np.arange(nbx) * nx // nbx, x.astype(int), side="right") - 1
+    which = row_of * nbx + col_of
+    psfs, n_psf = [], 0
+    for b in range(nby * nbx):
+        by, bx = divmod(b, nbx)
+        ys = slice(by * ny // nby, (by + 1) * ny // nby)
+        xs = slice(bx * nx // nbx, (bx + 1) * nx // nbx)
+        m = which == b
+        psf, n = build_psf(sub[ys, xs], noise[ys, xs], x[m] - xs.start, y[m] - ys.start)
+        psfs.append(psf)
+        n_psf += n
+    model_tables = [_phase_table(p, HALF) for p in psfs]
+    fit_tables = [_phase_table(p, FIT_HALF) for p in psfs]
+    flux = np.maximum(sub[y.astype(int), x.astype(int)], 0.0) * 2 * np.pi  # first guess
+    var = noise**2
+    k_fit = 2 * FIT_HALF + 1
+    for it in range(iterations):
+        model = np.zeros_like(sub)
+        for b, table in enumerate(model_tables):
+            m = np.flatnonzero(which == b)
+            if m.size:
+                ix0, iy0, P, _, _ = _stamps(table, x[m], y[m])
+                model += _scatter(sub.shape, ix0, iy0, P * flux[m, None, None])
+        if it == iterations - 1:
+            break
+        resid = sub - model
+        for b, table in enumerate(fit_tables):
+            m = np.flatnonzero(which == b)
+            if m.size == 0:
+                continue
+            ix0, iy0, P, Px, Py = _stamps(table, x[m], y[m])
+            # Each star's own light added back to what the others leave.
+            d = _gather(resid, ix0, iy0, k_fit) + P * flux[m, None, None]
+            w = 1.0 / (_gather(var, ix0, iy0, k_fit, fill=np.inf)
+                       + (PSF_ERROR * P * flux[m, None, None]) ** 2)
+            A = np.stack([P, Px, Py], axis=-1).reshape(m.size, -1, 3)
+            W = w.reshape(m.size, -1)
+            AtA = np.einsum("nki,nk,nkj->nij", A, W, A) + 1e-9 * np.eye(3)
+            Atd = np.einsum("nki,nk,nk->ni", A, W, d.reshape(m.size, -1))
+            coef = np.linalg.solve(AtA, Atd[..., None])[..., 0]
+            f = np.maximum(coef[:, 0], 0.0)
+            snr = f * np.sqrt(np.einsum("nk,nk->n", W, A[..., 0] ** 2))
+            # f·P(x − x0 − δ) ≈ f·P − f·δ·∂P/∂x: the derivative coefficients give −f·δ.
+            move = snr > 10
+            with np.errstate(divide="ignore", invalid="ignore"):
+                dx = np.where(move, np.clip(-coef[:, 1] / f, -0.5, 0.5), 0.0)
+                dy = np.where(move, np.clip(-coef[:, 2] / f, -0.5, 0.5), 0.0)
+            flux[m] = f
+            x[m] = np.clip(x[m] + np.nan_to_num(dx), 0, nx - 1)
+            y[m] = np.clip(y[m] + np.nan_to_num(dy), 0, ny - 1)
+    residual = sub - model
+    total_noise = np.sqrt(var + (PSF_ERROR * model) ** 2)
+    return StarModel(x=x, y=y, flux=flux, model=model, residual=residual, noise=total_noise,
+                     n_psf_stars=n_psf)
+
+
+def residual_features(stars: StarModel, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """What the stars' PSFs leave unexplained around each centre (x, y), shape (n,) each.
+
+    For each radius in ``RADII``: the mean squared residual in noise units inside the disc
+    (log of 1 + it), then the signed mean residual in noise units inside the central 3 px disc.
+    Returns shape (n, len(RADII) + 1).
+    """
+    z = stars.residual / stars.noise
+    half = int(np.ceil(max(RADII)))
+    k = 2 * half + 1
+    ix0 = np.round(x).astype(np.int64) - half
+    iy0 = np.round(y).astype(np.int64) - half
+    st = _gather(z, ix0, iy0, k, fill=np.nan)
+    off = np.arange(k) - half
+    r = np.hypot(off[:, None], off[None, :])
+    cols = []
+    z2 = st**2
+    for rad in RADII:
+        disc = r <= rad
+        cols.append(np.log1p(np.nanmean(z2[:, disc], axis=1)))
+    cols.append(np.nanmean(st[:, r <= 3.0], axis=1))
+    return np.nan_to_num(np.column_stack(cols))
+
+
+def cutout_residuals(data: np.ndarray, region: tuple[slice, slice] | None,
+                     x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The context score of cutouts centred at (x, y) (0-based pixels of ``data``, shape (n,)
+    each): ``log(1 + mean z²)`` of the star-subtracted residual within ``RADII[0]`` px of each
+    centre, z in units of its expected noise; 0 for every cutout of a frame whose own stars
+    teach no PSF. Stars are fitted in the science ``region`` of ``data`` (all of it when None).
+    Returns shape (n, 1)."""
+    from .sources import estimate_background
+
+    region = region or (slice(0, data.shape[0]), slice(0, data.shape[1]))
+    oy, ox = region[0].start or 0, region[1].start or 0
+    science = np.asarray(data[region], float)
+    filled = np.where(np.isfinite(science), science, np.nanmedian(science))
+    background, rms = estimate_background(filled)
+    stars = fit_stars(science, background, rms)
+    return _context(stars, np.asarray(x) - ox, np.asarray(y) - oy)
+
+
+def _context(stars: StarModel, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The first residual feature at (x, y), shape (n, 1); all 0 ("explained": no lift) when
+    the frame taught no PSF — too few bright isolated stars, e.g. a field of galaxies — since a
+    residual from a guessed PSF says more about the guess than about the object."""
+    if stars.n_psf_stars == 0:
+        return np.zeros((len(x), 1))
+    return residual_features(stars, x, y)[:, :1]
+
+
+def patch_residuals(patches: np.ndarray, core: int = 15) -> np.ndarray:
+    """The context score of :func:`cutout_residuals` measured from the patches alone (for
+    patches stored without their image): the central ``core`` × ``core`` pixels of every patch
+    side by side in one mosaic, each tile's sky the median of its patch's outer ring, one PSF
+    for them all. Patches of shape (n, s, s); returns shape (n, 1)."""
+    from .cutouts import fill_nan, ring_sky
+
+    n, s, _ = patches.shape
+    if n == 0:
+        return np.zeros((0, 1))
+    p = fill_nan(np.asarray(patches, float))
+    sky, sig = ring_sky(p)
+    lo = (s - core) // 2
+    tiles = p[:, lo:lo + core, lo:lo + core]
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    mosaic = np.zeros((rows * core, cols * core))
+    bkg = np.zeros_like(mosaic)
+    rms = np.ones_like(mosaic)
+    r, c = np.divmod(np.arange(n), cols)
+    for i in range(n):
+        sl = (slice(r[i] * core, (r[i] + 1) * core), slice(c[i] * core, (c[i] + 1) * core))
+        mosaic[sl] = tiles[i]
+        bkg[sl] = sky[i]
+        rms[sl] = sig[i] if sig[i] > 0 else 1.0
+    stars = fit_stars(mosaic, bkg, rms, block=max(mosaic.shape) + 1)
+    # A patch is cut with its centre at pixel s // 2 (away from the frame's edge).
+    centre = s // 2 - lo
+    return _context(stars, c * core + centre, r * core + centre)
