@@ -132,7 +132,8 @@ def prepare(
     ok = usable_positions(image.data, sources.x, sources.y, settings.patch_size, image.valid)
     excluded = int((~ok).sum())
     if excluded:
-        sources = Sources(sources.x[ok], sources.y[ok], sources.origin[ok], sources.segment[ok])
+        sources = Sources(sources.x[ok], sources.y[ok], sources.origin[ok], sources.segment[ok],
+                          sources.sky)
         image.extra_notes.append(
             f"{excluded} positions not cut: centred on a non-finite (NaN) pixel, or more than "
             f"{100 * MAX_NAN_FRACTION:g} % of their window is")
@@ -146,7 +147,8 @@ def prepare(
         from .starfit import cutout_residuals
 
         progress("stars", 0.0, "fitting every star with the frame's PSF")
-        context = cutout_residuals(image.data, image.valid, sources.x, sources.y)
+        context = cutout_residuals(image.data, image.valid, sources.x, sources.y, sources.sky)
+    sources.sky = None  # two full-frame arrays no later stage needs (nor the Dask writer)
     progress("embed", 0.0, f"embedding {len(patches)} patches with {embedder.name}")
 
     def step(done: int, total: int) -> None:

@@ -37,12 +37,16 @@ class Sources:
         The detected object each position belongs to, numbered from 1 within the image: the
         cells of a big galaxy or a bleed trail share one number. 0 where no segment holds the
         position (a catalogue star nobody detected, a grid tile).
+    sky : (background, rms) or None
+        The science region's background and its RMS (image units, each of the region's shape)
+        when detection measured them, so that later stages need not measure them again.
     """
 
     x: np.ndarray
     y: np.ndarray
     origin: np.ndarray
     segment: np.ndarray | None = None
+    sky: tuple[np.ndarray, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         if self.segment is None:
@@ -81,6 +85,7 @@ def detect_segments(
     big_area: int = 80,
     cell: int = 12,
     peak_nsigma: float = 10.0,
+    sky: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Detect connected objects above, and below, ``nsigma`` times the local background RMS.
 
@@ -107,6 +112,8 @@ def detect_segments(
     peak_nsigma : float
         Local peaks inside a segment brighter than this (background RMS units) and more than
         3 px from every other position get a position of their own (deblending, cheaply).
+    sky : (background, rms), optional
+        The background and its RMS (:func:`estimate_background`), when already measured.
 
     Returns
     -------
@@ -119,7 +126,7 @@ def detect_segments(
     from astropy.convolution import Gaussian2DKernel, convolve
 
     filled = np.where(np.isfinite(data), data, np.nanmedian(data)).astype(np.float32)
-    background, rms = estimate_background(filled, box_size=box_size)
+    background, rms = sky if sky is not None else estimate_background(filled, box_size=box_size)
     sub = filled - background
     kernel = Gaussian2DKernel(1.0, x_size=5, y_size=5)
     kernel.normalize()
@@ -288,6 +295,7 @@ def find_sources(
     from scipy.spatial import cKDTree
 
     xs, ys, origin, segment = [], [], [], []
+    sky = None
     cat = image.catalog if method in ("auto", "catalog") else None
     if cat is not None and len(cat):
         inside = ((cat[:, 0] >= ox) & (cat[:, 0] < ox + science.shape[1])
@@ -299,7 +307,9 @@ def find_sources(
         segment.append(np.zeros(len(cat), np.int64))
     # Detection runs unless the method is "catalog" and the file has a star table.
     if not (method == "catalog" and cat is not None):
-        sx, sy, sl = detect_segments(science, nsigma=nsigma, npixels=npixels)
+        filled = np.where(np.isfinite(science), science, np.nanmedian(science))
+        sky = estimate_background(filled.astype(np.float32))
+        sx, sy, sl = detect_segments(science, nsigma=nsigma, npixels=npixels, sky=sky)
         sx, sy = sx + ox, sy + oy
         if cat is not None and len(cat) and sx.size:
             dist, near = cKDTree(cat).query(np.column_stack([sx, sy]))
@@ -314,4 +324,4 @@ def find_sources(
     if not xs:
         return Sources(np.empty(0), np.empty(0), np.empty(0, dtype="<U7"))
     return Sources(np.concatenate(xs), np.concatenate(ys), np.concatenate(origin),
-                   np.concatenate(segment))
+                   np.concatenate(segment), sky)

@@ -343,30 +343,40 @@ def residual_features(stars: StarModel, x: np.ndarray, y: np.ndarray) -> np.ndar
 
 
 def cutout_residuals(data: np.ndarray, region: tuple[slice, slice] | None,
-                     x: np.ndarray, y: np.ndarray) -> np.ndarray:
+                     x: np.ndarray, y: np.ndarray,
+                     sky: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """The context score of cutouts centred at (x, y) (0-based pixels of ``data``, shape (n,)
     each): ``log(1 + mean z²)`` of the star-subtracted residual within ``RADII[0]`` px of each
-    centre, z in units of its expected noise; 0 for every cutout of a frame whose own stars
-    teach no PSF. Stars are fitted in the science ``region`` of ``data`` (all of it when None).
+    centre, z in units of its expected noise, in robust σ of the frame's cutouts (see
+    :func:`_context`); 0 for every cutout of a frame whose own stars teach no PSF. Stars are fitted in the science ``region`` of ``data`` (all of it when None).
+    ``sky``, the region's (background, rms) when already measured (``Sources.sky``).
     Returns shape (n, 1)."""
     from .sources import estimate_background
 
     region = region or (slice(0, data.shape[0]), slice(0, data.shape[1]))
     oy, ox = region[0].start or 0, region[1].start or 0
     science = np.asarray(data[region], float)
-    filled = np.where(np.isfinite(science), science, np.nanmedian(science))
-    background, rms = estimate_background(filled)
+    if sky is None:
+        sky = estimate_background(np.where(np.isfinite(science), science,
+                                           np.nanmedian(science)))
+    background, rms = sky
     stars = fit_stars(science, background, rms)
     return _context(stars, np.asarray(x) - ox, np.asarray(y) - oy)
 
 
 def _context(stars: StarModel, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The first residual feature at (x, y), shape (n, 1); all 0 ("explained": no lift) when
-    the frame taught no PSF — too few bright isolated stars, e.g. a field of galaxies — since a
-    residual from a guessed PSF says more about the guess than about the object."""
-    if stars.n_psf_stars == 0:
+    """The first residual feature at (x, y) in robust σ of this frame's cutouts (median and
+    1.4826 × MAD over them), shape (n, 1): how unusual a centre's residual is *for its frame*,
+    so that frames whose PSF is modelled better or worse (another camera, another instrument)
+    rank alike. All 0 (typical) when the frame taught no PSF — too few bright isolated stars,
+    e.g. a field of galaxies — since a residual from a guessed PSF says more about the guess
+    than about the object."""
+    if stars.n_psf_stars == 0 or len(x) == 0:
         return np.zeros((len(x), 1))
-    return residual_features(stars, x, y)[:, :1]
+    r = residual_features(stars, x, y)[:, :1]
+    med = np.median(r)
+    mad = 1.4826 * np.median(np.abs(r - med))
+    return (r - med) / (mad if mad > 1e-12 else 1.0)
 
 
 def patch_residuals(patches: np.ndarray, core: int = 15) -> np.ndarray:

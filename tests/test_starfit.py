@@ -84,7 +84,7 @@ def test_a_cosmic_ray_stands_out_and_a_copied_star_does_not():
     # A star of the frame's own PSF is as ordinary as the frame's other bright stars.
     bright = stars.flux > np.percentile(stars.flux, 75)
     assert copy < np.percentile(normal[bright], 90)
-    assert np.expm1(cr) > 10 * np.expm1(copy)  # mean z² inside 1.5 px, 10× more
+    assert cr > 6 and cr > 2 * copy  # in robust σ of the frame's cutouts (8.2 and 3.3 here)
 
 
 @needs_real
