@@ -348,7 +348,8 @@ def cutout_residuals(data: np.ndarray, region: tuple[slice, slice] | None,
     """The context score of cutouts centred at (x, y) (0-based pixels of ``data``, shape (n,)
     each): ``log(1 + mean z²)`` of the star-subtracted residual within ``RADII[0]`` px of each
     centre, z in units of its expected noise, in robust σ of the frame's cutouts (see
-    :func:`_context`); 0 for every cutout of a frame whose own stars teach no PSF. Stars are fitted in the science ``region`` of ``data`` (all of it when None).
+    :func:`_context`); 0 for every cutout of a frame whose own stars teach no PSF. Stars are
+    fitted in the science ``region`` of ``data`` (all of it when None).
     ``sky``, the region's (background, rms) when already measured (``Sources.sky``).
     Returns shape (n, 1)."""
     from .sources import estimate_background
