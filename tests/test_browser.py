@@ -335,6 +335,8 @@ def test_hostile_names_headers_and_notes_are_shown_as_text(server, page, beacon,
     page.get_by_label("File name contains").fill("name.png")
     page.keyboard.press("Enter")
     wait_idle(page)
+    page.get_by_label("Anomalies only").uncheck(force=True)  # its first tile, flagged or not
+    wait_idle(page)
     page.get_by_role("button", name="details").first.click()
     wait_idle(page, 1.0)
     shot(page, "hostile-detail")

@@ -7,6 +7,7 @@ import streamlit as st
 
 st.title("Anomaly gallery")
 
+import dataclasses
 import json
 from collections import Counter
 
@@ -88,6 +89,11 @@ if n_normal != counted:
     if button_col.button("Re-fit now", key="g_refit"):
         widgets.refit(m.row.n_components_requested, m.embedder)
 
+if res.empty and only:
+    n_all = len(views.apply_filters(tbl, flagged, dataclasses.replace(f, anomalies_only=False)))
+    if n_all:
+        st.info(f"None of the {count(n_all, 'cutout')} that match the other filters scores "
+                "above the threshold: untick “Anomalies only” to see them.")
 top = st.columns([2, 1, 1])
 top[0].write(f"**{len(res):,}** cutouts match (of {len(tbl):,})"
              + (f", from **{count(len(shown), 'object')}**" if per_object else "")
