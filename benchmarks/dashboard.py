@@ -31,8 +31,10 @@ from reaper_core.service import Reaper  # noqa: E402
 from reaper_core.simulate import inject_anomalies, simulate_ffi, write_spoc  # noqa: E402
 
 
-def build(db: str, n_target: int) -> int:
-    reaper = Reaper(Settings(db_url=f"sqlite:///{db}"))
+def build(url: str, n_target: int) -> int:
+    reaper = Reaper(Settings(db_url=url))
+    if reaper.totals()["cutouts"] >= n_target and reaper.model() is not None:
+        return reaper.totals()["cutouts"]  # built before (--db-url): reused
     with tempfile.TemporaryDirectory() as d:
         sim = simulate_ffi(seed=0)
         inject_anomalies(sim, 3, seed=1)
@@ -65,6 +67,9 @@ def timed_run(at, fn=None, repeat: int = 1) -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cutouts", type=int, default=100_000)
+    ap.add_argument("--db-url", default="",
+                    help="database to build (or reuse, when it holds enough cutouts): e.g. a "
+                         "PostgreSQL URL; default a new SQLite file")
     args = ap.parse_args()
     import streamlit as st
     from streamlit.testing.v1 import AppTest
@@ -72,10 +77,12 @@ def main() -> None:
     print(f"# Dashboard benchmark — {machine()}\n")
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        n = build(f"{d}/dash.db", args.cutouts)
-        print(f"Built a database of {n:,} cutouts in {time.perf_counter() - t0:.0f} s.\n")
-        os.environ.update(ANOMALY_REAPER_DB_URL=f"sqlite:///{d}/dash.db",
-                          ANOMALY_REAPER_LOAD_DEMO="0", ANOMALY_REAPER_HOME=d)
+        url = args.db_url or f"sqlite:///{d}/dash.db"
+        n = build(url, args.cutouts)
+        print(f"Built a database of {n:,} cutouts in {time.perf_counter() - t0:.0f} s "
+              f"({url.split(':', 1)[0]}).\n")
+        os.environ.update(ANOMALY_REAPER_DB_URL=url, ANOMALY_REAPER_LOAD_DEMO="0",
+                          ANOMALY_REAPER_HOME=d)
         rows = []
         st.cache_resource.clear()
         at = AppTest.from_file(str(ROOT / "reaper_app" / "main.py"), default_timeout=600)
@@ -106,6 +113,23 @@ def main() -> None:
         print("gallery filter runs, ms:", [round(1e3 * v) for v in filt + filt2])
         rows.append({"action": "gallery filter (max of all 24)",
                      "ms": 1e3 * max(filt + filt2)})
+        at.checkbox(key="g_only").uncheck()
+        rows.append({"action": "gallery, every cutout (Anomalies only unticked), one per object",
+                     "ms": 1e3 * timed_run(at)[0]})
+        pages = iter(range(2, 40))
+        turns = timed_run(at, lambda a: a.number_input(key="g_page").set_value(next(pages)), 6)
+        rows.append({"action": "a gallery page (max of 6)", "ms": 1e3 * max(turns)})
+        at.checkbox(key="g_only").check()
+        at.number_input(key="g_page").set_value(1)
+        timed_run(at)
+        first = next(b.key for b in at.button if b.key and b.key.startswith("page-detail-"))
+        rows.append({"action": "a detail (max of 3 opened)", "ms": 1e3 * max(timed_run(
+            at, lambda a: a.button(key=first).click(), 3))})
+        radio = next(r for r in at.radio if r.label == "Label")
+        radio.set_value("interesting")
+        rows.append({"action": "label from the detail, and the page again",
+                     "ms": 1e3 * timed_run(at, lambda a: next(
+                         b for b in a.button if b.label == "Save label").click())[0]})
         rss = next((int(line.split()[1]) / 1024 for line in open("/proc/self/status")
                     if line.startswith("VmRSS")), float("nan"))
         rows.append({"action": "(this process's memory after the runs, the pages' caches "
@@ -113,7 +137,7 @@ def main() -> None:
         print(table(rows, f"Server time of one script run with {n:,} cutouts "
                           "(target ≤ 300 ms for a slider move and a gallery filter)"))
         # The "Re-fit now" button: a fit on every cutout, with more and more labelled normal.
-        reaper = Reaper(Settings(db_url=f"sqlite:///{d}/dash.db"))
+        reaper = Reaper(Settings(db_url=url))
         ranked = reaper.ranked(reaper.require_model())["cutout_id"].astype(int).tolist()
         fits = []
         for k in (0, 1_000, 5_000):

@@ -1,18 +1,19 @@
-"""What the pages share, cached across reruns: the service, the current model, the cutout table
-and the PCA projection. Only caching lives here; the work is done by the service."""
+"""What the pages share, cached across reruns: the service, the current model, the ranked
+cutout index and the gallery's selection, the scores and the PCA projection. Only caching
+lives here; the work is done by the service."""
 
 from __future__ import annotations
 
 import threading
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from reaper_app.background import DemoLoad
 from reaper_core.config import Settings, load_settings
 from reaper_core.models import CurrentModel
 from reaper_core.service import Reaper
+from reaper_core.views import Filters, RankIndex
 
 
 def settings() -> Settings:
@@ -44,16 +45,50 @@ def require_model() -> CurrentModel:
     return m
 
 
-@st.cache_resource(max_entries=3, show_spinner="Loading cutouts…")
-def _table(_reaper: Reaper, _m: CurrentModel | None, url: str, model_id: int | None,
-           version: tuple) -> pd.DataFrame:
-    return _reaper.cutout_table(_m)
+@st.cache_resource(max_entries=2, show_spinner="Ranking cutouts…")
+def _rank_index(_reaper: Reaper, _m: CurrentModel | None, url: str, model_id: int | None,
+                version: tuple) -> RankIndex:
+    return _reaper.rank_index(_m)
 
 
-def table(m: CurrentModel | None) -> pd.DataFrame:
-    """The cutout table under ``m``; cached until the data change (shared: do not mutate)."""
+def rank_index(m: CurrentModel | None) -> RankIndex:
+    """Every cutout ranked under ``m`` (:meth:`Reaper.rank_index`), cached until cutouts,
+    models or scores change: labels do not reload it (shared: do not mutate)."""
     r = reaper()
-    return _table(r, m, r.settings.db_url, m.id if m else None, r.data_version())
+    return _rank_index(r, m, r.settings.db_url, m.id if m else None, r.data_version(False))
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _groups(_reaper: Reaper, _m: CurrentModel, url: str, model_id: int, threshold: float,
+            version: tuple) -> dict[int, int]:
+    return _reaper.groups(_m)
+
+
+def groups(m: CurrentModel | None) -> dict[int, int]:
+    """{cutout id: group} of the flagged cutouts under ``m`` (:meth:`Reaper.groups`; none
+    without a model), cached until the data or the threshold change (do not mutate)."""
+    if m is None:
+        return {}
+    r = reaper()
+    return _groups(r, m, r.settings.db_url, m.id, m.threshold, r.data_version(False))
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _selection(_reaper: Reaper, _m: CurrentModel | None, _index: RankIndex, url: str,
+               model_id: int | None, threshold: float | None, version: tuple, filters: Filters,
+               cutout_ids: tuple[int, ...] | None, per_object: bool) -> dict:
+    return _reaper.gallery_selection(_m, _index, filters, cutout_ids=cutout_ids,
+                                     per_object=per_object)
+
+
+def gallery_selection(m: CurrentModel | None, filters: Filters,
+                      cutout_ids: list[int] | None = None, per_object: bool = True) -> dict:
+    """What the gallery shows under ``m`` (:meth:`Reaper.gallery_selection`), cached until the
+    data, the threshold or the filters change: turning pages reads only the page's rows."""
+    r = reaper()
+    return _selection(r, m, rank_index(m), r.settings.db_url, m.id if m else None,
+                      m.threshold if m else None, r.data_version(), filters,
+                      None if cutout_ids is None else tuple(sorted(cutout_ids)), per_object)
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
@@ -111,11 +146,6 @@ def thumbnails(ids: list[int], stretch: str = "zscale", cmap: str = "gray",
     r = reaper()
     return _thumbnails(r, r.settings.db_url, tuple(int(i) for i in ids), stretch, cmap,
                        upscale)
-
-
-def flagged(tbl: pd.DataFrame, m: CurrentModel | None) -> np.ndarray:
-    """Anomaly flags of the table's rows under ``m`` (none without a model)."""
-    return m.flags(tbl["score"].to_numpy(float)) if m else np.zeros(len(tbl), bool)
 
 
 _JOBS_LOCK = threading.Lock()

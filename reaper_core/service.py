@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .embedders import Feature
     from .ingest import FileResult, IngestReport
     from .models import CurrentModel
+    from .views import Filters, RankIndex
 
 
 class Reaper:
@@ -283,24 +284,20 @@ class Reaper:
         """Label cutouts (``None`` removes the label); with ``whole_object`` also every other
         cutout of the same detected object. Returns the ids labelled."""
         from .labels import check_label
-        from .views import object_keys
 
         ids = np.asarray(sorted({int(i) for i in ids}), dtype=np.int64)
         check_label(label)
-        cols = store.cutout_columns(self.engine, None)
-        known = np.isin(ids, cols["cutout_id"])
+        known = np.isin(ids, store.existing_ids(self.engine, ids))
         if not known.all():
             raise ReaperError(f"no cutout with id {', '.join(map(str, ids[~known]))}")
-        chosen = np.isin(cols["cutout_id"], ids)
-        if whole_object:
-            keys = object_keys(cols["file_id"], cols["segment"])
-            chosen |= np.isin(keys, keys[chosen])
-        picked = cols["cutout_id"][chosen].tolist()
-        store.set_label(self.engine, picked, label, note)
-        return picked
+        picked = store.object_mates(self.engine, ids) if whole_object else ids
+        store.set_label(self.engine, picked.tolist(), label, note)
+        return picked.tolist()
 
-    def n_labelled(self, label: str) -> int:
-        """How many cutouts carry ``label``."""
+    def n_labelled(self, label: str | None = None) -> int:
+        """How many cutouts carry ``label`` (None: any label)."""
+        if label is None:
+            return len(store.labels(self.engine)[0])
         return int(store.labelled_ids(self.engine, label).size)
 
     # -- queries ------------------------------------------------------------------------------
@@ -337,9 +334,104 @@ class Reaper:
         names = ["cutout_id", "file", "x", "y", "sector", "camera", "ccd", "score", "label"]
         return store.as_frame({k: [r[k] for r in rows] for k in names})
 
-    def data_version(self) -> tuple:
-        """Changes whenever cutouts, models, scores or labels change (not the threshold)."""
-        return store.data_version(self.engine)
+    def data_version(self, labels: bool = True) -> tuple:
+        """Changes whenever cutouts, models, scores or (with ``labels``) labels change (not
+        the threshold)."""
+        return store.data_version(self.engine, labels)
+
+    def rank_index(self, model: CurrentModel | None) -> RankIndex:
+        """Every cutout's id, file, segment and score under ``model``, ranked (what the
+        gallery filters; see :class:`reaper_core.views.RankIndex`)."""
+        from .views import RankIndex
+
+        return RankIndex.from_columns(**store.rank_columns(self.engine,
+                                                           model.id if model else None))
+
+    def gallery(self, model: CurrentModel | None, index: RankIndex, filters: Filters, *,
+                cutout_ids: Iterable[int] | None = None, per_object: bool = True,
+                page: int = 0, per_page: int = 24) -> dict[str, Any]:
+        """One page of the cutouts of ``index`` that pass ``filters`` (and are among
+        ``cutout_ids`` when given), ranked; with ``per_object`` each object by its best cutout:
+        :meth:`gallery_selection` and its :meth:`gallery_page` ``page`` (0-based, clipped)."""
+        chosen = self.gallery_selection(model, index, filters, cutout_ids=cutout_ids,
+                                        per_object=per_object)
+        return {**chosen, "rows": self.gallery_page(model, index, chosen, page, per_page)}
+
+    def gallery_selection(self, model: CurrentModel | None, index: RankIndex, filters: Filters,
+                          *, cutout_ids: Iterable[int] | None = None, per_object: bool = True
+                          ) -> dict[str, Any]:
+        """What the gallery shows, without reading any cutout row: ``n_match`` (cutouts that
+        pass), ``n_shown`` (objects, or cutouts), ``ids`` (every passing cutout id, ranked),
+        ``n_any`` (with "anomalies only", the cutouts that pass the other filters; else
+        ``n_match``), ``shown`` (rank positions of what is shown, in order), ``flagged``
+        (their anomaly flags) and, with ``per_object``, ``n_cutouts`` (each object's cutouts
+        that pass)."""
+        from dataclasses import replace
+
+        from .views import first_per_object, select
+
+        flagged = model.flags(index.score) if model else np.zeros(len(index), bool)
+        kw = {"files": self.file_columns(), "labelled": store.labels(self.engine),
+              "cutout_ids": None if cutout_ids is None else np.fromiter(cutout_ids, np.int64)}
+        sel = select(index, flagged, filters, **kw)
+        n_any = len(sel)
+        if filters.anomalies_only and not len(sel):
+            n_any = len(select(index, flagged, replace(filters, anomalies_only=False), **kw))
+        out = {"n_match": len(sel), "ids": index.cutout_id[sel], "n_any": n_any}
+        shown = sel
+        if per_object:
+            keep, out["n_cutouts"] = first_per_object(index.file_id[sel], index.segment[sel])
+            shown = sel[keep]
+        return {**out, "n_shown": len(shown), "shown": shown, "flagged": flagged[shown]}
+
+    def gallery_page(self, model: CurrentModel | None, index: RankIndex,
+                     selection: dict[str, Any], page: int = 0, per_page: int = 24
+                     ) -> pd.DataFrame:
+        """Page ``page`` (0-based, clipped to the pages there are) of a
+        :meth:`gallery_selection`: its cutouts as :meth:`rows` gives them, plus
+        ``is_anomaly`` (and ``n_cutouts``). Only these rows are read from the database."""
+        from .views import n_pages
+
+        page = int(np.clip(page, 0, n_pages(selection["n_shown"], per_page) - 1))
+        part = slice(page * per_page, (page + 1) * per_page)
+        rows = self.rows(model, index.cutout_id[selection["shown"][part]])
+        rows["is_anomaly"] = selection["flagged"][part]
+        if "n_cutouts" in selection:
+            rows["n_cutouts"] = selection["n_cutouts"][part]
+        return rows
+
+    def file_columns(self) -> dict[str, np.ndarray]:
+        """Every file's id, name, sector, camera and CCD (see
+        :func:`reaper_core.store.file_columns`)."""
+        return store.file_columns(self.engine)
+
+    def rows(self, model: CurrentModel | None, ids: Iterable[int]) -> pd.DataFrame:
+        """The cutouts ``ids`` (in that order; unknown ids left out) with their file,
+        metadata, score under ``model``, label and note, as :meth:`cutout_table` has them."""
+        ids = [int(i) for i in ids]
+        cols = store.cutout_rows(self.engine, model.id if model else None, ids)
+        at = {int(c): i for i, c in enumerate(cols["cutout_id"])}
+        order = [at[i] for i in ids if i in at]
+        return store.as_frame({k: v[order] for k, v in cols.items()})
+
+    def rows_csv(self, model: CurrentModel | None, ids: Iterable[int],
+                 chunk: int = 50_000) -> bytes:
+        """CSV of the cutouts ``ids`` (in that order), as :meth:`rows` gives them, plus
+        ``is_anomaly``; read ``chunk`` cutouts at a time."""
+        ids = [int(i) for i in ids]
+        parts = []
+        for a in range(0, max(len(ids), 1), chunk):
+            rows = self.rows(model, ids[a:a + chunk])
+            rows["is_anomaly"] = (model.flags(rows["score"].to_numpy(float)) if model
+                                  else np.zeros(len(rows), bool))
+            parts.append(rows.to_csv(index=False, header=a == 0))
+        return "".join(parts).encode()
+
+    def object_members(self, model: CurrentModel | None, cutout_id: int) -> pd.DataFrame:
+        """The other cutouts of ``cutout_id``'s object (same file and segment), highest score
+        first, as :meth:`rows` gives them; empty when it has no segment."""
+        return store.as_frame(store.object_members(self.engine, model.id if model else None,
+                                                   cutout_id))
 
     def cutout_table(self, model: CurrentModel | None = None) -> pd.DataFrame:
         """Every cutout with its file, metadata, score under ``model`` and label (no pixels);

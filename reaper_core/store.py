@@ -66,7 +66,8 @@ class Cutout(SQLModel, table=True):
     """One patch: where it is, what it looks like, its metadata."""
 
     __tablename__ = "cutout"
-    __table_args__ = (Index("ix_cutout_sector_cam_ccd", "sector", "camera", "ccd"),)
+    __table_args__ = (Index("ix_cutout_sector_cam_ccd", "sector", "camera", "ccd"),
+                      Index("ix_cutout_file_segment", "file_id", "segment"))
     id: int | None = Field(default=None, primary_key=True)
     file_id: int = Field(foreign_key="fits_file.id", index=True, ondelete="CASCADE")
     x: float
@@ -281,12 +282,20 @@ _ADDED_COLUMNS = [("cutout", "segment", "INTEGER"), ("fits_file", "hdu", "INTEGE
                   ("fits_file", "quality", "INTEGER")]
 
 
+#: Indexes added after the first release: (name, table, columns).
+_ADDED_INDEXES = [("ix_cutout_file_segment", "cutout", "file_id, segment")]
+
+
 def _add_missing_columns(engine: Engine) -> None:
     for table, column, sql_type in _ADDED_COLUMNS:
         have = {c["name"] for c in inspect(engine).get_columns(table)}
         if column not in have:
             with engine.begin() as conn:
                 conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
+    for name, table, columns in _ADDED_INDEXES:
+        if name not in {i["name"] for i in inspect(engine).get_indexes(table)}:
+            with engine.begin() as conn:
+                conn.execute(text(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns})"))
 
 
 def with_retry(fn: Callable[[], T], attempts: int = 8, delay: float = 0.2) -> T:
@@ -758,9 +767,15 @@ def cutout_columns(engine: Engine, model_id: int | None) -> dict[str, np.ndarray
     )
     with engine.connect() as conn:
         rows = conn.execute(sql, {"mid": model_id} if model_id else {}).all()
-    raw = list(zip(*rows, strict=True)) if rows else [()] * len(CUTOUT_COLUMNS)
+    return _as_columns(rows)
+
+
+def _as_columns(rows: Sequence[Sequence[Any]], names: Sequence[str] = CUTOUT_COLUMNS
+                ) -> dict[str, np.ndarray]:
+    """Rows of :data:`CUTOUT_COLUMNS` values as NumPy columns (see :func:`cutout_columns`)."""
+    raw = list(zip(*rows, strict=True)) if rows else [()] * len(names)
     out: dict[str, np.ndarray] = {}
-    for name, values in zip(CUTOUT_COLUMNS, raw, strict=True):
+    for name, values in zip(names, raw, strict=True):
         if name in ("cutout_id", "file_id"):
             out[name] = np.asarray(values, dtype=np.int64)
         elif name in WHOLE_COLUMNS or name in _FLOAT_COLUMNS:
@@ -768,6 +783,122 @@ def cutout_columns(engine: Engine, model_id: int | None) -> dict[str, np.ndarray
         else:
             out[name] = np.array(values, dtype=object)
     return out
+
+
+_SELECT_CUTOUT = ("SELECT c.id, c.file_id, f.name, c.x, c.y, c.ra, c.dec, c.sector, c.camera, "
+                  "c.ccd, c.time, c.origin, c.segment, s.score, l.label, l.note")
+def cutout_rows(engine: Engine, model_id: int | None, ids: Iterable[int]
+                ) -> dict[str, np.ndarray]:
+    """The columns of :func:`cutout_columns` for the given cutouts only, by id."""
+    ids = sorted({int(i) for i in ids})
+    if not ids:
+        return _as_columns([])
+    score = ("LEFT JOIN score s ON s.cutout_id = c.id AND s.model_id = :mid" if model_id
+             else "LEFT JOIN (SELECT NULL AS cutout_id, NULL AS score) s ON 1 = 0")
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            f"{_SELECT_CUTOUT} FROM cutout c JOIN fits_file f ON f.id = c.file_id {score} "
+            f"LEFT JOIN label l ON l.cutout_id = c.id WHERE c.id IN ({', '.join(map(str, ids))}) "
+            "ORDER BY c.id"), {"mid": model_id}).all()
+    return _as_columns(rows)
+
+
+def object_members(engine: Engine, model_id: int | None, cutout_id: int
+                   ) -> dict[str, np.ndarray]:
+    """The other cutouts of ``cutout_id``'s object (same file and segment > 0), ranked;
+    the columns of :func:`cutout_columns` (none when it has no segment)."""
+    with engine.connect() as conn:
+        me = conn.execute(text("SELECT file_id, segment FROM cutout WHERE id = :id"),
+                          {"id": int(cutout_id)}).first()
+        if me is None or me[1] is None or me[1] <= 0:
+            return _as_columns([])
+        score = ("LEFT JOIN score s ON s.cutout_id = c.id AND s.model_id = :mid" if model_id
+                 else "LEFT JOIN (SELECT NULL AS cutout_id, NULL AS score) s ON 1 = 0")
+        rows = conn.execute(text(
+            f"{_SELECT_CUTOUT} FROM cutout c JOIN fits_file f ON f.id = c.file_id {score} "
+            "LEFT JOIN label l ON l.cutout_id = c.id WHERE c.file_id = :fid AND "
+            "c.segment = :seg AND c.id != :id ORDER BY s.score IS NULL, s.score DESC, c.id"),
+            {"mid": model_id, "fid": int(me[0]), "seg": int(me[1]), "id": int(cutout_id)}).all()
+    return _as_columns(rows)
+
+
+def rank_columns(engine: Engine, model_id: int | None) -> dict[str, np.ndarray]:
+    """Every cutout's ``cutout_id``, ``file_id`` (int64), ``segment`` (float, 0 for none) and
+    ``score`` under ``model_id`` (float, NaN unscored), shape (n,) each, by cutout id: what a
+    :class:`reaper_core.views.RankIndex` holds, read from two narrow scans (no pixels)."""
+    raw = engine.raw_connection()  # plain tuples: ten times faster to turn into arrays
+    try:
+        cur = raw.cursor()
+        cur.execute("SELECT id, file_id, COALESCE(segment, 0) FROM cutout")
+        cut = cur.fetchall()
+        scored: list[tuple] = []
+        if model_id:  # in cutout order, through the primary key
+            cur.execute(f"SELECT cutout_id, score FROM score WHERE model_id = {int(model_id)} "
+                        "ORDER BY cutout_id")
+            scored = cur.fetchall()
+        cur.close()
+    finally:
+        raw.close()
+    c = np.array(cut, dtype=float).reshape(-1, 3)
+    order = np.argsort(c[:, 0], kind="stable")
+    ids, file_id, segment = c[order, 0].astype(np.int64), c[order, 1], c[order, 2]
+    score = np.full(len(ids), np.nan)
+    if scored:
+        s = np.array(scored, dtype=float).reshape(-1, 2)
+        at = np.searchsorted(ids, s[:, 0].astype(np.int64))
+        ok = at < len(ids)
+        ok[ok] = ids[at[ok]] == s[ok, 0]
+        score[at[ok]] = s[ok, 1]
+    return {"cutout_id": ids, "file_id": file_id.astype(np.int64), "segment": segment,
+            "score": score}
+
+
+def existing_ids(engine: Engine, ids: Iterable[int], chunk: int = 50_000) -> np.ndarray:
+    """Those of the cutout ``ids`` that exist, sorted (int64)."""
+    ids = sorted({int(i) for i in ids})
+    found: list[int] = []
+    with engine.connect() as conn:
+        for a in range(0, len(ids), chunk):
+            found += [r[0] for r in conn.exec_driver_sql(
+                f"SELECT id FROM cutout WHERE id IN ({', '.join(map(str, ids[a:a + chunk]))})")]
+    return np.array(sorted(found), np.int64)
+
+
+def object_mates(engine: Engine, ids: Iterable[int]) -> np.ndarray:
+    """The cutouts ``ids`` and every other cutout of their objects (same file and segment
+    > 0), sorted (int64); read through the (file_id, segment) index."""
+    ids = sorted({int(i) for i in ids})
+    out = set(ids)
+    with engine.connect() as conn:
+        pairs = set()
+        for a in range(0, len(ids), 50_000):
+            pairs |= {(int(f), int(g)) for f, g in conn.exec_driver_sql(
+                "SELECT file_id, segment FROM cutout WHERE segment > 0 AND id IN "
+                f"({', '.join(map(str, ids[a:a + 50_000]))})")}
+        for f, g in sorted(pairs):
+            out |= {int(r[0]) for r in conn.execute(text(
+                "SELECT id FROM cutout WHERE file_id = :f AND segment = :g"), {"f": f, "g": g})}
+    return np.array(sorted(out), np.int64)
+
+
+def file_columns(engine: Engine) -> dict[str, np.ndarray]:
+    """Every file's ``id`` (int64), ``name`` (object), ``sector``, ``camera``, ``ccd`` (float,
+    NaN where missing), shape (F,) each, by id."""
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT id, name, sector, camera, ccd FROM fits_file ORDER BY id").all()
+    cols = list(zip(*rows, strict=True)) if rows else [()] * 5
+    return {"id": np.asarray(cols[0], np.int64), "name": np.array(cols[1], dtype=object),
+            **{k: np.array([np.nan if v is None else v for v in vals], float)
+               for k, vals in zip(("sector", "camera", "ccd"), cols[2:], strict=True)}}
+
+
+def labels(engine: Engine) -> tuple[np.ndarray, np.ndarray]:
+    """(cutout ids int64, labels object) of every labelled cutout, shape (m,) each."""
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT cutout_id, label FROM label").all()
+    return (np.array([r[0] for r in rows], np.int64),
+            np.array([r[1] for r in rows], dtype=object))
 
 
 def cutout_table(engine: Engine, model_id: int | None) -> pd.DataFrame:
@@ -835,9 +966,9 @@ def write_groups(engine: Engine, model_id: int, threshold: float, ids: np.ndarra
 
 def read_groups(engine: Engine, model_id: int) -> tuple[float | None, dict[int, int]]:
     """(threshold they were made for or None, {cutout id: group}) of ``model_id``."""
-    with Session(engine) as s:
-        rows = s.exec(select(AnomalyGroup.cutout_id, AnomalyGroup.grp, AnomalyGroup.threshold)
-                      .where(AnomalyGroup.model_id == model_id)).all()
+    with engine.connect() as conn:  # plain SQL: the gallery reads them on every run
+        rows = conn.exec_driver_sql("SELECT cutout_id, grp, threshold FROM anomaly_group "
+                                    f"WHERE model_id = {int(model_id)}").all()
     if not rows:
         return None, {}
     return float(rows[0][2]), {int(c): int(g) for c, g, _ in rows}
@@ -885,16 +1016,23 @@ def file_names(engine: Engine) -> set[str]:
         return set(s.exec(select(FitsFile.name)).all())
 
 
-def data_version(engine: Engine) -> tuple:
-    """A cheap fingerprint that changes whenever cutouts, models, scores or labels change.
+def data_version(engine: Engine, labels: bool = True) -> tuple:
+    """A cheap fingerprint that changes whenever cutouts, models, scores or (with ``labels``)
+    labels change.
 
     The threshold is not part of it: moving the threshold never reloads the cutout table.
     """
     with Session(engine) as s:
         n_cut = s.exec(select(func.max(Cutout.id))).one()
         n_mod = s.exec(select(func.max(DetectorModel.id))).one()
+        current = s.exec(select(DetectorModel.id).where(DetectorModel.is_current)).all()
+        # Scores are added (for new cutouts) or come with a new model: the highest scored id
+        # of each current model, one seek in the (model_id, cutout_id) key, tells.
+        n_score = tuple(s.exec(select(func.max(Score.cutout_id)).where(Score.model_id == i))
+                        .one() for i in sorted(current))
+        if not labels:
+            return (n_cut, n_mod, n_score)
         n_lab, last_lab = s.exec(select(func.count(), func.max(Label.updated_at))).one()
-        n_score = s.exec(select(func.count()).select_from(Score)).one()
     return (n_cut, n_mod, n_lab, str(last_lab), n_score)
 
 

@@ -1,3 +1,5 @@
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -341,10 +343,14 @@ def test_database_from_before_segments_gets_the_column(tmp_path, hdf_file):
     url = f"sqlite:///{tmp_path / 'old.db'}"
     eng = store.make_engine(url)
     ingest_many(eng, [hdf_file], Settings(db_url=url))
-    with eng.begin() as conn:
+    with eng.begin() as conn:  # as a database made before segments (and their index)
+        conn.execute(text("DROP INDEX ix_cutout_file_segment"))
         conn.execute(text("ALTER TABLE cutout DROP COLUMN segment"))
     eng.dispose()
     eng = store.make_engine(url)  # what opening an old database does
+    from sqlalchemy import inspect
+
+    assert "ix_cutout_file_segment" in {i["name"] for i in inspect(eng).get_indexes("cutout")}
     df = exported(eng)
     assert len(df) > 0 and df.segment.isna().all()
     assert len(views.one_per_object(df.assign(file_id=0))) == len(df)
@@ -379,3 +385,81 @@ def test_objects_labelled_normal_leave_the_top_after_a_refit(engine, settings, h
     # Unlabelling forgets: the next fit knows of no normal cutouts.
     store.set_label(engine, sorted(labelled), None)
     assert fit_model(engine, settings).n_normal == 0
+
+
+def _reference_filter(tbl, flagged, f, ids=None):
+    """The gallery's filters written out on the whole table with pandas (the reference)."""
+    m = pd.Series(True, index=tbl.index)
+    m &= tbl.score.between(f.score_min, f.score_max)
+    for col, wanted in (("sector", f.sectors), ("camera", f.cameras), ("ccd", f.ccds)):
+        if wanted:
+            m &= tbl[col].isin(wanted).fillna(False).astype(bool)
+    if f.labels:
+        m &= tbl.label.fillna("unlabelled").isin(f.labels)
+    if f.file_contains:
+        m &= tbl.file.str.contains(f.file_contains, case=False, regex=False)
+    if f.anomalies_only:
+        m &= flagged
+    if ids is not None:
+        m &= tbl.cutout_id.isin(ids)
+    return tbl[m.to_numpy()].sort_values(["score", "cutout_id"], ascending=[False, True])
+
+
+def test_gallery_pages_match_the_whole_table(engine, settings, hdf_file, spoc_file):
+    """The gallery reads only its page: counts, order, one per object and each object's
+    cutouts agree with the same filters applied to the whole cutout table."""
+    from reaper_core.service import Reaper
+
+    ingest_many(engine, [hdf_file, spoc_file], settings)
+    reaper = Reaper(settings, engine=engine)
+    m = reaper.model()
+    tbl = reaper.cutout_table(m)
+    flagged = pd.Series(m.flags(tbl.score.to_numpy(float)), index=tbl.index)
+    hdf = tbl[tbl.file.str.startswith("hubble")].sort_values("score", ascending=False)
+    reaper.label(hdf.cutout_id.iloc[:3].astype(int), "interesting")
+    reaper.label(hdf.cutout_id.iloc[3:5].astype(int), "artefact", note="<b>x</b>")
+    index = reaper.rank_index(m)
+    tbl = reaper.cutout_table(m)  # with the labels
+    lo, hi = float(tbl.score.min()), float(tbl.score.max())
+    cases = [views.Filters(lo, hi, anomalies_only=True), views.Filters(lo, hi),
+             views.Filters(lo, hi, file_contains="HUBBLE"), views.Filters(lo, hi, sectors=(7,)),
+             views.Filters(lo, hi, labels=("interesting", "artefact")),
+             views.Filters(lo, hi, labels=("unlabelled",), anomalies_only=True),
+             views.Filters(float(tbl.score.median()), hi, cameras=(1,), ccds=(2, 3)),
+             views.Filters(lo, hi, file_contains="no such file")]
+    for f in cases:
+        want = _reference_filter(tbl, flagged, f)
+        for per_object in (False, True):
+            shown = views.one_per_object(want) if per_object else want
+            for page in (0, 1, 99):
+                got = reaper.gallery(m, index, f, per_object=per_object, page=page, per_page=12)
+                assert got["n_match"] == len(want), f
+                assert got["n_shown"] == len(shown), f
+                np.testing.assert_array_equal(got["ids"], want.cutout_id.to_numpy())
+                last = max(0, -(-len(shown) // 12) - 1)
+                part = shown.iloc[min(page, last) * 12:(min(page, last) + 1) * 12]
+                rows = got["rows"]
+                np.testing.assert_array_equal(rows.cutout_id, part.cutout_id)
+                assert rows.file.tolist() == part.file.tolist()
+                assert rows.label.fillna("").tolist() == part.label.fillna("").tolist()
+                np.testing.assert_array_equal(rows.is_anomaly, flagged[part.index])
+                if per_object:
+                    np.testing.assert_array_equal(rows.n_cutouts, part.n_cutouts)
+    # A group: only its cutouts; "anomalies only" with none flagged says how many there are.
+    some = tbl.cutout_id.iloc[::7].astype(int).tolist()
+    f = views.Filters(lo, hi)
+    got = reaper.gallery(m, index, f, cutout_ids=some, per_object=False)
+    assert got["n_match"] == len(_reference_filter(tbl, flagged, f, some)) == len(some)
+    quiet = tbl[~flagged].cutout_id.astype(int).tolist()[:5]
+    got = reaper.gallery(m, index, views.Filters(lo, hi, anomalies_only=True), cutout_ids=quiet)
+    assert got["n_match"] == 0 and got["n_any"] == len(quiet)
+    # A detail's object, its rows and the CSV of a selection.
+    cid = int(views.one_per_object(tbl.sort_values("score", ascending=False))
+              .query("n_cutouts > 1").cutout_id.iloc[0])
+    np.testing.assert_array_equal(
+        np.sort(reaper.object_members(m, cid).cutout_id),
+        np.sort(views.object_members(tbl, cid).cutout_id))
+    csv = pd.read_csv(io.BytesIO(reaper.rows_csv(m, got["ids"][:0].tolist() + some[:40],
+                                                 chunk=16)))
+    assert csv.cutout_id.tolist() == some[:40] and "is_anomaly" in csv
+    assert reaper.rows(m, [10**9]).empty

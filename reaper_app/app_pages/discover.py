@@ -43,8 +43,8 @@ def judge(cid: int, label: str | None) -> None:
 cid = queue[0]
 patch, c = reaper.cutouts([cid])[cid]
 fr = reaper.file(c.file_id)
-tbl = state.table(m).set_index("cutout_id")
-info = tbl.loc[cid]
+shown = reaper.rows(m, queue).set_index("cutout_id")
+info = shown.loc[cid]
 last = st.session_state.get("discover_last")
 if last:
     st.toast(f"cutout #{last[0]} labelled {last[1]}; the queue is re-ranked")
@@ -65,7 +65,7 @@ with right:
         col.button(text, key=f"judge-{label}", shortcut=key, width="stretch",
                    on_click=judge, args=(cid, label),
                    type="primary" if label in ("interesting", "anomaly") else "secondary")
-    n_lab = int(tbl["label"].notna().sum())
+    n_lab = reaper.n_labelled()
     st.caption(f"{count(n_lab, 'cutout')} labelled so far. Keys: "
                + ", ".join(f"{k} {t.lower()}" for _, t, k in KEYS) + ".")
     if fr.preview_png:
@@ -73,16 +73,17 @@ with right:
                                              c.patch_size), key="discover_frame")
 st.subheader("Next in the queue")
 nxt = queue[1:]
-widgets.cutout_grid(nxt, {i: widgets.tile_caption(i, float(tbl["score"].get(i)),
-                                                  tbl["file"].get(i)) for i in nxt},
+widgets.cutout_grid(nxt, {i: widgets.tile_caption(i, float(shown["score"].get(i)),
+                                                  shown["file"].get(i)) for i in nxt},
                     columns=6, key="queue")
 if st.toggle("More like this one", key="discover_similar"):
     like = reaper.similar(cid, 12, m)
     ids = [i for i, _ in like]
-    widgets.cutout_grid(ids, {i: widgets.tile_caption(i, float(tbl["score"].get(i)),
-                                                      tbl["file"].get(i),
-                                                      label=tbl["label"].get(i) if isinstance(
-                                                          tbl["label"].get(i), str) else None)
+    near = reaper.rows(m, ids).set_index("cutout_id")
+    widgets.cutout_grid(ids, {i: widgets.tile_caption(i, float(near["score"].get(i)),
+                                                      near["file"].get(i),
+                                                      label=near["label"].get(i) if isinstance(
+                                                          near["label"].get(i), str) else None)
                               for i in ids}, columns=6, key="like")
     st.dataframe(pd.DataFrame({"cutout": ids, "distance": [round(d, 2) for _, d in like]}),
                  hide_index=True)

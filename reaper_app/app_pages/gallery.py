@@ -7,7 +7,6 @@ import streamlit as st
 
 st.title("Anomaly gallery")
 
-import dataclasses
 import json
 from collections import Counter
 
@@ -24,18 +23,20 @@ from reaper_core.words import count
 
 m = state.model()
 reaper = state.reaper()
-tbl = state.table(m)
-if tbl.empty:
+index = state.rank_index(m)
+if not len(index):
     st.info("Nothing ingested yet.")
     st.stop()
-flagged = state.flagged(tbl, m)
+files = reaper.file_columns()
+
 
 def options(col):
-    return sorted(int(v) for v in tbl[col].dropna().unique())
+    return sorted(int(v) for v in np.unique(files[col][np.isfinite(files[col])]))
+
 
 with st.sidebar:
     st.subheader("Filters")
-    s = tbl["score"].dropna()
+    s = index.score[np.isfinite(index.score)]
     lo, hi = (float(s.min()), float(s.max())) if len(s) else (0.0, 1.0)
     score_rng = st.slider("Score range", lo, max(hi, lo + 1e-6), (lo, max(hi, lo + 1e-6)),
                           key="g_score")
@@ -47,7 +48,7 @@ with st.sidebar:
                            key="g_file")
     only = st.checkbox("Anomalies only", st.session_state.pop("gallery_anomalies", True),
                        key="g_only")
-    groups = reaper.groups(m) if m is not None else {}
+    groups = state.groups(m)
     sizes = Counter(groups.values())
     chosen_groups = st.multiselect(
         "Group of anomalies", list(range(1, max(sizes, default=0) + 1)), key="g_group",
@@ -66,10 +67,8 @@ with st.sidebar:
 f = views.Filters(score_min=score_rng[0], score_max=score_rng[1], sectors=tuple(sectors),
                   cameras=tuple(cameras), ccds=tuple(ccds), labels=tuple(labels),
                   file_contains=file_q, anomalies_only=only)
-res = views.apply_filters(tbl, flagged, f)
+in_groups = [cid for cid, g in groups.items() if g in chosen_groups] if chosen_groups else None
 if chosen_groups:
-    in_groups = [cid for cid, g in groups.items() if g in chosen_groups]
-    res = res[res["cutout_id"].isin(in_groups).to_numpy()]
     with st.form("label_groups"):
         lab_col, go_col = st.columns([3, 1], vertical_alignment="bottom")
         glab = lab_col.selectbox(f"Label every cutout of {count(len(chosen_groups), 'group')} "
@@ -78,9 +77,11 @@ if chosen_groups:
             reaper.label(in_groups, glab)
             st.toast(f"Labelled {count(len(in_groups), 'cutout')} {glab}")
             st.rerun()
-shown = views.one_per_object(res) if per_object else res
+per_page = st.session_state.get("g_per_page", 24)
+got = state.gallery_selection(m, f, in_groups, per_object)
+page_rows = reaper.gallery_page(m, index, got, st.session_state.get("g_page", 1) - 1, per_page)
 
-n_normal = int((tbl["label"] == "normal").sum())
+n_normal = reaper.n_labelled("normal")
 counted = m.n_normal if m is not None else n_normal
 if n_normal != counted:
     note_col, button_col = st.columns([4, 1])
@@ -89,21 +90,18 @@ if n_normal != counted:
     if button_col.button("Re-fit now", key="g_refit"):
         widgets.refit(m.row.n_components_requested, m.embedder)
 
-if res.empty and only:
-    n_all = len(views.apply_filters(tbl, flagged, dataclasses.replace(f, anomalies_only=False)))
-    if n_all:
-        st.info(f"None of the {count(n_all, 'cutout')} that match the other filters scores "
-                "above the threshold: untick “Anomalies only” to see them.")
+if not got["n_match"] and got["n_any"]:
+    st.info(f"None of the {count(got['n_any'], 'cutout')} that match the other filters scores "
+            "above the threshold: untick “Anomalies only” to see them.")
 top = st.columns([2, 1, 1])
-top[0].write(f"**{len(res):,}** cutouts match (of {len(tbl):,})"
-             + (f", from **{count(len(shown), 'object')}**" if per_object else "")
+top[0].write(f"**{got['n_match']:,}** cutouts match (of {len(index):,})"
+             + (f", from **{count(got['n_shown'], 'object')}**" if per_object else "")
              + ", highest score first.")
-per_page = top[1].selectbox("Per page", [12, 24, 48, 96], index=1, key="g_per_page")
-last = views.n_pages(len(shown), per_page)
+top[1].selectbox("Per page", [12, 24, 48, 96], index=1, key="g_per_page")
+last = views.n_pages(got["n_shown"], per_page)
 if st.session_state.get("g_page", 1) > last:
     st.session_state["g_page"] = last
 top[2].number_input("Page", 1, last, key="g_page", help="Also: the buttons below the cutouts")
-page_rows = views.page(shown, st.session_state["g_page"] - 1, per_page)
 
 
 def turn(step: int) -> None:
@@ -111,7 +109,8 @@ def turn(step: int) -> None:
     st.session_state["g_page"] = int(np.clip(st.session_state["g_page"] + step, 1, last))
 
 
-st.download_button(f"Export these {len(res):,} cutouts (CSV)", res.to_csv(index=False).encode(),
+st.download_button(f"Export these {got['n_match']:,} cutouts (CSV)",
+                   lambda: reaper.rows_csv(m, got["ids"]),  # made when clicked
                    "anomaly-reaper-selection.csv", "text/csv", key="g_export")
 
 # A shared link (?cutout=ID) opens that cutout's detail.
@@ -119,12 +118,11 @@ linked = st.query_params.get("cutout")
 if linked is not None and linked.isdigit() and st.session_state.get("detail") is None:
     st.session_state["detail"] = int(linked)
 detail = st.session_state.get("detail")
-if detail is not None and detail in set(tbl["cutout_id"]):
+found = reaper.rows(m, [detail]) if detail is not None else None
+if found is not None and len(found):
     with st.container(border=True):
-        got = reaper.cutouts([detail])
-        patch, c = got[detail]
-        by_id = tbl.set_index("cutout_id")
-        info = by_id.loc[detail]
+        patch, c = reaper.cutouts([detail])[detail]
+        info = found.iloc[0]
         st.subheader(f"Cutout #{detail} — {widgets.plain(info['file'])}")
         a, b, d = st.columns([3, 2, 4])
         a.plotly_chart(plots.cutout_image(patch, stretch, cmap, reaper.pixel_scale(c.file_id)),
@@ -185,12 +183,13 @@ if detail is not None and detail in set(tbl["cutout_id"]):
                                        help="The nearest cutouts in embedding space, across "
                                             "every file"):
             like = reaper.similar(detail, 12, m)
+            near = reaper.rows(m, [i for i, _ in like]).set_index("cutout_id")
             widgets.cutout_grid(
                 [i for i, _ in like],
-                {i: widgets.tile_caption(i, float(by_id["score"].get(i)), by_id["file"].get(i))
+                {i: widgets.tile_caption(i, float(near["score"].get(i)), near["file"].get(i))
                  + f" · distance {d:.3g}" for i, d in like}, columns=6, stretch=stretch,
                 cmap=cmap, key="like")
-        others = views.object_members(tbl, detail)
+        others = reaper.object_members(m, detail)
         if len(others):
             st.caption(f"The same object: {len(others):,} more cutouts"
                        + (", the 12 highest-scoring:" if len(others) > 12
