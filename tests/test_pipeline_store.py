@@ -408,9 +408,14 @@ def _reference_filter(tbl, flagged, f, ids=None):
 def test_gallery_pages_match_the_whole_table(engine, settings, hdf_file, spoc_file):
     """The gallery reads only its page: counts, order, one per object and each object's
     cutouts agree with the same filters applied to the whole cutout table."""
+    check_gallery_pages(engine, settings, [hdf_file, spoc_file])
+
+
+def check_gallery_pages(engine, settings, files):
+    """:func:`test_gallery_pages_match_the_whole_table` on ``engine`` (also PostgreSQL)."""
     from reaper_core.service import Reaper
 
-    ingest_many(engine, [hdf_file, spoc_file], settings)
+    ingest_many(engine, files, settings)
     reaper = Reaper(settings, engine=engine)
     m = reaper.model()
     tbl = reaper.cutout_table(m)

@@ -23,6 +23,7 @@ from reaper_core.config import Settings
 from reaper_core.models import current_model, fit_model, save_threshold
 
 from .conftest import exported
+from .test_pipeline_store import check_gallery_pages
 from .test_reliability import _run_two, consistent, read_count
 
 
@@ -127,3 +128,11 @@ def test_settings_accept_postgres_url(pg_url, monkeypatch):
     from reaper_core.config import load_settings
 
     assert load_settings().db_url == pg_url
+
+
+def test_gallery_pages_on_postgres(pg_url, spoc_file, hdf_file):
+    """The gallery's ranked index, filters, pages and objects on PostgreSQL."""
+    _reset(pg_url)
+    engine = store.make_engine(pg_url)
+    check_gallery_pages(engine, Settings(db_url=pg_url), [hdf_file, spoc_file])
+    engine.dispose()
