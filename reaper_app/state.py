@@ -58,6 +58,19 @@ def rank_index(m: CurrentModel | None) -> RankIndex:
     return _rank_index(r, m, r.settings.db_url, m.id if m else None, r.data_version(False))
 
 
+@st.cache_data(max_entries=4, show_spinner=False)
+def _totals(url: str, version: tuple) -> dict[str, int]:
+    return reaper().totals()
+
+
+def totals() -> dict[str, int]:
+    """Counts of files, cutouts and models (:meth:`Reaper.totals`), cached until cutouts or
+    models change: every page's sidebar shows them, and counting a million rows is not free
+    on PostgreSQL."""
+    r = reaper()
+    return _totals(r.settings.db_url, r.data_version(False))
+
+
 @st.cache_resource(max_entries=2, show_spinner=False)
 def _groups(_reaper: Reaper, _m: CurrentModel, url: str, model_id: int, threshold: float,
             version: tuple) -> dict[int, int]:

@@ -234,7 +234,7 @@ def sidebar(slot) -> None:
     with slot.container():
         st.caption("Anomaly Reaper")
         try:
-            t = r.totals()
+            t = state.totals()
             m = r.model()
         except Exception as exc:
             if not is_failure(exc):

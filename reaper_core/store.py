@@ -588,8 +588,9 @@ def load_embeddings(engine: Engine, embedder: str, only_unscored_for: int | None
     by id: every one, those without a score under a model, or the ``ids`` given."""
     q = select(Embedding.cutout_id, Embedding.vector).where(Embedding.embedder == embedder)
     if only_unscored_for is not None:
-        scored = select(Score.cutout_id).where(Score.model_id == only_unscored_for)
-        q = q.where(Embedding.cutout_id.not_in(scored))
+        scored = select(Score.cutout_id).where(Score.model_id == only_unscored_for,
+                                               Score.cutout_id == Embedding.cutout_id)
+        q = q.where(~scored.exists())  # an anti-join (NOT IN is quadratic on PostgreSQL)
     if ids is not None:
         q = q.where(Embedding.cutout_id.in_([int(i) for i in ids]))
     with Session(engine) as s:
@@ -631,21 +632,26 @@ def iter_embeddings(engine: Engine, embedder: str, chunk: int = 100_000
 
 def count_without_embedding(engine: Engine, embedder: str) -> int:
     """How many cutouts ``embedder`` has not embedded yet."""
-    have = select(Embedding.cutout_id).where(Embedding.embedder == embedder)
     with Session(engine) as s:
         return int(s.execute(select(func.count()).select_from(Cutout)
-                             .where(Cutout.id.not_in(have))).scalar())
+                             .where(~_embedded(embedder))).scalar())
+
+
+def _embedded(embedder: str):
+    """SQL: the cutout has an embedding by ``embedder`` (negated: an anti-join, where NOT IN
+    a subquery is quadratic on PostgreSQL once it outgrows work_mem)."""
+    return select(Embedding.cutout_id).where(Embedding.embedder == embedder,
+                                             Embedding.cutout_id == Cutout.id).exists()
 
 
 def iter_without_embedding(engine: Engine, embedder: str, chunk: int = 2000
                            ) -> Iterator[list[tuple[int, bytes, int]]]:
     """(id, patch bytes, patch size) of the cutouts ``embedder`` has not embedded yet, in id
     order, ``chunk`` at a time (read by key ranges: memory stays bounded)."""
-    have = select(Embedding.cutout_id).where(Embedding.embedder == embedder)
     last = -1
     while True:
         q = (select(Cutout.id, Cutout.patch, Cutout.patch_size)
-             .where(Cutout.id > last, Cutout.id.not_in(have)).order_by(Cutout.id).limit(chunk))
+             .where(Cutout.id > last, ~_embedded(embedder)).order_by(Cutout.id).limit(chunk))
         with Session(engine) as s:
             rows = [tuple(r) for r in s.execute(q).all()]
         if not rows:
