@@ -177,8 +177,9 @@ def test_box_select_on_scatter_shows_cutouts(server, page):
     page.mouse.move(box["x"] + box["width"] * 0.95, box["y"] + box["height"] * 0.9, steps=10)
     page.mouse.up()
     page.get_by_text(re.compile(r"\d+ selected cutouts?")).wait_for(timeout=60_000)
-    wait_idle(page)
     images = page.get_by_test_id("stImage")
+    images.first.wait_for(timeout=60_000)  # the heading comes first, the tiles after it
+    wait_idle(page)
     assert images.count() > 0
     shot(page, "explore")
 
