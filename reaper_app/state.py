@@ -94,12 +94,13 @@ def _selection(_reaper: Reaper, _m: CurrentModel | None, _index: RankIndex, url:
                                      per_object=per_object)
 
 
-def gallery_selection(m: CurrentModel | None, filters: Filters,
+def gallery_selection(m: CurrentModel | None, index: RankIndex, filters: Filters,
                       cutout_ids: list[int] | None = None, per_object: bool = True) -> dict:
-    """What the gallery shows under ``m`` (:meth:`Reaper.gallery_selection`), cached until the
-    data, the threshold or the filters change: turning pages reads only the page's rows."""
+    """What the gallery shows of ``index`` under ``m`` (:meth:`Reaper.gallery_selection`),
+    cached until the data, the threshold or the filters change: turning pages reads only the
+    page's rows."""
     r = reaper()
-    return _selection(r, m, rank_index(m), r.settings.db_url, m.id if m else None,
+    return _selection(r, m, index, r.settings.db_url, m.id if m else None,
                       m.threshold if m else None, r.data_version(), filters,
                       None if cutout_ids is None else tuple(sorted(cutout_ids)), per_object)
 

@@ -297,7 +297,7 @@ class Reaper:
     def n_labelled(self, label: str | None = None) -> int:
         """How many cutouts carry ``label`` (None: any label)."""
         if label is None:
-            return len(store.labels(self.engine)[0])
+            return len(store.all_labels(self.engine)[0])
         return int(store.labelled_ids(self.engine, label).size)
 
     # -- queries ------------------------------------------------------------------------------
@@ -371,7 +371,7 @@ class Reaper:
         from .views import first_per_object, select
 
         flagged = model.flags(index.score) if model else np.zeros(len(index), bool)
-        kw = {"files": self.file_columns(), "labelled": store.labels(self.engine),
+        kw = {"files": self.file_columns(), "labelled": store.all_labels(self.engine),
               "cutout_ids": None if cutout_ids is None else np.fromiter(cutout_ids, np.int64)}
         sel = select(index, flagged, filters, **kw)
         n_any = len(sel)

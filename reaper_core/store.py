@@ -761,27 +761,30 @@ def cutout_columns(engine: Engine, model_id: int | None) -> dict[str, np.ndarray
     survives); file, origin, label and note object arrays (None where missing). Needs no pandas,
     so the command line starts fast.
     """
-    score_join = (
-        "LEFT JOIN score s ON s.cutout_id = c.id AND s.model_id = :mid" if model_id
-        else "LEFT JOIN (SELECT NULL AS cutout_id, NULL AS score) s ON 1 = 0"
-    )
+    return _cutout_query(engine, model_id)
+
+
+def _cutout_query(engine: Engine, model_id: int | None, where: str = "1 = 1",
+                  order: str = "c.id", **params: Any) -> dict[str, np.ndarray]:
+    """The :data:`CUTOUT_COLUMNS` of the cutouts (alias ``c``) that pass the SQL ``where``
+    (with ``params``), ordered by ``order``, as NumPy columns."""
+    score_join = ("LEFT JOIN score s ON s.cutout_id = c.id AND s.model_id = :mid" if model_id
+                  else "LEFT JOIN (SELECT NULL AS cutout_id, NULL AS score) s ON 1 = 0")
     sql = text(
         "SELECT c.id AS cutout_id, c.file_id, f.name AS file, c.x, c.y, c.ra, c.dec, "
         "c.sector, c.camera, c.ccd, c.time, c.origin, c.segment, s.score, l.label, l.note "
-        "FROM cutout c JOIN fits_file f ON f.id = c.file_id "
-        f"{score_join} LEFT JOIN label l ON l.cutout_id = c.id ORDER BY c.id"
-    )
+        f"FROM cutout c JOIN fits_file f ON f.id = c.file_id {score_join} "
+        f"LEFT JOIN label l ON l.cutout_id = c.id WHERE {where} ORDER BY {order}")
     with engine.connect() as conn:
-        rows = conn.execute(sql, {"mid": model_id} if model_id else {}).all()
+        rows = conn.execute(sql, {**({"mid": model_id} if model_id else {}), **params}).all()
     return _as_columns(rows)
 
 
-def _as_columns(rows: Sequence[Sequence[Any]], names: Sequence[str] = CUTOUT_COLUMNS
-                ) -> dict[str, np.ndarray]:
+def _as_columns(rows: Sequence[Sequence[Any]]) -> dict[str, np.ndarray]:
     """Rows of :data:`CUTOUT_COLUMNS` values as NumPy columns (see :func:`cutout_columns`)."""
-    raw = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+    raw = list(zip(*rows, strict=True)) if rows else [()] * len(CUTOUT_COLUMNS)
     out: dict[str, np.ndarray] = {}
-    for name, values in zip(names, raw, strict=True):
+    for name, values in zip(CUTOUT_COLUMNS, raw, strict=True):
         if name in ("cutout_id", "file_id"):
             out[name] = np.asarray(values, dtype=np.int64)
         elif name in WHOLE_COLUMNS or name in _FLOAT_COLUMNS:
@@ -791,22 +794,21 @@ def _as_columns(rows: Sequence[Sequence[Any]], names: Sequence[str] = CUTOUT_COL
     return out
 
 
-_SELECT_CUTOUT = ("SELECT c.id, c.file_id, f.name, c.x, c.y, c.ra, c.dec, c.sector, c.camera, "
-                  "c.ccd, c.time, c.origin, c.segment, s.score, l.label, l.note")
+def _id_list(ids: Iterable[int], chunk: int = 50_000) -> Iterator[str]:
+    """The distinct ``ids``, sorted, as SQL lists ``"1, 2, 3"`` of at most ``chunk`` each."""
+    ids = sorted({int(i) for i in ids})
+    for a in range(0, len(ids), chunk):
+        yield ", ".join(map(str, ids[a:a + chunk]))
+
+
 def cutout_rows(engine: Engine, model_id: int | None, ids: Iterable[int]
                 ) -> dict[str, np.ndarray]:
     """The columns of :func:`cutout_columns` for the given cutouts only, by id."""
-    ids = sorted({int(i) for i in ids})
-    if not ids:
+    parts = [_cutout_query(engine, model_id, f"c.id IN ({listed})")
+             for listed in _id_list(ids)]
+    if not parts:
         return _as_columns([])
-    score = ("LEFT JOIN score s ON s.cutout_id = c.id AND s.model_id = :mid" if model_id
-             else "LEFT JOIN (SELECT NULL AS cutout_id, NULL AS score) s ON 1 = 0")
-    with engine.connect() as conn:
-        rows = conn.execute(text(
-            f"{_SELECT_CUTOUT} FROM cutout c JOIN fits_file f ON f.id = c.file_id {score} "
-            f"LEFT JOIN label l ON l.cutout_id = c.id WHERE c.id IN ({', '.join(map(str, ids))}) "
-            "ORDER BY c.id"), {"mid": model_id}).all()
-    return _as_columns(rows)
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def object_members(engine: Engine, model_id: int | None, cutout_id: int
@@ -816,16 +818,11 @@ def object_members(engine: Engine, model_id: int | None, cutout_id: int
     with engine.connect() as conn:
         me = conn.execute(text("SELECT file_id, segment FROM cutout WHERE id = :id"),
                           {"id": int(cutout_id)}).first()
-        if me is None or me[1] is None or me[1] <= 0:
-            return _as_columns([])
-        score = ("LEFT JOIN score s ON s.cutout_id = c.id AND s.model_id = :mid" if model_id
-                 else "LEFT JOIN (SELECT NULL AS cutout_id, NULL AS score) s ON 1 = 0")
-        rows = conn.execute(text(
-            f"{_SELECT_CUTOUT} FROM cutout c JOIN fits_file f ON f.id = c.file_id {score} "
-            "LEFT JOIN label l ON l.cutout_id = c.id WHERE c.file_id = :fid AND "
-            "c.segment = :seg AND c.id != :id ORDER BY s.score IS NULL, s.score DESC, c.id"),
-            {"mid": model_id, "fid": int(me[0]), "seg": int(me[1]), "id": int(cutout_id)}).all()
-    return _as_columns(rows)
+    if me is None or me[1] is None or me[1] <= 0:
+        return _as_columns([])
+    return _cutout_query(engine, model_id, "c.file_id = :fid AND c.segment = :seg AND "
+                         "c.id != :id", "s.score IS NULL, s.score DESC, c.id",
+                         fid=int(me[0]), seg=int(me[1]), id=int(cutout_id))
 
 
 def rank_columns(engine: Engine, model_id: int | None) -> dict[str, np.ndarray]:
@@ -859,28 +856,21 @@ def rank_columns(engine: Engine, model_id: int | None) -> dict[str, np.ndarray]:
             "score": score}
 
 
-def existing_ids(engine: Engine, ids: Iterable[int], chunk: int = 50_000) -> np.ndarray:
+def existing_ids(engine: Engine, ids: Iterable[int]) -> np.ndarray:
     """Those of the cutout ``ids`` that exist, sorted (int64)."""
-    ids = sorted({int(i) for i in ids})
-    found: list[int] = []
     with engine.connect() as conn:
-        for a in range(0, len(ids), chunk):
-            found += [r[0] for r in conn.exec_driver_sql(
-                f"SELECT id FROM cutout WHERE id IN ({', '.join(map(str, ids[a:a + chunk]))})")]
+        found = [r[0] for listed in _id_list(ids) for r in conn.exec_driver_sql(
+            f"SELECT id FROM cutout WHERE id IN ({listed})")]
     return np.array(sorted(found), np.int64)
 
 
 def object_mates(engine: Engine, ids: Iterable[int]) -> np.ndarray:
     """The cutouts ``ids`` and every other cutout of their objects (same file and segment
     > 0), sorted (int64); read through the (file_id, segment) index."""
-    ids = sorted({int(i) for i in ids})
-    out = set(ids)
+    out = {int(i) for i in ids}
     with engine.connect() as conn:
-        pairs = set()
-        for a in range(0, len(ids), 50_000):
-            pairs |= {(int(f), int(g)) for f, g in conn.exec_driver_sql(
-                "SELECT file_id, segment FROM cutout WHERE segment > 0 AND id IN "
-                f"({', '.join(map(str, ids[a:a + 50_000]))})")}
+        pairs = {(int(f), int(g)) for listed in _id_list(out) for f, g in conn.exec_driver_sql(
+            f"SELECT file_id, segment FROM cutout WHERE segment > 0 AND id IN ({listed})")}
         for f, g in sorted(pairs):
             out |= {int(r[0]) for r in conn.execute(text(
                 "SELECT id FROM cutout WHERE file_id = :f AND segment = :g"), {"f": f, "g": g})}
@@ -899,7 +889,7 @@ def file_columns(engine: Engine) -> dict[str, np.ndarray]:
                for k, vals in zip(("sector", "camera", "ccd"), cols[2:], strict=True)}}
 
 
-def labels(engine: Engine) -> tuple[np.ndarray, np.ndarray]:
+def all_labels(engine: Engine) -> tuple[np.ndarray, np.ndarray]:
     """(cutout ids int64, labels object) of every labelled cutout, shape (m,) each."""
     with engine.connect() as conn:
         rows = conn.exec_driver_sql("SELECT cutout_id, label FROM label").all()

@@ -62,11 +62,11 @@ class RankIndex:
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """Rank positions of the cutouts ``ids`` that are in the index (others dropped)."""
-        by_id = self.by_id
         ids = np.asarray(ids, np.int64)
-        at = np.clip(np.searchsorted(self.cutout_id[by_id], ids), 0, max(len(self) - 1, 0))
-        found = (self.cutout_id[by_id][at] == ids) if len(self) else np.zeros(len(ids), bool)
-        return by_id[at[found]]
+        sorted_ids = self.cutout_id[self.by_id]
+        at = np.clip(np.searchsorted(sorted_ids, ids), 0, max(len(self) - 1, 0))
+        found = (sorted_ids[at] == ids) if len(self) else np.zeros(len(ids), bool)
+        return self.by_id[at[found]]
 
 
 def select(index: RankIndex, flagged: np.ndarray, f: Filters, *, files: dict[str, np.ndarray],

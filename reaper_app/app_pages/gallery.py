@@ -78,7 +78,7 @@ if chosen_groups:
             st.toast(f"Labelled {count(len(in_groups), 'cutout')} {glab}")
             st.rerun()
 per_page = st.session_state.get("g_per_page", 24)
-got = state.gallery_selection(m, f, in_groups, per_object)
+got = state.gallery_selection(m, index, f, in_groups, per_object)
 page_rows = reaper.gallery_page(m, index, got, st.session_state.get("g_page", 1) - 1, per_page)
 
 n_normal = reaper.n_labelled("normal")
