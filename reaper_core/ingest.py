@@ -128,12 +128,21 @@ def prepare(
     image = read_fits(path, name=name, max_bytes=int(settings.max_file_mb * 1e6),
                       max_pixels=settings.max_pixels, hdu=hdu)
     progress("sources", 0.0, "finding sources")
-    sources = find_sources(image, settings.source_method, patch_size=settings.patch_size)
+    stars = sky = None
+    if getattr(embedder, "uses_image", False):
+        from .parallel import begin
+        from .sources import science_sky
+        from .starfit import fit_region
+
+        # The star fit runs mostly on one core: it overlaps detection, cutting and packing.
+        sky = science_sky(image)
+        stars = begin(fit_region, image.data, image.valid, sky)
+    sources = find_sources(image, settings.source_method, patch_size=settings.patch_size,
+                           sky=sky)
     ok = usable_positions(image.data, sources.x, sources.y, settings.patch_size, image.valid)
     excluded = int((~ok).sum())
     if excluded:
-        sources = Sources(sources.x[ok], sources.y[ok], sources.origin[ok], sources.segment[ok],
-                          sources.sky)
+        sources = Sources(sources.x[ok], sources.y[ok], sources.origin[ok], sources.segment[ok])
         image.extra_notes.append(
             f"{excluded} positions not cut: centred on a non-finite (NaN) pixel, or more than "
             f"{100 * MAX_NAN_FRACTION:g} % of their window is")
@@ -143,12 +152,11 @@ def prepare(
     patches = extract_cutouts(image.data, sources.x, sources.y, settings.patch_size, image.valid)
     blobs = store.pack_patches(patches)
     context = None
-    if getattr(embedder, "uses_image", False):
-        from .starfit import cutout_residuals
+    if stars is not None:
+        from .starfit import context_at
 
         progress("stars", 0.0, "fitting every star with the frame's PSF")
-        context = cutout_residuals(image.data, image.valid, sources.x, sources.y, sources.sky)
-    sources.sky = None  # two full-frame arrays no later stage needs (nor the Dask writer)
+        context = context_at(stars(), image.valid, sources.x, sources.y)
     progress("embed", 0.0, f"embedding {len(patches)} patches with {embedder.name}")
 
     def step(done: int, total: int) -> None:

@@ -54,3 +54,18 @@ def map_chunks(fn: Callable[[Sequence], T], items: Sequence, chunk: int,
             if progress:
                 progress(min(s + chunk, n), n)
     return out
+
+
+def begin(fn: Callable[..., T], *args) -> Callable[[], T]:
+    """Start ``fn(*args)`` on a thread of its own when this process has more than one compute
+    thread (:func:`compute_threads`), so that it overlaps what the caller does next; returns a
+    function that waits for the result and returns it (or raises what ``fn`` raised). With one
+    thread (a Dask worker), ``fn`` runs when the result is asked for."""
+    if compute_threads() <= 1:
+        return lambda: fn(*args)
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(fn, *args)
+    pool.shutdown(wait=False)
+    return future.result

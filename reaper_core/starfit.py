@@ -12,7 +12,7 @@ not point-like at all. As in DAOPHOT-style crowded-field photometry:
 3. all stars are fitted at once — flux and sub-pixel position, linearised, Jacobi iterations
    over their neighbours — and subtracted;
 4. the residual, in units of its expected noise (sky RMS and a fraction of the model for PSF
-   error), is summarised around each cutout centre (:func:`residual_features`).
+   error), is summarised at each cutout centre (:func:`central_residual`).
 
 The result is a pure function of the image: nothing is learned across files.
 """
@@ -33,8 +33,8 @@ OVERSAMPLE = 8
 PSF_GRID = (2 * HALF + 1) * OVERSAMPLE + 1
 #: Relative error of the PSF model, added to the noise of every modelled pixel.
 PSF_ERROR = 0.05
-#: Radii (pixels) of the discs the residual is summarised in.
-RADII = (1.5, 3.0, 6.0, 12.0)
+#: Radius (pixels) of the disc the residual is summarised in at a cutout's centre.
+CORE_RADIUS = 1.5
 
 
 @dataclass
@@ -127,7 +127,7 @@ def build_psf(sub: np.ndarray, noise: np.ndarray, x: np.ndarray, y: np.ndarray
         k = 2 * HALF + 1
         ix0 = x[idx].astype(np.int64) - HALF
         iy0 = y[idx].astype(np.int64) - HALF
-        st = _gather(sub, ix0, iy0, k)
+        st = _gather(_padded(sub, k), k, ix0, iy0, k)
         c3 = st[:, HALF - 1:HALF + 2, HALF - 1:HALF + 2]
         w = np.clip(c3, 0, None)
         tot = w.sum(axis=(1, 2)) + 1e-12
@@ -203,10 +203,11 @@ def _phase_table(psf: np.ndarray, half: int) -> np.ndarray:
 
 
 def _stamps(table: np.ndarray, x: np.ndarray, y: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """PSF values and their x/y derivatives on each star's pixel stamp, from a phase table
-    (:func:`_phase_table`). Returns the stamp's first pixel (ix0, iy0), shape (n,) each, and
-    P, dP/dx, dP/dy, shape (n, k, k), for stars at (x, y) (positions to 1 / OVERSAMPLE px)."""
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """PSF values (and their x/y derivatives) on each star's pixel stamp, from a phase table
+    (:func:`_phase_table`, or its first plane alone). Returns the stamp's first pixel (ix0,
+    iy0), shape (n,) each, and the table's planes there — P (, dP/dx, dP/dy) — shape
+    (planes, n, k, k), for stars at (x, y) (positions to 1 / OVERSAMPLE px)."""
     k = table.shape[-1]
     half = k // 2
     qx = np.round(x * OVERSAMPLE).astype(np.int64)
@@ -215,34 +216,39 @@ def _stamps(table: np.ndarray, x: np.ndarray, y: np.ndarray
     cy = np.floor((qy + OVERSAMPLE // 2) / OVERSAMPLE).astype(np.int64)
     px = qx - cx * OVERSAMPLE + OVERSAMPLE // 2
     py = qy - cy * OVERSAMPLE + OVERSAMPLE // 2
-    t = table[:, py, px]
-    return cx - half, cy - half, t[0], t[1], t[2]
+    return cx - half, cy - half, table[:, py, px]
+
+
+def _flat_index(width: int, ix0: np.ndarray, iy0: np.ndarray, k: int) -> np.ndarray:
+    """Flat indices, shape (n, k, k), of the ``k × k`` stamps starting at (ix0, iy0) in a
+    C-ordered image ``width`` pixels wide."""
+    off = np.arange(k)
+    base = iy0.astype(np.int64) * width + ix0.astype(np.int64)
+    return base[:, None, None] + (off * width)[None, :, None] + off[None, None, :]
 
 
 def _scatter(shape: tuple[int, int], ix0: np.ndarray, iy0: np.ndarray,
              values: np.ndarray) -> np.ndarray:
     """Sum stamps ``values`` (n, k, k) placed at (ix0, iy0) into an image; off-image pixels are
-    dropped."""
-    _, k, _ = values.shape
+    dropped (a stamp may reach up to ``k`` px beyond the image)."""
+    k = values.shape[1]
     ny, nx = shape
-    off = np.arange(k)
-    yy = (iy0[:, None, None] + off[None, :, None]).repeat(k, 2)
-    xx = (ix0[:, None, None] + off[None, None, :]).repeat(k, 1)
-    ok = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
-    flat = yy[ok] * nx + xx[ok]
-    return np.bincount(flat, values[ok], minlength=ny * nx).reshape(shape)
+    width = nx + 2 * k
+    idx = _flat_index(width, ix0 + k, iy0 + k, k)
+    out = np.bincount(idx.ravel(), values.ravel(), minlength=(ny + 2 * k) * width)
+    return out.reshape(ny + 2 * k, width)[k:k + ny, k:k + nx]
 
 
-def _gather(img: np.ndarray, ix0: np.ndarray, iy0: np.ndarray, k: int,
-            fill: float = 0.0) -> np.ndarray:
-    """Stamps (n, k, k) of ``img`` starting at (ix0, iy0); off-image pixels are ``fill``."""
-    ny, nx = img.shape
-    off = np.arange(k)
-    yy = iy0[:, None, None] + off[None, :, None]
-    xx = ix0[:, None, None] + off[None, None, :]
-    ok = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
-    out = img[np.clip(yy, 0, ny - 1), np.clip(xx, 0, nx - 1)]
-    return np.where(ok, out, fill)
+def _padded(img: np.ndarray, pad: int, fill: float = 0.0) -> np.ndarray:
+    """``img`` with ``pad`` pixels of ``fill`` on every side, for :func:`_gather`."""
+    return np.pad(img, pad, constant_values=fill)
+
+
+def _gather(padded: np.ndarray, pad: int, ix0: np.ndarray, iy0: np.ndarray,
+            k: int) -> np.ndarray:
+    """Stamps (n, k, k) starting at (ix0, iy0) of the image that ``padded`` holds with ``pad``
+    pixels of fill on every side (:func:`_padded`; a stamp may reach ``pad`` px beyond it)."""
+    return padded.ravel()[_flat_index(padded.shape[1], ix0 + pad, iy0 + pad, k)]
 
 
 def fit_stars(data: np.ndarray, background: np.ndarray, rms: np.ndarray, *,
@@ -273,37 +279,39 @@ def fit_stars(data: np.ndarray, background: np.ndarray, rms: np.ndarray, *,
         psf, n = build_psf(sub[ys, xs], noise[ys, xs], x[m] - xs.start, y[m] - ys.start)
         psfs.append(psf)
         n_psf += n
-    model_tables = [_phase_table(p, HALF) for p in psfs]
+    model_tables = [_phase_table(p, HALF)[:1] for p in psfs]  # the model needs no derivative
     fit_tables = [_phase_table(p, FIT_HALF) for p in psfs]
     flux = np.maximum(sub[y.astype(int), x.astype(int)], 0.0) * 2 * np.pi  # first guess
     var = noise**2
     k_fit = 2 * FIT_HALF + 1
+    var_padded = _padded(var, k_fit, np.inf)
+    members = [np.flatnonzero(which == b) for b in range(len(psfs))]
     for it in range(iterations):
-        model = np.zeros_like(sub)
-        for b, table in enumerate(model_tables):
-            m = np.flatnonzero(which == b)
-            if m.size:
-                ix0, iy0, P, _, _ = _stamps(table, x[m], y[m])
-                model += _scatter(sub.shape, ix0, iy0, P * flux[m, None, None])
+        stamps = [_stamps(table, x[m], y[m]) for m, table in zip(members, model_tables,
+                                                                  strict=True)]
+        model = _scatter(sub.shape, np.concatenate([s_[0] for s_ in stamps]),
+                         np.concatenate([s_[1] for s_ in stamps]),
+                         np.concatenate([s_[2][0] * flux[m, None, None]
+                                         for s_, m in zip(stamps, members, strict=True)]))
         if it == iterations - 1:
             break
-        resid = sub - model
-        for b, table in enumerate(fit_tables):
-            m = np.flatnonzero(which == b)
+        resid_padded = _padded(sub - model, k_fit)
+        for m, table in zip(members, fit_tables, strict=True):
             if m.size == 0:
                 continue
-            ix0, iy0, P, Px, Py = _stamps(table, x[m], y[m])
+            ix0, iy0, (P, Px, Py) = _stamps(table, x[m], y[m])
             # Each star's own light added back to what the others leave.
-            d = _gather(resid, ix0, iy0, k_fit) + P * flux[m, None, None]
-            w = 1.0 / (_gather(var, ix0, iy0, k_fit, fill=np.inf)
+            d = _gather(resid_padded, k_fit, ix0, iy0, k_fit) + P * flux[m, None, None]
+            w = 1.0 / (_gather(var_padded, k_fit, ix0, iy0, k_fit)
                        + (PSF_ERROR * P * flux[m, None, None]) ** 2)
             A = np.stack([P, Px, Py], axis=-1).reshape(m.size, -1, 3)
             W = w.reshape(m.size, -1)
-            AtA = np.einsum("nki,nk,nkj->nij", A, W, A) + 1e-9 * np.eye(3)
-            Atd = np.einsum("nki,nk,nk->ni", A, W, d.reshape(m.size, -1))
-            coef = np.linalg.solve(AtA, Atd[..., None])[..., 0]
+            AW = A * W[:, :, None]
+            AtA = np.matmul(AW.transpose(0, 2, 1), A) + 1e-9 * np.eye(3)
+            Atd = np.matmul(AW.transpose(0, 2, 1), d.reshape(m.size, -1, 1))
+            coef = np.linalg.solve(AtA, Atd)[..., 0]
             f = np.maximum(coef[:, 0], 0.0)
-            snr = f * np.sqrt(np.einsum("nk,nk->n", W, A[..., 0] ** 2))
+            snr = f * np.sqrt(AtA[:, 0, 0])
             # f·P(x − x0 − δ) ≈ f·P − f·δ·∂P/∂x: the derivative coefficients give −f·δ.
             move = snr > 10
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -318,63 +326,73 @@ def fit_stars(data: np.ndarray, background: np.ndarray, rms: np.ndarray, *,
                      n_psf_stars=n_psf)
 
 
-def residual_features(stars: StarModel, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """What the stars' PSFs leave unexplained around each centre (x, y), shape (n,) each.
-
-    For each radius in ``RADII``: the mean squared residual in noise units inside the disc
-    (log of 1 + it), then the signed mean residual in noise units inside the central 3 px disc.
-    Returns shape (n, len(RADII) + 1).
-    """
+def central_residual(stars: StarModel, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """What the stars' PSFs leave unexplained at each centre (x, y), shape (n,) each:
+    ``log(1 + mean z²)`` of the residual within ``CORE_RADIUS`` px of the nearest pixel, z in
+    units of its expected noise. Returns shape (n,)."""
     z = stars.residual / stars.noise
-    half = int(np.ceil(max(RADII)))
+    half = int(np.ceil(CORE_RADIUS))
     k = 2 * half + 1
+    off = np.arange(k) - half
+    disc = (np.hypot(off[:, None], off[None, :]) <= CORE_RADIUS).ravel()
     ix0 = np.round(x).astype(np.int64) - half
     iy0 = np.round(y).astype(np.int64) - half
-    st = _gather(z, ix0, iy0, k, fill=np.nan)
-    off = np.arange(k) - half
-    r = np.hypot(off[:, None], off[None, :])
-    cols = []
-    z2 = st**2
-    for rad in RADII:
-        disc = r <= rad
-        cols.append(np.log1p(np.nanmean(z2[:, disc], axis=1)))
-    cols.append(np.nanmean(st[:, r <= 3.0], axis=1))
-    return np.nan_to_num(np.column_stack(cols))
+    st = _gather(_padded(z, k, np.nan), k, ix0, iy0, k).reshape(len(ix0), -1)[:, disc]
+    with np.errstate(invalid="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a disc of NaN only: 0
+            return np.nan_to_num(np.log1p(np.nanmean(st**2, axis=1)))
 
 
 def cutout_residuals(data: np.ndarray, region: tuple[slice, slice] | None,
                      x: np.ndarray, y: np.ndarray,
                      sky: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """The context score of cutouts centred at (x, y) (0-based pixels of ``data``, shape (n,)
-    each): ``log(1 + mean z²)`` of the star-subtracted residual within ``RADII[0]`` px of each
-    centre, z in units of its expected noise, in robust σ of the frame's cutouts (see
+    each): ``log(1 + mean z²)`` of the star-subtracted residual within ``CORE_RADIUS`` px of
+    each centre, z in units of its expected noise, in robust σ of the frame's cutouts (see
     :func:`_context`); 0 for every cutout of a frame whose own stars teach no PSF. Stars are
-    fitted in the science ``region`` of ``data`` (all of it when None).
-    ``sky``, the region's (background, rms) when already measured (``Sources.sky``).
+    fitted in the science ``region`` of ``data`` (all of it when None; :func:`fit_region`).
     Returns shape (n, 1)."""
+    return context_at(fit_region(data, region, sky), region, x, y)
+
+
+def fit_region(data: np.ndarray, region: tuple[slice, slice] | None,
+               sky: tuple[np.ndarray, np.ndarray] | None = None) -> StarModel:
+    """Every star of ``data``'s science ``region`` (all of it when None) fitted
+    (:func:`fit_stars`); ``sky``, the region's (background, rms) when already measured
+    (:func:`reaper_core.sources.science_sky`)."""
     from .sources import estimate_background
 
     region = region or (slice(0, data.shape[0]), slice(0, data.shape[1]))
-    oy, ox = region[0].start or 0, region[1].start or 0
     science = np.asarray(data[region], float)
     if sky is None:
         sky = estimate_background(np.where(np.isfinite(science), science,
                                            np.nanmedian(science)))
     background, rms = sky
-    stars = fit_stars(science, background, rms)
+    return fit_stars(science, background, rms)
+
+
+def context_at(stars: StarModel, region: tuple[slice, slice] | None,
+               x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The context score (:func:`cutout_residuals`) at (x, y), 0-based pixels of the whole
+    image, of stars fitted in its ``region`` (:func:`fit_region`). Returns shape (n, 1)."""
+    oy = (region[0].start or 0) if region else 0
+    ox = (region[1].start or 0) if region else 0
     return _context(stars, np.asarray(x) - ox, np.asarray(y) - oy)
 
 
 def _context(stars: StarModel, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The first residual feature at (x, y) in robust σ of this frame's cutouts (median and
-    1.4826 × MAD over them), shape (n, 1): how unusual a centre's residual is *for its frame*,
-    so that frames whose PSF is modelled better or worse (another camera, another instrument)
-    rank alike. All 0 (typical) when the frame taught no PSF — too few bright isolated stars,
-    e.g. a field of galaxies — since a residual from a guessed PSF says more about the guess
-    than about the object."""
+    """The central residual (:func:`central_residual`) at (x, y) in robust σ of this frame's
+    cutouts (median and 1.4826 × MAD over them), shape (n, 1): how unusual a centre's residual
+    is *for its frame*, so that frames whose PSF is modelled better or worse (another camera,
+    another instrument) rank alike. All 0 (typical) when the frame taught no PSF — too few
+    bright isolated stars, e.g. a field of galaxies — since a residual from a guessed PSF says
+    more about the guess than about the object."""
     if stars.n_psf_stars == 0 or len(x) == 0:
         return np.zeros((len(x), 1))
-    r = residual_features(stars, x, y)[:, :1]
+    r = central_residual(stars, x, y)[:, None]
     med = np.median(r)
     mad = 1.4826 * np.median(np.abs(r - med))
     return (r - med) / (mad if mad > 1e-12 else 1.0)

@@ -144,6 +144,31 @@ def test_embedding_on_threads_equals_one_thread(monkeypatch):
     assert seen == sorted(seen) and seen[-1] == len(p)
 
 
+def test_star_fit_beside_detection_equals_it_after(monkeypatch, spoc_file):
+    """The star fit runs on a thread of its own while sources are found and patches cut; the
+    embeddings are those of the same steps one after another, and a failure in it is the
+    file's failure."""
+    from reaper_core import parallel
+    from reaper_core.config import Settings
+    from reaper_core.ingest import prepare
+
+    settings = Settings(embedder="local+stars")
+    emb = get_embedder("local+stars")
+    monkeypatch.setattr(parallel, "compute_threads", lambda: 1)
+    one = prepare(spoc_file, settings, emb)
+    monkeypatch.setattr(parallel, "compute_threads", lambda: 2)
+    both = prepare(spoc_file, settings, emb)
+    assert np.array_equal(one.embeddings, both.embeddings)
+    assert np.ptp(both.embeddings[:, -1]) > 0  # the star residual column was measured
+
+    def broken(*args):
+        raise RuntimeError("PSF fit diverged")
+
+    monkeypatch.setattr("reaper_core.starfit.fit_region", broken)
+    with pytest.raises(RuntimeError, match="diverged"):
+        prepare(spoc_file, settings, emb)
+
+
 def test_error_by_quadrant_points_at_the_odd_corner(tmp_path, hdf_file):
     from reaper_core import store
     from reaper_core.config import Settings

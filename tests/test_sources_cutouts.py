@@ -161,3 +161,29 @@ def test_catalog_stars_take_the_segment_of_their_detection(tica_file):
     # Most catalogue stars are detected too; the few too faint to be keep 0.
     assert (src.segment[cat] > 0).mean() > 0.5
     assert (src.segment[~cat] > 0).all()
+
+
+@pytest.mark.parametrize("shape", [(300, 300), (250, 333)])
+def test_background_equals_photutils_own_interpolation(spoc_file, shape):
+    """The background and its RMS are up-sampled as two matrix products; photutils' own
+    cubic-spline zoom of the same mesh gives the same images, also when the frame is not a
+    whole number of boxes."""
+    import warnings
+
+    from astropy.stats import SigmaClip
+    from photutils.background import Background2D, MedianBackground
+
+    from reaper_core.sources import estimate_background
+
+    data = read_fits(spoc_file).data[:shape[0], :shape[1]].astype(np.float32)
+    bkg, rms = estimate_background(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        box = min(64, min(shape) // 4)  # estimate_background's box for a small frame
+        ref = Background2D(data, box, filter_size=3, sigma_clip=SigmaClip(sigma=3.0),
+                           mask=~np.isfinite(data), bkg_estimator=MedianBackground(),
+                           exclude_percentile=50.0)
+    assert bkg.shape == rms.shape == data.shape
+    np.testing.assert_allclose(bkg, ref.background, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(rms, ref.background_rms, rtol=1e-5, atol=1e-4)
+    assert np.ptp(rms) > 0  # a real (varying) map was compared, not a constant
