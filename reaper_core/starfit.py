@@ -338,12 +338,11 @@ def central_residual(stars: StarModel, x: np.ndarray, y: np.ndarray) -> np.ndarr
     ix0 = np.round(x).astype(np.int64) - half
     iy0 = np.round(y).astype(np.int64) - half
     st = _gather(_padded(z, k, np.nan), k, ix0, iy0, k).reshape(len(ix0), -1)[:, disc]
-    with np.errstate(invalid="ignore"):
-        import warnings
+    import warnings
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a disc of NaN only: 0
-            return np.nan_to_num(np.log1p(np.nanmean(st**2, axis=1)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a disc of NaN only: 0
+        return np.nan_to_num(np.log1p(np.nanmean(st**2, axis=1)))
 
 
 def cutout_residuals(data: np.ndarray, region: tuple[slice, slice] | None,

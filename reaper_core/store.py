@@ -729,8 +729,8 @@ def explore_rows(engine: Engine, model_id: int, embedder: str, threshold: float,
 def overview(engine: Engine, model_id: int | None, threshold: float | None) -> dict[str, Any]:
     """Counts the home page shows, aggregated by the database (no cutout rows read): ``files``,
     ``cutouts``, ``anomalies`` (score above ``threshold`` under ``model_id``), ``labelled``;
-    ``by_ccd``: rows (sector, camera, ccd, files, cutouts, anomalies) in that order;
-    ``per_file``: {file id: anomalies}.
+    ``by_ccd``: rows (sector, camera, ccd, files, cutouts, anomalies), columns in that order,
+    rows unordered; ``per_file``: {file id: anomalies}.
 
     The files' own rows give their cutouts, sector, camera and CCD (a file's cutouts carry
     its values); only the anomalies are counted among the cutouts, through the index on
@@ -750,8 +750,7 @@ def overview(engine: Engine, model_id: int | None, threshold: float | None) -> d
         g[0] += 1
         g[1] += int(f.n_cutouts)
         g[2] += per_file[int(f.id)]
-    rows = [(*k, *v) for k, v in sorted(groups.items(), key=lambda kv: tuple(
-        (v is None, v or 0) for v in kv[0]))]
+    rows = [(*k, *v) for k, v in groups.items()]  # the caller orders them for display
     return {"files": len(files), "cutouts": sum(r[4] for r in rows),
             "anomalies": sum(r[5] for r in rows), "labelled": int(labelled or 0),
             "by_ccd": rows, "per_file": per_file}
