@@ -1,10 +1,16 @@
 """Ingest on a Dask cluster (``dask.distributed``): the compute stages of each file (read,
-sources, cutouts, embed) run as one task on a worker; the client stores each result in one
-transaction, so it is the only writer (SQLite needs that; PostgreSQL gets the same guarantee).
+sources, cutouts, embed) run as one task on a worker. Who stores the result depends on the
+database:
+
+- SQLite (one file, one writer at a time): the client stores each result in one transaction,
+  so it is the only writer;
+- a database server (PostgreSQL): each worker stores its own files, each in one transaction of
+  its own, so the one client does not set the pace of a large cluster.
 
 Files are tasks keyed by the SHA-256 of their bytes: a file already stored is never sent, a
-task whose worker dies is re-run by the scheduler on another worker, and a file stored by
-another process meanwhile is reported as a duplicate — nothing is stored twice or by half.
+task whose worker dies is re-run by the scheduler on another worker (a transaction cut short
+by the death is rolled back by the server), and a file stored by another process meanwhile is
+reported as a duplicate — nothing is stored twice or by half.
 """
 
 from __future__ import annotations
@@ -28,7 +34,15 @@ from .ingest import (
 
 #: Re-runs of a file's task after its worker died, before the file is reported as failed.
 RETRIES = 2
+#: Per worker process: embedders by their settings, database engines by URL.
 _EMBEDDERS: dict = {}
+_ENGINES: dict[str, Engine] = {}
+
+
+def workers_store(engine: Engine) -> bool:
+    """Whether the workers store their own files in ``engine``'s database: a server database
+    takes many writers; SQLite keeps the client as its one writer."""
+    return engine.dialect.name != "sqlite"
 
 
 def prepare_on_worker(path: str, settings: Settings, name: str, sha256: str,
@@ -50,6 +64,31 @@ def prepare_on_worker(path: str, settings: Settings, name: str, sha256: str,
         return prep
     except Exception as exc:
         return failure(name, exc, settings, t0)
+
+
+def ingest_on_worker(path: str, settings: Settings, name: str, sha256: str, hdu: int | None,
+                     stored_path: str | None) -> FileResult:
+    """The whole of one file on a worker that writes to a server database itself: the compute
+    stages (:func:`prepare_on_worker`), then one transaction (one engine per worker process).
+    The result names the worker in ``stored_on``."""
+    from distributed import get_worker
+
+    from . import store
+
+    t0 = time.perf_counter()
+    prep = prepare_on_worker(path, settings, name, sha256, hdu)
+    if isinstance(prep, FileResult):
+        return prep
+    try:
+        url = settings.engine_url()
+        engine = _ENGINES.get(url)
+        if engine is None:
+            engine = _ENGINES[url] = store.make_engine(url)
+        result = store_result(engine, prep, settings, stored_path, settings.embedder, t0)
+    except Exception as exc:
+        return failure(name, exc, settings, t0)
+    result.stored_on = get_worker().address
+    return result
 
 
 def connect(workers: int | None = None, scheduler: str | None = None):
@@ -85,10 +124,12 @@ def run_on_cluster(
     hdu: int | None = None,
 ) -> list[FileResult]:
     """The per-file part of :func:`reaper_core.ingest.ingest_many` with the compute stages on
-    ``client``'s cluster: results in the order of ``todo``; ``on_file(i, n, name)`` is called
-    when file i's task is sent, ``on_result(i, n, result)`` when it is stored or failed."""
+    ``client``'s cluster (and the storing too where :func:`workers_store`): results in the
+    order of ``todo``; ``on_file(i, n, name)`` is called when file i's task is sent,
+    ``on_result(i, n, result)`` when it is stored or failed."""
     from distributed import as_completed
 
+    on_workers = workers_store(engine)
     n = len(todo)
     results: list[FileResult | None] = [None] * n
     futures = {}
@@ -110,8 +151,14 @@ def run_on_cluster(
             continue
         if on_file:
             on_file(i, n, display)
-        fut = client.submit(prepare_on_worker, str(it.path), settings, display, sha,
-                            hdu, key=f"reaper-prepare-{sha}-{i}", retries=RETRIES, pure=False)
+        if on_workers:
+            fut = client.submit(ingest_on_worker, str(it.path), settings, display, sha, hdu,
+                                it.stored_path, key=f"reaper-ingest-{sha}-{i}",
+                                retries=RETRIES, pure=False)
+        else:
+            fut = client.submit(prepare_on_worker, str(it.path), settings, display, sha,
+                                hdu, key=f"reaper-prepare-{sha}-{i}", retries=RETRIES,
+                                pure=False)
         futures[fut] = i
     for fut in as_completed(list(futures)):
         i = futures[fut]

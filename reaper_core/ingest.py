@@ -59,6 +59,8 @@ class FileResult:
     seconds: float = 0.0
     #: What a person should know about how the file was read (HDU chosen, quality flags).
     notes: list[str] = field(default_factory=list)
+    #: The Dask worker that stored it in its own transaction (a server database), else None.
+    stored_on: str | None = None
 
 
 @dataclass
@@ -81,9 +83,13 @@ class IngestReport:
         return self.count("error") == 0
 
     def summary(self) -> str:
-        """The batch in one line, e.g. ``3 added, 1 duplicate, 0 failed, model fitted``."""
+        """The batch in one line, e.g. ``3 added, 1 duplicate, 0 failed, model fitted`` (and
+        how many Dask workers stored them, where the workers did)."""
+        writers = {r.stored_on for r in self.results if r.stored_on}
         return (f"{self.count('added')} added, {self.count('duplicate')} duplicate, "
-                f"{self.count('error')} failed" + (", model fitted" if self.fitted else "")
+                f"{self.count('error')} failed"
+                + (f" (stored by {count(len(writers), 'worker')})" if writers else "")
+                + (", model fitted" if self.fitted else "")
                 + (f" ({self.refit_note})" if self.refit_note else ""))
 
 

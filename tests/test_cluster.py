@@ -5,6 +5,7 @@ the PostgreSQL server the tests start."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -95,9 +96,9 @@ def dask_cluster(tmp_path):
             os.killpg(p.pid, signal.SIGKILL)
 
 
-def _ingest_killing_a_worker(db_url: str, address: str, frames: list[Path]) -> int:
+def _ingest_killing_a_worker(db_url: str, address: str, frames: list[Path]) -> tuple[int, str]:
     """Run `anomaly-reaper ingest --scheduler` as its own process; SIGKILL a worker as soon
-    as it is computing a file; return the command's exit code."""
+    as it is computing a file; return the command's exit code and output."""
     from distributed import Client
 
     proc = subprocess.Popen([sys.executable, "-m", "reaper_core.cli", "ingest", "--db-url",
@@ -120,13 +121,15 @@ def _ingest_killing_a_worker(db_url: str, address: str, frames: list[Path]) -> i
         out, _ = proc.communicate()
         raise AssertionError("the ingest did not finish: " + out.decode()[-3000:]) from None
     assert killed, "no worker was ever busy"
-    return proc.returncode
+    return proc.returncode, out.decode()
 
 
 def test_scheduler_with_a_worker_killed_mid_run(frames, tmp_path, dask_cluster):
     db = f"sqlite:///{tmp_path / 's.db'}"
     # The killed worker's file runs again on the other: the bad file is the only failure.
-    assert _ingest_killing_a_worker(db, dask_cluster, frames) == 1
+    rc, out = _ingest_killing_a_worker(db, dask_cluster, frames)
+    assert rc == 1
+    assert "stored by" not in out  # SQLite: this process is the one writer
     engine = store.make_engine(db)
     files, cutouts = consistent(engine)
     assert files == 6 and cutouts == _expected(frames)
@@ -136,11 +139,31 @@ def test_scheduler_with_a_worker_killed_mid_run(frames, tmp_path, dask_cluster):
 
 def test_scheduler_on_postgres(frames, dask_cluster, pg_url):  # noqa: F811
     _reset(pg_url)
-    assert _ingest_killing_a_worker(pg_url, dask_cluster, frames) == 1
+    rc, out = _ingest_killing_a_worker(pg_url, dask_cluster, frames)
+    assert rc == 1
+    # A server database: the workers stored their own files, each in its own transaction.
+    assert re.search(r"summary: 6 added, 0 duplicate, 1 failed \(stored by [12] workers?\)",
+                     out), out[-2000:]
     engine = store.make_engine(pg_url)
     files, cutouts = consistent(engine)
     assert files == 6 and cutouts == _expected(frames)
     engine.dispose()
+    _reset(pg_url)
+
+
+def test_local_cluster_workers_store_on_postgres(frames, pg_url):  # noqa: F811
+    """On PostgreSQL each worker stores its own files; the same rows as one process, and a
+    second run adds nothing."""
+    _reset(pg_url)
+    reaper = Reaper(Settings(db_url=pg_url, load_demo=0))
+    report = reaper.ingest([frames[0].parent], workers=2)
+    added = [r for r in report.results if r.status == "added"]
+    assert len(added) == 6 and report.fitted
+    assert all(r.stored_on and r.stored_on.startswith("tcp://") for r in added)
+    assert consistent(reaper.engine) == (6, _expected(frames))
+    again = reaper.ingest([frames[0].parent], workers=2)
+    assert again.count("duplicate") == 6 and consistent(reaper.engine) == (6, _expected(frames))
+    reaper.engine.dispose()
     _reset(pg_url)
 
 
