@@ -3,11 +3,14 @@ significant positive and negative residuals in it.
 
 The reference is the per-pixel median of up to ``n_sample`` good frames spread through the stack,
 each aligned to the middle one (phase correlation to 1/20 px on a central box, cubic-spline
-shift: TESS jitters by hundredths of a pixel and jumps by tenths at momentum dumps). The noise
-of a difference is measured, not modelled: the per-pixel scatter of those frames about the
-reference (it holds photon noise and the residuals that bright, undersampled stars leave after
-a sub-pixel shift), smoothed over 3×3 pixels and scaled to each frame's own noise. Detection
-runs photutils ``detect_sources`` on the PSF-matched-filter signal-to-noise map, once for each
+shift: TESS jitters by hundredths of a pixel and jumps by tenths at momentum dumps). A frame's
+difference is the aligned frame minus the reference, minus its own smooth sky (measured on the
+difference, where no star biases it), minus a least-squares fit of what a difference holds when
+nothing happened: the reference's throughput, gradients and Laplacian, and the strongest
+patterns of the sample frames' residuals (what undersampled stars leave at each pointing
+state). The noise of a difference is measured, not modelled: the per-pixel scatter of those
+frames about the reference, smoothed and scaled to each frame's own noise. Detection runs
+photutils ``detect_sources`` on the PSF-matched-filter signal-to-noise map, once for each
 sign, so brightenings and dimmings, point-like and extended, are found alike.
 
 Memory holds the sample frames once, then one frame at a time: it does not grow with the
@@ -30,6 +33,13 @@ PSF_SIGMA = 0.85
 DETECT_SIGMA = 4.0
 #: Background mesh, pixels (scattered light varies on larger scales).
 MESH = 64
+#: Residual patterns learned from the reference's sample frames (see :func:`_basis`).
+LEARNED_PATTERNS = 6
+#: Quantile of a pixel's residual over the sample frames that sets where it is clipped.
+PATTERN_QUANTILE = 0.8
+#: Background mesh of a difference, pixels (it holds no stars: see
+#: :func:`_residual_background`).
+DIFF_MESH = 32
 #: Side of the central box used to measure shifts, pixels.
 SHIFT_BOX = 256
 #: Frames of fewer pixels (a TESScut cube) are treated as small: more reference frames, no
@@ -69,14 +79,16 @@ def robust_std(a: np.ndarray, step: int = 1) -> float:
     return float(1.4826 * np.median(np.abs(v - np.median(v))))
 
 
-def smooth_background(img: np.ndarray, mesh: int = MESH) -> np.ndarray:
-    """Smooth background of ``img`` (sep's mesh background; the median for small images)."""
+def smooth_background(img: np.ndarray, mesh: int = MESH, filter_size: int = 3) -> np.ndarray:
+    """Smooth background of ``img`` (sep's mesh background, its mesh median-filtered over
+    ``filter_size`` cells; the median for small images)."""
     import sep
 
     data, finite = _filled(np.ascontiguousarray(img, np.float32))
     if min(data.shape) < 2 * mesh:
         return np.full(data.shape, float(np.median(data)), np.float32)
-    return sep.Background(data, mask=~finite, bw=mesh, bh=mesh).back().astype(np.float32)
+    return sep.Background(data, mask=~finite, bw=mesh, bh=mesh, fw=filter_size,
+                          fh=filter_size).back().astype(np.float32)
 
 
 def measure_shift(anchor: np.ndarray, img: np.ndarray, box: int = SHIFT_BOX
@@ -170,6 +182,8 @@ def build_reference(stack, n_sample: int = 25, progress: ProgressFn = noop) -> R
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
         image = np.nanmedian(aligned, axis=0)
     aligned -= image
+    for j in range(len(aligned)):
+        aligned[j] -= _residual_background(aligned[j])
     basis = _basis(image, aligned)
     fit_pixels = _largest(np.nan_to_num(image, nan=0.0))
     for j in range(len(aligned)):
@@ -195,7 +209,8 @@ def _largest(values: np.ndarray, n: int = 50_000) -> np.ndarray:
     return np.argpartition(flat, flat.size - m)[flat.size - m:]
 
 
-def _basis(image: np.ndarray, residuals: np.ndarray, n_learned: int = 6) -> np.ndarray:
+def _basis(image: np.ndarray, residuals: np.ndarray, n_learned: int = LEARNED_PATTERNS
+           ) -> np.ndarray:
     """What a difference holds when nothing happened, shape (k, ny, nx): the reference, its x
     and y gradients and its Laplacian (throughput, residual shift, focus), and the
     ``n_learned`` strongest patterns of the sample frames' ``residuals`` (shape (K, ny, nx);
@@ -208,16 +223,24 @@ def _basis(image: np.ndarray, residuals: np.ndarray, n_learned: int = 6) -> np.n
     analytic = [ref, gx, gy, ndimage.laplace(ref)]
     k = len(residuals)
     R = np.nan_to_num(residuals.reshape(k, -1), nan=0.0)
+    # An event in one sample frame is not a pattern: each pixel is clipped at 5 × what the
+    # frames share there (the residual that PATTERN_QUANTILE of them leave: a residual that a
+    # fifth of them share, a pointing state between two momentum dumps, is kept).
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        clip = 5 * 1.4826 * np.median(np.abs(R), axis=0)
-    R = np.clip(R, -clip, clip)  # an event in one sample frame is not a pattern
+        clip = 5 * 1.4826 * np.quantile(np.abs(R), PATTERN_QUANTILE, axis=0)
+    R = np.clip(R, -clip, clip)
     gram = (R.astype(np.float64) @ R.T.astype(np.float64))
     w, v = np.linalg.eigh(gram)
     top = np.argsort(w)[::-1][:min(n_learned, max(k - 2, 0))]
     top = top[w[top] > 1e-9 * max(w.max(), 1e-30)]
     learned = ((v[:, top].T @ R) / np.sqrt(w[top])[:, None]).astype(np.float32)
-    return np.concatenate([np.stack(analytic), learned.reshape(len(top), *image.shape)])
+    learned = learned.reshape(len(top), *image.shape)
+    # Only their small scales: a pattern's smooth part (the sample frames' differing skies),
+    # fitted at the bright pixels, would be laid over the whole frame.
+    for pattern in learned:
+        pattern -= _residual_background(pattern)
+    return np.concatenate([np.stack(analytic), learned])
 
 
 def _frame_noise(diff: np.ndarray, ref: Reference) -> np.ndarray:
@@ -235,6 +258,23 @@ def _frame_noise(diff: np.ndarray, ref: Reference) -> np.ndarray:
     if not np.isfinite(c) or c == 0:
         return ref.sigma
     return np.sqrt(ref.sigma**2 + c * ref.sharp)
+
+
+def _residual_background(diff: np.ndarray) -> np.ndarray:
+    """The smooth background of a difference (shape (ny, nx)): the sky and the scattered
+    light that changed between the frame and the reference. Measured here rather than on the
+    frame, whose crowded stars bias a mesh background differently as the sky level changes
+    (leaving blobs tens of pixels wide); a difference holds no stars, so its mesh can be
+    finer and unfiltered, and compact events are clipped out of each cell. Zero for small
+    frames (a TESScut cube), which have no room for a mesh."""
+    if _too_small_for_mesh(diff):
+        return np.zeros_like(diff)
+    return smooth_background(diff, DIFF_MESH, filter_size=1)
+
+
+def _too_small_for_mesh(img: np.ndarray) -> bool:
+    """Whether ``img`` is too small for a difference's background mesh (a TESScut cube)."""
+    return img.size < SMALL_FRAME or min(img.shape) < 2 * DIFF_MESH
 
 
 def _systematics(diff: np.ndarray, basis: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -320,21 +360,31 @@ def difference(frame: np.ndarray, ref: Reference, shift: tuple[float, float] | N
                          f"{ref.image.shape}")
     shift = measure_shift(ref.anchor, frame) if shift is None else shift
     aligned = align(frame, shift)
-    aligned -= smooth_background(aligned)
+    if _too_small_for_mesh(aligned):
+        aligned -= smooth_background(aligned)  # the frame's median
+    # The sky is measured on the difference, where no star biases it (see
+    # :func:`_residual_background`), before the systematics are fitted.
     diff = aligned - ref.image
+    diff -= _residual_background(diff)
     diff -= _systematics(diff, ref.basis, ref.fit_pixels)
     sigma = _frame_noise(diff, ref)
     s = diff / sigma
-    edge = int(np.ceil(max(abs(shift[0]), abs(shift[1])))) + 2 if min(frame.shape) > 24 else 0
-    if edge:
-        s[:edge], s[-edge:], s[:, :edge], s[:, -edge:] = 0, 0, 0, 0
     s[~np.isfinite(s)] = 0.0
-    step = max(1, s.size // 200_000)
-    scale = robust_std(s[ref.faint], step) or 1.0
-    s /= scale
+    # Pixels a shift brought in from beyond the edge, and those whose background the mesh
+    # extrapolates, are not searched; the matched filter sees up to its half-width inside.
+    # The noise is scaled on the sky pixels inside them.
     k = psf_kernel()
+    edge = (int(np.ceil(max(abs(shift[0]), abs(shift[1])))) + 2 + k.shape[0] // 2
+            if min(frame.shape) > 24 else 0)
+    sky = ref.faint.copy()
+    if edge:
+        for a in (s, sky):
+            a[:edge], a[-edge:], a[:, :edge], a[:, -edge:] = 0, 0, 0, 0
+    step = max(1, s.size // 200_000)
+    scale = robust_std(s[sky], step) or 1.0
+    s /= scale
     snr = ndimage.convolve(s, k.astype(np.float32), mode="constant") / np.sqrt((k**2).sum())
-    snr /= robust_std(snr[ref.faint], step) or 1.0
+    snr /= robust_std(snr[sky], step) or 1.0
     diff[~np.isfinite(diff)] = 0.0
     return Difference(diff=diff, snr=snr.astype(np.float32), sigma=sigma * scale,
                       shift=shift)

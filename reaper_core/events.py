@@ -8,8 +8,9 @@ fast asteroid is caught on its second frame — allowing ``max_gap`` frames with
 
 Kinds (:data:`EVENT_KINDS`):
 
-``mover``         a track of at least 3 detections moving steadily (a straight line at a
-                  constant rate, scatter under 0.7 px) by more than 3 px: an asteroid, a comet;
+``mover``         a track of at least 4 detections, in at least 60 % of the frames it spans,
+                  moving steadily (a straight line at a constant rate, scatter under 0.7 px)
+                  by more than 3 px: an asteroid, a comet;
 ``variable``      a place that dims (negative residual: an eclipse, a star fading), or that
                   brightens in more than one episode;
 ``transient``     one episode of brightening over at least 2 frames at one place: a flare, a
@@ -41,6 +42,11 @@ MIN_SIGMA = 5.0
 SINGLE_FRAME_SIGMA = 6.5
 #: Aperture radius for light curves, pixels.
 APERTURE_PX = 2.0
+#: A mover is seen at least this many times, in at least this fraction of the frames it
+#: spans: a real one is seen in most frames of its crossing, while a line through noise
+#: detections (among tens of thousands a stack) rarely holds more than three.
+MOVER_DETECTIONS = 4
+MOVER_FILL = 0.6
 #: Smallest frame side (px) in which movers are looked for.
 MIN_MOVER_FIELD = 16
 #: Frames of difference cutouts kept per event (the strip).
@@ -154,7 +160,7 @@ def classify(det: dict[str, np.ndarray], idx: np.ndarray, *, min_motion: float =
     f, x, y = det["frame"][idx], det["x"][idx], det["y"][idx]
     if len(idx) == 1:
         return "single_frame", None
-    if len(idx) >= 3 and np.ptp(f) > 0:
+    if len(idx) >= MOVER_DETECTIONS and len(idx) >= MOVER_FILL * (np.ptp(f) + 1):
         px, py = np.polyfit(f, x, 1), np.polyfit(f, y, 1)
         rate = float(np.hypot(px[0], py[0]))
         scatter = float(np.sqrt(np.mean((x - np.polyval(px, f)) ** 2
@@ -348,10 +354,13 @@ def _lc_threshold(ev: Event) -> float:
 
 
 def _aperture(shape: tuple[int, int], x: float, y: float, r: float) -> np.ndarray:
-    """Flat indices of the pixels whose centres lie within ``r`` of (x, y)."""
+    """Flat indices of the pixels whose centres lie within ``r`` of (x, y); none where the
+    disc lies off the frame (a mover's track extended past the edge)."""
     ny, nx = shape
     x0, x1 = max(int(np.floor(x - r)), 0), min(int(np.ceil(x + r)) + 1, nx)
     y0, y1 = max(int(np.floor(y - r)), 0), min(int(np.ceil(y + r)) + 1, ny)
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros(0, np.int64)
     yy, xx = np.mgrid[y0:y1, x0:x1]
     inside = (xx - x) ** 2 + (yy - y) ** 2 <= r * r
     return (yy[inside] * nx + xx[inside]).astype(np.int64)
