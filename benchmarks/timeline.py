@@ -31,13 +31,13 @@ def matches(truth, ev) -> bool:
     if ev.frame_end < truth.f_start - 2 or ev.frame_start > truth.f_end + 2:
         return False
     if truth.kind in ("asteroid", "satellite"):
-        t = np.linspace(-1 if truth.kind == "satellite" else 0, 1, 200)
-        x0, y0 = (2 * truth.x - truth.x_end, 2 * truth.y - truth.y_end) \
-            if truth.kind == "satellite" else (truth.x, truth.y)
-        lx = truth.x + t * (truth.x_end - truth.x) if truth.kind == "satellite" else \
-            np.linspace(x0, truth.x_end, 200)
-        ly = truth.y + t * (truth.y_end - truth.y) if truth.kind == "satellite" else \
-            np.linspace(y0, truth.y_end, 200)
+        # Anywhere along the true track: a satellite's streak is centred on (x, y); an asteroid
+        # is at (x, y) in its middle frame and at (x_end, y_end) in its last.
+        back = 1.0 if truth.kind == "satellite" else \
+            (truth.f_peak - truth.f_start) / max(truth.f_end - truth.f_peak, 1)
+        t = np.linspace(-back, 1, 200)
+        lx = truth.x + t * (truth.x_end - truth.x)
+        ly = truth.y + t * (truth.y_end - truth.y)
         return np.hypot(lx - ev.x, ly - ev.y).min() < 4
     return np.hypot(ev.x - truth.x, ev.y - truth.y) < 3
 
