@@ -52,6 +52,7 @@ from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .errors import ModelError
+from .projection import project
 from .thresholds import THRESHOLD_MODES, threshold_from_scores
 
 FORMAT = "anomaly-reaper-pca/2"
@@ -240,7 +241,7 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
     def transform(self, X: Any) -> np.ndarray:
         """Principal-component coordinates, shape (n_samples, n_components_)."""
         Z = self._standardise(self._validate(X))[:, :self.components_.shape[1]]
-        return (Z - self.pca_mean_) @ self.components_.T
+        return project(Z, self.pca_mean_, self.components_)
 
     def fit_transform(self, X: Any, y: Any = None, normal: Any = None) -> np.ndarray:
         """Fit, then give the training samples' principal-component coordinates."""
@@ -255,7 +256,7 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
 
     def _embedding_residuals(self, Z: np.ndarray) -> np.ndarray:
         """Residuals of the embedding columns ``Z`` (standardised, context columns dropped)."""
-        T = (Z - self.pca_mean_) @ self.components_.T
+        T = project(Z, self.pca_mean_, self.components_)
         return (Z - (T @ self.components_ + self.pca_mean_)) / self.residual_scale_
 
     def _context_z(self, X: np.ndarray) -> np.ndarray:

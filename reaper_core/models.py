@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,6 +20,7 @@ from .thresholds import flags
 
 if TYPE_CHECKING:
     from .detector import PCAAnomalyDetector
+    from .projection import Projection
 
 
 class CurrentModel:
@@ -36,19 +38,32 @@ class CurrentModel:
         The estimator, already with the row's threshold.
     decode : callable, optional
         Gives the estimator on first use (default: decoded from the row).
+    arrays : callable, optional
+        Gives the row's stored arrays when the row was read without them (see
+        :func:`reaper_core.store.current_model`); default: the row's own.
     """
 
     def __init__(self, row: store.DetectorModel, detector: PCAAnomalyDetector | None = None,
-                 *, decode: Callable[[], PCAAnomalyDetector] | None = None) -> None:
+                 *, decode: Callable[[], PCAAnomalyDetector] | None = None,
+                 arrays: Callable[[], bytes] | None = None) -> None:
         self.row = row
         self._detector = detector
-        self._decode = decode or (lambda: decode_detector(row))
+        self._arrays = arrays or (lambda: row.arrays)
+        self._decode = decode or (lambda: decode_detector(row, self._arrays()))
 
     @property
     def detector(self) -> PCAAnomalyDetector:
         if self._detector is None:
             self._detector = self._decode()
         return self._detector
+
+    @cached_property
+    def projection(self) -> Projection:
+        """The model's principal components alone, read without scikit-learn (what a PCA
+        scatter needs)."""
+        from .projection import Projection
+
+        return Projection.from_arrays(self._arrays())
 
     @property
     def id(self) -> int:
@@ -94,20 +109,26 @@ class CurrentModel:
                 + (f", {self.n_normal:,} of them labelled normal." if self.n_normal else "."))
 
 
-def decode_detector(row: store.DetectorModel) -> PCAAnomalyDetector:
-    """The estimator saved in a model row, with the row's threshold."""
+def decode_detector(row: store.DetectorModel, arrays: bytes | None = None
+                    ) -> PCAAnomalyDetector:
+    """The estimator saved in a model row (its ``arrays``, unless given), with the row's
+    threshold."""
     from .detector import PCAAnomalyDetector
 
-    return PCAAnomalyDetector.from_bytes(row.arrays, row.meta_json, row.threshold)
+    return PCAAnomalyDetector.from_bytes(row.arrays if arrays is None else arrays,
+                                         row.meta_json, row.threshold)
 
 
 def load_model(row: store.DetectorModel,
-               decoded: Callable[[], PCAAnomalyDetector] | None = None) -> CurrentModel:
+               decoded: Callable[[], PCAAnomalyDetector] | None = None,
+               arrays: Callable[[], bytes] | None = None) -> CurrentModel:
     """The model stored in ``row``; ``decoded`` gives that row's estimator already decoded
-    (e.g. cached by the service), which is then only given the row's threshold."""
+    (e.g. cached by the service), which is then only given the row's threshold; ``arrays``
+    the row's arrays when it was read without them."""
     if decoded is None:
-        return CurrentModel(row)
-    return CurrentModel(row, decode=lambda: decoded().with_threshold(row.threshold))
+        return CurrentModel(row, arrays=arrays)
+    return CurrentModel(row, decode=lambda: decoded().with_threshold(row.threshold),
+                        arrays=arrays)
 
 
 def current_model(engine: Engine, embedder: str | None = None) -> CurrentModel | None:

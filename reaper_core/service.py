@@ -44,7 +44,8 @@ class Reaper:
     def __init__(self, settings: Settings | None = None, engine: Engine | None = None) -> None:
         self.settings = settings or load_settings()
         self._engine = engine
-        self._detectors: OrderedDict[int, Any] = OrderedDict()
+        #: Per model id, what never changes: its stored arrays and its decoded estimator.
+        self._per_model: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self._lock = threading.Lock()
         #: (model id, data version, ids, standardised embeddings, similarity index or None)
         self._space_cache: tuple | None = None
@@ -173,29 +174,42 @@ class Reaper:
         return self.ingest(files, progress=progress, on_file=on_file, on_result=on_result)
 
     # -- the model ----------------------------------------------------------------------------
+    def _kept(self, cache: OrderedDict, key: tuple, make: Callable[[], Any], keep: int = 4
+              ) -> Any:
+        """``cache[key]``, made by ``make()`` the first time (the ``keep`` last used kept)."""
+        with self._lock:
+            if key in cache:
+                cache.move_to_end(key)
+                return cache[key]
+        value = make()
+        with self._lock:
+            cache[key] = value
+            while len(cache) > keep:
+                cache.popitem(last=False)
+        return value
+
+    def _model_arrays(self, model_id: int) -> bytes:
+        """A model's stored arrays, read once per model (models are never changed)."""
+        return self._kept(self._per_model, ("arrays", model_id),
+                          lambda: store.model_arrays(self.engine, model_id), keep=6)
+
     def _detector(self, row: store.DetectorModel):
         """The estimator of a model row, decoded once per model (a few are kept)."""
         from .models import decode_detector
 
-        with self._lock:
-            det = self._detectors.get(row.id)
-            if det is not None:
-                self._detectors.move_to_end(row.id)
-                return det
-        det = decode_detector(row)
-        with self._lock:
-            self._detectors[row.id] = det
-            while len(self._detectors) > 4:
-                self._detectors.popitem(last=False)
-        return det
+        return self._kept(self._per_model, ("detector", row.id), lambda: decode_detector(
+            row, self._model_arrays(row.id)), keep=6)
 
     def model(self, embedder: str | None = None) -> CurrentModel | None:
         """The current model (for ``embedder`` when given), or None. Its row is read anew each
-        call, so a threshold saved elsewhere is seen at once."""
+        call, so a threshold saved elsewhere is seen at once; its arrays (megabytes at a
+        million cutouts) and its estimator once per model."""
         from .models import load_model
 
-        row = store.current_model(self.engine, embedder)
-        return load_model(row, lambda: self._detector(row)) if row else None
+        row = store.current_model(self.engine, embedder, arrays=False)
+        if row is None:
+            return None
+        return load_model(row, lambda: self._detector(row), lambda: self._model_arrays(row.id))
 
     def require_model(self, embedder: str | None = None) -> CurrentModel:
         """The current model, or :class:`ModelError` saying how to make one."""
@@ -481,7 +495,7 @@ class Reaper:
         ids, X = store.load_embeddings(self.engine, model.embedder)
         if len(ids) == 0:
             return ids, np.zeros((0, n))
-        return ids, model.detector.transform(X)[:, :n]
+        return ids, model.projection.transform(X)[:, :n]
 
     def explore_points(self, model: CurrentModel, n: int = 5,
                        max_points: int = 20_000) -> dict[str, Any]:
@@ -494,7 +508,7 @@ class Reaper:
         every = max(1, -(-total // max_points))
         rows = store.explore_rows(self.engine, model.id, model.embedder, model.threshold, every)
         X = rows.pop("vector")
-        rows["pcs"] = (model.detector.transform(X)[:, :n] if len(X)
+        rows["pcs"] = (model.projection.transform(X)[:, :n] if len(X)
                        else np.zeros((0, n)))
         return {**rows, "every": every, "total": total}
 

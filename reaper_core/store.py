@@ -18,6 +18,7 @@ import numpy as np
 from sqlalchemy import Column, Index, LargeBinary, event, func, insert, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.orm import defer
 from sqlmodel import Field, Session, SQLModel, create_engine, select, update
 
 from .labels import check_label
@@ -567,13 +568,27 @@ def save_threshold(engine: Engine, model_id: int, mode: str, value: float,
 
 
 # -- reads --------------------------------------------------------------------------------------
-def current_model(engine: Engine, embedder: str | None = None) -> DetectorModel | None:
-    """The model row marked current (for ``embedder`` when given), or None."""
+def current_model(engine: Engine, embedder: str | None = None, *, arrays: bool = True
+                  ) -> DetectorModel | None:
+    """The model row marked current (for ``embedder`` when given), or None. ``arrays=False``
+    leaves out its arrays (megabytes at a million cutouts: every training score), which
+    :func:`model_arrays` reads when they are needed; the row's ``arrays`` is then unset."""
     q = select(DetectorModel).where(DetectorModel.is_current == True)  # noqa: E712
     if embedder:
         q = q.where(DetectorModel.embedder == embedder)
+    if not arrays:
+        q = q.options(defer(DetectorModel.arrays))
     with Session(engine) as s:
         return s.exec(q.order_by(DetectorModel.id.desc())).first()
+
+
+def model_arrays(engine: Engine, model_id: int) -> bytes:
+    """The stored ``.npz`` arrays of one model (see :func:`current_model`)."""
+    with Session(engine) as s:
+        got = s.exec(select(DetectorModel.arrays).where(DetectorModel.id == model_id)).first()
+    if got is None:
+        raise LookupError(f"no model with id {model_id}")
+    return got
 
 
 def model_row(engine: Engine, model_id: int) -> DetectorModel | None:

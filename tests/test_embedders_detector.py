@@ -294,6 +294,24 @@ def test_detector_saves_as_arrays_and_json_only(tmp_path):
         PCAAnomalyDetector.load(tmp_path / "evil")
 
 
+def test_projection_without_scikit_learn_equals_the_detectors(tmp_path):
+    """The Explore scatter's coordinates, read from the stored arrays with NumPy alone, are
+    the detector's own (context columns are standardised but not projected)."""
+    from reaper_core.projection import Projection
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(300, 9)) * rng.uniform(0.5, 20, 9) + rng.normal(size=9) * 5
+    det = PCAAnomalyDetector(n_components=4, n_context=1).fit(X)
+    arrays, _ = det.to_bytes()
+    proj = Projection.from_arrays(arrays)
+    assert proj.n_components == 4
+    np.testing.assert_allclose(proj.transform(X), det.transform(X), rtol=1e-10, atol=1e-10)
+    with pytest.raises(ModelError, match="embeddings of 8 features for a model of 9"):
+        proj.transform(X[:, :8])
+    with pytest.raises(ModelError, match="cannot be read"):
+        Projection.from_arrays(b"\x80\x04\x95" + b"x" * 50)  # a pickle is never loaded
+
+
 def test_local_embedder_stretch_changes_only_the_hog_block(patches):
     from reaper_core.embedders.local import LocalEmbedder
 

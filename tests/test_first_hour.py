@@ -131,6 +131,16 @@ def test_light_commands_import_neither_pandas_nor_scikit_learn(real, tmp_path):
                     if line.startswith("import time:")}
         for heavy in ("pandas", "sklearn", "astropy", "photutils", "matplotlib"):
             assert heavy not in imported, (args, heavy)
+    # Explore's points (every anomaly and their principal components) without scikit-learn.
+    code = ("import sys; from reaper_core.config import Settings; "
+            "from reaper_core.service import Reaper; "
+            f"r = Reaper(Settings(db_url={db!r}, load_demo=0)); "
+            "p = r.explore_points(r.require_model()); "
+            "assert len(p['cutout_id']) and p['pcs'].shape[1] == 5; "
+            "print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, check=True)
+    assert out.stdout.strip() == "False"
     # The CSV written without pandas reads back as the export table.
     import pandas as pd
 

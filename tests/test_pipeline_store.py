@@ -176,6 +176,30 @@ def test_explore_draws_every_anomaly_and_a_stated_sample(settings, spoc_file, hd
     assert part["file"].tolist() == tbl.loc[expect, "file"].tolist()
 
 
+def test_the_models_arrays_are_read_once_per_model(settings, spoc_file, monkeypatch):
+    """Every page reads the current model's row; its arrays (every training score: megabytes
+    at a million cutouts) are read only when the estimator or the projection is needed, and
+    then once per model."""
+    from sqlalchemy.orm.exc import DetachedInstanceError
+
+    from reaper_core.service import Reaper
+
+    Reaper(settings).ingest([spoc_file])
+    r = Reaper(settings)  # a fresh service (a dashboard started on this database)
+    reads = []
+    real = store.model_arrays
+    monkeypatch.setattr(store, "model_arrays", lambda e, i: reads.append(i) or real(e, i))
+    m = r.require_model()
+    with pytest.raises(DetachedInstanceError):
+        _ = m.row.arrays  # the row came without them
+    assert m.summary() and m.threshold > 0 and reads == []
+    X = store.load_embeddings(r.engine, m.embedder)[1]
+    np.testing.assert_allclose(m.projection.transform(X), m.detector.transform(X), atol=1e-9)
+    again = r.require_model()
+    np.testing.assert_allclose(again.detector.anomaly_score(X), m.detector.anomaly_score(X))
+    assert reads == [m.id]  # once, for both models' estimator and projection
+
+
 def test_duplicate_bytes_under_another_name_add_nothing(engine, settings, spoc_file, tmp_path):
     ingest_many(engine, [spoc_file], settings)
     before = store.totals(engine)
