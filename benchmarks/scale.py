@@ -2,7 +2,7 @@
 workers, on simulated full-size FFIs at the real sky's density; and the per-file time and
 database size as the database grows.
 
-    uv run python benchmarks/scale.py [--files 4] [--size 2048] [--growth 40]
+    uv run python benchmarks/scale.py [--files 4] [--size 2048] [--growth 40] [--db-url URL]
 
 Prints tables: FFIs per minute and cutouts per second by way of running (the ingest itself: the
 model is fitted once afterwards, in this process, and timed on its own), and, for ``--growth``
@@ -35,9 +35,17 @@ def frames(folder: Path, n: int, size: int, seed: int = 0) -> list[Path]:
     return out
 
 
-def throughput(files: list[Path], work: Path, workers: int | None) -> dict:
+def throughput(files: list[Path], work: Path, workers: int | None, db_url: str = "") -> dict:
+    """One ingest of ``files`` into a fresh database: a SQLite file in ``work``, or the
+    server database ``db_url`` emptied first (there the workers store their own files)."""
+    from reaper_core import store
+
     db = work / f"t{workers}.db"
-    reaper = Reaper(Settings(db_url=f"sqlite:///{db}", load_demo=0))
+    if db_url:
+        engine = store.make_engine(db_url)
+        store.SQLModel.metadata.drop_all(engine)
+        engine.dispose()
+    reaper = Reaper(Settings(db_url=db_url or f"sqlite:///{db}", load_demo=0))
     t0 = time.perf_counter()
     report = reaper.ingest(files, workers=workers, fit_if_missing=False)
     dt = time.perf_counter() - t0
@@ -45,12 +53,18 @@ def throughput(files: list[Path], work: Path, workers: int | None) -> dict:
     t0 = time.perf_counter()
     reaper.fit()  # once per batch, in this process: timed on its own
     fit_s = time.perf_counter() - t0
+    if db_url:
+        from sqlalchemy import text
+
+        with reaper.engine.connect() as conn:
+            size = conn.execute(text("SELECT pg_database_size(current_database())")).scalar()
+    else:
+        size = os.path.getsize(db)
     reaper.engine.dispose()
     return {"run": "one process" if workers is None else f"Dask, {workers} worker"
             + ("s" if workers > 1 else ""), "files": len(files), "cutouts": n, "seconds": dt,
             "FFIs per minute": 60 * len(files) / dt, "cutouts per second": n / dt,
-            "bytes per cutout": os.path.getsize(db) / max(n, 1),
-            "then fit + group s": fit_s}
+            "bytes per cutout": size / max(n, 1), "then fit + group s": fit_s}
 
 
 def growth(work: Path, n: int) -> list[dict]:
@@ -191,6 +205,9 @@ def main() -> None:
     ap.add_argument("--fit", default="1000000,10000000",
                     help="comma-separated store sizes to fit and re-score ('' for none)")
     ap.add_argument("--only-fit", action="store_true", help="only the fit at scale")
+    ap.add_argument("--db-url", default="",
+                    help="a PostgreSQL URL to ingest into (emptied before each run) instead "
+                         "of SQLite files: there the Dask workers store their own files")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
@@ -203,13 +220,13 @@ def main() -> None:
         files = frames(work, args.files, args.size)
         print(table(stored_patches(files), "Patches as stored vs the originals: the same "
                                            "detector scores the re-embedded stored patches"))
-        rows = [throughput(files, work, None), throughput(files, work, 1),
-                throughput(files, work, 2)]
+        rows = [throughput(files, work, w, args.db_url) for w in (None, 1, 2)]
         one = rows[1]["seconds"]
         for r in rows:
             r["speed-up vs 1 worker"] = one / r["seconds"]
+        where = "PostgreSQL" if args.db_url else "SQLite"
         print(table(rows, f"Ingest of {args.files} simulated {args.size}² FFIs at the real "
-                          f"density ({machine()})"))
+                          f"density into {where} ({machine()})"))
         if args.growth:
             print(table(growth(work, args.growth), "As the database grows (512² frames)"))
 
