@@ -381,11 +381,13 @@ def finish_batch(engine: Engine, report: IngestReport, settings: Settings,
             report.refit_note = (f"the model had learned from {seen:,} of the {total:,} "
                                  "cutouts now stored")
         else:
-            score_pending(engine, model)
+            # Every other cutout was scored when it was stored, or by the fit that made the
+            # model: only this batch's can have been stored under an older model.
+            score_pending(engine, model, added)
     if model is None:
         return
     report.model_id = model.id
-    counts = store.anomalies_per_file(engine, model.id, model.threshold)
+    counts = store.anomalies_per_file(engine, model.id, model.threshold, added)
     for r in report.results:
         if r.status == "added" and r.file_id is not None:
             r.n_anomalies = counts.get(r.file_id, 0)

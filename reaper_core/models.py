@@ -240,9 +240,13 @@ def fit_model(engine: Engine, settings: Settings, progress: ProgressFn = noop,
     return CurrentModel(row, det)
 
 
-def score_pending(engine: Engine, model: CurrentModel) -> int:
-    """Score cutouts embedded for the model's embedder but not scored by it; returns how many."""
-    ids, X = store.load_embeddings(engine, model.embedder, only_unscored_for=model.id)
+def score_pending(engine: Engine, model: CurrentModel, file_ids: list[int] | None = None
+                  ) -> int:
+    """Score cutouts embedded for the model's embedder but not scored by it (of the files
+    ``file_ids`` alone, when given: a batch's, rather than a scan of every cutout); returns
+    how many."""
+    ids, X = store.load_embeddings(engine, model.embedder, only_unscored_for=model.id,
+                                   file_ids=file_ids)
     if len(ids) == 0:
         return 0
     try:

@@ -598,10 +598,15 @@ def model_row(engine: Engine, model_id: int) -> DetectorModel | None:
 
 
 def load_embeddings(engine: Engine, embedder: str, only_unscored_for: int | None = None,
-                    ids: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    ids: list[int] | None = None, file_ids: list[int] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """(cutout ids, shape (n,); vectors, shape (n, d)) of cutouts embedded by ``embedder``,
-    by id: every one, those without a score under a model, or the ``ids`` given."""
+    by id: every one, those without a score under a model, the ``ids`` given, or those of the
+    files ``file_ids`` (each filter narrows the others)."""
     q = select(Embedding.cutout_id, Embedding.vector).where(Embedding.embedder == embedder)
+    if file_ids is not None:
+        q = q.join(Cutout, Cutout.id == Embedding.cutout_id).where(
+            Cutout.file_id.in_([int(i) for i in file_ids]))
     if only_unscored_for is not None:
         scored = select(Score.cutout_id).where(Score.model_id == only_unscored_for,
                                                Score.cutout_id == Embedding.cutout_id)
@@ -1052,14 +1057,22 @@ def data_version(engine: Engine, labels: bool = True) -> tuple:
     return (n_cut, n_mod, n_lab, str(last_lab), n_score)
 
 
-def anomalies_per_file(engine: Engine, model_id: int, threshold: float) -> dict[int, int]:
-    """{file id: number of cutouts scoring above ``threshold`` under the model}."""
-    with Session(engine) as s:
+def anomalies_per_file(engine: Engine, model_id: int, threshold: float,
+                       file_ids: list[int] | None = None) -> dict[int, int]:
+    """{file id: number of cutouts scoring above ``threshold`` under the model}, of every
+    file or of ``file_ids`` alone (counted through their cutouts, not every anomaly)."""
+    if file_ids is None:  # every anomaly, through the (model, score) index
         q = (select(Cutout.file_id, func.count())
              .join(Score, Score.cutout_id == Cutout.id)
-             .where(Score.model_id == model_id, Score.score > threshold)
-             .group_by(Cutout.file_id))
-        return {fid: n for fid, n in s.exec(q).all()}
+             .where(Score.model_id == model_id, Score.score > threshold))
+    else:  # the files' cutouts, each score looked up by its key
+        above = select(Score.cutout_id).where(Score.model_id == model_id,
+                                              Score.cutout_id == Cutout.id,
+                                              Score.score > threshold)
+        q = (select(Cutout.file_id, func.count())
+             .where(Cutout.file_id.in_([int(i) for i in file_ids]), above.exists()))
+    with Session(engine) as s:
+        return {fid: n for fid, n in s.exec(q.group_by(Cutout.file_id)).all()}
 
 
 # -- time domain --------------------------------------------------------------------------------

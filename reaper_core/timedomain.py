@@ -192,7 +192,10 @@ def auto_stacks(engine: Engine, settings: Settings, added: list[int],
         if (r.layout != "tesscut" and r.stored_path and r.tstart is not None
                 and r.sector is not None and r.ccd is not None):
             groups.setdefault((r.sector, r.camera, r.ccd, r.ny, r.nx), []).append(r)
-    for (sector, camera, ccd, ny, nx), members in sorted(groups.items(), key=str):
+    # In a stable order of their keys (str: a camera may be None); the members' reprs were
+    # compared too, a cost that grew with every file in the database.
+    for (sector, camera, ccd, ny, nx), members in sorted(groups.items(),
+                                                          key=lambda kv: str(kv[0])):
         if len(members) < 3 or not new & {m.id for m in members}:
             continue
         key = f"ffi:s{sector:04d}-{camera}-{ccd}-{ny}x{nx}"

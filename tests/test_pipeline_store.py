@@ -139,6 +139,10 @@ def test_overview_is_counted_by_the_database_as_from_the_table(settings, spoc_fi
     assert got.astype(str).values.tolist() == expected.astype(str).values.tolist()
     per_file = pd.Series(flagged).groupby(tbl["file_id"].to_numpy()).sum()
     assert o["per_file"] == {int(k): int(v) for k, v in per_file.items()}
+    # A batch's files alone (what an ingest reports), counted through their cutouts.
+    for fid in o["per_file"]:
+        assert store.anomalies_per_file(r.engine, m.id, m.threshold, [fid]) == (
+            {fid: o["per_file"][fid]} if o["per_file"][fid] else {})
     # The Threshold page's score column and its top flagged rows, read by the database.
     assert np.array_equal(np.sort(r.scores(m)), np.sort(tbl["score"].to_numpy(float)))
     top = r.top_scored(m, m.threshold, 7)
