@@ -24,6 +24,8 @@ from .errors import ReaperError
 from .progress import ProgressFn, noop
 from .stacks import Stack, stack_from_cube, stack_from_records, stack_name
 
+#: The event model keeps at least this many events per principal component.
+MIN_EVENTS_PER_COMPONENT = 4
 #: Columns of a stored light curve, in order.
 LIGHTCURVE_COLUMNS = ("time", "diff_flux", "diff_flux_err", "flux", "quality")
 #: Columns of the events export, in order (the export contract's and more).
@@ -135,8 +137,15 @@ def fit_event_model(engine: Engine, settings: Settings) -> store.EventModel | No
     last = store.current_event_model(engine)
     mode, value = ((last.threshold_mode, last.threshold_value) if last is not None
                    else (settings.threshold_mode, settings.threshold_value))
+    # Components explaining 90 % of the variance, but at most one per
+    # MIN_EVENTS_PER_COMPONENT events: n events and n − 1 components rebuild each event
+    # exactly, and a handful of events would all score 0.
     det = PCAAnomalyDetector(n_components=0.9, threshold_mode=mode, threshold_value=value)
     det.fit(X)
+    most = max(1, len(rows) // MIN_EVENTS_PER_COMPONENT)
+    if det.n_components_ > most:
+        det = PCAAnomalyDetector(n_components=most, threshold_mode=mode,
+                                 threshold_value=value).fit(X)
     arrays, meta = det.to_bytes()
     return store.write_event_model(engine, dict(
         embedder=settings.embedder, n_components=det.n_components_, n_train=len(rows),
