@@ -604,17 +604,19 @@ def load_embeddings(engine: Engine, embedder: str, only_unscored_for: int | None
     by id: every one, those without a score under a model, the ``ids`` given, or those of the
     files ``file_ids`` (each filter narrows the others)."""
     q = select(Embedding.cutout_id, Embedding.vector).where(Embedding.embedder == embedder)
-    if file_ids is not None:
-        q = q.join(Cutout, Cutout.id == Embedding.cutout_id).where(
-            Cutout.file_id.in_([int(i) for i in file_ids]))
     if only_unscored_for is not None:
         scored = select(Score.cutout_id).where(Score.model_id == only_unscored_for,
                                                Score.cutout_id == Embedding.cutout_id)
         q = q.where(~scored.exists())  # an anti-join (NOT IN is quadratic on PostgreSQL)
     if ids is not None:
         q = q.where(Embedding.cutout_id.in_([int(i) for i in ids]))
+    queries = [q] if file_ids is None else [  # a batch's files, some thousands a query
+        q.join(Cutout, Cutout.id == Embedding.cutout_id).where(Cutout.file_id.in_(part))
+        for part in _id_chunks(file_ids, PARAMETERS)]
     with Session(engine) as s:
-        rows = s.execute(q.order_by(Embedding.cutout_id)).all()
+        rows = [r for part in queries for r in s.execute(part.order_by(Embedding.cutout_id))]
+    if len(queries) > 1:
+        rows.sort(key=lambda r: r[0])
     if not rows:
         return np.empty(0, dtype=np.int64), np.empty((0, 0), np.float32)
     out_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -818,11 +820,22 @@ def _as_columns(rows: Sequence[Sequence[Any]]) -> dict[str, np.ndarray]:
     return out
 
 
-def _id_list(ids: Iterable[int], chunk: int = 50_000) -> Iterator[str]:
-    """The distinct ``ids``, sorted, as SQL lists ``"1, 2, 3"`` of at most ``chunk`` each."""
+#: Ids bound as parameters in one query (SQLite takes 32,766, PostgreSQL 65,535).
+PARAMETERS = 10_000
+
+
+def _id_chunks(ids: Iterable[int], chunk: int = 50_000) -> Iterator[list[int]]:
+    """The distinct ``ids``, sorted, in lists of at most ``chunk`` (bound as parameters:
+    :data:`PARAMETERS`)."""
     ids = sorted({int(i) for i in ids})
     for a in range(0, len(ids), chunk):
-        yield ", ".join(map(str, ids[a:a + chunk]))
+        yield ids[a:a + chunk]
+
+
+def _id_list(ids: Iterable[int], chunk: int = 50_000) -> Iterator[str]:
+    """The distinct ``ids``, sorted, as SQL lists ``"1, 2, 3"`` of at most ``chunk`` each."""
+    for part in _id_chunks(ids, chunk):
+        yield ", ".join(map(str, part))
 
 
 def cutout_rows(engine: Engine, model_id: int | None, ids: Iterable[int]
@@ -1062,17 +1075,18 @@ def anomalies_per_file(engine: Engine, model_id: int, threshold: float,
     """{file id: number of cutouts scoring above ``threshold`` under the model}, of every
     file or of ``file_ids`` alone (counted through their cutouts, not every anomaly)."""
     if file_ids is None:  # every anomaly, through the (model, score) index
-        q = (select(Cutout.file_id, func.count())
-             .join(Score, Score.cutout_id == Cutout.id)
-             .where(Score.model_id == model_id, Score.score > threshold))
+        queries = [select(Cutout.file_id, func.count())
+                   .join(Score, Score.cutout_id == Cutout.id)
+                   .where(Score.model_id == model_id, Score.score > threshold)]
     else:  # the files' cutouts, each score looked up by its key
         above = select(Score.cutout_id).where(Score.model_id == model_id,
                                               Score.cutout_id == Cutout.id,
                                               Score.score > threshold)
-        q = (select(Cutout.file_id, func.count())
-             .where(Cutout.file_id.in_([int(i) for i in file_ids]), above.exists()))
+        queries = [select(Cutout.file_id, func.count())
+                   .where(Cutout.file_id.in_(part), above.exists())
+                   for part in _id_chunks(file_ids, PARAMETERS)]
     with Session(engine) as s:
-        return {fid: n for fid, n in s.exec(q.group_by(Cutout.file_id)).all()}
+        return {fid: n for q in queries for fid, n in s.exec(q.group_by(Cutout.file_id)).all()}
 
 
 # -- time domain --------------------------------------------------------------------------------

@@ -120,6 +120,28 @@ def test_fit_in_a_process_of_its_own(settings, spoc_file):
     assert r.model().id == new.id  # unchanged
 
 
+def test_a_batchs_files_are_read_a_chunk_of_parameters_at_a_time(settings, spoc_file,
+                                                                  hdf_file, monkeypatch):
+    """A batch's anomalies and pending scores are found through its files' ids, bound a few
+    thousand to a query (a sector's batch holds more files than SQLite takes parameters): one
+    file a query gives what one query for both gives."""
+    from reaper_core.service import Reaper
+
+    r = Reaper(settings)
+    r.ingest([spoc_file, hdf_file])
+    m = r.require_model()
+    fids = sorted(r.overview(m)["per_file"])
+    assert len(fids) == 2
+    whole = store.anomalies_per_file(r.engine, m.id, m.threshold, fids)
+    ids, X = store.load_embeddings(r.engine, m.embedder, file_ids=fids)
+    monkeypatch.setattr(store, "PARAMETERS", 1)
+    assert store.anomalies_per_file(r.engine, m.id, m.threshold, fids) == whole
+    got_ids, got_X = store.load_embeddings(r.engine, m.embedder, file_ids=fids)
+    assert np.array_equal(got_ids, ids) and np.array_equal(got_X, X)
+    assert np.all(np.diff(got_ids) > 0) and len(ids) == r.totals()["cutouts"]
+    assert store.anomalies_per_file(r.engine, m.id, m.threshold, []) == {}
+
+
 def test_overview_is_counted_by_the_database_as_from_the_table(settings, spoc_file, hdf_file):
     """The home page's counts (SQL aggregates) equal those of the whole cutout table, with a
     file that has no sector (the Hubble Deep Field) and a label."""
