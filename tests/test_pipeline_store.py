@@ -1,8 +1,10 @@
 import io
+import zlib
 
 import numpy as np
 import pandas as pd
 import pytest
+import zstandard
 from sqlalchemy import text
 from sqlmodel import Session, select
 
@@ -72,6 +74,11 @@ def test_patches_are_stored_compactly_to_a_128th_of_their_noise():
     assert np.mean([len(b) for b in blobs]) < 1600
     legacy = store.pack_float32(p[2])
     assert np.array_equal(store.unpack_patch(legacy, 32), p[2])
+    # The same codes compressed with zlib, as stored before Zstandard, read the same.
+    raw = zstandard.ZstdDecompressor().decompressobj().decompress(blobs[2][8:])
+    assert blobs[2][8:12] == b"\x28\xb5\x2f\xfd" and len(raw) == 2 * 1024
+    old = blobs[2][:8] + zlib.compress(raw, 1)
+    assert np.array_equal(store.unpack_patch(old, 32), back[2])
 
 
 def test_fit_on_a_sample_scores_every_cutout(engine, settings, spoc_file):
