@@ -670,12 +670,15 @@ class Reaper:
         made_for, stored = store.read_groups(self.engine, model.id)
         if made_for is not None and made_for == model.threshold:
             return stored
-        ids, Z = self._space(model)
-        cols = store.cutout_columns(self.engine, model.id)
-        flagged = model.flags(cols["score"][np.searchsorted(cols["cutout_id"], ids)])
-        groups = group_anomalies(Z[flagged])
-        store.write_groups(self.engine, model.id, model.threshold, ids[flagged], groups)
-        return dict(zip(ids[flagged].tolist(), groups.tolist(), strict=True))
+        # The flagged cutouts' embeddings alone (a few % of them: a fit's child process has
+        # not read every embedding, and need not).
+        ids, X = store.flagged_embeddings(self.engine, model.id, model.embedder,
+                                          model.threshold)
+        Z = (model.detector.standardised(X).astype(np.float32) if len(ids)
+             else np.zeros((0, 0), np.float32))
+        groups = group_anomalies(Z)
+        store.write_groups(self.engine, model.id, model.threshold, ids, groups)
+        return dict(zip(ids.tolist(), groups.tolist(), strict=True))
 
     # -- files for other tools ----------------------------------------------------------------
     def cutout_fits(self, cutout_id: int, model: CurrentModel | None = None) -> tuple[str, bytes]:

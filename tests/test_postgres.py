@@ -14,8 +14,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from reaper_core import store
 from reaper_core.cli import main
@@ -102,6 +104,14 @@ def test_pipeline_round_trip_on_postgres(pg_url, spoc_file, hdf_file, tmp_path, 
                                                             ascending=[False, True]).head(5)
     assert [t["cutout_id"] for t in top] == want.cutout_id.tolist()
     assert len(store.model_scores(engine, refit.id)) == cutouts
+    # Rows go in by COPY: every score comes back to the bit, and a second copy of one is the
+    # IntegrityError SQLAlchemy's own statements raise (another writer stored it first).
+    back = store.scores_of(engine, refit.id, after.cutout_id.astype(int).tolist())
+    assert [back[c] for c in after.cutout_id.astype(int)] == after.score.tolist()
+    with pytest.raises(IntegrityError):
+        store.write_scores(engine, refit.id, [int(after.cutout_id.iloc[0])], np.array([0.5]))
+    assert store.scores_of(engine, refit.id, [int(after.cutout_id.iloc[0])]) == {
+        int(after.cutout_id.iloc[0]): after.score.iloc[0]}
     assert (df.segment > 0).mean() > 0.95
     # A database made before cutouts kept their segment gets the column when opened.
     with engine.begin() as conn:
