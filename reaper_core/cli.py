@@ -161,7 +161,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         bar.set_postfix_str(f"{stage}: {message}"[:50])
         bar.refresh()
 
-    model = reaper.fit(n_components=args.n_components, progress=update)
+    model = reaper.fit(n_components=args.n_components, progress=update, workers=args.workers,
+                       scheduler=args.scheduler)
     bar.close()
     print(f"{model.summary()} Threshold {model.threshold_text()}.")
     return 0
@@ -409,6 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--embedder")
     f.add_argument("--n-components", type=float,
                    help="components (≥ 1) or explained-variance fraction (< 1)")
+    f.add_argument("--workers", type=int,
+                   help="score every cutout on a local Dask cluster of N processes")
+    f.add_argument("--scheduler", help="score on an existing Dask cluster (tcp://host:8786; "
+                                       "default: the scheduler setting)")
     f.set_defaults(func=cmd_fit)
 
     s = sub.add_parser("score", parents=[common],

@@ -7,6 +7,9 @@ database:
 - a database server (PostgreSQL): each worker stores its own files, each in one transaction of
   its own, so the one client does not set the pace of a large cluster.
 
+A fit's scoring of every cutout runs here too when the workers can read the database
+(:func:`score_on_cluster`): each task reads one id range of embeddings and scores it.
+
 Files are tasks keyed by the SHA-256 of their bytes: a file already stored is never sent, a
 task whose worker dies is re-run by the scheduler on another worker (a transaction cut short
 by the death is rolled back by the server), and a file stored by another process meanwhile is
@@ -17,7 +20,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+import numpy as np
 from sqlalchemy.engine import Engine
 
 from .config import Settings
@@ -31,6 +36,9 @@ from .ingest import (
     prepare,
     store_result,
 )
+
+if TYPE_CHECKING:
+    from .detector import PCAAnomalyDetector
 
 #: Re-runs of a file's task after its worker died, before the file is reported as failed.
 RETRIES = 2
@@ -66,6 +74,64 @@ def prepare_on_worker(path: str, settings: Settings, name: str, sha256: str,
         return failure(name, exc, settings, t0)
 
 
+def _worker_engine(url: str) -> Engine:
+    """This worker process's engine for ``url`` (made once, kept)."""
+    from . import store
+
+    engine = _ENGINES.get(url)
+    if engine is None:
+        engine = _ENGINES[url] = store.make_engine(url)
+    return engine
+
+
+def reads_database(engine: Engine, client) -> bool:
+    """Whether ``client``'s workers can read ``engine``'s database: a server database by its
+    URL; a SQLite file only on a LocalCluster made by :func:`connect` (the same machine)."""
+    return workers_store(engine) or getattr(client, "_reaper_cluster", None) is not None
+
+
+def score_on_worker(settings: Settings, embedder: str, model: tuple[bytes, str], after: int,
+                    upto: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, scores) of the cutouts with ``after < id <= upto`` embedded by ``embedder``,
+    scored on a worker by the model ``(arrays, meta)`` (:meth:`PCAAnomalyDetector.to_bytes`
+    : arrays and JSON, never a pickle of the estimator)."""
+    from . import store
+    from .detector import PCAAnomalyDetector
+
+    ids, X = store.load_embeddings(_worker_engine(settings.engine_url()), embedder,
+                                   between=(after, upto))
+    if len(ids) == 0:
+        return ids, np.empty(0)
+    return ids, PCAAnomalyDetector.from_bytes(*model).anomaly_score(X)
+
+
+def score_on_cluster(client, settings: Settings, det: PCAAnomalyDetector, embedder: str,
+                     ranges: list[tuple[int, int]],
+                     step: Callable[[int, str], None] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, scores) of every cutout in the id ``ranges``
+    (:func:`reaper_core.store.embedding_ranges`), in id order, each range a task on
+    ``client``'s cluster, re-run when its worker dies; the workers reach the database by
+    ``settings``, as an ingest's do. ``step(m, where)`` after each range's m scores arrive."""
+    from distributed import as_completed
+
+    [model] = client.scatter([det.to_bytes()], broadcast=True)
+    futures = {client.submit(score_on_worker, settings, embedder, model, after, upto,
+                             key=f"reaper-score-{id(det)}-{after}-{upto}", retries=RETRIES,
+                             pure=False): i for i, (after, upto) in enumerate(ranges)}
+    parts: list = [None] * len(ranges)
+    workers = len(client.scheduler_info().get("workers", {}))
+    for fut in as_completed(list(futures)):
+        parts[futures[fut]] = fut.result()
+        fut.release()
+        if step:
+            step(len(parts[futures[fut]][0]), f" on {workers} Dask workers")
+    ids = [p[0] for p in parts if len(p[0])]
+    if not ids:
+        return np.empty(0, np.int64), np.empty(0)
+    return np.concatenate(ids), np.concatenate([p[1] for p in parts if len(p[0])])
+
+
 def ingest_on_worker(path: str, settings: Settings, name: str, sha256: str, hdu: int | None,
                      stored_path: str | None) -> FileResult:
     """The whole of one file on a worker that writes to a server database itself: the compute
@@ -73,17 +139,13 @@ def ingest_on_worker(path: str, settings: Settings, name: str, sha256: str, hdu:
     The result names the worker in ``stored_on``."""
     from distributed import get_worker
 
-    from . import store
 
     t0 = time.perf_counter()
     prep = prepare_on_worker(path, settings, name, sha256, hdu)
     if isinstance(prep, FileResult):
         return prep
     try:
-        url = settings.engine_url()
-        engine = _ENGINES.get(url)
-        if engine is None:
-            engine = _ENGINES[url] = store.make_engine(url)
+        engine = _worker_engine(settings.engine_url())
         result = store_result(engine, prep, settings, stored_path, settings.embedder, t0)
     except Exception as exc:
         return failure(name, exc, settings, t0)

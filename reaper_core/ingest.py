@@ -336,7 +336,7 @@ def ingest_many(
         from .cluster import run_on_cluster
 
         report.results = run_on_cluster(engine, todo, settings, client, on_file, on_result, hdu)
-        finish_batch(engine, report, settings, progress, fit_if_missing)
+        finish_batch(engine, report, settings, progress, fit_if_missing, client)
         return report
     embedder = get_embedder(settings.embedder, settings)
     for i, it in enumerate(todo):
@@ -356,14 +356,15 @@ REFIT_SHARE = 0.5
 
 
 def finish_batch(engine: Engine, report: IngestReport, settings: Settings,
-                 progress: ProgressFn = noop, fit_if_missing: bool = True) -> None:
+                 progress: ProgressFn = noop, fit_if_missing: bool = True, client=None) -> None:
     """After a batch: fit a model when there is none, score what is unscored, count anomalies.
 
     A model is fitted whenever cutouts exist without one, also when this batch added nothing
     (an earlier batch may have been interrupted before its fit); and fitted again when it has
     learned from fewer than :data:`REFIT_SHARE` of the cutouts now stored (of at most
     :data:`~reaper_core.models.FIT_SAMPLE`): a first model made from one small file does not
-    go on to judge a sector. Its threshold mode and value stay.
+    go on to judge a sector. Its threshold mode and value stay. A fit scores on ``client``'s
+    cluster when there is one (:func:`~reaper_core.models.fit_model`).
     """
     from .timedomain import auto_stacks
 
@@ -371,12 +372,12 @@ def finish_batch(engine: Engine, report: IngestReport, settings: Settings,
     report.stack_notes = auto_stacks(engine, settings, added, progress)
     model = current_model(engine, settings.embedder)
     if model is None and fit_if_missing and store.totals(engine)["cutouts"] >= 3:
-        model = fit_model(engine, settings, progress=progress)
+        model = fit_model(engine, settings, progress=progress, client=client)
         report.fitted = True
     elif model is not None and report.count("added"):
         seen, total = model.row.n_train, store.count_embeddings(engine, model.embedder)
         if fit_if_missing and seen < REFIT_SHARE * min(total, FIT_SAMPLE):
-            model = fit_model(engine, settings, progress=progress)
+            model = fit_model(engine, settings, progress=progress, client=client)
             report.fitted = True
             report.refit_note = (f"the model had learned from {seen:,} of the {total:,} "
                                  "cutouts now stored")

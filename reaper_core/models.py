@@ -172,12 +172,14 @@ def in_fit_sample(ids: np.ndarray, fraction: float) -> np.ndarray:
 
 def fit_model(engine: Engine, settings: Settings, progress: ProgressFn = noop,
               n_components: float | None = None, sample: int | None = None,
-              chunk: int = 100_000) -> CurrentModel:
+              chunk: int = 100_000, client=None) -> CurrentModel:
     """Fit a new model, make it current and score every cutout with it.
 
     The fit learns from every cutout, or from a sample of ``sample`` (default
     :data:`FIT_SAMPLE`) when there are more (:func:`in_fit_sample`); embeddings are read and
-    scored ``chunk`` at a time, so memory stays bounded. The threshold comes from the scores
+    scored ``chunk`` at a time, so memory stays bounded — on the workers of a
+    ``distributed.Client``'s cluster when they can read the database
+    (:func:`reaper_core.cluster.score_on_cluster`). The threshold comes from the scores
     of every cutout. Cutouts a person labelled normal are always in the fit, count
     ``settings.normal_weight`` times and damp the scores of those like them. The threshold mode
     and value are the current model's (the ones the person last saved), the settings' for a
@@ -215,12 +217,8 @@ def fit_model(engine: Engine, settings: Settings, progress: ProgressFn = noop,
     if fraction < 1:  # score the rest, a chunk at a time; the threshold from every score
         del X
         progress("fit", 0.3, f"fitted on {n_fit:,} of {n:,} cutouts; scoring every cutout")
-        all_ids, all_scores = [], []
-        for ids_c, X_c in store.iter_embeddings(engine, embedder.name, chunk):
-            all_ids.append(ids_c)
-            all_scores.append(det.anomaly_score(X_c))
-            progress("fit", 0.3 + 0.3 * sum(map(len, all_ids)) / n, "scoring every cutout")
-        ids, scores = np.concatenate(all_ids), np.concatenate(all_scores)
+        ids, scores = _score_every(engine, settings, det, embedder.name, n, chunk, progress,
+                                   client)
         det.train_anomaly_scores_ = scores
         det = det.with_threshold(det.threshold_for(mode, value))
     else:
@@ -238,6 +236,30 @@ def fit_model(engine: Engine, settings: Settings, progress: ProgressFn = noop,
              + (f", fitted on {n_fit:,} of {n:,} cutouts" if n_fit < n else "")
              + (f", {det.n_normal_:,} cutouts labelled normal" if det.n_normal_ else ""))
     return CurrentModel(row, det)
+
+
+def _score_every(engine: Engine, settings: Settings, det: PCAAnomalyDetector, embedder: str,
+                 n: int, chunk: int, progress: ProgressFn, client=None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, scores) of every cutout ``embedder`` embedded (``n`` of them), in id order,
+    ``chunk`` at a time: on ``client``'s workers when they can read the database, else here."""
+    done = [0]
+
+    def step(m: int, where: str) -> None:
+        done[0] += m
+        progress("fit", 0.3 + 0.3 * done[0] / max(n, 1), f"scoring every cutout{where}")
+
+    from .cluster import reads_database, score_on_cluster
+
+    if client is not None and reads_database(engine, client):
+        ranges = store.embedding_ranges(engine, embedder, chunk)
+        return score_on_cluster(client, settings, det, embedder, ranges, step)
+    all_ids, all_scores = [], []
+    for ids_c, X_c in store.iter_embeddings(engine, embedder, chunk):
+        all_ids.append(ids_c)
+        all_scores.append(det.anomaly_score(X_c))
+        step(len(ids_c), "")
+    return np.concatenate(all_ids), np.concatenate(all_scores)
 
 
 def score_pending(engine: Engine, model: CurrentModel, file_ids: list[int] | None = None

@@ -219,13 +219,17 @@ class Reaper:
         return m
 
     def fit(self, n_components: float | None = None, embedder: str | None = None,
-            progress: ProgressFn = noop, *, in_subprocess: bool = False) -> CurrentModel:
+            progress: ProgressFn = noop, *, in_subprocess: bool = False,
+            workers: int | None = None, scheduler: str | None = None) -> CurrentModel:
         """Fit a new model on every cutout (labels of "normal" count), make it current, score
         everything, group the anomalies.
 
         ``in_subprocess``: in a fresh process (what the dashboard does, so that its server
         never holds a fit's memory), with its progress relayed here; its error is raised here
-        as the same one sentence.
+        as the same one sentence. With ``workers`` (a LocalCluster of that many processes) or
+        a ``scheduler`` address (default: the ``scheduler`` setting), every cutout is scored on
+        the Dask cluster when its workers can read the database
+        (:func:`reaper_core.cluster.reads_database`).
         """
         from dataclasses import replace
 
@@ -235,7 +239,22 @@ class Reaper:
             return self._fit_in_subprocess(n_components, embedder, progress)
 
         settings = replace(self.settings, embedder=embedder) if embedder else self.settings
-        model = fit_model(self.engine, settings, progress=progress, n_components=n_components)
+        if scheduler:  # checked like the setting: one sentence for a malformed address
+            settings = replace(settings, scheduler=scheduler)
+        scheduler = settings.scheduler or None
+        client = None
+        if workers or scheduler:
+            from .cluster import connect
+
+            client = connect(workers, scheduler)
+        try:
+            model = fit_model(self.engine, settings, progress=progress,
+                              n_components=n_components, client=client)
+        finally:
+            if client is not None:
+                from .cluster import close
+
+                close(client)
         progress("fit", 1.0, "grouping the anomalies")
         self.groups(model)
         return model

@@ -624,12 +624,15 @@ def model_row(engine: Engine, model_id: int) -> DetectorModel | None:
 
 
 def load_embeddings(engine: Engine, embedder: str, only_unscored_for: int | None = None,
-                    ids: list[int] | None = None, file_ids: list[int] | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    ids: list[int] | None = None, file_ids: list[int] | None = None,
+                    between: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(cutout ids, shape (n,); vectors, shape (n, d)) of cutouts embedded by ``embedder``,
-    by id: every one, those without a score under a model, the ``ids`` given, or those of the
-    files ``file_ids`` (each filter narrows the others)."""
+    by id: every one, those without a score under a model, the ``ids`` given, those of the
+    files ``file_ids``, or those with ``after < id <= upto`` for ``between=(after, upto)``
+    (each filter narrows the others)."""
     q = select(Embedding.cutout_id, Embedding.vector).where(Embedding.embedder == embedder)
+    if between is not None:
+        q = q.where(Embedding.cutout_id > int(between[0]), Embedding.cutout_id <= int(between[1]))
     if only_unscored_for is not None:
         scored = select(Score.cutout_id).where(Score.model_id == only_unscored_for,
                                                Score.cutout_id == Embedding.cutout_id)
@@ -694,6 +697,28 @@ def iter_embeddings(engine: Engine, embedder: str, chunk: int = 100_000
         last = int(ids[-1])
         if len(rows) < chunk:
             return
+
+
+def embedding_ranges(engine: Engine, embedder: str, chunk: int) -> list[tuple[int, int]]:
+    """Id ranges ``(after, upto)`` that split the embeddings of ``embedder`` into runs of
+    ``chunk`` (the last shorter), in id order; found through the key index, ``chunk`` rows
+    skipped at a time."""
+    out: list[tuple[int, int]] = []
+    last = -1
+    with Session(engine) as s:
+        while True:
+            base = (select(Embedding.cutout_id)
+                    .where(Embedding.embedder == embedder, Embedding.cutout_id > last)
+                    .order_by(Embedding.cutout_id))
+            upto = s.execute(base.offset(int(chunk) - 1).limit(1)).scalar()
+            if upto is None:
+                end = s.execute(select(func.max(Embedding.cutout_id)).where(
+                    Embedding.embedder == embedder, Embedding.cutout_id > last)).scalar()
+                if end is not None:
+                    out.append((last, int(end)))
+                return out
+            out.append((last, int(upto)))
+            last = int(upto)
 
 
 def count_without_embedding(engine: Engine, embedder: str) -> int:

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from reaper_app.server import free_port
@@ -171,3 +172,35 @@ def test_a_bad_scheduler_setting_is_one_sentence(tmp_path, capsys, frames):
     assert main(["ingest", "--db-url", f"sqlite:///{tmp_path / 'x.db'}", "--scheduler",
                  "localhost:8786", str(frames[0])]) == 2
     assert "scheduler must be a Dask scheduler address" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_a_fit_scores_every_cutout_on_the_cluster(frames, tmp_path, monkeypatch, db,
+                                                  pg_url):  # noqa: F811
+    """Above the fit's sample, the scoring of every cutout runs on the workers, one id range a
+    task, and gives the scores one process gives."""
+    from reaper_core import models
+
+    url = f"sqlite:///{tmp_path / 'f.db'}" if db == "sqlite" else pg_url
+    if db == "postgresql":
+        _reset(pg_url)
+    reaper = Reaper(Settings(db_url=url, load_demo=0))
+    reaper.ingest(frames[:3])
+    monkeypatch.setattr(models, "FIT_SAMPLE", 400)
+    here = reaper.fit()
+    said: list[str] = []
+    there = reaper.fit(workers=2, progress=lambda stage, f, message: said.append(message))
+    assert there.id != here.id and there.row.n_train == here.row.n_train < 1000
+    assert any(m == "scoring every cutout on 2 Dask workers" for m in said), said
+    ids = store.load_embeddings(reaper.engine, here.embedder)[0].tolist()
+    a = store.scores_of(reaper.engine, here.id, ids)
+    b = store.scores_of(reaper.engine, there.id, ids)
+    assert len(a) == consistent(reaper.engine)[1] and a.keys() == b.keys()
+    assert np.allclose([a[k] for k in a], [b[k] for k in a], rtol=1e-9, atol=0)
+    assert there.threshold == pytest.approx(here.threshold, rel=1e-9)
+    if db == "sqlite":  # the command line's way
+        assert main(["fit", "--db-url", url, "--workers", "2"]) == 0
+        assert reaper.model().id > there.id
+    reaper.engine.dispose()
+    if db == "postgresql":
+        _reset(pg_url)
