@@ -43,3 +43,10 @@ def machine() -> str:
 
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
             f"Python {sys.version.split()[0]}")
+
+
+def rss_mb() -> float:
+    """This process's resident memory now, MB."""
+    with open("/proc/self/status") as f:
+        return next((int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS")),
+                    float("nan"))

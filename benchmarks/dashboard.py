@@ -23,7 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import machine, table  # noqa: E402
+from benchmarks._common import machine, rss_mb, table  # noqa: E402
 from reaper_core.config import Settings  # noqa: E402
 from reaper_core.embedders import get_embedder  # noqa: E402
 from reaper_core.ingest import prepare, store_prepared  # noqa: E402
@@ -130,10 +130,8 @@ def main() -> None:
         rows.append({"action": "label from the detail, and the page again",
                      "ms": 1e3 * timed_run(at, lambda a: next(
                          b for b in a.button if b.label == "Save label").click())[0]})
-        rss = next((int(line.split()[1]) / 1024 for line in open("/proc/self/status")
-                    if line.startswith("VmRSS")), float("nan"))
         rows.append({"action": "(this process's memory after the runs, the pages' caches "
-                               "included, MB)", "ms": rss})
+                               "included, MB)", "ms": rss_mb()})
         print(table(rows, f"Server time of one script run with {n:,} cutouts "
                           "(target ≤ 300 ms for a slider move and a gallery filter)"))
         # The "Re-fit now" button: a fit on every cutout, with more and more labelled normal.

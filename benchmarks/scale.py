@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import machine, real_fits_files, table
+from _common import machine, real_fits_files, rss_mb, table
 
 from reaper_core.config import Settings
 from reaper_core.service import Reaper
@@ -81,6 +81,7 @@ def growth(work: Path, n: int) -> list[dict]:
         total += r.n_cutouts
         if i == 1 or i % 10 == 0:
             rows.append({"files in the database": i, "cutouts": total, "this file s": dt,
+                         "process RSS MB": rss_mb(),
                          "MB": os.path.getsize(db) / 1e6,
                          "bytes per cutout": os.path.getsize(db) / total})
     reaper.engine.dispose()
