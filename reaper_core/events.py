@@ -19,7 +19,9 @@ Kinds (:data:`EVENT_KINDS`):
 
 Events must be significant as a whole: at least :data:`MIN_SIGMA` at their peak, and
 :data:`SINGLE_FRAME_SIGMA` for one seen once (a chance excursion of noise in one of a thousand
-frames of four million pixels is far likelier than in two consecutive ones).
+frames of four million pixels is far likelier than in two consecutive ones); and, movers
+apart, of one sign at their peak (:func:`purity`): a bright star's residual in a frame that is
+misaligned or blurred more than most is a dipole, not an event.
 """
 
 from __future__ import annotations
@@ -47,6 +49,12 @@ APERTURE_PX = 2.0
 #: detections (among tens of thousands a stack) rarely holds more than three.
 MOVER_DETECTIONS = 4
 MOVER_FILL = 0.6
+#: Of an event's difference at its peak within :data:`PURITY_RADIUS` px, the share that must be
+#: of its own sign (:func:`purity`): a star's residual from a misalignment or a change of the
+#: PSF is a dipole, as much below the reference as above it, where a flare, a supernova or an
+#: eclipse is of one sign.
+MIN_PURITY = 0.35
+PURITY_RADIUS = 3.0
 #: Smallest frame side (px) in which movers are looked for.
 MIN_MOVER_FIELD = 16
 #: Frames of difference cutouts kept per event (the strip).
@@ -229,6 +237,19 @@ def lightcurve_sigma(ev: Event, frame_factor: np.ndarray | None = None) -> float
     return float(np.nanmax(ev.sign * (inside - np.median(base))) / noise / factor)
 
 
+def purity(ev: Event) -> float:
+    """sign × Σ d / Σ |d| of the event's difference cutout at its peak within
+    :data:`PURITY_RADIUS` px of it: 1 all of the event's sign, 0 a balanced dipole (a star's
+    residual where the frame is misaligned or its PSF changed), −1 the other sign."""
+    cut = ev.cutout
+    h = cut.shape[0] // 2
+    yy, xx = np.mgrid[0:cut.shape[0], 0:cut.shape[1]]
+    near = np.hypot(xx - h - (ev.x - round(ev.x)), yy - h - (ev.y - round(ev.y))) <= PURITY_RADIUS
+    d = cut[near].astype(float)
+    total = np.abs(d).sum()
+    return float(ev.sign * d.sum() / total) if total > 0 else 1.0
+
+
 def frame_factors(events: list[Event], n_frames: int) -> np.ndarray:
     """How much noisier each frame is than usual at the candidates' places, shape (n,), ≥ 1.
 
@@ -342,7 +363,8 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
         measure(stack, ref, events, shifts, patch_size=patch_size, progress=progress)
     factor = frame_factors(events, len(stack))
     events = merge_recurrent([e for e in events
-                              if lightcurve_sigma(e, factor) >= _lc_threshold(e)])
+                              if lightcurve_sigma(e, factor) >= _lc_threshold(e)
+                              and (e.kind == "mover" or purity(e) >= MIN_PURITY)])
     return StackSearch(events=events, reference=ref, shifts=shifts,
                        n_detections=len(det["x"]))
 
