@@ -67,13 +67,11 @@ def found_among(order: list[int], shows: dict[int, set[int]], k: int) -> int:
 
 
 def loop(reaper, hit: dict[int, set[int]], pages: int, per_page: int,
-         explore: int = 4, refit: bool = False) -> list[int]:
+         explore: int = 4) -> list[int]:
     """The cutouts viewed, in order, by an astronomer labelling the Discover queue: what shows
     an injected anomaly "interesting", the rest "normal" (its whole object)."""
     viewed: list[int] = []
-    for page in range(pages):
-        if refit and page:
-            reaper.fit()
+    for _ in range(pages):
         queue = reaper.discover_queue(n=per_page, explore=explore)
         if not queue:
             break
@@ -181,7 +179,6 @@ def main() -> None:
     ap.add_argument("--radius", type=float, default=Settings().rerank_radius)
     ap.add_argument("--explore", type=int, default=4,
                     help="of each page, cutouts from regions no label has reached")
-    ap.add_argument("--refit", action="store_true")
     ap.add_argument("--no-similar", action="store_true", help="skip the query-time table")
     args = ap.parse_args()
     pages = -(-max(VIEWED) // args.per_page)
@@ -204,7 +201,7 @@ def main() -> None:
             rng = np.random.default_rng(args.seed)
             random_order = [int(c) for c in rng.permutation(unsup)]
             t0 = time.perf_counter()
-            viewed = loop(reaper, shows, pages, args.per_page, args.explore, args.refit)
+            viewed = loop(reaper, shows, pages, args.per_page, args.explore)
             per_page_s = (time.perf_counter() - t0) / pages
             for label, order in (("unsupervised ranking", unsup), ("this loop", viewed),
                                  ("random order", random_order)):
