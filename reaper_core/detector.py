@@ -314,7 +314,9 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         buf = io.BytesIO()
-        np.savez_compressed(buf, **{k: getattr(self, k) for k in _ARRAYS})
+        # Uncompressed: its largest array, every training score, does not compress, and
+        # reading it back is then a copy (a detail of the dashboard waits for it).
+        np.savez(buf, **{k: getattr(self, k) for k in _ARRAYS})
         params = self.get_params()
         params["random_state"] = (params["random_state"]
                                   if isinstance(params["random_state"], int | None) else None)

@@ -232,6 +232,7 @@ def fit_model(engine: Engine, settings: Settings, progress: ProgressFn = noop,
         explained_variance_json=json.dumps(det.explained_variance_ratio_.tolist()),
     ), ids, scores)
     store.prune_models(engine, settings.keep_models)
+    store.refresh_statistics(engine)
     progress("fit", 1.0, f"model {row.id}: {row.n_components} components"
              + (f", fitted on {n_fit:,} of {n:,} cutouts" if n_fit < n else "")
              + (f", {det.n_normal_:,} cutouts labelled normal" if det.n_normal_ else ""))

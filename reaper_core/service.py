@@ -47,6 +47,8 @@ class Reaper:
         #: Per model id, what never changes: its stored arrays and its decoded estimator.
         self._per_model: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self._lock = threading.Lock()
+        #: What another thread is making for :meth:`_kept`, by key.
+        self._making: dict[tuple, Any] = {}
         #: (model id, data version, ids, standardised embeddings, similarity index or None)
         self._space_cache: tuple | None = None
         #: ((model id, cutouts), {labelled cutout id: local scale}) for re-ranking
@@ -176,17 +178,49 @@ class Reaper:
     # -- the model ----------------------------------------------------------------------------
     def _kept(self, cache: OrderedDict, key: tuple, make: Callable[[], Any], keep: int = 4
               ) -> Any:
-        """``cache[key]``, made by ``make()`` the first time (the ``keep`` last used kept)."""
+        """``cache[key]``, made by ``make()`` the first time (the ``keep`` last used kept);
+        a caller that asks while another thread makes it waits for that one."""
+        from concurrent.futures import Future
+
         with self._lock:
             if key in cache:
                 cache.move_to_end(key)
                 return cache[key]
-        value = make()
+            pending = self._making.get(key)
+            mine = pending is None
+            if mine:
+                pending = self._making[key] = Future()
+        if not mine:
+            return pending.result()
+        try:
+            value = make()
+        except BaseException as exc:
+            with self._lock:
+                del self._making[key]
+            pending.set_exception(exc)
+            raise
         with self._lock:
             cache[key] = value
             while len(cache) > keep:
                 cache.popitem(last=False)
+            del self._making[key]
+        pending.set_result(value)
         return value
+
+    def warm(self, model: CurrentModel) -> None:
+        """Load the model's estimator on a thread of its own unless it is loaded (a page does
+        this when it is drawn, so that the detail a person opens next does not wait for it)."""
+        with self._lock:
+            if ("detector", model.id) in self._per_model:
+                return
+
+        def load() -> None:
+            try:
+                model.detector  # noqa: B018  (loads it into the cache)
+            except Exception:  # the detail that needs it reports the error
+                pass
+
+        threading.Thread(target=load, daemon=True, name="reaper-warm").start()
 
     def _model_arrays(self, model_id: int) -> bytes:
         """A model's stored arrays, read once per model (models are never changed)."""

@@ -558,6 +558,15 @@ def write_model(engine: Engine, row: dict[str, Any], ids: Sequence[int],
     return with_retry(write)
 
 
+def refresh_statistics(engine: Engine, table: str = "score") -> None:
+    """Have PostgreSQL sample ``table`` again after a bulk change (a model's million scores in,
+    an old model's out): until its autovacuum gets to it, the planner's estimates are those
+    of before, and a page's queries took seconds instead of milliseconds. SQLite: nothing."""
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"ANALYZE {table}")
+
+
 def prune_models(engine: Engine, keep: int) -> int:
     """Delete every model but the current ones and the ``keep`` newest others, with their
     scores, in one transaction; returns how many models were deleted."""

@@ -233,6 +233,36 @@ def test_the_models_arrays_are_read_once_per_model(settings, spoc_file, monkeypa
     assert reads == [m.id]  # once, for both models' estimator and projection
 
 
+def test_warming_loads_the_estimator_once_in_the_background(settings, spoc_file, monkeypatch):
+    """A page warms the model's estimator on a thread when drawn; a detail that asks for it
+    meanwhile waits for that load instead of reading the arrays a second time."""
+    import threading
+    import time
+
+    from reaper_core.service import Reaper
+
+    Reaper(settings).ingest([spoc_file])
+    r = Reaper(settings)
+    reads, started = [], threading.Event()
+    real = store.model_arrays
+
+    def slow(engine, model_id):
+        reads.append(model_id)
+        started.set()
+        time.sleep(0.3)
+        return real(engine, model_id)
+
+    monkeypatch.setattr(store, "model_arrays", slow)
+    m = r.require_model()
+    r.warm(m)
+    assert started.wait(5)
+    t0 = time.perf_counter()
+    det = r.require_model().detector  # a detail opened while it loads
+    assert time.perf_counter() - t0 < 1 and det.n_components_ == m.detector.n_components_
+    r.warm(m)  # loaded: nothing to do
+    assert reads == [m.id]
+
+
 def test_duplicate_bytes_under_another_name_add_nothing(engine, settings, spoc_file, tmp_path):
     ingest_many(engine, [spoc_file], settings)
     before = store.totals(engine)

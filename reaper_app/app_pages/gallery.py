@@ -229,6 +229,8 @@ captions = {cid: widgets.tile_caption(cid, float(sc), f, n_of.get(cid),
                                        page_rows["label"], strict=True)}
 widgets.cutout_grid(ids, captions, columns=6, stretch=stretch, cmap=cmap, label_menu=True,
                     key="page")
+if m is not None:  # a detail's "why it scores high" needs the estimator
+    reaper.warm(m)
 prev_col, where_col, next_col = st.columns([1, 2, 1])
 prev_col.button("← Previous page", key="g_prev", on_click=turn, args=(-1,),
                 disabled=st.session_state["g_page"] <= 1, width="stretch")
