@@ -113,11 +113,14 @@ def score_on_cluster(client, settings: Settings, det: PCAAnomalyDetector, embedd
     (:func:`reaper_core.store.embedding_ranges`), in id order, each range a task on
     ``client``'s cluster, re-run when its worker dies; the workers reach the database by
     ``settings``, as an ingest's do. ``step(m, where)`` after each range's m scores arrive."""
+    import uuid
+
     from distributed import as_completed
 
     [model] = client.scatter([det.to_bytes()], broadcast=True)
+    run = uuid.uuid4().hex  # task keys of this scoring alone
     futures = {client.submit(score_on_worker, settings, embedder, model, after, upto,
-                             key=f"reaper-score-{id(det)}-{after}-{upto}", retries=RETRIES,
+                             key=f"reaper-score-{run}-{after}-{upto}", retries=RETRIES,
                              pure=False): i for i, (after, upto) in enumerate(ranges)}
     parts: list = [None] * len(ranges)
     workers = len(client.scheduler_info().get("workers", {}))
