@@ -102,7 +102,8 @@ def cutout_grid(ids: list[int], captions: dict[int, str] | None = None, columns:
         if cid not in pngs:
             continue
         with cols[i % columns]:
-            st.image(pngs[cid], width="stretch")
+            # PNG as made: "auto" re-encodes an image without alpha as JPEG on every run.
+            st.image(pngs[cid], width="stretch", output_format="PNG")
             st.caption(plain((captions or {}).get(cid, f"cutout #{cid}")))
             # The two buttons side by side only with a label menu (a narrow tile has no room).
             left, right = st.columns(2, gap="small") if label_menu else (st, st)

@@ -128,7 +128,8 @@ if found is not None and len(found):
         a.plotly_chart(plots.cutout_image(patch, stretch, cmap, reaper.pixel_scale(c.file_id)),
                        key="detail_image")
         b.image(to_png(residual_map(patch), "sqrt", 8, "magma"),
-                caption="where the signal sits (|pixel − sky| / σ)", width="stretch")
+                caption="where the signal sits (|pixel − sky| / σ)", width="stretch",
+                output_format="PNG")
         with b:  # files made when clicked, not with every run of the page
             st.download_button("Download FITS (with WCS)",
                                lambda: reaper.cutout_fits(detail, m)[1],

@@ -92,7 +92,7 @@ st.caption(widgets.plain(
        if ev.kind == "mover" and ev.rate is not None else "")))
 strip = r.event_strip_pngs(eid)
 frames = json.loads(ev.strip_frames_json)
-st.image(strip, caption=[f"frame {f}" for f in frames], width=90)
+st.image(strip, caption=[f"frame {f}" for f in frames], width=90, output_format="PNG")
 lc = r.event_lightcurve(eid)
 st.plotly_chart(plots.light_curve(lc, ev.t_start, ev.t_end), key="lightcurve")
 if ev.kind == "mover":
