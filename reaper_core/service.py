@@ -619,12 +619,17 @@ class Reaper:
             got = self._space_cache
         if got is not None and got[:2] == (model.id, version):
             return got[2], got[3]
-        ids, X = store.load_embeddings(self.engine, model.embedder)
-        Z = (model.detector.standardised(X).astype(np.float32) if len(ids)
-             else np.zeros((0, 0), np.float32))
+        ids, Z = self._standardised(model)
         with self._lock:
             self._space_cache = (model.id, version, ids, Z, None)
         return ids, Z
+
+    def _standardised(self, model: CurrentModel, **which: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(cutout ids, shape (n,); their standardised embeddings, shape (n, d), float32) of
+        the cutouts :func:`reaper_core.store.load_embeddings` gives for ``which``."""
+        ids, X = store.load_embeddings(self.engine, model.embedder, **which)
+        return ids, (model.detector.standardised(X).astype(np.float32) if len(ids)
+                     else np.zeros((0, 0), np.float32))
 
     def reranked(self, model: CurrentModel | None = None,
                  columns: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
@@ -725,10 +730,7 @@ class Reaper:
             return stored
         # The flagged cutouts' embeddings alone (a few % of them: a fit's child process has
         # not read every embedding, and need not).
-        ids, X = store.flagged_embeddings(self.engine, model.id, model.embedder,
-                                          model.threshold)
-        Z = (model.detector.standardised(X).astype(np.float32) if len(ids)
-             else np.zeros((0, 0), np.float32))
+        ids, Z = self._standardised(model, above=(model.id, model.threshold))
         groups = group_anomalies(Z)
         store.write_groups(self.engine, model.id, model.threshold, ids, groups)
         return dict(zip(ids.tolist(), groups.tolist(), strict=True))

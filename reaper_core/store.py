@@ -634,12 +634,17 @@ def model_row(engine: Engine, model_id: int) -> DetectorModel | None:
 
 def load_embeddings(engine: Engine, embedder: str, only_unscored_for: int | None = None,
                     ids: list[int] | None = None, file_ids: list[int] | None = None,
-                    between: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    between: tuple[int, int] | None = None,
+                    above: tuple[int, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(cutout ids, shape (n,); vectors, shape (n, d)) of cutouts embedded by ``embedder``,
     by id: every one, those without a score under a model, the ``ids`` given, those of the
-    files ``file_ids``, or those with ``after < id <= upto`` for ``between=(after, upto)``
-    (each filter narrows the others)."""
+    files ``file_ids``, those with ``after < id <= upto`` for ``between=(after, upto)``, or
+    those scoring above ``threshold`` for ``above=(model_id, threshold)`` (through the
+    (model_id, score) index: a model's flagged cutouts); each filter narrows the others."""
     q = select(Embedding.cutout_id, Embedding.vector).where(Embedding.embedder == embedder)
+    if above is not None:
+        q = q.join(Score, Score.cutout_id == Embedding.cutout_id).where(
+            Score.model_id == int(above[0]), Score.score > float(above[1]))
     if between is not None:
         q = q.where(Embedding.cutout_id > int(between[0]), Embedding.cutout_id <= int(between[1]))
     if only_unscored_for is not None:
@@ -655,24 +660,12 @@ def load_embeddings(engine: Engine, embedder: str, only_unscored_for: int | None
         rows = [r for part in queries for r in s.execute(part.order_by(Embedding.cutout_id))]
     if len(queries) > 1:
         rows.sort(key=lambda r: r[0])
-    if not rows:
-        return np.empty(0, dtype=np.int64), np.empty((0, 0), np.float32)
-    out_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    X = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
-    return out_ids, X
+    return _ids_and_vectors(rows)
 
 
-def flagged_embeddings(engine: Engine, model_id: int, embedder: str, threshold: float
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """(cutout ids, shape (n,); vectors, shape (n, d) float32) of the cutouts scoring above
-    ``threshold`` under ``model_id``, by id: read through the (model_id, score) index, not
-    every embedding."""
-    q = (select(Embedding.cutout_id, Embedding.vector)
-         .join(Score, Score.cutout_id == Embedding.cutout_id)
-         .where(Score.model_id == int(model_id), Score.score > float(threshold),
-                Embedding.embedder == embedder).order_by(Embedding.cutout_id))
-    with Session(engine) as s:
-        rows = s.execute(q).all()
+def _ids_and_vectors(rows: Sequence[Sequence[Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of (cutout id, vector bytes) as (ids, shape (n,) int64; vectors, shape (n, d)
+    float32); (0,) and (0, 0) for none."""
     if not rows:
         return np.empty(0, dtype=np.int64), np.empty((0, 0), np.float32)
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -700,9 +693,8 @@ def iter_embeddings(engine: Engine, embedder: str, chunk: int = 100_000
             rows = s.execute(q).all()
         if not rows:
             return
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        yield ids, np.frombuffer(b"".join(r[1] for r in rows),
-                                 dtype=np.float32).reshape(len(rows), -1)
+        ids, X = _ids_and_vectors(rows)
+        yield ids, X
         last = int(ids[-1])
         if len(rows) < chunk:
             return
