@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import machine, rss_mb, table  # noqa: E402
+from reaper_core import store  # noqa: E402
 from reaper_core.config import Settings  # noqa: E402
 from reaper_core.embedders import get_embedder  # noqa: E402
 from reaper_core.ingest import prepare, store_prepared  # noqa: E402
@@ -34,7 +35,12 @@ from reaper_core.simulate import inject_anomalies, simulate_ffi, write_spoc  # n
 def build(url: str, n_target: int) -> int:
     reaper = Reaper(Settings(db_url=url))
     if reaper.totals()["cutouts"] >= n_target and reaper.model() is not None:
-        return reaper.totals()["cutouts"]  # built before (--db-url): reused
+        # Built before (--db-url): reused as it was built, without an earlier run's labels.
+        labelled = store.all_labels(reaper.engine)[0]
+        if len(labelled):
+            reaper.label(labelled.tolist(), None)
+            reaper.fit()
+        return reaper.totals()["cutouts"]
     with tempfile.TemporaryDirectory() as d:
         sim = simulate_ffi(seed=0)
         inject_anomalies(sim, 3, seed=1)

@@ -40,11 +40,12 @@ def main() -> None:
             raise
         st.error(widgets.failure_text(exc))
     finally:  # also when the page stops early (st.stop)
-        from reaper_app import widgets  # the library: seconds on a first start, after the title
+        from reaper_app import state, widgets  # the library: seconds on a first start
 
         with demo_slot.container():
             widgets.ensure_demo()
         widgets.sidebar(slot)
+        state.settle_heap()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ lives here; the work is done by the service."""
 
 from __future__ import annotations
 
+import gc
+import sys
 import threading
 
 import numpy as np
@@ -184,3 +186,22 @@ def start_demo() -> DemoLoad:
         if job is None or job.state().done:
             job = jobs["demo"] = DemoLoad(reaper()).start()
         return job
+
+
+_frozen_at = [0]
+
+
+def settle_heap() -> None:
+    """At the end of a script run that imported modules (the first run, a page that loads
+    scikit-learn): collect garbage once and freeze what is left (:func:`gc.freeze`).
+
+    What imports make lives as long as the process; frozen, the collector stops walking it at
+    every full collection. With a million cutouts in the store such a walk took 150 ms in the
+    middle of a random interaction (a detail 0.15 s → 0.36 s); after freezing, 25–45 ms.
+    """
+    n = len(sys.modules)
+    if n - _frozen_at[0] < 20:  # nothing new imported: the next collections are cheap
+        return
+    _frozen_at[0] = n
+    gc.collect()
+    gc.freeze()

@@ -1,5 +1,6 @@
 """Page logic through streamlit.testing.v1.AppTest, on a database of real ingested files."""
 
+import gc
 import re
 from pathlib import Path
 
@@ -69,6 +70,20 @@ def test_home_shows_totals_and_model(app, db):
     assert any("embedder: **local+stars**" in m.value for m in app.markdown)
     files = app.dataframe[1].value
     assert set(files["file"]) == {"hubble_deep_field.fits", "tess-s0007-2-3_ffic.fits"}
+
+
+def test_runs_that_import_modules_freeze_the_heap(app):
+    """What imports made is frozen out of the collector's full walks (they cost 150 ms in the
+    middle of an interaction at a million cutouts); a run that imports nothing freezes nothing."""
+    from reaper_app import state
+
+    frozen = gc.get_freeze_count()
+    assert frozen > 0
+    app.run()
+    assert gc.get_freeze_count() == frozen
+    state._frozen_at[0] -= 100  # as if the run had imported a library
+    app.run()
+    assert gc.get_freeze_count() > frozen
 
 
 def test_threshold_slider_rescores_live_and_saves(app, db):
