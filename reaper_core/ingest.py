@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -205,19 +206,23 @@ def store_prepared(engine: Engine, prep: Prepared, settings: Settings,
         source_method=settings.source_method, patch_size=settings.patch_size,
         n_cutouts=len(prep.embeddings), preview_png=_preview_png(img),
     )
-    t = img.mid_time
-    rows = [
-        {"x": float(x), "y": float(y),
-         "ra": None if np.isnan(r) else float(r), "dec": None if np.isnan(d) else float(d),
-         "sector": img.sector, "camera": img.camera, "ccd": img.ccd, "time": t,
-         "origin": str(o), "segment": int(g), "patch_size": settings.patch_size,
-         "patch": p}
-        for x, y, r, d, o, g, p in zip(prep.sources.x, prep.sources.y, prep.ra, prep.dec,
-                                       prep.sources.origin, prep.sources.segment,
-                                       prep.patch_blobs or store.pack_patches(prep.patches),
-                                       strict=True)
-    ]
-    file_id = store.write_file(engine, record, rows, embedder or settings.embedder,
+    n = len(prep.embeddings)
+
+    def nullable(v: np.ndarray) -> list[float | None]:
+        return [None if f != f else f for f in np.asarray(v, float).tolist()]
+
+    columns = {
+        "x": np.asarray(prep.sources.x, float).tolist(),
+        "y": np.asarray(prep.sources.y, float).tolist(),
+        "ra": nullable(prep.ra), "dec": nullable(prep.dec),
+        "sector": repeat(img.sector, n), "camera": repeat(img.camera, n),
+        "ccd": repeat(img.ccd, n), "time": repeat(img.mid_time, n),
+        "origin": [str(o) for o in prep.sources.origin],
+        "segment": np.asarray(prep.sources.segment).astype(int).tolist(),
+        "patch_size": repeat(settings.patch_size, n),
+        "patch": prep.patch_blobs or store.pack_patches(prep.patches),
+    }
+    file_id = store.write_file(engine, record, columns, embedder or settings.embedder,
                                prep.embeddings, model.id if model else None, scores)
     n_anom = int(model.flags(scores).sum()) if model else None
     return file_id, n_anom
