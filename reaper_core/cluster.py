@@ -59,7 +59,9 @@ def prepare_on_worker(path: str, settings: Settings, name: str, sha256: str,
     process and kept). A bad file is a result, not a task failure: only a worker that dies
     makes the scheduler run the task again."""
     from .embedders import get_embedder
+    from .parallel import keep_freed_memory
 
+    keep_freed_memory()
     t0 = time.perf_counter()
     try:
         key = (settings.embedder, settings.vertex_dimension, settings.vertex_endpoint)
@@ -97,7 +99,9 @@ def score_on_worker(settings: Settings, embedder: str, model: tuple[bytes, str],
     : arrays and JSON, never a pickle of the estimator)."""
     from . import store
     from .detector import PCAAnomalyDetector
+    from .parallel import keep_freed_memory
 
+    keep_freed_memory()
     ids, X = store.load_embeddings(_worker_engine(settings.engine_url()), embedder,
                                    between=(after, upto))
     if len(ids) == 0:

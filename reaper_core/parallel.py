@@ -69,3 +69,40 @@ def begin(fn: Callable[..., T], *args) -> Callable[[], T]:
     future = pool.submit(fn, *args)
     pool.shutdown(wait=False)
     return future.result
+
+
+#: glibc allocator settings for processes that run the compute stages, bytes: arrays up to
+#: ``MMAP_THRESHOLD`` come from the heap, and up to ``TRIM_THRESHOLD`` of freed heap is kept for
+#: the next file instead of being returned to the kernel. (64 and 256 MiB made Dask workers,
+#: whose tasks allocate in a thread's arena, outgrow their memory limit.)
+MMAP_THRESHOLD = 16 << 20
+TRIM_THRESHOLD = 32 << 20
+_allocator_kept: list[bool | None] = [None]
+
+
+def keep_freed_memory() -> bool:
+    """Let this process reuse one file's large arrays' memory for the next (glibc's
+    ``mallopt``); once per process. Returns whether the settings took (False where the C
+    library is not glibc: its allocator is left as it is).
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which hands every freed
+    array back to the kernel, to be faulted in again page by page: a 2048² FFI's compute
+    stages took 15–17 s on a worker with it, 11–13 s with these settings (peak 0.5 GB), and a
+    1-worker ingest of 8 FFIs 126 s → 100 s (``benchmarks/scale.py``).
+    """
+    if _allocator_kept[0] is None:
+        _allocator_kept[0] = _mallopt({-3: MMAP_THRESHOLD, -1: TRIM_THRESHOLD})
+    return bool(_allocator_kept[0])
+
+
+def _mallopt(settings: dict[int, int]) -> bool:
+    """glibc's ``mallopt(param, value)`` for each item (M_TRIM_THRESHOLD -1, M_MMAP_THRESHOLD
+    -3 in malloc.h); False when it is not there or refuses one."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    return all(mallopt(k, v) == 1 for k, v in settings.items())

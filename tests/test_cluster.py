@@ -150,6 +150,23 @@ def test_scheduler_on_postgres(frames, dask_cluster, pg_url):  # noqa: F811
     assert files == 6 and cutouts == _expected(frames)
     engine.dispose()
     _reset(pg_url)
+    # The worker that ran files set its allocator to keep freed memory for the next one.
+    from distributed import Client
+
+    with Client(dask_cluster, timeout="30s") as c:
+        kept = c.run(lambda: sys.modules["reaper_core.parallel"]._allocator_kept[0]
+                     if "reaper_core.parallel" in sys.modules else None)
+    assert True in kept.values(), kept
+
+
+def test_compute_processes_keep_freed_memory():
+    """Under Dask's MALLOC_TRIM_THRESHOLD_ (every freed array handed back to the kernel), the
+    compute stages set glibc's thresholds themselves, once per process."""
+    code = ("from reaper_core.parallel import keep_freed_memory as k, _allocator_kept as a; "
+            "print(a[0], k(), k())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, MALLOC_TRIM_THRESHOLD_="65536"), check=True)
+    assert out.stdout.split() == ["None", "True", "True"]
 
 
 def test_local_cluster_workers_store_on_postgres(frames, pg_url):  # noqa: F811
