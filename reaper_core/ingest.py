@@ -10,7 +10,6 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -215,11 +214,11 @@ def store_prepared(engine: Engine, prep: Prepared, settings: Settings,
         "x": np.asarray(prep.sources.x, float).tolist(),
         "y": np.asarray(prep.sources.y, float).tolist(),
         "ra": nullable(prep.ra), "dec": nullable(prep.dec),
-        "sector": repeat(img.sector, n), "camera": repeat(img.camera, n),
-        "ccd": repeat(img.ccd, n), "time": repeat(img.mid_time, n),
+        "sector": [img.sector] * n, "camera": [img.camera] * n,
+        "ccd": [img.ccd] * n, "time": [img.mid_time] * n,
         "origin": [str(o) for o in prep.sources.origin],
         "segment": np.asarray(prep.sources.segment).astype(int).tolist(),
-        "patch_size": repeat(settings.patch_size, n),
+        "patch_size": [settings.patch_size] * n,
         "patch": prep.patch_blobs or store.pack_patches(prep.patches),
     }
     file_id = store.write_file(engine, record, columns, embedder or settings.embedder,

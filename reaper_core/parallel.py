@@ -88,7 +88,7 @@ def keep_freed_memory() -> bool:
     Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which hands every freed
     array back to the kernel, to be faulted in again page by page: a 2048² FFI's compute
     stages took 15–17 s on a worker with it, 11–13 s with these settings (peak 0.5 GB), and a
-    1-worker ingest of 8 FFIs 126 s → 100 s (``benchmarks/scale.py``).
+    1-worker ingest of 8 FFIs 126 s → 98 s (``benchmarks/scale.py``).
     """
     if _allocator_kept[0] is None:
         _allocator_kept[0] = _mallopt({-3: MMAP_THRESHOLD, -1: TRIM_THRESHOLD})

@@ -476,10 +476,11 @@ _CUTOUT_COLUMNS = ["x", "y", "ra", "dec", "sector", "camera", "ccd", "time", "or
                    "segment", "patch_size", "patch"]
 
 
-def _insert_cutouts(session: Session, file_id: int, columns: dict[str, Iterable[Any]]
+def _insert_cutouts(session: Session, file_id: int, columns: dict[str, Sequence[Any]]
                     ) -> list[int]:
     """Bulk-insert the cutouts of one file, given column by column (``_CUTOUT_COLUMNS``, each
-    n Python values; ``x`` a sequence), and return their ids in order."""
+    a sequence of n Python values: a write that is tried again reads them again), and return
+    their ids in order."""
     n = len(columns["x"])
     if not n:
         return []
@@ -507,7 +508,7 @@ def _insert_scores(session: Session, model_id: int, ids: Sequence[int], scores: 
 
 
 # -- writes: each one transaction ---------------------------------------------------------------
-def write_file(engine: Engine, record: dict[str, Any], cutouts: dict[str, Iterable[Any]],
+def write_file(engine: Engine, record: dict[str, Any], cutouts: dict[str, Sequence[Any]],
                embedder: str, embeddings: np.ndarray, model_id: int | None = None,
                scores: np.ndarray | None = None) -> int:
     """Store a file, its cutouts (by column, see :func:`_insert_cutouts`), their embeddings

@@ -299,6 +299,36 @@ def test_failure_inside_transaction_rolls_back(engine, settings, spoc_file, monk
     assert store.totals(engine)["files"] == 0 and store.totals(engine)["cutouts"] == 0
 
 
+def test_a_write_found_locked_is_tried_again_whole(engine, settings, spoc_file, monkeypatch):
+    """A file's transaction that meets a locked database after its cutouts went in is rolled
+    back and written again from the start: every cutout once, as one file stores them."""
+    from sqlalchemy.exc import OperationalError
+
+    real = store._insert_embeddings
+    calls = []
+
+    def locked_once(*a, **k):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("INSERT", {}, Exception("database is locked"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(store.time, "sleep", lambda s: None)
+    monkeypatch.setattr(store, "_insert_embeddings", locked_once)
+    result = ingest_file(engine, spoc_file, settings)
+    assert result.status == "added" and len(calls) == 2
+    monkeypatch.undo()
+    assert store.totals(engine)["files"] == 1
+    assert store.totals(engine)["cutouts"] == result.n_cutouts > 0
+    table = exported(engine)
+    assert len(table) == result.n_cutouts and table["sector"].notna().all()
+    assert table["ra"].notna().all()
+    ids, X = store.load_embeddings(engine, settings.embedder)
+    assert len(ids) == len(np.unique(ids)) == result.n_cutouts and np.isfinite(X).all()
+    patches = store.get_cutouts(engine, ids[:5].tolist())
+    assert all(p.shape == (r.patch_size, r.patch_size) for p, r in patches.values())
+
+
 def test_rethreshold_relabels_without_refit(engine, settings, spoc_file, hdf_file):
     ingest_many(engine, [spoc_file, hdf_file], settings)
     _m = current_model(engine)
