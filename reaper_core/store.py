@@ -68,10 +68,11 @@ class Cutout(SQLModel, table=True):
     """One patch: where it is, what it looks like, its metadata."""
 
     __tablename__ = "cutout"
-    # (file_id, segment) also serves the lookups by file_id alone (a file's cutouts, the
-    # cascade of a file's deletion): a third index of file_id slowed every insert.
-    __table_args__ = (Index("ix_cutout_sector_cam_ccd", "sector", "camera", "ccd"),
-                      Index("ix_cutout_file_segment", "file_id", "segment"))
+    # One index besides the key: (file_id, segment) serves the lookups by file alone too (a
+    # file's cutouts, the cascade of a file's deletion); sector, camera and CCD are filtered
+    # through the files' table. Two more indexes (file_id; sector, camera, ccd) slowed every
+    # insert and served no query: databases made with them lose them when opened.
+    __table_args__ = (Index("ix_cutout_file_segment", "file_id", "segment"),)
     id: int | None = Field(default=None, primary_key=True)
     file_id: int = Field(foreign_key="fits_file.id", ondelete="CASCADE")
     x: float
@@ -288,6 +289,8 @@ _ADDED_COLUMNS = [("cutout", "segment", "INTEGER"), ("fits_file", "hdu", "INTEGE
 
 #: Indexes added after the first release: (name, table, columns).
 _ADDED_INDEXES = [("ix_cutout_file_segment", "cutout", "file_id, segment")]
+#: Indexes of earlier releases that no query uses: (name, table).
+_DROPPED_INDEXES = [("ix_cutout_file_id", "cutout"), ("ix_cutout_sector_cam_ccd", "cutout")]
 
 
 def _add_missing_columns(engine: Engine) -> None:
@@ -296,10 +299,17 @@ def _add_missing_columns(engine: Engine) -> None:
         if column not in have:
             with engine.begin() as conn:
                 conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
+    def indexes(table: str) -> set[str]:
+        return {i["name"] for i in inspect(engine).get_indexes(table)}
+
     for name, table, columns in _ADDED_INDEXES:
-        if name not in {i["name"] for i in inspect(engine).get_indexes(table)}:
+        if name not in indexes(table):
             with engine.begin() as conn:
                 conn.execute(text(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns})"))
+    for name, table in _DROPPED_INDEXES:
+        if name in indexes(table):
+            with engine.begin() as conn:
+                conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
 
 
 def with_retry(fn: Callable[[], T], attempts: int = 8, delay: float = 0.2) -> T:
