@@ -272,7 +272,7 @@ def _create_tables(engine: Engine, attempts: int = 5) -> None:
     for i in range(attempts):
         try:
             SQLModel.metadata.create_all(engine)
-            _add_missing_columns(engine)
+            _bring_up_to_date(engine)
             return
         except (OperationalError, ProgrammingError, IntegrityError) as exc:
             text_ = str(exc).lower()
@@ -293,15 +293,16 @@ _ADDED_INDEXES = [("ix_cutout_file_segment", "cutout", "file_id, segment")]
 _DROPPED_INDEXES = [("ix_cutout_file_id", "cutout"), ("ix_cutout_sector_cam_ccd", "cutout")]
 
 
-def _add_missing_columns(engine: Engine) -> None:
-    for table, column, sql_type in _ADDED_COLUMNS:
-        have = {c["name"] for c in inspect(engine).get_columns(table)}
-        if column not in have:
-            with engine.begin() as conn:
-                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
+def _bring_up_to_date(engine: Engine) -> None:
+    """Give a database made by an earlier release what this one has: the added columns and
+    indexes, without the dropped indexes."""
     def indexes(table: str) -> set[str]:
         return {i["name"] for i in inspect(engine).get_indexes(table)}
 
+    for table, column, sql_type in _ADDED_COLUMNS:
+        if column not in {c["name"] for c in inspect(engine).get_columns(table)}:
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
     for name, table, columns in _ADDED_INDEXES:
         if name not in indexes(table):
             with engine.begin() as conn:
