@@ -364,9 +364,25 @@ def pack_patches(patches: np.ndarray, chunk: int = 2048) -> list[bytes]:
     return [b for part in parts for b in part]
 
 
-def _shuffle(codes: np.ndarray) -> bytes:
-    """Integer codes (m,) as their bytes grouped by significance (low bytes, then high)."""
-    return codes.view(np.uint8).reshape(len(codes), codes.itemsize).T.tobytes()
+def _shuffle(codes: np.ndarray) -> list[bytes]:
+    """Integer codes (k, m) as k rows of their bytes grouped by significance (the low bytes of
+    a row, then the high ones)."""
+    k, m = codes.shape
+    grouped = np.ascontiguousarray(codes.view(np.uint8).reshape(k, m, codes.itemsize)
+                                   .transpose(0, 2, 1))
+    return [r.tobytes() for r in grouped.reshape(k, -1)]
+
+
+def _codes_by_width(narrow: np.ndarray, wide: np.ndarray, flat: np.ndarray, lo: np.ndarray,
+                    step: np.ndarray, bad: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(rows, codes) of the patches stored in 16 bits and of those that need 32 (``wide``)."""
+    out = [(np.flatnonzero(~wide), narrow[~wide])]
+    if wide.any():
+        c = np.rint((flat[wide].astype(np.float64) - lo[wide, None]) / step[wide, None]) - 32767
+        c = np.clip(c, -(2**31 - 1), 2**31 - 1).astype(np.int32)
+        c[bad[wide]] = -(2**31)
+        out.append((np.flatnonzero(wide), c))
+    return out
 
 
 #: The patches' compression level (Zstandard).
@@ -393,18 +409,18 @@ def _pack(p: np.ndarray) -> list[bytes]:
     narrow = (np.rint(scaled) - 32767).astype(np.int16)
     narrow[bad] = -32768
     head = np.column_stack([lo, step]).astype(np.float32)
-    compress = zstandard.ZstdCompressor(level=PATCH_ZSTD_LEVEL).compress
+    rows: list[bytes] = [b""] * n
+    for sel, codes in _codes_by_width(narrow, wide, flat, lo, step, bad):
+        for i, row in zip(sel.tolist(), _shuffle(codes), strict=True):
+            rows[i] = row
+    compressed = zstandard.ZstdCompressor(level=PATCH_ZSTD_LEVEL).multi_compress_to_buffer(
+        rows, threads=1)
+    heads = [h.tobytes() for h in head]
     out = []
-    for i in range(n):
-        if wide[i]:
-            c = np.rint((flat[i].astype(np.float64) - lo[i]) / step[i]) - 32767
-            c = np.clip(c, -(2**31 - 1), 2**31 - 1).astype(np.int32)
-            c[bad[i]] = -(2**31)
-        else:
-            c = narrow[i]
-        blob = head[i].tobytes() + compress(_shuffle(c))
+    for i, c in enumerate(compressed):
+        blob = heads[i] + c.tobytes()
         # Never the length of an old float32 patch (the decoders ignore a trailing byte).
-        out.append(blob + b"\0" if len(blob) == 4 * c.size else blob)
+        out.append(blob + b"\0" if len(blob) == 4 * flat.shape[1] else blob)
     return out
 
 
