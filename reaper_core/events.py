@@ -259,10 +259,16 @@ def frame_factors(events: list[Event], n_frames: int) -> np.ndarray:
     """
     from .difference import robust_std
 
-    rows = []
+    rows, places = [], set()
     for ev in events:
         lc = ev.lightcurve
         if ev.kind == "mover" or not lc:
+            continue
+        # One light curve per place (a cell two apertures wide): candidates at one place
+        # measure the same pixels (in a TESScut cube of a few pixels, all of them), and an
+        # event there would set its own frame's factor.
+        place = (int(ev.x // (2 * APERTURE_PX)), int(ev.y // (2 * APERTURE_PX)))
+        if place in places:
             continue
         d = lc["diff_flux"]
         ok = np.isfinite(d)
@@ -271,6 +277,7 @@ def frame_factors(events: list[Event], n_frames: int) -> np.ndarray:
         noise = robust_std(d[ok])
         if noise > 0:
             rows.append((d - np.median(d[ok])) / noise)
+            places.add(place)
     if len(rows) < 10:
         return np.ones(n_frames)
     z = np.abs(np.array(rows))
