@@ -69,8 +69,10 @@ def prepare_on_worker(path: str, settings: Settings, name: str, sha256: str,
         if embedder is None:
             embedder = _EMBEDDERS[key] = get_embedder(settings.embedder, settings)
         prep = prepare(path, settings, embedder, name=name, sha256=sha256, hdu=hdu)
-        # The writer stores the packed patches: the float32 ones (3× the bytes) stay here.
+        # The writer stores the packed patches and the preview: the float32 patches (3× the
+        # bytes) and the frame's pixels stay here.
         prep.patches = prep.patches[:0]
+        prep.image = prep.image.without_pixels()
         return prep
     except Exception as exc:
         return failure(name, exc, settings, t0)

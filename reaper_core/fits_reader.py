@@ -20,7 +20,7 @@ from __future__ import annotations
 import gzip
 import io
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,10 +96,17 @@ class FitsImage:
     quality: int = 0
     #: Further notes added while the file is processed (e.g. positions left out).
     extra_notes: list[str] = field(default_factory=list)
+    #: The pixels' shape once ``data`` is dropped (:meth:`without_pixels`).
+    kept_shape: tuple[int, int] | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.data.shape  # type: ignore[return-value]
+        return self.kept_shape or self.data.shape  # type: ignore[return-value]
+
+    def without_pixels(self) -> FitsImage:
+        """This image with its pixels dropped, its shape and metadata kept: what a writer
+        needs once the file's cutouts and preview are made (a cluster's worker sends it)."""
+        return replace(self, data=np.zeros((0, 0), np.float32), kept_shape=self.shape)
 
     @property
     def notes(self) -> list[str]:

@@ -44,6 +44,8 @@ class Prepared:
     #: The patches as stored (:func:`reaper_core.store.pack_patches`), packed here so that a
     #: cluster's workers do it.
     patch_blobs: list[bytes] | None = None
+    #: The frame's preview (PNG), made with the cutouts for the same reason.
+    preview_png: bytes | None = None
 
 
 @dataclass
@@ -173,7 +175,8 @@ def prepare(
     ra, dec = world_coords(image, sources.x, sources.y)
     return Prepared(name=name, sha256=sha256 or sha256_file(path),
                     size_bytes=path.stat().st_size, image=image, sources=sources,
-                    patches=patches, embeddings=X, ra=ra, dec=dec, patch_blobs=blobs)
+                    patches=patches, embeddings=X, ra=ra, dec=dec, patch_blobs=blobs,
+                    preview_png=_preview_png(image))
 
 
 def _preview_png(image: FitsImage, max_side: int = 512) -> bytes:
@@ -203,7 +206,7 @@ def store_prepared(engine: Engine, prep: Prepared, settings: Settings,
         wcs_header=img.wcs.to_header(relax=True).tostring() if img.wcs is not None else None,
         hdu=img.hdu, quality=img.quality,
         source_method=settings.source_method, patch_size=settings.patch_size,
-        n_cutouts=len(prep.embeddings), preview_png=_preview_png(img),
+        n_cutouts=len(prep.embeddings), preview_png=prep.preview_png or _preview_png(img),
     )
     n = len(prep.embeddings)
 

@@ -61,8 +61,28 @@ def test_local_cluster_ingests_a_folder_with_a_bad_file(frames, tmp_path):
     one = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'one.db'}", load_demo=0))
     one.ingest([frames[0].parent])
     assert consistent(one.engine) == (files, cutouts)
+    # The workers keep the frames' pixels: each file's preview is made there, the same.
+    assert _previews(reaper.engine) == _previews(one.engine)
     again = reaper.ingest([frames[0].parent], workers=2)
     assert again.count("duplicate") == 6 and consistent(reaper.engine) == (files, cutouts)
+
+
+def _previews(engine) -> dict[str, tuple[int, int, bytes]]:
+    from sqlmodel import Session, select
+
+    with Session(engine) as s:
+        return {f.name: (f.ny, f.nx, f.preview_png) for f in s.exec(select(store.FitsFile))}
+
+
+def test_a_worker_sends_no_frame_pixels(frames):
+    from reaper_core.cluster import prepare_on_worker
+    from reaper_core.files import sha256_file
+
+    path = next(p for p in frames if p.name != "broken.fits")
+    prep = prepare_on_worker(str(path), Settings(load_demo=0), path.name, sha256_file(path), None)
+    assert prep.image.data.size == 0 and prep.patches.size == 0
+    assert prep.image.shape == (512, 512) and prep.preview_png.startswith(b"\x89PNG")
+    assert len(prep.patch_blobs) == len(prep.embeddings) > 0
 
 
 @pytest.fixture
