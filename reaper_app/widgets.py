@@ -63,14 +63,13 @@ setInterval(attach, 500);
 def hover_thumbnails(pngs: dict[int, bytes]) -> None:
     """Show a cutout's thumbnail beside the pointer while it hovers the cutout's point in the
     page's Plotly charts (points carry the cutout id first in ``customdata``). Plotly's hover
-    labels cannot hold images, so a small script in a zero-height component adds one."""
+    labels cannot hold images, so a small script in an iframe of no content adds one (cutout
+    ids and PNG bytes only: nothing a user typed)."""
     import base64
     import json
 
-    import streamlit.components.v1 as components
-
     data = {int(k): base64.b64encode(v).decode() for k, v in pngs.items()}
-    components.html(_HOVER_JS % json.dumps(data), height=0)
+    st.iframe(_HOVER_JS % json.dumps(data), height="content")
 
 
 def tile_caption(cid: int, score: float | None = None, file: str | None = None,
