@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from reaper_core.config import Settings
 from reaper_core.demo import write_hubble_fits
@@ -93,3 +94,14 @@ def ingested_db(folder: Path, files: list[Path]) -> str:
 def exported(engine):
     """The export table under the current model (what `anomaly-reaper export` writes)."""
     return export_table(engine, current_model(engine))
+
+
+def runs_match(engine) -> bool:
+    """Whether every file with a run of cutout ids holds exactly the cutouts of that run."""
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT f.first_cutout_id, f.n_cutouts, min(c.id), max(c.id), count(*) "
+            "FROM fits_file f JOIN cutout c ON c.file_id = f.id "
+            "WHERE f.first_cutout_id IS NOT NULL GROUP BY f.id")).all()
+    return bool(rows) and all(first == lo and lo + n - 1 == hi and cnt == n
+                              for first, n, lo, hi, cnt in rows)

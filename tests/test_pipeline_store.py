@@ -17,7 +17,7 @@ from reaper_core.files import expand_paths
 from reaper_core.ingest import ingest_file, ingest_many
 from reaper_core.models import current_model, fit_model, save_threshold
 
-from .conftest import exported
+from .conftest import exported, runs_match
 
 
 def test_ingest_spoc_scores_and_stores_everything(engine, settings, spoc_file, sim_small):
@@ -207,6 +207,15 @@ def test_explore_draws_every_anomaly_and_a_stated_sample(settings, spoc_file, hd
     assert np.allclose(part["pcs"], pcs_all[pos])
     assert np.allclose(part["score"], tbl.loc[expect, "score"].to_numpy(float))
     assert part["file"].tolist() == tbl.loc[expect, "file"].tolist()
+    # Files are named from each file's run of cutout ids; without the runs (a database from
+    # before them, or a file whose ids interleaved with another writer's), from the rows.
+    assert runs_match(r.engine)
+    with r.engine.begin() as conn:
+        conn.execute(text("UPDATE fits_file SET first_cutout_id = NULL WHERE id = "
+                          "(SELECT min(id) FROM fits_file)"))
+    again = r.explore_points(m, max_points=len(tbl) // 5)
+    assert again["file"].tolist() == part["file"].tolist()
+    assert again["cutout_id"].tolist() == expect
 
 
 def test_the_models_arrays_are_read_once_per_model(settings, spoc_file, monkeypatch):
@@ -463,6 +472,7 @@ def test_database_from_before_segments_gets_the_column(tmp_path, hdf_file):
     with eng.begin() as conn:  # as a database made before segments (and their index)
         conn.execute(text("DROP INDEX ix_cutout_file_segment"))
         conn.execute(text("ALTER TABLE cutout DROP COLUMN segment"))
+        conn.execute(text("ALTER TABLE fits_file DROP COLUMN first_cutout_id"))
         # and with the indexes of early releases, which no query used
         conn.execute(text("CREATE INDEX ix_cutout_file_id ON cutout (file_id)"))
         conn.execute(text("CREATE INDEX ix_cutout_sector_cam_ccd ON cutout "
@@ -472,6 +482,7 @@ def test_database_from_before_segments_gets_the_column(tmp_path, hdf_file):
     from sqlalchemy import inspect
 
     assert {i["name"] for i in inspect(eng).get_indexes("cutout")} == {"ix_cutout_file_segment"}
+    assert runs_match(eng)  # the files stored before get their runs of cutout ids
     df = exported(eng)
     assert len(df) > 0 and df.segment.isna().all()
     assert len(views.one_per_object(df.assign(file_id=0))) == len(df)

@@ -24,7 +24,7 @@ from reaper_core.cli import main
 from reaper_core.config import Settings
 from reaper_core.models import current_model, fit_model, save_threshold
 
-from .conftest import exported
+from .conftest import exported, runs_match
 from .test_pipeline_store import check_gallery_pages
 from .test_reliability import _run_two, consistent, read_count
 
@@ -137,6 +137,7 @@ def test_two_writers_on_postgres(pg_url, spoc_file, tica_file, hdf_file):
     files, cutouts = consistent(engine)
     assert files == 3
     assert cutouts == sum(read_count(p) for p in (spoc_file, tica_file, hdf_file))
+    assert runs_match(engine)  # a file's run of ids, where recorded, is exactly its cutouts
 
 
 def test_settings_accept_postgres_url(pg_url, monkeypatch):
