@@ -66,9 +66,7 @@ def real_cube(per_kind: int = 12, seed: int = 0) -> None:
     original = stack.cube.astype(np.float64)
     rows = np.array([f.index for f in stack.frames])
     good = np.flatnonzero(stack.good)
-    diffs = np.diff(original[rows[good]], axis=0)
-    sigma_px = float(np.median(1.4826 * np.median(np.abs(diffs - np.median(diffs, 0)), 0))
-                     / np.sqrt(2))
+    sigma_px = stack.pixel_noise()
     ny, nx = original.shape[1:]
     star = np.unravel_index(np.argmax(np.nanmedian(original, 0)), (ny, nx))
     expected = {"flare": {"transient", "single_frame"}, "eclipse": {"variable"},

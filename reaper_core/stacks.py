@@ -104,6 +104,17 @@ class Stack:
             return 0, 0
         return int(self.science[1].start or 0), int(self.science[0].start or 0)
 
+    def pixel_noise(self) -> float:
+        """A cube pixel's typical noise from one cadence to the next, e⁻/s: the median over
+        pixels of the robust scatter (1.4826 × MAD) of the differences of consecutive good
+        cadences, over √2. Only for a TESScut cube (``cube`` set)."""
+        if self.cube is None:
+            raise ValueError(f"{self.name} is not a cube")
+        rows = np.array([f.index for f in self.frames])[self.good]
+        d = np.diff(self.cube[rows].astype(np.float64), axis=0)
+        mad = np.median(np.abs(d - np.median(d, axis=0)), axis=0)
+        return float(np.median(1.4826 * mad) / np.sqrt(2))
+
     @property
     def science_shape(self) -> tuple[int, int]:
         if self.science is None:
