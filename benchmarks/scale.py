@@ -167,12 +167,29 @@ def _fit_child(db: str, queue) -> None:
     from reaper_core.models import fit_model
     from reaper_core.store import make_engine
 
-    settings = Settings(db_url=f"sqlite:///{db}", load_demo=0)
+    # The store holds the local embedder's embeddings (and no patches to embed again).
+    settings = Settings(db_url=f"sqlite:///{db}", load_demo=0, embedder="local")
     engine = make_engine(settings.db_url)
     t0 = time.perf_counter()
     model = fit_model(engine, settings)
     queue.put({"seconds": time.perf_counter() - t0, "n_train": model.row.n_train,
                "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+
+
+def _result(p, q) -> dict:
+    """The child ``p``'s one result from queue ``q``; an error naming its exit code if it dies
+    first (rather than waiting for ever)."""
+    import queue
+
+    while True:
+        try:
+            out = q.get(timeout=5)
+            p.join()
+            return out
+        except queue.Empty:
+            if not p.is_alive():
+                raise RuntimeError(f"the fit's process ended with code {p.exitcode} "
+                                   "before reporting") from None
 
 
 def fit_at_scale(work: Path, sizes: list[int]) -> list[dict]:
@@ -190,8 +207,7 @@ def fit_at_scale(work: Path, sizes: list[int]) -> list[dict]:
         q = ctx.Queue()
         p = ctx.Process(target=_fit_child, args=(str(db), q))
         p.start()
-        r = q.get()
-        p.join()
+        r = _result(p, q)
         rows.append({"cutouts": n, "fitted on": r["n_train"], "fit + score all s": r["seconds"],
                      "peak RSS MB": r["peak_mb"], "(store built in s)": built})
         db.unlink()
