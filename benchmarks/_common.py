@@ -50,3 +50,19 @@ def rss_mb() -> float:
     with open("/proc/self/status") as f:
         return next((int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS")),
                     float("nan"))
+
+
+def child_result(p, q) -> dict:
+    """The child ``p``'s one result from queue ``q``; an error naming its exit code if it dies
+    first (rather than waiting for ever)."""
+    import queue
+
+    while True:
+        try:
+            out = q.get(timeout=5)
+            p.join()
+            return out
+        except queue.Empty:
+            if not p.is_alive():
+                raise RuntimeError(f"the benchmark's child process ended with code {p.exitcode} "
+                                   "before reporting") from None

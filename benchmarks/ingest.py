@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import machine, real_fits_files, table
+from benchmarks._common import child_result, machine, real_fits_files, table
 from reaper_core.config import Settings
 from reaper_core.cutouts import extract_cutouts
 from reaper_core.embedders import get_embedder
@@ -67,9 +67,7 @@ def ingest_in_child(path: Path) -> dict:
     with tempfile.TemporaryDirectory() as d:
         p = ctx.Process(target=_ingest_child, args=(str(path), f"{d}/b.db", q))
         p.start()
-        out = q.get()
-        p.join()
-    return out
+        return child_result(p, q)
 
 
 def original_design_seconds(image: np.ndarray, xs, ys, n: int) -> float:

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import machine, real_fits_files, rss_mb, table
+from _common import child_result, machine, real_fits_files, rss_mb, table
 
 from reaper_core.config import Settings
 from reaper_core.service import Reaper
@@ -176,22 +176,6 @@ def _fit_child(db: str, queue) -> None:
                "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
 
 
-def _result(p, q) -> dict:
-    """The child ``p``'s one result from queue ``q``; an error naming its exit code if it dies
-    first (rather than waiting for ever)."""
-    import queue
-
-    while True:
-        try:
-            out = q.get(timeout=5)
-            p.join()
-            return out
-        except queue.Empty:
-            if not p.is_alive():
-                raise RuntimeError(f"the fit's process ended with code {p.exitcode} "
-                                   "before reporting") from None
-
-
 def fit_at_scale(work: Path, sizes: list[int]) -> list[dict]:
     """Fit and re-score every cutout of stores of each size, each in a fresh process: time and
     peak memory (the store's own build is not timed)."""
@@ -207,7 +191,7 @@ def fit_at_scale(work: Path, sizes: list[int]) -> list[dict]:
         q = ctx.Queue()
         p = ctx.Process(target=_fit_child, args=(str(db), q))
         p.start()
-        r = _result(p, q)
+        r = child_result(p, q)
         rows.append({"cutouts": n, "fitted on": r["n_train"], "fit + score all s": r["seconds"],
                      "peak RSS MB": r["peak_mb"], "(store built in s)": built})
         db.unlink()

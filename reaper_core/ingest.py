@@ -206,7 +206,7 @@ def store_prepared(engine: Engine, prep: Prepared, settings: Settings,
         wcs_header=img.wcs.to_header(relax=True).tostring() if img.wcs is not None else None,
         hdu=img.hdu, quality=img.quality,
         source_method=settings.source_method, patch_size=settings.patch_size,
-        n_cutouts=len(prep.embeddings), preview_png=prep.preview_png or _preview_png(img),
+        n_cutouts=len(prep.embeddings), preview_png=prep.preview_png,
     )
     n = len(prep.embeddings)
 

@@ -284,10 +284,18 @@ def _create_tables(engine: Engine, attempts: int = 5) -> None:
             time.sleep(0.05 * (i + 1))
 
 
-#: Columns added after the first release: (table, column, SQL type). A database made before
-#: gets them (NULL for existing rows) when it is opened.
-_ADDED_COLUMNS = [("cutout", "segment", "INTEGER"), ("fits_file", "hdu", "INTEGER"),
-                  ("fits_file", "quality", "INTEGER"), ("fits_file", "first_cutout_id", "INTEGER")]
+#: Columns added after the first release: (table, column, SQL type, the statement that fills
+#: it for existing rows or None). A database made before gets them when it is opened (NULL for
+#: existing rows, unless filled).
+_ADDED_COLUMNS = [
+    ("cutout", "segment", "INTEGER", None), ("fits_file", "hdu", "INTEGER", None),
+    ("fits_file", "quality", "INTEGER", None),
+    # The files stored before get their runs of cutout ids, in one scan.
+    ("fits_file", "first_cutout_id", "INTEGER",
+     "UPDATE fits_file SET first_cutout_id = r.lo FROM (SELECT file_id, min(id) AS lo, "
+     "max(id) AS hi, count(*) AS n FROM cutout GROUP BY file_id) AS r "
+     "WHERE r.file_id = fits_file.id AND r.hi - r.lo + 1 = r.n"),
+]
 
 
 #: Indexes added after the first release: (name, table, columns).
@@ -302,16 +310,12 @@ def _bring_up_to_date(engine: Engine) -> None:
     def indexes(table: str) -> set[str]:
         return {i["name"] for i in inspect(engine).get_indexes(table)}
 
-    for table, column, sql_type in _ADDED_COLUMNS:
+    for table, column, sql_type, fill in _ADDED_COLUMNS:
         if column not in {c["name"] for c in inspect(engine).get_columns(table)}:
             with engine.begin() as conn:
                 conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
-                if column == "first_cutout_id":  # the files stored before: once, in one scan
-                    conn.execute(text(
-                        "UPDATE fits_file SET first_cutout_id = r.lo FROM (SELECT file_id, "
-                        "min(id) AS lo, max(id) AS hi, count(*) AS n FROM cutout "
-                        "GROUP BY file_id) AS r WHERE r.file_id = fits_file.id "
-                        "AND r.hi - r.lo + 1 = r.n"))
+                if fill:
+                    conn.execute(text(fill))
     for name, table, columns in _ADDED_INDEXES:
         if name not in indexes(table):
             with engine.begin() as conn:
