@@ -42,9 +42,14 @@ PATTERN_QUANTILE = 0.8
 DIFF_MESH = 32
 #: Side of the central box used to measure shifts, pixels.
 SHIFT_BOX = 256
-#: Frames of fewer pixels (a TESScut cube) are treated as small: more reference frames, no
-#: fitted systematics or noise model.
+#: Frames of fewer pixels (a TESScut cube) are small: more reference frames (they cost
+#: nothing), no background mesh.
 SMALL_FRAME = 64 * 64
+#: Frames of fewer pixels (a TESScut cube of a few pixels a side) are tiny: no fitted
+#: systematics or noise model, which their few pixels cannot constrain without swallowing the
+#: signal. Chosen on simulated stacks 7–48 px a side and the real 5 × 5 cube: from 10 × 10 up
+#: the fits find more events at every S/N, below it fewer.
+TINY_FRAME = 10 * 10
 #: Smaller offsets are not worth interpolating, pixels.
 MIN_SHIFT = 0.005
 #: Largest pointing offset accepted between frames, pixels (jitter and momentum dumps).
@@ -214,9 +219,9 @@ def _basis(image: np.ndarray, residuals: np.ndarray, n_learned: int = LEARNED_PA
     """What a difference holds when nothing happened, shape (k, ny, nx): the reference, its x
     and y gradients and its Laplacian (throughput, residual shift, focus), and the
     ``n_learned`` strongest patterns of the sample frames' ``residuals`` (shape (K, ny, nx);
-    what an undersampled PSF leaves after a sub-pixel shift). Empty for small frames, where a
-    fit would swallow the signal."""
-    if image.size < SMALL_FRAME:
+    what an undersampled PSF leaves after a sub-pixel shift). Empty for tiny frames
+    (:data:`TINY_FRAME`), where a fit would swallow the signal."""
+    if image.size < TINY_FRAME:
         return np.zeros((0, *image.shape), np.float32)
     ref = np.nan_to_num(image, nan=0.0).astype(np.float32)
     gy, gx = np.gradient(ref)
@@ -265,11 +270,32 @@ def _residual_background(diff: np.ndarray) -> np.ndarray:
     light that changed between the frame and the reference. Measured here rather than on the
     frame, whose crowded stars bias a mesh background differently as the sky level changes
     (leaving blobs tens of pixels wide); a difference holds no stars, so its mesh can be
-    finer and unfiltered, and compact events are clipped out of each cell. Zero for small
-    frames (a TESScut cube), which have no room for a mesh."""
-    if _too_small_for_mesh(diff):
+    finer and unfiltered, and compact events are clipped out of each cell. A frame with room
+    for one cell only (a TESScut cube 32–63 px a side) gets a plane fitted with 3σ clipping
+    (scattered light is smooth over so few pixels); smaller ones nothing."""
+    if not _too_small_for_mesh(diff):
+        return smooth_background(diff, DIFF_MESH, filter_size=1)
+    if min(diff.shape) < DIFF_MESH:
         return np.zeros_like(diff)
-    return smooth_background(diff, DIFF_MESH, filter_size=1)
+    return _clipped_plane(diff)
+
+
+def _clipped_plane(img: np.ndarray, n_iter: int = 3, clip: float = 3.0) -> np.ndarray:
+    """The plane a + b·x + c·y fitted to ``img`` (shape (ny, nx); NaN ignored) by least
+    squares, pixels beyond ``clip`` robust σ of the fit left out ``n_iter`` times; shape
+    (ny, nx)."""
+    ny, nx = img.shape
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    X = np.stack([np.ones(img.size), (xx.ravel() - nx / 2) / nx, (yy.ravel() - ny / 2) / ny], 1)
+    y = img.ravel().astype(float)
+    use = np.isfinite(y)
+    if use.sum() < 3:
+        return np.zeros_like(img)
+    for _ in range(n_iter):
+        coef = np.linalg.lstsq(X[use], y[use], rcond=None)[0]
+        r = y - X @ coef
+        use = np.isfinite(y) & (np.abs(r) <= clip * max(robust_std(r[use]), 1e-12))
+    return (X @ coef).reshape(ny, nx).astype(img.dtype)
 
 
 def _too_small_for_mesh(img: np.ndarray) -> bool:
@@ -301,12 +327,12 @@ def _noise_model(image: np.ndarray, measured: np.ndarray) -> np.ndarray:
     ``measured`` (the sample frames' scatter, noisy) is replaced by a fit of
     ``a + b·ref + c·|∇ref|² + d·ref²`` (sky and read noise, photon noise of the sources, the
     residual a sub-pixel misalignment leaves, flat-field errors), except where the scatter
-    smoothed over 5×5 pixels is more than twice the fit (a variable star, a bad column). Small
-    frames (a TESScut cube) keep the scatter itself, smoothed over 3×3.
+    smoothed over 5×5 pixels is more than twice the fit (a variable star, a bad column). Tiny
+    frames (:data:`TINY_FRAME`) keep the scatter itself, smoothed over 3×3.
     """
     from scipy.optimize import nnls
 
-    if image.size < SMALL_FRAME:
+    if image.size < TINY_FRAME:
         return np.maximum(ndimage.uniform_filter(measured, 3), 1e-12)
     ref = np.nan_to_num(image, nan=0.0)
     gy, gx = np.gradient(ref)

