@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from .errors import StackError
 from .progress import ProgressFn, noop
 
 #: Gaussian sigma of the TESS PSF core, pixels (FWHM ≈ 2 px).
@@ -50,6 +51,8 @@ SMALL_FRAME = 64 * 64
 #: signal. Chosen on simulated stacks 7–48 px a side and the real 5 × 5 cube: from 10 × 10 up
 #: the fits find more events at every S/N, below it fewer.
 TINY_FRAME = 10 * 10
+#: Pixels this close to a missing one are not searched (see :func:`difference`).
+NEAR_MISSING_PX = 2
 #: Smaller offsets are not worth interpolating, pixels.
 MIN_SHIFT = 0.005
 #: Largest pointing offset accepted between frames, pixels (jitter and momentum dumps).
@@ -176,13 +179,22 @@ def build_reference(stack, n_sample: int = 25, progress: ProgressFn = noop) -> R
         n_sample = max(n_sample, 200)
     pick = np.unique(good[np.linspace(0, len(good) - 1, min(n_sample, len(good)))
                           .round().astype(int)])
-    anchor = stack.frame(int(pick[len(pick) // 2]))
-    aligned = np.empty((len(pick), *anchor.shape), np.float32)
+    aligned = np.empty((len(pick), *stack.science_shape), np.float32)
     for j, i in enumerate(pick):
-        frame = stack.frame(int(i))
-        aligned[j] = align(frame, measure_shift(anchor, frame))
+        aligned[j] = stack.frame(int(i))
+        progress("reference", (j + 1) / (2 * len(pick)), f"reading frame {j + 1}/{len(pick)}")
+    # Frames without a pixel of data (a cadence a TESScut cube holds as NaN) are no sample.
+    with_data = np.isfinite(aligned).any(axis=(1, 2))
+    if not with_data.any():
+        raise StackError(f"{stack.name}: none of its {len(stack)} frames holds any data "
+                         "(every pixel is missing)")
+    pick, aligned = pick[with_data], aligned[with_data]
+    anchor = aligned[len(pick) // 2].copy()
+    for j in range(len(pick)):
+        aligned[j] = align(aligned[j], measure_shift(anchor, aligned[j]))
         aligned[j] -= smooth_background(aligned[j])
-        progress("reference", (j + 1) / len(pick), f"reference frame {j + 1}/{len(pick)}")
+        progress("reference", 0.5 + (j + 1) / (2 * len(pick)),
+                 f"reference frame {j + 1}/{len(pick)}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
         image = np.nanmedian(aligned, axis=0)
@@ -406,14 +418,27 @@ def difference(frame: np.ndarray, ref: Reference, shift: tuple[float, float] | N
     if edge:
         for a in (s, sky):
             a[:edge], a[-edge:], a[:, :edge], a[:, -edge:] = 0, 0, 0, 0
+    # Nor are the pixels beside missing ones (a TESScut cube's off-detector part, a masked
+    # column): the alignment's spline rings there, and left false events along the border.
+    missing = ~np.isfinite(aligned) | ~np.isfinite(ref.image)
+    if missing.any():
+        near = ndimage.binary_dilation(missing, iterations=NEAR_MISSING_PX)
+        s[near] = 0.0
+        sky &= ~near
     step = max(1, s.size // 200_000)
-    scale = robust_std(s[sky], step) or 1.0
+    scale = _scale_or_one(robust_std(s[sky], step))
     s /= scale
     snr = ndimage.convolve(s, k.astype(np.float32), mode="constant") / np.sqrt((k**2).sum())
-    snr /= robust_std(snr[sky], step) or 1.0
+    snr /= _scale_or_one(robust_std(snr[sky], step))
     diff[~np.isfinite(diff)] = 0.0
     return Difference(diff=diff, snr=snr.astype(np.float32), sigma=sigma * scale,
                       shift=shift)
+
+
+def _scale_or_one(v: float) -> float:
+    """``v`` when it is a usable noise scale (finite, > 0), else 1 (no sky pixel to measure
+    it on: a frame with no data)."""
+    return v if np.isfinite(v) and v > 0 else 1.0
 
 
 def detect(d: Difference, frame: int = 0, threshold: float = DETECT_SIGMA, n_pixels: int = 2

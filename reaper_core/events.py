@@ -354,8 +354,14 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
     good = stack.good
     shifts = np.zeros((n, 2))
     cols: dict[str, list[np.ndarray]] = {k: [] for k in DETECTION_FIELDS}
+    empty = np.zeros(n, bool)
     for i in range(n):
-        d = make_difference(stack.frame(i), ref)
+        frame = stack.frame(i)
+        empty[i] = not np.isfinite(frame).any()  # a cadence held as NaN: nothing to search
+        if empty[i]:
+            progress("difference", (i + 1) / n, f"frame {i + 1}/{n}")
+            continue
+        d = make_difference(frame, ref)
         shifts[i] = d.shift
         if good[i]:
             found = detect(d, frame=i)
@@ -367,7 +373,8 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
                          movers=min(ref.image.shape) >= MIN_MOVER_FIELD)
     progress("link", 1.0, f"{len(events)} candidates from {len(det['x'])} detections")
     if events:
-        measure(stack, ref, events, shifts, patch_size=patch_size, progress=progress)
+        measure(stack, ref, events, shifts, patch_size=patch_size, progress=progress,
+                skip=empty)
     factor = frame_factors(events, len(stack))
     events = merge_recurrent([e for e in events
                               if lightcurve_sigma(e, factor) >= _lc_threshold(e)
@@ -409,11 +416,13 @@ def _stamp(img: np.ndarray, x: float, y: float, size: int) -> np.ndarray:
 
 
 def measure(stack, ref: Reference, events: list[Event], shifts: np.ndarray, *,
-            patch_size: int = 32, progress: ProgressFn = noop) -> None:
+            patch_size: int = 32, progress: ProgressFn = noop,
+            skip: np.ndarray | None = None) -> None:
     """Second pass: each event's light curve over the whole stack (difference flux and
     aperture flux in e⁻/s with errors, at its place — a mover's along its track, within its
     span) and its strip of difference cutouts; fills ``lightcurve``, ``strip``,
-    ``strip_frames`` in place."""
+    ``strip_frames`` in place. Frames where ``skip`` (bool, shape (n,)) is set hold no data:
+    NaN in the light curves, blank in the strips."""
     from .difference import difference as make_difference
 
     n = len(stack)
@@ -438,6 +447,9 @@ def measure(stack, ref: Reference, events: list[Event], shifts: np.ndarray, *,
                  for e_i in still}
     ref_flat = ref.image.ravel()
     for i in range(n):
+        if skip is not None and skip[i]:
+            progress("light curves", (i + 1) / n, f"frame {i + 1}/{n}")
+            continue
         d = make_difference(stack.frame(i), ref, shift=tuple(shifts[i]))
         flat, var = d.diff.ravel(), (d.sigma**2).ravel()
         for e_i, ev in enumerate(events):

@@ -187,6 +187,39 @@ def test_events_in_a_tesscut_sized_stack_are_found():
     assert false <= 2
 
 
+def test_missing_pixels_and_empty_cadences_make_no_event():
+    """A masked column and cadences held as NaN (as a TESScut cube holds its off-detector
+    pixels and its lost cadences): the events are found and nothing else (two false events
+    along the column and one from the empty cadences before, and a warning per frame measured
+    against an empty anchor); an empty cadence is NaN in the light curves."""
+    import warnings
+
+    sim = simulate_stack(100, 40, seed=1, snr=(30, 60),
+                         events={"flare": 1, "eclipse": 1, "glint": 1})
+    stack = as_stack(sim)
+    stack.cube[:, :, 5] = np.nan
+    stack.cube[::7] = np.nan
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        events = search_stack(stack).events
+    assert not [w for w in caught if "empty" in str(w.message)]
+    found = [[e for e in events if np.hypot(e.x - t.x, e.y - t.y) < 3
+              and e.frame_start <= t.f_end + 2 and e.frame_end >= t.f_start - 2]
+             for t in sim.events]
+    assert all(found)
+    assert len(events) == len(sim.events)
+    assert np.isnan(events[0].lightcurve["diff_flux"][::7]).all()
+    assert np.isfinite(events[0].lightcurve["diff_flux"][1::7]).all()
+
+
+def test_a_stack_without_data_is_one_sentence():
+    sim = simulate_stack(6, 40, seed=1, events={})
+    stack = as_stack(sim)
+    stack.cube[:] = np.nan
+    with pytest.raises(StackError, match="none of its 6 frames holds any data"):
+        search_stack(stack)
+
+
 def test_purity_tells_a_dipole_from_an_event():
     """An event's difference at its peak is of its own sign; a star's residual where the frame
     is misaligned is a dipole, as much below as above."""
