@@ -77,11 +77,13 @@ def sim_injected(folder: Path, i: int, size: int, n_per_kind: int, seed: int,
 REAL_TESS = "tess2018206192942-s0001-1-4-0120-s_ffic.fits"
 
 
-def real_tess_injected(folder: Path, n_per_kind: int, seed: int
+def real_tess_injected(folder: Path, n_per_kind: int, seed: int, inject=None
                        ) -> list[tuple[Path, list[Anomaly], list]]:
     """The real SPOC frame in its eight orientations (rotated and mirrored), each a file of its
     own with anomalies injected into its science pixels; the 44 collateral columns stay on the
-    left, where SPOC puts them, and the headers (science-region keywords) are kept."""
+    left, where SPOC puts them, and the headers (science-region keywords) are kept.
+    ``inject(frame, region, n_per_kind, seed)``: the injector (default
+    :func:`~reaper_core.simulate.inject_into_image`'s eight kinds)."""
     src = next((p for p in real_fits_files() if p.name == REAL_TESS), None)
     if src is None:
         return []
@@ -95,8 +97,9 @@ def real_tess_injected(folder: Path, n_per_kind: int, seed: int
             sci = sci[:, ::-1] if k >= 4 else sci
             frame = data.copy()
             frame[:, 44:44 + ny] = sci
-            anomalies = inject_into_image(frame, (slice(0, ny), slice(44, 44 + ny)), n_per_kind,
-                                          seed=seed + k)
+            region = (slice(0, ny), slice(44, 44 + ny))
+            anomalies = (inject(frame, region, n_per_kind, seed + k) if inject else
+                         inject_into_image(frame, region, n_per_kind, seed=seed + k))
             hdul[1].data = frame
             p = folder / REAL_TESS.replace("-0120-", f"-{k:04d}-")
             hdul.writeto(p, overwrite=True)
@@ -104,11 +107,86 @@ def real_tess_injected(folder: Path, n_per_kind: int, seed: int
     return out
 
 
+#: Kinds that no default was chosen on, injected into the real SPOC frame by ``--held-out``.
+HELD_OUT_KINDS = ("dead_cluster", "hot_pixel", "negative_dip", "donut", "star_cluster", "arc",
+                  "diffraction_spikes", "nan_block")
+
+
+def inject_held_out(img: np.ndarray, region: tuple[slice, slice], n_per_kind: int, seed: int
+                    ) -> list[Anomaly]:
+    """Inject :data:`HELD_OUT_KINDS` into ``img`` in place (amplitudes in its robust noise σ,
+    as :func:`~reaper_core.simulate.inject_into_image` does): a 3 × 3 cluster of dead (zero)
+    pixels, a hot pixel (20–60σ), a negative PSF dip (an over-subtracted star, 30–100σ in
+    all), a defocused star's ring of 3 px radius, a cluster of 25 faint stars, a quarter arc,
+    a bright star with faint diffraction spikes, a 5 × 5 block of missing (NaN) pixels."""
+    from reaper_core.simulate import _robust_noise, add_sources
+
+    rng = np.random.default_rng(seed)
+    ys, xs = region
+    sig = _robust_noise(img[region])
+    yy, xx = np.mgrid[0:img.shape[0], 0:img.shape[1]]
+    taken: list[tuple[float, float]] = []
+    out = []
+
+    def place(margin: float = 20) -> tuple[float, float]:
+        for _ in range(500):
+            x = rng.uniform(xs.start + margin, xs.stop - margin)
+            y = rng.uniform(ys.start + margin, ys.stop - margin)
+            if all(np.hypot(x - a, y - b) > 40 for a, b in taken):
+                break
+        taken.append((x, y))
+        return x, y
+
+    for kind in HELD_OUT_KINDS:
+        for _ in range(n_per_kind):
+            x, y = place()
+            ix, iy = round(x), round(y)
+            if kind == "dead_cluster":
+                img[iy - 1:iy + 2, ix - 1:ix + 2] = 0.0
+                box = (ix - 1, iy - 1, ix + 1, iy + 1)
+            elif kind == "hot_pixel":
+                img[iy, ix] += rng.uniform(20, 60) * sig
+                box = (ix, iy, ix, iy)
+            elif kind == "negative_dip":
+                add_sources(img, [x], [y], [-rng.uniform(30, 100) * sig])
+                box = (x - 1, y - 1, x + 1, y + 1)
+            elif kind == "donut":
+                r = np.hypot(xx - x, yy - y)
+                img += rng.uniform(8, 15) * sig * np.exp(-0.5 * ((r - 3) / 0.8) ** 2)
+                box = (x - 4, y - 4, x + 4, y + 4)
+            elif kind == "star_cluster":
+                add_sources(img, x + rng.normal(0, 3, 25), y + rng.normal(0, 3, 25),
+                            rng.uniform(5, 20, 25) * sig)
+                box = (x - 6, y - 6, x + 6, y + 6)
+            elif kind == "arc":
+                t = np.linspace(0, np.pi / 2, 80)
+                radius = rng.uniform(10, 14)
+                add_sources(img, x + radius * np.cos(t) - radius / 2,
+                            y + radius * np.sin(t) - radius / 2, np.full(80, 2 * sig),
+                            sigma=0.8, half=3)
+                box = (x - radius / 2, y - radius / 2, x + radius / 2, y + radius / 2)
+            elif kind == "diffraction_spikes":
+                flux = rng.uniform(300, 800) * sig
+                add_sources(img, [x], [y], [flux])
+                t = np.linspace(-10, 10, 60)
+                t = t[np.abs(t) > 2]
+                for angle in (0.3, 0.3 + np.pi / 2):
+                    add_sources(img, x + t * np.cos(angle), y + t * np.sin(angle),
+                                np.full(t.size, 0.004 * flux), sigma=0.7, half=2)
+                box = (x - 10, y - 10, x + 10, y + 10)
+            else:  # nan_block
+                img[iy - 2:iy + 3, ix - 2:ix + 3] = np.nan
+                box = (ix - 2, iy - 2, ix + 2, iy + 2)
+            out.append(Anomaly(kind, float(x), float(y), tuple(float(v) for v in box)))
+    return out
+
+
 def make_datasets(folder: Path, n_per_kind: int, sim_size: int, n_sims: int, seed: int,
-                  only: str = ""):
+                  only: str = "", held_out: bool = False):
     """Write the injected files; returns {name: [(path, [Anomaly, ...], artefacts), ...]}.
 
-    ``only``: keep the data sets whose name contains it (case-insensitive).
+    ``only``: keep the data sets whose name contains it (case-insensitive); ``held_out``: only
+    the real SPOC frame, with :data:`HELD_OUT_KINDS` instead.
     """
     makers = {
         "real TESS SPOC frame (8 orientations)":
@@ -123,6 +201,10 @@ def make_datasets(folder: Path, n_per_kind: int, sim_size: int, n_sims: int, see
         sim_injected(folder, i, sim_size, n_per_kind, seed) for i in range(n_sims)]
     makers[f"simulated TESS, crowded ×4 ({n_sims} × {sim_size}²)"] = lambda: [
         sim_injected(folder, i, sim_size, n_per_kind, seed, density=4.0) for i in range(n_sims)]
+    if held_out:
+        makers = {"real TESS SPOC frame (8 orientations), held-out kinds":
+                  lambda: real_tess_injected(folder, max(n_per_kind // 3, 1), seed,
+                                             inject_held_out)}
     sets = {name: make() for name, make in makers.items() if only.lower() in name.lower()}
     return {name: files for name, files in sets.items() if files}
 
@@ -178,7 +260,8 @@ def ranking_metrics(pos_scores: np.ndarray, pos_kinds: np.ndarray,
         return {"n": int(mask.sum()), "ROC AUC": roc_auc_score(y, s_),
                 "AP": average_precision_score(y, s_)}
 
-    out = {"kinds": {k: one(pos_kinds == k) for k in ANOMALY_KINDS if (pos_kinds == k).any()}}
+    kinds = [*ANOMALY_KINDS, *HELD_OUT_KINDS]
+    out = {"kinds": {k: one(pos_kinds == k) for k in kinds if (pos_kinds == k).any()}}
     out["overall"] = one(np.ones(ps.size, bool))
     out["overall"]["P@20"] = precision_at(pos_scores, neg_scores, 20)
     out["overall"]["P@50"] = precision_at(pos_scores, neg_scores, 50)
@@ -270,6 +353,9 @@ def main() -> None:
     ap.add_argument("--only", default="", help="only the data sets whose name contains this")
     ap.add_argument("--feedback", type=int, default=0, metavar="PAGES",
                     help="also a simulated astronomer labelling PAGES gallery pages normal")
+    ap.add_argument("--held-out", action="store_true",
+                    help="kinds no default was chosen on (HELD_OUT_KINDS), in the real SPOC "
+                         "frame")
     ap.add_argument("--bound", action="store_true",
                     help="also the supervised ceiling (a classifier told the injected cutouts)")
     args = ap.parse_args()
@@ -287,7 +373,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
         sets = make_datasets(work, args.n_per_kind, args.sim_size, args.sims, args.seed,
-                             args.only)
+                             args.only, args.held_out)
         summary = []
         for dname, files in sets.items():
             base = None

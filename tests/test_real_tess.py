@@ -197,3 +197,30 @@ def test_simulated_spoc_file_has_real_keywords_and_bleeds_both_ways(tmp_path):
     assert column[y] >= 0.99 * SATURATION_E_PER_S  # the star, saturated
     above, below = column[y + 3:y + 8], column[y - 7:y - 2]
     assert (above > 0.25 * SATURATION_E_PER_S).all() and (below > 0.25 * SATURATION_E_PER_S).all()
+
+
+def test_a_hot_pixel_beside_a_star_gets_a_cutout_of_its_own():
+    """A 40σ hot pixel 2 px beside each faint star (peak 10–30σ) of the real SPOC frame: the
+    star's segment holds it, so it needs a position of its own (sharper than any star): 41
+    of 47 within 1.5 px now, 29 before."""
+    from dataclasses import replace
+
+    from reaper_core.sources import science_sky
+
+    img = read_fits(SPOC)
+    src = find_sources(img)
+    rms = float(np.median(science_sky(img)[1]))
+    data, x0 = img.data, img.valid[1].start
+    near, tried = 0, 0
+    for x, y in zip(src.x, src.y, strict=True):
+        ix, iy = int(round(x)), int(round(y))
+        inside = x0 + 10 < ix < data.shape[1] - 10 and 10 < iy < data.shape[0] - 10
+        if not inside or not 10 * rms < data[iy, ix] - np.median(data) < 30 * rms:
+            continue
+        hot = data.copy()
+        hot[iy, ix + 2] += 40 * rms
+        found = find_sources(replace(img, data=hot))
+        tried += 1
+        near += bool((np.hypot(found.x - (ix + 2), found.y - iy) < 1.5).any())
+    assert tried >= 30
+    assert near / tried >= 0.8
