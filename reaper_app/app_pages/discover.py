@@ -60,11 +60,12 @@ with right:
     why = reaper.reasons(m, [cid]).get(cid, [])
     if why:
         st.write(widgets.plain("Why it scores high: " + "; ".join(why) + "."))
-    cols = st.columns(len(KEYS))
-    for col, (label, text, key) in zip(cols, KEYS, strict=True):
-        col.button(text, key=f"judge-{label}", shortcut=key, width="stretch",
-                   on_click=judge, args=(cid, label),
-                   type="primary" if label in ("interesting", "anomaly") else "secondary")
+    # Two rows, so that each button has room for its word and its key.
+    for row in (KEYS[:2], KEYS[2:]):
+        for col, (label, text, key) in zip(st.columns(len(row)), row, strict=True):
+            col.button(text, key=f"judge-{label}", shortcut=key, width="stretch",
+                       on_click=judge, args=(cid, label),
+                       type="primary" if label in ("interesting", "anomaly") else "secondary")
     n_lab = reaper.n_labelled()
     st.caption(f"{count(n_lab, 'cutout')} labelled so far. Keys: "
                + ", ".join(f"{k} {t.lower()}" for _, t, k in KEYS) + ".")
