@@ -38,8 +38,13 @@ def rank_fraction(scores: np.ndarray) -> np.ndarray:
 
 
 def _sq_dist(A: np.ndarray, B: np.ndarray, b2: np.ndarray) -> np.ndarray:
-    """Squared Euclidean distances between rows of A (a, d) and B (b, d), shape (a, b)."""
-    return np.maximum(b2[None, :] - 2.0 * (A @ B.T) + np.einsum("ij,ij->i", A, A)[:, None], 0)
+    """Squared Euclidean distances between rows of A (a, d) and B (b, d), shape (a, b);
+    computed in place in the product's array (no temporaries of that size)."""
+    d2 = A @ B.T
+    d2 *= -2.0
+    d2 += b2[None, :]
+    d2 += np.einsum("ij,ij->i", A, A)[:, None]
+    return np.maximum(d2, 0, out=d2)
 
 
 def local_scale(L: np.ndarray, Z: np.ndarray, k: int = 10) -> np.ndarray:
@@ -99,18 +104,24 @@ class LabelReranker:
         n = len(Z)
         if len(self.Z_) == 0:
             return np.zeros(n), np.full(n, 0.5)
+        from .parallel import map_chunks
+
         Z = np.asarray(Z, np.float32)
         inv = (-0.5 / (self.radius * self.scale_) ** 2).astype(np.float32)
         l2 = np.einsum("ij,ij->i", self.Z_, self.Z_)
-        c = np.empty(n)
-        p = np.empty(n)
-        for a in range(0, n, CHUNK):
-            w = np.exp(_sq_dist(Z[a:a + CHUNK], self.Z_, l2) * inv[None, :])
+
+        def chunk(part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            w = _sq_dist(part, self.Z_, l2)
+            w *= inv[None, :]
+            np.exp(w, out=w)
             total = w.sum(axis=1)
-            c[a:a + CHUNK] = w.max(axis=1)
-            p[a:a + CHUNK] = np.where(total > 1e-12, (w @ self.relevance_)
-                                      / np.maximum(total, 1e-12), 0.5)
-        return c, p
+            verdict = np.where(total > 1e-12, (w @ self.relevance_)
+                               / np.maximum(total, 1e-12), 0.5)
+            return w.max(axis=1), verdict
+
+        parts = map_chunks(chunk, Z, CHUNK)  # a thread per core: NumPy releases the GIL
+        return (np.concatenate([c for c, _ in parts]).astype(float),
+                np.concatenate([p for _, p in parts]).astype(float))
 
     def score(self, Z: np.ndarray, unsupervised: np.ndarray) -> np.ndarray:
         """Re-ranked scores in [0, 1], shape (n,), of cutouts ``Z`` (shape (n, d)) with
