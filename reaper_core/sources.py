@@ -106,7 +106,9 @@ def detect_segments(
     """Detect connected objects above, and below, ``nsigma`` times the local background RMS.
 
     Objects brighter than the sky (stars, streaks, blobs) and darker than it (dead columns,
-    over-subtracted holes) are both found.
+    over-subtracted holes) are both found; a lone pixel sharper than any star beside another
+    object (a hot pixel, a one-pixel cosmic ray) is an object of its own
+    (:func:`_sharp_peaks`).
 
     Parameters
     ----------

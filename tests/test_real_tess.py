@@ -213,7 +213,7 @@ def test_a_hot_pixel_beside_a_star_gets_a_cutout_of_its_own():
     data, x0 = img.data, img.valid[1].start
     near, tried = 0, 0
     for x, y in zip(src.x, src.y, strict=True):
-        ix, iy = int(round(x)), int(round(y))
+        ix, iy = round(float(x)), round(float(y))
         inside = x0 + 10 < ix < data.shape[1] - 10 and 10 < iy < data.shape[0] - 10
         if not inside or not 10 * rms < data[iy, ix] - np.median(data) < 30 * rms:
             continue
