@@ -121,7 +121,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=6)
     ap.add_argument("--speed-size", type=int, default=2048, help="0: no speed measurement")
     ap.add_argument("--no-real", action="store_true")
     args = ap.parse_args()

@@ -51,6 +51,8 @@ SMALL_FRAME = 64 * 64
 #: signal. Chosen on simulated stacks 7–48 px a side and the real 5 × 5 cube: from 10 × 10 up
 #: the fits find more events at every S/N, below it fewer.
 TINY_FRAME = 10 * 10
+#: Quantile of sharpness above which a frame's misfit is measured (:func:`_frame_noise`).
+MISFIT_QUANTILE = 0.9
 #: Pixels this close to a missing one are not searched (see :func:`difference`).
 NEAR_MISSING_PX = 2
 #: Smaller offsets are not worth interpolating, pixels.
@@ -263,11 +265,15 @@ def _basis(image: np.ndarray, residuals: np.ndarray, n_learned: int = LEARNED_PA
 def _frame_noise(diff: np.ndarray, ref: Reference) -> np.ndarray:
     """The reference's noise, raised near sharp sources by this frame's own misfit there:
     ``sigma² + c·sharp`` (:attr:`Reference.sharp`), with ``c ≥ 0`` from the excess scatter over
-    the pixels where ``sharp`` is largest (a frame far from the anchor leaves larger
-    residuals)."""
+    the sharpest tenth (:data:`MISFIT_QUANTILE`) of the pixels where ``sharp`` is largest (a
+    frame far from the anchor leaves larger residuals). Measured over all of those pixels —
+    most of a small frame, mostly sky — a frame's slightly higher sky noise was read as misfit
+    and multiplied at every bright star (×10 in the noise there: a 16σ flare on a star in such
+    a frame went unseen)."""
     if ref.sharp is None:
         return ref.sigma
-    idx = ref.sharp_pixels
+    sharp = ref.sharp.ravel()[ref.sharp_pixels]
+    idx = ref.sharp_pixels[sharp >= np.quantile(sharp, MISFIT_QUANTILE)]
     sig = ref.sigma.ravel()[idx]
     ratio = robust_std(diff.ravel()[idx] / sig) ** 2  # 1 when the reference's noise holds
     c = max(ratio - 1.0, 0.0) * float(np.median(sig**2)) / max(

@@ -378,7 +378,7 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
     factor = frame_factors(events, len(stack))
     events = merge_recurrent([e for e in events
                               if lightcurve_sigma(e, factor) >= _lc_threshold(e)
-                              and (e.kind == "mover" or purity(e) >= MIN_PURITY)])
+                              and purity(e) >= MIN_PURITY])
     return StackSearch(events=events, reference=ref, shifts=shifts,
                        n_detections=len(det["x"]))
 

@@ -187,6 +187,26 @@ def test_events_in_a_tesscut_sized_stack_are_found():
     assert false <= 2
 
 
+def test_events_on_stars_in_jittery_frames_are_found():
+    """A frame's misfit is measured where the reference is sharpest, not over a mostly-sky
+    sample whose slightly higher noise was multiplied up at every bright star: 27 of 32
+    events (flares, eclipses, supernovae on stars) in eight 128² stacks (24 before), at most
+    one false event."""
+    found, n, false = 0, 0, 0
+    for seed in range(8):
+        sim = simulate_stack(120, 128, seed=seed, snr=(12, 30),
+                             events={"flare": 2, "eclipse": 1, "supernova": 1})
+        events = search_stack(as_stack(sim)).events
+        near = [[e for e in events if np.hypot(e.x - t.x, e.y - t.y) < 3
+                 and e.frame_start <= t.f_end + 2 and e.frame_end >= t.f_start - 2]
+                for t in sim.events]
+        found += sum(bool(m) for m in near)
+        n += len(sim.events)
+        false += sum(all(e not in m for m in near) for e in events)
+    assert n == 32 and found >= 26
+    assert false <= 2
+
+
 def test_missing_pixels_and_empty_cadences_make_no_event():
     """A masked column and cadences held as NaN (as a TESScut cube holds its off-detector
     pixels and its lost cadences): the events are found and nothing else (two false events
