@@ -51,7 +51,7 @@ SMALL_FRAME = 64 * 64
 #: signal. Chosen on simulated stacks 7–48 px a side and the real 5 × 5 cube: from 10 × 10 up
 #: the fits find more events at every S/N, below it fewer.
 TINY_FRAME = 10 * 10
-#: Quantile of sharpness above which a frame's misfit is measured (:func:`_frame_noise`).
+#: Quantile of sharpness above which a frame's misfit is measured (:func:`_misfit_pixels`).
 MISFIT_QUANTILE = 0.9
 #: Pixels this close to a missing one are not searched (see :func:`difference`).
 NEAR_MISSING_PX = 2
@@ -159,7 +159,8 @@ class Reference:
     sharp : ndarray, shape (ny, nx), or None
         ``|∇ref|² + (∇²ref)²``: where a misaligned or blurred frame leaves residuals.
     sharp_pixels : ndarray of int
-        Flat indices of the pixels where ``sharp`` is largest (see :func:`_frame_noise`).
+        Flat indices of the pixels where ``sharp`` is largest, where each frame's misfit is
+        measured (:func:`_misfit_pixels`, :func:`_frame_noise`).
     """
 
     image: np.ndarray
@@ -218,7 +219,20 @@ def build_reference(stack, n_sample: int = 25, progress: ProgressFn = noop) -> R
     sharp = basis[1] ** 2 + basis[2] ** 2 + basis[3] ** 2 if len(basis) >= 4 else None
     return Reference(image=image.astype(np.float32), sigma=sigma, anchor=anchor, frames=pick,
                      faint=faint, basis=basis, fit_pixels=fit_pixels, sharp=sharp,
-                     sharp_pixels=_largest(sharp) if sharp is not None else np.zeros(0, int))
+                     sharp_pixels=_misfit_pixels(sharp))
+
+
+def _misfit_pixels(sharp: np.ndarray | None) -> np.ndarray:
+    """Flat indices of the pixels where a frame's misfit is measured (:func:`_frame_noise`):
+    the sharpest tenth (:data:`MISFIT_QUANTILE`) of the 50,000 sharpest. Measured over all
+    50,000 — most of a small frame, mostly sky — a frame's slightly higher sky noise was read
+    as misfit and multiplied at every bright star (×10 in the noise there: a 16σ flare on a
+    star in such a frame went unseen). None (no sharpness map): none."""
+    if sharp is None:
+        return np.zeros(0, int)
+    top = _largest(sharp)
+    values = sharp.ravel()[top]
+    return top[values >= np.quantile(values, MISFIT_QUANTILE)]
 
 
 def _largest(values: np.ndarray, n: int = 50_000) -> np.ndarray:
@@ -265,15 +279,11 @@ def _basis(image: np.ndarray, residuals: np.ndarray, n_learned: int = LEARNED_PA
 def _frame_noise(diff: np.ndarray, ref: Reference) -> np.ndarray:
     """The reference's noise, raised near sharp sources by this frame's own misfit there:
     ``sigma² + c·sharp`` (:attr:`Reference.sharp`), with ``c ≥ 0`` from the excess scatter over
-    the sharpest tenth (:data:`MISFIT_QUANTILE`) of the pixels where ``sharp`` is largest (a
-    frame far from the anchor leaves larger residuals). Measured over all of those pixels —
-    most of a small frame, mostly sky — a frame's slightly higher sky noise was read as misfit
-    and multiplied at every bright star (×10 in the noise there: a 16σ flare on a star in such
-    a frame went unseen)."""
+    the pixels where ``sharp`` is largest (:attr:`Reference.sharp_pixels`; a frame far from
+    the anchor leaves larger residuals)."""
     if ref.sharp is None:
         return ref.sigma
-    sharp = ref.sharp.ravel()[ref.sharp_pixels]
-    idx = ref.sharp_pixels[sharp >= np.quantile(sharp, MISFIT_QUANTILE)]
+    idx = ref.sharp_pixels
     sig = ref.sigma.ravel()[idx]
     ratio = robust_std(diff.ravel()[idx] / sig) ** 2  # 1 when the reference's noise holds
     c = max(ratio - 1.0, 0.0) * float(np.median(sig**2)) / max(
