@@ -251,6 +251,11 @@ def _gather(padded: np.ndarray, pad: int, ix0: np.ndarray, iy0: np.ndarray,
     return padded.ravel()[_flat_index(padded.shape[1], ix0 + pad, iy0 + pad, k)]
 
 
+#: Pixels around each PSF block that its fit also sees: the stamps of stars beyond them never
+#: reach the block, and their neighbours' fits change its stars' by far less than the noise.
+MARGIN = 2 * (HALF + FIT_HALF) + 2
+
+
 def fit_stars(data: np.ndarray, background: np.ndarray, rms: np.ndarray, *,
               peak_nsigma: float = 5.0, iterations: int = 4,
               block: int = 512) -> StarModel:
@@ -258,10 +263,13 @@ def fit_stars(data: np.ndarray, background: np.ndarray, rms: np.ndarray, *,
 
     ``background`` and ``rms`` (same shape, image units) are the sky and its noise. Frames
     larger than ``block`` pixels get one PSF per block, so that the PSF may change across the
-    field. Returns the :class:`StarModel`.
+    field; each block's stars are fitted on the block and ``MARGIN`` pixels around it (the
+    stars there too), so that the working arrays stay the size of a block. Returns the
+    :class:`StarModel`.
     """
-    sub = np.where(np.isfinite(data), data - background, 0.0).astype(float)
-    noise = np.where(np.isfinite(rms) & (rms > 0), rms, np.nanmedian(rms)).astype(float)
+    finite = np.isfinite(data)
+    sub = np.where(finite, data - background, 0.0).astype(np.float32)
+    noise = np.where(np.isfinite(rms) & (rms > 0), rms, np.nanmedian(rms)).astype(np.float32)
     x, y = find_peaks(sub, noise, peak_nsigma)
     ny, nx = sub.shape
     nby, nbx = max(1, round(ny / block)), max(1, round(nx / block))
@@ -270,36 +278,89 @@ def fit_stars(data: np.ndarray, background: np.ndarray, rms: np.ndarray, *,
     row_of = np.searchsorted(np.arange(nby) * ny // nby, y.astype(int), side="right") - 1
     col_of = np.searchsorted(np.arange(nbx) * nx // nbx, x.astype(int), side="right") - 1
     which = row_of * nbx + col_of
-    psfs, n_psf = [], 0
+    blocks, psfs, n_psf = [], [], 0
     for b in range(nby * nbx):
         by, bx = divmod(b, nbx)
         ys = slice(by * ny // nby, (by + 1) * ny // nby)
         xs = slice(bx * nx // nbx, (bx + 1) * nx // nbx)
+        blocks.append((ys, xs))
         m = which == b
         psf, n = build_psf(sub[ys, xs], noise[ys, xs], x[m] - xs.start, y[m] - ys.start)
         psfs.append(psf)
         n_psf += n
     model_tables = [_phase_table(p, HALF)[:1] for p in psfs]  # the model needs no derivative
     fit_tables = [_phase_table(p, FIT_HALF) for p in psfs]
-    flux = np.maximum(sub[y.astype(int), x.astype(int)], 0.0) * 2 * np.pi  # first guess
-    var = noise**2
+    flux = np.maximum(sub[y.astype(int), x.astype(int)], 0.0).astype(float) * 2 * np.pi
+    var = noise.astype(float) ** 2
+
+    def window(ys: slice, xs: slice) -> tuple[slice, slice, np.ndarray]:
+        """A block with its margin, and the stars in it (indices)."""
+        wy = slice(max(ys.start - MARGIN, 0), min(ys.stop + MARGIN, ny))
+        wx = slice(max(xs.start - MARGIN, 0), min(xs.stop + MARGIN, nx))
+        inside = np.flatnonzero((y >= wy.start) & (y < wy.stop) & (x >= wx.start)
+                                & (x < wx.stop))
+        return wy, wx, inside
+
+    fitted = [x.copy(), y.copy(), flux.copy()]
+    for b, (ys, xs) in enumerate(blocks):
+        wy, wx, inside = window(ys, xs)
+        own = which[inside] == b
+        fx, fy, ff = _fit_window(sub[wy, wx], var[wy, wx], x[inside] - wx.start,
+                                 y[inside] - wy.start, flux[inside].copy(), which[inside],
+                                 model_tables, fit_tables, iterations)
+        keep = inside[own]
+        fitted[0][keep] = fx[own] + wx.start
+        fitted[1][keep] = fy[own] + wy.start
+        fitted[2][keep] = ff[own]
+    x, y, flux = fitted
+    # Every block's model from the final stars that reach it.
+    model = np.zeros_like(sub)
+    for ys, xs in blocks:
+        wy, wx, inside = window(ys, xs)
+        part = _model(sub[wy, wx].shape, x[inside] - wx.start, y[inside] - wy.start,
+                      flux[inside], which[inside], model_tables)
+        model[ys, xs] = part[ys.start - wy.start:ys.stop - wy.start,
+                             xs.start - wx.start:xs.stop - wx.start]
+    residual = sub - model
+    total_noise = np.sqrt(var + (PSF_ERROR * model) ** 2).astype(np.float32)
+    return StarModel(x=x, y=y, flux=flux, model=model, residual=residual, noise=total_noise,
+                     n_psf_stars=n_psf)
+
+
+def _model(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, flux: np.ndarray,
+           which: np.ndarray, tables: list[np.ndarray]) -> np.ndarray:
+    """The sum of the stars' PSFs on an image of ``shape``; star i at (x, y)[i] with
+    ``flux[i]`` and the PSF of block ``which[i]`` (its table in ``tables``)."""
+    ix0, iy0, vals = [], [], []
+    for b in np.unique(which):
+        m = which == b
+        sx, sy, planes = _stamps(tables[b], x[m], y[m])
+        ix0.append(sx)
+        iy0.append(sy)
+        vals.append(planes[0] * flux[m, None, None])
+    if not vals:
+        return np.zeros(shape, np.float32)
+    return _scatter(shape, np.concatenate(ix0), np.concatenate(iy0),
+                    np.concatenate(vals)).astype(np.float32)
+
+
+def _fit_window(sub: np.ndarray, var: np.ndarray, x: np.ndarray, y: np.ndarray,
+                flux: np.ndarray, which: np.ndarray, model_tables: list[np.ndarray],
+                fit_tables: list[np.ndarray], iterations: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fit stars at (x, y) (pixels of ``sub``, shape (n,) each) to ``sub`` with noise variance
+    ``var``: flux and sub-pixel position, linearised, Jacobi iterations over their neighbours.
+    Returns the fitted x, y and flux, shape (n,) each (``flux`` is updated in place)."""
+    ny, nx = sub.shape
+    x, y = x.copy(), y.copy()
     k_fit = 2 * FIT_HALF + 1
     var_padded = _padded(var, k_fit, np.inf)
-    members = [np.flatnonzero(which == b) for b in range(len(psfs))]
-    for it in range(iterations):
-        stamps = [_stamps(table, x[m], y[m]) for m, table in zip(members, model_tables,
-                                                                  strict=True)]
-        model = _scatter(sub.shape, np.concatenate([s_[0] for s_ in stamps]),
-                         np.concatenate([s_[1] for s_ in stamps]),
-                         np.concatenate([s_[2][0] * flux[m, None, None]
-                                         for s_, m in zip(stamps, members, strict=True)]))
-        if it == iterations - 1:
-            break
+    groups = [(b, np.flatnonzero(which == b)) for b in np.unique(which)]
+    for _ in range(iterations - 1):
+        model = _model(sub.shape, x, y, flux, which, model_tables)
         resid_padded = _padded(sub - model, k_fit)
-        for m, table in zip(members, fit_tables, strict=True):
-            if m.size == 0:
-                continue
-            ix0, iy0, (P, Px, Py) = _stamps(table, x[m], y[m])
+        for b, m in groups:
+            ix0, iy0, (P, Px, Py) = _stamps(fit_tables[b], x[m], y[m])
             # Each star's own light added back to what the others leave.
             d = _gather(resid_padded, k_fit, ix0, iy0, k_fit) + P * flux[m, None, None]
             w = 1.0 / (_gather(var_padded, k_fit, ix0, iy0, k_fit)
@@ -320,10 +381,7 @@ def fit_stars(data: np.ndarray, background: np.ndarray, rms: np.ndarray, *,
             flux[m] = f
             x[m] = np.clip(x[m] + np.nan_to_num(dx), 0, nx - 1)
             y[m] = np.clip(y[m] + np.nan_to_num(dy), 0, ny - 1)
-    residual = sub - model
-    total_noise = np.sqrt(var + (PSF_ERROR * model) ** 2)
-    return StarModel(x=x, y=y, flux=flux, model=model, residual=residual, noise=total_noise,
-                     n_psf_stars=n_psf)
+    return x, y, flux
 
 
 def central_residual(stars: StarModel, x: np.ndarray, y: np.ndarray) -> np.ndarray:
