@@ -37,7 +37,6 @@ class Prepared:
     size_bytes: int
     image: FitsImage
     sources: object  # reaper_core.sources.Sources
-    patches: np.ndarray  # (n, s, s)
     embeddings: np.ndarray  # (n, d)
     ra: np.ndarray  # (n,) degrees, NaN without a WCS
     dec: np.ndarray  # (n,)
@@ -46,6 +45,24 @@ class Prepared:
     patch_blobs: list[bytes] | None = None
     #: The frame's preview (PNG), made with the cutouts for the same reason.
     preview_png: bytes | None = None
+    #: Patch side, pixels.
+    patch_size: int = 32
+    _patches: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def patches(self) -> np.ndarray:
+        """The cutouts, shape (n, s, s) float32: cut from the image when first asked for
+        (ingest itself cuts, packs and embeds a few hundred at a time and keeps none)."""
+        if self._patches is None:
+            from .cutouts import extract_cutouts
+
+            self._patches = extract_cutouts(self.image.data, self.sources.x, self.sources.y,
+                                            self.patch_size, self.image.valid)
+        return self._patches
+
+    @patches.setter
+    def patches(self, value: np.ndarray) -> None:
+        self._patches = value
 
 
 @dataclass
@@ -128,6 +145,7 @@ def prepare(
     """Read, find sources, cut and embed one file (no database access); ``hdu`` reads that
     HDU instead of the one the reader's rule picks."""
     from .cutouts import MAX_NAN_FRACTION, extract_cutouts, usable_positions
+    from .parallel import map_chunks
     from .sources import Sources, find_sources
 
     path = Path(path)
@@ -156,27 +174,53 @@ def prepare(
             f"{100 * MAX_NAN_FRACTION:g} % of their window is")
     if len(sources) == 0:
         raise FITSReadError(name, "has no detectable objects to cut out")
-    progress("cutouts", 0.0, f"cutting {len(sources)} patches")
-    patches = extract_cutouts(image.data, sources.x, sources.y, settings.patch_size, image.valid)
-    blobs = store.pack_patches(patches)
     context = None
     if stars is not None:
         from .starfit import context_at
 
         progress("stars", 0.0, "fitting every star with the frame's PSF")
         context = context_at(stars(), image.valid, sources.x, sources.y)
-    progress("embed", 0.0, f"embedding {len(patches)} patches with {embedder.name}")
+    n, size = len(sources), settings.patch_size
 
     def step(done: int, total: int) -> None:
         progress("embed", done / max(total, 1), f"{done}/{total}")
 
-    X = (embedder.embed(patches, step) if context is None
-         else embedder.embed(patches, step, context=context))
+    def cut(rows: np.ndarray | slice) -> np.ndarray:
+        return extract_cutouts(image.data, sources.x[rows], sources.y[rows], size, image.valid)
+
+    def embed(patches: np.ndarray, rows: np.ndarray | slice, progress=None) -> np.ndarray:
+        return (embedder.embed(patches, progress) if context is None
+                else embedder.embed(patches, progress, context=context[rows]))
+
+    patches = None
+    if embedder.per_patch:
+        progress("embed", 0.0, f"cutting and embedding {n} patches with {embedder.name}")
+        # A few hundred patches at a time on every core, each cut, packed and embedded while
+        # it is in the cache; a frame's patches are never all in memory at once (memory
+        # touched for the first time is slow, and 50,000 patches are 200 MB).
+        def chunk(rows: np.ndarray) -> tuple[list[bytes], np.ndarray]:
+            sl = slice(int(rows[0]), int(rows[-1]) + 1)
+            p = cut(sl)
+            return store.pack_patches(p), embed(p, sl)
+
+        parts = map_chunks(chunk, np.arange(n), STREAM_CHUNK, step)
+        blobs = [b for part, _ in parts for b in part]
+        X = np.vstack([x for _, x in parts]).astype(np.float32)
+    else:
+        progress("cutouts", 0.0, f"cutting {n} patches")
+        patches = cut(slice(None))
+        blobs = store.pack_patches(patches)
+        progress("embed", 0.0, f"embedding {n} patches with {embedder.name}")
+        X = embed(patches, slice(None), step)
     ra, dec = world_coords(image, sources.x, sources.y)
     return Prepared(name=name, sha256=sha256 or sha256_file(path),
                     size_bytes=path.stat().st_size, image=image, sources=sources,
-                    patches=patches, embeddings=X, ra=ra, dec=dec, patch_blobs=blobs,
-                    preview_png=_preview_png(image))
+                    embeddings=X, ra=ra, dec=dec, patch_blobs=blobs,
+                    preview_png=_preview_png(image), patch_size=size, _patches=patches)
+
+
+#: Patches cut, packed and embedded together by one thread at ingest (see :func:`prepare`).
+STREAM_CHUNK = 512
 
 
 def _preview_png(image: FitsImage, max_side: int = 512) -> bytes:

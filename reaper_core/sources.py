@@ -60,7 +60,8 @@ def estimate_background(
     from photutils.background import Background2D, MedianBackground
 
     box = int(min(box_size, max(8, min(data.shape) // 4)))
-    mask = ~np.isfinite(data)
+    finite = np.isfinite(data)
+    mask = None if finite.all() else ~finite
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bkg = Background2D(
@@ -86,8 +87,10 @@ def _upsample(mesh: np.ndarray, box: np.ndarray | int, shape: tuple[int, int],
     by, bx = np.broadcast_to(box, 2)
     zy = zoom(np.eye(mesh.shape[0]), (by, 1), order=3, mode="reflect", grid_mode=True)
     zx = zoom(np.eye(mesh.shape[1]), (bx, 1), order=3, mode="reflect", grid_mode=True)
-    out = zy[:shape[0]] @ mesh @ zx[:shape[1]].T
-    return np.clip(out, mesh.min(), mesh.max()).astype(dtype)
+    # The full-size product in the output's own precision (float32 for float32 images: half
+    # the memory, and memory first touched is slow on small virtual machines).
+    out = np.matmul((zy[:shape[0]] @ mesh).astype(dtype), zx[:shape[1]].T.astype(dtype))
+    return np.clip(out, mesh.min(), mesh.max(), out=out)
 
 
 def detect_segments(
@@ -141,16 +144,20 @@ def detect_segments(
         The object (≥ 1) each position belongs to: its segment, big segments deblended into
         the objects they merge (photutils); the cells of one object share its number.
     """
-    from astropy.convolution import Gaussian2DKernel, convolve
+    from astropy.convolution import Gaussian2DKernel
+    from scipy import ndimage
 
-    filled = np.where(np.isfinite(data), data, np.nanmedian(data)).astype(np.float32)
+    finite = np.isfinite(data)
+    filled = np.asarray(data if finite.all() else np.where(finite, data, np.nanmedian(data)),
+                        np.float32)
     background, rms = sky if sky is not None else estimate_background(filled, box_size=box_size)
-    sub = filled - background
+    sub = np.subtract(filled, background, dtype=np.float32)
     kernel = Gaussian2DKernel(1.0, x_size=5, y_size=5)
     kernel.normalize()
-    smoothed = convolve(sub, kernel, normalize_kernel=False, boundary="extend")
+    # Edges extended (astropy's boundary="extend"), in float32 like the image.
+    smoothed = ndimage.correlate(sub, kernel.array.astype(np.float32), mode="nearest")
     # The smoothed image's noise is lower than the raw noise by the kernel's norm.
-    noise = rms * float(np.sqrt((kernel.array**2).sum()))
+    noise = np.multiply(rms, np.sqrt((kernel.array**2).sum()), dtype=np.float32)
     threshold = nsigma * noise
     xs, ys, labs = [], [], []
     # Bright objects, and dark defects (dead columns, holes). A crowded TESS sky is
@@ -216,18 +223,20 @@ def _segment_positions(smoothed, sub, threshold, npixels, max_sources, big_area,
     labels = segm.data
     index = np.arange(1, segm.n_labels + 1)
     weights = np.clip(sub, 0, None)
-    # Sums over each segment's pixels (bincount: 4x faster than ndimage.sum_labels here).
-    flat = labels.ravel()
+    # Sums over each segment's pixels (bincount over the pixels in segments: 4x faster than
+    # ndimage.sum_labels here).
+    on = np.flatnonzero(labels)
+    lab_on = labels.ravel()[on]
+    w_on = weights.ravel()[on].astype(float)
+    rows, cols = np.divmod(on, labels.shape[1])
 
     def per_segment(values: np.ndarray | None) -> np.ndarray:
-        return np.bincount(flat, None if values is None else values.ravel(),
-                           minlength=index.size + 1)[1:].astype(float)
+        return np.bincount(lab_on, values, minlength=index.size + 1)[1:].astype(float)
 
-    flux = per_segment(weights)
-    rows, cols = np.indices(labels.shape, sparse=True)
+    flux = per_segment(w_on)
     with np.errstate(invalid="ignore", divide="ignore"):
-        yc = per_segment(weights * rows) / flux
-        xc = per_segment(weights * cols) / flux
+        yc = per_segment(w_on * rows) / flux
+        xc = per_segment(w_on * cols) / flux
     # A large segment (merged objects, a long streak) is also split into cells of ``cell`` px,
     # each giving a flux-weighted position, so every part of it gets a cutout of its own.
     area = per_segment(None)
@@ -291,7 +300,8 @@ def _deblended_objects(smoothed: np.ndarray, threshold: np.ndarray | float,
     import sep
 
     data = np.ascontiguousarray(smoothed, dtype=np.float32)
-    err = np.array(np.broadcast_to(threshold, data.shape), dtype=np.float32)  # writable
+    err = np.require(np.broadcast_to(threshold, data.shape), np.float32,
+                     ["C_CONTIGUOUS", "WRITEABLE"])  # a copy only when it must be
     sep.set_extract_pixstack(max(300_000, data.size))
     sep.set_sub_object_limit(4096)
     _, segmap = sep.extract(data, 1.0, err=err, minarea=npixels, filter_kernel=None,
@@ -314,8 +324,9 @@ def science_sky(image: FitsImage) -> tuple[np.ndarray, np.ndarray]:
     pixels filled with the median first), each of the region's shape, image units."""
     region = image.valid or (slice(0, image.shape[0]), slice(0, image.shape[1]))
     science = image.data[region]
-    filled = np.where(np.isfinite(science), science, np.nanmedian(science))
-    return estimate_background(filled.astype(np.float32))
+    finite = np.isfinite(science)
+    filled = science if finite.all() else np.where(finite, science, np.nanmedian(science))
+    return estimate_background(np.asarray(filled, np.float32))
 
 
 def find_sources(

@@ -291,7 +291,7 @@ def fit_stars(data: np.ndarray, background: np.ndarray, rms: np.ndarray, *,
     model_tables = [_phase_table(p, HALF)[:1] for p in psfs]  # the model needs no derivative
     fit_tables = [_phase_table(p, FIT_HALF) for p in psfs]
     flux = np.maximum(sub[y.astype(int), x.astype(int)], 0.0).astype(float) * 2 * np.pi
-    var = noise.astype(float) ** 2
+    var = noise**2
 
     def window(ys: slice, xs: slice) -> tuple[slice, slice, np.ndarray]:
         """A block with its margin, and the stars in it (indices)."""
@@ -322,7 +322,7 @@ def fit_stars(data: np.ndarray, background: np.ndarray, rms: np.ndarray, *,
         model[ys, xs] = part[ys.start - wy.start:ys.stop - wy.start,
                              xs.start - wx.start:xs.stop - wx.start]
     residual = sub - model
-    total_noise = np.sqrt(var + (PSF_ERROR * model) ** 2).astype(np.float32)
+    total_noise = np.sqrt(var + (PSF_ERROR * model) ** 2)
     return StarModel(x=x, y=y, flux=flux, model=model, residual=residual, noise=total_noise,
                      n_psf_stars=n_psf)
 

@@ -27,7 +27,9 @@ def test_ingest_spoc_scores_and_stores_everything(engine, settings, spoc_file, s
     assert report.fitted and report.count("added") == 1
     r = report.results[0]
     assert r.n_cutouts > 100 and 0 < r.n_anomalies < r.n_cutouts * 0.2
-    assert {"read", "sources", "cutouts", "embed", "store", "fit"} <= set(stages)
+    # The default embedder cuts, packs and embeds a chunk at a time: one "embed" stage.
+    assert {"read", "sources", "stars", "embed", "store", "fit"} <= set(stages)
+    assert stages.index("stars") < stages.index("embed") < stages.index("store")
     df = exported(engine)
     assert len(df) == r.n_cutouts and df.score.notna().all()
     assert (df.sector == 7).all() and (df.camera == 2).all() and (df.ccd == 3).all()

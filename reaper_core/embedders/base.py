@@ -54,6 +54,10 @@ class Embedder(ABC):
     """
 
     name: str = ""
+    #: Each patch's vector depends on that patch alone and the embedder may be called from
+    #: several threads at once: ingest then cuts, packs and embeds a few hundred patches at a
+    #: time instead of holding every patch of a frame (a network backend sets False).
+    per_patch: bool = True
 
     @property
     @abstractmethod

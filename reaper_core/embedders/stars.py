@@ -36,6 +36,10 @@ class StarResidualEmbedder(Embedder):
         self.name = f"{base.name}+stars"
 
     @property
+    def per_patch(self) -> bool:  # with the context given, as ingest gives it
+        return self.base.per_patch
+
+    @property
     def dim(self) -> int:
         return self.base.dim + 1
 

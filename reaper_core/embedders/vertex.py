@@ -118,6 +118,8 @@ class VertexEmbedder(Embedder):
         First retry delay, seconds; doubled each retry, with jitter.
     """
 
+    per_patch = False  # one request per batch, a cache on disk: embedded in one call
+
     name = "vertex"
 
     def __init__(self, project: str, location: str = "us-central1", dimension: int = 1408, *,
