@@ -8,7 +8,7 @@ from collections.abc import Callable
 ProgressFn = Callable[[str, float, str], None]
 
 #: The stages of ingesting one file, in order.
-STAGES = ("read", "sources", "stars", "cutouts", "embed", "store")
+STAGES = ("read", "sources", "cutouts", "embed", "stars", "store")
 
 
 def noop(stage: str, fraction: float, message: str) -> None:

@@ -267,6 +267,8 @@ def fit_stars(data: np.ndarray, background: np.ndarray, rms: np.ndarray, *,
     stars there too), so that the working arrays stay the size of a block. Returns the
     :class:`StarModel`.
     """
+    from .parallel import map_chunks
+
     finite = np.isfinite(data)
     sub = np.where(finite, data - background, 0.0).astype(np.float32)
     noise = np.where(np.isfinite(rms) & (rms > 0), rms, np.nanmedian(rms)).astype(np.float32)
@@ -301,26 +303,33 @@ def fit_stars(data: np.ndarray, background: np.ndarray, rms: np.ndarray, *,
                                 & (x < wx.stop))
         return wy, wx, inside
 
-    fitted = [x.copy(), y.copy(), flux.copy()]
-    for b, (ys, xs) in enumerate(blocks):
-        wy, wx, inside = window(ys, xs)
+    def fit_block(b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        wy, wx, inside = window(*blocks[b])
         own = which[inside] == b
         fx, fy, ff = _fit_window(sub[wy, wx], var[wy, wx], x[inside] - wx.start,
                                  y[inside] - wy.start, flux[inside].copy(), which[inside],
                                  model_tables, fit_tables, iterations)
-        keep = inside[own]
-        fitted[0][keep] = fx[own] + wx.start
-        fitted[1][keep] = fy[own] + wy.start
-        fitted[2][keep] = ff[own]
+        return inside[own], fx[own] + wx.start, fy[own] + wy.start, ff[own]
+
+    # Blocks are independent: one per thread at a time.
+    fitted = [x.copy(), y.copy(), flux.copy()]
+    for part in map_chunks(lambda bs: fit_block(bs[0]), range(len(blocks)), 1):
+        keep = part[0]
+        for out, values in zip(fitted, part[1:], strict=True):
+            out[keep] = values
     x, y, flux = fitted
     # Every block's model from the final stars that reach it.
     model = np.zeros_like(sub)
-    for ys, xs in blocks:
+
+    def model_block(b: int) -> None:
+        ys, xs = blocks[b]
         wy, wx, inside = window(ys, xs)
         part = _model(sub[wy, wx].shape, x[inside] - wx.start, y[inside] - wy.start,
                       flux[inside], which[inside], model_tables)
         model[ys, xs] = part[ys.start - wy.start:ys.stop - wy.start,
                              xs.start - wx.start:xs.stop - wx.start]
+
+    map_chunks(lambda bs: model_block(bs[0]), range(len(blocks)), 1)
     residual = sub - model
     total_noise = np.sqrt(var + (PSF_ERROR * model) ** 2)
     return StarModel(x=x, y=y, flux=flux, model=model, residual=residual, noise=total_noise,

@@ -29,7 +29,7 @@ def test_ingest_spoc_scores_and_stores_everything(engine, settings, spoc_file, s
     assert r.n_cutouts > 100 and 0 < r.n_anomalies < r.n_cutouts * 0.2
     # The default embedder cuts, packs and embeds a chunk at a time: one "embed" stage.
     assert {"read", "sources", "stars", "embed", "store", "fit"} <= set(stages)
-    assert stages.index("stars") < stages.index("embed") < stages.index("store")
+    assert stages.index("embed") < stages.index("stars") < stages.index("store")
     df = exported(engine)
     assert len(df) == r.n_cutouts and df.score.notna().all()
     assert (df.sector == 7).all() and (df.camera == 2).all() and (df.ccd == 3).all()

@@ -28,16 +28,15 @@ class StarResidualEmbedder(Embedder):
 
     #: Trailing columns that are context scores, for the detector.
     n_context = 1
-    #: :func:`reaper_core.ingest.prepare` passes the residual measured on the whole image.
+    #: :func:`reaper_core.ingest.prepare` passes the residual measured on the whole image
+    #: (:meth:`with_context`).
     uses_image = True
+    #: Without the image, the residual comes from every patch at once.
+    per_patch = False
 
     def __init__(self, base: Embedder) -> None:
         self.base = base
         self.name = f"{base.name}+stars"
-
-    @property
-    def per_patch(self) -> bool:  # with the context given, as ingest gives it
-        return self.base.per_patch
 
     @property
     def dim(self) -> int:
@@ -54,5 +53,10 @@ class StarResidualEmbedder(Embedder):
         from ..starfit import patch_residuals
 
         X = self.base.embed(patches, progress)
-        c = patch_residuals(patches) if context is None else np.asarray(context, float)
-        return np.hstack([X, c.reshape(len(X), 1)]).astype(np.float32)
+        return self.with_context(X, patch_residuals(patches) if context is None else context)
+
+    def with_context(self, X: np.ndarray, context: np.ndarray) -> np.ndarray:
+        """The base's embeddings ``X`` (n, dim − 1) with the context column (n, 1) after them;
+        shape (n, dim), float32."""
+        c = np.asarray(context, float).reshape(len(X), 1)
+        return np.hstack([X, c]).astype(np.float32)
