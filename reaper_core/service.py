@@ -953,13 +953,16 @@ class Reaper:
 
     def save_event_threshold(self, mode: str, value: float) -> store.EventModel:
         """Store a new threshold with the event model (nothing re-fitted)."""
-        from .models import decode_detector
+        from .thresholds import threshold_from_scores
 
         row = self.event_model()
         if row is None:
             raise ModelError("no event model yet: it is fitted once 3 events are stored")
+        # From the events' ranking scores (PCA × significance, timedomain.event_scores).
+        scores = np.array([r.score for r in store.event_rows(self.engine)
+                           if r.score is not None], float)
         try:
-            thr = decode_detector(row).threshold_for(mode, float(value))
+            thr = threshold_from_scores(scores, mode, float(value))
         except ValueError as exc:
             raise ModelError(f"threshold not saved: {exc}") from None
         return store.save_threshold(self.engine, row.id, mode, float(value), thr,

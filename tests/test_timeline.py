@@ -401,6 +401,30 @@ def test_labels_and_threshold_of_events(stack_db):
         r.label_event(eid, "great")
 
 
+def test_faint_strange_detections_rank_below_significant_events():
+    """The event ranking weighs strangeness by significance: faint detections that look odd
+    (a star's residual beside a 5σ blip) no longer head the list above real events; among
+    events of one significance the stranger still ranks first."""
+    from sklearn.metrics import roc_auc_score
+
+    from reaper_core.timedomain import rank_events
+
+    rng = np.random.default_rng(0)
+    real = rng.normal(0, 1, (60, 12))
+    junk = rng.normal(0, 1, (8, 12))
+    junk[np.arange(8), rng.permutation(12)[:8]] += 8.0  # each odd-looking in its own way
+    X = np.vstack([real, junk])
+    sigma = np.r_[rng.uniform(8, 60, 60), rng.uniform(5, 6.5, 8)]
+    is_real = np.r_[np.ones(60), np.zeros(8)]
+    det, scores, threshold = rank_events(X, sigma, "sigma", 2.0)
+    assert roc_auc_score(is_real, det.train_anomaly_scores_) < 0.2  # strangeness alone
+    assert roc_auc_score(is_real, scores) > 0.9
+    assert np.isfinite(threshold) and (scores > threshold).any()
+    same = np.full(len(X), 10.0)  # one significance: strangeness decides
+    _, s_same, _ = rank_events(X, same, "sigma", 2.0)
+    assert roc_auc_score(is_real, s_same) < 0.2
+
+
 def test_stack_forms_on_ingest(tmp_path):
     sim = simulate_stack(6, 96, seed=4, events={"glint": 1}, snr=(40, 40))
     r = Reaper(Settings(db_url=f"sqlite:///{tmp_path}/db.sqlite"))
