@@ -257,6 +257,21 @@ def cmd_events(args: argparse.Namespace) -> int:
     import numpy as np
 
     reaper = _service(args)
+    if args.label:
+        if args.label_as is None:
+            raise ReaperError("--label needs --as LABEL (" + ", ".join(LABELS) + " or none)")
+        if args.label_as not in (*LABELS, "none"):
+            raise ReaperError(f"--as must be one of {', '.join(LABELS)} or none, not "
+                              f"{args.label_as!r}")
+        label = None if args.label_as == "none" else args.label_as
+        reaper.label_events(args.label, label, args.note)
+        from .words import count
+
+        print(f"{'unlabelled' if label is None else 'labelled ' + label} "
+              f"{count(len(args.label), 'event')}"
+              + ("; the events like them now rank lower" if label in ("normal", "artefact")
+                 else ""))
+        return 0
     if args.paths:
         bar, update = _stage_bar("stack")
         try:
@@ -473,6 +488,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--format", choices=["csv", "fits", "votable"])
     ev.add_argument("--lightcurve", type=int, metavar="ID",
                     help="write this event's light curve to -o")
+    ev.add_argument("--label", type=int, nargs="+", metavar="ID",
+                    help="label these events (--as); normal and artefact sink those like them")
+    ev.add_argument("--as", dest="label_as", metavar="LABEL",
+                    help=f"with --label: {', '.join(LABELS)}; none removes the label")
+    ev.add_argument("--note", default="", help="a note stored with the label")
     ev.set_defaults(func=cmd_events)
 
     m = sub.add_parser("similar", parents=[common],

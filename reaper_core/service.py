@@ -969,10 +969,30 @@ class Reaper:
                                     store.EventModel)
 
     def label_event(self, event_id: int, label: str | None, note: str = "") -> None:
-        try:
-            store.set_event_label(self.engine, int(event_id), label, note)
-        except LookupError as exc:
-            raise ReaperError(str(exc)) from None
+        """Label one event (:meth:`label_events`)."""
+        self.label_events([event_id], label, note)
+
+    def label_events(self, event_ids: list[int], label: str | None, note: str = "") -> None:
+        """Label events (None removes their labels); when that changes whether one damps the
+        events like it (normal, artefact), the event model is re-fitted once, at once (events
+        are few: milliseconds)."""
+        from .labels import RELEVANCE, check_label
+        from .timedomain import fit_event_model
+
+        def damps(lab: str | None) -> bool:
+            return lab is not None and RELEVANCE.get(lab) == 0
+
+        check_label(label)
+        before = {}
+        for eid in event_ids:
+            row = store.event_row(self.engine, int(eid))
+            if row is None:
+                raise ReaperError(f"no event with id {int(eid)}")
+            before[int(eid)] = row.label
+        for eid in before:
+            store.set_event_label(self.engine, eid, label, note)
+        if any(damps(lab) != damps(label) for lab in before.values()):
+            fit_event_model(self.engine, self.settings)
 
     def event_lightcurve(self, event_id: int) -> dict[str, np.ndarray]:
         """An event's light curve: ``time`` (BTJD), ``diff_flux``, ``diff_flux_err``, ``flux``

@@ -1286,12 +1286,13 @@ def stack_row(engine: Engine, stack_id: int) -> ImageStack | None:
 
 
 def event_rows(engine: Engine, stack_id: int | None = None, kind: str | None = None,
-               heavy: bool = False) -> list[TimeEvent]:
+               heavy: bool = False, features: bool = False) -> list[TimeEvent]:
     """Stored events (of one stack, of one kind), by id; without their strips, light curves
-    and features unless ``heavy``."""
+    and features unless ``heavy`` (``features``: with their features only)."""
+    left_out = () if heavy else ("strip", "lightcurve") if features else (
+        "strip", "lightcurve", "features")
     q = select(TimeEvent) if heavy else select(*[
-        getattr(TimeEvent, c) for c in TimeEvent.model_fields
-        if c not in ("strip", "lightcurve", "features")])
+        getattr(TimeEvent, c) for c in TimeEvent.model_fields if c not in left_out])
     if stack_id is not None:
         q = q.where(TimeEvent.stack_id == stack_id)
     if kind is not None:

@@ -125,23 +125,30 @@ def event_features(events: list, cadence_days: float, settings: Settings) -> np.
     return np.hstack([emb, lcf]).astype(np.float32)
 
 
-def rank_events(X: np.ndarray, peak_sigma: np.ndarray, mode: str, value: float):
+def rank_events(X: np.ndarray, peak_sigma: np.ndarray, mode: str, value: float,
+                normal: np.ndarray | None = None, normal_weight: float = 30.0):
     """Fit the event model on events described by ``X`` (n, d) and rank them: returns the
     fitted :class:`~reaper_core.detector.PCAAnomalyDetector`, their ranking scores
-    (:func:`event_scores`, shape (n,)) and the threshold ``mode``/``value`` gives on them."""
+    (:func:`event_scores`, shape (n,)) and the threshold ``mode``/``value`` gives on them.
+    ``normal`` (bool, shape (n,)) marks events a person called normal or an artefact: as
+    for cutouts, they count ``normal_weight`` times in the fit and damp those like them."""
     from .detector import PCAAnomalyDetector
     from .thresholds import threshold_from_scores
 
     X = np.asarray(X, np.float64)
+
+    def fit(n_components: float | int) -> PCAAnomalyDetector:
+        return PCAAnomalyDetector(n_components=n_components, threshold_mode=mode,
+                                  threshold_value=value, normal_weight=normal_weight
+                                  ).fit(X, normal=normal)
+
     # Components explaining 90 % of the variance, but at most one per
     # MIN_EVENTS_PER_COMPONENT events: n events and n − 1 components rebuild each event
     # exactly, and a handful of events would all score 0.
-    det = PCAAnomalyDetector(n_components=0.9, threshold_mode=mode, threshold_value=value)
-    det.fit(X)
+    det = fit(0.9)
     most = max(1, len(X) // MIN_EVENTS_PER_COMPONENT)
     if det.n_components_ > most:
-        det = PCAAnomalyDetector(n_components=most, threshold_mode=mode,
-                                 threshold_value=value).fit(X)
+        det = fit(most)
     scores = event_scores(det.train_anomaly_scores_, peak_sigma)
     return det, scores, threshold_from_scores(scores, mode, value)
 
@@ -155,8 +162,11 @@ def _region(science: Any) -> list[int] | None:
 
 def fit_event_model(engine: Engine, settings: Settings) -> store.EventModel | None:
     """Fit the event model on every stored event and score them all (None with fewer than 3
-    events); its threshold mode and value are the last event model's, else the settings'."""
-    rows = store.event_rows(engine, heavy=True)
+    events); its threshold mode and value are the last event model's, else the settings'.
+    Events labelled normal or artefact damp those like them (:func:`rank_events`)."""
+    from .labels import RELEVANCE
+
+    rows = store.event_rows(engine, features=True)
     if len(rows) < 3:
         return None
     dims = {len(r.features) for r in rows}
@@ -167,8 +177,10 @@ def fit_event_model(engine: Engine, settings: Settings) -> store.EventModel | No
     last = store.current_event_model(engine)
     mode, value = ((last.threshold_mode, last.threshold_value) if last is not None
                    else (settings.threshold_mode, settings.threshold_value))
+    damp = np.array([r.label is not None and RELEVANCE[r.label] == 0 for r in rows])
     det, scores, threshold = rank_events(X, np.array([r.peak_sigma for r in rows]), mode,
-                                         value)
+                                         value, normal=damp,
+                                         normal_weight=settings.normal_weight)
     arrays, meta = det.to_bytes()
     return store.write_event_model(engine, dict(
         embedder=settings.embedder, n_components=det.n_components_, n_train=len(rows),

@@ -401,6 +401,42 @@ def test_labels_and_threshold_of_events(stack_db):
         r.label_event(eid, "great")
 
 
+def test_a_normal_label_on_an_event_sinks_it_and_is_undone(stack_db):
+    """Labels work for events as for cutouts: an event called normal (or an artefact) counts
+    in the event model's fit and damps what is like it — at once, the model is re-fitted."""
+    url, _, _ = stack_db
+    r = Reaper(Settings(db_url=url))
+    before = r.events()
+    top = int(before["id"][0])
+    old = {int(i): float(s) for i, s in zip(before["id"], before["score"], strict=True)}
+    r.label_event(top, "artefact")
+    after = r.events()
+    new = {int(i): float(s) for i, s in zip(after["id"], after["score"], strict=True)}
+    assert new[top] < 1e-3 * old[top] and int(after["id"][0]) != top
+    r.label_event(top, "interesting")  # a label that does not damp: the ranking as before
+    again = r.events()
+    assert int(again["id"][0]) == top
+    assert np.allclose([float(s) for s in again["score"]], [old[int(i)] for i in again["id"]])
+    r.label_event(top, None)
+
+
+def test_events_are_labelled_from_the_command_line(stack_db, capsys):
+    url, _, _ = stack_db
+    r = Reaper(Settings(db_url=url))
+    ids = [int(i) for i in r.events()["id"][:2]]
+    assert main(["events", "--db-url", url, "--label", *map(str, ids), "--as", "normal"]) == 0
+    assert "labelled normal 2 events" in capsys.readouterr().out
+    cols = r.events()
+    assert {int(i) for i in cols["id"][-2:]} == set(ids)  # they sink to the bottom
+    assert main(["events", "--db-url", url, "--label", *map(str, ids), "--as", "none"]) == 0
+    assert all(r.event(i).label is None for i in ids)
+    capsys.readouterr()
+    assert main(["events", "--db-url", url, "--label", str(ids[0]), "--as", "great"]) != 0
+    assert "--as must be one of" in capsys.readouterr().err
+    assert main(["events", "--db-url", url, "--label", "999999", "--as", "normal"]) != 0
+    assert "no event with id 999999" in capsys.readouterr().err
+
+
 def test_faint_strange_detections_rank_below_significant_events():
     """The event ranking weighs strangeness by significance: faint detections that look odd
     (a star's residual beside a 5σ blip) no longer head the list above real events; among
