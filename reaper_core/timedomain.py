@@ -126,7 +126,7 @@ def event_features(events: list, cadence_days: float, settings: Settings) -> np.
 
 
 def rank_events(X: np.ndarray, peak_sigma: np.ndarray, mode: str, value: float,
-                normal: np.ndarray | None = None, normal_weight: float = 30.0):
+                normal: np.ndarray | None = None, normal_weight: int = 30):
     """Fit the event model on events described by ``X`` (n, d) and rank them: returns the
     fitted :class:`~reaper_core.detector.PCAAnomalyDetector`, their ranking scores
     (:func:`event_scores`, shape (n,)) and the threshold ``mode``/``value`` gives on them.
