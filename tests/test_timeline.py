@@ -4,6 +4,7 @@ event linking and kinds, bad stacks, the events command and export, the Timeline
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -500,3 +501,11 @@ def test_timeline_page_scrubs_and_opens_an_event(timeline, kinds_sim):
     assert not at.exception, at.exception
     assert any("light" in c.proto.spec or "difference flux" in c.proto.spec
                for c in at.get("plotly_chart"))
+    # An event labelled an artefact on the page sinks in the list at once.
+    first = int(at.selectbox(key="event-1").options[0].split(" ")[1])
+    at.selectbox(key="event-1").set_value(first).run()
+    next(b for b in at.selectbox if b.label == "Label").set_value("artefact")
+    next(b for b in at.button if b.label == "Save label").click().run()
+    assert not at.exception, at.exception
+    assert int(at.selectbox(key="event-1").options[0].split(" ")[1]) != first
+    Reaper(Settings(db_url=os.environ["ANOMALY_REAPER_DB_URL"])).label_event(first, None)

@@ -38,9 +38,8 @@ st.caption(widgets.plain(
 
 model = r.event_model()
 if model is not None:
-    from reaper_core.models import decode_detector
-
-    spec = slider_spec("sigma", decode_detector(model).train_anomaly_scores_)
+    ranked = np.array([v for v in r.events()["score"] if v is not None], float)
+    spec = slider_spec("sigma", ranked)  # the events' ranking scores, as the threshold's
     start = model.threshold_value if model.threshold_mode == "sigma" else 2.0
     k = st.slider("Event threshold (σ above the mean event score)", spec.min, spec.max,
                   float(np.clip(start, spec.min, spec.max)), spec.step, key="event-threshold")
@@ -113,4 +112,7 @@ with st.form(f"label-event-{eid}"):
     note = st.text_input("Note", ev.note or "")
     if st.form_submit_button("Save label"):
         r.label_event(eid, None if label == "(none)" else label, note)
-        st.toast(widgets.plain(f"event {eid} labelled {label}"))
+        st.toast(widgets.plain(f"event {eid} labelled {label}")
+                 + (" — events like it now rank lower" if label in ("normal", "artefact")
+                    else ""))
+        st.rerun()  # the list above, re-ranked
