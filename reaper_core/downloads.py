@@ -75,4 +75,6 @@ def ds9_regions(x: np.ndarray, y: np.ndarray, size: int, texts: list[str]) -> st
     regs = [RectanglePixelRegion(PixCoord(float(cx), float(cy)), size, size,
                                  meta={"text": t}, visual={"color": "red"})
             for cx, cy, t in zip(x, y, texts, strict=True)]
+    if not regs:  # astropy-regions writes nothing at all; DS9 reads the header alone
+        return "# Region file format: DS9 astropy/regions\n# no anomalies\nimage\n"
     return Regions(regs).serialize(format="ds9")

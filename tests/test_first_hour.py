@@ -114,6 +114,12 @@ def test_region_file_boxes_the_files_anomalies(real, tmp_path):
     assert main(["regions", "--db-url", db, path.name, "-o", str(out)]) == 0
     assert out.read_text() == text
     assert main(["regions", "--db-url", db, "nosuch.fits"]) == 2
+    # A file without anomalies still gets a region file DS9 opens (it was empty, 0 bytes).
+    from reaper_core.downloads import ds9_regions
+
+    empty = ds9_regions(np.zeros(0), np.zeros(0), 32, [])
+    assert empty.startswith("# Region file format: DS9") and "\nimage\n" in empty
+    assert len(Regions.parse(empty, format="ds9")) == 0
 
 
 def test_light_commands_import_neither_pandas_nor_scikit_learn(real, tmp_path):
