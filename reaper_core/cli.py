@@ -12,7 +12,7 @@ from pathlib import Path
 from .config import Settings, load_settings, mask_url, save_settings
 from .errors import ReaperError
 from .events import EVENT_KINDS
-from .labels import LABELS
+from .labels import LABELS, sinks
 from .thresholds import THRESHOLD_MODES
 
 # The science stack (astropy, photutils, scikit-learn, SQLAlchemy) is imported inside the
@@ -269,8 +269,7 @@ def cmd_events(args: argparse.Namespace) -> int:
 
         print(f"{'unlabelled' if label is None else 'labelled ' + label} "
               f"{count(len(args.label), 'event')}"
-              + ("; the events like them now rank lower" if label in ("normal", "artefact")
-                 else ""))
+              + ("; the events like them now rank lower" if sinks(label) else ""))
         return 0
     if args.paths:
         bar, update = _stage_bar("stack")

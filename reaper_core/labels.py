@@ -12,6 +12,12 @@ LABELS = ("anomaly", "artefact", "normal", "interesting")
 RELEVANCE = {"anomaly": 1.0, "interesting": 1.0, "normal": 0.0, "artefact": 0.0}
 
 
+def sinks(label: str | None) -> bool:
+    """Whether ``label`` says "show me fewer like this" (:data:`RELEVANCE` 0: normal,
+    artefact); False for no label."""
+    return label is not None and RELEVANCE.get(label) == 0
+
+
 def check_label(label: str | None) -> None:
     """Raise :class:`LabelError` with one sentence for a label that is not in :data:`LABELS`
     (``None`` means "no label" and is fine)."""

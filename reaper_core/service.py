@@ -976,11 +976,8 @@ class Reaper:
         """Label events (None removes their labels); when that changes whether one damps the
         events like it (normal, artefact), the event model is re-fitted once, at once (events
         are few: milliseconds)."""
-        from .labels import RELEVANCE, check_label
+        from .labels import check_label, sinks
         from .timedomain import fit_event_model
-
-        def damps(lab: str | None) -> bool:
-            return lab is not None and RELEVANCE.get(lab) == 0
 
         check_label(label)
         before = {}
@@ -991,7 +988,7 @@ class Reaper:
             before[int(eid)] = row.label
         for eid in before:
             store.set_event_label(self.engine, eid, label, note)
-        if any(damps(lab) != damps(label) for lab in before.values()):
+        if any(sinks(lab) != sinks(label) for lab in before.values()):
             fit_event_model(self.engine, self.settings)
 
     def event_lightcurve(self, event_id: int) -> dict[str, np.ndarray]:

@@ -126,21 +126,22 @@ def event_features(events: list, cadence_days: float, settings: Settings) -> np.
 
 
 def rank_events(X: np.ndarray, peak_sigma: np.ndarray, mode: str, value: float,
-                normal: np.ndarray | None = None, normal_weight: int = 30):
+                normal: np.ndarray | None = None, normal_weight: int | None = None):
     """Fit the event model on events described by ``X`` (n, d) and rank them: returns the
     fitted :class:`~reaper_core.detector.PCAAnomalyDetector`, their ranking scores
     (:func:`event_scores`, shape (n,)) and the threshold ``mode``/``value`` gives on them.
     ``normal`` (bool, shape (n,)) marks events a person called normal or an artefact: as
-    for cutouts, they count ``normal_weight`` times in the fit and damp those like them."""
+    for cutouts, they count ``normal_weight`` times (the detector's default when None) in the
+    fit and damp those like them."""
     from .detector import PCAAnomalyDetector
     from .thresholds import threshold_from_scores
 
     X = np.asarray(X, np.float64)
+    weight = {} if normal_weight is None else {"normal_weight": normal_weight}
 
     def fit(n_components: float | int) -> PCAAnomalyDetector:
         return PCAAnomalyDetector(n_components=n_components, threshold_mode=mode,
-                                  threshold_value=value, normal_weight=normal_weight
-                                  ).fit(X, normal=normal)
+                                  threshold_value=value, **weight).fit(X, normal=normal)
 
     # Components explaining 90 % of the variance, but at most one per
     # MIN_EVENTS_PER_COMPONENT events: n events and n − 1 components rebuild each event
@@ -164,7 +165,7 @@ def fit_event_model(engine: Engine, settings: Settings) -> store.EventModel | No
     """Fit the event model on every stored event and score them all (None with fewer than 3
     events); its threshold mode and value are the last event model's, else the settings'.
     Events labelled normal or artefact damp those like them (:func:`rank_events`)."""
-    from .labels import RELEVANCE
+    from .labels import sinks
 
     rows = store.event_rows(engine, features=True)
     if len(rows) < 3:
@@ -177,7 +178,7 @@ def fit_event_model(engine: Engine, settings: Settings) -> store.EventModel | No
     last = store.current_event_model(engine)
     mode, value = ((last.threshold_mode, last.threshold_value) if last is not None
                    else (settings.threshold_mode, settings.threshold_value))
-    damp = np.array([r.label is not None and RELEVANCE[r.label] == 0 for r in rows])
+    damp = np.array([sinks(r.label) for r in rows])
     det, scores, threshold = rank_events(X, np.array([r.peak_sigma for r in rows]), mode,
                                          value, normal=damp,
                                          normal_weight=settings.normal_weight)

@@ -13,7 +13,7 @@ import numpy as np
 
 from reaper_app import plots, state, widgets
 from reaper_core.events import EVENT_KINDS
-from reaper_core.labels import LABELS
+from reaper_core.labels import LABELS, sinks
 from reaper_core.thresholds import slider_spec
 from reaper_core.words import count
 
@@ -113,6 +113,5 @@ with st.form(f"label-event-{eid}"):
     if st.form_submit_button("Save label"):
         r.label_event(eid, None if label == "(none)" else label, note)
         st.toast(widgets.plain(f"event {eid} labelled {label}")
-                 + (" — events like it now rank lower" if label in ("normal", "artefact")
-                    else ""))
+                 + (" — events like it now rank lower" if sinks(label) else ""))
         st.rerun()  # the list above, re-ranked
