@@ -5,8 +5,9 @@ The reference is the per-pixel median of up to ``n_sample`` good frames spread t
 each aligned to the middle one (phase correlation to 1/20 px on a central box, cubic-spline
 shift: TESS jitters by hundredths of a pixel and jumps by tenths at momentum dumps). A frame's
 difference is the aligned frame minus the reference, minus its own smooth sky (measured on the
-difference, where no star biases it), minus a least-squares fit of what a difference holds when
-nothing happened: the reference's throughput, gradients and Laplacian, and the strongest
+difference, its brightest stars left out, where none biases it), minus a least-squares fit of
+what a difference holds when nothing happened: the reference's throughput, gradients and
+Laplacian, and the strongest
 patterns of the sample frames' residuals (what undersampled stars leave at each pointing
 state). The noise of a difference is measured, not modelled: the per-pixel scatter of those
 frames about the reference, smoothed and scaled to each frame's own noise. Detection runs
@@ -41,6 +42,9 @@ PATTERN_QUANTILE = 0.8
 #: Background mesh of a difference, pixels (it holds no stars: see
 #: :func:`_residual_background`).
 DIFF_MESH = 32
+#: Share of the pixels, the reference's brightest, left out of a difference's background
+#: (a larger share leaves too few sky pixels in the cells of crowded fields).
+STAR_FRACTION = 0.2
 #: Side of the central box used to measure shifts, pixels.
 SHIFT_BOX = 256
 #: Frames of fewer pixels (a TESScut cube) are small: more reference frames (they cost
@@ -89,15 +93,18 @@ def robust_std(a: np.ndarray, step: int = 1) -> float:
     return float(1.4826 * np.median(np.abs(v - np.median(v))))
 
 
-def smooth_background(img: np.ndarray, mesh: int = MESH, filter_size: int = 3) -> np.ndarray:
+def smooth_background(img: np.ndarray, mesh: int = MESH, filter_size: int = 3,
+                      ignore: np.ndarray | None = None) -> np.ndarray:
     """Smooth background of ``img`` (sep's mesh background, its mesh median-filtered over
-    ``filter_size`` cells; the median for small images)."""
+    ``filter_size`` cells; the median for small images), pixels where ``ignore`` (bool,
+    shape of ``img``) is true left out of each cell's estimate."""
     import sep
 
     data, finite = _filled(np.ascontiguousarray(img, np.float32))
     if min(data.shape) < 2 * mesh:
         return np.full(data.shape, float(np.median(data)), np.float32)
-    return sep.Background(data, mask=~finite, bw=mesh, bh=mesh, fw=filter_size,
+    mask = ~finite if ignore is None else ~finite | ignore
+    return sep.Background(data, mask=mask, bw=mesh, bh=mesh, fw=filter_size,
                           fh=filter_size).back().astype(np.float32)
 
 
@@ -168,6 +175,7 @@ class Reference:
     anchor: np.ndarray
     frames: np.ndarray
     faint: np.ndarray
+    stars: np.ndarray
     basis: np.ndarray
     fit_pixels: np.ndarray
     sharp: np.ndarray | None
@@ -202,9 +210,11 @@ def build_reference(stack, n_sample: int = 25, progress: ProgressFn = noop) -> R
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
         image = np.nanmedian(aligned, axis=0)
     aligned -= image
+    faint = np.isfinite(image) & (image <= np.nanmedian(image))
+    stars = _star_pixels(image)
     for j in range(len(aligned)):
-        aligned[j] -= _residual_background(aligned[j])
-    basis = _basis(image, aligned)
+        aligned[j] -= _residual_background(aligned[j], stars)
+    basis = _basis(image, aligned, stars)
     fit_pixels = _largest(np.nan_to_num(image, nan=0.0))
     for j in range(len(aligned)):
         aligned[j] -= _systematics(aligned[j], basis, fit_pixels)
@@ -215,11 +225,19 @@ def build_reference(stack, n_sample: int = 25, progress: ProgressFn = noop) -> R
         mad = 1.4826 * np.nanmedian(aligned, axis=0) * np.sqrt(k / max(k - 1, 1))
     sigma = np.sqrt(_noise_model(image, np.nan_to_num(mad, nan=0.0) ** 2)).astype(np.float32)
     sigma[~np.isfinite(image)] = np.inf
-    faint = np.isfinite(image) & (image <= np.nanmedian(image))
     sharp = basis[1] ** 2 + basis[2] ** 2 + basis[3] ** 2 if len(basis) >= 4 else None
     return Reference(image=image.astype(np.float32), sigma=sigma, anchor=anchor, frames=pick,
-                     faint=faint, basis=basis, fit_pixels=fit_pixels, sharp=sharp,
+                     faint=faint, stars=stars, basis=basis, fit_pixels=fit_pixels, sharp=sharp,
                      sharp_pixels=_misfit_pixels(sharp))
+
+
+def _star_pixels(image: np.ndarray) -> np.ndarray:
+    """The brightest :data:`STAR_FRACTION` of ``image``'s pixels (bool, shape (ny, nx)): where
+    a difference's residuals of stars would bias its background."""
+    finite = np.isfinite(image)
+    if not finite.any():
+        return np.zeros(image.shape, bool)
+    return finite & (image > np.quantile(image[finite], 1 - STAR_FRACTION))
 
 
 def _misfit_pixels(sharp: np.ndarray | None) -> np.ndarray:
@@ -242,8 +260,8 @@ def _largest(values: np.ndarray, n: int = 50_000) -> np.ndarray:
     return np.argpartition(flat, flat.size - m)[flat.size - m:]
 
 
-def _basis(image: np.ndarray, residuals: np.ndarray, n_learned: int = LEARNED_PATTERNS
-           ) -> np.ndarray:
+def _basis(image: np.ndarray, residuals: np.ndarray, stars: np.ndarray | None = None,
+           n_learned: int = LEARNED_PATTERNS) -> np.ndarray:
     """What a difference holds when nothing happened, shape (k, ny, nx): the reference, its x
     and y gradients and its Laplacian (throughput, residual shift, focus), and the
     ``n_learned`` strongest patterns of the sample frames' ``residuals`` (shape (K, ny, nx);
@@ -272,7 +290,7 @@ def _basis(image: np.ndarray, residuals: np.ndarray, n_learned: int = LEARNED_PA
     # Only their small scales: a pattern's smooth part (the sample frames' differing skies),
     # fitted at the bright pixels, would be laid over the whole frame.
     for pattern in learned:
-        pattern -= _residual_background(pattern)
+        pattern -= _residual_background(pattern, stars)
     return np.concatenate([np.stack(analytic), learned])
 
 
@@ -293,16 +311,18 @@ def _frame_noise(diff: np.ndarray, ref: Reference) -> np.ndarray:
     return np.sqrt(ref.sigma**2 + c * ref.sharp)
 
 
-def _residual_background(diff: np.ndarray) -> np.ndarray:
+def _residual_background(diff: np.ndarray, stars: np.ndarray | None = None) -> np.ndarray:
     """The smooth background of a difference (shape (ny, nx)): the sky and the scattered
     light that changed between the frame and the reference. Measured here rather than on the
     frame, whose crowded stars bias a mesh background differently as the sky level changes
     (leaving blobs tens of pixels wide); a difference holds no stars, so its mesh can be
     finer and unfiltered, and compact events are clipped out of each cell. A frame with room
     for one cell only (a TESScut cube 32–63 px a side) gets a plane fitted with 3σ clipping
-    (scattered light is smooth over so few pixels); smaller ones nothing."""
+    (scattered light is smooth over so few pixels); smaller ones nothing. Pixels where
+    ``stars`` (bool, shape (ny, nx)) is true are left out of the mesh: the residuals of bright
+    stars biased whole cells, and the difference then held a blob a cell wide."""
     if not _too_small_for_mesh(diff):
-        return smooth_background(diff, DIFF_MESH, filter_size=1)
+        return smooth_background(diff, DIFF_MESH, filter_size=1, ignore=stars)
     if min(diff.shape) < DIFF_MESH:
         return np.zeros_like(diff)
     return _clipped_plane(diff)
@@ -419,7 +439,7 @@ def difference(frame: np.ndarray, ref: Reference, shift: tuple[float, float] | N
     # The sky is measured on the difference, where no star biases it (see
     # :func:`_residual_background`), before the systematics are fitted.
     diff = aligned - ref.image
-    diff -= _residual_background(diff)
+    diff -= _residual_background(diff, ref.stars)
     diff -= _systematics(diff, ref.basis, ref.fit_pixels)
     sigma = _frame_noise(diff, ref)
     s = diff / sigma
