@@ -4,9 +4,12 @@ configure, demo."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from .config import Settings, load_settings, mask_url, save_settings
@@ -73,8 +76,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_child(cmd: list[str], env: dict[str, str]) -> int:
     """Run the server as a child; SIGTERM, SIGINT and SIGHUP to this process stop it too, and
     its exit is waited for (no server is left listening)."""
-    import signal
-
     child = subprocess.Popen(cmd, env=env)
 
     def forward(signum: int, _frame: object) -> None:
@@ -89,6 +90,25 @@ def _run_child(cmd: list[str], env: dict[str, str]) -> int:
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+@contextlib.contextmanager
+def _sigint_noted(asked: list[int]):
+    """Within the block, SIGINT appends to ``asked`` and raises KeyboardInterrupt as usual
+    (in the main thread only: elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def note(signum: int, frame) -> None:
+        asked.append(signum)
+        signal.default_int_handler(signum, frame)
+
+    previous = signal.signal(signal.SIGINT, note)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -123,13 +143,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if result.status == "error":
             tqdm.write(f"error: {result.message}", file=sys.stderr)
 
-    try:
-        report = reaper.ingest(files, on_file=None if on_cluster else on_file,
-                               on_result=on_result,
-                               progress=lambda *a: state["update"](*a) if "update" in state
-                               else None, fit_if_missing=not args.no_fit, hdu=args.hdu,
-                               workers=args.workers, scheduler=args.scheduler)
-    except KeyboardInterrupt:
+    def interrupted() -> int:
         outer.close()
         # Asked of the database: a file may be in although its result was not reported yet.
         tried = files[:len(done) + 1]
@@ -138,6 +152,21 @@ def cmd_ingest(args: argparse.Namespace) -> int:
               f"{len(files) - len(stored)} not stored (each file is stored whole or not at "
               "all); run the same command again to go on", file=sys.stderr)
         return 130
+
+    # Ctrl-C is remembered as well as raised: Python drops an exception raised while a
+    # finaliser runs, and the batch would then go on as if no one had asked it to stop.
+    asked: list[int] = []
+    with _sigint_noted(asked):
+        try:
+            report = reaper.ingest(files, on_file=None if on_cluster else on_file,
+                                   on_result=on_result,
+                                   progress=lambda *a: state["update"](*a) if "update" in state
+                                   else None, fit_if_missing=not args.no_fit, hdu=args.hdu,
+                                   workers=args.workers, scheduler=args.scheduler)
+        except KeyboardInterrupt:
+            return interrupted()
+    if asked:
+        return interrupted()
     outer.close()
     for r in report.results:
         extra = f", {r.n_anomalies} anomalies" if r.n_anomalies is not None else ""

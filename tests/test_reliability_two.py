@@ -217,13 +217,40 @@ def test_ctrl_c_during_ingest_says_which_files_were_stored(tmp_path, hdf_file, f
     deadline = time.time() + 120
     while time.time() < deadline and store.totals(engine)["files"] < 1:
         time.sleep(0.05)
+    assert proc.poll() is None, "the ingest ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err[-2000:]
     line = next(ln for ln in err.splitlines() if ln.startswith("interrupted:"))
     stored = store.totals(engine)["files"]
     assert f"interrupted: {stored} files stored (hubble_deep_field.fits" in line
     assert f"{3 - stored} not stored" in line
+
+
+def test_ctrl_c_that_python_drops_still_stops_the_ingest(tmp_path, monkeypatch, capsys,
+                                                         hdf_file, spoc_file):
+    """Python drops a KeyboardInterrupt raised while a finaliser runs; the batch then goes
+    on and ends as if Ctrl-C had not been pressed. The command remembers the signal and says
+    what was stored. (A suite run once saw the test above end with exit 0; which way it went
+    that run did not say: that test now also checks the ingest is still running when it
+    sends Ctrl-C, and shows the command's error output if it fails.)"""
+    monkeypatch.setenv("ANOMALY_REAPER_DB_URL", f"sqlite:///{tmp_path / 'd.db'}")
+    real = Reaper.ingest
+
+    def ingest_dropping_ctrl_c(self, paths, **kw):
+        report = real(self, list(paths)[:1], **kw)
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)  # the handler runs here
+        except KeyboardInterrupt:
+            pass  # dropped, as in a finaliser
+        return report
+
+    monkeypatch.setattr(Reaper, "ingest", ingest_dropping_ctrl_c)
+    assert main(["ingest", str(hdf_file), str(spoc_file)]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted: 1 files stored (hubble_deep_field.fits); 1 not stored" in err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_oversized_image_is_refused_from_its_header_without_reading_it(tmp_path):
