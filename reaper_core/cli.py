@@ -95,8 +95,10 @@ def _run_child(cmd: list[str], env: dict[str, str]) -> int:
 @contextlib.contextmanager
 def _sigint_noted(asked: list[int]):
     """Within the block, SIGINT appends to ``asked`` and raises KeyboardInterrupt as usual
-    (in the main thread only: elsewhere nothing changes)."""
-    if threading.current_thread() is not threading.main_thread():
+    (in the main thread, where SIGINT has Python's usual handler; an ignored or otherwise
+    handled SIGINT stays as it is)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
         yield
         return
 
