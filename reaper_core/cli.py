@@ -10,7 +10,9 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 from .config import Settings, load_settings, mask_url, save_settings
 from .errors import ReaperError
@@ -93,7 +95,7 @@ def _run_child(cmd: list[str], env: dict[str, str]) -> int:
 
 
 @contextlib.contextmanager
-def _sigint_noted(asked: list[int]):
+def _sigint_noted(asked: list[int]) -> Iterator[None]:
     """Within the block, SIGINT appends to ``asked`` and raises KeyboardInterrupt as usual
     (in the main thread, where SIGINT has Python's usual handler; an ignored or otherwise
     handled SIGINT stays as it is)."""
@@ -102,7 +104,7 @@ def _sigint_noted(asked: list[int]):
         yield
         return
 
-    def note(signum: int, frame) -> None:
+    def note(signum: int, frame: FrameType | None) -> None:
         asked.append(signum)
         signal.default_int_handler(signum, frame)
 

@@ -7,12 +7,12 @@ shift: TESS jitters by hundredths of a pixel and jumps by tenths at momentum dum
 difference is the aligned frame minus the reference, minus its own smooth sky (measured on the
 difference, its brightest stars left out, where none biases it), minus a least-squares fit of
 what a difference holds when nothing happened: the reference's throughput, gradients and
-Laplacian, and the strongest
-patterns of the sample frames' residuals (what undersampled stars leave at each pointing
-state). The noise of a difference is measured, not modelled: the per-pixel scatter of those
-frames about the reference, smoothed and scaled to each frame's own noise. Detection runs
-photutils ``detect_sources`` on the PSF-matched-filter signal-to-noise map, once for each
-sign, so brightenings and dimmings, point-like and extended, are found alike.
+Laplacian, and the strongest patterns of the sample frames' residuals (what undersampled stars
+leave at each pointing state). The noise of a difference is measured, not modelled: the
+per-pixel scatter of those frames about the reference, smoothed and scaled to each frame's own
+noise. Detection runs photutils ``detect_sources`` on the PSF-matched-filter signal-to-noise
+map, once for each sign, so brightenings and dimmings, point-like and extended, are found
+alike.
 
 Memory holds the sample frames once, then one frame at a time: it does not grow with the
 number of frames.
@@ -158,6 +158,9 @@ class Reference:
         Frames the reference was made from.
     faint : ndarray of bool, shape (ny, nx)
         The fainter half of the pixels (mostly sky), where each frame's noise is measured.
+    stars : ndarray of bool, shape (ny, nx)
+        The brightest :data:`STAR_FRACTION` of the pixels, left out of a difference's
+        background.
     basis : ndarray, shape (k, ny, nx)
         What a frame differs from the reference by when nothing happened (see
         :func:`_basis`); each difference has its best fit of them removed.
