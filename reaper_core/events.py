@@ -57,6 +57,8 @@ MIN_PURITY = 0.35
 PURITY_RADIUS = 3.0
 #: Smallest frame side (px) in which movers are looked for.
 MIN_MOVER_FIELD = 16
+#: Frames a light curve needs outside its event to be decorrelated against the pointing.
+MIN_DECORRELATION_FRAMES = 20
 #: Frames of difference cutouts kept per event (the strip).
 STRIP_FRAMES = 12
 
@@ -214,27 +216,54 @@ def make_events(det: dict[str, np.ndarray], times: np.ndarray, offset: tuple[int
     return out
 
 
-def lightcurve_sigma(ev: Event, frame_factor: np.ndarray | None = None) -> float:
+def lightcurve_sigma(ev: Event, frame_factor: np.ndarray | None = None,
+                     shifts: np.ndarray | None = None) -> float:
     """Significance of an event in its own light curve: its peak difference flux over the
     robust scatter of the difference flux outside the event, divided by how much noisier than
     usual its peak frame was (``frame_factor``, see :func:`frame_factors`; movers: their
-    detections' S/N, their light curve covers only their crossing)."""
+    detections' S/N, their light curve covers only their crossing). With the frames'
+    pointing (``shifts``, shape (n, 2), px), the difference flux is first decorrelated
+    against it (:func:`_decorrelated`): a star's residual that follows the pointing is no
+    event."""
     lc = ev.lightcurve
     if ev.kind == "mover" or not lc:
         return ev.peak_sigma
     f = np.arange(len(lc["diff_flux"]))
     outside = (f < ev.frame_start - 2) | (f > ev.frame_end + 2)
-    base = lc["diff_flux"][outside & np.isfinite(lc["diff_flux"])]
+    flux = lc["diff_flux"] if shifts is None else _decorrelated(lc["diff_flux"], shifts,
+                                                                  outside)
+    base = flux[outside & np.isfinite(flux)]
     if len(base) < 5:
         return ev.peak_sigma
     from .difference import robust_std
 
     noise = robust_std(base)
-    inside = lc["diff_flux"][ev.frame_start:ev.frame_end + 1]
+    inside = flux[ev.frame_start:ev.frame_end + 1]
     if not np.isfinite(noise) or noise <= 0 or not np.isfinite(inside).any():
         return ev.peak_sigma
     factor = 1.0 if frame_factor is None else float(frame_factor[ev.frame_peak])
     return float(np.nanmax(ev.sign * (inside - np.median(base))) / noise / factor)
+
+
+def _decorrelated(d: np.ndarray, shifts: np.ndarray, fit: np.ndarray) -> np.ndarray:
+    """Difference flux ``d`` (shape (n,)) less its fit, by least squares with 3σ clipping over
+    the frames where ``fit`` (bool, shape (n,)) is set, as a quadratic in the frames' pointing
+    (``shifts``, shape (n, 2), px): what an undersampled star leaves as the pointing moves
+    (pixel-level decorrelation). The fit's constant stays. ``d`` itself when fewer than
+    :data:`MIN_DECORRELATION_FRAMES` frames can be fitted."""
+    from .difference import robust_std
+
+    ok = np.isfinite(d)
+    use = fit & ok
+    if use.sum() < MIN_DECORRELATION_FRAMES:
+        return d
+    dy, dx = (shifts - np.median(shifts, axis=0)).T
+    X = np.column_stack([np.ones(len(d)), dx, dy, dx * dx, dy * dy, dx * dy])
+    for _ in range(3):
+        coef = np.linalg.lstsq(X[use], d[use], rcond=None)[0]
+        r = d - X @ coef
+        use = fit & ok & (np.abs(r) <= 3 * max(robust_std(r[fit & ok]), 1e-12))
+    return d - (X[:, 1:] @ coef[1:])
 
 
 def purity(ev: Event) -> float:
@@ -377,7 +406,7 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
                 skip=empty)
     factor = frame_factors(events, len(stack))
     events = merge_recurrent([e for e in events
-                              if lightcurve_sigma(e, factor) >= _lc_threshold(e)
+                              if lightcurve_sigma(e, factor, shifts) >= _lc_threshold(e)
                               and purity(e) >= MIN_PURITY])
     return StackSearch(events=events, reference=ref, shifts=shifts,
                        n_detections=len(det["x"]))

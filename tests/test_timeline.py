@@ -18,7 +18,7 @@ from reaper_core.cli import main
 from reaper_core.config import Settings
 from reaper_core.difference import build_reference, detect, difference
 from reaper_core.errors import StackError
-from reaper_core.events import search_stack
+from reaper_core.events import Event, lightcurve_sigma, search_stack
 from reaper_core.service import Reaper
 from reaper_core.simulate_stack import EXPECTED_KIND, SimulatedStack, simulate_stack
 from reaper_core.stacks import Stack, StackFrame, stack_from_cube, stack_from_files
@@ -182,6 +182,33 @@ def test_bright_stars_do_not_bias_the_sky_of_a_difference():
         cells = difference(stack.frame(i), ref).snr.reshape(8, 32, 8, 32)
         worst = max(worst, float(np.abs(np.median(cells, axis=(1, 3))).max()))
     assert worst < 1.2
+
+
+def test_a_residual_that_follows_the_pointing_is_no_event():
+    """A dip while the pointing sits 0.4 px away (a star's residual in that pointing state,
+    seen again later in the same state) loses its significance once the light curve is
+    decorrelated against the pointing; an eclipse of the same depth at another time keeps
+    it."""
+    rng = np.random.default_rng(5)
+    n = 200
+    shifts = np.zeros((n, 2))
+    shifts[120:150] = shifts[170:190] = (0.1, 0.4)  # two visits to one pointing state
+    noise = rng.normal(0, 1.0, n)
+    follows = noise - 50 * shifts[:, 1] ** 2  # -8 e/s in that state
+    eclipse = noise.copy()
+    eclipse[60:66] -= 8
+
+    def event(flux, start, end):
+        ev = Event("variable", 10, 10, start, start + 2, end, 0, 0, 0, 8.0, -1, end - start + 1,
+                   -8.0, 6, 1.0)
+        ev.lightcurve = {"diff_flux": flux}
+        return ev
+
+    dip = event(follows, 120, 149)
+    assert lightcurve_sigma(dip) > 6
+    assert lightcurve_sigma(dip, shifts=shifts) < 3
+    real = event(eclipse, 60, 65)
+    assert lightcurve_sigma(real, shifts=shifts) > 6
 
 
 def test_events_in_a_tesscut_sized_stack_are_found():
