@@ -201,16 +201,26 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_label(args: argparse.Namespace) -> int:
-    if args.label not in (*LABELS, "none"):
-        raise ReaperError(f"--as must be one of {', '.join(LABELS)} or none, not {args.label!r}")
-    label = None if args.label == "none" else args.label
-    ids = _service(args).label(args.ids, label, args.note, whole_object=args.object)
+def _label_as(value: str) -> str | None:
+    """The label an ``--as`` value names (``none``: no label), or one sentence why not."""
+    if value not in (*LABELS, "none"):
+        raise ReaperError(f"--as must be one of {', '.join(LABELS)} or none, not {value!r}")
+    return None if value == "none" else value
+
+
+def _print_labelled(label: str | None, n: int, noun: str, then: str) -> None:
+    """Say that ``n`` ``noun``s were labelled ``label`` (None: unlabelled), then ``then``."""
     from .words import count
 
-    print(f"{'unlabelled' if label is None else 'labelled ' + label} {count(len(ids), 'cutout')}"
-          + ("; run `anomaly-reaper fit` so that objects like them rank lower"
-             if label == "normal" else ""))
+    print(f"{'unlabelled' if label is None else 'labelled ' + label} {count(n, noun)}{then}")
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    label = _label_as(args.label)
+    ids = _service(args).label(args.ids, label, args.note, whole_object=args.object)
+    _print_labelled(label, len(ids), "cutout",
+                    "; run `anomaly-reaper fit` so that objects like them rank lower"
+                    if label == "normal" else "")
     return 0
 
 
@@ -293,16 +303,10 @@ def cmd_events(args: argparse.Namespace) -> int:
     if args.label:
         if args.label_as is None:
             raise ReaperError("--label needs --as LABEL (" + ", ".join(LABELS) + " or none)")
-        if args.label_as not in (*LABELS, "none"):
-            raise ReaperError(f"--as must be one of {', '.join(LABELS)} or none, not "
-                              f"{args.label_as!r}")
-        label = None if args.label_as == "none" else args.label_as
+        label = _label_as(args.label_as)
         reaper.label_events(args.label, label, args.note)
-        from .words import count
-
-        print(f"{'unlabelled' if label is None else 'labelled ' + label} "
-              f"{count(len(args.label), 'event')}"
-              + ("; the events like them now rank lower" if sinks(label) else ""))
+        _print_labelled(label, len(args.label), "event",
+                        "; the events like them now rank lower" if sinks(label) else "")
         return 0
     if args.paths:
         bar, update = _stage_bar("stack")

@@ -976,18 +976,13 @@ class Reaper:
         """Label events (None removes their labels); when that changes whether one damps the
         events like it (normal, artefact), the event model is re-fitted once, at once (events
         are few: milliseconds)."""
-        from .labels import check_label, sinks
+        from .labels import sinks
         from .timedomain import fit_event_model
 
-        check_label(label)
-        before = {}
-        for eid in event_ids:
-            row = store.event_row(self.engine, int(eid))
-            if row is None:
-                raise ReaperError(f"no event with id {int(eid)}")
-            before[int(eid)] = row.label
-        for eid in before:
-            store.set_event_label(self.engine, eid, label, note)
+        try:  # an unknown label is refused there too, before anything is changed
+            before = store.set_event_labels(self.engine, event_ids, label, note)
+        except LookupError as exc:
+            raise ReaperError(str(exc)) from None
         if any(sinks(lab) != sinks(label) for lab in before.values()):
             fit_event_model(self.engine, self.settings)
 

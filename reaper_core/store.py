@@ -1329,11 +1329,17 @@ def current_event_model(engine: Engine) -> EventModel | None:
                       .order_by(EventModel.id.desc())).first()
 
 
-def set_event_label(engine: Engine, event_id: int, label: str | None, note: str = "") -> None:
-    """Set (or with None remove) a person's label on one event."""
+def set_event_labels(engine: Engine, event_ids: Iterable[int], label: str | None,
+                     note: str = "") -> dict[int, str | None]:
+    """Set (or with None remove) a person's label on events, in one transaction: none is
+    changed when one does not exist (LookupError). Returns each event's label before."""
     check_label(label)
+    before: dict[int, str | None] = {}
     with session_scope(engine) as s:
-        row = s.get(TimeEvent, int(event_id))
-        if row is None:
-            raise LookupError(f"no event with id {event_id}")
-        row.label, row.note = label, note if label else ""
+        for eid in dict.fromkeys(int(i) for i in event_ids):
+            row = s.get(TimeEvent, eid)
+            if row is None:
+                raise LookupError(f"no event with id {eid}")
+            before[eid] = row.label
+            row.label, row.note = label, note if label else ""
+    return before

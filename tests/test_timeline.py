@@ -478,6 +478,11 @@ def test_events_are_labelled_from_the_command_line(stack_db, capsys):
     assert "--as must be one of" in capsys.readouterr().err
     assert main(["events", "--db-url", url, "--label", "999999", "--as", "normal"]) != 0
     assert "no event with id 999999" in capsys.readouterr().err
+    # One transaction: with one id missing, none is labelled.
+    assert main(["events", "--db-url", url, "--label", str(ids[0]), "999999", "--as",
+                 "artefact"]) != 0
+    assert "no event with id 999999" in capsys.readouterr().err
+    assert r.event(ids[0]).label is None
 
 
 def test_faint_strange_detections_rank_below_significant_events():
