@@ -131,7 +131,7 @@ def main() -> None:
         real_cube()
     found: dict[str, list[tuple[float, bool, bool]]] = {k: [] for k in EXPECTED_KIND}
     n_false, n_frames = 0, 0
-    # Every event of every stack, as the store would hold them: features, peak S/N, and
+    # Every event of every stack, as the store would hold them: features, significance, and
     # whether it is an injected event's best match (1), another match of one (0) or false (-1).
     feats, sigmas, truth = [], [], []
     settings = Settings()
@@ -153,7 +153,7 @@ def main() -> None:
         n_frames += args.frames
         if res.events:
             feats.append(event_features(res.events, stack.cadence_days, settings))
-            sigmas += [e.peak_sigma for e in res.events]
+            sigmas += [e.significance for e in res.events]
             truth += role.tolist()
     print(f"{args.seeds} stacks of {args.frames} frames of {args.size}² px, 3 of each kind each")
     print(f"{'kind':10s} {'5–10σ':>9s} {'10–30σ':>9s} {'>30σ':>9s} {'kind right':>11s}")
@@ -177,7 +177,7 @@ def main() -> None:
                                    settings.threshold_value)
         y = truth[judged] == 1
         print(f"ROC AUC, injected over false events, by the app's event score (target ≥ 0.95): "
-              f"{roc_auc_score(y, scores[judged]):.3f}; by peak S/N alone: "
+              f"{roc_auc_score(y, scores[judged]):.3f}; by significance alone: "
               f"{roc_auc_score(y, sigmas[judged]):.3f}")
     if args.speed_size <= 0:
         return

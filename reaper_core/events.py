@@ -57,6 +57,9 @@ MIN_PURITY = 0.35
 PURITY_RADIUS = 3.0
 #: Smallest frame side (px) in which movers are looked for.
 MIN_MOVER_FIELD = 16
+#: An event's light-curve significance must reach this fraction of the significance its
+#: detections need (aperture photometry is ~20 % less sensitive than the matched filter).
+LC_FRACTION = 0.8
 #: Frames a light curve needs outside its event to be decorrelated against the pointing.
 MIN_DECORRELATION_FRAMES = 20
 #: Frames of difference cutouts kept per event (the strip).
@@ -91,6 +94,8 @@ class Event:
     x_end: float | None = None
     y_end: float | None = None
     rate: float | None = None  # px per day (movers)
+    #: Significance in its own light curve (:func:`lightcurve_sigma`), once measured.
+    lc_sigma: float | None = None
     frames: np.ndarray = field(default_factory=lambda: np.zeros(0, int), repr=False)
     track: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)), repr=False)
     #: Light curve columns (see :func:`light_curves`).
@@ -99,6 +104,12 @@ class Event:
     strip: np.ndarray = field(default_factory=lambda: np.zeros((0, 1, 1), np.float32),
                               repr=False)
     strip_frames: np.ndarray = field(default_factory=lambda: np.zeros(0, int), repr=False)
+
+    @property
+    def significance(self) -> float:
+        """How significant the event is: the weaker of its detection S/N and its
+        light-curve significance (:func:`significance`)."""
+        return float(significance(self.peak_sigma, self.lc_sigma))
 
     @property
     def cutout(self) -> np.ndarray:
@@ -214,6 +225,19 @@ def make_events(det: dict[str, np.ndarray], times: np.ndarray, offset: tuple[int
         out.append(ev)
     out.sort(key=lambda e: (e.t_peak, e.y, e.x))
     return out
+
+
+def significance(peak_sigma: Any, lc_sigma: Any) -> np.ndarray:
+    """Events' significance, shape of the inputs: the weaker of the detection S/N at the peak
+    (``peak_sigma``) and the significance in the event's own light curve (``lc_sigma``, NaN or
+    None where not measured: then ``peak_sigma``). Either can be fooled alone — a frame's
+    noise underestimated at one place, a light curve's scatter by a star's residual — and the
+    false events left were strong in one only (ROC AUC of injected over false events by the
+    app's score, two sets of six simulated stacks: 0.899 / 0.941 by the detection S/N, 0.910 /
+    0.951 by the weaker of the two)."""
+    peak = np.asarray(peak_sigma, float)
+    lc = np.asarray(np.where(np.equal(lc_sigma, None), np.nan, lc_sigma), float)
+    return np.where(np.isfinite(lc), np.minimum(peak, lc), peak)
 
 
 def lightcurve_sigma(ev: Event, frame_factor: np.ndarray | None = None,
@@ -405,17 +429,18 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
         measure(stack, ref, events, shifts, patch_size=patch_size, progress=progress,
                 skip=empty)
     factor = frame_factors(events, len(stack))
-    events = merge_recurrent([e for e in events
-                              if lightcurve_sigma(e, factor, shifts) >= _lc_threshold(e)
+    for e in events:
+        e.lc_sigma = lightcurve_sigma(e, factor, shifts)
+    events = merge_recurrent([e for e in events if e.lc_sigma >= _lc_threshold(e)
                               and purity(e) >= MIN_PURITY])
     return StackSearch(events=events, reference=ref, shifts=shifts,
                        n_detections=len(det["x"]))
 
 
 def _lc_threshold(ev: Event) -> float:
-    """Light-curve significance an event needs (aperture photometry is ~20 % less sensitive
-    than the matched filter)."""
-    return 0.8 * (SINGLE_FRAME_SIGMA if ev.kind == "single_frame" else MIN_SIGMA)
+    """Light-curve significance an event needs (:data:`LC_FRACTION` of what its detections
+    need)."""
+    return LC_FRACTION * (SINGLE_FRAME_SIGMA if ev.kind == "single_frame" else MIN_SIGMA)
 
 
 def _aperture(shape: tuple[int, int], x: float, y: float, r: float) -> np.ndarray:

@@ -206,6 +206,7 @@ class TimeEvent(SQLModel, table=True):
     t_end: float
     frame_peak: int = 0
     peak_sigma: float
+    lc_sigma: float | None = None
     sign: int = 1
     n_detections: int = 1
     ra: float | None = None
@@ -289,7 +290,7 @@ def _create_tables(engine: Engine, attempts: int = 5) -> None:
 #: existing rows, unless filled).
 _ADDED_COLUMNS = [
     ("cutout", "segment", "INTEGER", None), ("fits_file", "hdu", "INTEGER", None),
-    ("fits_file", "quality", "INTEGER", None),
+    ("fits_file", "quality", "INTEGER", None), ("time_event", "lc_sigma", "REAL", None),
     # The files stored before get their runs of cutout ids, in one scan.
     ("fits_file", "first_cutout_id", "INTEGER",
      "UPDATE fits_file SET first_cutout_id = r.lo FROM (SELECT file_id, min(id) AS lo, "

@@ -27,7 +27,8 @@ from .stacks import Stack, stack_from_cube, stack_from_records, stack_name
 
 #: The event model keeps at least this many events per principal component.
 MIN_EVENTS_PER_COMPONENT = 4
-#: An event's score is its PCA score × (peak S/N / MIN_SIGMA) to this power (:func:`event_scores`).
+#: An event's score is its PCA score × (its significance / the least a kept event has) to this
+#: power (:func:`event_scores`).
 SIGNIFICANCE_POWER = 4.0
 #: Columns of a stored light curve, in order.
 LIGHTCURVE_COLUMNS = ("time", "diff_flux", "diff_flux_err", "flux", "quality")
@@ -35,7 +36,7 @@ LIGHTCURVE_COLUMNS = ("time", "diff_flux", "diff_flux_err", "flux", "quality")
 EVENT_COLUMNS = (
     "id", "stack", "kind", "x", "y", "t_start", "t_peak", "t_end", "peak_sigma", "ra", "dec",
     "score", "is_anomaly", "label", "x_start", "y_start", "x_end", "y_end", "rate",
-    "n_detections", "sign",
+    "n_detections", "sign", "lc_sigma",
 )
 
 
@@ -87,7 +88,8 @@ def search_and_store(engine: Engine, stack: Stack, key: str, settings: Settings,
             rows.append(dict(
                 kind=e.kind, x=e.x, y=e.y, x_start=e.x_start, y_start=e.y_start, x_end=e.x_end,
                 y_end=e.y_end, rate=e.rate, t_start=e.t_start, t_peak=e.t_peak, t_end=e.t_end,
-                frame_peak=e.frame_peak, peak_sigma=e.peak_sigma, sign=e.sign,
+                frame_peak=e.frame_peak, peak_sigma=e.peak_sigma, lc_sigma=e.lc_sigma,
+                sign=e.sign,
                 n_detections=e.n_detections, ra=ra, dec=dec, patch_size=settings.patch_size,
                 strip=np.ascontiguousarray(e.strip, np.float32).tobytes(),
                 strip_frames_json=json.dumps([int(v) for v in e.strip_frames]),
@@ -125,11 +127,12 @@ def event_features(events: list, cadence_days: float, settings: Settings) -> np.
     return np.hstack([emb, lcf]).astype(np.float32)
 
 
-def rank_events(X: np.ndarray, peak_sigma: np.ndarray, mode: str, value: float,
+def rank_events(X: np.ndarray, sigma: np.ndarray, mode: str, value: float,
                 normal: np.ndarray | None = None, normal_weight: int | None = None):
     """Fit the event model on events described by ``X`` (n, d) and rank them: returns the
     fitted :class:`~reaper_core.detector.PCAAnomalyDetector`, their ranking scores
-    (:func:`event_scores`, shape (n,)) and the threshold ``mode``/``value`` gives on them.
+    (:func:`event_scores` with their significance ``sigma``, shape (n,)) and the threshold
+    ``mode``/``value`` gives on them.
     ``normal`` (bool, shape (n,)) marks events a person called normal or an artefact: as
     for cutouts, they count ``normal_weight`` times (the detector's default when None) in the
     fit and damp those like them."""
@@ -150,7 +153,7 @@ def rank_events(X: np.ndarray, peak_sigma: np.ndarray, mode: str, value: float,
     most = max(1, len(X) // MIN_EVENTS_PER_COMPONENT)
     if det.n_components_ > most:
         det = fit(most)
-    scores = event_scores(det.train_anomaly_scores_, peak_sigma)
+    scores = event_scores(det.train_anomaly_scores_, sigma)
     return det, scores, threshold_from_scores(scores, mode, value)
 
 
@@ -165,6 +168,7 @@ def fit_event_model(engine: Engine, settings: Settings) -> store.EventModel | No
     """Fit the event model on every stored event and score them all (None with fewer than 3
     events); its threshold mode and value are the last event model's, else the settings'.
     Events labelled normal or artefact damp those like them (:func:`rank_events`)."""
+    from .events import significance
     from .labels import sinks
 
     rows = store.event_rows(engine, features=True)
@@ -179,8 +183,8 @@ def fit_event_model(engine: Engine, settings: Settings) -> store.EventModel | No
     mode, value = ((last.threshold_mode, last.threshold_value) if last is not None
                    else (settings.threshold_mode, settings.threshold_value))
     damp = np.array([sinks(r.label) for r in rows])
-    det, scores, threshold = rank_events(X, np.array([r.peak_sigma for r in rows]), mode,
-                                         value, normal=damp,
+    sigma = significance([r.peak_sigma for r in rows], [r.lc_sigma for r in rows])
+    det, scores, threshold = rank_events(X, sigma, mode, value, normal=damp,
                                          normal_weight=settings.normal_weight)
     arrays, meta = det.to_bytes()
     return store.write_event_model(engine, dict(
@@ -191,19 +195,24 @@ def fit_event_model(engine: Engine, settings: Settings) -> store.EventModel | No
     ), [int(r.id) for r in rows], scores)
 
 
-def event_scores(pca_scores: np.ndarray, peak_sigma: np.ndarray) -> np.ndarray:
+def event_scores(pca_scores: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     """Events' ranking scores, shape (n,): their PCA reconstruction errors (shape (n,)) times
-    (peak S/N / :data:`~reaper_core.events.MIN_SIGMA`) ** :data:`SIGNIFICANCE_POWER`.
+    (their significance, :func:`~reaper_core.events.significance`, over the least a kept event
+    has, :data:`~reaper_core.events.LC_FRACTION` × :data:`~reaper_core.events.MIN_SIGMA`)
+    ** :data:`SIGNIFICANCE_POWER`.
 
     Among events, the strangest-looking difference cutouts are mostly not events at all — a
     bright star's residual beside a faint detection, a dipole — so the PCA score alone ranked
     injected events *below* false ones (ROC AUC 0.42 and 0.51 over two sets of six simulated
-    stacks, ``benchmarks/timeline.py``). Weighted by significance: 0.92 and 0.95 (powers 1, 2,
-    3, 6: 0.82/0.91, 0.88/0.93, 0.90/0.95, 0.92/0.94; peak S/N alone 0.95/0.94). Among events
-    of like significance, the PCA score still orders them by strangeness."""
-    from .events import MIN_SIGMA
+    stacks, ``benchmarks/timeline.py``). Weighted by the detection S/N: 0.92 and 0.95 when
+    chosen (powers 1, 2, 3, 6: 0.82/0.91, 0.88/0.93, 0.90/0.95, 0.92/0.94; the S/N alone
+    0.95/0.94); by the weaker of the detection and light-curve significance, on the stacks of
+    today's search: 0.910 and 0.951 (0.899 and 0.941 by the detection S/N). Among events of
+    like significance, the PCA score still orders them by strangeness."""
+    from .events import LC_FRACTION, MIN_SIGMA
 
-    weight = (np.maximum(np.asarray(peak_sigma, float), MIN_SIGMA) / MIN_SIGMA)
+    least = LC_FRACTION * MIN_SIGMA
+    weight = np.maximum(np.asarray(sigma, float), least) / least
     return np.asarray(pca_scores, float) * weight**SIGNIFICANCE_POWER
 
 

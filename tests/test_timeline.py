@@ -18,7 +18,14 @@ from reaper_core.cli import main
 from reaper_core.config import Settings
 from reaper_core.difference import build_reference, detect, difference
 from reaper_core.errors import StackError
-from reaper_core.events import Event, lightcurve_sigma, search_stack
+from reaper_core.events import (
+    LC_FRACTION,
+    MIN_SIGMA,
+    SINGLE_FRAME_SIGMA,
+    Event,
+    lightcurve_sigma,
+    search_stack,
+)
 from reaper_core.service import Reaper
 from reaper_core.simulate_stack import EXPECTED_KIND, SimulatedStack, simulate_stack
 from reaper_core.stacks import Stack, StackFrame, stack_from_cube, stack_from_files
@@ -410,6 +417,10 @@ def test_events_command_lists_and_exports_the_contract(stack_db, capsys, tmp_pat
         assert main(["events", "--db-url", url, "-o", str(path)]) == 0
         t = Table.read(path, format="fits" if suffix == "fits" else "votable")
         assert len(t) == len(rows) and set(CONTRACT) <= set(t.colnames)
+    # Each event's light-curve significance is stored and exported: at least what kept it.
+    for r in rows:
+        least = LC_FRACTION * (SINGLE_FRAME_SIGMA if r["kind"] == "single_frame" else MIN_SIGMA)
+        assert r["kind"] == "mover" or float(r["lc_sigma"]) >= least
     lc_path = tmp_path / "lc.fits"
     assert main(["events", "--db-url", url, "--lightcurve", rows[0]["id"], "-o",
                  str(lc_path)]) == 0
@@ -507,6 +518,25 @@ def test_faint_strange_detections_rank_below_significant_events():
     same = np.full(len(X), 10.0)  # one significance: strangeness decides
     _, s_same, _ = rank_events(X, same, "sigma", 2.0)
     assert roc_auc_score(is_real, s_same) < 0.2
+
+
+def test_an_event_weak_in_its_light_curve_ranks_by_the_weaker_significance():
+    """An event is as significant as the weaker of its detection S/N and its light-curve
+    significance: of two events alike but for a light curve that barely holds one, that one
+    ranks lower (by the detection S/N alone they tied)."""
+    from reaper_core.events import significance
+    from reaper_core.timedomain import rank_events
+
+    assert significance([12.0, 12.0, 7.0], [12.0, 4.5, None]).tolist() == [12.0, 4.5, 7.0]
+    X = np.random.default_rng(1).normal(0, 1, (40, 8))
+    X[1] = X[0]  # the two events look alike
+    peak = np.full(40, 12.0)
+    lc = np.full(40, 12.0)
+    lc[1] = 4.5
+    _, by_peak, _ = rank_events(X, peak, "sigma", 2.0)
+    assert by_peak[0] == by_peak[1]
+    _, scores, _ = rank_events(X, significance(peak, lc), "sigma", 2.0)
+    assert scores[1] < 0.5 * scores[0]
 
 
 def test_stack_forms_on_ingest(tmp_path):
