@@ -8,9 +8,10 @@ fast asteroid is caught on its second frame — allowing ``max_gap`` frames with
 
 Kinds (:data:`EVENT_KINDS`):
 
-``mover``         a track of at least 4 detections, in at least 60 % of the frames it spans,
-                  moving steadily (a straight line at a constant rate, scatter under 0.7 px)
-                  by more than 3 px: an asteroid, a comet;
+``mover``         a track of at least 4 brightenings, in at least 60 % of the frames it
+                  spans, moving steadily (a straight line at a constant rate, scatter under
+                  0.7 px) by more than 3 px: an asteroid, a comet (a track of dimmings that
+                  moves so is a chain of residuals, and no event);
 ``variable``      a place that dims (negative residual: an eclipse, a star fading), or that
                   brightens in more than one episode;
 ``transient``     one episode of brightening over at least 2 frames at one place: a flare, a
@@ -206,6 +207,10 @@ def make_events(det: dict[str, np.ndarray], times: np.ndarray, offset: tuple[int
         p = t[int(np.argmax(sig))]
         peak = float(sig.max())
         if peak < (single_sigma if k == "single_frame" else min_sigma):
+            continue
+        if k == "mover" and det["sign"][p] < 0:
+            # A moving object brightens the frames it crosses (the reference, a median over
+            # the stack, holds none of it): a steady line of dimmings is a chain of residuals.
             continue
         f = det["frame"][t].astype(int)
         ev = Event(

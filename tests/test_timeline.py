@@ -334,6 +334,24 @@ def test_a_mover_needs_a_steady_track():
     assert classify(sparse, np.arange(4))[0] == "transient"
 
 
+def test_a_moving_line_of_dimmings_is_no_mover():
+    """A moving object brightens what it crosses; dimmings lined up at a steady rate (star
+    residuals in successive frames) make no event, the same track brightening a mover."""
+    from reaper_core.events import make_events
+
+    def det(sign):
+        f = np.arange(10, 15)
+        return {"frame": f.astype(float), "x": 20.0 + 1.5 * (f - 10), "y": np.full(5, 50.0),
+                "sign": np.full(5, float(sign)), "sigma": np.full(5, 8.0),
+                "flux": np.full(5, sign * 50.0), "area": np.full(5, 6.0),
+                "elongation": np.ones(5)}
+
+    times = 1325.0 + np.arange(30) / 48
+    bright, = make_events(det(1), times)
+    assert bright.kind == "mover" and bright.sign == 1
+    assert make_events(det(-1), times) == []
+
+
 def test_aperture_off_the_frame_is_empty():
     """A mover's track extended past the frame's edge measures nothing there (it raised
     'negative dimensions' before)."""
