@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from reaper_core import store
@@ -122,10 +122,12 @@ def test_pipeline_round_trip_on_postgres(pg_url, spoc_file, hdf_file, tmp_path, 
     # A database made before cutouts kept their segment gets the column when opened.
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE cutout DROP COLUMN segment"))
+        conn.execute(text("ALTER TABLE time_event DROP COLUMN lc_sigma"))
     engine.dispose()
     engine = store.make_engine(pg_url)
     df = exported(engine)
     assert len(df) == cutouts and df.segment.isna().all()
+    assert "lc_sigma" in {c["name"] for c in inspect(engine).get_columns("time_event")}
     engine.dispose()
 
 
