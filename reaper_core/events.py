@@ -14,13 +14,15 @@ Kinds (:data:`EVENT_KINDS`):
                   moves so is a chain of residuals, and no event);
 ``variable``      a place that dims (negative residual: an eclipse, a star fading), or that
                   brightens in more than one episode;
-``transient``     one episode of brightening over at least 2 frames at one place: a flare, a
-                  supernova, a nova;
+``transient``     one episode of brightening over at least 2 frames at one place (the last
+                  may be below detection, see below): a flare, a supernova, a nova;
 ``single_frame``  seen in one frame only: a glint, a satellite streak, a cosmic ray.
 
 Events must be significant as a whole: at least :data:`MIN_SIGMA` at their peak, and
 :data:`SINGLE_FRAME_SIGMA` for one seen once (a chance excursion of noise in one of a thousand
-frames of four million pixels is far likelier than in two consecutive ones); and, movers
+frames of four million pixels is far likelier than in two consecutive ones) unless the
+next frame is still :data:`FADE_SIGMA` up at its place (a flare fading below the detection
+threshold: then a ``transient``); and, movers
 apart, of one sign at their peak (:func:`purity`): a bright star's residual in a frame that is
 misaligned or blurred more than most is a dipole, not an event.
 """
@@ -58,6 +60,10 @@ MIN_PURITY = 0.35
 PURITY_RADIUS = 3.0
 #: Smallest frame side (px) in which movers are looked for.
 MIN_MOVER_FIELD = 16
+#: A detection seen once, under :data:`SINGLE_FRAME_SIGMA`, is kept when the next frame's
+#: matched-filter S/N at its place is at least this (a flare fading below the detection
+#: threshold; noise passes one time in forty).
+FADE_SIGMA = 2.0
 #: An event's light-curve significance must reach this fraction of the significance its
 #: detections need (aperture photometry is ~20 % less sensitive than the matched filter).
 LC_FRACTION = 0.8
@@ -206,6 +212,9 @@ def make_events(det: dict[str, np.ndarray], times: np.ndarray, offset: tuple[int
         sig = det["sigma"][t]
         p = t[int(np.argmax(sig))]
         peak = float(sig.max())
+        if k == "single_frame" and min_sigma <= peak < single_sigma and \
+                "next_sigma" in det and det["next_sigma"][p] >= FADE_SIGMA:
+            k = "transient"  # a flash still there in the next frame, below detection: a flare
         if peak < (single_sigma if k == "single_frame" else min_sigma):
             continue
         if k == "mover" and det["sign"][p] < 0:
@@ -411,21 +420,35 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
     n = len(stack)
     good = stack.good
     shifts = np.zeros((n, 2))
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in DETECTION_FIELDS}
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in (*DETECTION_FIELDS, "next_sigma")}
     empty = np.zeros(n, bool)
+    # A frame's detections wait for the next frame, whose S/N at their places they keep.
+    pending: dict[str, np.ndarray] | None = None
+
+    def keep(found: dict[str, np.ndarray], following: np.ndarray | None) -> None:
+        found["next_sigma"] = _next_sigma(found, following)
+        for k in cols:
+            cols[k].append(found[k])
+
     for i in range(n):
         frame = stack.frame(i)
         empty[i] = not np.isfinite(frame).any()  # a cadence held as NaN: nothing to search
         if empty[i]:
+            if pending is not None:
+                keep(pending, None)
+                pending = None
             progress("difference", (i + 1) / n, f"frame {i + 1}/{n}")
             continue
         d = make_difference(frame, ref)
         shifts[i] = d.shift
+        if pending is not None:
+            keep(pending, d.snr)
+            pending = None
         if good[i]:
-            found = detect(d, frame=i)
-            for k in DETECTION_FIELDS:
-                cols[k].append(found[k])
+            pending = detect(d, frame=i)
         progress("difference", (i + 1) / n, f"frame {i + 1}/{n}")
+    if pending is not None:
+        keep(pending, None)
     det = {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
     events = make_events(det, stack.times, stack.offset,
                          movers=min(ref.image.shape) >= MIN_MOVER_FIELD)
@@ -442,10 +465,22 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
                        n_detections=len(det["x"]))
 
 
+def _next_sigma(det: dict[str, np.ndarray], snr: np.ndarray | None) -> np.ndarray:
+    """Matched-filter S/N of the next frame (``snr``, shape (ny, nx); None: no next frame)
+    at each detection's place, signed as the detection, shape (k,); 0 without a next frame."""
+    if snr is None or len(det["x"]) == 0:
+        return np.zeros(len(det["x"]))
+    ny, nx = snr.shape
+    iy = np.clip(np.round(det["y"]).astype(int), 0, ny - 1)
+    ix = np.clip(np.round(det["x"]).astype(int), 0, nx - 1)
+    return det["sign"] * snr[iy, ix]
+
+
 def _lc_threshold(ev: Event) -> float:
-    """Light-curve significance an event needs (:data:`LC_FRACTION` of what its detections
-    need)."""
-    return LC_FRACTION * (SINGLE_FRAME_SIGMA if ev.kind == "single_frame" else MIN_SIGMA)
+    """Light-curve significance an event needs: :data:`LC_FRACTION` of what its detections
+    need, and of :data:`SINGLE_FRAME_SIGMA` for one detected once (a faint flash that fades
+    included)."""
+    return LC_FRACTION * (SINGLE_FRAME_SIGMA if ev.n_detections == 1 else MIN_SIGMA)
 
 
 def _aperture(shape: tuple[int, int], x: float, y: float, r: float) -> np.ndarray:

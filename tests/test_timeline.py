@@ -218,6 +218,46 @@ def test_a_residual_that_follows_the_pointing_is_no_event():
     assert lightcurve_sigma(real, shifts=shifts) > 6
 
 
+def test_a_faint_flash_that_fades_is_a_flare_and_one_that_does_not_is_noise():
+    """One detection under the single-frame threshold (6.5σ) is kept when the next frame's
+    matched-filter S/N at its place is still ≥ 2σ — a flare fading below the detection
+    threshold — as a transient; the same flash without that (a glint that faint, a chance
+    excursion of noise) is not, nor is a flash above the threshold changed."""
+    from reaper_core.events import make_events
+
+    def flash(sigma: float, next_sigma: float | None) -> dict[str, np.ndarray]:
+        det = {"frame": np.array([40.0]), "x": np.array([20.0]), "y": np.array([30.0]),
+               "sign": np.array([1.0]), "sigma": np.array([sigma]), "flux": np.array([9.0]),
+               "area": np.array([5.0]), "elongation": np.array([1.0])}
+        if next_sigma is not None:
+            det["next_sigma"] = np.array([next_sigma])
+        return det
+
+    times = 1325.0 + np.arange(100) / 48
+    faded, = make_events(flash(5.8, 2.4), times)
+    assert faded.kind == "transient" and faded.n_detections == 1
+    assert make_events(flash(5.8, 1.5), times) == []
+    assert make_events(flash(5.8, None), times) == []
+    assert make_events(flash(4.8, 3.0), times) == []  # under the least an event needs
+    bright, = make_events(flash(7.0, 0.0), times)
+    assert bright.kind == "single_frame"
+
+
+def test_a_faint_flare_seen_in_one_frame_is_found():
+    """A simulated flare of 8σ fading over five frames, detected in its first frame only and
+    at 5.7σ — under the single-frame threshold — is found, as a transient: the next frame
+    still shows it (missed before such flashes were kept)."""
+    from reaper_core.events import SINGLE_FRAME_SIGMA
+
+    sim = simulate_stack(200, 256, seed=0, events=dict.fromkeys(EXPECTED_KIND, 3))
+    flare = next(t for t in sim.events if t.kind == "flare" and t.peak_sigma < 10)
+    events = search_stack(as_stack(sim)).events
+    found = [e for e in events if np.hypot(e.x - flare.x, e.y - flare.y) < 3
+             and flare.f_start - 2 <= e.frame_peak <= flare.f_end]
+    assert [e.kind for e in found] == ["transient"]
+    assert found[0].n_detections == 1 and found[0].peak_sigma < SINGLE_FRAME_SIGMA
+
+
 def test_events_in_a_tesscut_sized_stack_are_found():
     """A 40 × 40 px stack (a TESScut cube of ordinary size) gets the systematics fit and noise
     model of a full frame, and a plane for its scattered light: 21 of 24 clear events found
