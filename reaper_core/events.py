@@ -433,19 +433,14 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
     for i in range(n):
         frame = stack.frame(i)
         empty[i] = not np.isfinite(frame).any()  # a cadence held as NaN: nothing to search
-        if empty[i]:
-            if pending is not None:
-                keep(pending, None)
-                pending = None
-            progress("difference", (i + 1) / n, f"frame {i + 1}/{n}")
-            continue
-        d = make_difference(frame, ref)
-        shifts[i] = d.shift
+        d = None if empty[i] else make_difference(frame, ref)
         if pending is not None:
-            keep(pending, d.snr)
+            keep(pending, None if d is None else d.snr)
             pending = None
-        if good[i]:
-            pending = detect(d, frame=i)
+        if d is not None:
+            shifts[i] = d.shift
+            if good[i]:
+                pending = detect(d, frame=i)
         progress("difference", (i + 1) / n, f"frame {i + 1}/{n}")
     if pending is not None:
         keep(pending, None)
