@@ -144,6 +144,14 @@ def prepare(
 ) -> Prepared:
     """Read, find sources, cut and embed one file (no database access); ``hdu`` reads that
     HDU instead of the one the reader's rule picks."""
+    from .parallel import own_threads
+
+    with own_threads():
+        return _prepare(path, settings, embedder, progress, name=name, sha256=sha256, hdu=hdu)
+
+
+def _prepare(path: str | Path, settings: Settings, embedder: Embedder, progress: ProgressFn,
+             *, name: str | None, sha256: str | None, hdu: int | None) -> Prepared:
     from .cutouts import MAX_NAN_FRACTION, extract_cutouts, usable_positions
     from .parallel import map_chunks
     from .sources import Sources, find_sources

@@ -169,6 +169,33 @@ def test_star_fit_beside_detection_equals_it_after(monkeypatch, spoc_file):
         prepare(spoc_file, settings, emb)
 
 
+def test_blas_held_to_one_thread_while_prepare_runs_its_own(monkeypatch, spoc_file):
+    """Source finding (its matrix products) sees BLAS limited to one thread when the process
+    runs its own compute threads, and the limit is lifted after."""
+    from threadpoolctl import threadpool_info
+
+    from reaper_core import parallel, sources
+    from reaper_core.config import Settings
+    from reaper_core.ingest import prepare
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    seen: list[list[int]] = []
+    real = sources.find_sources
+
+    def spy(*args, **kwargs):
+        seen.append(blas_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sources, "find_sources", spy)
+    monkeypatch.setattr(parallel, "compute_threads", lambda: 2)
+    prepare(spoc_file, Settings(), get_embedder("local"))
+    assert seen and all(n == 1 for n in seen[0])
+    assert blas_threads() == before
+
+
 def test_error_by_quadrant_points_at_the_odd_corner(tmp_path, hdf_file):
     from reaper_core import store
     from reaper_core.config import Settings
