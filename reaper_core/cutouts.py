@@ -122,16 +122,23 @@ def median_along(a: np.ndarray, axis: int = -1) -> np.ndarray:
 def ring_sky(patches: np.ndarray, width: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Median and robust σ (1.4826 × MAD) of each patch's outer ring, ``width`` px wide; patches
     (n, s, s) without NaN; shapes (n,), (n,), the patches' units."""
+    from .patch_kernels import median_deviation_of_sorted
+
     n, s, _ = patches.shape
     ring = np.ones((s, s), bool)
     ring[width:s - width, width:s - width] = False
-    vals = patches[:, ring]
-    med = median_along(vals)
-    mad = median_along(np.abs(vals - med[:, None])) * 1.4826
+    srt = np.sort(patches.reshape(n, -1).take(np.flatnonzero(ring), axis=1), axis=1)
+    m = srt.shape[1]
+    med = (srt[:, (m - 1) // 2] + srt[:, m // 2]) / 2 if m % 2 == 0 else srt[:, m // 2]
+    mad = median_deviation_of_sorted(srt, med) * 1.4826
     # Fall back to the whole patch's spread where the ring is flat (e.g. 8-bit sky at 0).
-    whole = np.std(patches.reshape(n, -1), axis=1)
     floor = np.maximum(1e-3 * np.abs(med), 1e-6)
-    sigma = np.where(mad > floor, mad, np.maximum(whole * 0.1, floor))
+    flat = ~(mad > floor)
+    sigma = mad
+    if flat.any():
+        whole = np.std(patches[flat].reshape(int(flat.sum()), -1), axis=1)
+        sigma = np.where(flat, 0, mad)
+        sigma[flat] = np.maximum(whole * 0.1, floor[flat])
     return med, sigma
 
 

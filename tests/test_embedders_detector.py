@@ -127,6 +127,72 @@ def test_statistics_agree_with_scipy_and_numpy():
     assert F[2, STATS_NAMES.index("flat_top")] > F[3:, STATS_NAMES.index("flat_top")].max()
 
 
+def test_statistics_equal_their_definitions_on_real_patches():
+    """The compiled sums give each statistic as its plain definition does, patch by patch, on
+    real SPOC patches (a flat one, one with a NaN column and a saturated block among them)."""
+    from scipy import ndimage, stats
+
+    from reaper_core.embedders.local import sky_units, stats_features
+
+    p = _real_patches(120)
+    F = stats_features(p)
+    z = sky_units(p).astype(np.float64)
+    n, s, _ = z.shape
+    col = {name: F[:, i] for i, name in enumerate(STATS_NAMES)}
+
+    def slog(v):
+        return np.sign(v) * np.log1p(np.abs(v))
+
+    flat = z.reshape(n, -1)
+    yy, xx = np.mgrid[0:s, 0:s]
+    r = np.hypot(xx - 15.5, yy - 15.5).ravel()
+    varied = flat.std(axis=1) > 0
+    np.testing.assert_allclose(col["skew"][varied], stats.skew(flat[varied], axis=1),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(col["kurtosis"][varied],
+                               slog(stats.kurtosis(flat[varied], axis=1)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(col["aperture_snr"],
+                               slog(flat[:, r <= 3].sum(1) / np.sqrt((r <= 3).sum())), rtol=1e-5)
+    np.testing.assert_allclose(col["area_3sigma"], (flat > 3).mean(1), rtol=1e-6)
+    peaks = [((zi == ndimage.maximum_filter(zi, 3, mode="constant", cval=-np.inf))
+              & (zi > 5)).sum() for zi in z]
+    np.testing.assert_allclose(col["n_peaks"], np.log1p(peaks), rtol=1e-6)
+    w = np.clip(np.sort(flat, axis=1), 0, None)
+    k = np.arange(1, s * s + 1)
+    tot = w.sum(1)
+    gini = np.where(tot > 0, (w * (2 * k - s * s - 1)).sum(1) / (np.where(tot > 0, tot, 1)
+                                                                  * (s * s - 1)), 0)
+    np.testing.assert_allclose(col["gini"], gini, rtol=1e-5, atol=1e-6)
+    asym = np.abs(z - z[:, ::-1, ::-1]).reshape(n, -1).sum(1) / (np.abs(flat).sum(1) + 1e-9)
+    np.testing.assert_allclose(col["asymmetry"], asym, rtol=1e-5, atol=1e-7)
+    pos = np.clip(flat, 0, None)
+    mx = (pos * xx.ravel()).sum(1) / np.where(tot > 0, tot, 1)
+    my = (pos * yy.ravel()).sum(1) / np.where(tot > 0, tot, 1)
+    bright = np.hypot(mx - 15.5, my - 15.5)
+    np.testing.assert_allclose(col["centroid_offset"][tot > 0], bright[tot > 0], rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_median_deviation_of_sorted_rows_equals_a_second_sort():
+    """The median absolute deviation from sorted rows equals the median of the deviations
+    sorted again, for even and odd rows, with ties, in float32 and float64."""
+    from reaper_core.cutouts import median_along
+    from reaper_core.patch_kernels import median_deviation_of_sorted
+
+    rng = np.random.default_rng(3)
+    for m in (1, 2, 3, 348, 349):
+        for dtype in (np.float32, np.float64):
+            v = rng.normal(size=(200, m)).astype(dtype)
+            v[:50] = np.round(v[:50])  # ties
+            v[50] = 4.0  # all equal
+            srt = np.sort(v, axis=1)
+            med = median_along(srt)
+            want = median_along(np.abs(srt - med[:, None]))
+            got = median_deviation_of_sorted(srt, med)
+            assert got.dtype == dtype
+            assert np.array_equal(got, want), (m, dtype)
+
+
 def test_embedding_on_threads_equals_one_thread(monkeypatch):
     """Chunks embedded on several threads come back in order, equal to one thread's, with
     progress rising to n."""

@@ -84,29 +84,6 @@ def sky_units(patches: np.ndarray) -> np.ndarray:
     return _in_sky_units(patches)[0]
 
 
-def _local_max_3x3(z: np.ndarray) -> np.ndarray:
-    """The maximum of each pixel's 3 × 3 neighbourhood within its patch; shape (n, s, s)."""
-    m = z.copy()
-    np.maximum(m[:, 1:], z[:, :-1], out=m[:, 1:])
-    np.maximum(m[:, :-1], z[:, 1:], out=m[:, :-1])
-    out = m.copy()
-    np.maximum(out[:, :, 1:], m[:, :, :-1], out=out[:, :, 1:])
-    np.maximum(out[:, :, :-1], m[:, :, 1:], out=out[:, :, :-1])
-    return out
-
-
-def _radius_groups(s: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each distinct distance from the patch centre (ascending) and a (s², k) 0/1 matrix that
-    sums pixels by it."""
-    c = (s - 1) / 2.0
-    yy, xx = np.mgrid[0:s, 0:s]
-    r = np.round(np.hypot(xx - c, yy - c).ravel(), 9)
-    radii, inverse = np.unique(r, return_inverse=True)
-    onehot = np.zeros((s * s, radii.size), np.float64)
-    onehot[np.arange(s * s), inverse] = 1.0
-    return radii, onehot
-
-
 def stats_features(patches: np.ndarray) -> np.ndarray:
     """Photometric statistics and morphology of each patch, vectorised.
 
@@ -127,51 +104,39 @@ def stats_features(patches: np.ndarray) -> np.ndarray:
 def _stats_from_sky_units(z: np.ndarray, sky: np.ndarray, sig: np.ndarray,
                           nan_frac: np.ndarray) -> np.ndarray:
     """:func:`stats_features` of patches already in sky units (see :func:`_in_sky_units`)."""
+    from ..patch_kernels import SUMS, patch_sums
+
     n, s, _ = z.shape
     npx = s * s
     flat = z.reshape(n, -1)
     c = (s - 1) / 2.0
-    yy, xx = np.mgrid[0:s, 0:s]
-    xf, yf = xx.ravel().astype(float), yy.ravel().astype(float)
-    r = np.hypot(xf - c, yf - c)
+    radii, radius_index, aperture = _PATCH_GEOMETRY.get(s) or _PATCH_GEOMETRY.setdefault(
+        s, _patch_geometry(s))
 
     def slog(v):
         return np.sign(v) * np.log1p(np.abs(v))
 
     srt = np.sort(flat, axis=1)  # one sort serves the percentiles, the Gini and M20
+    sums = patch_sums(z, srt, radius_index, radii.size, aperture)
+    S = dict(zip(SUMS, sums.T, strict=True))
     peak = srt[:, -1].astype(np.float64)
-    aperture = flat[:, r <= 3].sum(axis=1, dtype=np.float64) / np.sqrt((r <= 3).sum())
-    total = flat.sum(axis=1, dtype=np.float64) / s
     pct = _percentiles_of_sorted(srt, (1, 5, 25, 75, 95, 99))
-
-    # Moments of the pixel values (float64): skewness and excess kurtosis, as scipy.stats.
-    f64 = flat.astype(np.float64)
-    mean = f64.mean(axis=1)
-    d = f64 - mean[:, None]
-    d2 = d * d
-    m2 = d2.mean(axis=1)
-    m3 = (d2 * d).mean(axis=1)
-    m4 = (d2 * d2).mean(axis=1)
+    # Skewness and excess kurtosis of the pixel values, as scipy.stats.
+    m2, m3, m4 = S["m2"], S["m3"], S["m4"]
     with np.errstate(all="ignore"):
         skew = np.where(m2 > 0, m3 / m2**1.5, 0.0)
         kurt = np.where(m2 > 0, m4 / m2**2 - 3.0, 0.0)  # 0 for a flat patch
-    area3 = (flat > 3).mean(axis=1)
-    area10 = (flat > 10).mean(axis=1)
 
     # Gini of the positive flux.
-    spos = np.clip(srt, 0, None).astype(np.float64)
-    k = np.arange(1, npx + 1)
-    tot = spos.sum(axis=1)
+    tot = S["w"]
     safe = np.where(tot > 0, tot, 1)
-    gini = np.where(tot > 0, spos @ (2 * k - npx - 1) / (safe * (npx - 1)), 0)
+    gini = np.where(tot > 0, S["gini"] / (safe * (npx - 1)), 0)
 
-    # Second moments about the flux-weighted centroid, from raw moments (one product).
-    pos = np.clip(f64, 0, None)
-    raw_m = pos @ np.column_stack([xf, yf, xf * xf, yf * yf, xf * yf]) / safe[:, None]
-    mx, my = raw_m[:, 0], raw_m[:, 1]
-    mxx = np.clip(raw_m[:, 2] - mx * mx, 0, None)
-    myy = np.clip(raw_m[:, 3] - my * my, 0, None)
-    mxy = raw_m[:, 4] - mx * my
+    # Second moments about the flux-weighted centroid, from the raw moments.
+    mx, my = S["wx"] / safe, S["wy"] / safe
+    mxx = np.clip(S["wxx"] / safe - mx * mx, 0, None)
+    myy = np.clip(S["wyy"] / safe - my * my, 0, None)
+    mxy = S["wxy"] / safe - mx * my
     empty = tot <= 0
     mxx[empty] = myy[empty] = mxy[empty] = 0.0
     r2 = mxx + myy
@@ -182,49 +147,46 @@ def _stats_from_sky_units(z: np.ndarray, sky: np.ndarray, sig: np.ndarray,
     offset = np.hypot(mx - c, my - c)
 
     # M20: second moment (about the centroid) of the brightest pixels holding 20 % of the
-    # flux, relative to that of all the flux; the cut is the value where the brightest-first
-    # cumulative flux reaches 20 %.
-    desc = spos[:, ::-1]
-    n_bright = (np.cumsum(desc, axis=1) <= 0.2 * tot[:, None]).sum(axis=1)
-    cut = np.where(n_bright > 0, desc[np.arange(n), np.maximum(n_bright - 1, 0)], np.inf)
-    bright = pos * (pos >= cut[:, None])
-    basis = np.column_stack([np.ones(npx), xf, yf, xf * xf + yf * yf])
+    # flux, relative to that of all the flux.
+    def moment(w, wx, wy, wrr):  # Σw((x − mx)² + (y − my)²) from the raw sums
+        return wrr - 2 * (mx * wx + my * wy) + (mx * mx + my * my) * w
 
-    def moment(w: np.ndarray) -> np.ndarray:
-        m = w @ basis  # Σw, Σwx, Σwy, Σw(x² + y²) → Σw((x − mx)² + (y − my)²)
-        return m[:, 3] - 2 * (mx * m[:, 1] + my * m[:, 2]) + (mx * mx + my * my) * m[:, 0]
-
-    m20 = np.log10(np.clip(moment(bright), 1e-12, None) / np.clip(moment(pos), 1e-12, None))
+    m20 = np.log10(
+        np.clip(moment(S["bright_w"], S["bright_wx"], S["bright_wy"], S["bright_wrr"]),
+                1e-12, None)
+        / np.clip(moment(tot, S["wx"], S["wy"], S["wxx"] + S["wyy"]), 1e-12, None))
 
     # Concentration: radii (about the centre) holding 20 % and 80 % of the flux.
-    radii, groups = _RADIUS_GROUPS.get(s) or _RADIUS_GROUPS.setdefault(s, _radius_groups(s))
-    rc = np.cumsum(pos @ groups, axis=1) / safe[:, None]
-    r20 = radii[np.clip((rc < 0.2).sum(1), 0, radii.size - 1)]
-    r80 = radii[np.clip((rc < 0.8).sum(1), 0, radii.size - 1)]
+    r20 = radii[np.clip(S["n_r20"].astype(int), 0, radii.size - 1)]
+    r80 = radii[np.clip(S["n_r80"].astype(int), 0, radii.size - 1)]
     conc = 5 * np.log10(np.clip(r80, 0.5, None) / np.clip(r20, 0.5, None))
-
-    absz = np.abs(z).reshape(n, -1).sum(1, dtype=np.float64)
-    asym = np.abs(z - z[:, ::-1, ::-1]).reshape(n, -1).sum(1, dtype=np.float64) / (absz + 1e-9)
+    asym = S["asymmetry"] / (S["abs_total"] + 1e-9)
 
     rows = median_along(z, axis=2)  # (n, s): median along each row
     cols = median_along(z, axis=1)  # (n, s): median along each column
-    top = peak[:, None]
-    flat_top = ((flat >= top - 0.01 * np.abs(top)) & (top > 10)).sum(1) / s
-
-    # Local maxima above 5σ: how many objects the patch holds.
-    peaks = ((z == _local_max_3x3(z)) & (z > 5)).reshape(n, -1).sum(1)
 
     feats = np.column_stack([
-        slog(peak), slog(aperture), slog(total), *[slog(pct[:, i]) for i in range(6)],
-        np.clip(skew, -50, 50), slog(kurt), area3, area10, gini, m20, conc, asym, ellip,
-        np.cos(2 * theta), np.sin(2 * theta), slog(r2), offset,
+        slog(peak), slog(S["aperture"] / np.sqrt(aperture.sum())), slog(S["total"] / s),
+        *[slog(pct[:, i]) for i in range(6)],
+        np.clip(skew, -50, 50), slog(kurt), S["area3"] / npx, S["area10"] / npx, gini, m20,
+        conc, asym, ellip, np.cos(2 * theta), np.sin(2 * theta), slog(r2), offset,
         slog(rows.max(1)), slog(rows.min(1)), slog(cols.max(1)), slog(cols.min(1)),
-        flat_top, nan_frac, slog(sky), slog(sig), np.log1p(peaks),
+        S["flat_top"] / s, nan_frac, slog(sky), slog(sig), np.log1p(S["n_peaks"]),
     ])
     return np.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
 
-_RADIUS_GROUPS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+def _patch_geometry(s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each distinct distance from the centre of an ``s`` px patch (ascending), each pixel's
+    index into them, shape (s, s), and the central aperture (within 3 px), shape (s, s)."""
+    c = (s - 1) / 2.0
+    yy, xx = np.mgrid[0:s, 0:s]
+    r = np.hypot(xx - c, yy - c)
+    radii, inverse = np.unique(np.round(r, 9).ravel(), return_inverse=True)
+    return radii, inverse.reshape(s, s), r <= 3
+
+
+_PATCH_GEOMETRY: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
 
 def _percentiles_of_sorted(srt: np.ndarray, q) -> np.ndarray:
