@@ -229,3 +229,47 @@ def _median_deviation(srt, med, out):  # pragma: no cover - compiled
             if rank == m // 2:
                 b = v
         out[i] = (a + b) / 2 if m % 2 == 0 else a
+
+
+def orientation_histograms(angle: np.ndarray, magnitude: np.ndarray, cell: int,
+                           orientations: int) -> np.ndarray:
+    """Gradient magnitude summed by cell and orientation bin, as scikit-image's HOG bins it.
+
+    Parameters
+    ----------
+    angle : ndarray, shape (n, h, w), float32
+        Gradient direction, radians in (−π, π] (``arctan2(g_row, g_col)``); orientation is
+        the direction modulo π, in ``orientations`` equal bins.
+    magnitude : ndarray, shape (n, h, w), float32
+    cell : int
+        Cell side, pixels (h and w are multiples of it).
+
+    Returns
+    -------
+    ndarray, shape (n, h // cell, w // cell, orientations), float64.
+    """
+    n, h, w = angle.shape
+    out = np.zeros((n, h // cell, w // cell, orientations))
+    if n:
+        _orientation_histograms(np.ascontiguousarray(angle, np.float32),
+                                np.ascontiguousarray(magnitude, np.float32), cell,
+                                orientations, np.float32(np.pi),
+                                np.float32(orientations / np.pi), out)
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _orientation_histograms(angle, magnitude, cell, orientations, pi, scale,
+                            out):  # pragma: no cover - compiled
+    n, h, w = angle.shape
+    for i in range(n):
+        for y in range(h):
+            cy = y // cell
+            for x in range(w):
+                a = angle[i, y, x]
+                if a < 0:
+                    a = a + pi
+                b = int(a * scale)
+                if b >= orientations:  # exactly π: orientation 0, as 180° mod 180
+                    b = 0
+                out[i, cy, x // cell, b] += np.float64(magnitude[i, y, x])

@@ -238,6 +238,8 @@ def hog_features(patches: np.ndarray, cell: int | None = None,
 
 def _hog_of(z: np.ndarray, cell: int | None = None, orientations: int = 9) -> np.ndarray:
     """:func:`hog_features` of stretched patches ``z`` (n, s, s)."""
+    from ..patch_kernels import orientation_histograms
+
     n, s = len(z), z.shape[-1]
     cell = cell or max(s // 2, 4)
     nc = s // cell
@@ -251,21 +253,7 @@ def _hog_of(z: np.ndarray, cell: int | None = None, orientations: int = 9) -> np
     np.subtract(z[:, :, 2:], z[:, :, :-2], out=g_col[:, :, 1:-1])
     magnitude = np.sqrt(g_row * g_row + g_col * g_col)
     angle = np.arctan2(g_row, g_col)  # (-π, π]; orientation is angle mod π
-    np.add(angle, np.float32(np.pi), out=angle, where=angle < 0)
-    angle *= np.float32(orientations / np.pi)
-    # An angle of exactly π (g_row = 0, g_col < 0) is orientation 0, as 180° mod 180: the
-    # truncated value `orientations` maps to 0 (a table lookup; an int64 modulo was the
-    # slowest step of the embedding).
-    wrap = np.arange(orientations + 1, dtype=np.int32) % orientations
-    bins = wrap[angle.astype(np.int32)]
-    # One histogram per cell: bin index = (patch, cell row, cell column, orientation).
-    cells = np.arange(nc * cell, dtype=np.int32) // cell
-    where = (cells[:, None] * nc + cells[None, :]) * orientations
-    index = bins + where[None] + (np.arange(n, dtype=np.int32)
-                                  * (nc * nc * orientations))[:, None, None]
-    hist = np.bincount(index.ravel(), weights=magnitude.ravel(),
-                       minlength=n * nc * nc * orientations)
-    hist = hist.reshape(n, nc, nc, orientations) / (cell * cell)
+    hist = orientation_histograms(angle, magnitude, cell, orientations) / (cell * cell)
     # Blocks: each cell alone for 2 × 2 cells, else 2 × 2 cells sliding by one (skimage order).
     b = 1 if nc == 2 else 2
     blocks = np.stack([hist[:, r:r + b, c:c + b, :]
