@@ -126,6 +126,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=6)
     ap.add_argument("--speed-size", type=int, default=2048, help="0: no speed measurement")
     ap.add_argument("--no-real", action="store_true")
+    ap.add_argument("--memory-frames", default="200,800",
+                    help="stack lengths whose search memory is compared ('': none)")
     args = ap.parse_args()
     if not args.no_real:
         real_cube()
@@ -179,6 +181,8 @@ def main() -> None:
         print(f"ROC AUC, injected over false events, by the app's event score (target ≥ 0.95): "
               f"{roc_auc_score(y, scores[judged]):.3f}; by significance alone: "
               f"{roc_auc_score(y, sigmas[judged]):.3f}")
+    if args.memory_frames:
+        memory_by_length([int(v) for v in args.memory_frames.split(",")], args.size)
     if args.speed_size <= 0:
         return
     # Speed on full-size frames.
@@ -201,6 +205,46 @@ def main() -> None:
           f"per frame: difference + detection {t_det:.2f} s, second pass for light curves "
           f"{t_lc:.2f} s, total {t_det + t_lc:.2f} s (target ≤ 1.5 s)")
 
+
+def memory_by_length(lengths: list[int], size: int) -> None:
+    """The search's memory against the stack's length: the peak of the arrays it allocates
+    (``tracemalloc``; the frames themselves, held by the simulated stack, not counted), the
+    candidates it linked and measured, seconds per frame."""
+    import tracemalloc
+
+    import reaper_core.events as ev_mod
+
+    print(f"\nMemory of the search against the number of frames ({size}² px, seed 0)")
+    print(f"{'frames':>7s} {'candidates':>11s} {'measured':>9s} {'events':>7s} "
+          f"{'peak MB':>8s} {'s/frame':>8s}")
+    real_measure, real_make = ev_mod.measure, ev_mod.make_events
+    counts: dict[str, int] = {}
+
+    def spy_make(*args, **kw):
+        out = real_make(*args, **kw)
+        counts["candidates"] = len(out)
+        return out
+
+    def spy_measure(stack, ref, events, shifts, **kw):
+        counts["measured"] = len(events)
+        return real_measure(stack, ref, events, shifts, **kw)
+
+    search_stack(as_stack(simulate_stack(30, size, seed=0)))  # imports and caches, once
+    ev_mod.make_events, ev_mod.measure = spy_make, spy_measure
+    try:
+        for n in lengths:
+            stack = as_stack(simulate_stack(n, size, seed=0))
+            counts.clear()
+            tracemalloc.start()
+            t0 = time.perf_counter()
+            res = search_stack(stack)
+            dt = time.perf_counter() - t0
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            print(f"{n:>7d} {counts['candidates']:>11d} {counts['measured']:>9d} "
+                  f"{len(res.events):>7d} {peak / 2**20:>8.0f} {dt / n:>8.3f}")
+    finally:
+        ev_mod.make_events, ev_mod.measure = real_make, real_measure
 
 if __name__ == "__main__":
     main()

@@ -71,6 +71,10 @@ LC_FRACTION = 0.8
 MIN_DECORRELATION_FRAMES = 20
 #: Frames of difference cutouts kept per event (the strip).
 STRIP_FRAMES = 12
+#: Places whose light curves measure how noisy each frame is (:func:`frame_factors`): at most
+#: this many, spread over the candidates, so that the light-curve pass stays bounded however
+#: many candidates a long stack of large frames gives.
+MAX_NOISE_PROBES = 4000
 
 
 @dataclass
@@ -103,6 +107,9 @@ class Event:
     rate: float | None = None  # px per day (movers)
     #: Significance in its own light curve (:func:`lightcurve_sigma`), once measured.
     lc_sigma: float | None = None
+    #: :func:`purity` of its peak detection, measured on that frame's difference as it was
+    #: searched (None where not measured).
+    peak_purity: float | None = None
     frames: np.ndarray = field(default_factory=lambda: np.zeros(0, int), repr=False)
     track: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)), repr=False)
     #: Light curve columns (see :func:`light_curves`).
@@ -230,6 +237,7 @@ def make_events(det: dict[str, np.ndarray], times: np.ndarray, offset: tuple[int
             n_detections=len(t), flux=float(det["flux"][p]), area=float(det["area"][p]),
             elongation=float(det["elongation"][p]), frames=f,
             track=np.column_stack([f, det["x"][t] + x0, det["y"][t] + y0]),
+            peak_purity=float(det["purity"][p]) if "purity" in det else None,
         )
         if k == "mover":
             first, last = t[int(np.argmin(f))], t[int(np.argmax(f))]
@@ -310,15 +318,62 @@ def purity(ev: Event) -> float:
     residual where the frame is misaligned or its PSF changed), −1 the other sign."""
     cut = ev.cutout
     h = cut.shape[0] // 2
-    yy, xx = np.mgrid[0:cut.shape[0], 0:cut.shape[1]]
-    near = np.hypot(xx - h - (ev.x - round(ev.x)), yy - h - (ev.y - round(ev.y))) <= PURITY_RADIUS
-    d = cut[near].astype(float)
-    total = np.abs(d).sum()
-    return float(ev.sign * d.sum() / total) if total > 0 else 1.0
+    return float(_purities(cut, np.array([h]), np.array([h]), np.array([ev.x - round(ev.x)]),
+                           np.array([ev.y - round(ev.y)]), np.array([ev.sign]))[0])
 
 
-def frame_factors(events: list[Event], n_frames: int) -> np.ndarray:
-    """How much noisier each frame is than usual at the candidates' places, shape (n,), ≥ 1.
+def _purities(img: np.ndarray, cx: np.ndarray, cy: np.ndarray, fx: np.ndarray, fy: np.ndarray,
+              sign: np.ndarray) -> np.ndarray:
+    """:func:`purity` of ``img`` (shape (ny, nx); zero beyond its edges) about each point
+    (cx + fx, cy + fy): integer pixels ``cx``, ``cy`` and offsets ``fx``, ``fy`` from them,
+    signs ``sign``, shapes (k,); shape (k,), 1 where the disc holds nothing."""
+    r = int(np.ceil(PURITY_RADIUS + 0.5))
+    oy, ox = (a.ravel() for a in np.mgrid[-r:r + 1, -r:r + 1])
+    near = np.hypot(ox[None] - fx[:, None], oy[None] - fy[:, None]) <= PURITY_RADIUS
+    yy, xx = cy[:, None] + oy[None], cx[:, None] + ox[None]
+    ny, nx = img.shape
+    near &= (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
+    d = np.where(near, img[np.clip(yy, 0, ny - 1), np.clip(xx, 0, nx - 1)], 0.0).astype(float)
+    total = np.abs(d).sum(axis=1)
+    return np.where(total > 0, sign * d.sum(axis=1) / np.where(total > 0, total, 1.0), 1.0)
+
+
+def detection_purity(diff: np.ndarray, det: dict[str, np.ndarray],
+                     offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """:func:`purity` of each detection of one frame (columns of
+    :func:`~reaper_core.difference.detect`) on that frame's difference ``diff``, as an event
+    peaking there measures it on its cutout (centred on the rounded position, the offset
+    ``offset`` of the stack's pixels added to the position first); shape (k,)."""
+    x, y = np.asarray(det["x"], float), np.asarray(det["y"], float)
+    if len(x) == 0:
+        return np.zeros(0)
+    fx = (x + offset[0]) - np.round(x + offset[0])
+    fy = (y + offset[1]) - np.round(y + offset[1])
+    return _purities(diff, np.round(x).astype(int), np.round(y).astype(int), fx, fy,
+                     np.asarray(det["sign"], float))
+
+
+def noise_probes(events: list[Event]) -> list[tuple[float, float]]:
+    """Places (x, y) whose difference flux :func:`frame_factors` reads: one per place (a cell
+    two apertures wide) among the candidates that stand still, in their order, at most
+    :data:`MAX_NOISE_PROBES` of them spread evenly over it. Candidates at one place measure the
+    same pixels (in a TESScut cube of a few pixels, all of them), and an event there would set
+    its own frame's factor."""
+    out, places = [], set()
+    for ev in events:
+        place = (int(ev.x // (2 * APERTURE_PX)), int(ev.y // (2 * APERTURE_PX)))
+        if ev.kind != "mover" and place not in places:
+            places.add(place)
+            out.append((ev.x, ev.y))
+    if len(out) > MAX_NOISE_PROBES:
+        out = [out[i] for i in np.linspace(0, len(out) - 1, MAX_NOISE_PROBES).round().astype(int)]
+    return out
+
+
+def frame_factors(flux: np.ndarray) -> np.ndarray:
+    """How much noisier each frame is than usual, from the difference flux of the
+    :func:`noise_probes` (shape (k, n): k places, n frames; NaN where a frame holds no data);
+    shape (n,), ≥ 1.
 
     Most candidates are residuals of sharp stars; in a frame that left larger residuals
     everywhere (a pointing excursion, a focus change) their normalised difference fluxes
@@ -326,27 +381,17 @@ def frame_factors(events: list[Event], n_frames: int) -> np.ndarray:
     """
     from .difference import robust_std
 
-    rows, places = [], set()
-    for ev in events:
-        lc = ev.lightcurve
-        if ev.kind == "mover" or not lc:
-            continue
-        # One light curve per place (a cell two apertures wide): candidates at one place
-        # measure the same pixels (in a TESScut cube of a few pixels, all of them), and an
-        # event there would set its own frame's factor.
-        place = (int(ev.x // (2 * APERTURE_PX)), int(ev.y // (2 * APERTURE_PX)))
-        if place in places:
-            continue
-        d = lc["diff_flux"]
+    n = flux.shape[1]
+    rows = []
+    for d in flux:
         ok = np.isfinite(d)
         if ok.sum() < 10:
             continue
         noise = robust_std(d[ok])
         if noise > 0:
             rows.append((d - np.median(d[ok])) / noise)
-            places.add(place)
     if len(rows) < 10:
-        return np.ones(n_frames)
+        return np.ones(n)
     z = np.abs(np.array(rows))
     with np.errstate(all="ignore"):
         typical = 1.4826 * np.nanmedian(z, axis=0)
@@ -420,7 +465,8 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
     n = len(stack)
     good = stack.good
     shifts = np.zeros((n, 2))
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in (*DETECTION_FIELDS, "next_sigma")}
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in (*DETECTION_FIELDS, "purity",
+                                                         "next_sigma")}
     empty = np.zeros(n, bool)
     # A frame's detections wait for the next frame, whose S/N at their places they keep.
     pending: dict[str, np.ndarray] | None = None
@@ -441,17 +487,24 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
             shifts[i] = d.shift
             if good[i]:
                 pending = detect(d, frame=i)
+                pending["purity"] = detection_purity(d.diff, pending, stack.offset)
         progress("difference", (i + 1) / n, f"frame {i + 1}/{n}")
     if pending is not None:
         keep(pending, None)
     det = {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
-    events = make_events(det, stack.times, stack.offset,
-                         movers=min(ref.image.shape) >= MIN_MOVER_FIELD)
-    progress("link", 1.0, f"{len(events)} candidates from {len(det['x'])} detections")
-    if events:
-        measure(stack, ref, events, shifts, patch_size=patch_size, progress=progress,
-                skip=empty)
-    factor = frame_factors(events, len(stack))
+    candidates = make_events(det, stack.times, stack.offset,
+                             movers=min(ref.image.shape) >= MIN_MOVER_FIELD)
+    # Most candidates are a star's residual, a dipole at their peak: they are not measured
+    # (movers are judged on their cutout, along their track), but a spread of them tells how
+    # noisy each frame is.
+    events = [e for e in candidates if e.kind == "mover" or e.peak_purity is None
+              or e.peak_purity >= MIN_PURITY]
+    probes = noise_probes(candidates)
+    progress("link", 1.0, f"{len(events)} candidates of {len(candidates)} from "
+                          f"{len(det['x'])} detections")
+    probe_flux = measure(stack, ref, events, shifts, patch_size=patch_size, progress=progress,
+                         skip=empty, probes=probes)
+    factor = frame_factors(probe_flux)
     for e in events:
         e.lc_sigma = lightcurve_sigma(e, factor, shifts)
     events = merge_recurrent([e for e in events if e.lc_sigma >= _lc_threshold(e)
@@ -506,64 +559,90 @@ def _stamp(img: np.ndarray, x: float, y: float, size: int) -> np.ndarray:
 
 def measure(stack, ref: Reference, events: list[Event], shifts: np.ndarray, *,
             patch_size: int = 32, progress: ProgressFn = noop,
-            skip: np.ndarray | None = None) -> None:
+            skip: np.ndarray | None = None,
+            probes: list[tuple[float, float]] | None = None) -> np.ndarray:
     """Second pass: each event's light curve over the whole stack (difference flux and
     aperture flux in e⁻/s with errors, at its place — a mover's along its track, within its
     span) and its strip of difference cutouts; fills ``lightcurve``, ``strip``,
     ``strip_frames`` in place. Frames where ``skip`` (bool, shape (n,)) is set hold no data:
-    NaN in the light curves, blank in the strips."""
+    NaN in the light curves, blank in the strips.
+
+    Returns the difference flux at each of ``probes`` (places (x, y)), shape (len(probes),
+    n), e⁻/s. The apertures that stand still are summed for all events and probes at once per
+    frame (a gather and a ``bincount``); memory is (events + probes) × frames.
+    """
     from .difference import difference as make_difference
 
     n = len(stack)
     x0, y0 = stack.offset
     shape = ref.image.shape
-    m = len(events)
-    dflux = np.full((m, n), np.nan)
-    derr = np.full((m, n), np.nan)
-    aflux = np.full((m, n), np.nan)
-    want: dict[int, list[int]] = {}
-    for e_i, ev in enumerate(events):
+    for ev in events:
         lo = max(ev.frame_start - 2, 0)
         hi = min(ev.frame_end + 2, n - 1)
         pick = np.unique(np.linspace(lo, hi, min(STRIP_FRAMES, hi - lo + 1)).round().astype(int))
-        pick = np.union1d(pick, [ev.frame_peak])
-        ev.strip_frames = pick
-        ev.strip = np.zeros((len(pick), patch_size, patch_size), np.float32)
-        for f in pick:
+        ev.strip_frames = np.union1d(pick, [ev.frame_peak])
+        ev.strip = np.zeros((len(ev.strip_frames), patch_size, patch_size), np.float32)
+    want: dict[int, list[int]] = {}
+    for e_i, ev in enumerate(events):
+        for f in ev.strip_frames:
             want.setdefault(int(f), []).append(e_i)
+    movers = [e_i for e_i, ev in enumerate(events) if ev.kind == "mover"]
+    # Still apertures: the events that stand still, then the probes; rows of one table.
     still = [e_i for e_i, ev in enumerate(events) if ev.kind != "mover"]
-    apertures = {e_i: _aperture(shape, events[e_i].x - x0, events[e_i].y - y0, APERTURE_PX)
-                 for e_i in still}
+    places = [(events[e_i].x, events[e_i].y) for e_i in still] + list(probes or [])
+    aps = [_aperture(shape, x - x0, y - y0, APERTURE_PX) for x, y in places]
+    pix = np.concatenate(aps) if aps else np.zeros(0, np.int64)
+    owner = np.repeat(np.arange(len(aps)), [len(a) for a in aps])
+    empty_ap = np.array([len(a) == 0 for a in aps], bool)
+    k, ns = len(aps), len(still)
+    ref_sum = np.bincount(owner, ref.image.ravel()[pix].astype(float), minlength=k)
+    own = owner < ns  # the events' pixels (their errors are measured; the probes' are not)
+    dflux = np.full((k, n), np.nan)
+    dvar = np.full((ns, n), np.nan)
+    mflux = {e_i: np.full(n, np.nan) for e_i in movers}
+    merr = {e_i: np.full(n, np.nan) for e_i in movers}
+    mref = {e_i: np.full(n, np.nan) for e_i in movers}
     ref_flat = ref.image.ravel()
     for i in range(n):
         if skip is not None and skip[i]:
             progress("light curves", (i + 1) / n, f"frame {i + 1}/{n}")
             continue
         d = make_difference(stack.frame(i), ref, shift=tuple(shifts[i]))
-        flat, var = d.diff.ravel(), (d.sigma**2).ravel()
-        for e_i, ev in enumerate(events):
-            if ev.kind == "mover":
-                if not ev.frame_start - 2 <= i <= ev.frame_end + 2:
-                    continue
-                px, py = ev.position_at(i)
-                ap = _aperture(shape, float(px) - x0, float(py) - y0, APERTURE_PX)
-            else:
-                ap = apertures[e_i]
-            if len(ap) == 0:
+        flat = d.diff.ravel()
+        if k:
+            dflux[:, i] = np.bincount(owner, flat[pix].astype(float), minlength=k)
+            sig = d.sigma.ravel()[pix[own]].astype(float)
+            dvar[:, i] = np.bincount(owner[own], sig * sig, minlength=ns)
+        for e_i in movers:
+            ev = events[e_i]
+            if not ev.frame_start - 2 <= i <= ev.frame_end + 2:
                 continue
-            dflux[e_i, i] = float(flat[ap].sum())
-            derr[e_i, i] = float(np.sqrt(var[ap].sum()))
-            aflux[e_i, i] = float(flat[ap].sum() + ref_flat[ap].sum())
+            px, py = ev.position_at(i)
+            ap = _aperture(shape, float(px) - x0, float(py) - y0, APERTURE_PX)
+            if len(ap):
+                var = d.sigma.ravel()[ap].astype(float) ** 2
+                mflux[e_i][i] = float(flat[ap].sum())
+                merr[e_i][i] = float(np.sqrt(var.sum()))
+                mref[e_i][i] = float(ref_flat[ap].sum())
         for e_i in want.get(i, []):
             ev = events[e_i]
             px, py = ev.position_at(i)
             j = int(np.flatnonzero(ev.strip_frames == i)[0])
             ev.strip[j] = _stamp(d.diff, float(px) - x0, float(py) - y0, patch_size)
         progress("light curves", (i + 1) / n, f"frame {i + 1}/{n}")
+    dflux[empty_ap] = np.nan  # an aperture off the frame measures nothing
     t, q = stack.times, stack.quality
-    for e_i, ev in enumerate(events):
-        ev.lightcurve = {"time": t, "diff_flux": dflux[e_i], "diff_flux_err": derr[e_i],
-                         "flux": aflux[e_i], "quality": q}
+    for row, e_i in enumerate(still):
+        ev, f = events[e_i], dflux[row].copy()
+        ev.lightcurve = {"time": t, "diff_flux": f, "diff_flux_err": np.sqrt(dvar[row]),
+                         "flux": f + ref_sum[row], "quality": q}
+        if empty_ap[row]:
+            ev.lightcurve["diff_flux_err"][:] = np.nan
+    for e_i in movers:
+        ev = events[e_i]
+        ev.lightcurve = {"time": t, "diff_flux": mflux[e_i], "diff_flux_err": merr[e_i],
+                         "flux": mflux[e_i] + mref[e_i], "quality": q}
+    return dflux[ns:]
 
 
 #: Light-curve features appended to an event's cutout embedding, in this order.

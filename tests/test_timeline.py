@@ -430,6 +430,61 @@ def test_each_kind_is_linked_as_expected(kinds_sim, kinds_found):
             assert best.rate == pytest.approx(true_rate, rel=0.2)
 
 
+def test_peak_purity_of_the_search_is_the_purity_of_the_cutout(kinds_found):
+    """Each event's purity measured on its frame's difference while searching equals the one
+    of its stored cutout (which decides whether it is kept)."""
+    from reaper_core.events import purity
+
+    still = [e for e in kinds_found.events if e.kind != "mover"]
+    assert len(still) >= 4
+    for e in still:
+        assert e.peak_purity == pytest.approx(purity(e), abs=1e-9)
+
+
+def test_light_curve_pass_measures_pure_candidates_and_bounded_probes(kinds_sim, monkeypatch):
+    """Candidates that are a dipole at their peak are not measured; the noise of each frame
+    is read at a bounded, evenly spread set of places among all candidates; the light curves
+    summed at once equal the difference summed over each aperture frame by frame."""
+    from reaper_core import events as ev_mod
+    from reaper_core.difference import difference as make_difference
+
+    seen = {}
+    real_measure = ev_mod.measure
+    real_make = ev_mod.make_events
+
+    def spy_make(*args, **kwargs):
+        seen["candidates"] = real_make(*args, **kwargs)
+        return seen["candidates"]
+
+    def spy_measure(stack, ref, events, shifts, **kwargs):
+        seen.update(events=list(events), probes=kwargs["probes"], ref=ref, shifts=shifts)
+        return real_measure(stack, ref, events, shifts, **kwargs)
+
+    monkeypatch.setattr(ev_mod, "make_events", spy_make)
+    monkeypatch.setattr(ev_mod, "measure", spy_measure)
+    monkeypatch.setattr(ev_mod, "MAX_NOISE_PROBES", 25)
+    stack = as_stack(kinds_sim)
+    res = search_stack(stack)
+    cands, measured = seen["candidates"], seen["events"]
+    impure = [e for e in cands if e.kind != "mover" and e.peak_purity < ev_mod.MIN_PURITY]
+    assert impure and len(measured) == len(cands) - len(impure)
+    assert all(e.kind == "mover" or e.peak_purity >= ev_mod.MIN_PURITY for e in measured)
+    # Probes: one per place among all still candidates, at most 25, first and last kept.
+    assert len(seen["probes"]) == 25
+    monkeypatch.setattr(ev_mod, "MAX_NOISE_PROBES", 10**9)
+    every = ev_mod.noise_probes(cands)
+    assert len(every) > 25 and seen["probes"][0] == every[0] and seen["probes"][-1] == every[-1]
+    # One still event's light curve against the difference summed over its aperture.
+    e = next(e for e in res.events if e.kind != "mover")
+    ap = ev_mod._aperture(seen["ref"].image.shape, e.x, e.y, ev_mod.APERTURE_PX)
+    for i in (0, e.frame_peak, len(stack) - 1):
+        d = make_difference(stack.frame(i), seen["ref"], shift=tuple(seen["shifts"][i]))
+        assert e.lightcurve["diff_flux"][i] == pytest.approx(float(d.diff.ravel()[ap].sum()),
+                                                             rel=1e-5, abs=1e-6)
+        assert e.lightcurve["diff_flux_err"][i] == pytest.approx(
+            float(np.sqrt((d.sigma.ravel()[ap].astype(float) ** 2).sum())), rel=1e-6)
+
+
 def test_detections_have_both_signs(kinds_sim):
     stack = as_stack(kinds_sim)
     ref = build_reference(stack)
