@@ -222,7 +222,9 @@ def memory_by_length(lengths: list[int], size: int) -> None:
 
     def spy_make(*args, **kw):
         out = real_make(*args, **kw)
-        counts["candidates"] = len(out)
+        # Every candidate: the still ones' places, kept or not, and the movers.
+        counts["candidates"] = (len(kw["places"]) + sum(e.kind == "mover" for e in out)
+                                if kw.get("places") is not None else len(out))
         return out
 
     def spy_measure(stack, ref, events, shifts, **kw):

@@ -207,10 +207,19 @@ def classify(det: dict[str, np.ndarray], idx: np.ndarray, *, min_motion: float =
 
 def make_events(det: dict[str, np.ndarray], times: np.ndarray, offset: tuple[int, int] = (0, 0),
                 *, radius: float = 1.5, min_sigma: float = MIN_SIGMA,
-                single_sigma: float = SINGLE_FRAME_SIGMA, movers: bool = True) -> list[Event]:
+                single_sigma: float = SINGLE_FRAME_SIGMA, movers: bool = True,
+                min_purity: float | None = None,
+                places: list[tuple[float, float, float]] | None = None) -> list[Event]:
     """Link detections into candidate events, classify them and keep those significant in
     their detections, in a stable order (time of peak, then position). ``movers=False`` for
-    frames too small to see anything cross them (a TESScut cube of a few pixels)."""
+    frames too small to see anything cross them (a TESScut cube of a few pixels).
+
+    With ``min_purity``, a candidate that stands still and whose peak detection's purity
+    (the detections' ``purity`` column) is below it is not made an event; ``places``, a list,
+    receives (time of peak, y, x) of every candidate that stands still, kept or not (see
+    :func:`noise_probes`). Most candidates of a long stack are such dipoles: they are never
+    held as events.
+    """
     x0, y0 = offset
     cadence = float(np.median(np.diff(times))) if len(times) > 1 else 1.0
     out = []
@@ -228,6 +237,12 @@ def make_events(det: dict[str, np.ndarray], times: np.ndarray, offset: tuple[int
             # A moving object brightens the frames it crosses (the reference, a median over
             # the stack, holds none of it): a steady line of dimmings is a chain of residuals.
             continue
+        if k != "mover":
+            x, y = float(det["x"][p]) + x0, float(det["y"][p]) + y0
+            if places is not None:
+                places.append((float(times[int(det["frame"][p])]), y, x))
+            if min_purity is not None and "purity" in det and det["purity"][p] < min_purity:
+                continue
         f = det["frame"][t].astype(int)
         ev = Event(
             kind=k, x=float(det["x"][p]) + x0, y=float(det["y"][p]) + y0,
@@ -353,18 +368,19 @@ def detection_purity(diff: np.ndarray, det: dict[str, np.ndarray],
                      np.asarray(det["sign"], float))
 
 
-def noise_probes(events: list[Event]) -> list[tuple[float, float]]:
-    """Places (x, y) whose difference flux :func:`frame_factors` reads: one per place (a cell
-    two apertures wide) among the candidates that stand still, in their order, at most
+def noise_probes(places: list[tuple[float, float, float]]) -> list[tuple[float, float]]:
+    """Places (x, y) whose difference flux :func:`frame_factors` reads, from candidates that
+    stand still (``places``: (time of peak, y, x) each, see :func:`make_events`): one per place
+    (a cell two apertures wide), in the order of time and position, at most
     :data:`MAX_NOISE_PROBES` of them spread evenly over it. Candidates at one place measure the
     same pixels (in a TESScut cube of a few pixels, all of them), and an event there would set
     its own frame's factor."""
-    out, places = [], set()
-    for ev in events:
-        place = (int(ev.x // (2 * APERTURE_PX)), int(ev.y // (2 * APERTURE_PX)))
-        if ev.kind != "mover" and place not in places:
-            places.add(place)
-            out.append((ev.x, ev.y))
+    out, seen = [], set()
+    for _, y, x in sorted(places):
+        cell = (int(x // (2 * APERTURE_PX)), int(y // (2 * APERTURE_PX)))
+        if cell not in seen:
+            seen.add(cell)
+            out.append((x, y))
     if len(out) > MAX_NOISE_PROBES:
         out = [out[i] for i in np.linspace(0, len(out) - 1, MAX_NOISE_PROBES).round().astype(int)]
     return out
@@ -492,15 +508,16 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
     if pending is not None:
         keep(pending, None)
     det = {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
-    candidates = make_events(det, stack.times, stack.offset,
-                             movers=min(ref.image.shape) >= MIN_MOVER_FIELD)
     # Most candidates are a star's residual, a dipole at their peak: they are not measured
     # (movers are judged on their cutout, along their track), but a spread of them tells how
     # noisy each frame is.
-    events = [e for e in candidates if e.kind == "mover" or e.peak_purity is None
-              or e.peak_purity >= MIN_PURITY]
-    probes = noise_probes(candidates)
-    progress("link", 1.0, f"{len(events)} candidates of {len(candidates)} from "
+    places: list[tuple[float, float, float]] = []
+    events = make_events(det, stack.times, stack.offset,
+                         movers=min(ref.image.shape) >= MIN_MOVER_FIELD,
+                         min_purity=MIN_PURITY, places=places)
+    probes = noise_probes(places)
+    progress("link", 1.0, f"{len(events)} candidates of one sign at their peak, of "
+                          f"{len(places) + sum(e.kind == 'mover' for e in events)}, from "
                           f"{len(det['x'])} detections")
     probe_flux = measure(stack, ref, events, shifts, patch_size=patch_size, progress=progress,
                          skip=empty, probes=probes)

@@ -442,9 +442,10 @@ def test_peak_purity_of_the_search_is_the_purity_of_the_cutout(kinds_found):
 
 
 def test_light_curve_pass_measures_pure_candidates_and_bounded_probes(kinds_sim, monkeypatch):
-    """Candidates that are a dipole at their peak are not measured; the noise of each frame
-    is read at a bounded, evenly spread set of places among all candidates; the light curves
-    summed at once equal the difference summed over each aperture frame by frame."""
+    """Candidates that are a dipole at their peak are never made events nor measured; the
+    noise of each frame is read at a bounded, evenly spread set of places among all the
+    candidates; the light curves summed at once equal the difference summed over each
+    aperture frame by frame."""
     from reaper_core import events as ev_mod
     from reaper_core.difference import difference as make_difference
 
@@ -453,11 +454,12 @@ def test_light_curve_pass_measures_pure_candidates_and_bounded_probes(kinds_sim,
     real_make = ev_mod.make_events
 
     def spy_make(*args, **kwargs):
-        seen["candidates"] = real_make(*args, **kwargs)
-        return seen["candidates"]
+        seen["events"] = real_make(*args, **kwargs)
+        seen["places"] = kwargs["places"]
+        return seen["events"]
 
     def spy_measure(stack, ref, events, shifts, **kwargs):
-        seen.update(events=list(events), probes=kwargs["probes"], ref=ref, shifts=shifts)
+        seen.update(measured=list(events), probes=kwargs["probes"], ref=ref, shifts=shifts)
         return real_measure(stack, ref, events, shifts, **kwargs)
 
     monkeypatch.setattr(ev_mod, "make_events", spy_make)
@@ -465,14 +467,14 @@ def test_light_curve_pass_measures_pure_candidates_and_bounded_probes(kinds_sim,
     monkeypatch.setattr(ev_mod, "MAX_NOISE_PROBES", 25)
     stack = as_stack(kinds_sim)
     res = search_stack(stack)
-    cands, measured = seen["candidates"], seen["events"]
-    impure = [e for e in cands if e.kind != "mover" and e.peak_purity < ev_mod.MIN_PURITY]
-    assert impure and len(measured) == len(cands) - len(impure)
-    assert all(e.kind == "mover" or e.peak_purity >= ev_mod.MIN_PURITY for e in measured)
+    still = [e for e in seen["measured"] if e.kind != "mover"]
+    assert seen["measured"] == seen["events"]
+    assert all(e.peak_purity >= ev_mod.MIN_PURITY for e in still)
+    assert len(seen["places"]) > 3 * len(still)  # the dipoles were candidates, not events
     # Probes: one per place among all still candidates, at most 25, first and last kept.
     assert len(seen["probes"]) == 25
     monkeypatch.setattr(ev_mod, "MAX_NOISE_PROBES", 10**9)
-    every = ev_mod.noise_probes(cands)
+    every = ev_mod.noise_probes(seen["places"])
     assert len(every) > 25 and seen["probes"][0] == every[0] and seen["probes"][-1] == every[-1]
     # One still event's light curve against the difference summed over its aperture.
     e = next(e for e in res.events if e.kind != "mover")
@@ -483,6 +485,28 @@ def test_light_curve_pass_measures_pure_candidates_and_bounded_probes(kinds_sim,
                                                              rel=1e-5, abs=1e-6)
         assert e.lightcurve["diff_flux_err"][i] == pytest.approx(
             float(np.sqrt((d.sigma.ravel()[ap].astype(float) ** 2).sum())), rel=1e-6)
+
+
+def test_a_dipole_candidate_is_a_place_but_no_event():
+    """With a least purity, a still candidate below it is not made an event but its place is
+    recorded; a mover is never judged by it."""
+    from reaper_core.events import make_events
+
+    def det(purity: float) -> dict[str, np.ndarray]:
+        return {"frame": np.array([40.0, 41.0]), "x": np.array([20.0, 20.1]),
+                "y": np.array([30.0, 30.0]), "sign": np.array([1.0, 1.0]),
+                "sigma": np.array([9.0, 7.0]), "flux": np.array([9.0, 7.0]),
+                "area": np.array([5.0, 5.0]), "elongation": np.array([1.0, 1.0]),
+                "purity": np.array([purity, 1.0])}
+
+    times = 1325.0 + np.arange(100) / 48
+    places: list = []
+    assert make_events(det(0.1), times, min_purity=0.35, places=places) == []
+    assert places == [(times[40], 30.0, 20.0)]
+    kept, = make_events(det(0.9), times, min_purity=0.35, places=places)
+    assert kept.kind == "transient" and kept.peak_purity == pytest.approx(0.9)
+    assert len(places) == 2
+    assert len(make_events(det(0.1), times)) == 1  # no least purity: every candidate
 
 
 def test_detections_have_both_signs(kinds_sim):
