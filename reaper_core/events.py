@@ -429,10 +429,14 @@ def merge_recurrent(events: list[Event], radius: float = 1.5) -> list[Event]:
             i = parent[i]
         return i
 
-    for a in range(len(still)):
-        for b in range(a + 1, len(still)):
-            if np.hypot(still[a].x - still[b].x, still[a].y - still[b].y) <= radius:
-                parent[root(b)] = root(a)
+    if len(still) > 1:
+        from scipy.spatial import cKDTree
+
+        xy = np.array([(e.x, e.y) for e in still])
+        # Every pair within the radius (a tree, not all pairs: thousands of events in a
+        # long stack of large frames), joined in the order the pairwise loop joined them.
+        for a, b in sorted(cKDTree(xy).query_pairs(radius)):
+            parent[root(b)] = root(a)
     groups: dict[int, list[Event]] = {}
     for i, e in enumerate(still):
         groups.setdefault(root(i), []).append(e)
