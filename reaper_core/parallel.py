@@ -62,7 +62,7 @@ def own_threads() -> Iterator[None]:
 
     OpenBLAS's threads wait for work by spinning: started by one matrix product (the
     background mesh's up-sampling), they took a core from the patch threads for seconds
-    after it (the ingest of a 2048² frame: 11.4–15.6 CPU-s with them, 10.7 without).
+    after it (the ingest of a 2048² frame: 11.4–15.6 user CPU-s with them, 11.0 without).
     """
     if compute_threads() <= 1:
         yield

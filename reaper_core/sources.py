@@ -304,14 +304,21 @@ def _deblended_objects(smoothed: np.ndarray, threshold: np.ndarray | float,
     data = np.ascontiguousarray(smoothed, dtype=np.float32)
     err = np.require(np.broadcast_to(threshold, data.shape), np.float32,
                      ["C_CONTIGUOUS", "WRITEABLE"])  # a copy only when it must be
-    # The pixel stack holds at most every pixel above the threshold (sep touches all of it:
-    # sized to the frame, 250 MB of a 2048² frame's memory instead of 160).
-    sep.set_extract_pixstack(max(300_000, int(np.count_nonzero(data >= err)) + 1024))
+    # sep's pixel stack holds the active object pixels over the threshold, so at most every
+    # pixel above it; sep touches all of the stack (sized to the frame, 250 MB of a 2048²
+    # frame's memory instead of 160). Should sep count otherwise, the frame's size, as before.
     sep.set_sub_object_limit(4096)
-    _, segmap = sep.extract(data, 1.0, err=err, minarea=npixels, filter_kernel=None,
-                            deblend_nthresh=32, deblend_cont=0.005, clean=False,
-                            segmentation_map=True)
-    return segmap
+    for stack in (max(300_000, int(np.count_nonzero(data >= err)) + 1024), data.size):
+        sep.set_extract_pixstack(max(300_000, stack))
+        try:
+            _, segmap = sep.extract(data, 1.0, err=err, minarea=npixels, filter_kernel=None,
+                                    deblend_nthresh=32, deblend_cont=0.005, clean=False,
+                                    segmentation_map=True)
+            return segmap
+        except Exception as exc:  # sep raises a bare Exception
+            if "pixel buffer" not in str(exc) or stack >= data.size:
+                raise
+    raise AssertionError("unreachable")
 
 
 def grid_positions(shape: tuple[int, int], step: int) -> tuple[np.ndarray, np.ndarray]:

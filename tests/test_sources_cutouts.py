@@ -155,6 +155,37 @@ def test_merged_neighbours_are_deblended_into_objects_of_their_own():
     assert seg[left][0] != seg[right][0]
 
 
+def test_deblending_stack_is_sized_to_the_pixels_above_threshold(monkeypatch):
+    """sep's pixel stack holds the pixels above the threshold, not the whole frame; should
+    sep find it too small, the frame's size is tried and the same objects come back."""
+    import sep
+
+    from reaper_core import sources
+
+    rng = np.random.default_rng(2)
+    img = rng.normal(0, 1, size=(700, 700)).astype(np.float32)
+    add_sources(img, [200.0, 220.0, 500.0], [300.0, 300.0, 100.0], [5e4, 5e4, 3e4], sigma=3.0,
+                half=20)
+    threshold = np.full(img.shape, 3.0, np.float32)
+    first = sources._deblended_objects(img, threshold, 5)
+    assert 300_000 <= sep.get_extract_pixstack() < img.size
+    assert first.max() >= 3
+
+    real, calls = sep.extract, []
+
+    def tight(*args, **kwargs):
+        calls.append(sep.get_extract_pixstack())
+        if sep.get_extract_pixstack() < img.size:
+            raise Exception("internal pixel buffer full: the limit of active object pixels "
+                            "over the detection threshold was reached.")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sep, "extract", tight)
+    again = sources._deblended_objects(img, threshold, 5)
+    assert calls == [calls[0], img.size] and calls[0] < img.size
+    assert np.array_equal(first, again)
+
+
 def test_catalog_stars_take_the_segment_of_their_detection(tica_file):
     src = find_sources(read_fits(tica_file), "auto")
     cat = src.origin == "catalog"
