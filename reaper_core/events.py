@@ -523,8 +523,9 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
     progress("link", 1.0, f"{len(events)} candidates of one sign at their peak, of "
                           f"{len(places) + sum(e.kind == 'mover' for e in events)}, from "
                           f"{len(det['x'])} detections")
-    probe_flux = measure(stack, ref, events, shifts, patch_size=patch_size, progress=progress,
-                         skip=empty, probes=probes)
+    # (No event: no second pass over the frames.)
+    probe_flux = (measure(stack, ref, events, shifts, patch_size=patch_size, progress=progress,
+                          skip=empty, probes=probes) if events else np.zeros((0, len(stack))))
     factor = frame_factors(probe_flux)
     for e in events:
         e.lc_sigma = lightcurve_sigma(e, factor, shifts)
