@@ -411,8 +411,11 @@ def _parse(hdul: fits.HDUList, name: str, max_pixels: int, hdu: int | None = Non
     image = np.asarray(data, dtype=np.float32)
     ny, nx = image.shape
     if ny < MIN_SIDE or nx < MIN_SIDE:
+        # A TESScut cube that small is still a stack of frames to search in time.
+        hint = (" to cut (a TESScut cube: its frames can still be searched for events, "
+                "anomaly-reaper events FILE)" if layout == "tesscut" else "")
         raise FITSReadError(
-            name, f"is a {ny} x {nx} image, smaller than {MIN_SIDE} x {MIN_SIDE} pixels"
+            name, f"is a {ny} x {nx} image, smaller than {MIN_SIDE} x {MIN_SIDE} pixels{hint}"
         )
     finite = np.isfinite(image)
     if not finite.any():

@@ -141,9 +141,10 @@ def test_real_tesscut_cube_times_and_quality():
     assert {name for q in cube.quality[flagged] for name in describe_quality(q)} == {
         "reaction wheel desaturation (momentum dump)"}
     assert cube.wcs is not None
-    # As a single image it is too small for 32-pixel cutouts, and says so.
-    with pytest.raises(FITSReadError, match="5 x 5 image, smaller than"):
+    # As a single image it is too small for 32-pixel cutouts, and says so, and what it can do.
+    with pytest.raises(FITSReadError, match="5 x 5 image, smaller than") as err:
         read_fits(CUBE)
+    assert "TESScut cube" in str(err.value) and "anomaly-reaper events" in str(err.value)
 
 
 def test_hdu_rule_and_choice(tmp_path):
