@@ -340,6 +340,7 @@ def read_fits(
     max_bytes: int = 512_000_000,
     max_pixels: int = 64_000_000,
     hdu: int | None = None,
+    any_cube: bool = False,
 ) -> FitsImage:
     """Read the science image and its metadata from a FITS file.
 
@@ -355,6 +356,10 @@ def read_fits(
         Largest accepted image, pixels.
     hdu : int, optional
         Read this HDU (0-based) instead of choosing by the rule above.
+    any_cube : bool
+        Read a TESScut cube however small its frames (its median image may then be too small
+        to cut, but its frames are a stack to search in time); other images still need
+        :data:`MIN_SIDE` pixels a side.
 
     Returns
     -------
@@ -374,7 +379,7 @@ def read_fits(
             warnings.simplefilter("ignore", AstropyWarning)
             warnings.simplefilter("ignore", RuntimeWarning)
             with fits.open(io.BytesIO(raw), memmap=False, lazy_load_hdus=False) as hdul:
-                return _parse(hdul, name, max_pixels, hdu)
+                return _parse(hdul, name, max_pixels, hdu, any_cube)
     except FITSReadError:
         raise
     except MemoryError:
@@ -384,7 +389,8 @@ def read_fits(
         raise FITSReadError(name, f"is a damaged or truncated FITS file ({reason})") from None
 
 
-def _parse(hdul: fits.HDUList, name: str, max_pixels: int, hdu: int | None = None) -> FitsImage:
+def _parse(hdul: fits.HDUList, name: str, max_pixels: int, hdu: int | None = None,
+           any_cube: bool = False) -> FitsImage:
     if len(hdul) == 0:
         raise FITSReadError(name, "has no HDUs")
     _refuse_oversized(hdul, name, max_pixels)
@@ -410,7 +416,7 @@ def _parse(hdul: fits.HDUList, name: str, max_pixels: int, hdu: int | None = Non
         raise FITSReadError(name, f"has non-numeric pixel data ({data.dtype})")
     image = np.asarray(data, dtype=np.float32)
     ny, nx = image.shape
-    if ny < MIN_SIDE or nx < MIN_SIDE:
+    if (ny < MIN_SIDE or nx < MIN_SIDE) and not (any_cube and layout == "tesscut"):
         # A TESScut cube that small is still a stack of frames to search in time.
         hint = (" to cut (a TESScut cube: its frames can still be searched for events, "
                 "anomaly-reaper events FILE)" if layout == "tesscut" else "")

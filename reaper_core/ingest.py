@@ -153,6 +153,7 @@ def prepare(
 def _prepare(path: str | Path, settings: Settings, embedder: Embedder, progress: ProgressFn,
              *, name: str | None, sha256: str | None, hdu: int | None) -> Prepared:
     from .cutouts import MAX_NAN_FRACTION, extract_cutouts, usable_positions
+    from .fits_reader import MIN_SIDE
     from .parallel import map_chunks
     from .sources import Sources, find_sources
 
@@ -160,7 +161,9 @@ def _prepare(path: str | Path, settings: Settings, embedder: Embedder, progress:
     name = safe_filename(name or path.name)
     progress("read", 0.0, f"reading {name}")
     image = read_fits(path, name=name, max_bytes=int(settings.max_file_mb * 1e6),
-                      max_pixels=settings.max_pixels, hdu=hdu)
+                      max_pixels=settings.max_pixels, hdu=hdu, any_cube=True)
+    if image.layout == "tesscut" and min(image.shape) < MIN_SIDE:
+        return _stack_only(path, name, sha256, image, embedder, settings.patch_size)
     progress("sources", 0.0, "finding sources")
     stars = sky = None
     if getattr(embedder, "uses_image", False):
@@ -225,6 +228,24 @@ def _prepare(path: str | Path, settings: Settings, embedder: Embedder, progress:
                     preview_png=_preview_png(image), patch_size=size, _patches=patches)
 
 
+def _stack_only(path: Path, name: str, sha256: str | None, image: FitsImage, embedder: Embedder,
+                patch_size: int) -> Prepared:
+    """A TESScut cube whose frames are too small to cut: stored without cutouts, to be
+    searched as the stack of frames it is (see :func:`~reaper_core.timedomain.auto_stacks`)."""
+    from .sources import Sources
+
+    ny, nx = image.shape
+    image.extra_notes.append(
+        f"its frames ({ny} x {nx} px) are too small to cut {patch_size} px patches: it is "
+        "searched as a stack of frames only (events on the Timeline page)")
+    empty = np.zeros(0)
+    return Prepared(name=name, sha256=sha256 or sha256_file(path),
+                    size_bytes=path.stat().st_size, image=image,
+                    sources=Sources(empty, empty, np.zeros(0, dtype="<U7")),
+                    embeddings=np.zeros((0, embedder.dim), np.float32), ra=empty, dec=empty,
+                    patch_blobs=[], preview_png=_preview_png(image), patch_size=patch_size)
+
+
 #: Patches cut, packed and embedded together by one thread at ingest (see :func:`prepare`).
 STREAM_CHUNK = 512
 
@@ -245,7 +266,8 @@ def store_prepared(engine: Engine, prep: Prepared, settings: Settings,
     Raises IntegrityError when another writer stored the same bytes first.
     """
     img = prep.image
-    scores = model.detector.anomaly_score(prep.embeddings) if model else None
+    scores = (model.detector.anomaly_score(prep.embeddings) if model and len(prep.embeddings)
+              else np.zeros(0) if model else None)
     record = dict(
         sha256=prep.sha256, name=prep.name, stored_path=stored_path,
         size_bytes=prep.size_bytes, layout=img.layout, sector=img.sector,
@@ -336,8 +358,9 @@ def store_result(engine: Engine, prep: Prepared, settings: Settings, stored_path
     progress("store", 1.0, "stored")
     n_objects = len(np.unique(object_keys(np.zeros(len(prep.sources.segment)),
                                           prep.sources.segment)))
-    return FileResult(prep.name, "added", f"{count(len(prep.embeddings), 'cutout')} of "
-                      f"{count(n_objects, 'object')}", file_id=file_id,
+    what = (f"{count(len(prep.embeddings), 'cutout')} of {count(n_objects, 'object')}"
+            if len(prep.embeddings) else "no cutouts: a stack of frames only")
+    return FileResult(prep.name, "added", what, file_id=file_id,
                       n_cutouts=len(prep.embeddings), n_anomalies=n_anom,
                       seconds=time.perf_counter() - t0, notes=prep.image.notes)
 

@@ -686,6 +686,24 @@ def test_stack_forms_on_ingest(tmp_path):
     assert info["frames"] == 6 and info["stack"] == "sector 1, camera 1, CCD 1"
 
 
+@pytest.mark.skipif(not CUBE.exists(), reason="../shared/data/ is not beside the checkout")
+def test_a_tesscut_cube_too_small_to_cut_is_ingested_as_a_stack(tmp_path, spoc_file):
+    """The real 5 x 5 px TESScut cube dropped on ingest: added without cutouts (it said 'too
+    small' and failed before), searched as the stack it is; files after it are cut, embedded
+    and scored as usual."""
+    r = Reaper(Settings(db_url=f"sqlite:///{tmp_path}/db.sqlite"))
+    report = r.ingest([CUBE])
+    res, = report.results
+    assert report.ok and res.status == "added" and res.n_cutouts == 0
+    assert "stack of frames" in res.message
+    assert any("too small to cut" in n for n in res.notes)
+    info, = r.stacks()
+    assert info["frames"] == 1282 and info["gaps"] == 1
+    later = r.ingest([spoc_file])
+    assert later.ok and later.results[0].n_cutouts > 50 and later.fitted
+    assert r.totals()["files"] == 2
+
+
 # -- the Timeline page -------------------------------------------------------------------------
 @pytest.fixture
 def timeline(stack_db, monkeypatch):
