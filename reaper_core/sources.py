@@ -195,18 +195,32 @@ def _sharp_peaks(sub: np.ndarray, smoothed: np.ndarray, rms: np.ndarray, x: np.n
     pixels injected: beside a star, 12 % of them got no cutout of their own."""
     from scipy.spatial import cKDTree
 
-    py, px = np.nonzero(sub > nsigma * rms)
-    value = sub[py, px]
-    keep = value - smoothed[py, px] > excess * value
-    py, px, value = py[keep], px[keep], value[keep]
-    ny, nx = sub.shape
-    for dy, dx in ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)):
-        keep = value >= sub[np.clip(py + dy, 0, ny - 1), np.clip(px + dx, 0, nx - 1)]
-        py, px, value = py[keep], px[keep], value[keep]
+    sharp = (sub > nsigma * rms) & (sub - smoothed > excess * sub)
+    py, px = _peaks_above(sub, sharp, 1)
     if px.size and x.size:
         dist, _ = cKDTree(np.column_stack([x, y])).query(np.column_stack([px, py]))
         px, py = px[dist > min_sep], py[dist > min_sep]
     return px.astype(float), py.astype(float)
+
+
+def _peaks_above(img: np.ndarray, where: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the pixels of ``where`` (bool, shape of ``img``) that are the
+    maximum of their (2 ``half`` + 1)² window of ``img`` (edges reflected, as
+    ``scipy.ndimage.maximum_filter``). Few such pixels (a dark pass) are tested one by one
+    against their neighbours; many (a crowded sky's stars), by the filter over the image."""
+    from scipy import ndimage
+
+    if np.count_nonzero(where) > 0.02 * where.size:
+        return np.nonzero(where & (img == ndimage.maximum_filter(img, size=2 * half + 1)))
+    py, px = np.nonzero(where)
+    ny, nx = img.shape
+    value = img[py, px]
+    top = np.ones(py.shape, bool)
+    for dy in range(-half, half + 1):
+        for dx in range(-half, half + 1):
+            if dy or dx:  # a reflected neighbour is one inside the window: clipping is the same
+                top &= value >= img[np.clip(py + dy, 0, ny - 1), np.clip(px + dx, 0, nx - 1)]
+    return py[top], px[top]
 
 
 def _segment_positions(smoothed, sub, threshold, npixels, max_sources, big_area, cell,
@@ -214,7 +228,6 @@ def _segment_positions(smoothed, sub, threshold, npixels, max_sources, big_area,
     """Positions of the segments of ``smoothed`` above ``threshold``, and the (with ``deblend``,
     deblended) segment each belongs to (see detect_segments)."""
     from photutils.segmentation import detect_sources
-    from scipy import ndimage
     from scipy.spatial import cKDTree
 
     with warnings.catch_warnings():  # no detection (e.g. no dark defect) is an answer, not news
@@ -265,9 +278,7 @@ def _segment_positions(smoothed, sub, threshold, npixels, max_sources, big_area,
     # halo) has its centroid between them: every local peak of the smoothed image farther
     # than ``min_sep`` px from all positions so far gets a position of its own.
     if xc.size:
-        peaks = ((smoothed == ndimage.maximum_filter(smoothed, size=5)) & (labels > 0)
-                 & (smoothed > peak_threshold))
-        py, px = np.nonzero(peaks)
+        py, px = _peaks_above(smoothed, (labels > 0) & (smoothed > peak_threshold), 2)
         if px.size:
             dist, _ = cKDTree(np.column_stack([xc, yc])).query(np.column_stack([px, py]))
             new = dist > min_sep
