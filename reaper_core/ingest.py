@@ -232,12 +232,20 @@ def _stack_only(path: Path, name: str, sha256: str | None, image: FitsImage, emb
                 patch_size: int) -> Prepared:
     """A TESScut cube whose frames are too small to cut: stored without cutouts, to be
     searched as the stack of frames it is (see :func:`~reaper_core.timedomain.auto_stacks`)."""
+    from .fits_reader import MIN_SIDE, read_tesscut
     from .sources import Sources
+    from .stacks import MIN_FRAMES
+    from .words import count
 
     ny, nx = image.shape
+    frames = len(read_tesscut(path, name=name).time)
+    if frames < MIN_FRAMES:
+        raise FITSReadError(name, f"is a TESScut cube of {count(frames, 'frame')} of {ny} x {nx} "
+                                  f"px: too small to cut (under {MIN_SIDE} x {MIN_SIDE} px), "
+                                  f"and a stack needs at least {MIN_FRAMES} frames")
     image.extra_notes.append(
-        f"its frames ({ny} x {nx} px) are too small to cut {patch_size} px patches: it is "
-        "searched as a stack of frames only (events on the Timeline page)")
+        f"its frames ({ny} x {nx} px) are too small to cut (under {MIN_SIDE} x {MIN_SIDE} px): "
+        "it is searched as a stack of frames only (events on the Timeline page)")
     empty = np.zeros(0)
     return Prepared(name=name, sha256=sha256 or sha256_file(path),
                     size_bytes=path.stat().st_size, image=image,

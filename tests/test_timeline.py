@@ -702,6 +702,12 @@ def test_a_tesscut_cube_too_small_to_cut_is_ingested_as_a_stack(tmp_path, spoc_f
     later = r.ingest([spoc_file])
     assert later.ok and later.results[0].n_cutouts > 50 and later.fitted
     assert r.totals()["files"] == 2
+    # A cube too small to cut and too short to be a stack: one sentence, nothing stored.
+    short = simulate_stack(2, 8, seed=0, events={}).write_cube(tmp_path / "short_cube.fits")
+    bad, = r.ingest([short]).results
+    assert bad.status == "error" and bad.message.startswith("short_cube.fits: ")
+    assert "2 frames of 8 x 8 px" in bad.message and "at least 3 frames" in bad.message
+    assert r.totals()["files"] == 2
 
 
 # -- the Timeline page -------------------------------------------------------------------------
