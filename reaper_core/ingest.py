@@ -235,7 +235,6 @@ def _stack_only(path: Path, name: str, sha256: str | None, image: FitsImage, emb
     from .fits_reader import MIN_SIDE, read_tesscut
     from .sources import Sources
     from .stacks import MIN_FRAMES
-    from .words import count
 
     ny, nx = image.shape
     frames = len(read_tesscut(path, name=name).time)
@@ -274,8 +273,10 @@ def store_prepared(engine: Engine, prep: Prepared, settings: Settings,
     Raises IntegrityError when another writer stored the same bytes first.
     """
     img = prep.image
-    scores = (model.detector.anomaly_score(prep.embeddings) if model and len(prep.embeddings)
-              else np.zeros(0) if model else None)
+    scores = None
+    if model is not None:  # (a cube stored as a stack only has no cutout to score)
+        scores = (model.detector.anomaly_score(prep.embeddings) if len(prep.embeddings)
+                  else np.zeros(0))
     record = dict(
         sha256=prep.sha256, name=prep.name, stored_path=stored_path,
         size_bytes=prep.size_bytes, layout=img.layout, sector=img.sector,
