@@ -112,7 +112,12 @@ def usable_positions(data: np.ndarray, x: np.ndarray, y: np.ndarray, size: int,
 def median_along(a: np.ndarray, axis: int = -1) -> np.ndarray:
     """``np.median`` along ``axis`` by sorting, which NumPy vectorises (several times faster
     than the partition ``np.median`` uses, on many short rows)."""
-    srt = np.sort(a, axis=axis)
+    return median_of_sorted(np.sort(a, axis=axis), axis)
+
+
+def median_of_sorted(srt: np.ndarray, axis: int = -1) -> np.ndarray:
+    """The median along ``axis`` of an array already sorted along it (the mean of the two
+    middle values for an even length), in its precision."""
     m = srt.shape[axis]
     lo = np.take(srt, (m - 1) // 2, axis=axis)
     hi = np.take(srt, m // 2, axis=axis)
@@ -128,18 +133,15 @@ def ring_sky(patches: np.ndarray, width: int = 3) -> tuple[np.ndarray, np.ndarra
     ring = np.ones((s, s), bool)
     ring[width:s - width, width:s - width] = False
     srt = np.sort(patches.reshape(n, -1).take(np.flatnonzero(ring), axis=1), axis=1)
-    m = srt.shape[1]
-    med = (srt[:, (m - 1) // 2] + srt[:, m // 2]) / 2 if m % 2 == 0 else srt[:, m // 2]
+    med = median_of_sorted(srt)
     mad = median_deviation_of_sorted(srt, med) * 1.4826
     # Fall back to the whole patch's spread where the ring is flat (e.g. 8-bit sky at 0).
     floor = np.maximum(1e-3 * np.abs(med), 1e-6)
     flat = ~(mad > floor)
-    sigma = mad
     if flat.any():
         whole = np.std(patches[flat].reshape(int(flat.sum()), -1), axis=1)
-        sigma = np.where(flat, 0, mad)
-        sigma[flat] = np.maximum(whole * 0.1, floor[flat])
-    return med, sigma
+        mad[flat] = np.maximum(whole * 0.1, floor[flat])
+    return med, mad
 
 
 def fill_nan(patches: np.ndarray) -> np.ndarray:

@@ -237,15 +237,15 @@ def make_events(det: dict[str, np.ndarray], times: np.ndarray, offset: tuple[int
             # A moving object brightens the frames it crosses (the reference, a median over
             # the stack, holds none of it): a steady line of dimmings is a chain of residuals.
             continue
+        x, y = float(det["x"][p]) + x0, float(det["y"][p]) + y0
         if k != "mover":
-            x, y = float(det["x"][p]) + x0, float(det["y"][p]) + y0
             if places is not None:
                 places.append((float(times[int(det["frame"][p])]), y, x))
             if min_purity is not None and "purity" in det and det["purity"][p] < min_purity:
                 continue
         f = det["frame"][t].astype(int)
         ev = Event(
-            kind=k, x=float(det["x"][p]) + x0, y=float(det["y"][p]) + y0,
+            kind=k, x=x, y=y,
             frame_start=int(f.min()), frame_peak=int(det["frame"][p]), frame_end=int(f.max()),
             t_start=float(times[f.min()]), t_peak=float(times[int(det["frame"][p])]),
             t_end=float(times[f.max()]), peak_sigma=peak, sign=int(det["sign"][p]),
