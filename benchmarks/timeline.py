@@ -216,7 +216,8 @@ def speed(size: int, n_frames: int) -> None:
           f"{res.n_detections} detections): reference {spans['reference']:.1f} s (once); per "
           f"frame: difference + detection {per.get('difference', 0):.2f} s, linking "
           f"{per.get('link', 0):.3f} s, light-curve pass {per.get('light curves', 0):.2f} s, "
-          f"total {total:.2f} s (target ≤ 1.5 s)")
+          f"strips of the survivors {per.get('cutouts', 0):.2f} s, total {total:.2f} s "
+          "(target ≤ 1.5 s)")
 
 def memory_by_length(lengths: list[int], size: int) -> None:
     """The search's memory against the stack's length: the peak of the arrays it allocates

@@ -29,6 +29,7 @@ misaligned or blurred more than most is a dipole, not an event.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -71,10 +72,19 @@ LC_FRACTION = 0.8
 MIN_DECORRELATION_FRAMES = 20
 #: Frames of difference cutouts kept per event (the strip).
 STRIP_FRAMES = 12
+#: Bytes of strips the light-curve pass cuts for its candidates at most. Most candidates of a
+#: long stack of large frames fail their light-curve test (tens of thousands in a sector of
+#: 2048² frames: gigabytes of strips); beyond this, the pass cuts each candidate's peak cutout
+#: only and a third pass over the frames the survivors' strips show cuts their strips.
+STRIP_BUDGET_BYTES = 32 * 2**20
 #: Places whose light curves measure how noisy each frame is (:func:`frame_factors`): at most
 #: this many, spread over the candidates, so that the light-curve pass stays bounded however
-#: many candidates a long stack of large frames gives.
+#: many candidates a long stack of large frames gives; in a long stack fewer, at most
+#: :data:`NOISE_PROBE_VALUES` fluxes in all (800 frames: 1,000 places), but never fewer
+#: than :data:`MIN_NOISE_PROBES` (a frame's factor is their median).
 MAX_NOISE_PROBES = 4000
+NOISE_PROBE_VALUES = 800_000
+MIN_NOISE_PROBES = 1000
 
 
 @dataclass
@@ -368,21 +378,27 @@ def detection_purity(diff: np.ndarray, det: dict[str, np.ndarray],
                      np.asarray(det["sign"], float))
 
 
-def noise_probes(places: list[tuple[float, float, float]]) -> list[tuple[float, float]]:
+def noise_probes(places: list[tuple[float, float, float]], n_frames: int = 0
+                 ) -> list[tuple[float, float]]:
     """Places (x, y) whose difference flux :func:`frame_factors` reads, from candidates that
     stand still (``places``: (time of peak, y, x) each, see :func:`make_events`): one per place
     (a cell two apertures wide), in the order of time and position, at most
     :data:`MAX_NOISE_PROBES` of them spread evenly over it. Candidates at one place measure the
     same pixels (in a TESScut cube of a few pixels, all of them), and an event there would set
-    its own frame's factor."""
+    its own frame's factor. With ``n_frames``, the stack's length, at most
+    :data:`NOISE_PROBE_VALUES` / ``n_frames`` of them (and at least :data:`MIN_NOISE_PROBES`).
+    """
+    most = MAX_NOISE_PROBES
+    if n_frames > 0:
+        most = min(most, max(MIN_NOISE_PROBES, NOISE_PROBE_VALUES // n_frames))
     out, seen = [], set()
     for _, y, x in sorted(places):
         cell = (int(x // (2 * APERTURE_PX)), int(y // (2 * APERTURE_PX)))
         if cell not in seen:
             seen.add(cell)
             out.append((x, y))
-    if len(out) > MAX_NOISE_PROBES:
-        out = [out[i] for i in np.linspace(0, len(out) - 1, MAX_NOISE_PROBES).round().astype(int)]
+    if len(out) > most:
+        out = [out[i] for i in np.linspace(0, len(out) - 1, most).round().astype(int)]
     return out
 
 
@@ -395,21 +411,22 @@ def frame_factors(flux: np.ndarray) -> np.ndarray:
     everywhere (a pointing excursion, a focus change) their normalised difference fluxes
     scatter more, and every event peaking in it must be that much stronger.
     """
-    from .difference import robust_std
-
     n = flux.shape[1]
-    rows = []
-    for d in flux:
-        ok = np.isfinite(d)
-        if ok.sum() < 10:
-            continue
-        noise = robust_std(d[ok])
-        if noise > 0:
-            rows.append((d - np.median(d[ok])) / noise)
-    if len(rows) < 10:
+    flux = flux[np.isfinite(flux).sum(axis=1) >= 10]
+    if len(flux) < 10:
         return np.ones(n)
-    z = np.abs(np.array(rows))
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        # |flux − its median| in units of its robust σ, place by place (float32: the pass's
+        # largest array, places × frames).
+        z = np.array(flux, np.float32)
+        z -= np.nanmedian(z, axis=1)[:, None]
+        np.abs(z, out=z)
+        noise = 1.4826 * np.nanmedian(z, axis=1)
+        z = z[noise > 0]
+        if len(z) < 10:
+            return np.ones(n)
+        z /= noise[noise > 0, None]
         typical = 1.4826 * np.nanmedian(z, axis=0)
     return np.maximum(np.nan_to_num(typical, nan=1.0), 1.0)
 
@@ -519,19 +536,28 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
     events = make_events(det, stack.times, stack.offset,
                          movers=min(ref.image.shape) >= MIN_MOVER_FIELD,
                          min_purity=MIN_PURITY, places=places)
-    probes = noise_probes(places)
+    probes = noise_probes(places, n)
     progress("link", 1.0, f"{len(events)} candidates of one sign at their peak, of "
                           f"{len(places) + sum(e.kind == 'mover' for e in events)}, from "
                           f"{len(det['x'])} detections")
     # (No event: no second pass over the frames.)
+    # Strips for every candidate while they fit the budget; else for the survivors only.
+    strips_now = len(events) * (STRIP_FRAMES + 1) * 4 * patch_size**2 <= STRIP_BUDGET_BYTES
     probe_flux = (measure(stack, ref, events, shifts, patch_size=patch_size, progress=progress,
-                          skip=empty, probes=probes) if events else np.zeros((0, len(stack))))
+                          skip=empty, probes=probes, strips=strips_now)
+                  if events else np.zeros((0, len(stack))))
     factor = frame_factors(probe_flux)
     for e in events:
         e.lc_sigma = lightcurve_sigma(e, factor, shifts)
-    events = merge_recurrent([e for e in events if e.lc_sigma >= _lc_threshold(e)
-                              and purity(e) >= MIN_PURITY])
-    return StackSearch(events=events, reference=ref, shifts=shifts,
+    kept = [e for e in events if e.lc_sigma >= _lc_threshold(e) and purity(e) >= MIN_PURITY]
+    del events
+    for e in kept:  # their own light curves, float64 (the candidates' shared rows are freed)
+        e.lightcurve = {k: v.astype(float) if v.dtype == np.float32 else v
+                        for k, v in e.lightcurve.items()}
+    if not strips_now:
+        cut_strips(stack, ref, kept, shifts, patch_size=patch_size, progress=progress,
+                   skip=empty)
+    return StackSearch(events=merge_recurrent(kept), reference=ref, shifts=shifts,
                        n_detections=len(det["x"]))
 
 
@@ -579,35 +605,76 @@ def _stamp(img: np.ndarray, x: float, y: float, size: int) -> np.ndarray:
     return out
 
 
+def strip_frames(ev: Event, n: int) -> np.ndarray:
+    """The frames of an event's strip: up to :data:`STRIP_FRAMES` spread over its span and two
+    frames either side (within the ``n`` frames of its stack), and its peak; shape (m,)."""
+    lo = max(ev.frame_start - 2, 0)
+    hi = min(ev.frame_end + 2, n - 1)
+    pick = np.unique(np.linspace(lo, hi, min(STRIP_FRAMES, hi - lo + 1)).round().astype(int))
+    return np.union1d(pick, [ev.frame_peak])
+
+
+def _plan_strips(events: list[Event], frames: list[np.ndarray], patch_size: int
+                 ) -> dict[int, list[tuple[int, int]]]:
+    """Give each event an empty strip of its ``frames``; {frame: [(event, row), …]}."""
+    want: dict[int, list[tuple[int, int]]] = {}
+    for e_i, (ev, fr) in enumerate(zip(events, frames, strict=True)):
+        ev.strip_frames = np.asarray(fr, int)
+        ev.strip = np.zeros((len(fr), patch_size, patch_size), np.float32)
+        for j, f in enumerate(ev.strip_frames.tolist()):
+            want.setdefault(f, []).append((e_i, j))
+    return want
+
+
+def _cut(d, i: int, events: list[Event], rows: list[tuple[int, int]],
+         offset: tuple[int, int], patch_size: int) -> None:
+    """Cut frame ``i``'s difference ``d`` into the strips' ``rows`` ((event, row) pairs)."""
+    x0, y0 = offset
+    for e_i, j in rows:
+        px, py = events[e_i].position_at(i)
+        events[e_i].strip[j] = _stamp(d.diff, float(px) - x0, float(py) - y0, patch_size)
+
+
+def cut_strips(stack, ref: Reference, events: list[Event], shifts: np.ndarray, *,
+               patch_size: int = 32, progress: ProgressFn = noop,
+               skip: np.ndarray | None = None) -> None:
+    """Each event's strip of difference cutouts (:func:`strip_frames`), in one pass over only
+    the frames they show; fills ``strip`` and ``strip_frames`` in place (blank where ``skip``,
+    shape (n,) bool, is set: no data)."""
+    from .difference import difference as make_difference
+
+    want = _plan_strips(events, [strip_frames(ev, len(stack)) for ev in events], patch_size)
+    for k, i in enumerate(sorted(want)):
+        if skip is None or not skip[i]:
+            d = make_difference(stack.frame(i), ref, shift=tuple(shifts[i]))
+            _cut(d, i, events, want[i], stack.offset, patch_size)
+        progress("cutouts", (k + 1) / len(want), f"frame {k + 1}/{len(want)}")
+
+
 def measure(stack, ref: Reference, events: list[Event], shifts: np.ndarray, *,
             patch_size: int = 32, progress: ProgressFn = noop,
             skip: np.ndarray | None = None,
-            probes: list[tuple[float, float]] | None = None) -> np.ndarray:
+            probes: list[tuple[float, float]] | None = None,
+            strips: bool = True) -> np.ndarray:
     """Second pass: each event's light curve over the whole stack (difference flux and
     aperture flux in e⁻/s with errors, at its place — a mover's along its track, within its
-    span) and its strip of difference cutouts; fills ``lightcurve``, ``strip``,
+    span) and its strip of difference cutouts (with ``strips=False``, its cutout at its peak
+    only: :func:`cut_strips` cuts the rest); fills ``lightcurve``, ``strip``,
     ``strip_frames`` in place. Frames where ``skip`` (bool, shape (n,)) is set hold no data:
     NaN in the light curves, blank in the strips.
 
     Returns the difference flux at each of ``probes`` (places (x, y)), shape (len(probes),
-    n), e⁻/s. The apertures that stand still are summed for all events and probes at once per
-    frame (a gather and a ``bincount``); memory is (events + probes) × frames.
+    n), e⁻/s, float32. The apertures that stand still are summed for all events and probes at
+    once per frame (a gather and a ``bincount``); memory is (events + probes) × frames × 4
+    bytes (the events' light curves are float32 rows of shared arrays: copy a survivor's).
     """
     from .difference import difference as make_difference
 
     n = len(stack)
     x0, y0 = stack.offset
     shape = ref.image.shape
-    for ev in events:
-        lo = max(ev.frame_start - 2, 0)
-        hi = min(ev.frame_end + 2, n - 1)
-        pick = np.unique(np.linspace(lo, hi, min(STRIP_FRAMES, hi - lo + 1)).round().astype(int))
-        ev.strip_frames = np.union1d(pick, [ev.frame_peak])
-        ev.strip = np.zeros((len(ev.strip_frames), patch_size, patch_size), np.float32)
-    want: dict[int, list[int]] = {}
-    for e_i, ev in enumerate(events):
-        for f in ev.strip_frames:
-            want.setdefault(int(f), []).append(e_i)
+    want = _plan_strips(events, [strip_frames(ev, n) if strips else np.array([ev.frame_peak])
+                                 for ev in events], patch_size)
     movers = [e_i for e_i, ev in enumerate(events) if ev.kind == "mover"]
     # Still apertures: the events that stand still, then the probes; rows of one table.
     still = [e_i for e_i, ev in enumerate(events) if ev.kind != "mover"]
@@ -619,8 +686,12 @@ def measure(stack, ref: Reference, events: list[Event], shifts: np.ndarray, *,
     k, ns = len(aps), len(still)
     ref_sum = np.bincount(owner, ref.image.ravel()[pix].astype(float), minlength=k)
     own = owner < ns  # the events' pixels (their errors are measured; the probes' are not)
-    dflux = np.full((k, n), np.nan)
-    dvar = np.full((ns, n), np.nan)
+    # The events' rows and the probes' apart: the probes' are returned. The events' light
+    # curves are rows of three arrays, float32 (a long stack's candidates are thousands, and
+    # most fail their light-curve test): :func:`search_stack` copies the survivors' out.
+    dflux = np.full((ns, n), np.nan, np.float32)
+    dvar = np.full((ns, n), np.nan, np.float32)
+    pflux = np.full((k - ns, n), np.nan, np.float32)
     mflux = {e_i: np.full(n, np.nan) for e_i in movers}
     merr = {e_i: np.full(n, np.nan) for e_i in movers}
     mref = {e_i: np.full(n, np.nan) for e_i in movers}
@@ -632,7 +703,8 @@ def measure(stack, ref: Reference, events: list[Event], shifts: np.ndarray, *,
         d = make_difference(stack.frame(i), ref, shift=tuple(shifts[i]))
         flat = d.diff.ravel()
         if k:
-            dflux[:, i] = np.bincount(owner, flat[pix].astype(float), minlength=k)
+            sums = np.bincount(owner, flat[pix].astype(float), minlength=k)
+            dflux[:, i], pflux[:, i] = sums[:ns], sums[ns:]
             sig = d.sigma.ravel()[pix[own]].astype(float)
             dvar[:, i] = np.bincount(owner[own], sig * sig, minlength=ns)
         for e_i in movers:
@@ -646,25 +718,22 @@ def measure(stack, ref: Reference, events: list[Event], shifts: np.ndarray, *,
                 mflux[e_i][i] = float(flat[ap].sum())
                 merr[e_i][i] = float(np.sqrt(var.sum()))
                 mref[e_i][i] = float(ref_flat[ap].sum())
-        for e_i in want.get(i, []):
-            ev = events[e_i]
-            px, py = ev.position_at(i)
-            j = int(np.flatnonzero(ev.strip_frames == i)[0])
-            ev.strip[j] = _stamp(d.diff, float(px) - x0, float(py) - y0, patch_size)
+        _cut(d, i, events, want.get(i, []), stack.offset, patch_size)
         progress("light curves", (i + 1) / n, f"frame {i + 1}/{n}")
-    dflux[empty_ap] = np.nan  # an aperture off the frame measures nothing
+    # An aperture off the frame measures nothing.
+    dflux[empty_ap[:ns]], pflux[empty_ap[ns:]] = np.nan, np.nan
     t, q = stack.times, stack.quality
+    err = np.sqrt(dvar, out=dvar)
+    err[empty_ap[:ns]] = np.nan
+    flux = dflux + ref_sum[:ns, None].astype(np.float32)
     for row, e_i in enumerate(still):
-        ev, f = events[e_i], dflux[row].copy()
-        ev.lightcurve = {"time": t, "diff_flux": f, "diff_flux_err": np.sqrt(dvar[row]),
-                         "flux": f + ref_sum[row], "quality": q}
-        if empty_ap[row]:
-            ev.lightcurve["diff_flux_err"][:] = np.nan
+        events[e_i].lightcurve = {"time": t, "diff_flux": dflux[row],
+                                  "diff_flux_err": err[row], "flux": flux[row], "quality": q}
     for e_i in movers:
         ev = events[e_i]
         ev.lightcurve = {"time": t, "diff_flux": mflux[e_i], "diff_flux_err": merr[e_i],
                          "flux": mflux[e_i] + mref[e_i], "quality": q}
-    return dflux[ns:]
+    return pflux
 
 
 #: Light-curve features appended to an event's cutout embedding, in this order.

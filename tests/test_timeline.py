@@ -509,6 +509,81 @@ def test_a_dipole_candidate_is_a_place_but_no_event():
     assert len(make_events(det(0.1), times)) == 1  # no least purity: every candidate
 
 
+def test_strips_beyond_the_budget_are_cut_for_the_survivors_only(kinds_sim, kinds_found,
+                                                                  monkeypatch):
+    """Over the strip budget, the light-curve pass cuts each candidate's peak cutout only and
+    a third pass cuts the strips of the events that survive: the same events, strips and
+    light curves as when every candidate's strip is cut at once."""
+    from reaper_core import events as ev_mod
+
+    seen: dict = {}
+    real_measure, real_cut = ev_mod.measure, ev_mod.cut_strips
+
+    def spy_measure(stack, ref, events, shifts, **kwargs):
+        out = real_measure(stack, ref, events, shifts, **kwargs)
+        seen["measured"] = len(events)
+        seen["rows"] = {len(e.strip) for e in events}
+        return out
+
+    def spy_cut(stack, ref, events, shifts, **kwargs):
+        seen["cut"] = len(events)
+        return real_cut(stack, ref, events, shifts, **kwargs)
+
+    monkeypatch.setattr(ev_mod, "measure", spy_measure)
+    monkeypatch.setattr(ev_mod, "cut_strips", spy_cut)
+    monkeypatch.setattr(ev_mod, "STRIP_BUDGET_BYTES", 0)
+    got = search_stack(as_stack(kinds_sim)).events
+    assert seen["rows"] == {1}  # the peak's cutout only, for each candidate measured
+    assert len(got) <= seen["cut"] < seen["measured"]
+    assert len(got) == len(kinds_found.events)
+    for a, b in zip(got, kinds_found.events, strict=True):
+        assert (a.kind, a.x, a.y, a.frame_start, a.frame_end, a.lc_sigma) == (
+            b.kind, b.x, b.y, b.frame_start, b.frame_end, b.lc_sigma)
+        assert len(a.strip) > 1
+        np.testing.assert_array_equal(a.strip_frames, b.strip_frames)
+        np.testing.assert_array_equal(a.strip, b.strip)
+        for key, col in b.lightcurve.items():
+            np.testing.assert_array_equal(a.lightcurve[key], col)
+
+
+def test_frame_factors_are_the_median_normalised_scatter_of_the_probes():
+    """A frame's factor: the robust σ over the places of their flux less its median, each in
+    units of its own robust σ; places with fewer than 10 frames of data left out; ≥ 1."""
+    from reaper_core.difference import robust_std
+    from reaper_core.events import frame_factors
+
+    rng = np.random.default_rng(3)
+    flux = rng.normal(0, 1, (60, 80)) * rng.uniform(0.5, 20, (60, 1)) + rng.normal(0, 50, (60, 1))
+    flux[:, 7] *= 3.0  # a frame three times noisier than usual
+    flux[rng.random(flux.shape) < 0.05] = np.nan
+    flux[5, 12:] = np.nan  # a place with 12 frames of data, left out
+    rows = []
+    for d in flux:
+        ok = np.isfinite(d)
+        if ok.sum() >= 10:
+            rows.append(np.abs(d - np.median(d[ok])) / robust_std(d[ok]))
+    want = np.maximum(1.4826 * np.nanmedian(np.array(rows), axis=0), 1.0)
+    got = frame_factors(flux)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert got[7] > 2.5 and np.median(got) < 1.3
+    np.testing.assert_array_equal(frame_factors(flux[:9]), np.ones(80))  # too few places
+
+
+def test_noise_probes_are_fewer_in_a_long_stack():
+    """At most MAX_NOISE_PROBES places, and at most NOISE_PROBE_VALUES fluxes in all, but
+    never fewer than MIN_NOISE_PROBES; spread evenly, the first and last kept."""
+    from reaper_core import events as ev_mod
+
+    places = [(float(i), 4.0 * (i // 100), 4.0 * (i % 100)) for i in range(6000)]
+    every = ev_mod.noise_probes(places, 0)
+    assert len(every) == ev_mod.MAX_NOISE_PROBES
+    for n, want in ((200, 4000), (800, 1000), (5000, ev_mod.MIN_NOISE_PROBES)):
+        got = ev_mod.noise_probes(places, n)
+        assert len(got) == min(ev_mod.MAX_NOISE_PROBES,
+                               max(ev_mod.MIN_NOISE_PROBES, ev_mod.NOISE_PROBE_VALUES // n))
+        assert len(got) == want and got[0] == (0.0, 0.0) and got[-1] == (396.0, 236.0)
+
+
 def test_detections_have_both_signs(kinds_sim):
     stack = as_stack(kinds_sim)
     ref = build_reference(stack)
