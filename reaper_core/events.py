@@ -77,6 +77,10 @@ STRIP_FRAMES = 12
 #: 2048² frames: gigabytes of strips); beyond this, the pass cuts each candidate's peak cutout
 #: only and a third pass over the frames the survivors' strips show cuts their strips.
 STRIP_BUDGET_BYTES = 32 * 2**20
+#: Bytes of light curves (12 a frame) and cutouts the light-curve pass holds for the candidates
+#: it measures at once; more candidates than fit are measured in several passes over the frames
+#: (a 2048² sector of 1,300 frames: some 100,000 candidates, 1.6 GB at once).
+LIGHTCURVE_BUDGET_BYTES = 512 * 2**20
 #: Places whose light curves measure how noisy each frame is (:func:`frame_factors`): at most
 #: this many, spread over the candidates, so that the light-curve pass stays bounded however
 #: many candidates a long stack of large frames gives; in a long stack fewer, at most
@@ -540,20 +544,32 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
     progress("link", 1.0, f"{len(events)} candidates of one sign at their peak, of "
                           f"{len(places) + sum(e.kind == 'mover' for e in events)}, from "
                           f"{len(det['x'])} detections")
-    # (No event: no second pass over the frames.)
     # Strips for every candidate while they fit the budget; else for the survivors only.
     strips_now = len(events) * (STRIP_FRAMES + 1) * 4 * patch_size**2 <= STRIP_BUDGET_BYTES
-    probe_flux = (measure(stack, ref, events, shifts, patch_size=patch_size, progress=progress,
-                          skip=empty, probes=probes, strips=strips_now)
-                  if events else np.zeros((0, len(stack))))
-    factor = frame_factors(probe_flux)
-    for e in events:
-        e.lc_sigma = lightcurve_sigma(e, factor, shifts)
-    kept = [e for e in events if e.lc_sigma >= _lc_threshold(e) and purity(e) >= MIN_PURITY]
+    # Candidates measured at once: as many as the light-curve budget holds (one pass over the
+    # frames for each batch; no event: no second pass at all).
+    held = 12 * n + 4 * patch_size**2 * ((STRIP_FRAMES + 1) if strips_now else 1)
+    size = max(1, LIGHTCURVE_BUDGET_BYTES // held)
+    batches = [events[a:a + size] for a in range(0, len(events), size)]
     del events
-    for e in kept:  # their own light curves, float64 (the candidates' shared rows are freed)
-        e.lightcurve = {k: v.astype(float) if v.dtype == np.float32 else v
-                        for k, v in e.lightcurve.items()}
+    kept: list[Event] = []
+    factor = np.ones(n)
+    for b in range(len(batches)):
+        batch, batches[b] = batches[b], []  # the batch's candidates are freed after it
+        probe_flux = measure(stack, ref, batch, shifts, patch_size=patch_size,
+                             progress=progress, skip=empty, probes=probes if b == 0 else None,
+                             strips=strips_now)
+        if b == 0:  # the frames' noise, from the probes measured with the first batch
+            factor = frame_factors(probe_flux)
+        del probe_flux
+        for e in batch:
+            e.lc_sigma = lightcurve_sigma(e, factor, shifts)
+            if e.lc_sigma >= _lc_threshold(e) and purity(e) >= MIN_PURITY:
+                # Its own light curve, float64 (the batch's shared rows are freed).
+                e.lightcurve = {k: v.astype(float) if v.dtype == np.float32 else v
+                                for k, v in e.lightcurve.items()}
+                kept.append(e)
+        del batch
     if not strips_now:
         cut_strips(stack, ref, kept, shifts, patch_size=patch_size, progress=progress,
                    skip=empty)

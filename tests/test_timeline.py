@@ -509,20 +509,21 @@ def test_a_dipole_candidate_is_a_place_but_no_event():
     assert len(make_events(det(0.1), times)) == 1  # no least purity: every candidate
 
 
-def test_strips_beyond_the_budget_are_cut_for_the_survivors_only(kinds_sim, kinds_found,
-                                                                  monkeypatch):
+def test_candidates_beyond_the_budgets_are_measured_in_batches_and_cut_if_they_survive(
+        kinds_sim, kinds_found, monkeypatch):
     """Over the strip budget, the light-curve pass cuts each candidate's peak cutout only and
-    a third pass cuts the strips of the events that survive: the same events, strips and
-    light curves as when every candidate's strip is cut at once."""
+    a third pass cuts the strips of the events that survive; over the light-curve budget,
+    the candidates are measured in several passes (the probes with the first): the same
+    events, strips and light curves as when every candidate is measured and cut at once."""
     from reaper_core import events as ev_mod
 
+    calls: list[tuple[int, bool, set]] = []
     seen: dict = {}
     real_measure, real_cut = ev_mod.measure, ev_mod.cut_strips
 
     def spy_measure(stack, ref, events, shifts, **kwargs):
         out = real_measure(stack, ref, events, shifts, **kwargs)
-        seen["measured"] = len(events)
-        seen["rows"] = {len(e.strip) for e in events}
+        calls.append((len(events), kwargs["probes"] is not None, {len(e.strip) for e in events}))
         return out
 
     def spy_cut(stack, ref, events, shifts, **kwargs):
@@ -532,9 +533,14 @@ def test_strips_beyond_the_budget_are_cut_for_the_survivors_only(kinds_sim, kind
     monkeypatch.setattr(ev_mod, "measure", spy_measure)
     monkeypatch.setattr(ev_mod, "cut_strips", spy_cut)
     monkeypatch.setattr(ev_mod, "STRIP_BUDGET_BYTES", 0)
+    # Room for 5 candidates at a time: 12 bytes a frame and a 32² cutout each.
+    monkeypatch.setattr(ev_mod, "LIGHTCURVE_BUDGET_BYTES", 5 * (12 * 120 + 4 * 32**2))
     got = search_stack(as_stack(kinds_sim)).events
-    assert seen["rows"] == {1}  # the peak's cutout only, for each candidate measured
-    assert len(got) <= seen["cut"] < seen["measured"]
+    measured = sum(c[0] for c in calls)
+    assert len(calls) == -(-measured // 5) >= 3 and all(c[0] == 5 for c in calls[:-1])
+    assert [c[1] for c in calls] == [True] + [False] * (len(calls) - 1)
+    assert set().union(*(c[2] for c in calls)) == {1}  # the peak's cutout only
+    assert len(got) <= seen["cut"] < measured
     assert len(got) == len(kinds_found.events)
     for a, b in zip(got, kinds_found.events, strict=True):
         assert (a.kind, a.x, a.y, a.frame_start, a.frame_end, a.lc_sigma) == (
