@@ -545,10 +545,11 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
                           f"{len(places) + sum(e.kind == 'mover' for e in events)}, from "
                           f"{len(det['x'])} detections")
     # Strips for every candidate while they fit the budget; else for the survivors only.
-    strips_now = len(events) * (STRIP_FRAMES + 1) * 4 * patch_size**2 <= STRIP_BUDGET_BYTES
+    cutout_bytes = 4 * patch_size**2
+    strips_now = len(events) * (STRIP_FRAMES + 1) * cutout_bytes <= STRIP_BUDGET_BYTES
     # Candidates measured at once: as many as the light-curve budget holds (one pass over the
     # frames for each batch; no event: no second pass at all).
-    held = 12 * n + 4 * patch_size**2 * ((STRIP_FRAMES + 1) if strips_now else 1)
+    held = 12 * n + cutout_bytes * ((STRIP_FRAMES + 1) if strips_now else 1)
     size = max(1, LIGHTCURVE_BUDGET_BYTES // held)
     batches = [events[a:a + size] for a in range(0, len(events), size)]
     del events
