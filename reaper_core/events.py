@@ -22,7 +22,8 @@ Events must be significant as a whole: at least :data:`MIN_SIGMA` at their peak,
 :data:`SINGLE_FRAME_SIGMA` for one seen once (a chance excursion of noise in one of a thousand
 frames of four million pixels is far likelier than in two consecutive ones) unless the
 next frame is still :data:`FADE_SIGMA` up at its place (a flare fading below the detection
-threshold: then a ``transient``); and, movers
+threshold: then a ``transient``) or, from :data:`CLEAN_SINGLE_SIGMA`, its difference at the
+peak is clean (:data:`CLEAN_PURITY` of its own sign: a faint glint); and, movers
 apart, of one sign at their peak (:func:`purity`): a bright star's residual in a frame that is
 misaligned or blurred more than most is a dipole, not an event.
 """
@@ -46,6 +47,12 @@ EVENT_KINDS = ("transient", "variable", "mover", "single_frame")
 MIN_SIGMA = 5.0
 #: Peak S/N an event seen in a single frame needs.
 SINGLE_FRAME_SIGMA = 6.5
+#: Peak S/N from which an event seen once is kept, under :data:`SINGLE_FRAME_SIGMA`, when its
+#: difference at the peak is clean: at least :data:`CLEAN_PURITY` of its own sign (a glint, a
+#: satellite's streak, a flare of one frame is the PSF's shape; a chance excursion of noise is
+#: a bump among other bumps of both signs).
+CLEAN_SINGLE_SIGMA = 5.5
+CLEAN_PURITY = 0.8
 #: Aperture radius for light curves, pixels.
 APERTURE_PX = 2.0
 #: A mover is seen at least this many times, in at least this fraction of the frames it
@@ -245,7 +252,9 @@ def make_events(det: dict[str, np.ndarray], times: np.ndarray, offset: tuple[int
         if k == "single_frame" and min_sigma <= peak < single_sigma and \
                 "next_sigma" in det and det["next_sigma"][p] >= FADE_SIGMA:
             k = "transient"  # a flash still there in the next frame, below detection: a flare
-        if peak < (single_sigma if k == "single_frame" else min_sigma):
+        clean = (k == "single_frame" and peak >= min(CLEAN_SINGLE_SIGMA, single_sigma)
+                 and "purity" in det and det["purity"][p] >= CLEAN_PURITY)
+        if peak < (single_sigma if k == "single_frame" and not clean else min_sigma):
             continue
         if k == "mover" and det["sign"][p] < 0:
             # A moving object brightens the frames it crosses (the reference, a median over

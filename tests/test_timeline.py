@@ -243,6 +243,31 @@ def test_a_faint_flash_that_fades_is_a_flare_and_one_that_does_not_is_noise():
     assert bright.kind == "single_frame"
 
 
+def test_a_clean_faint_flash_is_kept_and_a_ragged_one_is_not():
+    """One detection between 5.5σ and the single-frame threshold (6.5σ) whose next frame shows
+    nothing is kept, as a single-frame event, when its difference at the peak is clean (purity
+    ≥ 0.8: a glint is the PSF's shape); a ragged one (noise among noise) is not, nor is a clean
+    one under 5.5σ."""
+    from reaper_core.events import CLEAN_PURITY, CLEAN_SINGLE_SIGMA, SINGLE_FRAME_SIGMA, make_events
+
+    def flash(sigma: float, purity: float) -> dict[str, np.ndarray]:
+        return {"frame": np.array([40.0]), "x": np.array([20.0]), "y": np.array([30.0]),
+                "sign": np.array([1.0]), "sigma": np.array([sigma]), "flux": np.array([9.0]),
+                "area": np.array([5.0]), "elongation": np.array([1.0]),
+                "next_sigma": np.array([0.5]), "purity": np.array([purity])}
+
+    times = 1325.0 + np.arange(100) / 48
+    assert CLEAN_SINGLE_SIGMA < 5.9 < SINGLE_FRAME_SIGMA
+    glint, = make_events(flash(5.9, 0.87), times, min_purity=0.35)
+    assert glint.kind == "single_frame" and glint.peak_purity == 0.87
+    assert make_events(flash(5.9, CLEAN_PURITY - 0.2), times, min_purity=0.35) == []
+    assert make_events(flash(CLEAN_SINGLE_SIGMA - 0.2, 0.95), times, min_purity=0.35) == []
+    # Without purities (a caller that measured none) the single-frame threshold holds.
+    det = flash(5.9, 0.87)
+    del det["purity"]
+    assert make_events(det, times) == []
+
+
 def test_a_faint_flare_seen_in_one_frame_is_found():
     """A simulated flare of 8σ fading over five frames, detected in its first frame only and
     at 5.7σ — under the single-frame threshold — is found, as a transient: the next frame
