@@ -77,6 +77,9 @@ FADE_SIGMA = 2.0
 LC_FRACTION = 0.8
 #: Frames a light curve needs outside its event to be decorrelated against the pointing.
 MIN_DECORRELATION_FRAMES = 20
+#: Frames either side of an event's span that still belong to it: its strip shows them, a
+#: mover's light curve is measured over them, its light curve's baseline leaves them out.
+SPAN_MARGIN_FRAMES = 2
 #: Frames of difference cutouts kept per event (the strip).
 STRIP_FRAMES = 12
 #: Bytes of strips the light-curve pass cuts for its candidates at most. Most candidates of a
@@ -313,7 +316,7 @@ def lightcurve_sigma(ev: Event, frame_factor: np.ndarray | None = None,
     if ev.kind == "mover" or not lc:
         return ev.peak_sigma
     f = np.arange(len(lc["diff_flux"]))
-    outside = (f < ev.frame_start - 2) | (f > ev.frame_end + 2)
+    outside = (f < ev.frame_start - SPAN_MARGIN_FRAMES) | (f > ev.frame_end + SPAN_MARGIN_FRAMES)
     flux = lc["diff_flux"] if shifts is None else _decorrelated(lc["diff_flux"], shifts,
                                                                   outside)
     base = flux[outside & np.isfinite(flux)]
@@ -632,10 +635,11 @@ def _stamp(img: np.ndarray, x: float, y: float, size: int) -> np.ndarray:
 
 
 def strip_frames(ev: Event, n: int) -> np.ndarray:
-    """The frames of an event's strip: up to :data:`STRIP_FRAMES` spread over its span and two
-    frames either side (within the ``n`` frames of its stack), and its peak; shape (m,)."""
-    lo = max(ev.frame_start - 2, 0)
-    hi = min(ev.frame_end + 2, n - 1)
+    """The frames of an event's strip: up to :data:`STRIP_FRAMES` spread over its span and
+    :data:`SPAN_MARGIN_FRAMES` either side (within the ``n`` frames of its stack), and its
+    peak; shape (m,)."""
+    lo = max(ev.frame_start - SPAN_MARGIN_FRAMES, 0)
+    hi = min(ev.frame_end + SPAN_MARGIN_FRAMES, n - 1)
     pick = np.unique(np.linspace(lo, hi, min(STRIP_FRAMES, hi - lo + 1)).round().astype(int))
     return np.union1d(pick, [ev.frame_peak])
 
@@ -735,7 +739,7 @@ def measure(stack, ref: Reference, events: list[Event], shifts: np.ndarray, *,
             dvar[:, i] = np.bincount(owner[own], sig * sig, minlength=ns)
         for e_i in movers:
             ev = events[e_i]
-            if not ev.frame_start - 2 <= i <= ev.frame_end + 2:
+            if not ev.frame_start - SPAN_MARGIN_FRAMES <= i <= ev.frame_end + SPAN_MARGIN_FRAMES:
                 continue
             px, py = ev.position_at(i)
             ap = _aperture(shape, float(px) - x0, float(py) - y0, APERTURE_PX)
