@@ -273,18 +273,35 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
         d = self.components_.shape[1]
         return np.hstack([self._embedding_residuals(Z[:, :d]), self._context_z(X)])
 
-    def _anomaly_score(self, Z: np.ndarray, X: np.ndarray) -> np.ndarray:
+    def _error(self, Z: np.ndarray, X: np.ndarray) -> np.ndarray:
         d = self.components_.shape[1]
         R = self._embedding_residuals(Z[:, :d])
         score = np.mean(R * R, axis=1)
         if X.shape[1] > d:
             z = np.clip(self._context_z(X), 0.0, None)
             score = score * (1.0 + self.context_weight * self.log_score_scale_[0] * z.sum(axis=1))
-        if len(self.normal_):
-            _, r = pairwise_distances_argmin_min(Z, self.normal_)
-            h = self.normal_radius * np.sqrt(self.n_features_in_)
-            score = score * -np.expm1(-0.5 * (r / h) ** 2)
         return score
+
+    def _damping(self, Z: np.ndarray) -> np.ndarray:
+        if not len(self.normal_):
+            return np.ones(len(Z))
+        _, r = pairwise_distances_argmin_min(Z, self.normal_)
+        h = self.normal_radius * np.sqrt(self.n_features_in_)
+        return -np.expm1(-0.5 * (r / h) ** 2)
+
+    def _anomaly_score(self, Z: np.ndarray, X: np.ndarray) -> np.ndarray:
+        return self._error(Z, X) * self._damping(Z)
+
+    def reconstruction_error(self, X: Any) -> np.ndarray:
+        """:meth:`anomaly_score` before the damping by normal labels, shape (n_samples,)."""
+        X = self._validate(X)
+        return self._error(self._standardise(X), X)
+
+    def normal_damping(self, X: Any) -> np.ndarray:
+        """The factor by which the samples labelled normal damp each sample's score, shape
+        (n_samples,), in [0, 1]: 1 − exp(−½ (r / h)²) (see :meth:`anomaly_score`); ones
+        when no sample was labelled normal."""
+        return self._damping(self.standardised(X))
 
     def anomaly_score(self, X: Any) -> np.ndarray:
         """Mean squared (normalised) reconstruction error per sample, shape (n_samples,);

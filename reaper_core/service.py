@@ -958,7 +958,7 @@ class Reaper:
         row = self.event_model()
         if row is None:
             raise ModelError("no event model yet: it is fitted once 3 events are stored")
-        # From the events' ranking scores (PCA × significance, timedomain.event_scores).
+        # From the events' ranking scores (strangeness × significance, timedomain.event_scores).
         scores = np.array([r.score for r in store.event_rows(self.engine)
                            if r.score is not None], float)
         try:

@@ -27,9 +27,12 @@ from .stacks import Stack, stack_from_cube, stack_from_records, stack_name
 
 #: The event model keeps at least this many events per principal component.
 MIN_EVENTS_PER_COMPONENT = 4
-#: An event's score is its PCA score × (its significance / the least a kept event has) to this
-#: power (:func:`event_scores`).
+#: An event's score is its PCA reconstruction error to the power :data:`STRANGENESS_POWER` ×
+#: (its significance / the least a kept event has) to this power (:func:`event_scores`).
 SIGNIFICANCE_POWER = 4.0
+#: How much an event's strangeness (its PCA reconstruction error) counts beside its
+#: significance (:func:`event_scores`).
+STRANGENESS_POWER = 0.25
 #: Columns of a stored light curve, in order.
 LIGHTCURVE_COLUMNS = ("time", "diff_flux", "diff_flux_err", "flux", "quality")
 #: Columns of the events export, in order (the export contract's and more).
@@ -153,7 +156,7 @@ def rank_events(X: np.ndarray, sigma: np.ndarray, mode: str, value: float,
     most = max(1, len(X) // MIN_EVENTS_PER_COMPONENT)
     if det.n_components_ > most:
         det = fit(most)
-    scores = event_scores(det.train_anomaly_scores_, sigma)
+    scores = event_scores(det.reconstruction_error(X), sigma, det.normal_damping(X))
     return det, scores, threshold_from_scores(scores, mode, value)
 
 
@@ -195,25 +198,31 @@ def fit_event_model(engine: Engine, settings: Settings) -> store.EventModel | No
     ), [int(r.id) for r in rows], scores)
 
 
-def event_scores(pca_scores: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    """Events' ranking scores, shape (n,): their PCA reconstruction errors (shape (n,)) times
-    (their significance, :func:`~reaper_core.events.significance`, over the least a kept event
-    has, :data:`~reaper_core.events.LC_FRACTION` × :data:`~reaper_core.events.MIN_SIGMA`)
-    ** :data:`SIGNIFICANCE_POWER`.
+def event_scores(errors: np.ndarray, sigma: np.ndarray,
+                 damping: np.ndarray | None = None) -> np.ndarray:
+    """Events' ranking scores, shape (n,): their PCA reconstruction errors (shape (n,)) to the
+    power :data:`STRANGENESS_POWER`, times (their significance,
+    :func:`~reaper_core.events.significance`, over the least a kept event has,
+    :data:`~reaper_core.events.LC_FRACTION` × :data:`~reaper_core.events.MIN_SIGMA`) to the
+    power :data:`SIGNIFICANCE_POWER`, times ``damping`` (shape (n,), in [0, 1]: what labels
+    of normal or artefact leave of each score,
+    :meth:`~reaper_core.detector.PCAAnomalyDetector.normal_damping`; ones when None).
 
     Among events, the strangest-looking difference cutouts are mostly not events at all — a
     bright star's residual beside a faint detection, a dipole — so the PCA score alone ranked
-    injected events *below* false ones (ROC AUC 0.42 and 0.51 over two sets of six simulated
-    stacks, ``benchmarks/timeline.py``). Weighted by the detection S/N: 0.92 and 0.95 when
-    chosen (powers 1, 2, 3, 6: 0.82/0.91, 0.88/0.93, 0.90/0.95, 0.92/0.94; the S/N alone
-    0.95/0.94); by the weaker of the detection and light-curve significance, on the stacks of
-    today's search: 0.910 and 0.951 (0.899 and 0.941 by the detection S/N). Among events of
-    like significance, the PCA score still orders them by strangeness."""
+    injected events *below* false ones (ROC AUC 0.30 and 0.44 over two sets of six simulated
+    stacks, ``benchmarks/timeline.py``); significance alone 0.960 and 0.993. Strangeness to
+    the powers 1, 0.5, 0.33, 0.25, 0.1: 0.919/0.976, 0.941/0.988, 0.949/0.990, 0.951/0.993,
+    0.952/0.993. At 0.25 a thousand times the error weighs as 1.5 times the significance, so
+    among events of like significance the stranger still ranks first; the labels' damping is
+    applied to the score itself, not to the error, so that a look-alike of an event called
+    normal sinks as far as before (through the error, its fourth root would barely move it)."""
     from .events import LC_FRACTION, MIN_SIGMA
 
     least = LC_FRACTION * MIN_SIGMA
     weight = np.maximum(np.asarray(sigma, float), least) / least
-    return np.asarray(pca_scores, float) * weight**SIGNIFICANCE_POWER
+    score = np.asarray(errors, float) ** STRANGENESS_POWER * weight**SIGNIFICANCE_POWER
+    return score if damping is None else score * np.asarray(damping, float)
 
 
 def stack_for_row(row: store.ImageStack) -> Stack:

@@ -782,6 +782,28 @@ def test_an_event_weak_in_its_light_curve_ranks_by_the_weaker_significance():
     assert scores[1] < 0.5 * scores[0]
 
 
+def test_a_normal_label_sinks_a_more_significant_look_alike():
+    """Labels damp an event's score, not only its strangeness: a look-alike of an event called
+    normal sinks below ordinary events even when it is 1.5 times as significant as they are
+    (with the damping inside the strangeness, whose fourth root the score takes, it stayed on
+    top)."""
+    from reaper_core.timedomain import rank_events
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(0, 1, (40, 8))
+    X[0] += 6.0  # an odd pair of events, alike
+    X[1] = X[0] + rng.normal(0, 0.5, 8)
+    sigma = np.full(40, 10.0)
+    sigma[1] = 15.0
+    _, before, _ = rank_events(X, sigma, "sigma", 2.0)
+    assert np.argmax(before) == 1
+    normal = np.zeros(40, bool)
+    normal[0] = True
+    _, after, _ = rank_events(X, sigma, "sigma", 2.0, normal=normal)
+    assert after[0] == 0.0
+    assert after[1] < np.median(after[2:])
+
+
 def test_stack_forms_on_ingest(tmp_path):
     sim = simulate_stack(6, 96, seed=4, events={"glint": 1}, snr=(40, 40))
     r = Reaper(Settings(db_url=f"sqlite:///{tmp_path}/db.sqlite"))
