@@ -55,6 +55,28 @@ def map_chunks(fn: Callable[[Sequence], T], items: Sequence, chunk: int,
     return out
 
 
+def map_ordered(fn: Callable[[int], T], n: int, threads: int | None = None) -> Iterator[T]:
+    """``fn(0)``, ``fn(1)``, …, ``fn(n − 1)``, yielded in order, computed on ``threads``
+    threads (:func:`compute_threads` when None; BLAS held to one thread meanwhile) with no
+    more results ahead of the caller than there are threads: memory is bounded by the
+    threads, not by ``n`` (a stack's frames). In this thread when there is one."""
+    threads = min(compute_threads() if threads is None else threads, n)
+    if threads <= 1:
+        for i in range(n):
+            yield fn(i)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with own_threads(), ThreadPoolExecutor(threads) as pool:
+        ahead = deque(pool.submit(fn, i) for i in range(threads))
+        for i in range(threads, n + threads):
+            result = ahead.popleft().result()
+            if i < n:
+                ahead.append(pool.submit(fn, i))
+            yield result
+
+
 @contextmanager
 def own_threads() -> Iterator[None]:
     """BLAS held to one thread while this process runs compute stages on threads of its own

@@ -1028,7 +1028,7 @@ class Reaper:
         _, st, ref = self._reference
         img = st.frame(frame)
         shift = tuple(json.loads(row.shifts_json)[frame])
-        return img, difference(img, ref, shift=shift).diff, float(st.times[frame])
+        return img, difference(img, ref, shift=shift, matched=False).diff, float(st.times[frame])
 
     def stack_offset(self, stack_id: int) -> tuple[int, int]:
         """(x0, y0): the stored-array pixel where a stack's science region starts."""

@@ -164,6 +164,28 @@ def test_constant_stars_leave_few_residuals_above_5_sigma():
     assert len(search_stack(stack).events) <= 1
 
 
+@pytest.mark.skipif(not CUBE.exists(), reason="../shared/data/ is not beside the checkout")
+def test_the_fast_shift_and_matched_filter_equal_scipy_s():
+    """The alignment's spline shift and the matched filter, written as separable 1-D passes
+    for speed, give what ``scipy.ndimage.shift`` (cubic, "nearest") and the 2-D convolution
+    with the PSF kernel give, edges included, on a real TESS frame's pixels."""
+    from scipy import ndimage
+
+    from reaper_core.difference import _spline_shift, matched_filter, psf_kernel
+
+    with fits.open(REAL_CUBE) as hdul:
+        img = np.nan_to_num(np.asarray(hdul[1].data["FLUX"][100], np.float32))
+    img = np.tile(img, (7, 5))[:33, :21]  # rows and columns of unequal, odd length
+    for shift in [(0.3, -0.7), (-2.4, 3.9), (1.0, 0.0), (-4.99, 0.01), (7.5, -8.0)]:
+        want = ndimage.shift(img, shift, order=3, mode="nearest")
+        np.testing.assert_allclose(_spline_shift(img, shift), want, rtol=1e-6,
+                                   atol=1e-6 * np.abs(img).max())
+    k = psf_kernel()
+    want = ndimage.convolve(img.astype(float), k, mode="constant") / np.sqrt((k**2).sum())
+    np.testing.assert_allclose(matched_filter(img), want, rtol=1e-5,
+                               atol=1e-6 * np.abs(want).max())
+
+
 @pytest.mark.parametrize("seed", [3, 7])
 def test_momentum_dumps_and_scattered_light_leave_no_false_event(seed):
     """Pointing jumps at two momentum dumps (0.2–0.5 px each) and a scattered-light glow
@@ -453,6 +475,56 @@ def test_each_kind_is_linked_as_expected(kinds_sim, kinds_found):
             true_rate = np.hypot(truth.x_end - truth.x, truth.y_end - truth.y) / (
                 truth.f_end - truth.f_peak) * 48  # px per frame × 48 frames a day
             assert best.rate == pytest.approx(true_rate, rel=0.2)
+
+
+def test_the_search_on_threads_equals_it_on_one(kinds_sim, kinds_found, monkeypatch):
+    """Frames are differenced on every core and taken in order: the events, their light
+    curves and strips are those of one thread's search."""
+    from reaper_core import parallel
+
+    monkeypatch.setattr(parallel, "compute_threads", lambda: 1)
+    one = search_stack(as_stack(kinds_sim))
+    assert len(one.events) == len(kinds_found.events) > 0
+    assert np.array_equal(one.shifts, kinds_found.shifts)
+    for a, b in zip(one.events, kinds_found.events, strict=True):
+        assert (a.kind, a.x, a.y, a.frame_peak, a.peak_sigma, a.lc_sigma) == (
+            b.kind, b.x, b.y, b.frame_peak, b.peak_sigma, b.lc_sigma)
+        assert np.array_equal(a.lightcurve["diff_flux"], b.lightcurve["diff_flux"],
+                              equal_nan=True)
+        assert np.array_equal(a.strip, b.strip)
+
+
+def test_frames_are_mapped_in_order_with_few_ahead(monkeypatch):
+    """``map_ordered`` yields in order, holds no more results ahead of its caller than it has
+    threads (a long stack's differences never pile up), and raises what a frame raised."""
+    import threading
+    import time
+
+    from reaper_core import parallel
+
+    monkeypatch.setattr(parallel, "compute_threads", lambda: 2)
+    lock, started = threading.Lock(), []
+
+    def work(i: int) -> int:
+        with lock:
+            started.append(i)
+        time.sleep(0.002 * (i % 3))
+        return i * i
+
+    out = []
+    for i, v in enumerate(parallel.map_ordered(work, 40)):
+        with lock:
+            assert max(started) <= i + 2  # this one, and at most two begun ahead
+        out.append(v)
+    assert out == [i * i for i in range(40)]
+
+    def bad(i: int) -> int:
+        if i == 5:
+            raise ValueError("frame 5 is unreadable")
+        return i
+
+    with pytest.raises(ValueError, match="frame 5"):
+        list(parallel.map_ordered(bad, 10))
 
 
 def test_peak_purity_of_the_search_is_the_purity_of_the_cutout(kinds_found):
