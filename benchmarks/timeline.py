@@ -121,29 +121,17 @@ def real_cube(per_kind: int = 12, seed: int = 0) -> None:
     stack.cube = original.astype(np.float32)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--frames", type=int, default=200)
-    ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--seeds", type=int, default=6)
-    ap.add_argument("--first-seed", type=int, default=0,
-                    help="seed of the first stack (6: a second set, chosen on nothing)")
-    ap.add_argument("--speed-size", type=int, default=2048, help="0: no speed measurement")
-    ap.add_argument("--speed-frames", type=int, default=24)
-    ap.add_argument("--no-real", action="store_true")
-    ap.add_argument("--memory-frames", default="200,800",
-                    help="stack lengths whose search memory is compared ('': none)")
-    args = ap.parse_args()
-    if not args.no_real:
-        real_cube()
+def recall(frames: int, size: int, seeds: int, first_seed: int) -> None:
+    """Recall by kind and significance, false events and the ranking's ROC AUC over ``seeds``
+    simulated stacks of ``frames`` frames of ``size``² px."""
     found: dict[str, list[tuple[float, bool, bool]]] = {k: [] for k in EXPECTED_KIND}
     n_false, n_frames = 0, 0
     # Every event of every stack, as the store would hold them: features, significance, and
     # whether it is an injected event's best match (1), another match of one (0) or false (-1).
     feats, sigmas, truth = [], [], []
     settings = Settings()
-    for seed in range(args.first_seed, args.first_seed + args.seeds):
-        sim = simulate_stack(args.frames, args.size, seed=seed,
+    for seed in range(first_seed, first_seed + seeds):
+        sim = simulate_stack(frames, size, seed=seed,
                              events=dict.fromkeys(EXPECTED_KIND, 3))
         stack = as_stack(sim)
         res = search_stack(stack)
@@ -157,13 +145,13 @@ def main() -> None:
             if best is not None:
                 role[best] = 1
         n_false += int((role == -1).sum())
-        n_frames += args.frames
+        n_frames += frames
         if res.events:
             feats.append(event_features(res.events, stack.cadence_days, settings))
             sigmas += [e.significance for e in res.events]
             truth += role.tolist()
-    print(f"{args.seeds} stacks (seeds {args.first_seed}–{args.first_seed + args.seeds - 1}) of "
-          f"{args.frames} frames of {args.size}² px, 3 of each kind each")
+    print(f"{seeds} stacks (seeds {first_seed}–{first_seed + seeds - 1}) of "
+          f"{frames} frames of {size}² px, 3 of each kind each")
     print(f"{'kind':10s} {'5–10σ':>9s} {'10–30σ':>9s} {'>30σ':>9s} {'kind right':>11s}")
     for kind, rows in found.items():
         cells = []
@@ -187,6 +175,25 @@ def main() -> None:
         print(f"ROC AUC, injected over false events, by the app's event score (target ≥ 0.95): "
               f"{roc_auc_score(y, scores[judged]):.3f}; by significance alone: "
               f"{roc_auc_score(y, sigmas[judged]):.3f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--frames", type=int, default=200)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--seeds", type=int, default=6)
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seed of the first stack (6: a second set, chosen on nothing)")
+    ap.add_argument("--speed-size", type=int, default=2048, help="0: no speed measurement")
+    ap.add_argument("--speed-frames", type=int, default=24)
+    ap.add_argument("--no-real", action="store_true")
+    ap.add_argument("--memory-frames", default="200,800",
+                    help="stack lengths whose search memory is compared ('': none)")
+    args = ap.parse_args()
+    if not args.no_real:
+        real_cube()
+    if args.seeds:
+        recall(args.frames, args.size, args.seeds, args.first_seed)
     if args.memory_frames:
         memory_by_length([int(v) for v in args.memory_frames.split(",")], args.size)
     if args.speed_size <= 0:
