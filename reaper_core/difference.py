@@ -86,13 +86,23 @@ def psf_kernel(sigma: float = PSF_SIGMA, half: int = 3) -> np.ndarray:
 def matched_filter(img: np.ndarray) -> np.ndarray:
     """``img`` (shape (ny, nx), unit noise) convolved with :func:`psf_kernel` and scaled to
     unit noise, zero beyond the edges, float32: the PSF-matched-filter S/N. The kernel is
-    separable, so two 1-D passes (5 × faster than the 2-D convolution on 2048², equal to it
-    to float32 rounding)."""
+    separable and symmetric: along the columns, sums of shifted rows; along the rows, one
+    1-D pass (2048²: 0.03 s against the 2-D convolution's 0.14 s, equal to it to float32
+    rounding)."""
     g = _psf_profile()
-    rows = ndimage.correlate1d(img, g, axis=0, output=np.float64, mode="constant")
-    out = ndimage.correlate1d(rows, g, axis=1, output=np.float32, mode="constant")
-    out /= np.float32((g**2).sum())  # the 2-D kernel's root sum of squares
-    return out
+    h = len(g) // 2
+    w = (g / (g**2).sum()).astype(np.float32)  # the 2-D kernel's root sum of squares → 1
+    img = np.asarray(img, np.float32)
+    ny = img.shape[0]
+    padded = np.zeros((ny + 2 * h, *img.shape[1:]), np.float32)
+    padded[h:ny + h] = img
+    cols = w[h] * img
+    tmp = np.empty_like(cols)
+    for j in range(1, h + 1):
+        np.add(padded[h - j:h - j + ny], padded[h + j:h + j + ny], out=tmp)
+        tmp *= w[h + j]
+        cols += tmp
+    return ndimage.correlate1d(cols, g, axis=1, output=np.float32, mode="constant")
 
 
 def _filled(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
