@@ -186,6 +186,23 @@ def test_the_fast_shift_and_matched_filter_equal_scipy_s():
                                atol=1e-6 * np.abs(want).max())
 
 
+@pytest.mark.skipif(not CUBE.exists(), reason="../shared/data/ is not beside the checkout")
+def test_the_reference_median_is_numpy_s_nanmedian():
+    """The reference's per-pixel median of its frames, by one sort, is ``np.nanmedian`` to the
+    bit: odd and even counts of finite values, missing pixels, a pixel missing everywhere."""
+    from reaper_core.difference import _nanmedian_frames
+
+    with fits.open(REAL_CUBE) as hdul:
+        frames = np.asarray(hdul[1].data["FLUX"][200:224], np.float32)
+    frames[3, 0] = np.nan
+    frames[:11, 2, 2] = np.nan
+    frames[:, 4, 4] = np.nan
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        want = np.nanmedian(frames, axis=0)
+    got = _nanmedian_frames(frames)
+    assert np.isnan(got[4, 4]) and np.array_equal(got, want, equal_nan=True)
+
+
 @pytest.mark.parametrize("seed", [3, 7])
 def test_momentum_dumps_and_scattered_light_leave_no_false_event(seed):
     """Pointing jumps at two momentum dumps (0.2–0.5 px each) and a scattered-light glow
