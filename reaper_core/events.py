@@ -530,20 +530,20 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
         for k in cols:
             cols[k].append(found[k])
 
-    def search(i: int) -> tuple[Difference | None, dict[str, np.ndarray] | None]:
-        frame = stack.frame(i)
+    def differ(frame: np.ndarray) -> Difference | None:
         if not np.isfinite(frame).any():  # a cadence held as NaN: nothing to search
-            return None, None
-        d = make_difference(frame, ref)
+            return None
+        return make_difference(frame, ref)
+
+    # Frames read here and differenced on every core, taken in order; detection (photutils,
+    # which needs a warnings filter) in this thread.
+    frames = (stack.frame(i) for i in range(n))
+    for i, d in enumerate(map_ordered(differ, frames, _frame_threads(ref))):
+        empty[i] = d is None
         found = None
-        if good[i]:
+        if d is not None and good[i]:
             found = detect(d, frame=i)
             found["purity"] = detection_purity(d.diff, found, stack.offset)
-        return d, found
-
-    # Frames on every core, taken in order (each frame's work is its own).
-    for i, (d, found) in enumerate(map_ordered(search, n, _frame_threads(ref))):
-        empty[i] = d is None
         if pending is not None:
             keep(pending, None if d is None else d.snr)
         pending = found
@@ -693,13 +693,13 @@ def cut_strips(stack, ref: Reference, events: list[Event], shifts: np.ndarray, *
     want = _plan_strips(events, [strip_frames(ev, len(stack)) for ev in events], patch_size)
     shown = sorted(want)
 
-    def diff(k: int) -> Difference | None:
-        i = shown[k]
-        if skip is not None and skip[i]:
-            return None
-        return make_difference(stack.frame(i), ref, shift=tuple(shifts[i]), matched=False)
+    def diff(item: tuple[int, np.ndarray | None]) -> Difference | None:
+        i, frame = item
+        return None if frame is None else make_difference(frame, ref, shift=tuple(shifts[i]),
+                                                          matched=False)
 
-    for k, d in enumerate(map_ordered(diff, len(shown), _frame_threads(ref))):
+    frames = ((i, None if skip is not None and skip[i] else stack.frame(i)) for i in shown)
+    for k, d in enumerate(map_ordered(diff, frames, _frame_threads(ref))):
         if d is not None:
             _cut(d, shown[k], events, want[shown[k]], stack.offset, patch_size)
         progress("cutouts", (k + 1) / len(shown), f"frame {k + 1}/{len(shown)}")
@@ -751,12 +751,14 @@ def measure(stack, ref: Reference, events: list[Event], shifts: np.ndarray, *,
     mref = {e_i: np.full(n, np.nan) for e_i in movers}
     ref_flat = ref.image.ravel()
 
-    def diff(i: int) -> Difference | None:
-        if skip is not None and skip[i]:
-            return None
-        return make_difference(stack.frame(i), ref, shift=tuple(shifts[i]), matched=False)
+    def diff(item: tuple[int, np.ndarray | None]) -> Difference | None:
+        i, frame = item
+        return None if frame is None else make_difference(frame, ref, shift=tuple(shifts[i]),
+                                                          matched=False)
 
-    for i, d in enumerate(map_ordered(diff, n, _frame_threads(ref))):
+    # Frames read here (astropy's reading is not for threads), differenced on every core.
+    frames = ((i, None if skip is not None and skip[i] else stack.frame(i)) for i in range(n))
+    for i, d in enumerate(map_ordered(diff, frames, _frame_threads(ref))):
         if d is None:
             progress("light curves", (i + 1) / n, f"frame {i + 1}/{n}")
             continue

@@ -3,11 +3,12 @@ patches run on every core without copies (the Dask cluster spreads whole files i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 def compute_threads() -> int:
@@ -55,25 +56,30 @@ def map_chunks(fn: Callable[[Sequence], T], items: Sequence, chunk: int,
     return out
 
 
-def map_ordered(fn: Callable[[int], T], n: int, threads: int | None = None) -> Iterator[T]:
-    """``fn(0)``, ``fn(1)``, …, ``fn(n − 1)``, yielded in order, computed on ``threads``
-    threads (:func:`compute_threads` when None; BLAS held to one thread meanwhile) with no
-    more results ahead of the caller than there are threads: memory is bounded by the
-    threads, not by ``n`` (a stack's frames). In this thread when there is one."""
-    threads = min(compute_threads() if threads is None else threads, n)
+def map_ordered(fn: Callable[[U], T], items: Iterable[U], threads: int | None = None
+                ) -> Iterator[T]:
+    """``fn(item)`` of each of ``items``, yielded in order, computed on ``threads`` threads
+    (:func:`compute_threads` when None; BLAS held to one thread meanwhile) with no more
+    results ahead of the caller than there are threads: memory is bounded by the threads, not
+    by the number of items (a stack's frames). ``items`` are drawn in the calling thread —
+    read files there: ``warnings.catch_warnings``, which astropy's reading and photutils'
+    detection need, is not thread-safe — and ``fn`` should not change global state. In this
+    thread when there is one."""
+    threads = compute_threads() if threads is None else threads
     if threads <= 1:
-        for i in range(n):
-            yield fn(i)
+        for item in items:
+            yield fn(item)
         return
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
+    from itertools import islice
 
+    source = iter(items)
     with own_threads(), ThreadPoolExecutor(threads) as pool:
-        ahead = deque(pool.submit(fn, i) for i in range(threads))
-        for i in range(threads, n + threads):
+        ahead = deque(pool.submit(fn, item) for item in islice(source, threads))
+        while ahead:
             result = ahead.popleft().result()
-            if i < n:
-                ahead.append(pool.submit(fn, i))
+            ahead.extend(pool.submit(fn, item) for item in islice(source, 1))
             yield result
 
 

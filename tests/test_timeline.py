@@ -497,8 +497,14 @@ def test_each_kind_is_linked_as_expected(kinds_sim, kinds_found):
 def test_the_search_on_threads_equals_it_on_one(kinds_sim, kinds_found, monkeypatch):
     """Frames are differenced on every core and taken in order: the events, their light
     curves and strips are those of one thread's search."""
+    import warnings
+
     from reaper_core import parallel
 
+    monkeypatch.setattr(parallel, "compute_threads", lambda: 2)
+    filters = list(warnings.filters)
+    search_stack(as_stack(kinds_sim))
+    assert warnings.filters == filters  # no thread left a warnings filter behind
     monkeypatch.setattr(parallel, "compute_threads", lambda: 1)
     one = search_stack(as_stack(kinds_sim))
     assert len(one.events) == len(kinds_found.events) > 0
@@ -512,8 +518,9 @@ def test_the_search_on_threads_equals_it_on_one(kinds_sim, kinds_found, monkeypa
 
 
 def test_frames_are_mapped_in_order_with_few_ahead(monkeypatch):
-    """``map_ordered`` yields in order, holds no more results ahead of its caller than it has
-    threads (a long stack's differences never pile up), and raises what a frame raised."""
+    """``map_ordered`` yields in order, draws its items in the calling thread (files are read
+    there), holds no more results ahead of its caller than it has threads (a long stack's
+    differences never pile up), and raises what a frame raised."""
     import threading
     import time
 
@@ -528,12 +535,20 @@ def test_frames_are_mapped_in_order_with_few_ahead(monkeypatch):
         time.sleep(0.002 * (i % 3))
         return i * i
 
+    drawn_in = set()
+
+    def items():
+        for i in range(40):
+            drawn_in.add(threading.get_ident())
+            yield i
+
     out = []
-    for i, v in enumerate(parallel.map_ordered(work, 40)):
+    for i, v in enumerate(parallel.map_ordered(work, items())):
         with lock:
             assert max(started) <= i + 2  # this one, and at most two begun ahead
         out.append(v)
     assert out == [i * i for i in range(40)]
+    assert drawn_in == {threading.get_ident()}
 
     def bad(i: int) -> int:
         if i == 5:
@@ -541,7 +556,7 @@ def test_frames_are_mapped_in_order_with_few_ahead(monkeypatch):
         return i
 
     with pytest.raises(ValueError, match="frame 5"):
-        list(parallel.map_ordered(bad, 10))
+        list(parallel.map_ordered(bad, range(10)))
 
 
 def test_peak_purity_of_the_search_is_the_purity_of_the_cutout(kinds_found):
