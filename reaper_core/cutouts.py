@@ -150,13 +150,13 @@ def fill_nan(patches: np.ndarray) -> np.ndarray:
     bad = ~np.isfinite(patches)
     if not bad.any():
         return patches
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            med = np.nanmedian(patches.reshape(len(patches), -1), axis=1)
-    med = np.where(np.isfinite(med), med, 0.0).astype(np.float32)
+    # The median of the patches with a finite pixel (so no warning: this runs on the patch
+    # threads, where a warnings filter is not thread-safe).
+    flat = patches.reshape(len(patches), -1)
+    some = np.isfinite(flat).any(axis=1)
+    med = np.zeros(len(patches), np.float32)
+    if some.any():
+        med[some] = np.nanmedian(flat[some], axis=1)
     out = patches.copy()
     out[bad] = np.broadcast_to(med[:, None, None], patches.shape)[bad]
     return out

@@ -405,11 +405,14 @@ def central_residual(stars: StarModel, x: np.ndarray, y: np.ndarray) -> np.ndarr
     ix0 = np.round(x).astype(np.int64) - half
     iy0 = np.round(y).astype(np.int64) - half
     st = _gather(_padded(z, k, np.nan), k, ix0, iy0, k).reshape(len(ix0), -1)[:, disc]
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a disc of NaN only: 0
-        return np.nan_to_num(np.log1p(np.nanmean(st**2, axis=1)))
+    # The mean over each disc's finite pixels, 0 for a disc of NaN only (np.nanmean's
+    # arithmetic without its warning: this runs beside other threads, and a warnings filter
+    # is not thread-safe).
+    sq = st**2
+    n = np.count_nonzero(np.isfinite(sq), axis=1)
+    total = np.nansum(sq, axis=1)
+    mean = np.divide(total, n, out=np.zeros_like(total), where=n > 0)
+    return np.nan_to_num(np.log1p(mean))
 
 
 def cutout_residuals(data: np.ndarray, region: tuple[slice, slice] | None,
