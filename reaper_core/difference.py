@@ -272,8 +272,8 @@ def build_reference(stack, n_sample: int = 25, progress: ProgressFn = noop) -> R
     fit_pixels = _largest(np.nan_to_num(image, nan=0.0))
     for j in range(len(aligned)):
         aligned[j] -= _systematics(aligned[j], basis, fit_pixels)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+    # (The per-pixel median warns of nothing, unlike np.nanmedian of an all-NaN pixel.)
+    with np.errstate(all="ignore"):
         np.abs(aligned, out=aligned)
         k = len(pick)
         mad = 1.4826 * _nanmedian_frames(aligned) * np.sqrt(k / max(k - 1, 1))

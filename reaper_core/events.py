@@ -31,6 +31,7 @@ misaligned or blurred more than most is a dipole, not an event.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -607,6 +608,23 @@ def _frame_threads(ref: Reference) -> int | None:
     return 1 if ref.image.size < SMALL_FRAME else None
 
 
+def _differences(stack, ref: Reference, frames: Iterable[int], shifts: np.ndarray,
+                 skip: np.ndarray | None) -> Iterator[Difference | None]:
+    """The differences of ``frames`` (indices into ``stack``) at their measured ``shifts``
+    (shape (n, 2)), without the matched filter, in order, made on every core; None for a frame
+    where ``skip`` (bool, shape (n,)) is set (no data). The frames are read in this thread:
+    astropy's reading runs under a warnings filter, which is not thread-safe."""
+    from .difference import difference as make_difference
+
+    def diff(item: tuple[int, np.ndarray | None]) -> Difference | None:
+        i, frame = item
+        return None if frame is None else make_difference(frame, ref, shift=tuple(shifts[i]),
+                                                          matched=False)
+
+    items = ((i, None if skip is not None and skip[i] else stack.frame(i)) for i in frames)
+    return map_ordered(diff, items, _frame_threads(ref))
+
+
 def _next_sigma(det: dict[str, np.ndarray], snr: np.ndarray | None) -> np.ndarray:
     """Matched-filter S/N of the next frame (``snr``, shape (ny, nx); None: no next frame)
     at each detection's place, signed as the detection, shape (k,); 0 without a next frame."""
@@ -688,18 +706,9 @@ def cut_strips(stack, ref: Reference, events: list[Event], shifts: np.ndarray, *
     """Each event's strip of difference cutouts (:func:`strip_frames`), in one pass over only
     the frames they show; fills ``strip`` and ``strip_frames`` in place (blank where ``skip``,
     shape (n,) bool, is set: no data)."""
-    from .difference import difference as make_difference
-
     want = _plan_strips(events, [strip_frames(ev, len(stack)) for ev in events], patch_size)
     shown = sorted(want)
-
-    def diff(item: tuple[int, np.ndarray | None]) -> Difference | None:
-        i, frame = item
-        return None if frame is None else make_difference(frame, ref, shift=tuple(shifts[i]),
-                                                          matched=False)
-
-    frames = ((i, None if skip is not None and skip[i] else stack.frame(i)) for i in shown)
-    for k, d in enumerate(map_ordered(diff, frames, _frame_threads(ref))):
+    for k, d in enumerate(_differences(stack, ref, shown, shifts, skip)):
         if d is not None:
             _cut(d, shown[k], events, want[shown[k]], stack.offset, patch_size)
         progress("cutouts", (k + 1) / len(shown), f"frame {k + 1}/{len(shown)}")
@@ -722,8 +731,6 @@ def measure(stack, ref: Reference, events: list[Event], shifts: np.ndarray, *,
     once per frame (a gather and a ``bincount``); memory is (events + probes) × frames × 4
     bytes (the events' light curves are float32 rows of shared arrays: copy a survivor's).
     """
-    from .difference import difference as make_difference
-
     n = len(stack)
     x0, y0 = stack.offset
     shape = ref.image.shape
@@ -750,15 +757,7 @@ def measure(stack, ref: Reference, events: list[Event], shifts: np.ndarray, *,
     merr = {e_i: np.full(n, np.nan) for e_i in movers}
     mref = {e_i: np.full(n, np.nan) for e_i in movers}
     ref_flat = ref.image.ravel()
-
-    def diff(item: tuple[int, np.ndarray | None]) -> Difference | None:
-        i, frame = item
-        return None if frame is None else make_difference(frame, ref, shift=tuple(shifts[i]),
-                                                          matched=False)
-
-    # Frames read here (astropy's reading is not for threads), differenced on every core.
-    frames = ((i, None if skip is not None and skip[i] else stack.frame(i)) for i in range(n))
-    for i, d in enumerate(map_ordered(diff, frames, _frame_threads(ref))):
+    for i, d in enumerate(_differences(stack, ref, range(n), shifts, skip)):
         if d is None:
             progress("light curves", (i + 1) / n, f"frame {i + 1}/{n}")
             continue
