@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-# Plotly looks pandas up in ``sys.modules`` without importing it (``should_load=False``): while
-# another thread (a second browser session, a rerun's page) is still importing pandas, it finds
-# the half-made module and fails ("partially initialized module 'pandas'"). Importing it here
-# waits for that import to finish before any figure is built.
+# Plotly looks pandas and PIL.Image up in ``sys.modules`` without importing them
+# (``should_load=False``, in its validators and its JSON encoder): while another thread (a second
+# browser session, a rerun's page) is still importing one, it finds the half-made module and
+# fails ("partially initialized module 'pandas'"). Importing them here waits for such an import
+# to finish before any figure is built.
 import pandas  # noqa: F401
+import PIL.Image  # noqa: F401
 import plotly.graph_objects as go
 
 ANOMALY_COLOUR = "#e4572e"
