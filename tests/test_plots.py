@@ -65,3 +65,31 @@ def test_pca_scatter_draws_many_inliers_as_a_density():
     data = np.asarray(many.data[1].customdata, dtype=object)
     assert sorted(data[:, 0].astype(int)) == sorted(ids[flagged])
     assert set(data[:, 2]) == {"&lt;b&gt;a&lt;/b&gt;.fits"}
+
+
+_HALF_IMPORTED = """
+import sys, threading, time
+import numpy as np
+import plotly.graph_objects  # Plotly does not import pandas itself
+assert "pandas" not in sys.modules
+importer = threading.Thread(target=__import__, args=("pandas",))
+importer.start()
+while "pandas" not in sys.modules:  # another thread is in the middle of importing pandas
+    time.sleep(0.0002)
+from reaper_app import plots
+plots.score_histogram(np.geomspace(1, 100, 500), 10.0).to_json()
+importer.join()
+"""
+
+
+def test_a_figure_made_while_another_thread_imports_pandas_waits_for_it():
+    """A figure built while a second browser session's thread is half-way through importing
+    pandas: Plotly looks pandas up in ``sys.modules`` and, without the dashboard's plots
+    importing it first, found the half-made module ("partially initialized module 'pandas'
+    has no attribute 'Series'", a CI failure of the Timeline page)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", _HALF_IMPORTED], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
