@@ -215,9 +215,14 @@ def residuals(frames: int, size: int, seed: int = 7) -> None:
     whose pointing jitters, jumps at momentum dumps, both or neither; over the frames the
     reference was not made from, the scatter of the differences at the brightest 1 % and the
     next 9 % of the pixels in units of their photon noise, what the reference's noise says at
-    the brightest, and the pixels above 5σ in the matched-filter S/N per 10,000."""
+    the brightest, and the pixels above 5σ in the matched-filter S/N per 10,000. The photon
+    noise is that of the reference plus the simulator's sky, in one exposure."""
+    import inspect
+
     from reaper_core.difference import build_reference, difference
     from reaper_core.simulate import EXPOSURE_S, READ_NOISE_E
+
+    sky = inspect.signature(simulate_stack).parameters["background"].default
 
     print(f"Differences' scatter / photon noise ({frames} frames of {size}² px, seed {seed}, "
           "no event)")
@@ -230,11 +235,11 @@ def residuals(frames: int, size: int, seed: int = 7) -> None:
         stack = as_stack(sim)
         ref = build_reference(stack)
         img = ref.image
-        photon = np.sqrt(np.clip(img + 150.0, 0, None) * EXPOSURE_S + READ_NOISE_E**2) / EXPOSURE_S
+        photon = np.sqrt(np.clip(img + sky, 0, None) * EXPOSURE_S + READ_NOISE_E**2) / EXPOSURE_S
         bright = img > np.quantile(img, 0.99)
         mid = (img > np.quantile(img, 0.9)) & ~bright
-        others = [i for i in range(1, frames, 3) if i not in set(ref.frames.tolist())]
-        diffs = [difference(stack.frame(i), ref) for i in others]
+        others = np.setdiff1d(np.arange(1, frames, 3), ref.frames)
+        diffs = [difference(stack.frame(int(i)), ref) for i in others]
         ratio = np.stack([d.diff for d in diffs]).std(0) / photon
         above = np.mean([(np.abs(d.snr) > 5).mean() for d in diffs])
         print(f"{name:28s} {np.median(ratio[bright]):>9.2f}× {np.median(ratio[mid]):>8.2f}× "
