@@ -514,7 +514,6 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
     Frames with severe quality bits are differenced for light curves but not searched.
     """
     from .difference import DETECTION_FIELDS, build_reference, detect
-    from .difference import difference as make_difference
 
     ref = build_reference(stack, n_sample=n_sample, progress=progress)
     n = len(stack)
@@ -531,15 +530,10 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
         for k in cols:
             cols[k].append(found[k])
 
-    def differ(frame: np.ndarray) -> Difference | None:
-        if not np.isfinite(frame).any():  # a cadence held as NaN: nothing to search
-            return None
-        return make_difference(frame, ref)
-
-    # Frames read here and differenced on every core, taken in order; detection (photutils,
-    # which needs a warnings filter) in this thread.
-    frames = (stack.frame(i) for i in range(n))
-    for i, d in enumerate(map_ordered(differ, frames, _frame_threads(ref))):
+    # Frames differenced on every core, taken in order (their shifts measured, a cadence held
+    # as NaN none: nothing to search); detection (photutils, which needs a warnings filter) in
+    # this thread.
+    for i, d in enumerate(_differences(stack, ref, range(n), matched=True)):
         empty[i] = d is None
         found = None
         if d is not None and good[i]:
@@ -608,18 +602,22 @@ def _frame_threads(ref: Reference) -> int | None:
     return 1 if ref.image.size < SMALL_FRAME else None
 
 
-def _differences(stack, ref: Reference, frames: Iterable[int], shifts: np.ndarray,
-                 skip: np.ndarray | None) -> Iterator[Difference | None]:
-    """The differences of ``frames`` (indices into ``stack``) at their measured ``shifts``
-    (shape (n, 2)), without the matched filter, in order, made on every core; None for a frame
-    where ``skip`` (bool, shape (n,)) is set (no data). The frames are read in this thread:
-    astropy's reading runs under a warnings filter, which is not thread-safe."""
+def _differences(stack, ref: Reference, frames: Iterable[int], shifts: np.ndarray | None = None,
+                 skip: np.ndarray | None = None, matched: bool = False
+                 ) -> Iterator[Difference | None]:
+    """The differences of ``frames`` (indices into ``stack``), in order, made on every core:
+    at their ``shifts`` (shape (n, 2); None: each measured), with the matched filter when
+    ``matched``. None for a frame where ``skip`` (bool, shape (n,)) is set, or, without
+    ``skip``, for a frame holding no data. The frames are read in this thread: astropy's
+    reading runs under a warnings filter, which is not thread-safe."""
     from .difference import difference as make_difference
 
     def diff(item: tuple[int, np.ndarray | None]) -> Difference | None:
         i, frame = item
-        return None if frame is None else make_difference(frame, ref, shift=tuple(shifts[i]),
-                                                          matched=False)
+        if frame is None or (skip is None and not np.isfinite(frame).any()):
+            return None
+        return make_difference(frame, ref, shift=None if shifts is None else tuple(shifts[i]),
+                               matched=matched)
 
     items = ((i, None if skip is not None and skip[i] else stack.frame(i)) for i in frames)
     return map_ordered(diff, items, _frame_threads(ref))
