@@ -218,3 +218,18 @@ def test_background_equals_photutils_own_interpolation(spoc_file, shape):
     np.testing.assert_allclose(bkg, ref.background, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(rms, ref.background_rms, rtol=1e-5, atol=1e-4)
     assert np.ptp(rms) > 0  # a real (varying) map was compared, not a constant
+
+
+def test_mesh_median_filter_equals_photutils_generic_filter():
+    """The meshes' 3 × 3 median filter (one NaN median over stacked windows) gives what
+    photutils' ``generic_filter`` of a NaN median gives, NaN mesh points and edges included."""
+    from photutils.utils._stats import nanmedian
+    from scipy.ndimage import generic_filter
+
+    from reaper_core.sources import _median_filter_mesh
+
+    mesh = np.random.default_rng(3).normal(100, 5, (9, 13))
+    mesh[2, 3] = mesh[0, 0] = mesh[8, 5] = np.nan
+    for size in (3, 5):
+        ref = generic_filter(mesh, nanmedian, size=size, mode="constant", cval=np.nan)
+        np.testing.assert_array_equal(_median_filter_mesh(mesh, size), ref)
