@@ -625,11 +625,18 @@ class Reaper:
         return ids, Z
 
     def _standardised(self, model: CurrentModel, **which: Any) -> tuple[np.ndarray, np.ndarray]:
-        """(cutout ids, shape (n,); their standardised embeddings, shape (n, d), float32) of
-        the cutouts :func:`reaper_core.store.load_embeddings` gives for ``which``."""
+        """(cutout ids, shape (n,); their standardised embeddings, each feature times its
+        :attr:`~reaper_core.embedders.Feature.weight`, shape (n, d), float32) of the cutouts
+        :func:`reaper_core.store.load_embeddings` gives for ``which``: the space where
+        neighbours are found."""
         ids, X = store.load_embeddings(self.engine, model.embedder, **which)
-        return ids, (model.detector.standardised(X).astype(np.float32) if len(ids)
-                     else np.zeros((0, 0), np.float32))
+        if not len(ids):
+            return ids, np.zeros((0, 0), np.float32)
+        Z = model.detector.standardised(X).astype(np.float32)
+        features = self.features(model)
+        if features is not None and len(features) == Z.shape[1]:
+            Z *= np.array([f.weight for f in features], np.float32)
+        return ids, Z
 
     def reranked(self, model: CurrentModel | None = None,
                  columns: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:

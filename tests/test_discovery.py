@@ -87,6 +87,25 @@ def test_similar_is_the_exact_nearest_neighbours(reaper):
     assert index.query(np.zeros(2), 3)[0].tolist() == [3, 5, 9]
 
 
+def test_neighbours_are_found_with_each_feature_weighted(reaper):
+    """The space of labels, more like this and groups is the model's standardised embedding,
+    each feature times its weight: the default embedder's HOG values count half, its
+    statistics and star residual fully."""
+    from reaper_core import store
+    from reaper_core.embedders.local import HOG_NEIGHBOUR_WEIGHT
+
+    model = reaper.model()
+    ids, Z = reaper._space(model)
+    got, X = store.load_embeddings(reaper.engine, model.embedder)
+    plain = model.detector.standardised(X)
+    features = reaper.features(model)
+    hog = np.array([f.name.startswith("hog") for f in features])
+    assert model.embedder == "local+stars" and hog.sum() == 36 and (ids == got).all()
+    assert HOG_NEIGHBOUR_WEIGHT == 0.5
+    np.testing.assert_allclose(Z[:, hog], 0.5 * plain[:, hog], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(Z[:, ~hog], plain[:, ~hog], rtol=1e-5, atol=1e-6)
+
+
 def test_groups_are_stored_exported_and_remade_after_a_refit(reaper, tmp_path):
     model = reaper.model()
     groups = reaper.groups(model)

@@ -36,6 +36,9 @@ class Feature:
         expects, e.g. "a bright column (a bleed trail or a streak)"; empty when unknown.
         ``{where}`` stands for where the feature looks ("the upper left of the patch");
         phrases that differ only there are said once, naming every quadrant.
+    weight : float
+        Its weight, as a factor on its standardised value, where neighbours are found (the
+        labels' re-ranking, more like this, groups); the detector's score does not use it.
     """
 
     name: str
@@ -44,6 +47,7 @@ class Feature:
     orientation_deg: float | None = None
     high: str = ""
     low: str = ""
+    weight: float = 1.0
 
 
 class Embedder(ABC):

@@ -265,19 +265,28 @@ def _hog_of(z: np.ndarray, cell: int | None = None, orientations: int = 9) -> np
     return out.reshape(n, -1).astype(np.float32)
 
 
+#: The weight of each HOG value where neighbours are found (:attr:`Feature.weight`): with
+#: the 31 statistics, HOG's 36 correlated values (4 cells × 9 orientations) would otherwise
+#: decide which cutouts are alike. Chosen by ``benchmarks/discovery.py`` (seeds 1–7; 0.3, 0.5,
+#: 0.7 and 1 measured, see the README's discovery loop).
+HOG_NEIGHBOUR_WEIGHT = 0.5
+
+
 def hog_feature_list(size: int = 32, cell: int | None = None) -> list[Feature]:
     """What each value of :func:`hog_features` measures: for 2 × 2 cells, the patch quadrant
     (as displayed, origin lower) and gradient orientation, named e.g. ``hog upper-left 60°``;
     fine grids get cell indices and no quadrant."""
     cell = cell or max(size // 2, 4)
     if size // cell != 2:
-        return [Feature(f"hog_{i}", "shape") for i in range(hog_dim(size, cell))]
+        return [Feature(f"hog_{i}", "shape", weight=HOG_NEIGHBOUR_WEIGHT)
+                for i in range(hog_dim(size, cell))]
     out = []
     for row in ("lower", "upper"):  # array row 0 is drawn at the bottom
         for col in ("left", "right"):
             out += [Feature(f"hog {row}-{col} {o * 20}°", "shape", f"{row}-{col}", o * 20.0,
                             high="sharp edges or lines in {where}",
-                            low="smoother light than usual in {where}")
+                            low="smoother light than usual in {where}",
+                            weight=HOG_NEIGHBOUR_WEIGHT)
                     for o in range(9)]
     return out
 
