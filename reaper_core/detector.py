@@ -87,14 +87,19 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
         How many trailing columns of ``X`` are context scores (see above), not modelled by PCA.
     context_weight : float, default 0.5
         Weight ``w`` of the context scores against the PCA score (see above).
+    feature_weights : array-like of shape (n_features - n_context,) or None, default None
+        A factor on each embedding feature's (normalised) residual in the score; None: all 1.
+        The embedders' :attr:`~reaper_core.embedders.Feature.weight` (the default embedder's
+        36 HOG values count half).
 
     Attributes
     ----------
     n_components_ : int
     n_features_in_ : int
     explained_variance_ratio_ : ndarray, shape (n_components_,)
-    residual_scale_ : ndarray, shape (n_features,)
-        RMS training residual of each standardised feature (ones without normalisation).
+    residual_scale_ : ndarray, shape (n_features - n_context,)
+        RMS training residual of each standardised feature (ones without normalisation),
+        divided by its weight (``feature_weights``).
     train_anomaly_scores_ : ndarray, shape (n_train,)
         Anomaly scores of the training samples, the reference for the threshold (a model
         fitted on a sample of a larger set may be given every sample's score instead, see
@@ -120,13 +125,14 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
         "random_state": ["random_state"],
         "n_context": [Interval(Integral, 0, None, closed="left")],
         "context_weight": [Interval(Real, 0, None, closed="left")],
+        "feature_weights": ["array-like", None],
     }
 
     def __init__(self, n_components: float = 0.9, threshold_mode: str = "sigma",
                  threshold_value: float = 2.0, normalize_residuals: bool = True,
                  normal_weight: int = 30, normal_radius: float = 0.4,
                  random_state: Any = 0, n_context: int = 0,
-                 context_weight: float = 0.5) -> None:
+                 context_weight: float = 0.5, feature_weights: Any = None) -> None:
         self.n_components = n_components
         self.threshold_mode = threshold_mode
         self.threshold_value = threshold_value
@@ -136,6 +142,7 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
         self.random_state = random_state
         self.n_context = n_context
         self.context_weight = context_weight
+        self.feature_weights = feature_weights
 
     def __sklearn_tags__(self):
         # ``transform`` gives the principal-component coordinates: a transformer as well.
@@ -200,6 +207,7 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
             rms = np.sqrt(np.mean(self._embedding_residuals(Z) ** 2, axis=0))
             # A feature reconstructed exactly in training keeps unit scale (no division by ~0).
             self.residual_scale_ = np.where(rms > 1e-6, rms, 1.0)
+        self.residual_scale_ = self.residual_scale_ / self._weights(d)
         if k_ctx:
             R = self._embedding_residuals(Z)
             logs = np.log(np.mean(R * R, axis=1) + 1e-12)
@@ -211,6 +219,16 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
         self._set_threshold(threshold_from_scores(self.train_anomaly_scores_,
                                                   self.threshold_mode, self.threshold_value))
         return self
+
+    def _weights(self, d: int) -> np.ndarray:
+        """``feature_weights`` as an array of ``d`` positive finite floats (ones when None)."""
+        if self.feature_weights is None:
+            return np.ones(d)
+        w = np.asarray(self.feature_weights, dtype=np.float64).ravel()
+        if w.shape != (d,) or not np.all(np.isfinite(w) & (w > 0)):
+            raise ValueError(f"feature_weights must be {d} positive, finite numbers (one per "
+                             f"embedding feature), not {w.size} values")
+        return w
 
     def _set_threshold(self, threshold: float) -> None:
         self.threshold_ = float(threshold)
@@ -343,6 +361,8 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
         params = self.get_params()
         params["random_state"] = (params["random_state"]
                                   if isinstance(params["random_state"], int | None) else None)
+        if params["feature_weights"] is not None:
+            params["feature_weights"] = np.asarray(params["feature_weights"], float).tolist()
         meta = {"format": FORMAT, "params": params, "n_components_": self.n_components_,
                 "n_features_in_": self.n_features_in_, "n_normal_": self.n_normal_}
         return buf.getvalue(), json.dumps(meta)

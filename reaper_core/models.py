@@ -209,10 +209,12 @@ def fit_model(engine: Engine, settings: Settings, progress: ProgressFn = noop,
                    else (settings.threshold_mode, settings.threshold_value))
     from .detector import PCAAnomalyDetector
 
+    n_context = getattr(embedder, "n_context", 0)
+    weights = [f.weight for f in embedder.features][:embedder.dim - n_context]
     det = PCAAnomalyDetector(n_components=nc, threshold_mode=mode, threshold_value=value,
                              normalize_residuals=bool(settings.normalize_residuals),
-                             normal_weight=settings.normal_weight,
-                             n_context=getattr(embedder, "n_context", 0)).fit(X, normal=normal)
+                             normal_weight=settings.normal_weight, n_context=n_context,
+                             feature_weights=weights).fit(X, normal=normal)
     n_fit = len(ids)
     if fraction < 1:  # score the rest, a chunk at a time; the threshold from every score
         del X

@@ -92,7 +92,7 @@ def test_neighbours_are_found_with_each_feature_weighted(reaper):
     each feature times its weight: the default embedder's HOG values count half, its
     statistics and star residual fully."""
     from reaper_core import store
-    from reaper_core.embedders.local import HOG_NEIGHBOUR_WEIGHT
+    from reaper_core.embedders.local import HOG_WEIGHT
 
     model = reaper.model()
     ids, Z = reaper._space(model)
@@ -101,7 +101,7 @@ def test_neighbours_are_found_with_each_feature_weighted(reaper):
     features = reaper.features(model)
     hog = np.array([f.name.startswith("hog") for f in features])
     assert model.embedder == "local+stars" and hog.sum() == 36 and (ids == got).all()
-    assert HOG_NEIGHBOUR_WEIGHT == 0.5
+    assert HOG_WEIGHT == 0.5
     np.testing.assert_allclose(Z[:, hog], 0.5 * plain[:, hog], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(Z[:, ~hog], plain[:, ~hog], rtol=1e-5, atol=1e-6)
 

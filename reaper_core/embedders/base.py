@@ -37,8 +37,9 @@ class Feature:
         ``{where}`` stands for where the feature looks ("the upper left of the patch");
         phrases that differ only there are said once, naming every quadrant.
     weight : float
-        Its weight, as a factor on its standardised value, where neighbours are found (the
-        labels' re-ranking, more like this, groups); the detector's score does not use it.
+        How much it counts: a factor on its residual in the detector's reconstruction error
+        (``PCAAnomalyDetector(feature_weights=...)``) and on its standardised value where
+        neighbours are found (the labels' re-ranking, more like this, groups).
     """
 
     name: str
