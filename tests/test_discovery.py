@@ -90,7 +90,7 @@ def test_similar_is_the_exact_nearest_neighbours(reaper):
 def test_neighbours_are_found_with_each_feature_weighted(reaper):
     """The space of labels, more like this and groups is the model's standardised embedding,
     each feature times its weight: the default embedder's HOG values count half, its
-    statistics and star residual fully."""
+    statistics and star residual fully; the model's detector has the same weights."""
     from reaper_core import store
     from reaper_core.embedders.local import HOG_WEIGHT
 
@@ -104,6 +104,9 @@ def test_neighbours_are_found_with_each_feature_weighted(reaper):
     assert HOG_WEIGHT == 0.5
     np.testing.assert_allclose(Z[:, hog], 0.5 * plain[:, hog], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(Z[:, ~hog], plain[:, ~hog], rtol=1e-5, atol=1e-6)
+    # The detector weighs its residuals alike (the star residual is a context column, apart).
+    np.testing.assert_array_equal(model.detector.feature_weights,
+                                  np.where(hog[:-1], 0.5, 1.0))
 
 
 def test_groups_are_stored_exported_and_remade_after_a_refit(reaper, tmp_path):

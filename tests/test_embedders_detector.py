@@ -354,6 +354,34 @@ def test_normalised_residuals_weigh_features_by_their_usual_error():
     assert det.predict(odd_tight)[0] == -1
 
 
+def test_feature_weights_scale_each_residual_and_are_saved():
+    """A feature's weight multiplies its (normalised) residual in the score: a break in a
+    feature weighing half counts a quarter as much; the weights are saved with the model (JSON)
+    and a wrong number of them is one clear error."""
+    rng = np.random.default_rng(5)
+    t = rng.normal(size=(500, 1))
+    X = np.hstack([t + 0.1 * rng.normal(size=(500, 3)), rng.normal(size=(500, 3))])
+    w = np.array([1, 1, 1, 0.5, 0.5, 0.5])
+    plain = PCAAnomalyDetector(n_components=1).fit(X)
+    weighted = PCAAnomalyDetector(n_components=1, feature_weights=w).fit(X)
+    np.testing.assert_allclose(weighted.residuals(X), plain.residuals(X) * w, atol=1e-12)
+    np.testing.assert_allclose(weighted.reconstruction_error(X),
+                               np.mean((plain.residuals(X) * w) ** 2, axis=1))
+    # The same break in feature 1 and in feature 4: equal without weights, not with them.
+    a, b = X[:1].copy(), X[:1].copy()
+    a[0, 1] += 4 * X[:, 1].std()
+    b[0, 4] += 4 * X[:, 4].std()
+    assert weighted.anomaly_score(a)[0] > 2 * weighted.anomaly_score(b)[0]
+    arrays, meta = weighted.to_bytes()
+    assert json.loads(meta)["params"]["feature_weights"] == w.tolist()
+    again = PCAAnomalyDetector.from_bytes(arrays, meta, weighted.threshold_)
+    np.testing.assert_array_equal(again.anomaly_score(X), weighted.anomaly_score(X))
+    with pytest.raises(ValueError, match="feature_weights must be 6 positive, finite numbers"):
+        PCAAnomalyDetector(feature_weights=[1, 1]).fit(X)
+    with pytest.raises(ValueError, match="feature_weights must be 6"):
+        PCAAnomalyDetector(feature_weights=[1, 1, 1, 0, 1, 1]).fit(X)
+
+
 def test_detector_saves_as_arrays_and_json_only(tmp_path):
     X = np.random.default_rng(2).normal(size=(100, 8))
     det = PCAAnomalyDetector(n_components=3, threshold_mode="percentile",
