@@ -267,9 +267,10 @@ def _hog_of(z: np.ndarray, cell: int | None = None, orientations: int = 9) -> np
 
 #: How much each HOG value counts (:attr:`Feature.weight`), in the detector's error and where
 #: neighbours are found: beside the 31 statistics, HOG's 36 correlated values (4 cells × 9
-#: orientations) would otherwise outweigh them. Chosen by measurement (README, stop 38):
-#: ``benchmarks/discovery.py`` (seeds 1–7; 0.3, 0.5, 0.7 and 1) and ``benchmarks/quality.py``
-#: (the tuned kinds unchanged on the real TESS frame, the held-out kinds better on every seed).
+#: orientations) would otherwise outweigh them. Chosen by measurement (README, stop 38): in the
+#: detector, ``benchmarks/quality.py`` (the tuned kinds unchanged on the real TESS frame, the
+#: held-out kinds better on every seed; 0.3 alike); among neighbours, ``benchmarks/discovery.py``
+#: (the loop's best of 0.3, 0.5, 0.7 and 1 with the detector weighing fully, seeds 1–7).
 HOG_WEIGHT = 0.5
 
 
