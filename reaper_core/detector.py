@@ -226,8 +226,9 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
             return np.ones(d)
         w = np.asarray(self.feature_weights, dtype=np.float64).ravel()
         if w.shape != (d,) or not np.all(np.isfinite(w) & (w > 0)):
+            got = f"{w.size} values" if w.shape != (d,) else "a value ≤ 0 or not finite"
             raise ValueError(f"feature_weights must be {d} positive, finite numbers (one per "
-                             f"embedding feature), not {w.size} values")
+                             f"embedding feature), not {got}")
         return w
 
     def _set_threshold(self, threshold: float) -> None:
