@@ -273,9 +273,10 @@ def _segment_positions(smoothed, sub, threshold, npixels, max_sources, big_area,
     # each giving a flux-weighted position, so every part of it gets a cutout of its own.
     area = per_segment(None)
     lab = index.astype(np.int64)
-    big = index[area > big_area]
+    is_big = area > big_area
+    big = index[is_big]
     if big.size:
-        in_big = np.concatenate([[False], area > big_area])[labels]
+        in_big = np.concatenate([[False], is_big])[labels]
         ys, xs = np.nonzero(in_big)
         ncx = labels.shape[1] // cell + 1
         ncells = ncx * (labels.shape[0] // cell + 1)
