@@ -128,7 +128,8 @@ def detect_segments(
     Objects brighter than the sky (stars, streaks, blobs) and darker than it (dead columns,
     over-subtracted holes) are both found; a lone pixel sharper than any star beside another
     object (a hot pixel, a one-pixel cosmic ray) is an object of its own
-    (:func:`_sharp_peaks`).
+    (:func:`_sharp_peaks`), and so is a hole of missing pixels inside the frame
+    (:func:`missing_regions`).
 
     Parameters
     ----------
@@ -198,7 +199,48 @@ def detect_segments(
     ys.append(y)
     first = max((int(v.max()) for v in labs if v.size), default=0) + 1
     labs.append(first + np.arange(x.size, dtype=np.int64))
+    # Holes in the data (missing pixels inside the frame): objects of their own, which the
+    # detection above cannot see (they were filled with the median).
+    if not finite.all():
+        x, y = missing_regions(finite, npixels)
+        xs.append(x)
+        ys.append(y)
+        first = max((int(v.max()) for v in labs if v.size), default=0) + 1
+        labs.append(first + np.arange(x.size, dtype=np.int64))
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(labs)
+
+
+def missing_regions(finite: np.ndarray, npixels: int = 5, max_fraction: float = 0.01
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Centres (0-based pixels, shape (m,) each) of the holes in an image: connected regions
+    (8-connected) of at least ``npixels`` missing pixels (``finite`` False, shape (ny, nx))
+    that do not touch the image's edge — what lies off a detector or outside a mosaic does —
+    and hold at most ``max_fraction`` of the image. Each centre is the finite pixel nearest
+    the hole's centroid (a window centred on a missing pixel is not cut)."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(~finite, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return np.zeros(0), np.zeros(0)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    area = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = (area >= npixels) & (area <= max_fraction * finite.size)
+    keep[edge] = False
+    keep[0] = False
+    if not keep.any():
+        return np.zeros(0), np.zeros(0)
+    # Each missing pixel's nearest finite pixel (an exact Euclidean distance transform).
+    _, (near_y, near_x) = ndimage.distance_transform_edt(~finite, return_indices=True)
+    xs, ys = [], []
+    for k, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None or not keep[k]:
+            continue
+        py, px = np.nonzero(labels[box] == k)
+        py, px = py + box[0].start, px + box[1].start
+        i = np.argmin((px - px.mean()) ** 2 + (py - py.mean()) ** 2)
+        xs.append(float(near_x[py[i], px[i]]))
+        ys.append(float(near_y[py[i], px[i]]))
+    return np.array(xs), np.array(ys)
 
 
 def _sharp_peaks(sub: np.ndarray, smoothed: np.ndarray, rms: np.ndarray, x: np.ndarray,

@@ -17,7 +17,7 @@ from reaper_core.errors import FITSReadError
 from reaper_core.fits_reader import read_fits, read_tesscut
 from reaper_core.ingest import world_coords
 from reaper_core.service import Reaper
-from reaper_core.sources import find_sources
+from reaper_core.sources import find_sources, missing_regions
 from reaper_core.tess import describe_quality, parse_name, science_region
 
 from .conftest import REAL_CUBE, REAL_DATA, REAL_SPOC
@@ -225,3 +225,33 @@ def test_a_hot_pixel_beside_a_star_gets_a_cutout_of_its_own():
         near += bool((np.hypot(found.x - (ix + 2), found.y - iy) < 1.5).any())
     assert tried >= 30
     assert near / tried >= 0.8
+
+
+def test_a_hole_in_the_data_gets_a_cutout_of_its_own(tmp_path):
+    """Blocks of missing (NaN) pixels inside the real SPOC frame — undetectable once filled
+    with the median — each get a position on a real pixel beside them, cut and scored, its
+    window showing the hole; missing pixels along the science region's edge get none."""
+    img = read_fits(REAL_SPOC)
+    data, x0 = img.data.copy(), img.valid[1].start
+    holes = [(x0 + 30, 30), (x0 + 90, 40), (x0 + 40, 95), (x0 + 100, 100)]
+    for x, y in holes:
+        data[y - 2:y + 3, x - 2:x + 3] = np.nan
+    data[:, x0:x0 + 2] = np.nan  # the science region's first two columns: an edge, no hole
+    path = tmp_path / REAL_SPOC.name
+    with fits.open(REAL_SPOC) as hdul:
+        hdul[1].data = data
+        hdul.writeto(path)
+    src = find_sources(read_fits(path))
+    ix, iy = np.round(src.x).astype(int), np.round(src.y).astype(int)
+    assert np.isfinite(data[iy, ix]).all()
+    science = data[img.valid]
+    hx, hy = missing_regions(np.isfinite(science))  # the four holes, not the edge's columns
+    assert len(hx) == 4 and np.isfinite(science[hy.astype(int), hx.astype(int)]).all()
+    reaper = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'h.db'}"))
+    assert reaper.ingest([path]).results[0].status == "added"
+    df = reaper.export_table()
+    for x, y in holes:
+        near = np.flatnonzero(np.hypot(df.x - x, df.y - y) <= 3.5)
+        assert len(near) and np.isfinite(df.score.to_numpy()[near]).all()
+        patch, _ = reaper.cutouts([int(df.cutout_id[near[0]])])[int(df.cutout_id[near[0]])]
+        assert np.isnan(patch).sum() == 25  # the whole hole in its window
