@@ -184,6 +184,11 @@ def _prepare(path: str | Path, settings: Settings, embedder: Embedder, progress:
         image.extra_notes.append(
             f"{excluded} positions not cut: centred on a non-finite (NaN) pixel, or more than "
             f"{100 * MAX_NAN_FRACTION:g} % of their window is")
+    if len(sources) == 0 and excluded:
+        raise FITSReadError(
+            name, f"has {excluded} positions to cut around but no usable window: each is "
+                  f"centred on a missing (NaN or infinite) pixel or more than "
+                  f"{100 * MAX_NAN_FRACTION:g} % of its window is missing")
     if len(sources) == 0:
         raise FITSReadError(name, "has no detectable objects to cut out")
     n, size = len(sources), settings.patch_size

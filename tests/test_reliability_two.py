@@ -97,6 +97,24 @@ def test_nan_borders_never_reach_the_ranking(tmp_path):
     assert ((top.x > 80) & (top.y > 60) & (top.x < 1000 - 45)).all()
 
 
+def test_a_frame_whose_every_window_is_holed_says_so(tmp_path):
+    """Every 7th row infinite: objects are found, but no window holds ≤ 5 % missing pixels;
+    the sentence says that, not that nothing was detected, and the batch goes on."""
+    img = hubble_deep_field_image()
+    holed = img.copy()
+    holed[::7] = np.inf
+    bad, good = tmp_path / "striped.fits", tmp_path / "good.fits"
+    fits.PrimaryHDU(holed).writeto(bad)
+    fits.PrimaryHDU(img).writeto(good)
+    reaper = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 's.db'}"))
+    results = {r.name: r for r in reaper.ingest([bad, good]).results}
+    assert results["good.fits"].status == "added"
+    msg = results["striped.fits"].message
+    assert results["striped.fits"].status == "error"
+    assert msg.startswith("striped.fits: has ") and "no usable window" in msg
+    assert "infinite" in msg and "5 %" in msg and "\n" not in msg
+
+
 def test_singular_wcs_is_dropped_with_a_note(tmp_path):
     hdu = fits.PrimaryHDU(hubble_deep_field_image())
     h = hdu.header
