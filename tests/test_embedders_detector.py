@@ -123,7 +123,13 @@ def test_statistics_agree_with_scipy_and_numpy():
     assert np.allclose(F[:, STATS_NAMES.index("skew")], skew, atol=1e-3)
     assert np.allclose(F[:, STATS_NAMES.index("kurtosis")], kurt, atol=1e-3)
     # The NaN column and the saturated block show.
-    assert F[1, STATS_NAMES.index("nan_fraction")] == pytest.approx(32 / 1024)
+    # (A NaN column 5 px from the window's edge: outside its central half, not counted.)
+    assert F[1, STATS_NAMES.index("nan_fraction")] == 0
+    holed = p[:2].copy()
+    holed[0, 14:19, 10:15] = np.nan  # a 5 × 5 hole beside the centre, all of it counted
+    holed[1, 6:11, 20:25] = np.nan  # straddling the central half's corner: 3 × 4 px inside
+    assert stats_features(holed)[:, STATS_NAMES.index("nan_fraction")] == pytest.approx(
+        [25 / 256, 12 / 256])
     assert F[2, STATS_NAMES.index("flat_top")] > F[3:, STATS_NAMES.index("flat_top")].max()
 
 

@@ -53,7 +53,7 @@ _MEANINGS = {
     "col_max": ("a bright column (a bleed trail or a streak)", "no bright column"),
     "col_min": ("no dark column", "a dark column (a bad column)"),
     "flat_top": ("a flat, saturated top", "no saturated top"),
-    "nan_fraction": ("missing (NaN) pixels", "fewer missing pixels than usual"),
+    "nan_fraction": ("missing (NaN) pixels near the centre", "fewer missing pixels than usual"),
     "sky_level": ("a brighter sky", "a darker sky"),
     "sky_noise": ("a noisier sky", "a quieter sky"),
     "n_peaks": ("more objects in the patch than usual", "fewer objects in the patch than usual"),
@@ -96,9 +96,17 @@ def stats_features(patches: np.ndarray) -> np.ndarray:
     ndarray, shape (n, 31), float32; names in :data:`STATS_NAMES`.
     """
     raw = np.asarray(patches, dtype=np.float32)
-    nan_frac = (~np.isfinite(raw)).reshape(len(raw), -1).mean(axis=1)
     z, sky, sig = _in_sky_units(raw)
-    return _stats_from_sky_units(z, sky, sig, nan_frac)
+    return _stats_from_sky_units(z, sky, sig, missing_fraction(raw))
+
+
+def missing_fraction(patches: np.ndarray) -> np.ndarray:
+    """Share of missing (non-finite) pixels in the central half (s/2 × s/2) of each patch,
+    shape (n,), for patches of shape (n, s, s): a hole beside the centre counts, one at the
+    window's edge — shared by every window within half a patch of it — does not."""
+    s = patches.shape[-1]
+    a, b = s // 4, s - s // 4
+    return (~np.isfinite(patches[:, a:b, a:b])).reshape(len(patches), -1).mean(axis=1)
 
 
 def _stats_from_sky_units(z: np.ndarray, sky: np.ndarray, sig: np.ndarray,
@@ -377,9 +385,9 @@ class LocalEmbedder(Embedder):
 
         def both(chunk: np.ndarray) -> np.ndarray:
             raw = np.asarray(chunk, dtype=np.float32)
-            nan_frac = (~np.isfinite(raw)).reshape(len(raw), -1).mean(axis=1)
             z, sky, sig = _in_sky_units(raw)
-            return np.hstack([_stats_from_sky_units(z, sky, sig, nan_frac), _hog_of(stretch(z))])
+            return np.hstack([_stats_from_sky_units(z, sky, sig, missing_fraction(raw)),
+                              _hog_of(stretch(z))])
 
         return _chunked(both, patches, progress, self.dim)
 
