@@ -82,6 +82,11 @@ MIN_DECORRELATION_FRAMES = 20
 #: Frames either side of an event's span that still belong to it: its strip shows them, a
 #: mover's light curve is measured over them, its light curve's baseline leaves them out.
 SPAN_MARGIN_FRAMES = 2
+#: Frames of the running median that tells where an event's light curve is still up (its
+#: baseline leaves them out: :func:`lightcurve_sigma`).
+GROW_MEDIAN_FRAMES = 5
+#: Rounds of growing that span at most (each with the baseline the last one left).
+GROW_ROUNDS = 4
 #: Frames of difference cutouts kept per event (the strip).
 STRIP_FRAMES = 12
 #: Bytes of strips the light-curve pass cuts for its candidates at most. Most candidates of a
@@ -308,7 +313,8 @@ def significance(peak_sigma: Any, lc_sigma: Any) -> np.ndarray:
 def lightcurve_sigma(ev: Event, frame_factor: np.ndarray | None = None,
                      shifts: np.ndarray | None = None) -> float:
     """Significance of an event in its own light curve: its peak difference flux over the
-    robust scatter of the difference flux outside the event, divided by how much noisier than
+    robust scatter of the difference flux outside the event (and outside the frames about it
+    where its light curve is still up, :func:`_grown_span`), divided by how much noisier than
     usual its peak frame was (``frame_factor``, see :func:`frame_factors`; movers: their
     detections' S/N, their light curve covers only their crossing). With the frames'
     pointing (``shifts``, shape (n, 2), px), the difference flux is first decorrelated
@@ -317,21 +323,58 @@ def lightcurve_sigma(ev: Event, frame_factor: np.ndarray | None = None,
     lc = ev.lightcurve
     if ev.kind == "mover" or not lc:
         return ev.peak_sigma
-    f = np.arange(len(lc["diff_flux"]))
-    outside = (f < ev.frame_start - SPAN_MARGIN_FRAMES) | (f > ev.frame_end + SPAN_MARGIN_FRAMES)
-    flux = lc["diff_flux"] if shifts is None else _decorrelated(lc["diff_flux"], shifts,
-                                                                  outside)
-    base = flux[outside & np.isfinite(flux)]
-    if len(base) < 5:
+    span = (ev.frame_start, ev.frame_end)
+    flux, base, noise = _baseline(lc["diff_flux"], span, shifts)
+    # A long transient detected near its peak only (a supernova's slow tail under the
+    # detection threshold): its baseline leaves out the frames about the span where the event
+    # is still up (their running median above FADE_SIGMA), found again as the baseline
+    # settles (a few rounds).
+    for _ in range(GROW_ROUNDS):
+        if len(base) < 5 or not np.isfinite(noise) or noise <= 0:
+            break
+        grown = _grown_span(ev.sign * (flux - np.median(base)) / noise, span)
+        if grown == span:
+            break
+        span = grown
+        flux, base, noise = _baseline(lc["diff_flux"], span, shifts)
+    if len(base) < 5 or not np.isfinite(noise) or noise <= 0:
         return ev.peak_sigma
-    from .difference import robust_std
-
-    noise = robust_std(base)
     inside = flux[ev.frame_start:ev.frame_end + 1]
-    if not np.isfinite(noise) or noise <= 0 or not np.isfinite(inside).any():
+    if not np.isfinite(inside).any():
         return ev.peak_sigma
     factor = 1.0 if frame_factor is None else float(frame_factor[ev.frame_peak])
     return float(np.nanmax(ev.sign * (inside - np.median(base))) / noise / factor)
+
+
+def _baseline(diff_flux: np.ndarray, span: tuple[int, int], shifts: np.ndarray | None
+              ) -> tuple[np.ndarray, np.ndarray, float]:
+    """(difference flux, decorrelated against the pointing ``shifts`` when given (shape (n,));
+    its finite values outside ``span`` (first and last frame, widened by
+    :data:`SPAN_MARGIN_FRAMES`); their robust scatter, e⁻/s) of a light curve's
+    ``diff_flux`` (shape (n,))."""
+    from .difference import robust_std
+
+    f = np.arange(len(diff_flux))
+    outside = (f < span[0] - SPAN_MARGIN_FRAMES) | (f > span[1] + SPAN_MARGIN_FRAMES)
+    flux = diff_flux if shifts is None else _decorrelated(diff_flux, shifts, outside)
+    base = flux[outside & np.isfinite(flux)]
+    return flux, base, robust_std(base) if len(base) else np.nan
+
+
+def _grown_span(z: np.ndarray, span: tuple[int, int]) -> tuple[int, int]:
+    """``span`` (first and last frame) grown either way while the running median over
+    :data:`GROW_MEDIAN_FRAMES` frames of ``z`` (an event's light curve in units of its
+    baseline's scatter, signed as the event; shape (n,)) stays above :data:`FADE_SIGMA`."""
+    from scipy.ndimage import median_filter
+
+    up = median_filter(np.nan_to_num(z, nan=0.0), GROW_MEDIAN_FRAMES, mode="nearest") \
+        > FADE_SIGMA
+    a, b = span
+    while a > 0 and up[a - 1]:
+        a -= 1
+    while b < len(z) - 1 and up[b + 1]:
+        b += 1
+    return a, b
 
 
 def _decorrelated(d: np.ndarray, shifts: np.ndarray, fit: np.ndarray) -> np.ndarray:

@@ -257,6 +257,43 @@ def test_a_residual_that_follows_the_pointing_is_no_event():
     assert lightcurve_sigma(real, shifts=shifts) > 6
 
 
+def test_a_long_transient_s_tail_is_no_baseline():
+    """A supernova-like rise and 20-frame fall (6σ at its peak) detected over a few frames near
+    its peak only: the tail still up after the detections is left out of the light curve's
+    baseline (which it would raise and widen), so over 20 noise draws the event measures
+    near what a baseline without the event gives, well above what the frames outside its
+    detections alone give; pure noise around a one-frame event grows no span."""
+    from reaper_core.difference import robust_std
+
+    n, k = 200, np.arange(200)
+    profile = np.where(k < 60, np.clip((k - 49) / 11, 0, None) ** 2, np.exp(-(k - 60) / 20))
+    quiet = (k < 48) | (profile < 0.05)  # where the event is truly below 0.3σ
+
+    def event(lc, start, end):
+        ev = Event("transient", 10, 10, start, 60, end, 0, 0, 0, 6.0, 1, end - start + 1,
+                   6.0, 6, 1.0)
+        ev.lightcurve = {"diff_flux": lc}
+        return ev
+
+    def measured(lc, base):
+        return (lc[58:64].max() - np.median(lc[base])) / robust_std(lc[base])
+
+    got, naive, truth = [], [], []
+    for seed in range(20):
+        flux = np.random.default_rng(seed).normal(0, 1.0, n) + 6.0 * profile
+        got.append(lightcurve_sigma(event(flux, 58, 63)))
+        naive.append(measured(flux, (k < 56) | (k > 65)))
+        truth.append(measured(flux, quiet))
+    assert np.median(got) > np.median(naive) + 0.4
+    assert np.median(np.abs(np.subtract(got, truth))) < 0.75 * np.median(
+        np.abs(np.subtract(naive, truth)))
+    noise = np.random.default_rng(3).normal(0, 1.0, n)
+    noise[100] += 7.0
+    base = (k < 98) | (k > 102)
+    assert lightcurve_sigma(event(noise, 100, 100)) == pytest.approx(
+        (noise[100] - np.median(noise[base])) / robust_std(noise[base]))
+
+
 def test_a_faint_flash_that_fades_is_a_flare_and_one_that_does_not_is_noise():
     """One detection under the single-frame threshold (6.5σ) is kept when the next frame's
     matched-filter S/N at its place is still ≥ 2σ — a flare fading below the detection
