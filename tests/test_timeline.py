@@ -294,6 +294,48 @@ def test_a_long_transient_s_tail_is_no_baseline():
         (noise[100] - np.median(noise[base])) / robust_std(noise[base]))
 
 
+def test_a_frame_s_noise_at_stars_does_not_drown_a_streak_on_the_sky():
+    """A frame's noise factor is read at the candidates, mostly stars' residuals, which a
+    pointing state raises; an event on the sky is measured against its own light curve alone
+    (``at_star``). Seed 11's two single-frame streaks (9.3σ and 8.7σ, 120 frames of 128² px,
+    a momentum dump every 40, two faint glints): the fainter streak, in such a frame, was
+    lost; now both are found and no false event."""
+    from scipy import ndimage
+
+    from reaper_core.events import STAR_REACH_PX, at_star
+
+    def _matches(t, e) -> bool:  # in the streak's frame, within 4 px of the streak
+        along = np.linspace(0, 1, 200)
+        return (abs(e.frame_peak - t.f_peak) <= 2
+                and np.hypot(t.x + along * (t.x_end - t.x) * 2 - (t.x_end - t.x) - e.x,
+                             t.y + along * (t.y_end - t.y) * 2 - (t.y_end - t.y) - e.y
+                             ).min() < 4)
+
+    sim = simulate_stack(120, 128, seed=11, events={"satellite": 2, "glint": 2}, snr=(6, 9),
+                         dump_every=40)
+    found = search_stack(as_stack(sim))
+    streaks = [t for t in sim.events if t.kind == "satellite"]
+    assert [round(t.peak_sigma, 1) for t in streaks] == [9.3, 8.7]
+    for t in streaks:
+        assert any(_matches(t, e) for e in found.events)
+    glints = [t for t in sim.events if t.kind == "glint"]  # 2.6σ and 5.8σ: not found
+    assert not [e for e in found.events if not any(
+        _matches(t, e) for t in streaks) and not any(
+        np.hypot(e.x - t.x, e.y - t.y) < 3 for t in glints)]
+    # at_star: on a star's pixel, and far from every one.
+    ref = found.reference
+    ys, xs = np.nonzero(ref.stars)
+    on = Event("transient", float(xs[0]), float(ys[0]), 5, 5, 6, 0, 0, 0, 8.0, 1, 2, 5.0, 4,
+               1.0)
+    assert at_star(on, ref)
+    far = np.argwhere(ndimage.distance_transform_edt(~ref.stars) > STAR_REACH_PX + 1)
+    sky = Event("single_frame", float(far[0][1]), float(far[0][0]), 5, 5, 5, 0, 0, 0, 8.0, 1,
+                1, 5.0, 4, 1.0)
+    assert not at_star(sky, ref)
+    on.kind = "mover"
+    assert not at_star(on, ref)
+
+
 def test_a_faint_flash_that_fades_is_a_flare_and_one_that_does_not_is_noise():
     """One detection under the single-frame threshold (6.5σ) is kept when the next frame's
     matched-filter S/N at its place is still ≥ 2σ — a flare fading below the detection
