@@ -287,6 +287,13 @@ def test_a_long_transient_s_tail_is_no_baseline():
     assert np.median(got) > np.median(naive) + 0.4
     assert np.median(np.abs(np.subtract(got, truth))) < 0.75 * np.median(
         np.abs(np.subtract(naive, truth)))
+    # A short light curve up for 12 of its 30 frames: its span is not grown past what leaves a
+    # baseline long enough to decorrelate (20 frames), so it keeps the baseline it had.
+    short = np.random.default_rng(4).normal(0, 1.0, 30)
+    short[8:20] += 8.0
+    short_base = (np.arange(30) < 10) | (np.arange(30) > 14)
+    assert lightcurve_sigma(event(short, 12, 12)) == pytest.approx(
+        (short[12] - np.median(short[short_base])) / robust_std(short[short_base]))
     noise = np.random.default_rng(3).normal(0, 1.0, n)
     noise[100] += 7.0
     base = (k < 98) | (k > 102)
