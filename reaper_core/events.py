@@ -330,14 +330,14 @@ def lightcurve_sigma(ev: Event, frame_factor: np.ndarray | None = None,
         return ev.peak_sigma
     span = (ev.frame_start, ev.frame_end)
     flux, base, noise = _baseline(lc["diff_flux"], span, shifts)
+    if len(base) < 5 or not np.isfinite(noise) or noise <= 0:
+        return ev.peak_sigma
     # A long transient detected near its peak only (a supernova's slow tail under the
     # detection threshold): its baseline leaves out the frames about the span where the event
     # is still up (their running median above FADE_SIGMA), found again as the baseline
     # settles (a few rounds) — never past what leaves a baseline too short to decorrelate (a
     # short stack's residual, up most of the time, keeps the baseline it had).
     for _ in range(GROW_ROUNDS):
-        if len(base) < 5 or not np.isfinite(noise) or noise <= 0:
-            break
         grown = _grown_span(ev.sign * (flux - np.median(base)) / noise, span)
         if grown == span:
             break
@@ -345,8 +345,6 @@ def lightcurve_sigma(ev: Event, frame_factor: np.ndarray | None = None,
         if len(wider[1]) < MIN_DECORRELATION_FRAMES or not np.isfinite(wider[2]) or wider[2] <= 0:
             break
         span, (flux, base, noise) = grown, wider
-    if len(base) < 5 or not np.isfinite(noise) or noise <= 0:
-        return ev.peak_sigma
     inside = flux[ev.frame_start:ev.frame_end + 1]
     if not np.isfinite(inside).any():
         return ev.peak_sigma

@@ -192,21 +192,17 @@ def detect_segments(
         xs.append(x)
         ys.append(y)
         labs.append(lab + offset)
-    # Hot pixels and one-pixel cosmic rays beside a star are part of its segment: each gets a
-    # position (and an object) of its own.
-    x, y = _sharp_peaks(sub, smoothed, rms, np.concatenate(xs), np.concatenate(ys))
+    # Each a position and an object of its own: hot pixels and one-pixel cosmic rays beside a
+    # star (part of its segment), and holes in the data (missing pixels inside the frame, which
+    # the detection cannot see: they were filled with the median).
+    singles = [_sharp_peaks(sub, smoothed, rms, np.concatenate(xs), np.concatenate(ys))]
+    if not finite.all():
+        singles.append(missing_regions(finite, npixels))
+    x = np.concatenate([p[0] for p in singles])
     xs.append(x)
-    ys.append(y)
+    ys.append(np.concatenate([p[1] for p in singles]))
     first = max((int(v.max()) for v in labs if v.size), default=0) + 1
     labs.append(first + np.arange(x.size, dtype=np.int64))
-    # Holes in the data (missing pixels inside the frame): objects of their own, which the
-    # detection above cannot see (they were filled with the median).
-    if not finite.all():
-        x, y = missing_regions(finite, npixels)
-        xs.append(x)
-        ys.append(y)
-        first = max((int(v.max()) for v in labs if v.size), default=0) + 1
-        labs.append(first + np.arange(x.size, dtype=np.int64))
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(labs)
 
 
