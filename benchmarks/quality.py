@@ -118,12 +118,15 @@ def inject_held_out(img: np.ndarray, region: tuple[slice, slice], n_per_kind: in
     as :func:`~reaper_core.simulate.inject_into_image` does): a 3 × 3 cluster of dead (zero)
     pixels, a hot pixel (20–60σ), a negative PSF dip (an over-subtracted star, 30–100σ in
     all), a defocused star's ring of 3 px radius, a cluster of 25 faint stars, a quarter arc,
-    a bright star with faint diffraction spikes, a 5 × 5 block of missing (NaN) pixels."""
+    a bright star with faint diffraction spikes, a 5 × 5 block of missing (NaN) pixels. Point
+    sources and the arc's trail are drawn with the frame's own PSF."""
     from reaper_core.simulate import _robust_noise, add_sources
+    from reaper_core.starfit import frame_psf
 
     rng = np.random.default_rng(seed)
     ys, xs = region
     sig = _robust_noise(img[region])
+    psf = frame_psf(img, region)
     yy, xx = np.mgrid[0:img.shape[0], 0:img.shape[1]]
     taken: list[tuple[float, float]] = []
     out = []
@@ -148,7 +151,7 @@ def inject_held_out(img: np.ndarray, region: tuple[slice, slice], n_per_kind: in
                 img[iy, ix] += rng.uniform(20, 60) * sig
                 box = (ix, iy, ix, iy)
             elif kind == "negative_dip":
-                add_sources(img, [x], [y], [-rng.uniform(30, 100) * sig])
+                add_sources(img, [x], [y], [-rng.uniform(30, 100) * sig], psf=psf)
                 box = (x - 1, y - 1, x + 1, y + 1)
             elif kind == "donut":
                 r = np.hypot(xx - x, yy - y)
@@ -156,18 +159,18 @@ def inject_held_out(img: np.ndarray, region: tuple[slice, slice], n_per_kind: in
                 box = (x - 4, y - 4, x + 4, y + 4)
             elif kind == "star_cluster":
                 add_sources(img, x + rng.normal(0, 3, 25), y + rng.normal(0, 3, 25),
-                            rng.uniform(5, 20, 25) * sig)
+                            rng.uniform(5, 20, 25) * sig, psf=psf)
                 box = (x - 6, y - 6, x + 6, y + 6)
             elif kind == "arc":
                 t = np.linspace(0, np.pi / 2, 80)
                 radius = rng.uniform(10, 14)
                 add_sources(img, x + radius * np.cos(t) - radius / 2,
                             y + radius * np.sin(t) - radius / 2, np.full(80, 2 * sig),
-                            sigma=0.8, half=3)
+                            sigma=0.8, half=3, psf=psf)
                 box = (x - radius / 2, y - radius / 2, x + radius / 2, y + radius / 2)
             elif kind == "diffraction_spikes":
                 flux = rng.uniform(300, 800) * sig
-                add_sources(img, [x], [y], [flux])
+                add_sources(img, [x], [y], [flux], psf=psf)
                 t = np.linspace(-10, 10, 60)
                 t = t[np.abs(t) > 2]
                 for angle in (0.3, 0.3 + np.pi / 2):

@@ -89,9 +89,16 @@ def _psf_stamps(x: np.ndarray, y: np.ndarray, flux: np.ndarray, sigma: float, ha
     return gy, gx, psf * flux[:, None, None]
 
 
-def add_sources(img: np.ndarray, x, y, flux, sigma: float = 1.0, half: int = 6) -> None:
-    """Add Gaussian point sources (``flux`` in image units, summed over the PSF) in place."""
+def add_sources(img: np.ndarray, x, y, flux, sigma: float = 1.0, half: int = 6,
+                psf: np.ndarray | None = None) -> None:
+    """Add point sources (``flux`` in image units, summed over the PSF) in place: Gaussians of
+    ``sigma`` px, or drawn with ``psf`` (an empirical PSF, :func:`~.starfit.frame_psf`)."""
     x, y, flux = (np.atleast_1d(np.asarray(v, dtype=float)) for v in (x, y, flux))
+    if psf is not None:
+        from .starfit import render_psf
+
+        img += render_psf(img.shape, x, y, flux, psf).astype(img.dtype)
+        return
     gy, gx, val = _psf_stamps(x, y, flux, sigma, half)
     ok = (gy >= 0) & (gy < img.shape[0]) & (gx >= 0) & (gx < img.shape[1])
     np.add.at(img, (gy[ok], gx[ok]), val[ok])
@@ -313,16 +320,25 @@ def inject_into_image(
     noise: float | None = None,
     stars: Table | None = None,
     margin: int = 24,
+    psf: np.ndarray | str | None = "frame",
 ) -> list[Anomaly]:
     """Inject anomalies into any 2-D image in place (real pixels too); see :func:`inject_anomalies`.
 
     Amplitudes scale with the image's robust noise σ, so the same call works on a TESS frame in
     e-/s and on the Hubble Deep Field in 8-bit counts. ``flare`` brightens a known star from
-    ``stars`` (columns x, y, flux) when given, otherwise the brightest local maximum nearby.
+    ``stars`` (columns x, y, flux) when given, otherwise a random place. Point-like light (a
+    flare, a blend, a streak's trail) is drawn with ``psf``: ``"frame"`` (default) the image's
+    own PSF (:func:`~.starfit.frame_psf`, measured before anything is injected), so that it
+    looks like the frame's stars; an empirical PSF grid; or, where the frame teaches none or
+    ``psf`` is None, a Gaussian (σ 1 px; 0.8 px for a streak).
     """
     rng = np.random.default_rng(seed)
     y0, y1, x0, x1 = region_bounds(img.shape, region)
     region = (slice(y0, y1), slice(x0, x1))
+    if isinstance(psf, str):
+        from .starfit import frame_psf
+
+        psf = frame_psf(img, region)
     sig = noise or _robust_noise(img[region])
     peak = float(np.nanpercentile(img[region], 99.9))
     taken: list[tuple[float, float]] = []
@@ -355,7 +371,7 @@ def inject_into_image(
                 length, angle = rng.uniform(25, 40), rng.uniform(0, np.pi)
                 t = np.linspace(-length / 2, length / 2, int(length * 3))
                 px, py = x + t * np.cos(angle), y + t * np.sin(angle)
-                add_sources(img, px, py, np.full(t.size, 4 * sig), sigma=0.8, half=3)
+                add_sources(img, px, py, np.full(t.size, 4 * sig), sigma=0.8, half=3, psf=psf)
                 hx, hy = abs(np.cos(angle)) * length / 2, abs(np.sin(angle)) * length / 2
                 box = (x - hx, y - hy, x + hx, y + hy)
             elif kind == "cosmic_ray":
@@ -408,14 +424,15 @@ def inject_into_image(
                 if star is not None:
                     taken[-1] = (float(star["x"]), float(star["y"]))
                     x, y = float(star["x"]), float(star["y"])
-                    add_sources(img, [x], [y], [float(star["flux"]) * (factor - 1)])
+                    add_sources(img, [x], [y], [float(star["flux"]) * (factor - 1)], psf=psf)
                 else:
-                    add_sources(img, [x], [y], [factor * 20 * sig])
+                    add_sources(img, [x], [y], [factor * 20 * sig], psf=psf)
                 box = (x - 1, y - 1, x + 1, y + 1)
             elif kind == "close_blend":
                 sep, th = rng.uniform(1.5, 3.0), rng.uniform(0, np.pi)
                 f = rng.uniform(30, 100) * sig
-                add_sources(img, [x, x + sep * np.cos(th)], [y, y + sep * np.sin(th)], [f, f])
+                add_sources(img, [x, x + sep * np.cos(th)], [y, y + sep * np.sin(th)], [f, f],
+                            psf=psf)
                 box = (x - 1, y - 1, x + sep + 1, y + sep + 1)
             else:
                 raise ValueError(f"unknown anomaly kind {kind!r}")

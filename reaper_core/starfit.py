@@ -427,6 +427,33 @@ def cutout_residuals(data: np.ndarray, region: tuple[slice, slice] | None,
     return context_at(fit_region(data, region, sky), region, x, y)
 
 
+def frame_psf(data: np.ndarray, region: tuple[slice, slice] | None = None
+              ) -> np.ndarray | None:
+    """The empirical PSF of ``data``'s ``region`` (all of it when None), as
+    :func:`build_psf` makes it (oversampled ``OVERSAMPLE`` times on a ``PSF_GRID²`` grid, a
+    star's pixels summing to 1); None where fewer than five bright isolated stars teach one."""
+    from .sources import estimate_background
+
+    region = region or (slice(0, data.shape[0]), slice(0, data.shape[1]))
+    science = np.asarray(data[region], float)
+    science = np.where(np.isfinite(science), science, np.nanmedian(science))
+    background, rms = estimate_background(science)
+    sub = (science - background).astype(np.float32)
+    noise = np.where(rms > 0, rms, np.median(rms)).astype(np.float32)
+    psf, n = build_psf(sub, noise, *find_peaks(sub, noise))
+    return psf if n else None
+
+
+def render_psf(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, flux: np.ndarray,
+               psf: np.ndarray) -> np.ndarray:
+    """Point sources at (x, y) (0-based pixels, shape (n,) each) with ``flux`` (image units,
+    summed over the PSF) drawn with ``psf`` (:func:`frame_psf`'s grid) on an image of
+    ``shape``, float32."""
+    x, y, flux = (np.atleast_1d(np.asarray(v, float)) for v in (x, y, flux))
+    table = _phase_table(psf, HALF)[:1]
+    return _model(shape, x, y, flux, np.zeros(len(x), int), [table])
+
+
 def fit_region(data: np.ndarray, region: tuple[slice, slice] | None,
                sky: tuple[np.ndarray, np.ndarray] | None = None) -> StarModel:
     """Every star of ``data``'s science ``region`` (all of it when None) fitted
