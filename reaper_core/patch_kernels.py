@@ -1,5 +1,6 @@
 """Loops over patches compiled with Numba: the sums behind the local embedder's statistics,
-and the median absolute deviation of sorted rows.
+the median absolute deviation of sorted rows, and the star fit's stamps added into an image
+and read out of it.
 
 The statistics (:func:`reaper_core.embedders.local.stats_features`) are moments, counts and
 flux-weighted sums of a patch's pixels; NumPy computed each as a pass of its own over
@@ -290,3 +291,58 @@ def _orientation_histograms(angle, magnitude, cell, orientations, pi, scale,
                 if b >= orientations:  # exactly π: orientation 0, as 180° mod 180
                     b = 0
                 out[i, cy, x // cell, b] += np.float64(magnitude[i, y, x])
+
+
+def add_stamps(shape: tuple[int, int], ix0: np.ndarray, iy0: np.ndarray,
+               values: np.ndarray) -> np.ndarray:
+    """The sum of stamps ``values`` (n, k, k) whose first pixel is (``ix0``, ``iy0``) (shape
+    (n,) each) on an image of ``shape``, float64; pixels off the image are dropped. The stamps
+    are added in order, pixel by pixel, as ``np.bincount`` over their flat indices adds them,
+    without those indices (n·k² of them) being made."""
+    out = np.zeros(shape, np.float64)
+    if len(values):
+        _add_stamps(out, np.ascontiguousarray(ix0, np.int64), np.ascontiguousarray(iy0, np.int64),
+                    np.ascontiguousarray(values, np.float64))
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _add_stamps(out, ix0, iy0, values):  # pragma: no cover - compiled
+    n, k, _ = values.shape
+    ny, nx = out.shape
+    for i in range(n):
+        for a in range(k):
+            y = iy0[i] + a
+            if y < 0 or y >= ny:
+                continue
+            for b in range(k):
+                x = ix0[i] + b
+                if x >= 0 and x < nx:
+                    out[y, x] += values[i, a, b]
+
+
+def read_stamps(img: np.ndarray, ix0: np.ndarray, iy0: np.ndarray, k: int,
+                fill: float = 0.0) -> np.ndarray:
+    """The ``k`` × ``k`` stamps of ``img`` (ny, nx) whose first pixel is (``ix0``, ``iy0``)
+    (shape (n,) each), ``fill`` where a stamp reaches beyond the image; shape (n, k, k), in
+    ``img``'s dtype."""
+    out = np.empty((len(ix0), k, k), img.dtype)
+    if len(ix0):
+        _read_stamps(np.ascontiguousarray(img), np.ascontiguousarray(ix0, np.int64),
+                     np.ascontiguousarray(iy0, np.int64), img.dtype.type(fill), out)
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _read_stamps(img, ix0, iy0, fill, out):  # pragma: no cover - compiled
+    n, k, _ = out.shape
+    ny, nx = img.shape
+    for i in range(n):
+        for a in range(k):
+            y = iy0[i] + a
+            for b in range(k):
+                x = ix0[i] + b
+                if y >= 0 and y < ny and x >= 0 and x < nx:
+                    out[i, a, b] = img[y, x]
+                else:
+                    out[i, a, b] = fill

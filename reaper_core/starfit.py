@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .patch_kernels import add_stamps, read_stamps
+
 #: Half-width of a star's model stamp, pixels (a 17 × 17 stamp).
 HALF = 8
 #: Half-width of the fitted core, pixels (7 × 7).
@@ -127,7 +129,7 @@ def build_psf(sub: np.ndarray, noise: np.ndarray, x: np.ndarray, y: np.ndarray
         k = 2 * HALF + 1
         ix0 = x[idx].astype(np.int64) - HALF
         iy0 = y[idx].astype(np.int64) - HALF
-        st = _gather(_padded(sub, k), k, ix0, iy0, k)
+        st = read_stamps(sub, ix0, iy0, k)
         c3 = st[:, HALF - 1:HALF + 2, HALF - 1:HALF + 2]
         w = np.clip(c3, 0, None)
         tot = w.sum(axis=(1, 2)) + 1e-12
@@ -217,38 +219,6 @@ def _stamps(table: np.ndarray, x: np.ndarray, y: np.ndarray
     px = qx - cx * OVERSAMPLE + OVERSAMPLE // 2
     py = qy - cy * OVERSAMPLE + OVERSAMPLE // 2
     return cx - half, cy - half, table[:, py, px]
-
-
-def _flat_index(width: int, ix0: np.ndarray, iy0: np.ndarray, k: int) -> np.ndarray:
-    """Flat indices, shape (n, k, k), of the ``k × k`` stamps starting at (ix0, iy0) in a
-    C-ordered image ``width`` pixels wide."""
-    off = np.arange(k)
-    base = iy0.astype(np.int64) * width + ix0.astype(np.int64)
-    return base[:, None, None] + (off * width)[None, :, None] + off[None, None, :]
-
-
-def _scatter(shape: tuple[int, int], ix0: np.ndarray, iy0: np.ndarray,
-             values: np.ndarray) -> np.ndarray:
-    """Sum stamps ``values`` (n, k, k) placed at (ix0, iy0) into an image; off-image pixels are
-    dropped (a stamp may reach up to ``k`` px beyond the image)."""
-    k = values.shape[1]
-    ny, nx = shape
-    width = nx + 2 * k
-    idx = _flat_index(width, ix0 + k, iy0 + k, k)
-    out = np.bincount(idx.ravel(), values.ravel(), minlength=(ny + 2 * k) * width)
-    return out.reshape(ny + 2 * k, width)[k:k + ny, k:k + nx]
-
-
-def _padded(img: np.ndarray, pad: int, fill: float = 0.0) -> np.ndarray:
-    """``img`` with ``pad`` pixels of ``fill`` on every side, for :func:`_gather`."""
-    return np.pad(img, pad, constant_values=fill)
-
-
-def _gather(padded: np.ndarray, pad: int, ix0: np.ndarray, iy0: np.ndarray,
-            k: int) -> np.ndarray:
-    """Stamps (n, k, k) starting at (ix0, iy0) of the image that ``padded`` holds with ``pad``
-    pixels of fill on every side (:func:`_padded`; a stamp may reach ``pad`` px beyond it)."""
-    return padded.ravel()[_flat_index(padded.shape[1], ix0 + pad, iy0 + pad, k)]
 
 
 #: Pixels around each PSF block that its fit also sees: the stamps of stars beyond them never
@@ -349,8 +319,8 @@ def _model(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, flux: np.ndarra
         vals.append(planes[0] * flux[m, None, None])
     if not vals:
         return np.zeros(shape, np.float32)
-    return _scatter(shape, np.concatenate(ix0), np.concatenate(iy0),
-                    np.concatenate(vals)).astype(np.float32)
+    return add_stamps(shape, np.concatenate(ix0), np.concatenate(iy0),
+                      np.concatenate(vals)).astype(np.float32)
 
 
 def _fit_window(sub: np.ndarray, var: np.ndarray, x: np.ndarray, y: np.ndarray,
@@ -363,16 +333,15 @@ def _fit_window(sub: np.ndarray, var: np.ndarray, x: np.ndarray, y: np.ndarray,
     ny, nx = sub.shape
     x, y = x.copy(), y.copy()
     k_fit = 2 * FIT_HALF + 1
-    var_padded = _padded(var, k_fit, np.inf)
     groups = [(b, np.flatnonzero(which == b)) for b in np.unique(which)]
     for _ in range(iterations - 1):
         model = _model(sub.shape, x, y, flux, which, model_tables)
-        resid_padded = _padded(sub - model, k_fit)
+        resid = sub - model
         for b, m in groups:
             ix0, iy0, (P, Px, Py) = _stamps(fit_tables[b], x[m], y[m])
             # Each star's own light added back to what the others leave.
-            d = _gather(resid_padded, k_fit, ix0, iy0, k_fit) + P * flux[m, None, None]
-            w = 1.0 / (_gather(var_padded, k_fit, ix0, iy0, k_fit)
+            d = read_stamps(resid, ix0, iy0, k_fit) + P * flux[m, None, None]
+            w = 1.0 / (read_stamps(var, ix0, iy0, k_fit, np.inf)
                        + (PSF_ERROR * P * flux[m, None, None]) ** 2)
             A = np.stack([P, Px, Py], axis=-1).reshape(m.size, -1, 3)
             W = w.reshape(m.size, -1)
@@ -404,7 +373,7 @@ def central_residual(stars: StarModel, x: np.ndarray, y: np.ndarray) -> np.ndarr
     disc = (np.hypot(off[:, None], off[None, :]) <= CORE_RADIUS).ravel()
     ix0 = np.round(x).astype(np.int64) - half
     iy0 = np.round(y).astype(np.int64) - half
-    st = _gather(_padded(z, k, np.nan), k, ix0, iy0, k).reshape(len(ix0), -1)[:, disc]
+    st = read_stamps(z, ix0, iy0, k, np.nan).reshape(len(ix0), -1)[:, disc]
     # The mean over each disc's finite pixels, 0 for a disc of NaN only (np.nanmean's
     # arithmetic without its warning: this runs beside other threads, and a warnings filter
     # is not thread-safe).
