@@ -104,12 +104,12 @@ def cutout_grid(ids: list[int], captions: dict[int, str] | None = None, columns:
             # PNG as made: "auto" re-encodes an image without alpha as JPEG on every run.
             st.image(pngs[cid], width="stretch", output_format="PNG")
             st.caption(plain((captions or {}).get(cid, f"cutout #{cid}")))
-            # The two buttons side by side only with a label menu (a narrow tile has no room).
-            left, right = st.columns(2, gap="small") if label_menu else (st, st)
-            if details and left.button("details", key=f"{key}-detail-{cid}"):
+            # One above the other, each the tile's width: side by side, a tile of a six-wide
+            # grid cut their words to "det…" and "la…".
+            if details and st.button("details", key=f"{key}-detail-{cid}", width="stretch"):
                 open_detail(cid)
             if label_menu:
-                with right.popover("label", key=f"{key}-label-{cid}"):
+                with st.popover("label", key=f"{key}-label-{cid}", width="stretch"):
                     for lab in [*LABELS, None]:
                         if st.button(lab or "remove the label", key=f"{key}-{cid}-{lab}"):
                             state.reaper().label([cid], lab)
