@@ -88,6 +88,12 @@ def tile_caption(cid: int, score: float | None = None, file: str | None = None,
     return " · ".join(parts)
 
 
+def table_height(n_rows: int, max_rows: int) -> int | str:
+    """A table's height: just its rows ("auto") up to ``max_rows``, else that many rows' worth
+    of pixels with a scroll bar — no blank rows under a short table."""
+    return "auto" if n_rows <= max_rows else 38 + 35 * max_rows
+
+
 def cutout_grid(ids: list[int], captions: dict[int, str] | None = None, columns: int = 6,
                 stretch: str = "zscale", cmap: str = "gray", details: bool = True,
                 label_menu: bool = False, key: str = "grid") -> None:

@@ -60,7 +60,7 @@ st.plotly_chart(plots.score_histogram(scores, thr), key="hist")
 st.subheader("Flagged cutouts")
 flagged_rows = state.reaper().top_scored(m, thr, 500)
 st.dataframe(views.dash_missing(flagged_rows, ("sector", "camera", "ccd", "label")),
-             hide_index=True, width="stretch", height=300)
+             hide_index=True, width="stretch", height=widgets.table_height(len(flagged_rows), 7))
 
 st.divider()
 st.subheader("Model")

@@ -76,7 +76,7 @@ table = {
     "S/N": cols["peak_sigma"].astype(float).round(1), "score": scores.round(3),
     "anomaly": flag, "label": ["—" if v is None else str(v) for v in cols["label"]],
 }
-st.dataframe(table, hide_index=True, height=240)
+st.dataframe(table, hide_index=True, height=widgets.table_height(len(cols["id"]), 6))
 ids = [int(i) for i in cols["id"]]
 eid = st.selectbox("Open event", ids, key=f"event-{sid}",
                    format_func=lambda i: f"event {i} · {cols['kind'][ids.index(i)]} · score "
