@@ -60,7 +60,9 @@ st.plotly_chart(plots.score_histogram(scores, thr), key="hist")
 st.subheader("Flagged cutouts")
 flagged_rows = state.reaper().top_scored(m, thr, 500)
 st.dataframe(views.dash_missing(flagged_rows, ("sector", "camera", "ccd", "label")),
-             hide_index=True, width="stretch", height=widgets.table_height(len(flagged_rows), 7))
+             hide_index=True, width="stretch", height=widgets.table_height(len(flagged_rows), 7),
+             column_config={c: st.column_config.NumberColumn(format=f)
+                            for c, f in (("x", "%.1f"), ("y", "%.1f"), ("score", "%.4g"))})
 
 st.divider()
 st.subheader("Model")
