@@ -336,6 +336,8 @@ def inject_into_image(
     y0, y1, x0, x1 = region_bounds(img.shape, region)
     region = (slice(y0, y1), slice(x0, x1))
     if isinstance(psf, str):
+        if psf != "frame":
+            raise ValueError(f"psf must be 'frame', an empirical PSF grid or None, not {psf!r}")
         from .starfit import frame_psf
 
         psf = frame_psf(img, region)
