@@ -332,6 +332,9 @@ def inject_into_image(
     looks like the frame's stars; an empirical PSF grid; or, where the frame teaches none or
     ``psf`` is None, a Gaussian (σ 1 px; 0.8 px for a streak).
     """
+    if not np.issubdtype(img.dtype, np.floating):
+        raise TypeError(f"anomalies are injected in place into a floating-point image, not "
+                        f"{img.dtype}: pass img.astype(np.float32)")
     rng = np.random.default_rng(seed)
     y0, y1, x0, x1 = region_bounds(img.shape, region)
     region = (slice(y0, y1), slice(x0, x1))

@@ -400,11 +400,14 @@ def frame_psf(data: np.ndarray, region: tuple[slice, slice] | None = None
               ) -> np.ndarray | None:
     """The empirical PSF of ``data``'s ``region`` (all of it when None), as
     :func:`build_psf` makes it (oversampled ``OVERSAMPLE`` times on a ``PSF_GRID²`` grid, a
-    star's pixels summing to 1); None where fewer than five bright isolated stars teach one."""
+    star's pixels summing to 1); None where fewer than five bright isolated stars teach one, and
+    for a region under 16 × 16 px or less than a quarter finite."""
     from .sources import estimate_background
 
     region = region or (slice(0, data.shape[0]), slice(0, data.shape[1]))
     science = np.asarray(data[region], float)
+    if min(science.shape) < 16 or np.count_nonzero(np.isfinite(science)) < science.size / 4:
+        return None
     science = np.where(np.isfinite(science), science, np.nanmedian(science))
     background, rms = estimate_background(science)
     sub = (science - background).astype(np.float32)

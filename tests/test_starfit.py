@@ -193,3 +193,23 @@ def test_point_sources_injected_with_the_frames_psf_look_like_its_stars():
             real = np.percentile(starfit.central_residual(stars, stars.x, stars.y), 90)
     assert medians["frame"] < real < medians["gaussian"]
     assert medians["gaussian"] - medians["frame"] > 0.5
+
+
+def test_frame_psf_of_frames_that_teach_none():
+    """No PSF (so the injectors keep their Gaussian) from a frame without stars, one too small
+    to measure, or one mostly missing — and no error."""
+    rng = np.random.default_rng(0)
+    mostly_missing = rng.normal(size=(64, 64))
+    mostly_missing[:, 8:] = np.nan
+    for img in (rng.normal(size=(64, 64)), rng.normal(size=(12, 12)),
+                np.full((64, 64), np.nan), mostly_missing):
+        assert starfit.frame_psf(img) is None
+
+
+def test_injection_refuses_what_it_cannot_do_in_one_sentence():
+    from reaper_core.simulate import inject_into_image
+
+    with pytest.raises(TypeError, match="floating-point image, not int64"):
+        inject_into_image(np.zeros((64, 64), np.int64), None, 1)
+    with pytest.raises(ValueError, match="psf must be 'frame'"):
+        inject_into_image(np.zeros((64, 64)), None, 1, psf="gaussian")
