@@ -8,9 +8,13 @@ similarity search (precision@10 by kind, query time at 10⁴–10⁶ cutouts) an
 
 Each page is ``Reaper.discover_queue`` (24 objects, 4 of them from regions no label has reached
 yet), exactly as the Discover page shows it; a cutout whose window shows an injected anomaly
-is labelled "interesting" (``--judge centred``: only one centred on it), every other "normal"
+is labelled "interesting" (``--judge centred``: only one centred on it), one that shows one of
+the simulator's own oddities (a saturated star's bleed trail) "artefact", every other "normal"
 (its whole object, as the page does). The real TESS corner is used in its eight orientations
-(rotated and mirrored), each a file with its own anomalies, as in the quality benchmark.
+(rotated and mirrored), each a file with its own anomalies, as in the quality benchmark; the
+simulator is one frame calibrated on it. After each page, the ROC AUC of the re-ranked score
+over the cutouts not yet viewed (centred on an anomaly against showing none), beside the
+unsupervised score's on the same cutouts.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from _common import machine, table
-from quality import GROW, hdf_injected, ingest, label_cutouts, real_tess_injected
+from quality import GROW, hdf_injected, ingest, label_cutouts, real_tess_injected, sim_injected
+from sklearn.metrics import roc_auc_score
 
 from reaper_core.config import Settings
 from reaper_core.cutouts import cutout_origins
@@ -33,16 +39,30 @@ from reaper_core.similarity import SimilarityIndex
 VIEWED = (50, 100, 200)
 
 
-def truth(reaper, files) -> tuple[dict[int, set[int]], dict[int, int], dict[int, str], int]:
-    """What a person sees in each cutout: ({cutout id: the injected anomalies its window
-    shows}, {cutout id: the anomaly it is centred on}, {anomaly number: kind}, number of
-    anomalies). A window shows an anomaly when it overlaps the anomaly's box grown by GROW px,
-    as the quality benchmark counts it."""
+class Truth(NamedTuple):
+    """What a person sees in each cutout."""
+
+    #: {cutout id: the injected anomalies its window shows}
+    shows: dict[int, set[int]]
+    #: {cutout id: the anomaly it is centred on}
+    centred: dict[int, int]
+    #: {anomaly number: kind}
+    kinds: dict[int, str]
+    #: how many anomalies
+    n: int
+    #: cutouts whose window shows one of the frame's own known oddities and no anomaly
+    artefacts: set[int]
+
+
+def truth(reaper, files) -> Truth:
+    """What a person sees in each cutout (:class:`Truth`). A window shows an anomaly (or an
+    artefact) when it overlaps its box grown by GROW px, as the quality benchmark counts it."""
     cols = reaper.ranking(reaper.model())
     size = reaper.settings.patch_size
     shows: dict[int, set[int]] = {}
     centred: dict[int, int] = {}
     kinds: dict[int, str] = {}
+    odd: set[int] = set()
     n = 0
     for path, anomalies, artefacts in files:
         rows = np.flatnonzero(cols["file"] == path.name)
@@ -51,16 +71,22 @@ def truth(reaper, files) -> tuple[dict[int, set[int]], dict[int, int], dict[int,
         img = read_fits(path)
         wx, wy = cutout_origins(x, y, size, img.data.shape, img.valid)
         for a, m in zip(anomalies, inside, strict=True):
-            x0, y0, x1, y1 = a.box
-            seen = ((wx + size - 1 >= x0 - GROW) & (wx <= x1 + GROW)
-                    & (wy + size - 1 >= y0 - GROW) & (wy <= y1 + GROW))
-            for cid in cols["cutout_id"][rows[seen]]:
+            for cid in cols["cutout_id"][rows[_window_shows(a.box, wx, wy, size)]]:
                 shows.setdefault(int(cid), set()).add(n)
             for cid in cols["cutout_id"][rows[m]]:
                 centred.setdefault(int(cid), n)
             kinds[n] = a.kind
             n += 1
-    return shows, centred, kinds, n
+        for a in artefacts:
+            odd.update(int(c) for c in cols["cutout_id"][rows[_window_shows(a.box, wx, wy, size)]])
+    return Truth(shows, centred, kinds, n, odd - set(shows))
+
+
+def _window_shows(box, wx: np.ndarray, wy: np.ndarray, size: int) -> np.ndarray:
+    """Whether each window (first pixel wx, wy; ``size`` px) overlaps ``box`` grown by GROW."""
+    x0, y0, x1, y1 = box
+    return ((wx + size - 1 >= x0 - GROW) & (wx <= x1 + GROW)
+            & (wy + size - 1 >= y0 - GROW) & (wy <= y1 + GROW))
 
 
 def found_among(order: list[int], shows: dict[int, set[int]], k: int) -> int:
@@ -68,23 +94,48 @@ def found_among(order: list[int], shows: dict[int, set[int]], k: int) -> int:
     return len(set().union(*(shows.get(c, set()) for c in order[:k])))
 
 
-def loop(reaper, judged: dict, pages: int, per_page: int, explore: int = 4) -> list[int]:
+def loop(reaper, judged: dict, pages: int, per_page: int, explore: int = 4,
+         artefacts: set[int] = frozenset(), after_page=None) -> list[int]:
     """The cutouts viewed, in order, by an astronomer labelling the Discover queue: those in
-    ``judged`` (showing, or centred on, an injected anomaly) "interesting", the rest "normal"
-    (its whole object)."""
+    ``judged`` (showing, or centred on, an injected anomaly) "interesting", those showing a
+    known artefact "artefact", the rest "normal" (the last two: their whole object).
+    ``after_page(viewed)`` is called before the first page and after each page's labels."""
     viewed: list[int] = []
     for _ in range(pages):
+        if after_page is not None:
+            after_page(viewed)
         queue = reaper.discover_queue(n=per_page, explore=explore)
         if not queue:
             break
         viewed += queue
         good = [c for c in queue if c in judged]
-        bad = [c for c in queue if c not in judged]
+        odd = [c for c in queue if c not in judged and c in artefacts]
+        bad = [c for c in queue if c not in judged and c not in artefacts]
         if good:
             reaper.label(good, "interesting")
+        if odd:
+            reaper.label(odd, "artefact", whole_object=True)
         if bad:
             reaper.label(bad, "normal", whole_object=True)
+    if after_page is not None:
+        after_page(viewed)
     return viewed
+
+
+def unviewed_auc(reaper, viewed: list[int], t: Truth) -> dict[str, float]:
+    """ROC AUC of the re-ranked and of the unsupervised score over the cutouts not yet viewed:
+    those centred on an anomaly against those showing none (nor an artefact)."""
+    r = reaper.reranked()
+    ids = r["cutout_id"]
+    seen = np.isin(ids, viewed)
+    pos = np.array([int(c) in t.centred for c in ids])
+    neg = np.array([int(c) not in t.shows and int(c) not in t.artefacts for c in ids])
+    keep = ~seen & (pos | neg)
+    y = pos[keep]
+    if y.all() or not y.any():
+        return {"re-ranked": float("nan"), "unsupervised": float("nan")}
+    return {"re-ranked": roc_auc_score(y, r["rerank"][keep]),
+            "unsupervised": roc_auc_score(y, r["unsupervised"][keep])}
 
 
 def unsupervised_order(reaper) -> list[int]:
@@ -171,7 +222,8 @@ def rerank_times(n: int = 100_000, dim: int = 67, labels=(24, 240, 2400)) -> lis
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="hdf,tess")
+    ap.add_argument("--data", default="hdf,tess,sim")
+    ap.add_argument("--sim-size", type=int, default=1024)
     ap.add_argument("--per-page", type=int, default=24)
     ap.add_argument("--n-per-kind", type=int, default=5)
     ap.add_argument("--tess-per-kind", type=int, default=1,
@@ -190,7 +242,7 @@ def main() -> None:
     args = ap.parse_args()
     pages = -(-max(VIEWED) // args.per_page)
     settings = Settings(rerank_radius=args.radius)
-    rows, sim_rows, group_rows = [], [], []
+    rows, sim_rows, group_rows, auc_rows = [], [], [], []
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
         sets = {}
@@ -199,9 +251,13 @@ def main() -> None:
         if "tess" in args.data:
             sets["real TESS frame (8 orientations)"] = real_tess_injected(
                 work, args.tess_per_kind, args.seed)
+        if "sim" in args.data:
+            sets[f"simulated TESS ({args.sim_size}²)"] = [
+                sim_injected(work, 0, args.sim_size, args.n_per_kind, args.seed)]
         for name, files in sets.items():
             reaper = ingest(files, replace(settings, load_demo=0), work)
-            shows, hit, kinds, n = truth(reaper, files)
+            t = truth(reaper, files)
+            shows, hit, kinds, n = t.shows, t.centred, t.kinds, t.n
             unsup = unsupervised_order(reaper)
             sims = similarity_precision(reaper, shows, hit, kinds)
             ari, n_grouped = group_ari(reaper, hit, kinds)
@@ -210,8 +266,16 @@ def main() -> None:
             random_order = [int(c) for c in rng.permutation(unsup)]
             t0 = time.perf_counter()
             judged = hit if args.judge == "centred" else shows
-            viewed = loop(reaper, judged, pages, args.per_page, args.explore)
-            per_page_s = (time.perf_counter() - t0) / pages
+            measuring = [0.0]  # seconds spent measuring the AUCs, not paging
+
+            def after_page(v, name=name, reaper=reaper, t=t, measuring=measuring):
+                t1 = time.perf_counter()
+                auc_rows.append({"data": name, "viewed": len(v), **unviewed_auc(reaper, v, t)})
+                measuring[0] += time.perf_counter() - t1
+
+            viewed = loop(reaper, judged, pages, args.per_page, args.explore, t.artefacts,
+                          after_page)
+            per_page_s = (time.perf_counter() - t0 - measuring[0]) / pages
             for label, order in (("unsupervised ranking", unsup), ("this loop", viewed),
                                  ("random order", random_order)):
                 rows.append({"data": name, "order": label, "anomalies": n,
@@ -241,6 +305,8 @@ def main() -> None:
     print(table([{k: r.get(k, "") for k in sim_keys} for r in sim_rows],
                 "More like this: share of the 10 nearest of the same injected kind"))
     print(table(group_rows, "Groups of the flagged cutouts"))
+    print(table(auc_rows, "ROC AUC over the cutouts not yet viewed, after each page of labels "
+                          "(re-ranked score; the unsupervised score on the same cutouts)"))
     if not args.no_similar:
         print(table(rerank_times(), "Re-ranking after a label (embeddings in memory)"))
         print(table(query_times(), "More like this: exact search, one query"))
