@@ -213,7 +213,7 @@ def rerank_times(n: int = 100_000, dim: int = 67, labels=(24, 240, 2400)) -> lis
         t0 = time.perf_counter()
         rr = LabelReranker().fit(Z[pick], names, scale=scale)
         c, p = rr.closeness(Z)
-        score = (1 - c) * rank_fraction(u) + c * p
+        score = rr.combine(c, p, rank_fraction(u))
         np.lexsort((np.arange(n), -score))
         rows.append({"cutouts": n, "labels": m, "re-rank s": time.perf_counter() - t0,
                      "+ scales of 24 new labels s": t_page})

@@ -7,9 +7,14 @@ For each cutout, with u its unsupervised score as a rank fraction in [0, 1] and 
 cutouts j at standardised distances d_j with relevances y_j (:data:`RELEVANCE`):
 
     w_j = exp(-½ (d_j / h_j)²),  c = max_j w_j,  p = Σ w_j y_j / Σ w_j,
-    score = (1 − c) u + c p,
+    score = (1 − c) u + c (v p + (1 − v) u) = u + c v (p − u),
 
-so a cutout next to a label takes that label's verdict, and one far from all keeps u. Each
+so a cutout next to a label moves a share v (``verdict``, ½) of the way to that label's
+verdict, keeping the rest of u: look-alikes of one label still rank among themselves by how
+odd each is (as Astronomaly's neighbour score modulates the anomaly score rather than
+replacing it), and one far from all keeps u. With v = 1 (the rule until stop 40) the verdict
+replaced u next to a label: on the simulator, the re-ranked score then ranked the cutouts not
+yet viewed worse than u alone (``benchmarks/discovery.py``). Each
 label's reach adapts to how crowded its neighbourhood is: h_j = ``radius`` × the distance from
 labelled cutout j to its ``scale_k``-th nearest cutout (:func:`local_scale`), so a label on a
 common galaxy speaks for its close look-alikes only, one on a lone oddity for the odd things
@@ -70,13 +75,17 @@ class LabelReranker:
         Kernel width as a multiple of each label's local scale.
     scale_k : int, default 10
         The local scale of a label: the distance to its ``scale_k``-th nearest cutout.
+    verdict : float, default 0.5
+        How far, next to a label, the score moves from the unsupervised rank towards the
+        labels' verdict (v in the module's formula), in (0, 1].
     """
 
-    def __init__(self, radius: float = 1.0, scale_k: int = 10) -> None:
-        if not radius > 0 or scale_k < 1:
-            raise ValueError("radius must be > 0 and scale_k ≥ 1")
+    def __init__(self, radius: float = 1.0, scale_k: int = 10, verdict: float = 0.5) -> None:
+        if not radius > 0 or scale_k < 1 or not 0 < verdict <= 1:
+            raise ValueError("radius must be > 0, scale_k ≥ 1 and verdict in (0, 1]")
         self.radius = float(radius)
         self.scale_k = int(scale_k)
+        self.verdict = float(verdict)
 
     def fit(self, Z: np.ndarray, labels: list[str], Z_all: np.ndarray | None = None,
             scale: np.ndarray | None = None) -> LabelReranker:
@@ -123,8 +132,12 @@ class LabelReranker:
         return (np.concatenate([c for c, _ in parts]).astype(float),
                 np.concatenate([p for _, p in parts]).astype(float))
 
+    def combine(self, c: np.ndarray, p: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """Re-ranked scores in [0, 1], shape (n,), from the closeness ``c`` and verdict ``p``
+        of :meth:`closeness` and the unsupervised rank fractions ``u`` (each shape (n,))."""
+        return u + c * self.verdict * (p - u)
+
     def score(self, Z: np.ndarray, unsupervised: np.ndarray) -> np.ndarray:
         """Re-ranked scores in [0, 1], shape (n,), of cutouts ``Z`` (shape (n, d)) with
         unsupervised scores ``unsupervised`` (shape (n,), higher is odder)."""
-        c, p = self.closeness(Z)
-        return (1.0 - c) * rank_fraction(unsupervised) + c * p
+        return self.combine(*self.closeness(Z), rank_fraction(unsupervised))

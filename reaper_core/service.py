@@ -671,7 +671,7 @@ class Reaper:
             Z[has], labels[has].tolist(), scale=np.array([known[c] for c in lab_ids]))
         c, p = rr.closeness(Z)
         u = rank_fraction(cols["score"][pos])
-        score = (1.0 - c) * u + c * p
+        score = rr.combine(c, p, u)
         order = rank_order(score, ids)
         at = pos[order]
         return {"cutout_id": ids[order], "rerank": score[order], "closeness": c[order],

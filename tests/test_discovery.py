@@ -53,6 +53,22 @@ def test_each_label_moves_its_neighbours_the_right_way(reaper):
     assert _rank_of(reaper, near) == before  # unlabelling forgets
 
 
+def test_look_alikes_of_a_label_keep_their_own_order():
+    """Next to a label its look-alikes move towards its verdict but still rank among
+    themselves by how odd each is (the verdict once replaced their score: a tie)."""
+    # A labelled cutout at the origin, two look-alikes equally close, one far away.
+    Z = np.array([[0, 0], [0.01, 0], [0, 0.01], [50, 50], [80, 80]], np.float32)
+    u = np.array([0.5, 3.0, 1.0, 2.0, 5.0])  # unsupervised: look-alike 1 odder than 2
+    for label, lifted in (("normal", False), ("interesting", True)):
+        rr = LabelReranker().fit(Z[:1], [label], scale=np.array([1.0]))
+        score = rr.score(Z, u)
+        assert score[1] > score[2]  # their own order kept
+        assert (score[1:3] > rank_fraction(u)[1:3]).all() == lifted
+        assert score[3:] == pytest.approx(rank_fraction(u)[3:])  # far away: untouched
+    with pytest.raises(ValueError, match="verdict in"):
+        LabelReranker(verdict=0)
+
+
 def test_the_queue_follows_the_labels(reaper):
     first = reaper.discover_queue(n=24, explore=4)
     assert len(first) == len(set(first)) == 24
