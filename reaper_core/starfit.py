@@ -226,6 +226,28 @@ def _stamps(table: np.ndarray, x: np.ndarray, y: np.ndarray
 MARGIN = 2 * (HALF + FIT_HALF) + 2
 
 
+def _subtracted(data: np.ndarray, background: np.ndarray, rms: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """``data`` (ny, nx) less its ``background`` (0 where ``data`` is missing) and the sky's
+    noise ``rms`` (its median where not positive), both float32, shape (ny, nx): what peaks are
+    found in, PSFs built from and stars fitted to."""
+    sub = np.where(np.isfinite(data), data - background, 0.0).astype(np.float32)
+    noise = np.where(np.isfinite(rms) & (rms > 0), rms, np.nanmedian(rms)).astype(np.float32)
+    return sub, noise
+
+
+def _region_sky(data: np.ndarray, region: tuple[slice, slice] | None
+                ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """``data``'s science ``region`` (all of it when None) as float, shape (ny, nx), and its
+    (background, rms), measured with missing pixels filled by the region's median."""
+    from .sources import estimate_background
+
+    region = region or (slice(0, data.shape[0]), slice(0, data.shape[1]))
+    science = np.asarray(data[region], float)
+    return science, estimate_background(np.where(np.isfinite(science), science,
+                                                 np.nanmedian(science)))
+
+
 def fit_stars(data: np.ndarray, background: np.ndarray, rms: np.ndarray, *,
               peak_nsigma: float = 5.0, iterations: int = 4,
               block: int = 512) -> StarModel:
@@ -239,9 +261,7 @@ def fit_stars(data: np.ndarray, background: np.ndarray, rms: np.ndarray, *,
     """
     from .parallel import map_chunks
 
-    finite = np.isfinite(data)
-    sub = np.where(finite, data - background, 0.0).astype(np.float32)
-    noise = np.where(np.isfinite(rms) & (rms > 0), rms, np.nanmedian(rms)).astype(np.float32)
+    sub, noise = _subtracted(data, background, rms)
     x, y = find_peaks(sub, noise, peak_nsigma)
     ny, nx = sub.shape
     nby, nbx = max(1, round(ny / block)), max(1, round(nx / block))
@@ -402,16 +422,11 @@ def frame_psf(data: np.ndarray, region: tuple[slice, slice] | None = None
     :func:`build_psf` makes it (oversampled ``OVERSAMPLE`` times on a ``PSF_GRID²`` grid, a
     star's pixels summing to 1); None where fewer than five bright isolated stars teach one, and
     for a region under 16 × 16 px or less than a quarter finite."""
-    from .sources import estimate_background
-
-    region = region or (slice(0, data.shape[0]), slice(0, data.shape[1]))
-    science = np.asarray(data[region], float)
-    if min(science.shape) < 16 or np.count_nonzero(np.isfinite(science)) < science.size / 4:
+    view = data[region] if region else data
+    if min(view.shape) < 16 or np.count_nonzero(np.isfinite(view)) < view.size / 4:
         return None
-    science = np.where(np.isfinite(science), science, np.nanmedian(science))
-    background, rms = estimate_background(science)
-    sub = (science - background).astype(np.float32)
-    noise = np.where(rms > 0, rms, np.median(rms)).astype(np.float32)
+    science, (background, rms) = _region_sky(data, region)
+    sub, noise = _subtracted(science, background, rms)
     psf, n = build_psf(sub, noise, *find_peaks(sub, noise))
     return psf if n else None
 
@@ -431,15 +446,11 @@ def fit_region(data: np.ndarray, region: tuple[slice, slice] | None,
     """Every star of ``data``'s science ``region`` (all of it when None) fitted
     (:func:`fit_stars`); ``sky``, the region's (background, rms) when already measured
     (:func:`reaper_core.sources.science_sky`)."""
-    from .sources import estimate_background
-
-    region = region or (slice(0, data.shape[0]), slice(0, data.shape[1]))
-    science = np.asarray(data[region], float)
     if sky is None:
-        sky = estimate_background(np.where(np.isfinite(science), science,
-                                           np.nanmedian(science)))
-    background, rms = sky
-    return fit_stars(science, background, rms)
+        science, sky = _region_sky(data, region)
+    else:
+        science = np.asarray(data[region] if region else data, float)
+    return fit_stars(science, *sky)
 
 
 def context_at(stars: StarModel, region: tuple[slice, slice] | None,
