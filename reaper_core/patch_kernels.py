@@ -1,6 +1,7 @@
 """Loops over patches compiled with Numba: the sums behind the local embedder's statistics,
-the median absolute deviation of sorted rows, and the star fit's stamps added into an image
-and read out of it.
+the median absolute deviation of sorted rows, the star fit's stamps added into an image
+and read out of it, and detection's sums over the cells of big segments and its local
+maxima.
 
 The statistics (:func:`reaper_core.embedders.local.stats_features`) are moments, counts and
 flux-weighted sums of a patch's pixels; NumPy computed each as a pass of its own over
@@ -346,3 +347,139 @@ def _read_stamps(img, ix0, iy0, fill, out):  # pragma: no cover - compiled
                     out[i, a, b] = img[y, x]
                 else:
                     out[i, a, b] = fill
+
+
+
+def cell_sums(labels: np.ndarray, big: np.ndarray, weights: np.ndarray, cell: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sums over the pixels of the big segments, cut into ``cell``-pixel cells.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (ny, nx)
+        Segmentation map, 0 for sky.
+    big : ndarray of bool, shape (n_labels + 1,)
+        Which labels to cut into cells (``big[0]`` False).
+    weights : ndarray, shape (ny, nx), float32
+        Each pixel's weight (its flux above the sky, ≥ 0); 10⁻⁶ is added to each.
+    cell : int
+        Cell side, pixels.
+
+    Returns
+    -------
+    key : ndarray of int64, shape (m,)
+        Each (segment, cell) present, ascending: label · n_cells + cell row · n_cell_columns
+        + cell column, where n_cell_columns = nx // cell + 1 and n_cells = n_cell_columns ·
+        (ny // cell + 1).
+    w, wx, wy : ndarray of float64, shape (m,)
+        Σ w, Σ w · column, Σ w · row over the segment's pixels in the cell.
+    n : ndarray of int64, shape (m,)
+        Their count.
+
+    Bit for bit the sums of ``np.unique`` over the pixels' keys and ``np.bincount`` over
+    the pixels in row-major order (they are added in that order), without arrays the size
+    of the segments' pixels: 0.25 s less of a crowded 2048² frame's detection.
+    """
+    label_of = np.flatnonzero(big).astype(np.int64)
+    rank = np.full(len(big), -1, np.int64)
+    rank[label_of] = np.arange(label_of.size)
+    key, sums, n = _cell_sums(np.ascontiguousarray(labels), rank, label_of,
+                              np.ascontiguousarray(weights, np.float32), int(cell))
+    order = np.argsort(key)
+    return key[order], sums[order, 0], sums[order, 1], sums[order, 2], n[order]
+
+
+@numba.njit(nogil=True, cache=True)
+def _cell_sums(labels, rank, label_of, weights, cell):  # pragma: no cover - compiled
+    ny, nx = labels.shape
+    ncx = nx // cell + 1
+    ncells = ncx * (ny // cell + 1)
+    nbig = label_of.size
+    acc = np.zeros((nbig * ncx, 3), np.float64)  # the cells of one row of cells at a time
+    cnt = np.zeros(nbig * ncx, np.int64)
+    touched = np.empty(nbig * ncx, np.int64)
+    size = 1024
+    key = np.empty(size, np.int64)
+    sums = np.empty((size, 3), np.float64)
+    n = np.empty(size, np.int64)
+    m = 0
+    eps = np.float32(1e-6)
+    for y0 in range(0, ny, cell):
+        nt = 0
+        for y in range(y0, min(y0 + cell, ny)):
+            for x in range(nx):
+                r = rank[labels[y, x]]
+                if r < 0:
+                    continue
+                k = r * ncx + x // cell
+                if cnt[k] == 0:
+                    touched[nt] = k
+                    nt += 1
+                w = np.float64(weights[y, x] + eps)
+                acc[k, 0] += w
+                acc[k, 1] += w * np.float64(x)
+                acc[k, 2] += w * np.float64(y)
+                cnt[k] += 1
+        if m + nt > size:
+            while m + nt > size:
+                size *= 2
+            key2 = np.empty(size, np.int64)
+            sums2 = np.empty((size, 3), np.float64)
+            n2 = np.empty(size, np.int64)
+            key2[:m] = key[:m]
+            sums2[:m] = sums[:m]
+            n2[:m] = n[:m]
+            key, sums, n = key2, sums2, n2
+        for t in range(nt):
+            k = touched[t]
+            key[m] = label_of[k // ncx] * ncells + (y0 // cell) * ncx + k % ncx
+            sums[m, 0] = acc[k, 0]
+            sums[m, 1] = acc[k, 1]
+            sums[m, 2] = acc[k, 2]
+            n[m] = cnt[k]
+            acc[k, 0] = 0.0
+            acc[k, 1] = 0.0
+            acc[k, 2] = 0.0
+            cnt[k] = 0
+            m += 1
+    return key[:m], sums[:m], n[:m]
+
+
+def window_maxima(img: np.ndarray, where: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns (row-major order, shape (m,) each) of the pixels of ``where`` (bool,
+    shape of ``img``) that are the maximum of their (2 ``half`` + 1)² window of ``img``, ties
+    included; a window is clipped at the image's edge (what ``scipy.ndimage.maximum_filter``'s
+    reflected edge gives too: a reflected neighbour is one inside the window)."""
+    rows, cols, m = _window_maxima(np.ascontiguousarray(img), np.ascontiguousarray(where, np.bool_),
+                                   int(half))
+    return rows[:m], cols[:m]
+
+
+@numba.njit(nogil=True, cache=True)
+def _window_maxima(img, where, half):  # pragma: no cover - compiled
+    ny, nx = img.shape
+    m = 0
+    for y in range(ny):
+        for x in range(nx):
+            m += where[y, x]
+    rows = np.empty(m, np.int64)
+    cols = np.empty(m, np.int64)
+    m = 0
+    for y in range(ny):
+        for x in range(nx):
+            if not where[y, x]:
+                continue
+            v = img[y, x]
+            top = True
+            for yy in range(max(y - half, 0), min(y + half + 1, ny)):
+                for xx in range(max(x - half, 0), min(x + half + 1, nx)):
+                    if img[yy, xx] > v:
+                        top = False
+                        break
+                if not top:
+                    break
+            if top:
+                rows[m] = y
+                cols[m] = x
+                m += 1
+    return rows, cols, m

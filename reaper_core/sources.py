@@ -1,7 +1,7 @@
 """Sources: where to cut patches.
 
 The file's own star table is used when it has one; segmentation of the background-subtracted
-image (photutils) finds everything else — stars, but also streaks, blobs, bleed columns and
+image (photutils' background, photutils' segmentation rule) finds everything else — stars, but also streaks, blobs, bleed columns and
 hot-pixel clusters, since a segment need not be point-like. A grid mode tiles the frame instead.
 """
 
@@ -160,7 +160,7 @@ def detect_segments(
         Flux-weighted centroids, 0-based pixels.
     segment : ndarray of int, shape (n,)
         The object (≥ 1) each position belongs to: its segment, big segments deblended into
-        the objects they merge (photutils); the cells of one object share its number.
+        the objects they merge (``sep``); the cells of one object share its number.
     """
     from astropy.convolution import Gaussian2DKernel
     from scipy import ndimage
@@ -250,48 +250,39 @@ def _sharp_peaks(sub: np.ndarray, smoothed: np.ndarray, rms: np.ndarray, x: np.n
     pixels injected: beside a star, 12 % of them got no cutout of their own."""
     from scipy.spatial import cKDTree
 
+    from .patch_kernels import window_maxima
+
     sharp = (sub > nsigma * rms) & (sub - smoothed > excess * sub)
-    py, px = _peaks_above(sub, sharp, 1)
+    py, px = window_maxima(sub, sharp, 1)
     if px.size and x.size:
         dist, _ = cKDTree(np.column_stack([x, y])).query(np.column_stack([px, py]))
         px, py = px[dist > min_sep], py[dist > min_sep]
     return px.astype(float), py.astype(float)
 
 
-def _peaks_above(img: np.ndarray, where: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows and columns of the pixels of ``where`` (bool, shape of ``img``) that are the
-    maximum of their (2 ``half`` + 1)² window of ``img`` (edges reflected, as
-    ``scipy.ndimage.maximum_filter``). Few such pixels (a dark pass) are tested one by one
-    against their neighbours; many (a crowded sky's stars), by the filter over the image."""
-    from scipy import ndimage
-
-    if np.count_nonzero(where) > 0.02 * where.size:
-        return np.nonzero(where & (img == ndimage.maximum_filter(img, size=2 * half + 1)))
-    py, px = np.nonzero(where)
-    ny, nx = img.shape
-    value = img[py, px]
-    top = np.ones(py.shape, bool)
-    for dy in range(-half, half + 1):
-        for dx in range(-half, half + 1):
-            if dy or dx:  # a reflected neighbour is one inside the window: clipping is the same
-                top &= value >= img[np.clip(py + dy, 0, ny - 1), np.clip(px + dx, 0, nx - 1)]
-    return py[top], px[top]
-
-
 def _segment_positions(smoothed, sub, threshold, npixels, max_sources, big_area, cell,
                        peak_threshold, min_sep=3.0, deblend=False):
     """Positions of the segments of ``smoothed`` above ``threshold``, and the (with ``deblend``,
     deblended) segment each belongs to (see detect_segments)."""
-    from photutils.segmentation import detect_sources
+    from scipy import ndimage
     from scipy.spatial import cKDTree
 
-    with warnings.catch_warnings():  # no detection (e.g. no dark defect) is an answer, not news
-        warnings.simplefilter("ignore")
-        segm = detect_sources(smoothed, threshold, n_pixels=npixels)
-    if segm is None:
+    from .patch_kernels import cell_sums, window_maxima
+
+    # photutils' detect_sources, without its loop over every segment (0.1 s of a crowded
+    # 2048² frame): 8-connected pixels above the threshold, segments of fewer than
+    # ``npixels`` dropped, the rest numbered from 1 in the same order.
+    labels, n = ndimage.label(smoothed > threshold, structure=np.ones((3, 3), bool))
+    keep = np.bincount(labels.ravel(), minlength=n + 1) >= npixels
+    keep[0] = False
+    n_labels = int(np.count_nonzero(keep))
+    if n_labels == 0:
         return np.empty(0), np.empty(0), np.empty(0, np.int64)
-    labels = segm.data
-    index = np.arange(1, segm.n_labels + 1)
+    if n_labels < n:
+        number = np.zeros(n + 1, labels.dtype)
+        number[keep] = np.arange(1, n_labels + 1, dtype=labels.dtype)
+        labels = number[labels]
+    index = np.arange(1, n_labels + 1)
     weights = np.clip(sub, 0, None)
     # Sums over each segment's pixels (bincount over the pixels in segments: 4x faster than
     # ndimage.sum_labels here).
@@ -314,16 +305,10 @@ def _segment_positions(smoothed, sub, threshold, npixels, max_sources, big_area,
     is_big = area > big_area
     big = index[is_big]
     if big.size:
-        in_big = np.concatenate([[False], is_big])[labels]
-        ys, xs = np.nonzero(in_big)
-        ncx = labels.shape[1] // cell + 1
-        ncells = ncx * (labels.shape[0] // cell + 1)
-        key = labels[ys, xs].astype(np.int64) * ncells + (ys // cell) * ncx + xs // cell
-        ukey, inv = np.unique(key, return_inverse=True)
-        w = weights[ys, xs] + 1e-6
-        wsum = np.bincount(inv, w)
-        cx, cy = np.bincount(inv, w * xs) / wsum, np.bincount(inv, w * ys) / wsum
-        npx = np.bincount(inv)
+        is_big = np.concatenate([[False], is_big])
+        ukey, wsum, wx, wy, npx = cell_sums(labels, is_big, weights, cell)
+        cx, cy = wx / wsum, wy / wsum
+        ncells = (labels.shape[1] // cell + 1) * (labels.shape[0] // cell + 1)
         keep = npx >= npixels
         xc = np.concatenate([xc, cx[keep]])
         yc = np.concatenate([yc, cy[keep]])
@@ -335,7 +320,7 @@ def _segment_positions(smoothed, sub, threshold, npixels, max_sources, big_area,
     # halo) has its centroid between them: every local peak of the smoothed image farther
     # than ``min_sep`` px from all positions so far gets a position of its own.
     if xc.size:
-        py, px = _peaks_above(smoothed, (labels > 0) & (smoothed > peak_threshold), 2)
+        py, px = window_maxima(smoothed, (labels > 0) & (smoothed > peak_threshold), 2)
         if px.size:
             dist, _ = cKDTree(np.column_stack([xc, yc])).query(np.column_stack([px, py]))
             new = dist > min_sep
@@ -347,7 +332,7 @@ def _segment_positions(smoothed, sub, threshold, npixels, max_sources, big_area,
         # Big segments often merge neighbours (a galaxy group, a star beside a galaxy, a
         # crowded TESS sky): multi-threshold deblending tells them apart, so their cells do not
         # count as one object. It only groups positions; where they are cut stays as above.
-        objects = _deblended_objects(np.where(in_big, smoothed, 0), threshold, npixels)
+        objects = _deblended_objects(np.where(is_big[labels], smoothed, 0), threshold, npixels)
         iy = np.clip(np.round(yc).astype(np.int64), 0, labels.shape[0] - 1)
         ix = np.clip(np.round(xc).astype(np.int64), 0, labels.shape[1] - 1)
         obj = objects[iy, ix].astype(np.int64)

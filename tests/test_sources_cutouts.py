@@ -13,6 +13,8 @@ from reaper_core.fits_reader import read_fits
 from reaper_core.simulate import add_sources
 from reaper_core.sources import detect_segments, find_sources, grid_positions
 
+from .conftest import REAL_DATA
+
 
 def _nearest(src, x, y):
     return np.min(np.hypot(src.x - x, src.y - y))
@@ -233,3 +235,45 @@ def test_mesh_median_filter_equals_photutils_generic_filter():
     for size in (3, 5):
         ref = generic_filter(mesh, nanmedian, size=size, mode="constant", cval=np.nan)
         np.testing.assert_array_equal(_median_filter_mesh(mesh, size), ref)
+
+
+@pytest.mark.skipif(not (REAL_DATA / "other" / "isaac_vlt_crowded_field.fits").exists(),
+                    reason="../shared/data/ is not beside the checkout")
+def test_segment_kernels_equal_their_numpy_definitions_on_a_real_crowded_field():
+    # The compiled cell sums and window maxima that detection uses, against the NumPy lines
+    # they replaced (np.unique + np.bincount; ndimage.maximum_filter), on the ISAAC field.
+    from scipy import ndimage
+
+    from reaper_core.patch_kernels import cell_sums, window_maxima
+    from reaper_core.sources import estimate_background
+
+    data = read_fits(REAL_DATA / "other" / "isaac_vlt_crowded_field.fits").data
+    data = np.nan_to_num(np.asarray(data, np.float32))
+    background, rms = estimate_background(data)
+    sub = (data - background).astype(np.float32)
+    labels, n = ndimage.label(sub > 3 * rms, structure=np.ones((3, 3), bool))
+    area = np.bincount(labels.ravel(), minlength=n + 1)
+    big = area > 40
+    big[0] = False
+    assert 20 < big.sum() < n
+    weights = np.clip(sub, 0, None)
+    cell = 12
+    ys, xs = np.nonzero(big[labels])
+    ncx = labels.shape[1] // cell + 1
+    ncells = ncx * (labels.shape[0] // cell + 1)
+    key = labels[ys, xs].astype(np.int64) * ncells + (ys // cell) * ncx + xs // cell
+    ukey, inv = np.unique(key, return_inverse=True)
+    w = weights[ys, xs] + 1e-6
+    got = cell_sums(labels, big, weights, cell)
+    want = (ukey, np.bincount(inv, w), np.bincount(inv, w * xs), np.bincount(inv, w * ys),
+            np.bincount(inv))
+    for g, e in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, e)  # bit for bit
+
+    for half in (1, 2):
+        where = (labels > 0) & (sub > 10 * rms)
+        want = np.nonzero(where & (sub == ndimage.maximum_filter(sub, size=2 * half + 1)))
+        got = window_maxima(sub, where, half)
+        assert len(got[0]) > 50
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
