@@ -1,8 +1,9 @@
 """Sources: where to cut patches.
 
 The file's own star table is used when it has one; segmentation of the background-subtracted
-image (photutils' background, photutils' segmentation rule) finds everything else — stars, but also streaks, blobs, bleed columns and
-hot-pixel clusters, since a segment need not be point-like. A grid mode tiles the frame instead.
+image (photutils' background, photutils' segmentation rule) finds everything else — stars,
+but also streaks, blobs, bleed columns and hot-pixel clusters, since a segment need not be
+point-like. A grid mode tiles the frame instead.
 """
 
 from __future__ import annotations
