@@ -18,6 +18,12 @@ Kinds (:data:`EVENT_KINDS`):
                   may be below detection, see below): a flare, a supernova, a nova;
 ``single_frame``  seen in one frame only: a glint, a satellite streak, a cosmic ray.
 
+Detections give a first kind; once an event's light curve is measured, the episodes in it
+decide between ``transient`` and ``variable`` for a place that brightened
+(:func:`kind_from_episodes`): its detections may have come in several stretches (a long
+transient's tail wandering about the threshold) or beside dips that are no variability (the
+reference, a median, holding some of a long transient).
+
 Events must be significant as a whole: at least :data:`MIN_SIGMA` at their peak, and
 :data:`SINGLE_FRAME_SIGMA` for one seen once (a chance excursion of noise in one of a thousand
 frames of four million pixels is far likelier than in two consecutive ones) unless the
@@ -92,6 +98,19 @@ STAR_REACH_PX = 3.0
 GROW_MEDIAN_FRAMES = 5
 #: Rounds of growing that span at most (each with the baseline the last one left).
 GROW_ROUNDS = 4
+#: An episode of an event's light curve: frames whose running median over 3 frames is this
+#: far (its baseline's robust σ) above, or below, the baseline (2 of 3 frames beyond 3σ by
+#: chance: once in 200,000 frames).
+EPISODE_SIGMA = 3.0
+#: Episodes this few frames apart are one (a long transient's tail dipping into the noise).
+EPISODE_GAP_FRAMES = 5
+#: A second brightening counts when it reaches this share of the strongest one: a pointing
+#: state's offset (tenths of a bright event's peak) is no second episode.
+EPISODE_SHARE = 0.5
+#: A brightening this many times stronger than every dip at its place is a transient that the
+#: reference partly holds (its median includes some of the frames it is up in), which leaves
+#: the place looking dimmer before and after it: those dips are no variability.
+OUTSHINE = 1.5
 #: Frames of difference cutouts kept per event (the strip).
 STRIP_FRAMES = 12
 #: Bytes of strips the light-curve pass cuts for its candidates at most. Most candidates of a
@@ -383,6 +402,59 @@ def _grown_span(z: np.ndarray, span: tuple[int, int]) -> tuple[int, int]:
     return a, b
 
 
+def episodes(ev: Event, shifts: np.ndarray | None = None) -> tuple[int, int]:
+    """(brightenings, dimmings) in an event's light curve: runs of frames whose running
+    median over 3 frames is above, or below, its baseline (its difference flux outside the
+    event, decorrelated against the pointing ``shifts`` as for :func:`lightcurve_sigma`) by
+    :data:`EPISODE_SIGMA` of its scatter and — brightenings — by :data:`EPISODE_SHARE` of the
+    strongest brightening, or — dips — by its 1/:data:`OUTSHINE`; runs fewer than
+    :data:`EPISODE_GAP_FRAMES` apart counted as one; frames with severe quality bits left out.
+    (0, 0) without a usable light curve."""
+    from scipy.ndimage import median_filter
+
+    from .tess import SEVERE_QUALITY
+
+    lc = ev.lightcurve
+    if not lc or "diff_flux" not in lc:
+        return 0, 0
+    flux, base, noise = _baseline(lc["diff_flux"], (ev.frame_start, ev.frame_end), shifts)
+    if len(base) < 5 or not np.isfinite(noise) or noise <= 0:
+        return 0, 0
+    usable = np.isfinite(flux)
+    if "quality" in lc:
+        usable &= (np.asarray(lc["quality"]).astype(np.int64) & SEVERE_QUALITY) == 0
+    z = (flux - np.median(base)) / noise
+    z = median_filter(z[usable], 3, mode="nearest")
+    if len(z) == 0:
+        return 0, 0
+    peak = float(z.max())
+    return (_runs(z > max(EPISODE_SIGMA, EPISODE_SHARE * peak)),
+            _runs(z < -max(EPISODE_SIGMA, peak / OUTSHINE)))
+
+
+def _runs(on: np.ndarray) -> int:
+    """How many runs of True ``on`` (bool, shape (n,)) holds, runs fewer than
+    :data:`EPISODE_GAP_FRAMES` apart counted as one."""
+    where = np.flatnonzero(on)
+    if len(where) == 0:
+        return 0
+    return 1 + int(np.count_nonzero(np.diff(where) > EPISODE_GAP_FRAMES))
+
+
+def kind_from_episodes(ev: Event, shifts: np.ndarray | None = None) -> str:
+    """An event's kind by the module's definitions, read from its light curve
+    (:func:`episodes`) where its detections alone were grouped: a place that brightened in one
+    episode and never dimmed is a ``transient``, one that brightened more than once or dimmed a
+    ``variable``. Movers, single-frame events and light curves with no clear episode keep the
+    kind their detections gave."""
+    if ev.kind in ("mover", "single_frame") or ev.sign < 0:
+        return ev.kind
+    up, down = episodes(ev, shifts)
+    if up == 0:
+        return ev.kind
+    return "transient" if up == 1 and down == 0 else "variable"
+
+
 def _decorrelated(d: np.ndarray, shifts: np.ndarray, fit: np.ndarray) -> np.ndarray:
     """Difference flux ``d`` (shape (n,)) less its fit, by least squares with 3σ clipping over
     the frames where ``fit`` (bool, shape (n,)) is set, as a quadratic in the frames' pointing
@@ -543,7 +615,7 @@ def merge_recurrent(events: list[Event], radius: float = 1.5) -> list[Event]:
         if len(members) > 1:
             ups = [e.peak_sigma for e in members if e.sign > 0]
             downs = [e.peak_sigma for e in members if e.sign < 0]
-            long_transient = ups and max(ups) > 1.5 * max(downs, default=0.0)
+            long_transient = ups and max(ups) > OUTSHINE * max(downs, default=0.0)
             if long_transient and not downs and len(ups) > 1:
                 long_transient = False  # brightens more than once: variable
             best.kind = "transient" if long_transient else "variable"
@@ -652,8 +724,10 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
     if not strips_now:
         cut_strips(stack, ref, kept, shifts, patch_size=patch_size, progress=progress,
                    skip=empty)
-    return StackSearch(events=merge_recurrent(kept), reference=ref, shifts=shifts,
-                       n_detections=len(det["x"]))
+    events = merge_recurrent(kept)
+    for e in events:
+        e.kind = kind_from_episodes(e, shifts)
+    return StackSearch(events=events, reference=ref, shifts=shifts, n_detections=len(det["x"]))
 
 
 def _frame_threads(ref: Reference) -> int | None:

@@ -1065,3 +1065,49 @@ def test_timeline_page_scrubs_and_opens_an_event(timeline, kinds_sim):
     assert not at.exception, at.exception
     assert int(at.selectbox(key="event-1").options[0].split(" ")[1]) != first
     Reaper(Settings(db_url=os.environ["ANOMALY_REAPER_DB_URL"])).label_event(first, None)
+
+
+def test_the_kind_of_a_brightening_is_read_from_its_light_curve():
+    """Detections grouped at one place call it a ``variable`` when it brightened in more than
+    one detected stretch or dipped somewhere; its light curve tells the module's kinds apart:
+    a supernova-like rise and fall with the shallow dips that a reference holding some of it
+    leaves before it (and a tail that wanders near the noise) is one episode, a
+    ``transient``; two flares as strong as each other, or a rise with a dip as deep as it
+    (a variable star about its mean), are a ``variable``; a dimming stays what it was."""
+    from reaper_core.events import episodes, kind_from_episodes
+
+    n, k = 200, np.arange(200)
+    rng = np.random.default_rng(5)
+
+    def event(flux, start, end, kind="variable", sign=1):
+        ev = Event(kind, 10, 10, start, start + 5, end, 0, 0, 0, 12.0, sign, 8, 12.0, 6, 1.0)
+        ev.lightcurve = {"diff_flux": flux, "quality": np.zeros(n, np.int32)}
+        return ev
+
+    sn = rng.normal(0, 1.0, n) + 20 * np.where(k < 110, np.clip((k - 98) / 12, 0, None) ** 2,
+                                                np.exp(-(k - 110) / 25))
+    sn[70:98] -= 6  # the reference holds some of it: the place looks dimmer before it
+    ev = event(sn, 70, 150)
+    assert episodes(ev) == (1, 0)
+    assert kind_from_episodes(ev) == "transient"
+
+    flares = rng.normal(0, 1.0, n)
+    flares[[40, 41, 42]] += [15, 9, 5]
+    flares[[120, 121, 122]] += [14, 8, 4]
+    ev = event(flares, 40, 122, kind="transient")
+    assert episodes(ev)[0] == 2
+    assert kind_from_episodes(ev) == "variable"
+
+    star = rng.normal(0, 1.0, n) + 10 * np.sin(2 * np.pi * k / 100)
+    assert kind_from_episodes(event(star, 0, 60)) == "variable"
+
+    dip = rng.normal(0, 1.0, n)
+    dip[60:66] -= 10
+    assert kind_from_episodes(event(dip, 60, 65, sign=-1)) == "variable"
+    # Frames flagged by severe quality bits (a momentum dump's) are no episode.
+    spike = sn.copy()
+    spike[29:32] += 25
+    ev = event(spike, 70, 150)
+    assert kind_from_episodes(ev) == "variable"
+    ev.lightcurve["quality"][29:32] = 32
+    assert kind_from_episodes(ev) == "transient"
