@@ -67,6 +67,13 @@ def threshold_from_scores(scores: np.ndarray, mode: str, value: float) -> float:
     return float(np.percentile(s, value))
 
 
+def sigma_reach(n: int) -> float:
+    """The most standard deviations above their mean that any of ``n`` scores can lie:
+    (n − 1)/√n, when all but one are equal (0 for fewer than 2). A ``sigma`` threshold of k at
+    or above it flags none of them, however odd one is (with 5 scores, k = 2 never flags)."""
+    return (n - 1) / np.sqrt(n) if n >= 2 else 0.0
+
+
 def flags(scores: np.ndarray, threshold: float) -> np.ndarray:
     """Boolean anomaly flags, shape (n,); unscored (NaN) cutouts are never flagged."""
     s = np.asarray(scores, dtype=float)

@@ -1067,6 +1067,25 @@ def test_timeline_page_scrubs_and_opens_an_event(timeline, kinds_sim):
     Reaper(Settings(db_url=os.environ["ANOMALY_REAPER_DB_URL"])).label_event(first, None)
 
 
+def test_timeline_page_says_when_no_event_can_reach_the_threshold(timeline):
+    """n scores lie at most (n − 1)/√n standard deviations above their mean: with a handful of
+    events a σ threshold above that flags none, and the page says so instead of showing an
+    empty column of flags without a reason."""
+    from reaper_core.thresholds import sigma_reach
+
+    at = timeline
+    n = len(at.selectbox(key="event-1").options)
+    assert sigma_reach(5) < 2.0 < sigma_reach(6) and sigma_reach(1) == 0.0
+    note = [c.value for c in at.caption if "can stand" in c.value]
+    assert bool(note) == (2.0 >= sigma_reach(n))
+    at.slider(key="event-threshold").set_value(round(sigma_reach(n) + 0.5, 1)).run()
+    assert not at.exception, at.exception
+    note, = [c.value for c in at.caption if "can stand" in c.value]
+    assert f"With {n} events" in note and "none is flagged" in note
+    at.slider(key="event-threshold").set_value(0.5).run()
+    assert not [c.value for c in at.caption if "can stand" in c.value]
+
+
 def test_the_kind_of_a_brightening_is_read_from_its_light_curve():
     """Detections grouped at one place call it a ``variable`` when it brightened in more than
     one detected stretch or dipped somewhere; its light curve tells the module's kinds apart:
