@@ -349,7 +349,6 @@ def _read_stamps(img, ix0, iy0, fill, out):  # pragma: no cover - compiled
                     out[i, a, b] = fill
 
 
-
 def cell_sums(labels: np.ndarray, big: np.ndarray, weights: np.ndarray, cell: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Sums over the pixels of the big segments, cut into ``cell``-pixel cells.
