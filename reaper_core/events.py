@@ -18,11 +18,11 @@ Kinds (:data:`EVENT_KINDS`):
                   may be below detection, see below): a flare, a supernova, a nova;
 ``single_frame``  seen in one frame only: a glint, a satellite streak, a cosmic ray.
 
-Detections give a first kind; once an event's light curve is measured, the episodes in it
-decide between ``transient`` and ``variable`` for a place that brightened
-(:func:`kind_from_episodes`): its detections may have come in several stretches (a long
-transient's tail wandering about the threshold) or beside dips that are no variability (the
-reference, a median, holding some of a long transient).
+Detections give a first kind; once an event's light curve is measured, a place that
+brightened and was called a ``variable`` becomes a ``transient`` when its light curve shows
+one episode of brightening and no dip (:func:`kind_from_episodes`): its detections may have
+come in several stretches (a long transient's tail wandering about the threshold) or beside
+dips that are no variability (the reference, a median, holding some of a long transient).
 
 Events must be significant as a whole: at least :data:`MIN_SIGMA` at their peak, and
 :data:`SINGLE_FRAME_SIGMA` for one seen once (a chance excursion of noise in one of a thousand
@@ -443,16 +443,14 @@ def _runs(on: np.ndarray) -> int:
 
 def kind_from_episodes(ev: Event, shifts: np.ndarray | None = None) -> str:
     """An event's kind by the module's definitions, read from its light curve
-    (:func:`episodes`) where its detections alone were grouped: a place that brightened in one
-    episode and never dimmed is a ``transient``, one that brightened more than once or dimmed a
-    ``variable``. Movers, single-frame events and light curves with no clear episode keep the
-    kind their detections gave."""
-    if ev.kind in ("mover", "single_frame") or ev.sign < 0:
+    (:func:`episodes`) where its detections called a place that brightened a ``variable``: one
+    whose light curve brightened in one episode and never dipped is a ``transient``. The
+    other kinds stay: a light curve of weeks holds excursions of its own (on the real TESScut
+    cube, dips deeper than two thirds of a modest flare), which must not make a variable of a
+    flare its detections saw as one episode."""
+    if ev.kind != "variable" or ev.sign < 0:
         return ev.kind
-    up, down = episodes(ev, shifts)
-    if up == 0:
-        return ev.kind
-    return "transient" if up == 1 and down == 0 else "variable"
+    return "transient" if episodes(ev, shifts) == (1, 0) else ev.kind
 
 
 def _decorrelated(d: np.ndarray, shifts: np.ndarray, fit: np.ndarray) -> np.ndarray:

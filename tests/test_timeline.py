@@ -1090,9 +1090,10 @@ def test_the_kind_of_a_brightening_is_read_from_its_light_curve():
     """Detections grouped at one place call it a ``variable`` when it brightened in more than
     one detected stretch or dipped somewhere; its light curve tells the module's kinds apart:
     a supernova-like rise and fall with the shallow dips that a reference holding some of it
-    leaves before it (and a tail that wanders near the noise) is one episode, a
-    ``transient``; two flares as strong as each other, or a rise with a dip as deep as it
-    (a variable star about its mean), are a ``variable``; a dimming stays what it was."""
+    leaves before it is one episode, a ``transient``; two flares as strong as each other, or
+    a variable star, stay ``variable``s; a flare its detections saw as one episode stays a
+    ``transient`` whatever dips a long light curve holds elsewhere; a dimming stays what it
+    was."""
     from reaper_core.events import episodes, kind_from_episodes
 
     n, k = 200, np.arange(200)
@@ -1113,12 +1114,19 @@ def test_the_kind_of_a_brightening_is_read_from_its_light_curve():
     flares = rng.normal(0, 1.0, n)
     flares[[40, 41, 42]] += [15, 9, 5]
     flares[[120, 121, 122]] += [14, 8, 4]
-    ev = event(flares, 40, 122, kind="transient")
-    assert episodes(ev)[0] == 2
+    ev = event(flares, 40, 122)
+    assert episodes(ev) == (2, 0)
     assert kind_from_episodes(ev) == "variable"
 
     star = rng.normal(0, 1.0, n) + 10 * np.sin(2 * np.pi * k / 100)
     assert kind_from_episodes(event(star, 0, 60)) == "variable"
+
+    flare = rng.normal(0, 1.0, n)
+    flare[[40, 41, 42]] += [15, 9, 5]
+    flare[150:160] -= 12  # an excursion of the light curve far from the flare
+    ev = event(flare, 40, 42, kind="transient")
+    assert episodes(ev) == (1, 1)
+    assert kind_from_episodes(ev) == "transient"
 
     dip = rng.normal(0, 1.0, n)
     dip[60:66] -= 10
