@@ -106,7 +106,7 @@ def real_cube(per_kind: int = 12, seed: int = 0) -> None:
         # a variable, in one cube; one flare is a transient.
         groups = ([[i] for i in range(len(truth))] if kind == "flare"
                   else [list(range(len(truth)))])
-        used = 0
+        not_injected = 0
         bins = {b: [0, 0] for b in range(3)}
         right = 0
         for group in groups:
@@ -123,11 +123,11 @@ def real_cube(per_kind: int = 12, seed: int = 0) -> None:
                     bins[b][0] += 1
                     best = max(hit, key=lambda j: events[j].peak_sigma)
                     right += events[best].kind in expected[kind]
-            used += len(events) - len(hits)
+            not_injected += len(events) - len(hits)
         cells = [f"{a}/{n}" if n else "—" for a, n in bins.values()]
         found = sum(a for a, _ in bins.values())
         print(f"{kind:8s} {cells[0]:>7s} {cells[1]:>7s} {cells[2]:>7s} {right:>7d}/{found:<3d} "
-              f"{used:>13d}")
+              f"{not_injected:>13d}")
     stack.cube = original.astype(np.float32)
 
 

@@ -43,10 +43,11 @@ if model is not None:
     start = model.threshold_value if model.threshold_mode == "sigma" else 2.0
     k = st.slider("Event threshold (σ above the mean event score)", spec.min, spec.max,
                   float(np.clip(start, spec.min, spec.max)), spec.step, key="event-threshold")
-    if len(ranked) and k >= sigma_reach(len(ranked)):
+    reach = sigma_reach(len(ranked))
+    if len(ranked) and k >= reach:
         st.caption(f"With {count(len(ranked), 'event')}, no event's score can stand {k:.2f}σ "
-                   f"above their mean (at most {sigma_reach(len(ranked)):.2f}σ): none is "
-                   "flagged; lower the threshold to flag the strongest.")
+                   f"above their mean (at most {reach:.2f}σ): none is flagged; lower the "
+                   "threshold to flag the strongest.")
     if st.button("Save event threshold", key="save-event-threshold"):
         model = r.save_event_threshold("sigma", k)
         st.toast("Event threshold saved.")
