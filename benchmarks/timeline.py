@@ -185,6 +185,9 @@ def recall(frames: int, size: int, seeds: int, first_seed: int) -> None:
         print(f"ROC AUC, injected over false events, by the app's event score (target ≥ 0.95): "
               f"{roc_auc_score(y, scores[judged]):.3f}; by significance alone: "
               f"{roc_auc_score(y, sigmas[judged]):.3f}")
+    elif (truth == 1).any():
+        print("ROC AUC, injected over false events: none to rank (no false event; every "
+              "injected event found ranks above every false one)")
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Loops over patches compiled with Numba: the sums behind the local embedder's statistics,
 the median absolute deviation of sorted rows, the star fit's stamps added into an image
-and read out of it, and detection's sums over the cells of big segments and its local
-maxima.
+and read out of it, the simulator's pixel-integrated stars, and detection's sums over the
+cells of big segments and its local maxima.
 
 The statistics (:func:`reaper_core.embedders.local.stats_features`) are moments, counts and
 flux-weighted sums of a patch's pixels; NumPy computed each as a pass of its own over
@@ -11,6 +11,8 @@ GIL, so the patch threads run side by side. Compiled once and cached on disk.
 """
 
 from __future__ import annotations
+
+import math
 
 import numba
 import numpy as np
@@ -320,6 +322,57 @@ def _add_stamps(out, ix0, iy0, values):  # pragma: no cover - compiled
                 x = ix0[i] + b
                 if x >= 0 and x < nx:
                     out[y, x] += values[i, a, b]
+
+
+def add_integrated_gaussians(shape: tuple[int, int], x: np.ndarray, y: np.ndarray,
+                             weights: np.ndarray, sigmas: np.ndarray, half: int) -> np.ndarray:
+    """Sources at 0-based positions ``x``, ``y`` (shape (n,)), each a sum of elliptical
+    Gaussians (component j: total ``weights[:, j]``, widths ``sigmas[j]`` = (σx, σy) in px;
+    ``weights`` shape (n, m), ``sigmas`` shape (m, 2)) integrated over the pixels of a
+    (2 ``half`` + 1)² box about the nearest pixel; an image of ``shape``, float64, pixels off
+    it dropped."""
+    out = np.zeros(shape, np.float64)
+    if len(x):
+        _add_integrated_gaussians(out, np.ascontiguousarray(x, np.float64),
+                                  np.ascontiguousarray(y, np.float64),
+                                  np.ascontiguousarray(weights, np.float64),
+                                  np.ascontiguousarray(sigmas, np.float64), int(half))
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _add_integrated_gaussians(out, x, y, weights, sigmas, half):  # pragma: no cover - compiled
+    n, m = weights.shape
+    ny, nx = out.shape
+    w = 2 * half + 1
+    px = np.empty((m, w))
+    py = np.empty((m, w))
+    for i in range(n):
+        ix, iy = int(np.round(x[i])), int(np.round(y[i]))
+        for j in range(m):
+            kx = 1.0 / (np.sqrt(2.0) * sigmas[j, 0])
+            ky = 1.0 / (np.sqrt(2.0) * sigmas[j, 1])
+            # The cumulative profile at the pixels' edges, each edge once.
+            ex = math.erf((ix - half - 0.5 - x[i]) * kx)
+            ey = math.erf((iy - half - 0.5 - y[i]) * ky)
+            for a in range(w):
+                nx_ = math.erf((ix - half + a + 0.5 - x[i]) * kx)
+                ny_ = math.erf((iy - half + a + 0.5 - y[i]) * ky)
+                px[j, a] = 0.5 * (nx_ - ex)
+                py[j, a] = 0.5 * (ny_ - ey)
+                ex, ey = nx_, ny_
+        for a in range(w):
+            yy = iy - half + a
+            if yy < 0 or yy >= ny:
+                continue
+            for b in range(w):
+                xx = ix - half + b
+                if xx < 0 or xx >= nx:
+                    continue
+                v = 0.0
+                for j in range(m):
+                    v += weights[i, j] * py[j, a] * px[j, b]
+                out[yy, xx] += v
 
 
 def read_stamps(img: np.ndarray, ix0: np.ndarray, iy0: np.ndarray, k: int,

@@ -134,23 +134,29 @@ def _tan_wcs(ra: float, dec: float, ny: int, nx: int, rotation_deg: float) -> WC
 
 def _render_stars(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, flux: np.ndarray,
                   fwhm: tuple[float, float], far: np.ndarray) -> np.ndarray:
-    """Stars (``flux`` in e⁻/s) as an image of shape ``shape``: each split over its four nearest
-    pixels, then blurred by a PSF that widens and elongates with ``far`` (0 at the boresight,
-    1 at the far corner of the CCD; shape ``shape``). Fast for millions of stars."""
-    from scipy import ndimage
+    """Stars (``flux`` in e⁻/s at 0-based positions ``x``, ``y``) as the detector samples them:
+    a PSF that widens and elongates with ``far`` (0 at the boresight, 1 at the far corner of
+    the CCD; shape ``shape``, read at each star) — a core Gaussian of FWHM ``fwhm[0]`` and a
+    wider one, ``fwhm[1]`` along the columns and 0.85 of it along the rows, weighted 1 − far
+    and far — integrated over each pixel; an image of shape ``shape``.
+
+    Integrated, not sampled: an undersampled star's pixels then change with its sub-pixel
+    position as a real one's do. (Split over its four nearest pixels and blurred, as until
+    stop 42, a star's shape changed with its phase as no detector's does, and a frame shifted
+    by a cubic spline missed the star at its new phase by 2.5 % of its peak for a 0.05 px
+    shift, against 0.3 % integrated: ten times the residual real frames leave.)
+    """
+    from .patch_kernels import add_integrated_gaussians
 
     ny, nx = shape
-    ix, iy = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
-    fx, fy = x - ix, y - iy
-    img = np.zeros(ny * nx)
-    for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)),
-                      (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-        jx, jy = np.clip(ix + dx, 0, nx - 1), np.clip(iy + dy, 0, ny - 1)
-        img += np.bincount(jy * nx + jx, flux * w, ny * nx)
-    img = img.reshape(ny, nx)
     s_in, s_out = fwhm[0] / 2.3548, fwhm[1] / 2.3548
-    return ((1 - far) * ndimage.gaussian_filter(img, s_in)
-            + far * ndimage.gaussian_filter(img, (s_out, 0.85 * s_out)))
+    order = np.argsort(np.asarray(y), kind="stable")  # row by row: the image stays in cache
+    x, y, flux = (np.asarray(a, float)[order] for a in (x, y, flux))
+    f = far[np.clip(np.round(y).astype(np.int64), 0, ny - 1),
+            np.clip(np.round(x).astype(np.int64), 0, nx - 1)].astype(float)
+    weights = np.column_stack([(1 - f) * flux, f * flux])
+    sigmas = np.array([[s_in, s_in], [0.85 * s_out, s_out]])
+    return add_integrated_gaussians(shape, x, y, weights, sigmas, int(np.ceil(4 * s_out)))
 
 
 def _from_corner(xx: np.ndarray, yy: np.ndarray, corner: int) -> tuple[np.ndarray, np.ndarray]:

@@ -173,7 +173,7 @@ def test_simulator_matches_the_real_frame_within_30_percent():
     real = frame_statistics(img.data[img.valid])
     ny, nx = img.data[img.valid].shape
     sims = [frame_statistics(simulate_ffi(size=256, seed=s, n_saturated=0).image[:ny, :nx])
-            for s in range(5)]
+            for s in range(8)]  # as benchmarks/realism.py: the brightest pixel is a maximum
     for key in ("peaks_5", "peaks_10", "peaks_50", "sky_median", "sky_sigma", "psf_fwhm",
                 "brightest"):
         sim = float(np.median([d[key] for d in sims]))

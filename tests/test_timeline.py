@@ -164,6 +164,42 @@ def test_constant_stars_leave_few_residuals_above_5_sigma():
     assert len(search_stack(stack).events) <= 1
 
 
+def test_simulated_stars_are_integrated_over_their_pixels():
+    """The simulator's stars are its PSF integrated over each pixel (checked against a 20×
+    supersampled PSF): their shape follows their sub-pixel position as a real star's does, so
+    a frame shifted by the cubic spline of the alignment meets the star rendered at its new
+    place to well under 1 % of its peak (the stars split over four pixels and blurred, as
+    until stop 42, missed it by 2.5 % for a 0.05 px shift, 14 % for 0.3 px)."""
+    from reaper_core.difference import align
+    from reaper_core.simulate import PSF_FWHM, _render_stars
+
+    n, far = 24, np.full((24, 24), 0.4, np.float32)
+
+    def star(x: float, y: float) -> np.ndarray:
+        return _render_stars((n, n), np.array([x]), np.array([y]), np.array([1000.0]),
+                             PSF_FWHM, far)
+
+    # Against the PSF sampled 20 × finer and summed over each pixel.
+    sub = (np.arange(n * 20) + 0.5) / 20 - 0.5
+    s_in, s_out = PSF_FWHM[0] / 2.3548, PSF_FWHM[1] / 2.3548
+    dx, dy = sub[None, :] - 11.3, sub[:, None] - 12.6
+
+    def gauss(sx: float, sy: float) -> np.ndarray:
+        return np.exp(-0.5 * ((dx / sx) ** 2 + (dy / sy) ** 2)) / (2 * np.pi * sx * sy * 400)
+
+    fine = 1000.0 * (0.6 * gauss(s_in, s_in) + 0.4 * gauss(0.85 * s_out, s_out))
+    expected = fine.reshape(n, 20, n, 20).sum(axis=(1, 3))
+    got = star(11.3, 12.6)
+    assert np.abs(got - expected).max() < 2e-3 * got.max()
+    assert got.sum() == pytest.approx(1000.0, rel=2e-3)
+    for x0 in (12.0, 12.25, 12.5):
+        for d in (0.05, 0.3):
+            moved = align(star(x0 - d, 12.0).astype(np.float32), (0.0, d))
+            at_new_phase = star(x0, 12.0)
+            assert np.abs(moved - at_new_phase).max() < (0.006 if d < 0.1 else 0.03) * \
+                at_new_phase.max()
+
+
 @pytest.mark.skipif(not CUBE.exists(), reason="../shared/data/ is not beside the checkout")
 def test_the_fast_shift_and_matched_filter_equal_scipy_s():
     """The alignment's spline shift and the matched filter, written as separable 1-D passes
@@ -304,7 +340,7 @@ def test_a_long_transient_s_tail_is_no_baseline():
 def test_a_frame_s_noise_at_stars_does_not_drown_a_streak_on_the_sky():
     """A frame's noise factor is read at the candidates, mostly stars' residuals, which a
     pointing state raises; an event on the sky is measured against its own light curve alone
-    (``at_star``). Seed 11's two single-frame streaks (9.3σ and 8.7σ, 120 frames of 128² px,
+    (``at_star``). Seed 11's two single-frame streaks (9.6σ and 8.8σ, 120 frames of 128² px,
     a momentum dump every 40, two faint glints): the fainter streak, in such a frame, was
     lost; now both are found and no false event."""
     from scipy import ndimage
@@ -322,7 +358,7 @@ def test_a_frame_s_noise_at_stars_does_not_drown_a_streak_on_the_sky():
                          dump_every=40)
     found = search_stack(as_stack(sim))
     streaks = [t for t in sim.events if t.kind == "satellite"]
-    assert [round(t.peak_sigma, 1) for t in streaks] == [9.3, 8.7]
+    assert [round(t.peak_sigma, 1) for t in streaks] == [9.6, 8.8]
     for t in streaks:
         assert any(_matches(t, e) for e in found.events)
     glints = [t for t in sim.events if t.kind == "glint"]  # 2.6σ and 5.8σ: not found
@@ -347,7 +383,8 @@ def test_a_faint_flash_that_fades_is_a_flare_and_one_that_does_not_is_noise():
     """One detection under the single-frame threshold (6.5σ) is kept when the next frame's
     matched-filter S/N at its place is still ≥ 2σ — a flare fading below the detection
     threshold — as a transient; the same flash without that (a glint that faint, a chance
-    excursion of noise) is not, nor is a flash above the threshold changed."""
+    excursion of noise) is not. Above the threshold a flash is kept either way, a transient
+    when it fades so, else a single_frame."""
     from reaper_core.events import make_events
 
     def flash(sigma: float, next_sigma: float | None) -> dict[str, np.ndarray]:
@@ -366,6 +403,8 @@ def test_a_faint_flash_that_fades_is_a_flare_and_one_that_does_not_is_noise():
     assert make_events(flash(4.8, 3.0), times) == []  # under the least an event needs
     bright, = make_events(flash(7.0, 0.0), times)
     assert bright.kind == "single_frame"
+    bright_fading, = make_events(flash(7.0, 2.4), times)
+    assert bright_fading.kind == "transient" and bright_fading.n_detections == 1
 
 
 def test_a_clean_faint_flash_is_kept_and_a_ragged_one_is_not():
@@ -393,19 +432,19 @@ def test_a_clean_faint_flash_is_kept_and_a_ragged_one_is_not():
     assert make_events(det, times) == []
 
 
-def test_a_faint_flare_seen_in_one_frame_is_found():
-    """A simulated flare of 8σ fading over five frames, detected in its first frame only and
-    at 5.7σ — under the single-frame threshold — is found, as a transient: the next frame
-    still shows it (missed before such flashes were kept)."""
-    from reaper_core.events import SINGLE_FRAME_SIGMA
-
+def test_a_flare_seen_in_one_frame_is_a_transient():
+    """A simulated flare fading over six frames, detected in its first frame only (seed 0's
+    8.7σ flare, 9.4σ in its frame), is found as a transient: the next frame still shows it at
+    its place (a single_frame until stop 42, when only a flash under the single-frame
+    threshold was read so)."""
     sim = simulate_stack(200, 256, seed=0, events=dict.fromkeys(EXPECTED_KIND, 3))
     flare = next(t for t in sim.events if t.kind == "flare" and t.peak_sigma < 10)
+    assert flare.f_end - flare.f_start == 5
     events = search_stack(as_stack(sim)).events
     found = [e for e in events if np.hypot(e.x - flare.x, e.y - flare.y) < 3
              and flare.f_start - 2 <= e.frame_peak <= flare.f_end]
     assert [e.kind for e in found] == ["transient"]
-    assert found[0].n_detections == 1 and found[0].peak_sigma < SINGLE_FRAME_SIGMA
+    assert found[0].n_detections == 1
 
 
 def test_events_in_a_tesscut_sized_stack_are_found():
@@ -679,18 +718,18 @@ def test_light_curve_pass_measures_pure_candidates_and_bounded_probes(kinds_sim,
 
     monkeypatch.setattr(ev_mod, "make_events", spy_make)
     monkeypatch.setattr(ev_mod, "measure", spy_measure)
-    monkeypatch.setattr(ev_mod, "MAX_NOISE_PROBES", 25)
+    monkeypatch.setattr(ev_mod, "MAX_NOISE_PROBES", 5)
     stack = as_stack(kinds_sim)
     res = search_stack(stack)
     still = [e for e in seen["measured"] if e.kind != "mover"]
     assert seen["measured"] == seen["events"]
     assert all(e.peak_purity >= ev_mod.MIN_PURITY for e in still)
-    assert len(seen["places"]) > 3 * len(still)  # the dipoles were candidates, not events
-    # Probes: one per place among all still candidates, at most 25, first and last kept.
-    assert len(seen["probes"]) == 25
+    assert len(seen["places"]) >= len(still)  # every still candidate's place, kept or not
+    # Probes: one per place among all still candidates, at most 5, first and last kept.
+    assert len(seen["probes"]) == 5
     monkeypatch.setattr(ev_mod, "MAX_NOISE_PROBES", 10**9)
     every = ev_mod.noise_probes(seen["places"])
-    assert len(every) > 25 and seen["probes"][0] == every[0] and seen["probes"][-1] == every[-1]
+    assert len(every) > 5 and seen["probes"][0] == every[0] and seen["probes"][-1] == every[-1]
     # One still event's light curve against the difference summed over its aperture.
     e = next(e for e in res.events if e.kind != "mover")
     ap = ev_mod._aperture(seen["ref"].image.shape, e.x, e.y, ev_mod.APERTURE_PX)
