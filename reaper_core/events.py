@@ -16,8 +16,7 @@ Kinds (:data:`EVENT_KINDS`):
                   brightens in more than one episode;
 ``transient``     one episode of brightening over at least 2 frames at one place (the last
                   may be below detection, see below): a flare, a supernova, a nova;
-``single_frame``  seen in one frame only, and nothing left at its place in the next: a glint,
-                  a satellite streak, a cosmic ray.
+``single_frame``  seen in one frame only: a glint, a satellite streak, a cosmic ray.
 
 Detections give a first kind; once an event's light curve is measured, a place that
 brightened and was called a ``variable`` becomes a ``transient`` when its light curve shows
@@ -77,9 +76,9 @@ MIN_PURITY = 0.35
 PURITY_RADIUS = 3.0
 #: Smallest frame side (px) in which movers are looked for.
 MIN_MOVER_FIELD = 16
-#: A detection seen once is a ``transient`` when the next frame's matched-filter S/N at its
-#: place is at least this (a flare fading below the detection threshold; noise passes one time
-#: in forty), and then kept under :data:`SINGLE_FRAME_SIGMA` too.
+#: A detection seen once, under :data:`SINGLE_FRAME_SIGMA`, is kept when the next frame's
+#: matched-filter S/N at its place is at least this (a flare fading below the detection
+#: threshold; noise passes one time in forty).
 FADE_SIGMA = 2.0
 #: An event's light-curve significance must reach this fraction of the significance its
 #: detections need (aperture photometry is ~20 % less sensitive than the matched filter).
@@ -284,7 +283,7 @@ def make_events(det: dict[str, np.ndarray], times: np.ndarray, offset: tuple[int
         sig = det["sigma"][t]
         p = t[int(np.argmax(sig))]
         peak = float(sig.max())
-        if k == "single_frame" and peak >= min_sigma and \
+        if k == "single_frame" and min_sigma <= peak < single_sigma and \
                 "next_sigma" in det and det["next_sigma"][p] >= FADE_SIGMA:
             k = "transient"  # a flash still there in the next frame, below detection: a flare
         clean = (k == "single_frame" and peak >= min(CLEAN_SINGLE_SIGMA, single_sigma)

@@ -383,8 +383,8 @@ def test_a_faint_flash_that_fades_is_a_flare_and_one_that_does_not_is_noise():
     """One detection under the single-frame threshold (6.5σ) is kept when the next frame's
     matched-filter S/N at its place is still ≥ 2σ — a flare fading below the detection
     threshold — as a transient; the same flash without that (a glint that faint, a chance
-    excursion of noise) is not. Above the threshold a flash is kept either way, a transient
-    when it fades so, else a single_frame."""
+    excursion of noise) is not, nor is a flash above the threshold changed (read so, satellite
+    streaks whose next frame chanced above 2σ became transients: 3 of 35 on seeds 6–11)."""
     from reaper_core.events import make_events
 
     def flash(sigma: float, next_sigma: float | None) -> dict[str, np.ndarray]:
@@ -401,10 +401,8 @@ def test_a_faint_flash_that_fades_is_a_flare_and_one_that_does_not_is_noise():
     assert make_events(flash(5.8, 1.5), times) == []
     assert make_events(flash(5.8, None), times) == []
     assert make_events(flash(4.8, 3.0), times) == []  # under the least an event needs
-    bright, = make_events(flash(7.0, 0.0), times)
+    bright, = make_events(flash(7.0, 3.0), times)
     assert bright.kind == "single_frame"
-    bright_fading, = make_events(flash(7.0, 2.4), times)
-    assert bright_fading.kind == "transient" and bright_fading.n_detections == 1
 
 
 def test_a_clean_faint_flash_is_kept_and_a_ragged_one_is_not():
@@ -432,19 +430,19 @@ def test_a_clean_faint_flash_is_kept_and_a_ragged_one_is_not():
     assert make_events(det, times) == []
 
 
-def test_a_flare_seen_in_one_frame_is_a_transient():
-    """A simulated flare fading over six frames, detected in its first frame only (seed 0's
-    8.7σ flare, 9.4σ in its frame), is found as a transient: the next frame still shows it at
-    its place (a single_frame until stop 42, when only a flash under the single-frame
-    threshold was read so)."""
-    sim = simulate_stack(200, 256, seed=0, events=dict.fromkeys(EXPECTED_KIND, 3))
-    flare = next(t for t in sim.events if t.kind == "flare" and t.peak_sigma < 10)
-    assert flare.f_end - flare.f_start == 5
+def test_a_faint_flare_seen_in_one_frame_is_found():
+    """A simulated flare of 7.3σ fading over nine frames, detected in its first frame only and
+    at 5.9σ — under the single-frame threshold — is found, as a transient: the next frame
+    still shows it (missed before such flashes were kept)."""
+    from reaper_core.events import SINGLE_FRAME_SIGMA
+
+    sim = simulate_stack(60, 96, seed=8, events={"flare": 3}, snr=(6, 10))
+    flare = next(t for t in sim.events if t.f_start == 47)
     events = search_stack(as_stack(sim)).events
     found = [e for e in events if np.hypot(e.x - flare.x, e.y - flare.y) < 3
              and flare.f_start - 2 <= e.frame_peak <= flare.f_end]
     assert [e.kind for e in found] == ["transient"]
-    assert found[0].n_detections == 1
+    assert found[0].n_detections == 1 and found[0].peak_sigma < SINGLE_FRAME_SIGMA
 
 
 def test_events_in_a_tesscut_sized_stack_are_found():
