@@ -6,9 +6,10 @@ and simulated statistics side by side): 21 arcsec pixels with a TAN WCS; stars f
 N(<T) ∝ 10^(0.26 T), 83 per 10⁴ px brighter than Tmag 13.4 at ``density`` 1 (×4 or more near
 the Galactic plane), so that a 32-pixel patch holds several; an undersampled PSF whose width and
 elongation change across the field (FWHM 2.0 px near the boresight corner, 2.6 px and elongated
-far from it), integrated over each pixel as a detector does; zodiacal sky of ~150 e⁻/s with a weak scattered-light gradient; a 30-minute FFI's
-shot and read noise; saturated stars whose charge bleeds up and down their column; the SPOC
-layout's collateral pixels and keywords and SPOC- or TICA-style headers and file names.
+far from it), integrated over each pixel as a detector does; zodiacal sky of ~150 e⁻/s with
+a weak scattered-light gradient; a 30-minute FFI's shot and read noise; saturated stars whose
+charge bleeds up and down their column; the SPOC layout's collateral pixels and keywords and
+SPOC- or TICA-style headers and file names.
 
 :func:`inject_anomalies` adds eight kinds of anomaly at random positions and returns where each
 one is, so detection quality can be measured (``benchmarks/quality.py``).
