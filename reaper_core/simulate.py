@@ -145,7 +145,7 @@ def _render_stars(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, flux: np
     position as a real one's do. (Split over its four nearest pixels and blurred, as until
     stop 42, a star's shape changed with its phase as no detector's does, and a frame shifted
     by a cubic spline missed the star at its new phase by 2.5 % of its peak for a 0.05 px
-    shift, against 0.3 % integrated: ten times the residual real frames leave.)
+    shift, against 0.3 % integrated: ten times the residual an integrated star leaves.)
     """
     from .patch_kernels import add_integrated_gaussians
 
