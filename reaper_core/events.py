@@ -349,7 +349,7 @@ def lightcurve_sigma(ev: Event, frame_factor: np.ndarray | None = None,
         return ev.peak_sigma
     span = (ev.frame_start, ev.frame_end)
     flux, base, noise = _baseline(lc["diff_flux"], span, shifts)
-    if len(base) < 5 or not np.isfinite(noise) or noise <= 0:
+    if not _measurable(base, noise):
         return ev.peak_sigma
     # A long transient detected near its peak only (a supernova's slow tail under the
     # detection threshold): its baseline leaves out the frames about the span where the event
@@ -386,6 +386,12 @@ def _baseline(diff_flux: np.ndarray, span: tuple[int, int], shifts: np.ndarray |
     return flux, base, robust_std(base) if len(base) else np.nan
 
 
+def _measurable(base: np.ndarray, noise: float) -> bool:
+    """Whether a light curve's baseline (:func:`_baseline`: its values outside the event and
+    their robust scatter) is long enough (5 frames) and its scatter usable to measure against."""
+    return len(base) >= 5 and bool(np.isfinite(noise)) and noise > 0
+
+
 def _grown_span(z: np.ndarray, span: tuple[int, int]) -> tuple[int, int]:
     """``span`` (first and last frame) grown either way while the running median over
     :data:`GROW_MEDIAN_FRAMES` frames of ``z`` (an event's light curve in units of its
@@ -412,17 +418,17 @@ def episodes(ev: Event, shifts: np.ndarray | None = None) -> tuple[int, int]:
     (0, 0) without a usable light curve."""
     from scipy.ndimage import median_filter
 
-    from .tess import SEVERE_QUALITY
+    from .tess import good_quality
 
     lc = ev.lightcurve
     if not lc or "diff_flux" not in lc:
         return 0, 0
     flux, base, noise = _baseline(lc["diff_flux"], (ev.frame_start, ev.frame_end), shifts)
-    if len(base) < 5 or not np.isfinite(noise) or noise <= 0:
+    if not _measurable(base, noise):
         return 0, 0
     usable = np.isfinite(flux)
     if "quality" in lc:
-        usable &= (np.asarray(lc["quality"]).astype(np.int64) & SEVERE_QUALITY) == 0
+        usable &= good_quality(lc["quality"])
     z = (flux - np.median(base)) / noise
     z = median_filter(z[usable], 3, mode="nearest")
     if len(z) == 0:

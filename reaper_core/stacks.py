@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import FITSReadError, StackError
-from .tess import SEVERE_QUALITY, cadence_days, describe_quality, time_gaps
+from .tess import SEVERE_QUALITY, cadence_days, describe_quality, good_quality, time_gaps
 
 #: Fewest frames that make a stack (a reference and something to compare with it).
 MIN_FRAMES = 3
@@ -87,7 +87,7 @@ class Stack:
     @property
     def good(self) -> np.ndarray:
         """Frames fit for science (no severe quality bit), bool, shape (n,)."""
-        return (self.quality & SEVERE_QUALITY) == 0
+        return good_quality(self.quality)
 
     @property
     def cadence_days(self) -> float:

@@ -43,6 +43,12 @@ QUALITY_FLAGS = {
 SEVERE_QUALITY = 1 | 2 | 4 | 8 | 32 | 128 | 16384
 
 
+def good_quality(quality: Any) -> np.ndarray:
+    """Whether each cadence is fit for science: none of :data:`SEVERE_QUALITY`'s bits set in
+    its TESS quality flags ``quality`` (integers, shape (n,)); bool, shape (n,)."""
+    return (np.asarray(quality).astype(np.int64) & SEVERE_QUALITY) == 0
+
+
 def describe_quality(bits: int) -> list[str]:
     """Names of the quality flags set in ``bits`` (unknown bits as ``bit N``)."""
     bits = int(bits)
