@@ -24,6 +24,13 @@ one episode of brightening and no dip (:func:`kind_from_episodes`): its detectio
 come in several stretches (a long transient's tail wandering about the threshold) or beside
 dips that are no variability (the reference, a median, holding some of a long transient).
 
+Slow events too faint for any one frame (a supernova a few σ a frame for days, a flare
+fading over hours) are searched for in bins of frames as well (:data:`BIN_FRAMES`,
+:class:`BinnedSearch`): each bin's summed S/N is searched as one frame, the same place in
+consecutive bins is one candidate (a ``transient`` when it brightened, a ``variable`` when it
+dimmed), measured against its light curve's running mean over as many frames; where the
+single frames found it too, the two are one event (:func:`merge_recurrent`).
+
 Events must be significant as a whole: at least :data:`MIN_SIGMA` at their peak, and
 :data:`SINGLE_FRAME_SIGMA` for one seen once (a chance excursion of noise in one of a thousand
 frames of four million pixels is far likelier than in two consecutive ones) unless the
@@ -111,6 +118,15 @@ EPISODE_SHARE = 0.5
 #: reference partly holds (its median includes some of the frames it is up in), which leaves
 #: the place looking dimmer before and after it: those dips are no variability.
 OUTSHINE = 1.5
+#: Lengths (frames) of the bins whose differences are summed and searched as one frame: a
+#: slow event too faint for any one frame (a supernova 5σ a frame for tens of frames is some
+#: 15σ in 16 of them; a flare fading over hours) is found in its bin. Bins start at multiples
+#: of their length; frames with severe quality bits or no data are left out of them.
+BIN_FRAMES = (4, 16)
+#: A bin's S/N at a place is divided by the root mean square of the bins before it over
+#: this many px a side about it, with this many bins of unit variance as a prior.
+BIN_NOISE_BOX = 5
+BIN_PRIOR = 4
 #: Frames of difference cutouts kept per event (the strip).
 STRIP_FRAMES = 12
 #: Bytes of strips the light-curve pass cuts for its candidates at most. Most candidates of a
@@ -165,6 +181,10 @@ class Event:
     #: :func:`purity` of its peak detection, measured on that frame's difference as it was
     #: searched (None where not measured).
     peak_purity: float | None = None
+    #: Frames summed in each of its detections: 1 when found in single frames, else the
+    #: length of the bins it was found in (:data:`BIN_FRAMES`; ``peak_sigma`` is then the
+    #: bin's S/N).
+    binned: int = 1
     frames: np.ndarray = field(default_factory=lambda: np.zeros(0, int), repr=False)
     track: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)), repr=False)
     #: Light curve columns (see :func:`light_curves`).
@@ -321,6 +341,127 @@ def make_events(det: dict[str, np.ndarray], times: np.ndarray, offset: tuple[int
     return out
 
 
+class BinnedSearch:
+    """The matched-filter S/N of a stack's differences summed over bins of ``length`` frames
+    and searched as one frame (:data:`BIN_FRAMES`): give it each searched frame in order
+    (:meth:`add`), and :meth:`close` after each frame; a bin is searched once its last frame is
+    in. Holds about three frames' worth of pixels (the bin's sum, its largest single-frame
+    S/N, the bins' squares), whatever the stack's length.
+
+    Each bin's S/N at a place is judged against the bins before it there (:data:`BIN_NOISE_BOX`,
+    :data:`BIN_PRIOR`): what a frame's noise model misses is small in one frame but adds up
+    over a bin where it lasts (a star's residual in one pointing state, scattered light the
+    background left, the reference's own error; without this, one simulated stack of 96² px
+    and 160 frames gave three false events).
+
+    A bin's detection where one single frame of the bin was at least as strong (its largest
+    absolute S/N at the place ≥ the bin's) is left out: a glint, a satellite's streak, a fast
+    asteroid or a star's residual in one frame is no slow event (a slow one, S/N s a frame,
+    is s·√length in the bin). Detections keep the columns of
+    :func:`~reaper_core.difference.detect` (``frame`` the bin's middle searched frame,
+    ``flux`` NaN: a light curve measures it) and add ``purity`` (on the bin's S/N), ``first``
+    and ``last`` (the bin's searched frames).
+    """
+
+    def __init__(self, length: int, ref: Reference, offset: tuple[int, int] = (0, 0)):
+        self.length, self.ref, self.offset = length, ref, offset
+        self.total: np.ndarray | None = None
+        self.largest: np.ndarray | None = None  # largest |S/N| of one frame, float16
+        self.squares: np.ndarray | None = None  # Σ S/N² of the bins searched, per pixel
+        self.searched = 0
+        self.frames: list[int] = []
+        self.found: list[dict[str, np.ndarray]] = []
+
+    def add(self, frame: int, snr: np.ndarray) -> None:
+        """Frame ``frame``'s matched-filter S/N, shape (ny, nx)."""
+        size = np.minimum(np.abs(snr), 6e4).astype(np.float16)
+        if self.total is None:
+            self.total, self.largest = snr.astype(np.float32), size
+        else:
+            self.total += snr
+            np.maximum(self.largest, size, out=self.largest)
+        self.frames.append(frame)
+
+    def close(self, frame: int, last: bool = False) -> None:
+        """Frame ``frame`` is done: search the bin if it ends there (or the stack does)."""
+        if (frame + 1) % self.length and not last:
+            return
+        total, largest, frames = self.total, self.largest, self.frames
+        self.total, self.largest, self.frames = None, None, []
+        if total is None or len(frames) < max(2, self.length // 2):
+            return
+        from scipy import ndimage
+
+        from .difference import Difference, _scale_or_one, detect, robust_std
+
+        total /= np.sqrt(len(frames))
+        sky = self.ref.faint & (total != 0)
+        total /= _scale_or_one(robust_std(total[sky], max(1, total.size // 200_000)))
+        # Judged against the bins before it here: their mean square over BIN_NOISE_BOX² px,
+        # with BIN_PRIOR bins of unit variance.
+        if self.squares is None:
+            self.squares = np.zeros(total.shape, np.float32)
+        local = ndimage.uniform_filter(self.squares, BIN_NOISE_BOX, mode="nearest")
+        scale = np.sqrt((BIN_PRIOR + local) / (BIN_PRIOR + self.searched))
+        self.squares += total * total
+        self.searched += 1
+        total /= scale
+        det = detect(Difference(diff=total, snr=total, sigma=total, shift=(0.0, 0.0)),
+                     frame=frames[len(frames) // 2])
+        iy = np.clip(np.round(det["y"]).astype(int), 0, total.shape[0] - 1)
+        ix = np.clip(np.round(det["x"]).astype(int), 0, total.shape[1] - 1)
+        det = {k: v[largest[iy, ix] < det["sigma"]] for k, v in det.items()}
+        if len(det["x"]) == 0:
+            return
+        det["purity"] = detection_purity(total, det, self.offset)
+        det["flux"] = np.full(len(det["x"]), np.nan)
+        det["first"] = np.full(len(det["x"]), frames[0])
+        det["last"] = np.full(len(det["x"]), frames[-1])
+        self.found.append(det)
+
+    def detections(self) -> dict[str, np.ndarray]:
+        """Every bin's detections so far, one table."""
+        from .difference import DETECTION_FIELDS
+
+        keys = (*DETECTION_FIELDS, "purity", "first", "last")
+        return {k: np.concatenate([d[k] for d in self.found]) if self.found else np.zeros(0)
+                for k in keys}
+
+
+def binned_events(det: dict[str, np.ndarray], length: int, times: np.ndarray,
+                  offset: tuple[int, int] = (0, 0), *, min_sigma: float = MIN_SIGMA,
+                  single_sigma: float = SINGLE_FRAME_SIGMA,
+                  min_purity: float | None = None) -> list[Event]:
+    """Candidate events from the detections of bins of ``length`` frames
+    (:meth:`BinnedSearch.detections`): the same place in consecutive bins is one, a
+    ``transient`` when it brightened, else a ``variable``; kept when its peak bin reaches
+    ``min_sigma`` (``single_sigma`` when seen in one bin only, as a single frame) and its
+    purity there ``min_purity``. Stable order (peak, then place)."""
+    x0, y0 = offset
+    by_bin = dict(det, frame=det["first"] // length)
+    out = []
+    for t in link(by_bin, radius=1.5, max_gap=1, max_rate=0.0):
+        p = t[int(np.argmax(det["sigma"][t]))]
+        need = single_sigma if len(t) == 1 else min_sigma
+        if det["sigma"][p] < need or (min_purity is not None
+                                           and det["purity"][p] < min_purity):
+            continue
+        first, last, peak = int(det["first"][t].min()), int(det["last"][t].max()), \
+            int(det["frame"][p])
+        out.append(Event(
+            kind="transient" if det["sign"][p] > 0 else "variable",
+            x=float(det["x"][p]) + x0, y=float(det["y"][p]) + y0,
+            frame_start=first, frame_peak=peak, frame_end=last, t_start=float(times[first]),
+            t_peak=float(times[peak]), t_end=float(times[last]),
+            peak_sigma=float(det["sigma"][p]), sign=int(det["sign"][p]), n_detections=len(t),
+            flux=float("nan"), area=float(det["area"][p]),
+            elongation=float(det["elongation"][p]), peak_purity=float(det["purity"][p]),
+            binned=length, frames=np.arange(first, last + 1),
+            track=np.column_stack([det["frame"][t], det["x"][t] + x0, det["y"][t] + y0])))
+    out.sort(key=lambda e: (e.t_peak, e.y, e.x))
+    return out
+
+
 def significance(peak_sigma: Any, lc_sigma: Any) -> np.ndarray:
     """Events' significance, shape of the inputs: the weaker of the detection S/N at the peak
     (``peak_sigma``) and the significance in the event's own light curve (``lc_sigma``, NaN or
@@ -364,11 +505,39 @@ def lightcurve_sigma(ev: Event, frame_factor: np.ndarray | None = None,
         if len(wider[1]) < MIN_DECORRELATION_FRAMES or not np.isfinite(wider[2]) or wider[2] <= 0:
             break
         span, (flux, base, noise) = grown, wider
+    factor = 1.0 if frame_factor is None else float(frame_factor[ev.frame_peak])
+    if ev.binned > 1:
+        # Found in bins: measured as it was found, in its light curve's running mean over
+        # as many frames, against that running mean's own scatter outside the event (the
+        # noise of a light curve is not white: a star's residual wanders).
+        from .difference import robust_std
+
+        flux = running_mean(flux, ev.binned)
+        f = np.arange(len(flux))
+        pad = SPAN_MARGIN_FRAMES + ev.binned // 2
+        base = flux[((f < span[0] - pad) | (f > span[1] + pad)) & np.isfinite(flux)]
+        noise = robust_std(base) if len(base) else np.nan
+        if not _measurable(base, noise):
+            return ev.peak_sigma
+        if frame_factor is not None:
+            near = slice(max(ev.frame_peak - ev.binned // 2, 0), ev.frame_peak + ev.binned // 2 + 1)
+            factor = float(np.mean(frame_factor[near]))
     inside = flux[ev.frame_start:ev.frame_end + 1]
     if not np.isfinite(inside).any():
         return ev.peak_sigma
-    factor = 1.0 if frame_factor is None else float(frame_factor[ev.frame_peak])
     return float(np.nanmax(ev.sign * (inside - np.median(base))) / noise / factor)
+
+
+def running_mean(values: np.ndarray, n: int) -> np.ndarray:
+    """Centred running mean of ``values`` (shape (m,)) over ``n`` frames, its missing (NaN)
+    values left out; NaN where fewer than half of a window's values are finite."""
+    from scipy.ndimage import uniform_filter1d
+
+    ok = np.isfinite(values)
+    total = uniform_filter1d(np.where(ok, values, 0.0).astype(float), n, mode="constant")
+    share = uniform_filter1d(ok.astype(float), n, mode="constant")
+    with np.errstate(all="ignore"):
+        return np.where(share >= 0.5, total / share, np.nan)
 
 
 def _baseline(diff_flux: np.ndarray, span: tuple[int, int], shifts: np.ndarray | None
@@ -615,12 +784,14 @@ def merge_recurrent(events: list[Event], radius: float = 1.5) -> list[Event]:
         groups.setdefault(root(i), []).append(e)
     out = [e for e in events if e.kind == "mover"]
     for members in groups.values():
-        best = max(members, key=lambda e: (e.peak_sigma, -e.frame_peak))
+        # Found in single frames and in bins: the single frames' view stands for it.
+        best = max(members, key=lambda e: (e.binned == 1, e.peak_sigma, -e.frame_peak))
         if len(members) > 1:
             ups = [e.peak_sigma for e in members if e.sign > 0]
             downs = [e.peak_sigma for e in members if e.sign < 0]
             long_transient = ups and max(ups) > OUTSHINE * max(downs, default=0.0)
-            if long_transient and not downs and len(ups) > 1:
+            if long_transient and not downs and _separate_spans(
+                    [e for e in members if e.sign > 0]) > 1:
                 long_transient = False  # brightens more than once: variable
             best.kind = "transient" if long_transient else "variable"
             best.frame_start = min(e.frame_start for e in members)
@@ -632,6 +803,28 @@ def merge_recurrent(events: list[Event], radius: float = 1.5) -> list[Event]:
         out.append(best)
     out.sort(key=lambda e: (e.t_peak, e.y, e.x))
     return out
+
+
+def _on_track(ev: Event, mover: Event, reach: float = 3.0) -> bool:
+    """Whether ``ev`` lies within ``reach`` px of ``mover``'s track (from its first place to
+    its last, at any time: a bin's view of an asteroid crossing it, or the faint dimming its
+    passage leaves in the reference's patterns before and after)."""
+    a = np.array([mover.x_start, mover.y_start], float)
+    b = np.array([mover.x_end, mover.y_end], float)
+    p = np.array([ev.x, ev.y])
+    t = float(np.clip(np.dot(p - a, b - a) / max(float(np.dot(b - a, b - a)), 1e-12), 0, 1))
+    return bool(np.hypot(*(a + t * (b - a) - p)) <= reach)
+
+
+def _separate_spans(events: list[Event]) -> int:
+    """How many separate stretches of frames the spans of ``events`` cover (overlapping
+    spans, as an event found in single frames and in bins at once, are one)."""
+    count, end = 0, -1
+    for e in sorted(events, key=lambda e: e.frame_start):
+        if e.frame_start > end:
+            count += 1
+        end = max(end, e.frame_end)
+    return count
 
 
 @dataclass
@@ -646,8 +839,9 @@ class StackSearch:
 
 def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
                  n_sample: int = 25) -> StackSearch:
-    """Difference every frame of ``stack`` against its reference, detect, link, classify, then
-    measure each event's light curve and cutouts (a second pass over the frames).
+    """Difference every frame of ``stack`` against its reference, detect (in each frame and in
+    bins of frames, :class:`BinnedSearch`), link, classify, then measure each event's light
+    curve and cutouts (a second pass over the frames).
 
     Frames with severe quality bits are differenced for light curves but not searched.
     """
@@ -671,12 +865,17 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
     # Frames differenced on every core, taken in order (their shifts measured, a cadence held
     # as NaN none: nothing to search); detection (photutils, which needs a warnings filter) in
     # this thread.
+    binners = [BinnedSearch(b, ref, stack.offset) for b in BIN_FRAMES if b < n]
     for i, d in enumerate(_differences(stack, ref, range(n), matched=True)):
         empty[i] = d is None
         found = None
         if d is not None and good[i]:
             found = detect(d, frame=i)
             found["purity"] = detection_purity(d.diff, found, stack.offset)
+            for b in binners:
+                b.add(i, d.snr)
+        for b in binners:
+            b.close(i, last=i == n - 1)
         if pending is not None:
             keep(pending, None if d is None else d.snr)
         pending = found
@@ -693,6 +892,11 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
     events = make_events(det, stack.times, stack.offset,
                          movers=min(ref.image.shape) >= MIN_MOVER_FIELD,
                          min_purity=MIN_PURITY, places=places)
+    movers = [e for e in events if e.kind == "mover"]
+    events = events + [e for b in binners
+                       for e in binned_events(b.detections(), b.length, stack.times,
+                                              stack.offset, min_purity=MIN_PURITY)
+                       if not any(_on_track(e, m) for m in movers)]
     probes = noise_probes(places, n)
     progress("link", 1.0, f"{len(events)} candidates of one sign at their peak, of "
                           f"{len(places) + sum(e.kind == 'mover' for e in events)}, from "
@@ -719,7 +923,11 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
         for e in batch:
             e.lc_sigma = lightcurve_sigma(e, factor if at_star(e, ref, stack.offset) else None,
                                           shifts)
-            if e.lc_sigma >= _lc_threshold(e) and purity(e) >= MIN_PURITY:
+            # (An event found in bins only is too faint for its cutout at one frame to
+            # tell: its purity is its bin's, already required.)
+            if e.lc_sigma >= _lc_threshold(e) and (e.binned > 1 or purity(e) >= MIN_PURITY):
+                if e.binned > 1:
+                    _peak_from_lightcurve(e, stack.times, shifts)
                 # Its own light curve, float64 (the batch's shared rows are freed).
                 e.lightcurve = {k: v.astype(float) if v.dtype == np.float32 else v
                                 for k, v in e.lightcurve.items()}
@@ -780,6 +988,18 @@ def _lc_threshold(ev: Event) -> float:
     need, and of :data:`SINGLE_FRAME_SIGMA` for one detected once (a faint flash that fades
     included)."""
     return LC_FRACTION * (SINGLE_FRAME_SIGMA if ev.n_detections == 1 else MIN_SIGMA)
+
+
+def _peak_from_lightcurve(ev: Event, times: np.ndarray, shifts: np.ndarray | None) -> None:
+    """An event found in bins: its peak moved to where its light curve's running mean over a
+    bin peaks within its span, and its ``flux`` read there (e⁻/s, signed)."""
+    flux = _baseline(ev.lightcurve["diff_flux"], (ev.frame_start, ev.frame_end), shifts)[0]
+    smooth = running_mean(flux, ev.binned)[ev.frame_start:ev.frame_end + 1]
+    if not np.isfinite(smooth).any():
+        return
+    ev.frame_peak = ev.frame_start + int(np.nanargmax(ev.sign * smooth))
+    ev.t_peak = float(times[ev.frame_peak])
+    ev.flux = float(smooth[ev.frame_peak - ev.frame_start])
 
 
 def _aperture(shape: tuple[int, int], x: float, y: float, r: float) -> np.ndarray:

@@ -445,6 +445,94 @@ def test_a_faint_flare_seen_in_one_frame_is_found():
     assert found[0].n_detections == 1 and found[0].peak_sigma < SINGLE_FRAME_SIGMA
 
 
+def test_a_bin_finds_a_slow_event_and_leaves_a_one_frame_flash_to_the_frames():
+    """Bins of frames searched as one (:class:`BinnedSearch`): a faint source up in every
+    frame of a bin (3σ a frame, under detection) is found at about 3·√16 = 12σ; a flash
+    stronger in one frame than the bin (a glint) is left to that frame's own search; a bin
+    short of half its frames is not searched."""
+    from types import SimpleNamespace
+
+    from reaper_core.difference import matched_filter
+    from reaper_core.events import BinnedSearch
+
+    ny = nx = 96
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    def blob(x, y):  # a PSF of unit L2 norm: its matched-filter S/N is its amplitude
+        b = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 0.85**2))
+        return b / np.sqrt((b**2).sum())
+
+    ref = SimpleNamespace(faint=np.ones((ny, nx), bool))
+    rng = np.random.default_rng(2)
+    slow, flash = BinnedSearch(16, ref), BinnedSearch(16, ref)
+    for i in range(16):
+        noise = rng.normal(0, 1, (ny, nx))
+        snr = matched_filter(noise + 3.0 * blob(30, 40))
+        slow.add(i, snr / snr.std())
+        snr = matched_filter(noise + (40.0 if i == 7 else 0.0) * blob(60, 50))
+        flash.add(i, snr / snr.std())
+        slow.close(i)
+        flash.close(i)
+    det = slow.detections()
+    best = int(np.argmax(det["sigma"]))
+    assert (round(det["x"][best]), round(det["y"][best])) == (30, 40)
+    assert 9 < det["sigma"][best] < 15 and det["sign"][best] == 1
+    assert (det["first"][best], det["last"][best], det["frame"][best]) == (0, 15, 8)
+    far = np.hypot(det["x"] - 30, det["y"] - 40) > 3
+    assert not (det["sigma"][far] >= 5).any()
+    det = flash.detections()
+    assert not (np.hypot(det["x"] - 60, det["y"] - 50) < 3).any()
+    # A place that is up in every frame (a residual the noise model misses) is judged
+    # against the bins before it there: found in the first bins only.
+    steady = BinnedSearch(4, ref)
+    for i in range(48):
+        steady.add(i, matched_filter(rng.normal(0, 1, (ny, nx)) + 3.0 * blob(50, 20)))
+        steady.close(i)
+    det = steady.detections()
+    at = np.hypot(det["x"] - 50, det["y"] - 20) < 2
+    assert 0 in det["first"][at] and det["first"][at].max() < 16
+    short = BinnedSearch(16, ref)
+    for i in range(7):
+        short.add(i, matched_filter(10 * blob(30, 40)))
+    short.close(6, last=True)
+    assert len(short.detections()["x"]) == 0
+
+
+def test_a_slow_transient_too_faint_for_any_one_frame_is_found_in_bins(monkeypatch):
+    """A simulated supernova of 5.3σ at its peak frame, up for 68 of 160 frames (the
+    reference, a median, holds part of it): the single frames alone find nothing, the bins
+    of frames find it, as a transient whose peak lies in its span, and nothing else."""
+    import reaper_core.events as events_module
+
+    sim = simulate_stack(160, 96, seed=1, events={"supernova": 1}, snr=(6, 6))
+    sn, = sim.events
+    events = search_stack(as_stack(sim)).events
+    assert [(e.kind, e.binned > 1) for e in events] == [("transient", True)]
+    ev, = events
+    assert np.hypot(ev.x - sn.x, ev.y - sn.y) < 2
+    assert sn.f_start <= ev.frame_peak <= sn.f_end and ev.peak_sigma >= MIN_SIGMA
+    assert ev.flux > 0 and ev.frame_start <= sn.f_peak <= ev.frame_end
+    monkeypatch.setattr(events_module, "BIN_FRAMES", ())
+    assert search_stack(as_stack(sim)).events == []
+
+
+def test_an_event_found_in_frames_and_in_bins_at_once_is_one_transient():
+    """An event found in single frames and, over the same frames, in a bin is one episode:
+    merged, it stays a transient (not a variable brightening twice) and shows its
+    single frames' view; two brightenings far apart in time are still a variable."""
+    from reaper_core.events import merge_recurrent
+
+    def ev(start, end, sigma, binned):
+        return Event("transient", 20.0, 30.0, start, (start + end) // 2, end, start, start,
+                     end, sigma, 1, 3, 10.0, 5, 1.0, binned=binned,
+                     frames=np.arange(start, end + 1))
+
+    merged, = merge_recurrent([ev(40, 44, 7.0, 1), ev(32, 47, 12.0, 16)])
+    assert merged.kind == "transient" and merged.binned == 1 and merged.peak_sigma == 7.0
+    assert (merged.frame_start, merged.frame_end) == (32, 47)
+    twice, = merge_recurrent([ev(40, 44, 7.0, 1), ev(96, 111, 12.0, 16)])
+    assert twice.kind == "variable"
+
+
 def test_events_in_a_tesscut_sized_stack_are_found():
     """A 40 × 40 px stack (a TESScut cube of ordinary size) gets the systematics fit and noise
     model of a full frame, and a plane for its scattered light: 21 of 24 clear events found
@@ -719,9 +807,12 @@ def test_light_curve_pass_measures_pure_candidates_and_bounded_probes(kinds_sim,
     monkeypatch.setattr(ev_mod, "MAX_NOISE_PROBES", 5)
     stack = as_stack(kinds_sim)
     res = search_stack(stack)
-    still = [e for e in seen["measured"] if e.kind != "mover"]
-    assert seen["measured"] == seen["events"]
-    assert all(e.peak_purity >= ev_mod.MIN_PURITY for e in still)
+    # The single frames' candidates, then those of the bins of frames.
+    n_frames = len(seen["events"])
+    assert seen["measured"][:n_frames] == seen["events"]
+    assert all(e.binned > 1 for e in seen["measured"][n_frames:])
+    still = [e for e in seen["events"] if e.kind != "mover"]
+    assert all(e.peak_purity >= ev_mod.MIN_PURITY for e in seen["measured"] if e.kind != "mover")
     assert len(seen["places"]) >= len(still)  # every still candidate's place, kept or not
     # Probes: one per place among all still candidates, at most 5, first and last kept.
     assert len(seen["probes"]) == 5
