@@ -344,13 +344,16 @@ def _basis(image: np.ndarray, residuals: np.ndarray, stars: np.ndarray | None = 
     analytic = [ref, gx, gy, ndimage.laplace(ref)]
     k = len(residuals)
     R = np.nan_to_num(residuals.reshape(k, -1), nan=0.0)
-    # An event in one sample frame is not a pattern: each pixel is clipped at 5 × what the
-    # frames share there (the residual that PATTERN_QUANTILE of them leave: a residual that a
-    # fifth of them share, a pointing state between two momentum dumps, is kept).
+    # An event in one sample frame is not a pattern: a pixel beyond 5 × what the frames
+    # share there (the residual that PATTERN_QUANTILE of them leave: a residual that a fifth
+    # of them share, a pointing state between two momentum dumps, is kept) is left out (0).
+    # Clipped to that bound instead, a satellite's streak or an asteroid's trail of hundreds
+    # of pixels stayed strong enough to be learned, and every other frame's fit of it left a
+    # faint copy of the event, negative, that bins of frames add up.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         clip = 5 * 1.4826 * np.quantile(np.abs(R), PATTERN_QUANTILE, axis=0)
-    R = np.clip(R, -clip, clip)
+    R[np.abs(R) > clip] = 0.0
     gram = (R.astype(np.float64) @ R.T.astype(np.float64))
     w, v = np.linalg.eigh(gram)
     top = np.argsort(w)[::-1][:min(n_learned, max(k - 2, 0))]

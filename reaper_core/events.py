@@ -345,8 +345,8 @@ class BinnedSearch:
     """The matched-filter S/N of a stack's differences summed over bins of ``length`` frames
     and searched as one frame (:data:`BIN_FRAMES`): give it each searched frame in order
     (:meth:`add`), and :meth:`close` after each frame; a bin is searched once its last frame is
-    in. Holds about three frames' worth of pixels (the bin's sum, its largest single-frame
-    S/N, the bins' squares), whatever the stack's length.
+    in. Holds three frames' worth of pixels (the bin's sum, its largest single-frame S/N,
+    the bins' squares), whatever the stack's length.
 
     Each bin's S/N at a place is judged against the bins before it there (:data:`BIN_NOISE_BOX`,
     :data:`BIN_PRIOR`): what a frame's noise model misses is small in one frame but adds up
@@ -366,7 +366,7 @@ class BinnedSearch:
     def __init__(self, length: int, ref: Reference, offset: tuple[int, int] = (0, 0)):
         self.length, self.ref, self.offset = length, ref, offset
         self.total: np.ndarray | None = None
-        self.largest: np.ndarray | None = None  # largest |S/N| of one frame, float16
+        self.largest: np.ndarray | None = None  # largest |S/N| of one frame
         self.squares: np.ndarray | None = None  # Σ S/N² of the bins searched, per pixel
         self.searched = 0
         self.frames: list[int] = []
@@ -374,12 +374,11 @@ class BinnedSearch:
 
     def add(self, frame: int, snr: np.ndarray) -> None:
         """Frame ``frame``'s matched-filter S/N, shape (ny, nx)."""
-        size = np.minimum(np.abs(snr), 6e4).astype(np.float16)
         if self.total is None:
-            self.total, self.largest = snr.astype(np.float32), size
+            self.total, self.largest = snr.astype(np.float32), np.abs(snr, dtype=np.float32)
         else:
             self.total += snr
-            np.maximum(self.largest, size, out=self.largest)
+            np.maximum(self.largest, np.abs(snr), out=self.largest)
         self.frames.append(frame)
 
     def close(self, frame: int, last: bool = False) -> None:
@@ -403,6 +402,7 @@ class BinnedSearch:
             self.squares = np.zeros(total.shape, np.float32)
         local = ndimage.uniform_filter(self.squares, BIN_NOISE_BOX, mode="nearest")
         scale = np.sqrt((BIN_PRIOR + local) / (BIN_PRIOR + self.searched))
+        del local
         self.squares += total * total
         self.searched += 1
         total /= scale
@@ -424,8 +424,9 @@ class BinnedSearch:
         from .difference import DETECTION_FIELDS
 
         keys = (*DETECTION_FIELDS, "purity", "first", "last")
-        return {k: np.concatenate([d[k] for d in self.found]) if self.found else np.zeros(0)
-                for k in keys}
+        if not self.found:
+            return {k: np.zeros(0) for k in keys}
+        return {k: np.concatenate([d[k] for d in self.found]) for k in keys}
 
 
 def binned_events(det: dict[str, np.ndarray], length: int, times: np.ndarray,
@@ -484,14 +485,18 @@ def lightcurve_sigma(ev: Event, frame_factor: np.ndarray | None = None,
     detections' S/N, their light curve covers only their crossing). With the frames'
     pointing (``shifts``, shape (n, 2), px), the difference flux is first decorrelated
     against it (:func:`_decorrelated`): a star's residual that follows the pointing is no
-    event."""
+    event. An event found in bins of frames (``binned``) is measured in its light curve's
+    running mean over as many frames, against that running mean's own scatter outside it,
+    and is 0 without such a baseline (a slow event is told from a drift by the frames
+    without it)."""
     lc = ev.lightcurve
     if ev.kind == "mover" or not lc:
         return ev.peak_sigma
     span = (ev.frame_start, ev.frame_end)
     flux, base, noise = _baseline(lc["diff_flux"], span, shifts)
     if not _measurable(base, noise):
-        return ev.peak_sigma
+        # (Found in bins: a slow event needs frames without it to tell it from a drift.)
+        return ev.peak_sigma if ev.binned == 1 else 0.0
     # A long transient detected near its peak only (a supernova's slow tail under the
     # detection threshold): its baseline leaves out the frames about the span where the event
     # is still up (their running median above FADE_SIGMA), found again as the baseline
@@ -518,7 +523,7 @@ def lightcurve_sigma(ev: Event, frame_factor: np.ndarray | None = None,
         base = flux[((f < span[0] - pad) | (f > span[1] + pad)) & np.isfinite(flux)]
         noise = robust_std(base) if len(base) else np.nan
         if not _measurable(base, noise):
-            return ev.peak_sigma
+            return 0.0
         if frame_factor is not None:
             near = slice(max(ev.frame_peak - ev.binned // 2, 0), ev.frame_peak + ev.binned // 2 + 1)
             factor = float(np.mean(frame_factor[near]))

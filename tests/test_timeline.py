@@ -804,7 +804,7 @@ def test_light_curve_pass_measures_pure_candidates_and_bounded_probes(kinds_sim,
 
     monkeypatch.setattr(ev_mod, "make_events", spy_make)
     monkeypatch.setattr(ev_mod, "measure", spy_measure)
-    monkeypatch.setattr(ev_mod, "MAX_NOISE_PROBES", 5)
+    monkeypatch.setattr(ev_mod, "MAX_NOISE_PROBES", 3)
     stack = as_stack(kinds_sim)
     res = search_stack(stack)
     # The single frames' candidates, then those of the bins of frames.
@@ -814,11 +814,11 @@ def test_light_curve_pass_measures_pure_candidates_and_bounded_probes(kinds_sim,
     still = [e for e in seen["events"] if e.kind != "mover"]
     assert all(e.peak_purity >= ev_mod.MIN_PURITY for e in seen["measured"] if e.kind != "mover")
     assert len(seen["places"]) >= len(still)  # every still candidate's place, kept or not
-    # Probes: one per place among all still candidates, at most 5, first and last kept.
-    assert len(seen["probes"]) == 5
+    # Probes: one per place among all still candidates, at most 3, first and last kept.
+    assert len(seen["probes"]) == 3
     monkeypatch.setattr(ev_mod, "MAX_NOISE_PROBES", 10**9)
     every = ev_mod.noise_probes(seen["places"])
-    assert len(every) > 5 and seen["probes"][0] == every[0] and seen["probes"][-1] == every[-1]
+    assert len(every) > 3 and seen["probes"][0] == every[0] and seen["probes"][-1] == every[-1]
     # One still event's light curve against the difference summed over its aperture.
     e = next(e for e in res.events if e.kind != "mover")
     ap = ev_mod._aperture(seen["ref"].image.shape, e.x, e.y, ev_mod.APERTURE_PX)
