@@ -512,16 +512,7 @@ def lightcurve_sigma(ev: Event, frame_factor: np.ndarray | None = None,
         span, (flux, base, noise) = grown, wider
     factor = 1.0 if frame_factor is None else float(frame_factor[ev.frame_peak])
     if ev.binned > 1:
-        # Found in bins: measured as it was found, in its light curve's running mean over
-        # as many frames, against that running mean's own scatter outside the event (the
-        # noise of a light curve is not white: a star's residual wanders).
-        from .difference import robust_std
-
-        flux = running_mean(flux, ev.binned)
-        f = np.arange(len(flux))
-        pad = SPAN_MARGIN_FRAMES + ev.binned // 2
-        base = flux[((f < span[0] - pad) | (f > span[1] + pad)) & np.isfinite(flux)]
-        noise = robust_std(base) if len(base) else np.nan
+        flux, base, noise = _binned_curve(flux, ev.binned, span)
         if not _measurable(base, noise):
             return 0.0
         if frame_factor is not None:
@@ -531,6 +522,22 @@ def lightcurve_sigma(ev: Event, frame_factor: np.ndarray | None = None,
     if not np.isfinite(inside).any():
         return ev.peak_sigma
     return float(np.nanmax(ev.sign * (inside - np.median(base))) / noise / factor)
+
+
+def _binned_curve(flux: np.ndarray, n: int, span: tuple[int, int]
+                  ) -> tuple[np.ndarray, np.ndarray, float]:
+    """An event found in bins of ``n`` frames is measured as it was found: (the running mean of
+    its light curve ``flux`` (shape (m,)) over ``n`` frames; its finite values outside ``span``
+    and the frames about it that a bin reaches; their robust scatter, e⁻/s). The running
+    mean's own scatter, not the frames' scaled by √n: a light curve's noise is not white (a
+    star's residual wanders)."""
+    from .difference import robust_std
+
+    smooth = running_mean(flux, n)
+    f = np.arange(len(smooth))
+    pad = SPAN_MARGIN_FRAMES + n // 2
+    base = smooth[((f < span[0] - pad) | (f > span[1] + pad)) & np.isfinite(smooth)]
+    return smooth, base, robust_std(base) if len(base) else np.nan
 
 
 def running_mean(values: np.ndarray, n: int) -> np.ndarray:
@@ -916,6 +923,7 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
     batches = [events[a:a + size] for a in range(0, len(events), size)]
     del events
     kept: list[Event] = []
+    regrown: list[Event] = []
     factor = np.ones(n)
     for b in range(len(batches)):
         batch, batches[b] = batches[b], []  # the batch's candidates are freed after it
@@ -931,16 +939,17 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
             # (An event found in bins only is too faint for its cutout at one frame to
             # tell: its purity is its bin's, already required.)
             if e.lc_sigma >= _lc_threshold(e) and (e.binned > 1 or purity(e) >= MIN_PURITY):
-                if e.binned > 1:
-                    _peak_from_lightcurve(e, stack.times, shifts)
+                if e.binned > 1 and _span_from_lightcurve(e, stack.times, shifts) \
+                        and strips_now:
+                    regrown.append(e)  # its strip, cut for the bins it was found in, again
                 # Its own light curve, float64 (the batch's shared rows are freed).
                 e.lightcurve = {k: v.astype(float) if v.dtype == np.float32 else v
                                 for k, v in e.lightcurve.items()}
                 kept.append(e)
         del batch
-    if not strips_now:
-        cut_strips(stack, ref, kept, shifts, patch_size=patch_size, progress=progress,
-                   skip=empty)
+    if not strips_now or regrown:
+        cut_strips(stack, ref, kept if not strips_now else regrown, shifts,
+                   patch_size=patch_size, progress=progress, skip=empty)
     events = merge_recurrent(kept)
     for e in events:
         e.kind = kind_from_episodes(e, shifts)
@@ -995,16 +1004,28 @@ def _lc_threshold(ev: Event) -> float:
     return LC_FRACTION * (SINGLE_FRAME_SIGMA if ev.n_detections == 1 else MIN_SIGMA)
 
 
-def _peak_from_lightcurve(ev: Event, times: np.ndarray, shifts: np.ndarray | None) -> None:
-    """An event found in bins: its peak moved to where its light curve's running mean over a
-    bin peaks within its span, and its ``flux`` read there (e⁻/s, signed)."""
-    flux = _baseline(ev.lightcurve["diff_flux"], (ev.frame_start, ev.frame_end), shifts)[0]
-    smooth = running_mean(flux, ev.binned)[ev.frame_start:ev.frame_end + 1]
-    if not np.isfinite(smooth).any():
-        return
-    ev.frame_peak = ev.frame_start + int(np.nanargmax(ev.sign * smooth))
-    ev.t_peak = float(times[ev.frame_peak])
-    ev.flux = float(smooth[ev.frame_peak - ev.frame_start])
+def _span_from_lightcurve(ev: Event, times: np.ndarray, shifts: np.ndarray | None) -> bool:
+    """An event found in bins, its light curve measured: its span grown either way while its
+    running mean over a bin stays :data:`FADE_SIGMA` up (:func:`_grown_span`; the bins it was
+    found in hold only the part of it that rose above their threshold), its peak moved to
+    where that running mean peaks within it, and its ``flux`` read there (e⁻/s, signed).
+    Returns whether its span or peak moved."""
+    span = (ev.frame_start, ev.frame_end)
+    flux = _baseline(ev.lightcurve["diff_flux"], span, shifts)[0]
+    smooth, base, noise = _binned_curve(flux, ev.binned, span)
+    if not _measurable(base, noise):
+        return False
+    a, b = _grown_span(ev.sign * (smooth - np.median(base)) / noise, span)
+    inside = smooth[a:b + 1]
+    if not np.isfinite(inside).any():
+        return False
+    peak = a + int(np.nanargmax(ev.sign * inside))
+    moved = (a, b, peak) != (ev.frame_start, ev.frame_end, ev.frame_peak)
+    ev.frame_start, ev.frame_end, ev.frame_peak = a, b, peak
+    ev.t_start, ev.t_end, ev.t_peak = float(times[a]), float(times[b]), float(times[peak])
+    ev.frames = np.arange(a, b + 1)
+    ev.flux = float(smooth[peak])
+    return moved
 
 
 def _aperture(shape: tuple[int, int], x: float, y: float, r: float) -> np.ndarray:

@@ -63,7 +63,7 @@ def format_for(path: str | Path, fmt: str | None = None) -> str:
 
 #: Export columns that hold text, and those that hold whole numbers (cutouts' and events').
 _TEXT = ("file", "label", "note", "stack", "kind")
-_WHOLE = {"cutout_id", "id", "n_detections", "sign", *store.WHOLE_COLUMNS}
+_WHOLE = {"cutout_id", "id", "n_detections", "binned", "sign", *store.WHOLE_COLUMNS}
 
 
 def _column(name: str, values) -> np.ndarray:

@@ -209,6 +209,8 @@ class TimeEvent(SQLModel, table=True):
     lc_sigma: float | None = None
     sign: int = 1
     n_detections: int = 1
+    #: Frames summed in each detection: 1, or the length of the bins it was found in.
+    binned: int = 1
     ra: float | None = None
     dec: float | None = None
     score: float | None = None
@@ -291,6 +293,7 @@ def _create_tables(engine: Engine, attempts: int = 5) -> None:
 _ADDED_COLUMNS = [
     ("cutout", "segment", "INTEGER", None), ("fits_file", "hdu", "INTEGER", None),
     ("fits_file", "quality", "INTEGER", None), ("time_event", "lc_sigma", "REAL", None),
+    ("time_event", "binned", "INTEGER", "UPDATE time_event SET binned = 1"),
     # The files stored before get their runs of cutout ids, in one scan.
     ("fits_file", "first_cutout_id", "INTEGER",
      "UPDATE fits_file SET first_cutout_id = r.lo FROM (SELECT file_id, min(id) AS lo, "

@@ -39,7 +39,7 @@ LIGHTCURVE_COLUMNS = ("time", "diff_flux", "diff_flux_err", "flux", "quality")
 EVENT_COLUMNS = (
     "id", "stack", "kind", "x", "y", "t_start", "t_peak", "t_end", "peak_sigma", "ra", "dec",
     "score", "is_anomaly", "label", "x_start", "y_start", "x_end", "y_end", "rate",
-    "n_detections", "sign", "lc_sigma",
+    "n_detections", "binned", "sign", "lc_sigma",
 )
 
 
@@ -93,7 +93,8 @@ def search_and_store(engine: Engine, stack: Stack, key: str, settings: Settings,
                 y_end=e.y_end, rate=e.rate, t_start=e.t_start, t_peak=e.t_peak, t_end=e.t_end,
                 frame_peak=e.frame_peak, peak_sigma=e.peak_sigma, lc_sigma=e.lc_sigma,
                 sign=e.sign,
-                n_detections=e.n_detections, ra=ra, dec=dec, patch_size=settings.patch_size,
+                n_detections=e.n_detections, binned=e.binned, ra=ra, dec=dec,
+                patch_size=settings.patch_size,
                 strip=np.ascontiguousarray(e.strip, np.float32).tobytes(),
                 strip_frames_json=json.dumps([int(v) for v in e.strip_frames]),
                 track_json=json.dumps(np.round(e.track, 3).tolist()),

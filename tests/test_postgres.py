@@ -123,11 +123,13 @@ def test_pipeline_round_trip_on_postgres(pg_url, spoc_file, hdf_file, tmp_path, 
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE cutout DROP COLUMN segment"))
         conn.execute(text("ALTER TABLE time_event DROP COLUMN lc_sigma"))
+        conn.execute(text("ALTER TABLE time_event DROP COLUMN binned"))
     engine.dispose()
     engine = store.make_engine(pg_url)
     df = exported(engine)
     assert len(df) == cutouts and df.segment.isna().all()
-    assert "lc_sigma" in {c["name"] for c in inspect(engine).get_columns("time_event")}
+    assert {"lc_sigma", "binned"} <= {
+        c["name"] for c in inspect(engine).get_columns("time_event")}
     engine.dispose()
 
 

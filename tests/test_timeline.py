@@ -19,6 +19,7 @@ from reaper_core.config import Settings
 from reaper_core.difference import build_reference, detect, difference
 from reaper_core.errors import StackError
 from reaper_core.events import (
+    BIN_FRAMES,
     LC_FRACTION,
     MIN_SIGMA,
     SINGLE_FRAME_SIGMA,
@@ -500,7 +501,8 @@ def test_a_bin_finds_a_slow_event_and_leaves_a_one_frame_flash_to_the_frames():
 def test_a_slow_transient_too_faint_for_any_one_frame_is_found_in_bins(monkeypatch):
     """A simulated supernova of 5.3σ at its peak frame, up for 68 of 160 frames (the
     reference, a median, holds part of it): the single frames alone find nothing, the bins
-    of frames find it, as a transient whose peak lies in its span, and nothing else."""
+    of frames find it, as a transient whose span (where its light curve stays up) holds its
+    true peak, and nothing else."""
     import reaper_core.events as events_module
 
     sim = simulate_stack(160, 96, seed=1, events={"supernova": 1}, snr=(6, 6))
@@ -511,6 +513,10 @@ def test_a_slow_transient_too_faint_for_any_one_frame_is_found_in_bins(monkeypat
     assert np.hypot(ev.x - sn.x, ev.y - sn.y) < 2
     assert sn.f_start <= ev.frame_peak <= sn.f_end and ev.peak_sigma >= MIN_SIGMA
     assert ev.flux > 0 and ev.frame_start <= sn.f_peak <= ev.frame_end
+    # Its span is where its light curve stays up, beyond the one bin it was found in, and
+    # its strip of cutouts spans that.
+    assert ev.frame_end - ev.frame_start + 1 > 16 and ev.n_detections == 1
+    assert ev.strip_frames.min() <= ev.frame_start and ev.strip_frames.max() >= ev.frame_end
     monkeypatch.setattr(events_module, "BIN_FRAMES", ())
     assert search_stack(as_stack(sim)).events == []
 
@@ -965,6 +971,8 @@ def test_events_command_lists_and_exports_the_contract(stack_db, capsys, tmp_pat
     rows = list(csv.DictReader(out_csv.open()))
     assert rows and set(CONTRACT) <= set(rows[0])
     assert {r["kind"] for r in rows} <= {"transient", "variable", "mover", "single_frame"}
+    # How many frames each detection summed: 1 in single frames, else a bin's length.
+    assert {r["binned"] for r in rows} <= {"1", *(str(b) for b in BIN_FRAMES)}
     movers = [r for r in rows if r["kind"] == "mover"]
     assert movers and all(r["x_end"] and r["y_end"] for r in movers)
     for r in rows:
@@ -1193,6 +1201,30 @@ def test_timeline_page_scrubs_and_opens_an_event(timeline, kinds_sim):
     assert not at.exception, at.exception
     assert int(at.selectbox(key="event-1").options[0].split(" ")[1]) != first
     Reaper(Settings(db_url=os.environ["ANOMALY_REAPER_DB_URL"])).label_event(first, None)
+
+
+def test_an_event_found_in_bins_says_so_on_the_page_and_in_the_export(tmp_path, monkeypatch):
+    """The faint supernova found in bins of 16 frames only: stored with its bins' length, the
+    Timeline page says its S/N is a bin's, and the export's ``binned`` column holds 16."""
+    sim = simulate_stack(160, 96, seed=1, events={"supernova": 1}, snr=(6, 6))
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    assert main(["events", *map(str, sim.write(tmp_path / "frames")), "--db-url", url]) == 0
+    assert main(["events", "--db-url", url, "-o", str(tmp_path / "events.csv")]) == 0
+    rows = list(csv.DictReader((tmp_path / "events.csv").open()))
+    assert [(r["kind"], r["binned"]) for r in rows] == [("transient", "16")]
+    monkeypatch.setenv("ANOMALY_REAPER_DB_URL", url)
+    monkeypatch.setenv("ANOMALY_REAPER_UPLOADS_DIR", str(tmp_path / "uploads"))
+    monkeypatch.setenv("ANOMALY_REAPER_LOAD_DEMO", "0")
+    st.cache_resource.clear()
+    try:
+        at = AppTest.from_file(APP, default_timeout=90)
+        at.run()
+        at.switch_page("app_pages/timeline.py").run()
+        assert not at.exception, at.exception
+        shown = [c.value.replace("\\", "") for c in at.caption]  # plain text, escaped
+        assert any("found in 1 bin of 16 frames summed (its S/N the bin's)" in c for c in shown)
+    finally:
+        st.cache_resource.clear()
 
 
 def test_timeline_page_says_when_no_event_can_reach_the_threshold(timeline):

@@ -91,7 +91,9 @@ j = ids.index(eid)
 st.caption(widgets.plain(
     f"event {eid}: {ev.kind}, peak S/N {ev.peak_sigma:.1f} at BTJD {ev.t_peak:.4f} "
     f"(x {ev.x:.1f}, y {ev.y:.1f}), from {ev.t_start:.4f} to {ev.t_end:.4f}, "
-    f"{count(ev.n_detections, 'detection')}"
+    + (f"{count(ev.n_detections, 'detection')}" if (ev.binned or 1) == 1 else
+       f"found in {count(ev.n_detections, 'bin')} of {ev.binned} frames summed (its S/N "
+       "the bin's)")
     + (f", moving {ev.rate:.2f} px/day to (x {ev.x_end:.1f}, y {ev.y_end:.1f})"
        if ev.kind == "mover" and ev.rate is not None else "")))
 strip = r.event_strip_pngs(eid)
