@@ -204,7 +204,7 @@ def event_scores(errors: np.ndarray, sigma: np.ndarray,
     """Events' ranking scores, shape (n,): their PCA reconstruction errors (shape (n,)) to the
     power :data:`STRANGENESS_POWER`, times (their significance,
     :func:`~reaper_core.events.significance`, over the least a kept event has,
-    :data:`~reaper_core.events.LC_FRACTION` × :data:`~reaper_core.events.MIN_SIGMA`) to the
+    :data:`~reaper_core.events.LEAST_SIGNIFICANCE`) to the
     power :data:`SIGNIFICANCE_POWER`, times ``damping`` (shape (n,), in [0, 1]: what labels
     of normal or artefact leave of each score,
     :meth:`~reaper_core.detector.PCAAnomalyDetector.normal_damping`; ones when None).
@@ -218,9 +218,8 @@ def event_scores(errors: np.ndarray, sigma: np.ndarray,
     among events of like significance the stranger still ranks first; the labels' damping is
     applied to the score itself, not to the error, so that a look-alike of an event called
     normal sinks as far as before (through the error, its fourth root would barely move it)."""
-    from .events import LC_FRACTION, MIN_SIGMA
+    from .events import LEAST_SIGNIFICANCE as least
 
-    least = LC_FRACTION * MIN_SIGMA
     weight = np.maximum(np.asarray(sigma, float), least) / least
     score = np.asarray(errors, float) ** STRANGENESS_POWER * weight**SIGNIFICANCE_POWER
     return score if damping is None else score * np.asarray(damping, float)

@@ -21,6 +21,7 @@ from reaper_core.errors import StackError
 from reaper_core.events import (
     BIN_FRAMES,
     LC_FRACTION,
+    LC_FRACTION_SEVERAL,
     MIN_SIGMA,
     SINGLE_FRAME_SIGMA,
     Event,
@@ -988,7 +989,8 @@ def test_events_command_lists_and_exports_the_contract(stack_db, capsys, tmp_pat
         assert len(t) == len(rows) and set(CONTRACT) <= set(t.colnames)
     # Each event's light-curve significance is stored and exported: at least what kept it.
     for r in rows:
-        least = LC_FRACTION * (SINGLE_FRAME_SIGMA if r["kind"] == "single_frame" else MIN_SIGMA)
+        least = (LC_FRACTION * SINGLE_FRAME_SIGMA if r["kind"] == "single_frame"
+                 else LC_FRACTION_SEVERAL * MIN_SIGMA)
         assert r["kind"] == "mover" or float(r["lc_sigma"]) >= least
     lc_path = tmp_path / "lc.fits"
     assert main(["events", "--db-url", url, "--lightcurve", rows[0]["id"], "-o",
