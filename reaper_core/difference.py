@@ -536,20 +536,21 @@ def difference(frame: np.ndarray, ref: Reference, shift: tuple[float, float] | N
         near = ndimage.binary_dilation(missing, iterations=NEAR_MISSING_PX)
         s[near] = 0.0
         sky &= ~near
-    step = max(1, s.size // 200_000)
-    scale = _scale_or_one(robust_std(s[sky], step))
+    scale = sky_noise(s, sky)
     snr = None
     if matched:
         s /= scale
         snr = matched_filter(s)
-        snr /= _scale_or_one(robust_std(snr[sky], step))
+        snr /= sky_noise(snr, sky)
     diff[~np.isfinite(diff)] = 0.0
     return Difference(diff=diff, snr=snr, sigma=sigma * scale, shift=shift)
 
 
-def _scale_or_one(v: float) -> float:
-    """``v`` when it is a usable noise scale (finite, > 0), else 1 (no sky pixel to measure
-    it on: a frame with no data)."""
+def sky_noise(img: np.ndarray, sky: np.ndarray) -> float:
+    """Robust σ of ``img`` (shape (ny, nx)) over its pixels where ``sky`` (bool, same shape)
+    is set — every ``img.size`` // 200,000-th of them — or 1 where that is no usable scale
+    (no sky pixel to measure it on: a frame with no data)."""
+    v = robust_std(img[sky], max(1, img.size // 200_000))
     return v if np.isfinite(v) and v > 0 else 1.0
 
 

@@ -399,11 +399,10 @@ class BinnedSearch:
             return
         from scipy import ndimage
 
-        from .difference import Difference, _scale_or_one, detect, robust_std
+        from .difference import Difference, detect, sky_noise
 
         total /= np.sqrt(len(frames))
-        sky = self.ref.faint & (total != 0)
-        total /= _scale_or_one(robust_std(total[sky], max(1, total.size // 200_000)))
+        total /= sky_noise(total, self.ref.faint & (total != 0))
         # Judged against the bins before it here: their mean square over BIN_NOISE_BOX² px,
         # with BIN_PRIOR bins of unit variance.
         if self.squares is None:
