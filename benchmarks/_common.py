@@ -21,6 +21,16 @@ def real_fits_files() -> list[Path]:
     return sorted(p for p in SHARED_DATA.rglob("*") if p.is_file() and is_fits_name(p))
 
 
+def original_design(settings):
+    """``settings`` (a :class:`~reaper_core.config.Settings`) as the original design had them,
+    the baseline of every benchmark: HOG (``hog-fine``) → scaler → PCA of 2 components → a
+    cutout flagged above mean + 2σ of the scores, residuals not normalised."""
+    from dataclasses import replace
+
+    return replace(settings, embedder="hog-fine", n_components=2, threshold_mode="sigma",
+                   threshold_value=2.0, normalize_residuals=0)
+
+
 def table(rows: list[dict], title: str) -> str:
     """A Markdown table of dict rows (same keys)."""
     if not rows:

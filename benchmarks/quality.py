@@ -34,7 +34,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import machine, real_fits_files, table
+from benchmarks._common import machine, original_design, real_fits_files, table
 from reaper_core import views
 from reaper_core.config import Settings
 from reaper_core.cutouts import cutout_origins
@@ -370,8 +370,7 @@ def main() -> None:
         "stats embedder": replace(default, embedder="stats"),
         "hog embedder": replace(default, embedder="hog"),
         "baseline: original design (HOG → scaler → PCA 2 → mean + 2σ)":
-            replace(default, embedder="hog-fine", n_components=2, threshold_mode="sigma",
-                    threshold_value=2.0, normalize_residuals=0),
+            original_design(default),
     }
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)

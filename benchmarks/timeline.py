@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import original_design
 
 from reaper_core.config import Settings
 from reaper_core.events import search_stack
@@ -198,23 +199,21 @@ def _recall_table(found: dict[str, list[tuple[float, bool, bool | None]]]) -> No
         print(f"{kind:10s} {cells[0]:>9s} {cells[1]:>9s} {cells[2]:>9s} {right:>11s}")
 
 
-def original_design(frames: int, size: int, seeds: int, first_seed: int) -> None:
+def original_design_by_frame(frames: int, size: int, seeds: int, first_seed: int) -> None:
     """The original design on the same frames, frame by frame, as the baseline: each frame's
     sources cut and embedded (HOG), one PCA of 2 components over every frame's cutouts, a
     cutout flagged above mean + 2σ of the scores. An injected event counts as found when a
     cutout of one of its frames that lies on it is flagged; every flagged cutout on no event is
     a false one."""
     import tempfile
-    from dataclasses import replace
     from types import SimpleNamespace
 
     from reaper_core.detector import PCAAnomalyDetector
     from reaper_core.embedders import get_embedder
     from reaper_core.ingest import prepare
 
-    settings = replace(Settings(db_url="sqlite://"), embedder="hog-fine", n_components=2,
-                       threshold_mode="sigma", threshold_value=2.0, normalize_residuals=0)
-    embedder = get_embedder("hog-fine", settings)
+    settings = original_design(Settings(db_url="sqlite://"))
+    embedder = get_embedder(settings.embedder, settings)
     found: dict[str, list[tuple[float, bool, bool | None]]] = {k: [] for k in EXPECTED_KIND}
     n_false = n_frames = 0
     t0 = time.perf_counter()
@@ -223,9 +222,12 @@ def original_design(frames: int, size: int, seeds: int, first_seed: int) -> None
         with tempfile.TemporaryDirectory() as d:
             preps = [prepare(p, settings, embedder) for p in sim.write(Path(d))]
         X = np.vstack([p.embeddings for p in preps])
-        flagged = PCAAnomalyDetector(n_components=2, threshold_mode="sigma",
-                                     threshold_value=2.0, normalize_residuals=False
-                                     ).fit(X).predict(X) == -1
+        # Fitted as the app fits its model (reaper_core.models) for these settings.
+        flagged = PCAAnomalyDetector(
+            n_components=settings.n_components, threshold_mode=settings.threshold_mode,
+            threshold_value=settings.threshold_value,
+            normalize_residuals=bool(settings.normalize_residuals),
+            feature_weights=[f.weight for f in embedder.features]).fit(X).predict(X) == -1
         cut = [SimpleNamespace(frame_start=i, frame_end=i, x=float(x), y=float(y))
                for i, p in enumerate(preps) for x, y in zip(p.sources.x, p.sources.y,
                                                              strict=True)]
@@ -269,7 +271,7 @@ def main() -> None:
     if args.seeds:
         recall(args.frames, args.size, args.seeds, args.first_seed)
     if args.baseline_seeds:
-        original_design(args.frames, args.size, args.baseline_seeds, args.first_seed)
+        original_design_by_frame(args.frames, args.size, args.baseline_seeds, args.first_seed)
     if args.memory_frames:
         memory_by_length([int(v) for v in args.memory_frames.split(",")], args.size)
     if args.speed_size <= 0:
