@@ -18,6 +18,12 @@ def sinks(label: str | None) -> bool:
     return label is not None and RELEVANCE.get(label) == 0
 
 
+def lifts(label: str | None) -> bool:
+    """Whether ``label`` says "show me more like this" (:data:`RELEVANCE` 1: anomaly,
+    interesting); False for no label."""
+    return label is not None and RELEVANCE.get(label) == 1
+
+
 def check_label(label: str | None) -> None:
     """Raise :class:`LabelError` with one sentence for a label that is not in :data:`LABELS`
     (``None`` means "no label" and is fine)."""

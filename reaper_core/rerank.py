@@ -30,6 +30,11 @@ from .labels import RELEVANCE, check_label
 #: Rows of the cutouts × labels distance matrix computed at once.
 CHUNK = 8192
 
+#: In the queue of what to judge next, a window's score is multiplied by 1 − this × the share
+#: of it that a window labelled interesting (or anomaly) showed already: it most likely shows
+#: the same anomaly again. Chosen by ``benchmarks/discovery.py`` (0, ½, 1; see the README).
+SEEN_PENALTY = 0.5
+
 
 def rank_fraction(scores: np.ndarray) -> np.ndarray:
     """Scores as fractions of the ranking in [0, 1] (1: the highest), shape (n,); ties share

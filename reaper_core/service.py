@@ -683,24 +683,32 @@ class Reaper:
         """The ``n`` cutouts the model most wants judged next: ``n - explore`` with the highest
         re-ranked score, then ``explore`` from the regions no label has reached yet (highest
         unsupervised score × distance from every label). One per object, and one per place:
-        none within a patch of a labelled cutout or of another in the page. ``reranked``:
-        :meth:`reranked` when already made."""
-        from .views import away_from, first_per_object, rank_order, spread
+        none within half a patch of a labelled cutout or of another in the page; and a window
+        that a window labelled interesting (or anomaly) partly showed already counts less, by
+        :data:`~reaper_core.rerank.SEEN_PENALTY` × the share they have in common (it most
+        likely shows the same thing again). ``reranked``: :meth:`reranked` when already
+        made."""
+        from .labels import lifts
+        from .rerank import SEEN_PENALTY
+        from .views import away_from, first_per_object, rank_order, spread, window_overlap
 
         r = self.reranked(model) if reranked is None else reranked
-        x, y = r["x"], r["y"]
+        x, y, f = r["x"], r["y"], r["file_id"]
         labelled = np.array([lab is not None for lab in r["label"]], bool)
         size = float(self.settings.patch_size)
-        free = ~labelled & away_from(r["file_id"], x, y, r["file_id"][labelled], x[labelled],
-                                     y[labelled], size / 2)
-        keep, _ = first_per_object(r["file_id"][free], r["segment"][free])
+        free = ~labelled & away_from(f, x, y, f[labelled], x[labelled], y[labelled], size / 2)
+        keep, _ = first_per_object(f[free], r["segment"][free])
         cand = np.flatnonzero(free)[keep]
-        best = spread(cand, r["file_id"], x, y, max(n - explore, 0), size / 2)
-        novelty = r["unsupervised"] * (1.0 - r["closeness"])
+        shown = np.array([lifts(lab) for lab in r["label"]], bool)
+        seen = 1.0 - SEEN_PENALTY * window_overlap(f[cand], x[cand], y[cand], f[shown],
+                                                   x[shown], y[shown], size)
+        cand = cand[rank_order(r["rerank"][cand] * seen, r["cutout_id"][cand])]
+        best = spread(cand, f, x, y, max(n - explore, 0), size / 2)
+        novelty = np.zeros(len(x))
+        novelty[cand] = r["unsupervised"][cand] * (1.0 - r["closeness"][cand]) * seen
         rest = cand[~np.isin(cand, best)]
         rest = rest[rank_order(novelty[rest], r["cutout_id"][rest])]
-        chosen = spread(np.concatenate([best, rest]).astype(int), r["file_id"], x, y, n,
-                        size / 2)
+        chosen = spread(np.concatenate([best, rest]).astype(int), f, x, y, n, size / 2)
         return r["cutout_id"][chosen].tolist()
 
     def similar(self, cutout_id: int, top: int = 20,

@@ -191,6 +191,30 @@ def away_from(file_id: np.ndarray, x: np.ndarray, y: np.ndarray, ref_file: np.nd
     return ~np.isfinite(d)
 
 
+def window_overlap(file_id: np.ndarray, x: np.ndarray, y: np.ndarray, ref_file: np.ndarray,
+                   ref_x: np.ndarray, ref_y: np.ndarray, size: float) -> np.ndarray:
+    """The largest share of each of n windows (``size`` × ``size`` px centred on a position;
+    arrays shape (n,)) that one of m reference windows of the same file covers (shape (m,)):
+    float in [0, 1], shape (n,); 0 where none overlaps."""
+    out = np.zeros(len(file_id))
+    if len(ref_file) == 0 or len(file_id) == 0:
+        return out
+    from scipy.spatial import cKDTree
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    span = 10.0 * (max(np.nanmax(x), np.nanmax(ref_x)) + size + 1)
+    tree = cKDTree(np.c_[x + span * np.asarray(file_id), y])
+    refs = np.c_[np.asarray(ref_x, float) + span * np.asarray(ref_file), ref_y]
+    # Windows overlap when both offsets are under a side: a ball in the maximum norm.
+    for (rx, ry), near in zip(refs, tree.query_ball_point(refs, size, p=np.inf), strict=True):
+        if near:
+            near = np.asarray(near)
+            share = ((size - np.abs(tree.data[near, 0] - rx))
+                     * (size - np.abs(tree.data[near, 1] - ry)) / size**2)
+            out[near] = np.maximum(out[near], np.clip(share, 0, 1))
+    return out
+
+
 def spread(order: np.ndarray, file_id: np.ndarray, x: np.ndarray, y: np.ndarray, n: int,
            distance: float) -> list[int]:
     """The first ``n`` indices of ``order`` keeping each at least ``distance`` px from those

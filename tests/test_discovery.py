@@ -85,6 +85,45 @@ def test_the_queue_follows_the_labels(reaper):
     reaper.label(reaper.ranking(reaper.model())["cutout_id"].tolist(), None)
 
 
+def test_the_queue_shows_a_labelled_anomaly_once(reaper):
+    """Windows that a window labelled interesting partly showed already rank lower in the
+    queue: the next page holds fewer of them than the re-ranked order alone would give."""
+    from reaper_core.views import away_from, first_per_object, spread, window_overlap
+
+    page = reaper.discover_queue(n=24, explore=0)
+    reaper.label(page, "interesting")
+    try:
+        r = reaper.reranked()
+        f, x, y = r["file_id"], r["x"], r["y"]
+        size = float(reaper.settings.patch_size)
+        lab = np.isin(r["cutout_id"], page)
+        free = ~lab & away_from(f, x, y, f[lab], x[lab], y[lab], size / 2)
+        keep, _ = first_per_object(f[free], r["segment"][free])
+        cand = np.flatnonzero(free)[keep]
+        plain = spread(cand, f, x, y, 24, size / 2)  # the re-ranked order alone
+        ids = r["cutout_id"].tolist()
+        queue = [ids.index(c) for c in reaper.discover_queue(n=24, explore=0)]
+
+        def overlapping(rows) -> int:
+            rows = np.asarray(rows)
+            return int((window_overlap(f[rows], x[rows], y[rows], f[lab], x[lab], y[lab],
+                                       size) > 0).sum())
+
+        assert overlapping(queue) < overlapping(plain)
+    finally:
+        reaper.label(page, None)
+
+
+def test_window_overlap():
+    from reaper_core.views import window_overlap
+
+    share = window_overlap(np.array([1, 1, 2, 1]), np.array([8.0, 100, 0, 40]),
+                           np.array([16.0, 100, 0, 0]), np.array([1, 1]),
+                           np.array([0.0, 50]), np.array([0.0, 0]), 32)
+    # (32 − 8)(32 − 16)/32² for the first; far, another file: 0; the nearer reference wins.
+    np.testing.assert_allclose(share, [0.375, 0, 0, 22 * 32 / 32**2])
+
+
 def test_similar_is_the_exact_nearest_neighbours(reaper):
     from sklearn.neighbors import NearestNeighbors
 
