@@ -25,7 +25,8 @@ queue = [c for c in reaper.discover_queue(m, n=13 + len(skipped), explore=3)
 st.caption("Judge each cutout with one key: what is like an *interesting* or *anomaly* one "
            "rises in the queue, what is like a *normal* or *artefact* one sinks; far from every "
            "label the unsupervised score still rules. Three places in each page come from "
-           "regions no label has reached yet.")
+           "regions no label has reached yet, and a place that a cutout you found interesting "
+           "already showed comes later.")
 if not queue:
     st.info("Nothing left to judge: every object is labelled.")
     st.stop()
