@@ -683,11 +683,12 @@ class Reaper:
         """The ``n`` cutouts the model most wants judged next: ``n - explore`` with the highest
         re-ranked score, then ``explore`` from the regions no label has reached yet (highest
         unsupervised score × distance from every label). One per object, and one per place:
-        none within half a patch of a labelled cutout or of another in the page; and a window
-        that a window labelled interesting (or anomaly) partly showed already counts less, by
-        :data:`~reaper_core.rerank.SEEN_PENALTY` × the share they have in common (it most
-        likely shows the same thing again). ``reranked``: :meth:`reranked` when already
-        made."""
+        none within half a patch of a labelled cutout or of another in the page — places next
+        to a labelled cutout come only once no other is left, so that the queue is empty only
+        when every cutout is labelled; and a window that a window labelled interesting (or
+        anomaly) partly showed already counts less, by :data:`~reaper_core.rerank.SEEN_PENALTY`
+        × the share they have in common (it most likely shows the same thing again).
+        ``reranked``: :meth:`reranked` when already made."""
         from .labels import lifts
         from .rerank import SEEN_PENALTY
         from .views import away_from, first_per_object, rank_order, spread, window_overlap
@@ -697,18 +698,21 @@ class Reaper:
         labelled = np.array([lab is not None for lab in r["label"]], bool)
         size = float(self.settings.patch_size)
         free = ~labelled & away_from(f, x, y, f[labelled], x[labelled], y[labelled], size / 2)
-        keep, _ = first_per_object(f[free], r["segment"][free])
-        cand = np.flatnonzero(free)[keep]
+        # One per object, a free place first: each group keeps its ranked order.
+        order = np.concatenate([np.flatnonzero(free), np.flatnonzero(~labelled & ~free)])
+        keep, _ = first_per_object(f[order], r["segment"][order])
+        cand = order[keep]
         shown = np.array([lifts(lab) for lab in r["label"]], bool)
-        seen = 1.0 - SEEN_PENALTY * window_overlap(f[cand], x[cand], y[cand], f[shown],
-                                                   x[shown], y[shown], size)
-        cand = cand[rank_order(r["rerank"][cand] * seen, r["cutout_id"][cand])]
+        seen = np.ones(len(x))
+        seen[cand] -= SEEN_PENALTY * window_overlap(f[cand], x[cand], y[cand], f[shown],
+                                                    x[shown], y[shown], size)
+        cand = cand[rank_order(r["rerank"][cand] * seen[cand], r["cutout_id"][cand])]
+        cand, near = cand[free[cand]], cand[~free[cand]]
         best = spread(cand, f, x, y, max(n - explore, 0), size / 2)
-        novelty = np.zeros(len(x))
-        novelty[cand] = r["unsupervised"][cand] * (1.0 - r["closeness"][cand]) * seen
+        novelty = r["unsupervised"] * (1.0 - r["closeness"]) * seen
         rest = cand[~np.isin(cand, best)]
         rest = rest[rank_order(novelty[rest], r["cutout_id"][rest])]
-        chosen = spread(np.concatenate([best, rest]).astype(int), f, x, y, n, size / 2)
+        chosen = spread(np.concatenate([best, rest, near]).astype(int), f, x, y, n, size / 2)
         return r["cutout_id"][chosen].tolist()
 
     def similar(self, cutout_id: int, top: int = 20,

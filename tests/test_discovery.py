@@ -114,6 +114,21 @@ def test_the_queue_shows_a_labelled_anomaly_once(reaper):
         reaper.label(page, None)
 
 
+def test_the_queue_is_empty_only_when_every_cutout_is_labelled(reaper):
+    """Places next to a labelled cutout wait until no other place is left, then come: the
+    Discover page never says "nothing left to judge" while a cutout is unlabelled."""
+    ids = reaper.ranking(reaper.model())["cutout_id"].tolist()
+    left = ids[len(ids) // 2:len(ids) // 2 + 3]
+    reaper.label([c for c in ids if c not in left], "interesting")
+    try:
+        got = reaper.discover_queue(n=24, explore=4)
+        assert got and set(got) <= set(left)
+        reaper.label(left, "normal")
+        assert reaper.discover_queue(n=24, explore=4) == []
+    finally:
+        reaper.label(ids, None)
+
+
 def test_window_overlap():
     from reaper_core.views import window_overlap
 
