@@ -175,6 +175,16 @@ def one_per_object(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.iloc[keep].assign(n_cutouts=n)
 
 
+def _apart_by_file(file_id: np.ndarray, x: np.ndarray, y: np.ndarray, ref_file: np.ndarray,
+                   ref_x: np.ndarray, ref_y: np.ndarray, reach: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (n, 2) and reference positions (m, 2) with each file moved far along x, so
+    that positions of different files never come within ``reach`` px of one another."""
+    span = 10.0 * (max(np.nanmax(x), np.nanmax(ref_x)) + reach + 1)
+    return (np.c_[np.asarray(x, float) + span * np.asarray(file_id), y],
+            np.c_[np.asarray(ref_x, float) + span * np.asarray(ref_file), ref_y])
+
+
 def away_from(file_id: np.ndarray, x: np.ndarray, y: np.ndarray, ref_file: np.ndarray,
               ref_x: np.ndarray, ref_y: np.ndarray, distance: float) -> np.ndarray:
     """Which of n positions (each array shape (n,); pixels) lie farther than ``distance`` px
@@ -183,11 +193,8 @@ def away_from(file_id: np.ndarray, x: np.ndarray, y: np.ndarray, ref_file: np.nd
         return np.ones(len(file_id), bool)
     from scipy.spatial import cKDTree
 
-    # Files far apart on one axis: positions of different files never come within reach.
-    span = 10.0 * (max(np.nanmax(x), np.nanmax(ref_x)) + distance + 1)
-    tree = cKDTree(np.c_[np.asarray(ref_x) + span * np.asarray(ref_file), ref_y])
-    d, _ = tree.query(np.c_[np.asarray(x) + span * np.asarray(file_id), y],
-                      distance_upper_bound=distance)
+    points, refs = _apart_by_file(file_id, x, y, ref_file, ref_x, ref_y, distance)
+    d, _ = cKDTree(refs).query(points, distance_upper_bound=distance)
     return ~np.isfinite(d)
 
 
@@ -201,16 +208,14 @@ def window_overlap(file_id: np.ndarray, x: np.ndarray, y: np.ndarray, ref_file: 
         return out
     from scipy.spatial import cKDTree
 
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    span = 10.0 * (max(np.nanmax(x), np.nanmax(ref_x)) + size + 1)
-    tree = cKDTree(np.c_[x + span * np.asarray(file_id), y])
-    refs = np.c_[np.asarray(ref_x, float) + span * np.asarray(ref_file), ref_y]
+    points, refs = _apart_by_file(file_id, x, y, ref_file, ref_x, ref_y, size)
     # Windows overlap when both offsets are under a side: a ball in the maximum norm.
-    for (rx, ry), near in zip(refs, tree.query_ball_point(refs, size, p=np.inf), strict=True):
+    near_each = cKDTree(points).query_ball_point(refs, size, p=np.inf)
+    for (rx, ry), near in zip(refs, near_each, strict=True):
         if near:
             near = np.asarray(near)
-            share = ((size - np.abs(tree.data[near, 0] - rx))
-                     * (size - np.abs(tree.data[near, 1] - ry)) / size**2)
+            share = ((size - np.abs(points[near, 0] - rx))
+                     * (size - np.abs(points[near, 1] - ry)) / size**2)
             out[near] = np.maximum(out[near], np.clip(share, 0, 1))
     return out
 
