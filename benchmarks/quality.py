@@ -366,7 +366,9 @@ def main() -> None:
     default = Settings(db_url="sqlite://")
     configs = {
         "default (local embedder)": default,
-        "local embedder without the star residual": replace(default, embedder="local"),
+        "the default before stop 45 (no core statistics, 5 components)":
+            replace(default, embedder="local+stars", n_components=5),
+        "local embedder without the star residual": replace(default, embedder="local+core"),
         "stats embedder": replace(default, embedder="stats"),
         "hog embedder": replace(default, embedder="hog"),
         "baseline: original design (HOG → scaler → PCA 2 → mean + 2σ)":

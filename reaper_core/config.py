@@ -48,12 +48,12 @@ class Settings:
     db_password_file: str = ""
     uploads_dir: str = ""
     cache_dir: str = ""
-    embedder: str = "local+stars"
+    embedder: str = "local+core+stars"
     patch_size: int = 32
     source_method: str = "auto"
     threshold_mode: str = "sigma"
     threshold_value: float = 2.0
-    n_components: float = 5
+    n_components: float = 10
     normalize_residuals: int = 1
     normal_weight: int = 30
     max_file_mb: float = 512.0

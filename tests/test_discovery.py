@@ -170,7 +170,7 @@ def test_neighbours_are_found_with_each_feature_weighted(reaper):
     plain = model.detector.standardised(X)
     features = reaper.features(model)
     hog = np.array([f.name.startswith("hog") for f in features])
-    assert model.embedder == "local+stars" and hog.sum() == 36 and (ids == got).all()
+    assert model.embedder == "local+core+stars" and hog.sum() == 36 and (ids == got).all()
     assert HOG_WEIGHT == 0.5
     np.testing.assert_allclose(Z[:, hog], 0.5 * plain[:, hog], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(Z[:, ~hog], plain[:, ~hog], rtol=1e-5, atol=1e-6)

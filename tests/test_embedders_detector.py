@@ -29,7 +29,8 @@ def patches(request):
 
 
 @pytest.mark.parametrize("name, dim", [("stats", len(STATS_NAMES)), ("hog", 36),
-                                       ("hog-fine", 324), ("local", len(STATS_NAMES) + 36)])
+                                       ("hog-fine", 324), ("local", len(STATS_NAMES) + 36),
+                                       ("local+core", 2 * len(STATS_NAMES) + 36 - 3)])
 def test_local_embedders_shape_determinism(patches, name, dim):
     emb = get_embedder(name)
     seen = []
@@ -51,6 +52,40 @@ def test_local_features_separate_star_from_streak():
     e = STATS_NAMES.index("ellipticity")
     assert F[1, e] > 0.7 > 0.2 > F[0, e]
     assert F[0, STATS_NAMES.index("peak_snr")] > F[1, STATS_NAMES.index("peak_snr")]
+
+
+def test_core_statistics_see_the_centre_not_its_neighbours():
+    """The default embedder measures the statistics once more on the patch's central half: a
+    star beside the centre changes the whole patch's statistics, not the core's; the core's
+    are :func:`stats_features` of the central 16 px less the three brightness ones, named
+    and explained as such; a patch of 8 px is its own core."""
+    from reaper_core.embedders.local import (
+        CORE_STATS,
+        LocalEmbedder,
+        core_side,
+        core_stats_features,
+        stats_features,
+    )
+
+    rng = np.random.default_rng(4)
+    p = np.repeat(rng.normal(100, 2, (1, 32, 32)), 2, axis=0).astype(np.float32)
+    yy, xx = np.mgrid[0:32, 0:32]
+    p += 400 * np.exp(-((xx - 15.5) ** 2 + (yy - 15.5) ** 2) / 2)  # the centred star
+    p[1] += 400 * np.exp(-((xx - 27) ** 2 + (yy - 6) ** 2) / 2)  # a neighbour outside the core
+    emb = LocalEmbedder(core=True)
+    X = emb.embed(p)
+    n, core = len(STATS_NAMES) + 36, [f.name for f in emb.features][len(STATS_NAMES) + 36:]
+    assert emb.name == "local+core" and X.shape == (2, emb.dim) and core_side(32) == 16
+    assert core == [f"core {c}" for c in CORE_STATS] and "peak_snr" not in CORE_STATS
+    assert "central half" in emb.features[-1].high
+    np.testing.assert_array_equal(X[:, :n], LocalEmbedder().embed(p))
+    whole = STATS_NAMES.index("n_peaks")
+    assert X[1, whole] > X[0, whole]  # the whole patch sees the neighbour
+    np.testing.assert_allclose(X[1, n:], X[0, n:], atol=0.05)  # the core does not
+    idx = [STATS_NAMES.index(c) for c in CORE_STATS]
+    np.testing.assert_allclose(X[:, n:], stats_features(p[:, 8:24, 8:24])[:, idx])
+    small = rng.normal(0, 1, (3, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(core_stats_features(small), stats_features(small)[:, idx])
 
 
 def test_hog_names_follow_skimage_layout():
@@ -224,8 +259,8 @@ def test_star_fit_beside_detection_equals_it_after(monkeypatch, spoc_file):
     from reaper_core.config import Settings
     from reaper_core.ingest import prepare
 
-    settings = Settings(embedder="local+stars")
-    emb = get_embedder("local+stars")
+    settings = Settings()
+    emb = get_embedder(settings.embedder)
     monkeypatch.setattr(parallel, "compute_threads", lambda: 1)
     one = prepare(spoc_file, settings, emb)
     monkeypatch.setattr(parallel, "compute_threads", lambda: 2)

@@ -133,12 +133,12 @@ def test_context_column_lifts_the_score_and_pca_ignores_it():
 
 def test_star_residual_embedder_is_the_default():
     emb = get_embedder(Settings().embedder)
-    assert emb.name == "local+stars" and emb.n_context == 1
-    assert emb.dim == LocalEmbedder().dim + 1 and emb.features[-1] == STAR_RESIDUAL
+    assert emb.name == "local+core+stars" and emb.n_context == 1
+    assert emb.dim == LocalEmbedder(core=True).dim + 1 and emb.features[-1] == STAR_RESIDUAL
     patches = np.random.default_rng(1).normal(100, 5, size=(30, 32, 32)).astype(np.float32)
     given = emb.embed(patches, context=np.full((30, 1), 0.25))
     assert given.shape == (30, emb.dim) and np.allclose(given[:, -1], 0.25)
-    np.testing.assert_allclose(given[:, :-1], LocalEmbedder().embed(patches), rtol=1e-5)
+    np.testing.assert_allclose(given[:, :-1], LocalEmbedder(core=True).embed(patches), rtol=1e-5)
     alone = emb.embed(patches)  # from the patches alone
     assert alone.shape == (30, emb.dim) and np.all(np.isfinite(alone))
 

@@ -19,6 +19,12 @@ def _local(settings: Any = None, **kw: Any) -> Embedder:
     return LocalEmbedder()
 
 
+def _local_core(settings: Any = None, **kw: Any) -> Embedder:
+    from .local import LocalEmbedder
+
+    return LocalEmbedder(core=True)
+
+
 def _stats(settings: Any = None, **kw: Any) -> Embedder:
     from .local import StatsEmbedder
 
@@ -35,6 +41,13 @@ def _hog_fine(settings: Any = None, **kw: Any) -> Embedder:
     from .local import HOGEmbedder
 
     return HOGEmbedder(cells=4)
+
+
+def _local_core_stars(settings: Any = None, **kw: Any) -> Embedder:
+    from .local import LocalEmbedder
+    from .stars import StarResidualEmbedder
+
+    return StarResidualEmbedder(LocalEmbedder(core=True))
 
 
 def _local_stars(settings: Any = None, **kw: Any) -> Embedder:
@@ -58,6 +71,8 @@ def _vertex(settings: Any = None, **kw: Any) -> Embedder:
 
 #: Backends by name: the registry.
 EMBEDDERS: dict[str, Callable[..., Embedder]] = {
+    "local+core+stars": _local_core_stars,
+    "local+core": _local_core,
     "local+stars": _local_stars,
     "local": _local,
     "stats": _stats,
@@ -75,9 +90,11 @@ def check_embedder_name(name: str) -> None:
 
 
 def get_embedder(name: str, settings: Any = None, **kwargs: Any) -> Embedder:
-    """Build the embedder called ``name`` (``local+stars``, ``local``, ``stats``, ``hog``,
-    ``hog-fine``, ``vertex``, ``vertex+stars``; ``+stars``: with the star-subtracted residual
-    at the centre, see :mod:`.stars`).
+    """Build the embedder called ``name`` (``local+core+stars``, the default, ``local+core``,
+    ``local+stars``, ``local``, ``stats``, ``hog``, ``hog-fine``, ``vertex``, ``vertex+stars``;
+    ``+core``: with the statistics of the patch's central half, see
+    :func:`.local.core_stats_features`; ``+stars``: with the star-subtracted residual at the
+    centre, see :mod:`.stars`).
 
     ``settings`` (a :class:`~reaper_core.config.Settings`) configures backends that need it.
     """
