@@ -108,7 +108,7 @@ def main() -> None:
         src = find_sources(img)
         patches = extract_cutouts(img.data, src.x, src.y, 32, img.valid)
         rows = []
-        for name in ("stats", "hog", "local"):
+        for name in ("stats", "hog", "local", "local+core"):
             emb = get_embedder(name)
             emb.embed(patches[:64])
             t0 = time.perf_counter()

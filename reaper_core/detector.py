@@ -203,19 +203,27 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
         self.n_components_ = int(pca.n_components_)
         self.residual_scale_ = np.ones(d)
         self.normal_ = np.zeros((0, d_all))
+        # The training rows' residuals, computed once (a pass is a tenth of a second at
+        # 50,000 cutouts): in standardised units first, then in their own scale.
+        R = self._embedding_residuals(Z)
         if self.normalize_residuals:
-            rms = np.sqrt(np.mean(self._embedding_residuals(Z) ** 2, axis=0))
+            rms = np.sqrt(np.mean(R**2, axis=0))
             # A feature reconstructed exactly in training keeps unit scale (no division by ~0).
             self.residual_scale_ = np.where(rms > 1e-6, rms, 1.0)
         self.residual_scale_ = self.residual_scale_ / self._weights(d)
+        R /= self.residual_scale_
+        mse = np.mean(R * R, axis=1)
+        del R
         if k_ctx:
-            R = self._embedding_residuals(Z)
-            logs = np.log(np.mean(R * R, axis=1) + 1e-12)
+            logs = np.log(mse + 1e-12)
             spread = 1.4826 * np.median(np.abs(logs - np.median(logs)))
             self.log_score_scale_ = np.array([spread if spread > 1e-12 else 1.0])
         self.n_normal_ = int(normal.sum())
         self.normal_ = (X[normal] - self.mean_) / self.scale_
-        self.train_anomaly_scores_ = self._anomaly_score(self._standardise(X), X)
+        if normal.any():  # the fit's rows were repeated: score each once
+            self.train_anomaly_scores_ = self._anomaly_score(self._standardise(X), X)
+        else:  # no damping, and the residuals are those just computed
+            self.train_anomaly_scores_ = self._error(Z, X, mse)
         self._set_threshold(threshold_from_scores(self.train_anomaly_scores_,
                                                   self.threshold_mode, self.threshold_value))
         return self
@@ -292,10 +300,15 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
         d = self.components_.shape[1]
         return np.hstack([self._embedding_residuals(Z[:, :d]), self._context_z(X)])
 
-    def _error(self, Z: np.ndarray, X: np.ndarray) -> np.ndarray:
+    def _error(self, Z: np.ndarray, X: np.ndarray, mse: np.ndarray | None = None
+               ) -> np.ndarray:
+        """The score before damping: the mean squared residual of the embedding columns
+        (``mse`` when already computed), lifted by the context columns of ``X``."""
         d = self.components_.shape[1]
-        R = self._embedding_residuals(Z[:, :d])
-        score = np.mean(R * R, axis=1)
+        if mse is None:
+            R = self._embedding_residuals(Z[:, :d])
+            mse = np.mean(R * R, axis=1)
+        score = mse
         if X.shape[1] > d:
             z = np.clip(self._context_z(X), 0.0, None)
             score = score * (1.0 + self.context_weight * self.log_score_scale_[0] * z.sum(axis=1))

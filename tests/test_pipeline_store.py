@@ -395,6 +395,25 @@ def test_refit_with_other_embedder_embeds_stored_patches(engine, settings, hdf_f
     assert det.n_features_in_ == 36
 
 
+def test_a_store_of_the_earlier_default_embedder_moves_to_the_new_one(engine, settings,
+                                                                     spoc_file, hdf_file):
+    """A database made with the default before stop 45 (``local+stars``, 5 components): the
+    next ingest embeds its stored patches with today's default as well and fits one model of
+    it that scores every cutout, old and new."""
+    from dataclasses import replace
+
+    old = replace(settings, embedder="local+stars", n_components=5)
+    ingest_many(engine, [spoc_file], old)
+    assert current_model(engine).embedder == "local+stars"
+    report = ingest_many(engine, [hdf_file], settings)
+    model = current_model(engine)
+    n = store.totals(engine)["cutouts"]
+    assert report.fitted and model.embedder == settings.embedder == "local+core+stars"
+    assert model.row.n_components == 10 and model.row.n_train == n
+    assert store.count_embeddings(engine, "local+core+stars") == n
+    assert exported(engine).score.notna().all()
+
+
 def test_stored_patches_are_embedded_a_chunk_at_a_time(engine, settings, hdf_file):
     """Another embedder embeds every stored patch, read by key ranges in chunks; the vectors
     equal those of the patches as stored, and progress reaches 1."""

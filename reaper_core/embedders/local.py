@@ -105,7 +105,8 @@ def core_stats_features(patches: np.ndarray) -> np.ndarray:
     s = patches.shape[-1]
     core = core_side(s)
     lo = (s - core) // 2
-    return stats_features(patches[:, lo:lo + core, lo:lo + core])[:, _CORE_INDEX]
+    centre = np.ascontiguousarray(patches[:, lo:lo + core, lo:lo + core])
+    return stats_features(centre)[:, _CORE_INDEX]
 
 
 def _in_sky_units(patches: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
