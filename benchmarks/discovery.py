@@ -33,10 +33,14 @@ from sklearn.metrics import roc_auc_score
 
 from reaper_core.config import Settings
 from reaper_core.cutouts import cutout_origins
+from reaper_core.embedders import get_embedder
 from reaper_core.fits_reader import read_fits
 from reaper_core.similarity import SimilarityIndex
 
 VIEWED = (50, 100, 200)
+#: Features of the default embedder (96: statistics, HOG, the core's statistics, the star
+#: residual), for the timings on random vectors.
+DIM = get_embedder(Settings().embedder).dim
 
 
 class Truth(NamedTuple):
@@ -172,7 +176,7 @@ def group_ari(reaper, hit, kinds) -> tuple[float, int]:
     return adjusted_rand_score([kinds[hit[c]] for c in ids], [groups[c] for c in ids]), len(ids)
 
 
-def query_times(dim: int = 67, sizes=(10_000, 100_000, 1_000_000), repeat: int = 20
+def query_times(dim: int = DIM, sizes=(10_000, 100_000, 1_000_000), repeat: int = 20
                 ) -> list[dict]:
     rng = np.random.default_rng(0)
     rows = []
@@ -193,7 +197,7 @@ def query_times(dim: int = 67, sizes=(10_000, 100_000, 1_000_000), repeat: int =
     return rows
 
 
-def rerank_times(n: int = 100_000, dim: int = 67, labels=(24, 240, 2400)) -> list[dict]:
+def rerank_times(n: int = 100_000, dim: int = DIM, labels=(24, 240, 2400)) -> list[dict]:
     """Seconds to re-rank ``n`` cutouts from a number of labels (the arithmetic of
     ``Reaper.reranked`` once the embeddings and the labels' local scales are in memory, as they
     stay between labels), and to find the local scales of one page of new labels."""
