@@ -263,12 +263,12 @@ def test_a_hole_in_the_data_gets_a_cutout_of_its_own(tmp_path):
 
 
 def test_the_core_statistics_rank_a_faint_ring_among_real_stars_higher(tmp_path):
-    """A faint defocused ring (3 px radius, 10σ: a kind no default was tuned on) at eight places
-    of the real SPOC frame, one in each copy: with the default embedding — the statistics of
-    each patch's central half beside the whole patch's, ten components — seven of eight rank
-    in the top tenth of the 1,711 cutouts (their best cutout within 6 px), with the default
-    before stop 45 (``local+stars``, five components) five; the mean rank halves (83 against
-    169)."""
+    """A faint defocused ring (3 px radius, 10σ: the held-out table's "donut", which no default
+    before stop 45 was chosen on) at eight places of the real SPOC frame, one in each copy:
+    with the default embedding — the statistics of each patch's central half beside the whole
+    patch's, ten components — seven of eight rank in the top tenth of the 1,711 cutouts (their
+    best cutout within 6 px), with the default before stop 45 (``local+stars``, five
+    components) five; the mean rank halves (83 against 169)."""
     from dataclasses import replace
 
     from reaper_core.simulate import _robust_noise
