@@ -227,6 +227,15 @@ def test_a_hot_pixel_beside_a_star_gets_a_cutout_of_its_own():
     assert near / tried >= 0.8
 
 
+def _real_frame_copy(folder, k: int, data: np.ndarray):
+    """The real SPOC frame, headers and all, with ``data`` as its image: ``folder``/k_<name>."""
+    path = folder / f"{k}_{REAL_SPOC.name}"
+    with fits.open(REAL_SPOC) as hdul:
+        hdul[1].data = data
+        hdul.writeto(path)
+    return path
+
+
 def test_a_hole_in_the_data_gets_a_cutout_of_its_own(tmp_path):
     """A block of missing (NaN) pixels inside the real SPOC frame — undetectable once filled
     with the median — gets a position on a real pixel beside it, cut and ranked among the top
@@ -240,10 +249,7 @@ def test_a_hole_in_the_data_gets_a_cutout_of_its_own(tmp_path):
         data = img.data.copy()
         data[y - 2:y + 3, x - 2:x + 3] = np.nan
         data[:, x0:x0 + 2] = np.nan  # the science region's first two columns: an edge
-        paths.append(tmp_path / f"{k}_{REAL_SPOC.name}")
-        with fits.open(REAL_SPOC) as hdul:
-            hdul[1].data = data
-            hdul.writeto(paths[-1])
+        paths.append(_real_frame_copy(tmp_path, k, data))
         science = data[img.valid]
         hx, hy = missing_regions(np.isfinite(science))  # the hole, not the edge's columns
         assert len(hx) == 1 and np.isfinite(science[int(hy[0]), int(hx[0])])
@@ -282,11 +288,8 @@ def test_the_core_statistics_rank_a_faint_ring_among_real_stars_higher(tmp_path)
     paths = []
     for k, (x, y) in enumerate(places):
         r = np.hypot(xx - x - 0.3, yy - y - 0.4)
-        with fits.open(REAL_SPOC) as hdul:
-            hdul[1].data = (img.data + 10 * sig * np.exp(-0.5 * ((r - 3) / 0.8) ** 2)
-                            ).astype(np.float32)
-            paths.append(tmp_path / f"{k}_{REAL_SPOC.name}")
-            hdul.writeto(paths[-1])
+        ring = 10 * sig * np.exp(-0.5 * ((r - 3) / 0.8) ** 2)
+        paths.append(_real_frame_copy(tmp_path, k, (img.data + ring).astype(np.float32)))
     ranks = {}
     for name, settings in [("default", Settings()),
                            ("before", Settings(embedder="local+stars", n_components=5))]:
