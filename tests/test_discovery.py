@@ -227,3 +227,27 @@ def test_bad_input_is_one_sentence(tmp_path):
     with pytest.raises(ModelError, match="no model yet"):
         empty.similar(1)
     assert rank_fraction(np.array([2.0, 2.0, 1.0])).tolist() == [0.75, 0.75, 0.0]
+
+
+def test_groups_are_kinds_whatever_their_strength():
+    """Flagged cutouts of one kind lie along one direction from the typical cutout, faint ones
+    near, bright ones far: a group holds the kind from faint to bright (grouping by distance
+    split each kind by strength), and among a frame's few dozen flagged cutouts a kind of
+    four is a group."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from reaper_core.groups import group_anomalies, min_group_size
+
+    rng = np.random.default_rng(7)
+    d, kinds, per_kind = 96, 8, 6
+    directions = rng.normal(size=(kinds, d))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    strength = np.geomspace(3, 40, per_kind)  # barely flagged to obvious
+    Z = np.stack([s * directions[k] + rng.normal(scale=0.3, size=d)
+                        for k in range(kinds) for s in strength])
+    truth = np.repeat(np.arange(kinds), per_kind)
+    groups = group_anomalies(Z)
+    assert min_group_size(len(Z)) == 3 and min_group_size(10_000) == 200
+    assert adjusted_rand_score(truth, groups) > 0.9
+    for k in range(kinds):  # the faintest and the brightest of a kind together
+        assert groups[k * per_kind] == groups[(k + 1) * per_kind - 1] != 0
