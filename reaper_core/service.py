@@ -718,8 +718,10 @@ class Reaper:
     def similar(self, cutout_id: int, top: int = 20,
                 model: CurrentModel | None = None) -> list[tuple[int, float]]:
         """The ``top`` cutouts nearest to one cutout in the model's standardised embedding
-        space, across every file: [(cutout id, distance), …], nearest first."""
-        from .similarity import SimilarityIndex
+        space, across every file, each feature weighed by the share of the cutout's
+        reconstruction error it carries (:func:`reaper_core.similarity.oddity_metric`):
+        [(cutout id, distance), …], nearest first."""
+        from .similarity import SimilarityIndex, oddity_metric
 
         model = model or self.require_model()
         ids, Z = self._space(model)
@@ -735,7 +737,9 @@ class Reaper:
             with self._lock:
                 if self._space_cache is not None and self._space_cache[3] is Z:
                     self._space_cache = (*self._space_cache[:4], index)
-        got, dist = index.query(Z[where[0]], top, exclude=int(cutout_id))
+        _, X = store.load_embeddings(self.engine, model.embedder, ids=[int(cutout_id)])
+        weights = oddity_metric(model.detector.residuals(X)[0])
+        got, dist = index.query(Z[where[0]], top, exclude=int(cutout_id), weights=weights)
         return list(zip(got.tolist(), dist.tolist(), strict=True))
 
     def groups(self, model: CurrentModel | None = None) -> dict[int, int]:

@@ -140,13 +140,24 @@ def test_window_overlap():
 
 
 def test_similar_is_the_exact_nearest_neighbours(reaper):
+    """In the space of labels, each feature weighed by its share of the query's
+    reconstruction error (the oddity metric), exact; the metric's weights average 1."""
     from sklearn.neighbors import NearestNeighbors
 
-    ids, Z = reaper._space(reaper.model())
+    from reaper_core import store
+    from reaper_core.similarity import oddity_metric
+
+    model = reaper.model()
+    ids, Z = reaper._space(model)
     q = int(ids[7])
     got = reaper.similar(q, 10)
-    nn = NearestNeighbors(n_neighbors=11).fit(Z.astype(float))
-    dist, idx = nn.kneighbors(Z[7:8].astype(float))
+    _, X = store.load_embeddings(reaper.engine, model.embedder, ids=[q])
+    r = model.detector.residuals(X)[0]
+    w = oddity_metric(r)
+    assert w.mean() == pytest.approx(1.0) and w.argmax() == np.abs(r).argmax()
+    assert (w >= 0.2 - 1e-12).all() and oddity_metric(np.zeros(4)).tolist() == [1.0] * 4
+    nn = NearestNeighbors(n_neighbors=11).fit(Z.astype(float) * np.sqrt(w))
+    dist, idx = nn.kneighbors(Z[7:8].astype(float) * np.sqrt(w))
     want = [int(ids[i]) for i in idx[0] if ids[i] != q][:10]
     assert [i for i, _ in got] == want
     np.testing.assert_allclose([d for _, d in got], dist[0][1:11], rtol=1e-3, atol=0.01)

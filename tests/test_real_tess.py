@@ -303,3 +303,42 @@ def test_the_core_statistics_rank_a_faint_ring_among_real_stars_higher(tmp_path)
         top_tenth = 0.1 * len(df)
     assert (ranks["default"] <= top_tenth).sum() >= 7 > (ranks["before"] <= top_tenth).sum()
     assert ranks["default"].mean() < 0.6 * ranks["before"].mean()
+
+
+def test_more_like_a_cosmic_ray_is_other_cosmic_rays(tmp_path):
+    """A cosmic ray (a two-pixel track, 30σ to 300σ) in each of eight copies of the real SPOC
+    frame: "more like this" from each one's best cutout finds more cutouts of the other seven
+    among its 10 nearest in other copies (29 of 80) than the plain Euclidean neighbours of the
+    same space (20 of 80), because the distance weighs the features that make the query odd."""
+    from reaper_core.similarity import SimilarityIndex
+    from reaper_core.simulate import _robust_noise
+
+    img = read_fits(REAL_SPOC)
+    x0 = img.valid[1].start
+    sig = _robust_noise(img.data[img.valid])
+    places = [(x0 + 20 + 15 * k % 90, 25 + 11 * k) for k in range(8)]
+    paths = []
+    for k, ((x, y), amp) in enumerate(zip(places, np.geomspace(30, 300, 8) * sig, strict=True)):
+        data = img.data.astype(np.float32)
+        data[y, x] += amp
+        data[y, x + 1] += 0.6 * amp
+        paths.append(_real_frame_copy(tmp_path, k, data))
+    reaper = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'c.db'}", load_demo=0))
+    assert all(r.status == "added" for r in reaper.ingest(paths).results)
+    df = reaper.export_table()
+    copy = df.file.map({p.name: k for k, p in enumerate(paths)}).to_numpy()
+    dx = df.x.to_numpy() - np.array(places)[copy, 0]
+    dy = df.y.to_numpy() - np.array(places)[copy, 1]
+    shows = (np.abs(dx) <= 16) & (np.abs(dy) <= 16)  # the window shows its copy's ray
+    row = {int(c): i for i, c in enumerate(df.cutout_id)}
+    ids, Z = reaper._space(reaper.model())
+    plain = SimilarityIndex(ids, Z)
+    found = {"more like this": 0, "Euclidean": 0}
+    for k in range(8):
+        near = np.flatnonzero((copy == k) & (np.hypot(dx, dy) <= 3))
+        q = int(df.cutout_id.iloc[near[np.argmax(df.score.to_numpy()[near])]])
+        for how, got in (("more like this", [i for i, _ in reaper.similar(q, 40)]),
+                         ("Euclidean", plain.query(Z[ids == q][0], 40, exclude=q)[0].tolist())):
+            other = [row[i] for i in got if copy[row[i]] != k][:10]
+            found[how] += int(shows[other].sum())
+    assert found["more like this"] >= 24 and found["more like this"] > found["Euclidean"] + 5
