@@ -88,6 +88,21 @@ def groups(m: CurrentModel | None) -> dict[int, int]:
     return _groups(r, m, r.settings.db_url, m.id, m.threshold, r.data_version(False))
 
 
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _group_reasons(_reaper: Reaper, _m: CurrentModel, url: str, model_id: int,
+                   threshold: float, version: tuple) -> dict[int, list[str]]:
+    return _reaper.group_reasons(_m)
+
+
+def group_reasons(m: CurrentModel | None) -> dict[int, list[str]]:
+    """{group: what its members share, in plain words} under ``m``
+    (:meth:`Reaper.group_reasons`; none without a model), cached like :func:`groups`."""
+    if m is None:
+        return {}
+    r = reaper()
+    return _group_reasons(r, m, r.settings.db_url, m.id, m.threshold, r.data_version(False))
+
+
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _selection(_reaper: Reaper, _m: CurrentModel | None, _index: RankIndex, url: str,
                model_id: int | None, threshold: float | None, version: tuple, filters: Filters,

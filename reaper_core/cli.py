@@ -385,10 +385,13 @@ def cmd_groups(args: argparse.Namespace) -> int:
         print(f"labelled {len(ids)} cutouts of group {args.group} {args.label}")
         return 0
     sizes = Counter(groups.values())
+    shared = reaper.group_reasons() if groups else {}
     for g in sorted(sizes):
         members = sorted(c for c, k in groups.items() if k == g)[:8]
         name = "in no group" if g == 0 else f"group {g}"
         print(f"{name}: {sizes[g]} anomalies, e.g. cutouts {', '.join(map(str, members))}")
+        if shared.get(g):
+            print(f"    what they share: {'; '.join(shared[g])}")
     return 0
 
 

@@ -55,23 +55,38 @@ def reasons(det: PCAAnomalyDetector, X: np.ndarray, features: list[Feature] | No
     Returns, per sample (rows of ``X``, shape (n, d)), up to ``top`` phrases.
     """
     feats = _usable(det, features)
+    return [_phrases(row, feats, top) for row in det.residuals(np.atleast_2d(X))]
+
+
+def group_reasons(det: PCAAnomalyDetector, X: np.ndarray, groups: np.ndarray,
+                  features: list[Feature] | None, top: int = 3) -> dict[int, list[str]]:
+    """What the members of each group share, in plain words: :func:`reasons` of their mean
+    residual direction (each member's residuals scaled to unit length, so that a bright one
+    does not speak for the rest). ``X`` shape (n, d) embeddings, ``groups`` shape (n,) their
+    groups (0: in none, left out). Returns {group: up to ``top`` phrases}."""
+    feats = _usable(det, features)
+    groups = np.asarray(groups)
     R = det.residuals(np.atleast_2d(X))
-    out = []
-    for row in R:
-        # phrase template → the quadrants it is said of, in order of importance
-        said: dict[str, list[str]] = {}
-        for i in np.argsort(row * row, kind="stable")[::-1][:10]:  # the ten that weigh most
-            if feats is None:
-                break
-            f = feats[i]
-            phrase = f.high if row[i] > 0 else f.low
-            if not phrase or (phrase not in said and len(said) == top):
-                continue
-            where = said.setdefault(phrase, [])
-            if f.quadrant and f.quadrant.replace("-", " ") not in where:
-                where.append(f.quadrant.replace("-", " "))
-        out.append([p.replace("{where}", _where(w)) for p, w in said.items()])
-    return out
+    R = R / np.maximum(np.linalg.norm(R, axis=1, keepdims=True), 1e-12)
+    return {int(g): _phrases(R[groups == g].mean(axis=0), feats, top)
+            for g in np.unique(groups) if g > 0}
+
+
+def _phrases(row: np.ndarray, feats: list[Feature] | None, top: int) -> list[str]:
+    """The phrases of the (ten) features of largest ``row²`` (residuals, shape (d,)), "high"
+    or "low" by sign, up to ``top``, each once with the quadrants it is said of."""
+    if feats is None:
+        return []
+    said: dict[str, list[str]] = {}  # phrase template → its quadrants, in order of importance
+    for i in np.argsort(row * row, kind="stable")[::-1][:10]:  # the ten that weigh most
+        f = feats[i]
+        phrase = f.high if row[i] > 0 else f.low
+        if not phrase or (phrase not in said and len(said) == top):
+            continue
+        where = said.setdefault(phrase, [])
+        if f.quadrant and f.quadrant.replace("-", " ") not in where:
+            where.append(f.quadrant.replace("-", " "))
+    return [p.replace("{where}", _where(w)) for p, w in said.items()]
 
 
 def _where(quadrants: list[str]) -> str:

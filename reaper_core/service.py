@@ -758,6 +758,21 @@ class Reaper:
         store.write_groups(self.engine, model.id, model.threshold, ids, groups)
         return dict(zip(ids.tolist(), groups.tolist(), strict=True))
 
+    def group_reasons(self, model: CurrentModel | None = None, top: int = 3
+                      ) -> dict[int, list[str]]:
+        """{group: what its members share, in plain words (up to ``top`` phrases)} of the
+        groups of :meth:`groups` (see :func:`reaper_core.explain.group_reasons`)."""
+        from .explain import group_reasons
+
+        model = model or self.require_model()
+        groups = self.groups(model)
+        ids, X = store.load_embeddings(self.engine, model.embedder,
+                                       above=(model.id, model.threshold))
+        if not len(ids):
+            return {}
+        return group_reasons(model.detector, X, np.array([groups.get(int(c), 0) for c in ids]),
+                             self.features(model), top)
+
     # -- files for other tools ----------------------------------------------------------------
     def cutout_fits(self, cutout_id: int, model: CurrentModel | None = None) -> tuple[str, bytes]:
         """(file name, FITS bytes) of one cutout with its WCS, cut again from the original file

@@ -9,6 +9,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from reaper_app import widgets
 from reaper_core import store, views
 from reaper_core.config import Settings, load_settings
 from reaper_core.models import current_model, fit_model
@@ -436,6 +437,9 @@ def test_gallery_more_like_this_and_groups(app, db):
     assert max(groups.values()) >= 1
     app.multiselect(key="g_group").set_value([1]).run()
     members = {c for c, g in groups.items() if g == 1}
+    shared = "; ".join(reaper.group_reasons()[1])  # what the group's members share, in words
+    assert shared and any(c.value == widgets.plain(f"Group 1 ({len(members):,} cutouts): {shared}")
+                          for c in app.caption)
     assert any(f"**{len(members):,}** cutouts match" in m.value for m in app.markdown)
     app.selectbox(key="g_group_label").set_value("artefact")  # in a form: sent on submit
     next(b for b in app.button if b.label == "Label the group").click().run()

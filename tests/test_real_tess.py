@@ -342,3 +342,38 @@ def test_more_like_a_cosmic_ray_is_other_cosmic_rays(tmp_path):
             other = [row[i] for i in got if copy[row[i]] != k][:10]
             found[how] += int(shows[other].sum())
     assert found["more like this"] >= 24 and found["more like this"] > found["Euclidean"] + 5
+
+
+def test_a_group_of_bad_columns_is_named_for_them(tmp_path, capsys):
+    """A dark bad column (41 px, 8σ low) in each of eight copies of the real SPOC frame: the
+    group holding most of their flagged cutouts is named by what its members share — a dark
+    column — in the words the gallery and ``anomaly-reaper groups`` show."""
+    from collections import Counter
+
+    from reaper_core.cli import main
+    from reaper_core.simulate import _robust_noise
+
+    img = read_fits(REAL_SPOC)
+    x0 = img.valid[1].start
+    sig = _robust_noise(img.data[img.valid])
+    places = [(x0 + 100 - 9 * k, 100 - 8 * k) for k in range(8)]
+    paths = []
+    for k, (x, y) in enumerate(places):
+        data = img.data.astype(np.float32)
+        data[y - 20:y + 21, x] -= 8 * sig
+        paths.append(_real_frame_copy(tmp_path, k, data))
+    db = f"sqlite:///{tmp_path / 'g.db'}"
+    reaper = Reaper(Settings(db_url=db, load_demo=0))
+    assert all(r.status == "added" for r in reaper.ingest(paths).results)
+    df = reaper.export_table()
+    at = np.array(places)[df.file.map({p.name: k for k, p in enumerate(paths)}).to_numpy()]
+    on_column = ((np.abs(df.x - at[:, 0]) <= 3) & (np.abs(df.y - at[:, 1]) <= 21)).to_numpy()
+    groups = reaper.groups()
+    counts = Counter(groups.get(int(c), 0) for c in df.cutout_id[on_column])
+    counts.pop(0, None)
+    best = counts.most_common(1)[0][0]
+    words = reaper.group_reasons()
+    assert set(words) == set(groups.values()) - {0}
+    assert any("dark column" in w for w in words[best])
+    assert main(["groups", "--db-url", db]) == 0
+    assert f"    what they share: {'; '.join(words[best])}" in capsys.readouterr().out

@@ -50,10 +50,13 @@ with st.sidebar:
                        key="g_only")
     groups = state.groups(m)
     sizes = Counter(groups.values())
+    shared = state.group_reasons(m) if sizes else {}
     chosen_groups = st.multiselect(
         "Group of anomalies", list(range(1, max(sizes, default=0) + 1)), key="g_group",
-        format_func=lambda g: f"group {g} ({sizes[g]:,})",
-        help="Flagged cutouts grouped by likeness (HDBSCAN on their embeddings).")
+        format_func=lambda g: f"group {g} ({sizes[g]:,})"
+                              + (f": {shared[g][0]}" if shared.get(g) else ""),
+        help="Flagged cutouts grouped by the way they are odd (HDBSCAN on the directions of "
+             "their embeddings), each named by what its members share.")
     per_object = st.checkbox("One per object", True, key="g_per_object",
                              help="Show only the highest-scoring cutout of each detected "
                                   "object (a big galaxy or a bleed trail gives many).")
@@ -69,6 +72,9 @@ f = views.Filters(score_min=score_rng[0], score_max=score_rng[1], sectors=tuple(
                   file_contains=file_q, anomalies_only=only)
 in_groups = [cid for cid, g in groups.items() if g in chosen_groups] if chosen_groups else None
 if chosen_groups:
+    for g in chosen_groups:
+        st.caption(widgets.plain(f"Group {g} ({count(sizes[g], 'cutout')}): "
+                                 + ("; ".join(shared.get(g, [])) or "no words for its features")))
     with st.form("label_groups"):
         lab_col, go_col = st.columns([3, 1], vertical_alignment="bottom")
         glab = lab_col.selectbox(f"Label every cutout of {count(len(chosen_groups), 'group')} "
