@@ -197,6 +197,25 @@ def query_times(dim: int = DIM, sizes=(10_000, 100_000, 1_000_000), repeat: int 
     return rows
 
 
+def group_times(dim: int = DIM, sizes=(1_000, 10_000, 35_000, 350_000)) -> list[dict]:
+    """Seconds to group ``sizes`` flagged cutouts (:func:`reaper_core.groups.group_anomalies`;
+    above ``MAX_CLUSTERED`` a sample is clustered and the rest join their nearest): random rows
+    along 20 directions, each at a random strength."""
+    from reaper_core.groups import MAX_CLUSTERED, group_anomalies
+
+    rng = np.random.default_rng(2)
+    rows = []
+    for n in sizes:
+        centres = rng.normal(size=(20, dim)) * 3
+        Z = (rng.normal(size=(n, dim)) + centres[rng.integers(0, 20, n)]
+             * rng.uniform(1, 5, (n, 1))).astype(np.float32)
+        t0 = time.perf_counter()
+        groups = group_anomalies(Z)
+        rows.append({"flagged cutouts": n, "clustered": min(n, MAX_CLUSTERED),
+                     "groups": int(groups.max()), "s": time.perf_counter() - t0})
+    return rows
+
+
 def rerank_times(n: int = 100_000, dim: int = DIM, labels=(24, 240, 2400)) -> list[dict]:
     """Seconds to re-rank ``n`` cutouts from a number of labels (the arithmetic of
     ``Reaper.reranked`` once the embeddings and the labels' local scales are in memory, as they
@@ -314,6 +333,7 @@ def main() -> None:
     if not args.no_similar:
         print(table(rerank_times(), "Re-ranking after a label (embeddings in memory)"))
         print(table(query_times(), "More like this: exact search, one query"))
+        print(table(group_times(), "Groups of the flagged cutouts (a store's flagged set)"))
 
 
 if __name__ == "__main__":

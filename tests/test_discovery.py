@@ -262,3 +262,10 @@ def test_groups_are_kinds_whatever_their_strength():
     assert adjusted_rand_score(truth, groups) > 0.9
     for k in range(kinds):  # the faintest and the brightest of a kind together
         assert groups[k * per_kind] == groups[(k + 1) * per_kind - 1] != 0
+    # Above max_clustered rows a sample is clustered and the rest join their nearest: the
+    # same kinds (a sector flags tens of thousands of cutouts).
+    strength = np.geomspace(3, 40, 60)
+    many = np.concatenate([strength[:, None] * directions[k]
+                           + rng.normal(scale=0.3, size=(60, d)) for k in range(kinds)])
+    sampled = group_anomalies(many, max_clustered=100)
+    assert adjusted_rand_score(np.repeat(np.arange(kinds), 60), sampled) > 0.9
