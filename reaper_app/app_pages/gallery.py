@@ -73,8 +73,9 @@ f = views.Filters(score_min=score_rng[0], score_max=score_rng[1], sectors=tuple(
 in_groups = [cid for cid, g in groups.items() if g in chosen_groups] if chosen_groups else None
 if chosen_groups:
     for g in chosen_groups:
-        st.caption(widgets.plain(f"Group {g} ({count(sizes[g], 'cutout')}): "
-                                 + ("; ".join(shared.get(g, [])) or "no words for its features")))
+        words = "; ".join(shared.get(g, []))  # none for an embedder without phrases
+        st.caption(widgets.plain(f"Group {g} ({count(sizes[g], 'cutout')})"
+                                 + (f": {words}" if words else "")))
     with st.form("label_groups"):
         lab_col, go_col = st.columns([3, 1], vertical_alignment="bottom")
         glab = lab_col.selectbox(f"Label every cutout of {count(len(chosen_groups), 'group')} "
