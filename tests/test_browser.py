@@ -255,6 +255,35 @@ def test_gallery_filter_by_file_name(server, page):
     shot(page, "gallery-refitted")
 
 
+def test_gallery_group_is_named_and_filters(server, page):
+    """A group of anomalies chosen in the gallery's filter: the option and the caption name it
+    by what its members share; the gallery shows its members only."""
+    from reaper_core.config import Settings
+    from reaper_core.service import Reaper
+
+    base, url = server
+    reaper = Reaper(Settings(db_url=url, load_demo=0))
+    groups = reaper.groups()
+    words = reaper.group_reasons()[1]
+    members = sum(g == 1 for g in groups.values())
+    page.goto(base + "/gallery")
+    count = re.compile(r"([\d,]+) cutouts match")
+    page.get_by_text(count).wait_for(timeout=60_000)
+    wait_idle(page)
+    box = page.get_by_test_id("stMultiSelect").filter(has_text="Group of anomalies")
+    box.get_by_role("combobox").click()
+    page.keyboard.press("ArrowDown")  # opens the list
+    option = page.get_by_role("option").filter(has_text=f"group 1 ({members:,}):")
+    assert words[0] in option.first.inner_text()
+    option.first.click()
+    page.keyboard.press("Escape")
+    wait_idle(page, 1.0)
+    page.get_by_text(f"Group 1 ({members:,} cutouts): {'; '.join(words)}").wait_for()
+    shown = int(count.search(page.inner_text("body")).group(1).replace(",", ""))
+    assert 0 < shown <= members
+    shot(page, "gallery-group")
+
+
 def test_xsrf_protection_is_on(server):
     base, _ = server
     with urllib.request.urlopen(base + "/_stcore/host-config", timeout=5) as r:
