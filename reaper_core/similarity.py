@@ -28,8 +28,9 @@ def oddity_metric(r: np.ndarray, alpha: float = ODDITY) -> np.ndarray:
     """Feature weights, shape (d,), for distances from a cutout with reconstruction
     residuals ``r`` (shape (d,), a row of
     :meth:`~reaper_core.detector.PCAAnomalyDetector.residuals`): (1 − α) + α d r_f² / Σ r²,
-    mean 1 over the d features (all 1 where the residuals are all 0)."""
-    r2 = np.square(np.asarray(r, np.float64))
+    mean 1 over the d features (all 1 where the residuals are all 0; a non-finite one counts
+    as 0)."""
+    r2 = np.square(np.nan_to_num(np.asarray(r, np.float64), nan=0.0, posinf=0.0, neginf=0.0))
     total = r2.sum()
     share = r2 / total if total > 0 else np.full(len(r2), 1.0 / max(len(r2), 1))
     return (1.0 - alpha) + alpha * len(r2) * share

@@ -156,6 +156,8 @@ def test_similar_is_the_exact_nearest_neighbours(reaper):
     w = oddity_metric(r)
     assert w.mean() == pytest.approx(1.0) and w.argmax() == np.abs(r).argmax()
     assert (w >= 0.2 - 1e-12).all() and oddity_metric(np.zeros(4)).tolist() == [1.0] * 4
+    assert oddity_metric(np.array([2.0, np.nan, np.inf])).tolist() == pytest.approx(
+        [2.6, 0.2, 0.2])  # a non-finite residual counts as 0
     nn = NearestNeighbors(n_neighbors=11).fit(Z.astype(float) * np.sqrt(w))
     dist, idx = nn.kneighbors(Z[7:8].astype(float) * np.sqrt(w))
     want = [int(ids[i]) for i in idx[0] if ids[i] != q][:10]
