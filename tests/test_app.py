@@ -401,6 +401,17 @@ def test_discover_page_labels_and_requeues(app, db):
     first = int(re.search(r"Cutout #(\d+)", app.subheader[0].value).group(1))
     assert {b.key for b in app.button} >= {"judge-interesting", "judge-anomaly",
                                             "judge-artefact", "judge-normal", "judge-None"}
+    # The first to judge (the highest score, no label yet) is flagged and in a group: the page
+    # says which, and what the group's members share.
+    from reaper_core.service import Reaper
+
+    reaper = Reaper(Settings(db_url=db[0], load_demo=0))
+    group = reaper.groups()[first]
+    members = sum(g == group for g in reaper.groups().values())
+    shared = "; ".join(reaper.group_reasons()[group])
+    assert group >= 1 and [m.value for m in app.markdown if "In group" in m.value] == [
+        widgets.plain(f"In group {group} of the anomalies ({members:,} cutouts: {shared}); the "
+                      "gallery filters by group and labels one in one action.")]
     app.button(key="judge-interesting").click().run()
     assert not app.exception
     assert exported(eng).set_index("cutout_id").label[first] == "interesting"

@@ -61,6 +61,14 @@ with right:
     why = reaper.reasons(m, [cid]).get(cid, [])
     if why:
         st.write(widgets.plain("Why it scores high: " + "; ".join(why) + "."))
+    groups = state.groups(m)
+    if groups.get(cid):
+        g = groups[cid]
+        shared = "; ".join(state.group_reasons(m).get(g, []))
+        members = sum(v == g for v in groups.values())
+        st.write(widgets.plain(f"In group {g} of the anomalies ({count(members, 'cutout')}"
+                               + (f": {shared}" if shared else "") + "); the gallery filters "
+                               "by group and labels one in one action."))
     # Two rows, so that each button has room for its word and its key.
     for row in (KEYS[:2], KEYS[2:]):
         for col, (label, text, key) in zip(st.columns(len(row)), row, strict=True):
