@@ -401,17 +401,6 @@ def test_discover_page_labels_and_requeues(app, db):
     first = int(re.search(r"Cutout #(\d+)", app.subheader[0].value).group(1))
     assert {b.key for b in app.button} >= {"judge-interesting", "judge-anomaly",
                                             "judge-artefact", "judge-normal", "judge-None"}
-    # The first to judge (the highest score, no label yet) is flagged and in a group: the page
-    # says which, and what the group's members share.
-    from reaper_core.service import Reaper
-
-    reaper = Reaper(Settings(db_url=db[0], load_demo=0))
-    group = reaper.groups()[first]
-    members = sum(g == group for g in reaper.groups().values())
-    shared = "; ".join(reaper.group_reasons()[group])
-    assert group >= 1 and [m.value for m in app.markdown if "In group" in m.value] == [
-        widgets.plain(f"In group {group} of the anomalies ({members:,} cutouts: {shared}); the "
-                      "gallery filters by group and labels one in one action.")]
     app.button(key="judge-interesting").click().run()
     assert not app.exception
     assert exported(eng).set_index("cutout_id").label[first] == "interesting"
@@ -426,6 +415,32 @@ def test_discover_page_labels_and_requeues(app, db):
                                       (b.key or "" for b in app.button))
     df = exported(eng)
     store.set_label(eng, df.cutout_id[df.label != ""].astype(int).tolist(), None)
+
+
+def test_discover_page_names_the_group_of_a_flagged_cutout(tmp_path, spoc_file, monkeypatch):
+    """On a fresh database the first cutout to judge (the highest score) is flagged and in a
+    group of anomalies: the page says which, how many it holds and what its members share."""
+    from reaper_core.service import Reaper
+
+    url = ingested_db(tmp_path, [spoc_file])
+    monkeypatch.setenv("ANOMALY_REAPER_DB_URL", url)
+    monkeypatch.setenv("ANOMALY_REAPER_UPLOADS_DIR", str(tmp_path / "uploads"))
+    monkeypatch.setenv("ANOMALY_REAPER_LOAD_DEMO", "0")
+    st.cache_resource.clear()
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page("app_pages/discover.py").run()
+    assert not at.exception
+    first = int(re.search(r"Cutout #(\d+)", at.subheader[0].value).group(1))
+    reaper = Reaper(Settings(db_url=url, load_demo=0))
+    groups = reaper.groups()
+    group = groups[first]
+    members = sum(g == group for g in groups.values())
+    shared = "; ".join(reaper.group_reasons()[group])
+    assert group >= 1 and shared
+    assert [m.value for m in at.markdown if "In group" in m.value] == [widgets.plain(
+        f"In group {group} of the anomalies ({members:,} cutouts: {shared}); the gallery "
+        "filters by group and labels one in one action.")]
+    st.cache_resource.clear()
 
 
 def test_gallery_more_like_this_and_groups(app, db):
