@@ -157,3 +157,44 @@ def test_gallery_pages_on_postgres(pg_url, spoc_file, hdf_file):
     engine = store.make_engine(pg_url)
     check_gallery_pages(engine, Settings(db_url=pg_url), [hdf_file, spoc_file])
     engine.dispose()
+
+
+def test_discovery_on_postgres(pg_url, spoc_file, hdf_file, tmp_path, capsys):
+    """Labels, re-ranking, the Discover queue, more like this and groups (with their words)
+    on PostgreSQL give what they give on SQLite for the same files and labels, and persist: a
+    new service on the same database ranks alike."""
+    from reaper_core.service import Reaper
+
+    _reset(pg_url)
+    got = {}
+    for name, url in (("postgres", pg_url), ("sqlite", f"sqlite:///{tmp_path / 'd.db'}")):
+        reaper = Reaper(Settings(db_url=url, load_demo=0))
+        assert all(r.status == "added" for r in reaper.ingest([spoc_file, hdf_file]).results)
+        df = reaper.export_table().sort_values(["score", "cutout_id"], ascending=[False, True])
+        key = {int(c): (f, round(x, 3), round(y, 3))
+               for c, f, x, y in zip(df.cutout_id, df.file, df.x, df.y, strict=True)}
+        ids = df.cutout_id.astype(int).tolist()
+        reaper.label(ids[:5], "interesting")
+        reaper.label(ids[200:205], "normal")
+        reaper.label(ids[300:302], "artefact")
+        again = Reaper(Settings(db_url=url, load_demo=0))  # labels and model persist
+        r = again.reranked()
+        assert np.array_equal(r["cutout_id"], reaper.reranked()["cutout_id"])
+        groups = again.groups()
+        words = again.group_reasons()
+        assert words and set(words) == set(groups.values()) - {0}
+        out = again.export_table().set_index("cutout_id")
+        assert out["rerank_score"].between(0, 1).all()
+        assert all(out.at[c, "group"] == g for c, g in groups.items())
+        got[name] = {
+            "reranked": [key[int(c)] for c in r["cutout_id"][:100]],
+            "queue": [key[c] for c in again.discover_queue(n=24)],
+            "similar": [key[c] for c, _ in again.similar(ids[0], 10)],
+            "groups": sorted((key[c], g) for c, g in groups.items()),
+            "words": words,
+        }
+        assert main(["groups", "--db-url", url]) == 0
+        assert "    what they share: " in capsys.readouterr().out
+        again.engine.dispose()
+        reaper.engine.dispose()
+    assert got["postgres"] == got["sqlite"]
