@@ -72,6 +72,18 @@ def group_reasons(det: PCAAnomalyDetector, X: np.ndarray, groups: np.ndarray,
             for g in np.unique(groups) if g > 0}
 
 
+def group_titles(words: dict[int, list[str]]) -> dict[int, str]:
+    """A short title for each group of :func:`group_reasons`: its phrase that the fewest other
+    groups share (the first such, in its own order), so that groups whose first phrase is the
+    same ("light at its centre that no star explains …") read apart; "" for none."""
+    counts: dict[str, int] = {}
+    for phrases in words.values():
+        for p in set(phrases):
+            counts[p] = counts.get(p, 0) + 1
+    return {g: min(phrases, key=lambda p: counts[p]) if phrases else ""
+            for g, phrases in words.items()}
+
+
 def _phrases(row: np.ndarray, feats: list[Feature] | None, top: int) -> list[str]:
     """The phrases of the (ten) features of largest ``row²`` (residuals, shape (d,)), "high"
     or "low" by sign, up to ``top``, each once with the quadrants it is said of."""

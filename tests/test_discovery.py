@@ -271,3 +271,17 @@ def test_groups_are_kinds_whatever_their_strength():
                            + rng.normal(scale=0.3, size=(60, d)) for k in range(kinds)])
     sampled = group_anomalies(many, max_clustered=100)
     assert adjusted_rand_score(np.repeat(np.arange(kinds), 60), sampled) > 0.9
+
+
+def test_group_titles_tell_groups_apart(reaper):
+    """A group's title in the gallery's filter is its phrase that the fewest other groups
+    share: on the Hubble field and the simulated frame the groups' first phrases repeat, their
+    titles less."""
+    from reaper_core.explain import group_titles
+
+    words = reaper.group_reasons()
+    titles = group_titles(words)
+    assert set(titles) == set(words) and all(titles[g] in words[g] for g in words if words[g])
+    firsts = [w[0] for w in words.values() if w]
+    assert len(set(titles.values())) > len(set(firsts))  # 7 against 6 of 9 groups
+    assert group_titles({1: ["a", "b"], 2: ["a", "c"], 3: []}) == {1: "b", 2: "c", 3: ""}

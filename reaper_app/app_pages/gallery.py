@@ -17,7 +17,7 @@ from reaper_app import plots, state, widgets
 from reaper_core import views
 from reaper_core.cutouts import STRETCHES, to_png
 from reaper_core.downloads import cutout_file_name, region_file_name
-from reaper_core.explain import residual_map
+from reaper_core.explain import group_titles, residual_map
 from reaper_core.labels import LABELS
 from reaper_core.words import count
 
@@ -51,10 +51,11 @@ with st.sidebar:
     groups = state.groups(m)
     sizes = Counter(groups.values())
     shared = state.group_reasons(m) if sizes else {}
+    titles = group_titles(shared)
     chosen_groups = st.multiselect(
         "Group of anomalies", list(range(1, max(sizes, default=0) + 1)), key="g_group",
         format_func=lambda g: f"group {g} ({sizes[g]:,})"
-                              + (f": {shared[g][0]}" if shared.get(g) else ""),
+                              + (f": {titles[g]}" if titles.get(g) else ""),
         help="Flagged cutouts grouped by the way they are odd (HDBSCAN on the directions of "
              "their embeddings), each named by what its members share.")
     per_object = st.checkbox("One per object", True, key="g_per_object",
