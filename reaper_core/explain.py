@@ -75,13 +75,18 @@ def group_reasons(det: PCAAnomalyDetector, X: np.ndarray, groups: np.ndarray,
 def group_titles(words: dict[int, list[str]]) -> dict[int, str]:
     """A short title for each group of :func:`group_reasons`: its phrase that the fewest other
     groups share (the first such, in its own order), so that groups whose first phrase is the
-    same ("light at its centre that no star explains …") read apart; "" for none."""
+    same ("light at its centre that no star explains …") read apart; a phrase of what is
+    missing ("no bright column") only when the group has no other; "" for none."""
     counts: dict[str, int] = {}
     for phrases in words.values():
         for p in set(phrases):
             counts[p] = counts.get(p, 0) + 1
-    return {g: min(phrases, key=lambda p: counts[p]) if phrases else ""
-            for g, phrases in words.items()}
+
+    def title(phrases: list[str]) -> str:
+        present = [p for p in phrases if not p.startswith("no ")] or phrases
+        return min(present, key=lambda p: counts[p]) if present else ""
+
+    return {g: title(phrases) for g, phrases in words.items()}
 
 
 def _phrases(row: np.ndarray, feats: list[Feature] | None, top: int) -> list[str]:

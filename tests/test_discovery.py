@@ -285,3 +285,5 @@ def test_group_titles_tell_groups_apart(reaper):
     firsts = [w[0] for w in words.values() if w]
     assert len(set(titles.values())) > len(set(firsts))  # 7 against 6 of 9 groups
     assert group_titles({1: ["a", "b"], 2: ["a", "c"], 3: []}) == {1: "b", 2: "c", 3: ""}
+    assert group_titles({1: ["a", "no b"], 2: ["a"], 3: ["no c"]}) == {1: "a", 2: "a",
+                                                                       3: "no c"}
