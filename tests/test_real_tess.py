@@ -236,6 +236,25 @@ def _real_frame_copy(folder, k: int, data: np.ndarray):
     return path
 
 
+def _real_frame_and_noise():
+    """The real SPOC frame, its first science column and its sky's robust noise σ."""
+    from reaper_core.simulate import _robust_noise
+
+    img = read_fits(REAL_SPOC)
+    return img, img.valid[1].start, _robust_noise(img.data[img.valid])
+
+
+def _ingest_copies(db_url: str, paths: list, places: list):
+    """A service over ``db_url`` with the copies ``paths`` ingested (each added), its export,
+    each row's copy number and its offset (dx, dy) from that copy's place in ``places``."""
+    reaper = Reaper(Settings(db_url=db_url, load_demo=0))
+    assert all(r.status == "added" for r in reaper.ingest(paths).results)
+    df = reaper.export_table()
+    copy = df.file.map({p.name: k for k, p in enumerate(paths)}).to_numpy()
+    at = np.array(places)[copy]
+    return reaper, df, copy, df.x.to_numpy() - at[:, 0], df.y.to_numpy() - at[:, 1]
+
+
 def test_a_hole_in_the_data_gets_a_cutout_of_its_own(tmp_path):
     """A block of missing (NaN) pixels inside the real SPOC frame — undetectable once filled
     with the median — gets a position on a real pixel beside it, cut and ranked among the top
@@ -277,11 +296,7 @@ def test_the_core_statistics_rank_a_faint_ring_among_real_stars_higher(tmp_path)
     components) five; the mean rank halves (83 against 169)."""
     from dataclasses import replace
 
-    from reaper_core.simulate import _robust_noise
-
-    img = read_fits(REAL_SPOC)
-    x0 = img.valid[1].start
-    sig = _robust_noise(img.data[img.valid])
+    img, x0, sig = _real_frame_and_noise()
     yy, xx = np.mgrid[0:img.data.shape[0], 0:img.data.shape[1]]
     places = [(x0 + 25, 30), (x0 + 95, 35), (x0 + 45, 90), (x0 + 100, 100), (x0 + 60, 60),
               (x0 + 30, 110), (x0 + 110, 70), (x0 + 75, 20)]
@@ -311,11 +326,8 @@ def test_more_like_a_cosmic_ray_is_other_cosmic_rays(tmp_path):
     among its 10 nearest in other copies (29 of 80) than the plain Euclidean neighbours of the
     same space (20 of 80), because the distance weighs the features that make the query odd."""
     from reaper_core.similarity import SimilarityIndex
-    from reaper_core.simulate import _robust_noise
 
-    img = read_fits(REAL_SPOC)
-    x0 = img.valid[1].start
-    sig = _robust_noise(img.data[img.valid])
+    img, x0, sig = _real_frame_and_noise()
     places = [(x0 + 20 + 15 * k % 90, 25 + 11 * k) for k in range(8)]
     paths = []
     for k, ((x, y), amp) in enumerate(zip(places, np.geomspace(30, 300, 8) * sig, strict=True)):
@@ -323,12 +335,7 @@ def test_more_like_a_cosmic_ray_is_other_cosmic_rays(tmp_path):
         data[y, x] += amp
         data[y, x + 1] += 0.6 * amp
         paths.append(_real_frame_copy(tmp_path, k, data))
-    reaper = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'c.db'}", load_demo=0))
-    assert all(r.status == "added" for r in reaper.ingest(paths).results)
-    df = reaper.export_table()
-    copy = df.file.map({p.name: k for k, p in enumerate(paths)}).to_numpy()
-    dx = df.x.to_numpy() - np.array(places)[copy, 0]
-    dy = df.y.to_numpy() - np.array(places)[copy, 1]
+    reaper, df, copy, dx, dy = _ingest_copies(f"sqlite:///{tmp_path / 'c.db'}", paths, places)
     shows = (np.abs(dx) <= 16) & (np.abs(dy) <= 16)  # the window shows its copy's ray
     row = {int(c): i for i, c in enumerate(df.cutout_id)}
     ids, Z = reaper._space(reaper.model())
@@ -351,11 +358,8 @@ def test_a_group_of_bad_columns_is_named_for_them(tmp_path, capsys):
     from collections import Counter
 
     from reaper_core.cli import main
-    from reaper_core.simulate import _robust_noise
 
-    img = read_fits(REAL_SPOC)
-    x0 = img.valid[1].start
-    sig = _robust_noise(img.data[img.valid])
+    img, x0, sig = _real_frame_and_noise()
     places = [(x0 + 100 - 9 * k, 100 - 8 * k) for k in range(8)]
     paths = []
     for k, (x, y) in enumerate(places):
@@ -363,11 +367,8 @@ def test_a_group_of_bad_columns_is_named_for_them(tmp_path, capsys):
         data[y - 20:y + 21, x] -= 8 * sig
         paths.append(_real_frame_copy(tmp_path, k, data))
     db = f"sqlite:///{tmp_path / 'g.db'}"
-    reaper = Reaper(Settings(db_url=db, load_demo=0))
-    assert all(r.status == "added" for r in reaper.ingest(paths).results)
-    df = reaper.export_table()
-    at = np.array(places)[df.file.map({p.name: k for k, p in enumerate(paths)}).to_numpy()]
-    on_column = ((np.abs(df.x - at[:, 0]) <= 3) & (np.abs(df.y - at[:, 1]) <= 21)).to_numpy()
+    reaper, df, _, dx, dy = _ingest_copies(db, paths, places)
+    on_column = (np.abs(dx) <= 3) & (np.abs(dy) <= 21)
     groups = reaper.groups()
     counts = Counter(groups.get(int(c), 0) for c in df.cutout_id[on_column])
     counts.pop(0, None)
