@@ -45,30 +45,56 @@ def top_features(det: PCAAnomalyDetector, X: np.ndarray, features: list[Feature]
     return out
 
 
+#: A feature is put into words only when the sample's value lies at least this far from the
+#: typical sample's (standardised units, σ of the training set) on the side its residual says:
+#: "a bright column" for a patch that has one, not for one whose column is merely fainter than
+#: the rest of its light predicts.
+MIN_DEVIATION = 1.0
+
+
+def deviations(det: PCAAnomalyDetector, X: np.ndarray) -> np.ndarray:
+    """Each feature's distance from the typical sample, shape (n, d): standardised units
+    from the training mean for the embedding columns, the context columns' robust z (as in
+    :meth:`~reaper_core.detector.PCAAnomalyDetector.residuals`)."""
+    X = np.atleast_2d(X)
+    D = det.residuals(X)
+    d = det.components_.shape[1]
+    D[:, :d] = det.standardised(X)[:, :d] - det.pca_mean_
+    return D
+
+
 def reasons(det: PCAAnomalyDetector, X: np.ndarray, features: list[Feature] | None,
             top: int = 3) -> list[list[str]]:
-    """Why each sample scores high, in plain words: the phrases of the (ten) features that carry
-    most of its reconstruction error, "high" or "low" by the sign of the residual (the value is
-    above or below what the model expects), repeated phrases once (naming each quadrant).
+    """Why each sample scores high, in plain words: the phrases of the features that carry
+    most of its reconstruction error (the ten largest residuals), "high" or "low" by the sign
+    of the residual (the value is above or below what the model expects) — each only when the
+    value itself is that far from the typical one (:data:`MIN_DEVIATION`), so that no phrase
+    says what the patch does not show — repeated phrases once (naming each quadrant).
     Empty when features have none.
 
     Returns, per sample (rows of ``X``, shape (n, d)), up to ``top`` phrases.
     """
     feats = _usable(det, features)
-    return [_phrases(row, feats, top) for row in det.residuals(np.atleast_2d(X))]
+    X = np.atleast_2d(X)
+    return [_phrases(row, feats, top, dev)
+            for row, dev in zip(det.residuals(X), deviations(det, X), strict=True)]
 
 
 def group_reasons(det: PCAAnomalyDetector, X: np.ndarray, groups: np.ndarray,
                   features: list[Feature] | None, top: int = 3) -> dict[int, list[str]]:
     """What the members of each group share, in plain words: :func:`reasons` of their mean
     residual direction (each member's residuals scaled to unit length, so that a bright one
-    does not speak for the rest). ``X`` shape (n, d) embeddings, ``groups`` shape (n,) their
-    groups (0: in none, left out). Returns {group: up to ``top`` phrases}."""
+    does not speak for the rest) and their mean :func:`deviations`. ``X`` shape (n, d)
+    embeddings, ``groups`` shape (n,) their groups (0: in none, left out). Returns {group: up
+    to ``top`` phrases}."""
     feats = _usable(det, features)
     groups = np.asarray(groups)
-    R = det.residuals(np.atleast_2d(X))
+    X = np.atleast_2d(X)
+    R = det.residuals(X)
     R = R / np.maximum(np.linalg.norm(R, axis=1, keepdims=True), 1e-12)
-    return {int(g): _phrases(R[groups == g].mean(axis=0), feats, top)
+    D = deviations(det, X)
+    return {int(g): _phrases(R[groups == g].mean(axis=0), feats, top,
+                             D[groups == g].mean(axis=0))
             for g in np.unique(groups) if g > 0}
 
 
@@ -89,13 +115,18 @@ def group_titles(words: dict[int, list[str]]) -> dict[int, str]:
     return {g: title(phrases) for g, phrases in words.items()}
 
 
-def _phrases(row: np.ndarray, feats: list[Feature] | None, top: int) -> list[str]:
+def _phrases(row: np.ndarray, feats: list[Feature] | None, top: int,
+             deviation: np.ndarray) -> list[str]:
     """The phrases of the (ten) features of largest ``row²`` (residuals, shape (d,)), "high"
-    or "low" by sign, up to ``top``, each once with the quadrants it is said of."""
+    or "low" by sign, up to ``top``, each once with the quadrants it is said of; a feature
+    whose ``deviation`` (shape (d,), :func:`deviations`) is not at least
+    :data:`MIN_DEVIATION` on the same side is left unsaid."""
     if feats is None:
         return []
     said: dict[str, list[str]] = {}  # phrase template → its quadrants, in order of importance
     for i in np.argsort(row * row, kind="stable")[::-1][:10]:  # the ten that weigh most
+        if not (row[i] * deviation[i] > 0 and abs(deviation[i]) >= MIN_DEVIATION):
+            continue
         f = feats[i]
         phrase = f.high if row[i] > 0 else f.low
         if not phrase or (phrase not in said and len(said) == top):

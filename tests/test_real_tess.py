@@ -378,3 +378,36 @@ def test_a_group_of_bad_columns_is_named_for_them(tmp_path, capsys):
     assert any("dark column" in w for w in words[best])
     assert main(["groups", "--db-url", db]) == 0
     assert f"    what they share: {'; '.join(words[best])}" in capsys.readouterr().out
+
+
+def test_reasons_say_only_what_the_patch_shows(tmp_path):
+    """Why a cutout of the real SPOC frame scores high is said in phrases that are true of it:
+    each phrase of a statistic ("a brighter peak than usual", "no bright column", "a dark
+    column …") names a value on that side of the median over the frame's cutouts — not one
+    merely above or below what the rest of the patch predicts (a bleed trail's column, fainter
+    than its star's light predicts, was "no bright column"). Of the 40 highest-scoring
+    cutouts, every phrase; each still has three."""
+    from reaper_core import store
+
+    reaper = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'w.db'}", load_demo=0))
+    assert reaper.ingest([SPOC]).results[0].status == "added"
+    model = reaper.model()
+    ids, X = store.load_embeddings(reaper.engine, model.embedder)
+    median = np.median(X, axis=0)
+    said: dict[str, list[tuple[int, int]]] = {}  # phrase → the (feature, side) saying it
+    for i, f in enumerate(reaper.features(model)):
+        for phrase, side in ((f.high, 1), (f.low, -1)):
+            if phrase and "{where}" not in phrase:
+                said.setdefault(phrase, []).append((i, side))
+    top = reaper.ranking(model)["cutout_id"][:40].tolist()
+    why = reaper.reasons(model, top)
+    checked = 0
+    for cid in top:
+        x = X[np.flatnonzero(ids == cid)[0]]
+        assert len(why[cid]) == 3
+        for phrase in why[cid]:
+            if phrase in said:
+                checked += 1
+                assert any(side * (x[i] - median[i]) > 0 for i, side in said[phrase]), (
+                    cid, phrase)
+    assert checked >= 80
