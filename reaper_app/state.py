@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import sys
 import threading
+from collections import Counter
 
 import numpy as np
 import streamlit as st
@@ -86,6 +87,21 @@ def groups(m: CurrentModel | None) -> dict[int, int]:
         return {}
     r = reaper()
     return _groups(r, m, r.settings.db_url, m.id, m.threshold, r.data_version(False))
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _group_sizes(_groups: dict[int, int], url: str, model_id: int, threshold: float,
+                 version: tuple) -> Counter:
+    return Counter(_groups.values())
+
+
+def group_sizes(m: CurrentModel | None) -> Counter:
+    """{group: how many flagged cutouts it holds} of :func:`groups` under ``m``, cached like
+    it (do not mutate)."""
+    if m is None:
+        return Counter()
+    r = reaper()
+    return _group_sizes(groups(m), r.settings.db_url, m.id, m.threshold, r.data_version(False))
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)

@@ -65,7 +65,7 @@ with right:
     if groups.get(cid):
         g = groups[cid]
         shared = "; ".join(state.group_reasons(m).get(g, []))
-        members = sum(v == g for v in groups.values())
+        members = state.group_sizes(m)[g]
         st.write(widgets.plain(f"In group {g} of the anomalies ({count(members, 'cutout')}"
                                + (f": {shared}" if shared else "") + "); the gallery filters "
                                "by group and labels one in one action."))

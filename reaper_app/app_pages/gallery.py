@@ -8,7 +8,6 @@ import streamlit as st
 st.title("Anomaly gallery")
 
 import json
-from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -49,7 +48,7 @@ with st.sidebar:
     only = st.checkbox("Anomalies only", st.session_state.pop("gallery_anomalies", True),
                        key="g_only")
     groups = state.groups(m)
-    sizes = Counter(groups.values())
+    sizes = state.group_sizes(m)
     shared = state.group_reasons(m) if sizes else {}
     titles = group_titles(shared)
     chosen_groups = st.multiselect(
