@@ -394,7 +394,7 @@ def _residual_background(diff: np.ndarray, stars: np.ndarray | None = None) -> n
     (scattered light is smooth over so few pixels); smaller ones nothing. Pixels where
     ``stars`` (bool, shape (ny, nx)) is true are left out of the mesh: the residuals of bright
     stars biased whole cells, and the difference then held a blob a cell wide."""
-    if not _too_small_for_mesh(diff):
+    if not too_small_for_mesh(diff):
         return smooth_background(diff, DIFF_MESH, filter_size=1, ignore=stars)
     if min(diff.shape) < DIFF_MESH:
         return np.zeros_like(diff)
@@ -419,7 +419,7 @@ def _clipped_plane(img: np.ndarray, n_iter: int = 3, clip: float = 3.0) -> np.nd
     return (X @ coef).reshape(ny, nx).astype(img.dtype)
 
 
-def _too_small_for_mesh(img: np.ndarray) -> bool:
+def too_small_for_mesh(img: np.ndarray) -> bool:
     """Whether ``img`` is too small for a difference's background mesh (a TESScut cube)."""
     return img.size < SMALL_FRAME or min(img.shape) < 2 * DIFF_MESH
 
@@ -509,7 +509,7 @@ def difference(frame: np.ndarray, ref: Reference, shift: tuple[float, float] | N
                          f"{ref.image.shape}")
     shift = measure_shift(ref.anchor, frame) if shift is None else shift
     aligned = align(frame, shift)
-    if _too_small_for_mesh(aligned):
+    if too_small_for_mesh(aligned):
         aligned -= smooth_background(aligned)  # the frame's median
     # The sky is measured on the difference, where no star biases it (see
     # :func:`_residual_background`), before the systematics are fitted.
@@ -522,9 +522,7 @@ def difference(frame: np.ndarray, ref: Reference, shift: tuple[float, float] | N
     # Pixels a shift brought in from beyond the edge, and those whose background the mesh
     # extrapolates, are not searched; the matched filter sees up to its half-width inside.
     # The noise is scaled on the sky pixels inside them.
-    k = psf_kernel()
-    edge = (int(np.ceil(max(abs(shift[0]), abs(shift[1])))) + 2 + k.shape[0] // 2
-            if min(frame.shape) > 24 else 0)
+    edge = unsearched_edge(shift, frame.shape)
     sky = ref.faint.copy()
     if edge:
         for a in (s, sky):
@@ -544,6 +542,16 @@ def difference(frame: np.ndarray, ref: Reference, shift: tuple[float, float] | N
         snr /= sky_noise(snr, sky)
     diff[~np.isfinite(diff)] = 0.0
     return Difference(diff=diff, snr=snr, sigma=sigma * scale, shift=shift)
+
+
+def unsearched_edge(shift: tuple[float, float], shape: tuple[int, int]) -> int:
+    """Width (px) of the edge a difference at ``shift`` (dy, dx, px) leaves out of the
+    search: what the shift brought in from beyond the frame and what the matched filter sees
+    past it — none in frames of 24 px or fewer a side (a TESScut cube), whose edges are
+    all there is."""
+    if min(shape) <= 24:
+        return 0
+    return int(np.ceil(max(abs(shift[0]), abs(shift[1])))) + 2 + psf_kernel().shape[0] // 2
 
 
 def sky_noise(img: np.ndarray, sky: np.ndarray) -> float:

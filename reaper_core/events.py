@@ -13,7 +13,9 @@ Kinds (:data:`EVENT_KINDS`):
                   0.7 px) by more than 3 px: an asteroid, a comet (a track of dimmings that
                   moves so is a chain of residuals, and no event);
 ``variable``      a place that dims (negative residual: an eclipse, a star fading), or that
-                  brightens in more than one episode;
+                  brightens in more than one episode; or a star varying through the whole
+                  stack (a pulsator, a rotator), whose S/N wanders smoothly from frame to
+                  frame (:class:`Coherence`, :func:`settle_variable`);
 ``transient``     one episode of brightening over at least 2 frames at one place (the last
                   may be below detection, see below): a flare, a supernova, a nova;
 ``single_frame``  seen in one frame only: a glint, a satellite streak, a cosmic ray.
@@ -154,6 +156,29 @@ LIGHTCURVE_BUDGET_BYTES = 512 * 2**20
 MAX_NOISE_PROBES = 4000
 NOISE_PROBE_VALUES = 800_000
 MIN_NOISE_PROBES = 1000
+#: A place whose matched-filter S/N wanders smoothly from frame to frame — its variance over
+#: the stack less half its mean squared change between consecutive frames (noise alone: 0 ±
+#: a few hundredths over hundreds of frames) at least this — is measured as a candidate
+#: variable star (:class:`Coherence`): a star varying through the whole stack (a pulsator, a
+#: rotator, an eclipsing binary) has no quiet stretch for an event to stand out of, and its
+#: own scatter sets its pixels' noise (:func:`reaper_core.difference._noise_model`).
+COHERENT_VARIANCE = 1.0
+#: Candidate variable stars measured at most, the most coherent first.
+MAX_VARIABLES = 200
+#: A candidate variable star is kept when its light curve (decorrelated against the
+#: pointing), averaged over :data:`VARIABLE_FRAMES` frames, strays at least this far from its
+#: median in units of that average's noise (measured from the changes between consecutive
+#: frames), and when most of its variance is smooth (:func:`wander`).
+VARIABLE_SIGMA = 8.0
+VARIABLE_FRAMES = 5
+#: Candidate variable stars are looked for this many px inside the widest edge that the
+#: search leaves out of any frame (:meth:`Coherence.candidates`).
+EDGE_PX = 4
+#: A candidate variable star is point-like: its :meth:`Coherence.smooth_variance` stands
+#: :data:`COHERENT_VARIANCE` above the median over the ring between these radii (px) about
+#: it, which holds at most this share of its peak (a glow's wander is as high on the ring).
+POINT_RING_PX = (4, 7)
+POINT_RING_SHARE = 0.5
 
 
 @dataclass
@@ -846,6 +871,143 @@ def _separate_spans(events: list[Event]) -> int:
     return count
 
 
+class Coherence:
+    """Per-pixel sums over a stack's matched-filter S/N maps, frame by frame, that tell where
+    the S/N wanders smoothly (a variable star) rather than jumping about (noise): its variance
+    less half its mean squared change between consecutive searched frames; and where and when
+    each pixel's S/N was furthest from 0. Memory: six arrays of a frame, 4 bytes a pixel."""
+
+    def __init__(self) -> None:
+        self.n = self.pairs = 0
+        self.s1 = self.s2 = self.d2 = self.prev = self.peak = self.peak_frame = None
+
+    def add(self, frame: int, snr: np.ndarray | None) -> None:
+        """Add one frame's S/N map (shape (ny, nx)); None (not searched) breaks the
+        succession."""
+        if snr is None:
+            self.prev = None
+            return
+        from .patch_kernels import add_to_coherence
+
+        snr = np.ascontiguousarray(snr, np.float32)
+        if self.s1 is None:
+            self.s1, self.s2, self.d2, self.peak = (np.zeros(snr.shape, np.float32)
+                                                    for _ in range(4))
+            self.peak_frame = np.zeros(snr.shape, np.int32)
+        add_to_coherence(snr, self.prev, self.s1, self.s2, self.d2, self.peak, self.peak_frame,
+                         frame)
+        self.pairs += self.prev is not None
+        self.n += 1
+        self.prev = snr
+
+    def smooth_variance(self) -> np.ndarray | None:
+        """Variance less half the mean squared change between consecutive frames, shape
+        (ny, nx); None before 20 frames (too few to tell)."""
+        if self.n < MIN_DECORRELATION_FRAMES or self.pairs == 0:
+            return None
+        mean = self.s1.astype(np.float64) / self.n
+        return self.s2 / self.n - mean * mean - self.d2.astype(np.float64) / (2 * self.pairs)
+
+    def candidates(self, times: np.ndarray, offset: tuple[int, int] = (0, 0),
+                   edge: int = 0) -> list[Event]:
+        """Candidate variable stars: the local maxima (5 × 5) of :meth:`smooth_variance` that
+        stand :data:`COHERENT_VARIANCE` above the median of their ring
+        (:data:`POINT_RING_PX`), which holds at most :data:`POINT_RING_SHARE` of their peak,
+        at most :data:`MAX_VARIABLES` (the highest above their ring first; ties by place), as
+        ``variable`` events over the whole stack peaking where their S/N was furthest from
+        0."""
+        from .difference import psf_kernel
+        from .patch_kernels import window_maxima
+
+        c = self.smooth_variance()
+        if c is None:
+            return []
+        c = np.nan_to_num(c, nan=0.0).astype(np.float32)
+        # Not within ``edge`` px of the edges, nor :data:`EDGE_PX` beyond: where the search
+        # leaves out an edge as wide as each frame's shift, a place is searched in some frames
+        # and not in others, its S/N stepping with the pointing as a star's would wander.
+        e = max(int(edge), psf_kernel().shape[0] // 2) + EDGE_PX
+        inside = np.zeros(c.shape, bool)
+        inside[e:-e, e:-e] = True
+        rows, cols = window_maxima(c, inside & (c >= COHERENT_VARIANCE), 2)
+        # Point-like: a star's wander is as compact as the PSF, what a scattered-light glow
+        # leaves under a difference's sky wanders alike over tens of pixels.
+        ring = _ring_medians(c, rows, cols)
+        peak = c[rows, cols]
+        point = (peak - ring >= COHERENT_VARIANCE) & (ring <= POINT_RING_SHARE * peak)
+        rows, cols, excess = rows[point], cols[point], (peak - ring)[point]
+        order = np.lexsort((cols, rows, -excess))[:MAX_VARIABLES]
+        x0, y0 = offset
+        last = len(times) - 1
+        out = []
+        for r, q in zip(rows[order].tolist(), cols[order].tolist(), strict=True):
+            f = int(self.peak_frame[r, q])
+            out.append(Event(
+                kind="variable", x=float(q + x0), y=float(r + y0), frame_start=0,
+                frame_peak=f, frame_end=last, t_start=float(times[0]), t_peak=float(times[f]),
+                t_end=float(times[last]), peak_sigma=float(abs(self.peak[r, q])),
+                sign=1 if self.peak[r, q] >= 0 else -1, n_detections=1, flux=0.0, area=1.0,
+                elongation=1.0, frames=np.array([f])))
+        return out
+
+
+def _ring_medians(img: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Median of ``img`` (shape (ny, nx)) over the ring :data:`POINT_RING_PX` (inner, outer
+    radius, px) about each (row, col), shape (m,); the part inside the image."""
+    a, b = POINT_RING_PX
+    dy, dx = np.mgrid[-b:b + 1, -b:b + 1]
+    on = (np.hypot(dy, dx) >= a) & (np.hypot(dy, dx) <= b)
+    dy, dx = dy[on], dx[on]
+    out = np.empty(len(rows))
+    for k, (r, q) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
+        yy, xx = r + dy, q + dx
+        inside = (yy >= 0) & (yy < img.shape[0]) & (xx >= 0) & (xx < img.shape[1])
+        out[k] = float(np.median(img[yy[inside], xx[inside]]))
+    return out
+
+
+def wander(ev: Event, shifts: np.ndarray | None = None) -> np.ndarray | None:
+    """How a candidate variable star's light curve (:meth:`Coherence.candidates`) wanders,
+    frame by frame, shape (n,): decorrelated against the pointing (``shifts``, shape (n, 2)),
+    averaged over :data:`VARIABLE_FRAMES` frames, its distance from its median in units of
+    that average's noise (the frame-to-frame changes' robust σ / √2, over
+    √ :data:`VARIABLE_FRAMES`), NaN where not measured. None unless at least half its
+    variance is smooth — the variance at least the mean squared change between consecutive
+    frames (white noise: half; a flash in one frame, a star's residual jumping with the
+    pointing: about half or less) — or with fewer than 20 measured frames."""
+    from .difference import robust_std
+
+    d = np.asarray(ev.lightcurve.get("diff_flux", np.zeros(0)), float)
+    ok = np.isfinite(d)
+    if ok.sum() < MIN_DECORRELATION_FRAMES:
+        return None
+    flux = d if shifts is None else _decorrelated(d, shifts, ok)
+    steps = np.diff(flux[ok])
+    white = robust_std(steps) / np.sqrt(2.0)
+    if not np.isfinite(white) or white <= 0 or np.var(flux[ok]) < np.mean(steps**2):
+        return None
+    z = (running_mean(flux, VARIABLE_FRAMES) - np.median(flux[ok])) / (
+        white / np.sqrt(VARIABLE_FRAMES))
+    return z if np.isfinite(z).any() else None
+
+
+def settle_variable(ev: Event, times: np.ndarray, shifts: np.ndarray | None = None) -> float:
+    """A candidate variable star's significance, its largest :func:`wander` (0 when it does
+    not wander smoothly); the frames it is :data:`EPISODE_SIGMA` away from its median on the
+    side of its peak (where its S/N was furthest from 0) become its span (a slow
+    transient that the frames missed then reads as one, by :func:`kind_from_episodes`; a
+    star varying throughout spans the stack)."""
+    z = wander(ev, shifts)
+    if z is None:
+        return 0.0
+    z = np.nan_to_num(z)
+    away = np.flatnonzero(ev.sign * z >= EPISODE_SIGMA)
+    if len(away):
+        ev.frame_start, ev.frame_end = int(away[0]), int(away[-1])
+        ev.t_start, ev.t_end = float(times[away[0]]), float(times[away[-1]])
+    return float(np.abs(z).max())
+
+
 @dataclass
 class StackSearch:
     """What :func:`search_stack` found: the events, the reference, every frame's shift."""
@@ -864,7 +1026,13 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
 
     Frames with severe quality bits are differenced for light curves but not searched.
     """
-    from .difference import DETECTION_FIELDS, build_reference, detect
+    from .difference import (
+        DETECTION_FIELDS,
+        build_reference,
+        detect,
+        too_small_for_mesh,
+        unsearched_edge,
+    )
 
     ref = build_reference(stack, n_sample=n_sample, progress=progress)
     n = len(stack)
@@ -885,9 +1053,11 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
     # as NaN none: nothing to search); detection (photutils, which needs a warnings filter) in
     # this thread.
     binners = [BinnedSearch(b, ref, stack.offset) for b in BIN_FRAMES if b < n]
+    coherence = Coherence()
     for i, d in enumerate(_differences(stack, ref, range(n), matched=True)):
         empty[i] = d is None
         found = None
+        coherence.add(i, d.snr if d is not None and good[i] else None)
         if d is not None and good[i]:
             found = detect(d, frame=i)
             found["purity"] = detection_purity(d.diff, found, stack.offset)
@@ -916,6 +1086,17 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
                        for e in binned_events(b.detections(), b.length, stack.times,
                                               stack.offset, min_purity=MIN_PURITY)
                        if not any(_on_track(e, m) for m in movers)]
+    # Candidate variable stars, measured with the rest — in frames large enough for the sky of
+    # each difference to be a mesh: in smaller ones (a TESScut cube), a glow's gradient left
+    # over the frame by its median sky wanders as a star would (simulated stacks of 300 frames,
+    # seeds 1–3: at 20²–28² 6 false variables and 5 of 9 injected ones found; none false at
+    # 64², 96², 256²).
+    widest = (np.abs(shifts[~empty]).max(axis=0) if (~empty).any() else np.zeros(2))
+    variables = [] if too_small_for_mesh(ref.image) else coherence.candidates(
+        stack.times, stack.offset, unsearched_edge(tuple(widest), ref.image.shape))
+    del coherence
+    wandering = {id(e) for e in variables}
+    events = events + variables
     probes = noise_probes(places, n)
     progress("link", 1.0, f"{len(events)} candidates of one sign at their peak, of "
                           f"{len(places) + sum(e.kind == 'mover' for e in events)}, from "
@@ -941,6 +1122,15 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
             factor = frame_factors(probe_flux)
         del probe_flux
         for e in batch:
+            if id(e) in wandering:  # a candidate variable star: smooth, of one sign at its peak
+                e.lc_sigma = e.peak_sigma = settle_variable(e, stack.times, shifts)
+                if e.lc_sigma >= VARIABLE_SIGMA:
+                    e.peak_purity = purity(e)  # on its cutout at its peak, as it was stored
+                if e.lc_sigma >= VARIABLE_SIGMA and e.peak_purity >= MIN_PURITY:
+                    e.lightcurve = {k: v.astype(float) if v.dtype == np.float32 else v
+                                    for k, v in e.lightcurve.items()}
+                    kept.append(e)
+                continue
             e.lc_sigma = lightcurve_sigma(e, factor if at_star(e, ref, stack.offset) else None,
                                           shifts)
             # (An event found in bins only is too faint for its cutout at one frame to
@@ -957,6 +1147,12 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
     if not strips_now or regrown:
         cut_strips(stack, ref, kept if not strips_now else regrown, shifts,
                    patch_size=patch_size, progress=progress, skip=empty)
+    # A variable star where an event was found already, or on a mover's track, is that event
+    # (its own search's view of it stands).
+    found = [e for e in kept if id(e) not in wandering]
+    kept = found + [v for v in kept if id(v) in wandering and not any(
+        _on_track(v, e) if e.kind == "mover" else np.hypot(e.x - v.x, e.y - v.y)
+        <= STAR_REACH_PX for e in found)]
     events = merge_recurrent(kept)
     for e in events:
         e.kind = kind_from_episodes(e, shifts)

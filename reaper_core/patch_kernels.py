@@ -1,7 +1,7 @@
 """Loops over patches compiled with Numba: the sums behind the local embedder's statistics,
 the median absolute deviation of sorted rows, the star fit's stamps added into an image
-and read out of it, the simulator's pixel-integrated stars, and detection's sums over the
-cells of big segments and its local maxima.
+and read out of it, the simulator's pixel-integrated stars, detection's sums over the
+cells of big segments and its local maxima, and a stack's per-pixel sums of its frames' S/N.
 
 The statistics (:func:`reaper_core.embedders.local.stats_features`) are moments, counts and
 flux-weighted sums of a patch's pixels; NumPy computed each as a pass of its own over
@@ -535,3 +535,32 @@ def _window_maxima(img, where, half):  # pragma: no cover - compiled
                 cols[m] = x
                 m += 1
     return rows, cols, m
+
+
+def add_to_coherence(snr: np.ndarray, prev: np.ndarray | None, s1: np.ndarray, s2: np.ndarray,
+                     d2: np.ndarray, peak: np.ndarray, peak_frame: np.ndarray,
+                     frame: int) -> None:
+    """One frame's S/N map ``snr`` (float32, shape (ny, nx)) added in place, in one pass, to a
+    stack's per-pixel sums (:class:`reaper_core.events.Coherence`): ``s1`` += snr, ``s2`` +=
+    snr², ``d2`` += (snr − ``prev``)² (none without a previous frame), and where |snr| beats
+    |``peak``|, ``peak`` = snr and ``peak_frame`` = ``frame``. Arrays float32 but
+    ``peak_frame`` int32, all of one shape and C-contiguous."""
+    _add_to_coherence(snr, snr if prev is None else prev, prev is not None, s1, s2, d2, peak,
+                      peak_frame, int(frame))
+
+
+@numba.njit(nogil=True, cache=True)
+def _add_to_coherence(snr, prev, has_prev, s1, s2, d2, peak, peak_frame,
+                      frame):  # pragma: no cover - compiled
+    ny, nx = snr.shape
+    for y in range(ny):
+        for x in range(nx):
+            v = snr[y, x]
+            s1[y, x] += v
+            s2[y, x] += v * v
+            if has_prev:
+                step = v - prev[y, x]
+                d2[y, x] += step * step
+            if abs(v) > abs(peak[y, x]):
+                peak[y, x] = v
+                peak_frame[y, x] = frame

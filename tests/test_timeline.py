@@ -579,6 +579,50 @@ def test_events_on_stars_in_jittery_frames_are_found():
     assert false <= 2
 
 
+def test_a_star_varying_through_the_whole_stack_is_a_variable():
+    """A source that varies as a sine (period 1 day, ±12σ of the matched filter at its
+    extremes) through all 150 frames has no quiet stretch for an event to stand out of, and
+    its own scatter sets its pixels' noise: the frame-by-frame search finds nothing there (nor
+    did the code before this check). Its S/N wandering smoothly from frame to frame
+    (:class:`~reaper_core.events.Coherence`) makes it one ``variable`` event whose light curve
+    follows the sine; the same stack without it gives the same events as with it, less that
+    one."""
+    from reaper_core.events import VARIABLE_SIGMA, Coherence
+
+    def search(add: bool):
+        sim = simulate_stack(150, 96, seed=11, events={})
+        _, ny, nx = sim.frames.shape
+        noise = 1.4826 * np.median(np.abs(np.diff(sim.frames[:, 8:-8, 8:-8], axis=0))) / 2**0.5
+        yy, xx = np.mgrid[0:ny, 0:nx]
+        psf = np.exp(-((xx - 47.3) ** 2 + (yy - 52.6) ** 2) / (2 * 0.85**2))
+        psf /= psf.sum()
+        wave = np.sin(2 * np.pi * (sim.times - sim.times[0]) / 1.0)
+        if add:  # flux giving a matched-filter S/N of 12: 12 σ / √Σpsf²
+            sim.frames += (12 * noise / np.sqrt((psf**2).sum()) * wave)[:, None, None] * psf
+        return search_stack(as_stack(sim)).events, wave
+
+    with_it, wave = search(True)
+    without, _ = search(False)
+    near = [e for e in with_it if np.hypot(e.x - 47.3, e.y - 52.6) < 1.5]
+    assert [e.kind for e in near] == ["variable"]
+    assert near[0].lc_sigma >= VARIABLE_SIGMA
+    lc = near[0].lightcurve["diff_flux"]
+    ok = np.isfinite(lc)
+    assert np.corrcoef(lc[ok], wave[ok])[0, 1] > 0.8  # 0.87
+    assert not any(np.hypot(e.x - 47.3, e.y - 52.6) < 3 for e in without)
+    assert sorted((e.kind, round(e.x), round(e.y)) for e in with_it if e is not near[0]) == \
+        sorted((e.kind, round(e.x), round(e.y)) for e in without)
+    # Noise alone wanders 0 on average, a sine of amplitude a by a² / 2.
+    rng = np.random.default_rng(0)
+    c = Coherence()
+    for i in range(400):
+        snr = rng.normal(size=(4, 4)).astype(np.float32)
+        snr[0, 0] += 4 * np.sin(2 * np.pi * i / 50)
+        c.add(i, None if i == 200 else snr)
+    v = c.smooth_variance()
+    assert abs(v[1:, 1:].mean()) < 0.05 and v[0, 0] == pytest.approx(8, rel=0.15)
+
+
 def test_missing_pixels_and_empty_cadences_make_no_event():
     """A masked column and cadences held as NaN (as a TESScut cube holds its off-detector
     pixels and its lost cadences): the events are found and nothing else (two false events
@@ -814,12 +858,22 @@ def test_light_curve_pass_measures_pure_candidates_and_bounded_probes(kinds_sim,
     monkeypatch.setattr(ev_mod, "MAX_NOISE_PROBES", 3)
     stack = as_stack(kinds_sim)
     res = search_stack(stack)
-    # The single frames' candidates, then those of the bins of frames.
+    # The single frames' candidates, then those of the bins of frames, then the candidate
+    # variable stars (measured whatever their purity: their peak is known only once every
+    # frame was searched; the purity of a kept one is measured on its cutout).
     n_frames = len(seen["events"])
-    assert seen["measured"][:n_frames] == seen["events"]
-    assert all(e.binned > 1 for e in seen["measured"][n_frames:])
+    measured = seen["measured"]
+    assert measured[:n_frames] == seen["events"]
+    rest = measured[n_frames:]
+    n_binned = sum(e.binned > 1 for e in rest)
+    assert all(e.binned > 1 for e in rest[:n_binned])
+    wandering = {id(e) for e in rest[n_binned:]}
+    assert all(e.binned == 1 and e.n_detections == 1 for e in rest[n_binned:])
+    assert len(wandering) <= ev_mod.MAX_VARIABLES
     still = [e for e in seen["events"] if e.kind != "mover"]
-    assert all(e.peak_purity >= ev_mod.MIN_PURITY for e in seen["measured"] if e.kind != "mover")
+    assert all(e.peak_purity >= ev_mod.MIN_PURITY for e in measured
+               if e.kind != "mover" and id(e) not in wandering)
+    assert all(e.peak_purity >= ev_mod.MIN_PURITY for e in res.events if e.kind != "mover")
     assert len(seen["places"]) >= len(still)  # every still candidate's place, kept or not
     # Probes: one per place among all still candidates, at most 3, first and last kept.
     assert len(seen["probes"]) == 3
