@@ -1095,7 +1095,9 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
     variables = [] if too_small_for_mesh(ref.image) else coherence.candidates(
         stack.times, stack.offset, unsearched_edge(tuple(widest), ref.image.shape))
     del coherence
-    wandering = {id(e) for e in variables}
+    # By identity (held here, so that no other object takes an id while the batches free the
+    # candidates that fail).
+    wandering = {id(e): e for e in variables}
     events = events + variables
     probes = noise_probes(places, n)
     progress("link", 1.0, f"{len(events)} candidates of one sign at their peak, of "
