@@ -52,12 +52,13 @@ def top_features(det: PCAAnomalyDetector, X: np.ndarray, features: list[Feature]
 MIN_DEVIATION = 1.0
 
 
-def deviations(det: PCAAnomalyDetector, X: np.ndarray) -> np.ndarray:
+def deviations(det: PCAAnomalyDetector, X: np.ndarray, R: np.ndarray) -> np.ndarray:
     """Each feature's distance from the typical sample, shape (n, d): standardised units
-    from the training mean for the embedding columns, the context columns' robust z (as in
-    :meth:`~reaper_core.detector.PCAAnomalyDetector.residuals`)."""
+    from the training mean for the embedding columns, the context columns' robust z — as in
+    ``R``, the samples' :meth:`~reaper_core.detector.PCAAnomalyDetector.residuals` (shape
+    (n, d), already computed; not changed)."""
     X = np.atleast_2d(X)
-    D = det.residuals(X)
+    D = np.array(R, float)
     d = det.components_.shape[1]
     D[:, :d] = det.standardised(X)[:, :d] - det.pca_mean_
     return D
@@ -76,8 +77,9 @@ def reasons(det: PCAAnomalyDetector, X: np.ndarray, features: list[Feature] | No
     """
     feats = _usable(det, features)
     X = np.atleast_2d(X)
+    R = det.residuals(X)
     return [_phrases(row, feats, top, dev)
-            for row, dev in zip(det.residuals(X), deviations(det, X), strict=True)]
+            for row, dev in zip(R, deviations(det, X, R), strict=True)]
 
 
 def group_reasons(det: PCAAnomalyDetector, X: np.ndarray, groups: np.ndarray,
@@ -91,8 +93,8 @@ def group_reasons(det: PCAAnomalyDetector, X: np.ndarray, groups: np.ndarray,
     groups = np.asarray(groups)
     X = np.atleast_2d(X)
     R = det.residuals(X)
+    D = deviations(det, X, R)
     R = R / np.maximum(np.linalg.norm(R, axis=1, keepdims=True), 1e-12)
-    D = deviations(det, X)
     return {int(g): _phrases(R[groups == g].mean(axis=0), feats, top,
                              D[groups == g].mean(axis=0))
             for g in np.unique(groups) if g > 0}
