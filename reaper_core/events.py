@@ -972,14 +972,18 @@ def _ring_medians(img: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.nda
     return out
 
 
-def pointing_segments(times: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+def pointing_segments(times: np.ndarray, shifts: np.ndarray,
+                      quality: np.ndarray | None = None) -> np.ndarray:
     """Number of each frame's pointing segment, shape (n,), int, from 0: a new one begins
-    where the pointing jumps between consecutive frames (a momentum dump: by more than
+    at a frame flagged as a momentum dump (``quality`` bit
+    :data:`~reaper_core.tess.MOMENTUM_DUMP`, shape
+    (n,)), where the pointing jumps between consecutive frames (by more than
     :data:`SEGMENT_JUMP_PX` and 6 robust σ of the frame-to-frame steps, ``shifts`` shape
-    (n, 2), px) or the ``times`` (shape (n,), days) leave a gap of more than
-    :data:`SEGMENT_GAP_CADENCES` cadences (a downlink)."""
+    (n, 2), px; frames too small to measure it have none) or where the ``times`` (shape
+    (n,), days) leave a gap of more than :data:`SEGMENT_GAP_CADENCES` cadences (a
+    downlink)."""
     from .difference import robust_std
-    from .tess import cadence_days
+    from .tess import MOMENTUM_DUMP, cadence_days
 
     n = len(shifts)
     new = np.zeros(n, bool)
@@ -987,6 +991,8 @@ def pointing_segments(times: np.ndarray, shifts: np.ndarray) -> np.ndarray:
         return new.astype(np.int64)
     step = np.hypot(*np.diff(np.asarray(shifts, float), axis=0).T)
     new[1:] = step > max(SEGMENT_JUMP_PX, 6 * robust_std(step))
+    if quality is not None:
+        new |= (np.asarray(quality).astype(np.int64) & MOMENTUM_DUMP) > 0
     t = np.asarray(times, float)
     if np.isfinite(t).sum() > 2:
         dt = np.nan_to_num(np.diff(t), nan=0.0)
@@ -1034,8 +1040,12 @@ def wander(ev: Event, shifts: np.ndarray | None = None) -> np.ndarray | None:
     ok = np.isfinite(d)
     if ok.sum() < MIN_DECORRELATION_FRAMES:
         return None
-    flux = d if shifts is None else _less_segment_levels(
-        _decorrelated(d, shifts, ok), pointing_segments(ev.lightcurve["time"], shifts))
+    if shifts is None:
+        flux = d
+    else:
+        lc = ev.lightcurve
+        flux = _less_segment_levels(_decorrelated(d, shifts, ok), pointing_segments(
+            lc["time"], shifts, lc.get("quality")))
     ok = np.isfinite(flux)
     if ok.sum() < MIN_DECORRELATION_FRAMES:
         return None

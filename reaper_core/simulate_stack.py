@@ -42,14 +42,13 @@ from .simulate import (
     tmag_flux,
     write_spoc,
 )
+from .tess import MOMENTUM_DUMP
 
 #: Injected event kinds and the event kind :mod:`.events` should give each.
 EXPECTED_KIND = {
     "flare": "transient", "supernova": "transient", "eclipse": "variable",
     "asteroid": "mover", "glint": "single_frame", "satellite": "single_frame",
 }
-#: TESS quality bit of a momentum dump.
-MOMENTUM_DUMP = 32
 _PSF_SIGMA = PSF_FWHM[0] / 2.3548
 
 

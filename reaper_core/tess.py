@@ -41,6 +41,8 @@ QUALITY_FLAGS = {
 }
 #: Bits that make a frame unfit for science (pointing lost, excluded, badly calibrated).
 SEVERE_QUALITY = 1 | 2 | 4 | 8 | 32 | 128 | 16384
+#: The bit of a momentum dump (the pointing jumps there).
+MOMENTUM_DUMP = 32
 
 
 def good_quality(quality: Any) -> np.ndarray:

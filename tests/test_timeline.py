@@ -607,8 +607,10 @@ def test_a_residual_stepping_with_the_pointing_is_no_variable_star():
     """Over a sector, a star's residual steps at each momentum dump by more than a quadratic
     in the pointing takes out: judged without each pointing segment's level, it does not
     wander (before, it strayed 10σ and made a false variable); a ±3σ sine of period one day
-    on top of the same steps still does."""
+    on top of the same steps still does. Where the pointing is not measured (a frame under
+    24 px), the momentum dumps' quality flags split the segments."""
     from reaper_core.events import VARIABLE_SIGMA, pointing_segments, wander
+    from reaper_core.tess import MOMENTUM_DUMP
 
     times, shifts, flux = _pointing_steps()
     seg = pointing_segments(times, shifts)
@@ -621,6 +623,16 @@ def test_a_residual_stepping_with_the_pointing_is_no_variable_star():
     sine = 3 * np.sin(2 * np.pi * (times - times[0]))
     z = wander(_whole_stack_candidate(times, flux + sine), shifts)
     assert z is not None and np.nanmax(np.abs(z)) >= VARIABLE_SIGMA  # 9.5
+    # A frame too small to measure its pointing (shifts 0): the dumps' quality flags split it.
+    quality = np.zeros(len(times), np.int32)
+    quality[70::70] = MOMENTUM_DUMP | 128
+    still = np.zeros_like(shifts)
+    assert np.array_equal(pointing_segments(times, still, quality), seg)
+    assert pointing_segments(times, still).max() == 1  # the gap alone
+    ev = _whole_stack_candidate(times, flux)
+    ev.lightcurve["quality"] = quality
+    z = wander(ev, still)
+    assert z is None or np.nanmax(np.abs(z)) < VARIABLE_SIGMA
 
 
 def test_a_star_varying_through_the_whole_stack_is_a_variable():
