@@ -179,10 +179,10 @@ EDGE_PX = 4
 #: it, which holds at most this share of its peak (a glow's wander is as high on the ring).
 POINT_RING_PX = (4, 7)
 POINT_RING_SHARE = 0.5
-#: A candidate variable star's light curve is judged less the level of each pointing
-#: segment (:func:`pointing_segments`): a segment ends where the pointing jumps by more than
-#: this (px; and by 6 robust σ of the frame-to-frame steps) or the cadences leave a gap of
-#: more than :data:`SEGMENT_GAP_CADENCES`.
+#: A candidate variable star's light curve is judged less a straight line fitted to each
+#: pointing segment (:func:`pointing_segments`): a segment ends where the pointing jumps
+#: by more than this (px; and by 6 robust σ of the frame-to-frame steps), at a momentum
+#: dump's flag, or where the cadences leave a gap of more than :data:`SEGMENT_GAP_CADENCES`.
 SEGMENT_JUMP_PX = 0.1
 SEGMENT_GAP_CADENCES = 5.0
 
@@ -1000,40 +1000,49 @@ def pointing_segments(times: np.ndarray, shifts: np.ndarray,
     return np.cumsum(new)
 
 
-def _less_segment_levels(flux: np.ndarray, segment: np.ndarray) -> np.ndarray:
-    """``flux`` (shape (n,), NaN where not measured) less the mean of each of its pointing
+def _less_segment_trends(flux: np.ndarray, times: np.ndarray, segment: np.ndarray,
+                         degree: int = 0) -> np.ndarray:
+    """``flux`` (shape (n,), NaN where not measured) less a polynomial of ``degree`` (0: its
+    mean, 1: a straight line) in ``times`` (shape (n,), days) fitted to each of its pointing
     ``segment`` s (shape (n,)), plus the median of all; NaN in a segment of fewer than 3
-    measured frames (nothing to tell its level by). (The medians instead left one false
-    variable of the eight stacks measured in :func:`wander`, and lost one sine.)"""
+    measured frames (nothing to tell its level by)."""
     out = np.full(len(flux), np.nan)
-    ok = np.isfinite(flux)
+    ok = np.isfinite(flux) & np.isfinite(times)
     if not ok.any():
         return out
     for k in np.unique(segment[ok]):
-        m = (segment == k) & ok
+        m = ok & (segment == k)
         if m.sum() >= 3:
-            out[m] = flux[m] - flux[m].mean()
+            A = np.vander(times[m] - times[m].mean(), degree + 1)
+            out[m] = flux[m] - A @ np.linalg.lstsq(A, flux[m], rcond=None)[0]
     return out + np.median(flux[ok])
 
 
-def wander(ev: Event, shifts: np.ndarray | None = None) -> np.ndarray | None:
+def wander(ev: Event, shifts: np.ndarray | None = None, mesh_sky: bool = True
+           ) -> np.ndarray | None:
     """How a candidate variable star's light curve (:meth:`Coherence.candidates`) wanders,
     frame by frame, shape (n,): decorrelated against the pointing (``shifts``, shape (n, 2)),
-    less the mean of each pointing segment (:func:`pointing_segments`), averaged over
-    :data:`VARIABLE_FRAMES` frames, its distance from its median in units of that average's
-    noise (the frame-to-frame changes' robust σ / √2, over √ :data:`VARIABLE_FRAMES`), NaN
-    where not measured. None unless at least half its variance is smooth — the variance at
-    least the mean squared change between consecutive frames (white noise: half; a flash in
-    one frame, a star's residual jumping with the pointing: about half or less) — or with
-    fewer than 20 measured frames.
+    less the level of each pointing segment (:func:`pointing_segments`; with ``mesh_sky``
+    False, a frame too small for a difference's mesh sky, a straight line fitted to it),
+    averaged over :data:`VARIABLE_FRAMES` frames, its distance from its median in units of
+    that average's noise (the frame-to-frame changes' robust σ / √2, over
+    √ :data:`VARIABLE_FRAMES`), NaN where not measured. None unless at least half its
+    variance is smooth — the variance at least the mean squared change between consecutive
+    frames (white noise: half; a flash in one frame, a star's residual jumping with the
+    pointing: about half or less) — or with fewer than 20 measured frames.
 
     The segments' levels go because an undersampled star's residual steps at each momentum
     dump by more than a quadratic in the pointing takes out: over a sector's 1,282 frames,
-    with the pointing drifting by 1.5 px, those steps wandered as a variable star's light
-    would (simulated stacks, seeds 3–6, without an injected variable: 2 false variables at
-    64², 15 at 96²; none once the levels go, and every injected ±12σ sine still found).
-    Variability slower than a segment (1–3 days between dumps) is left to the events' own
-    search."""
+    with the pointing drifting by 1.5 px, that wandered as a variable star's light would
+    (simulated stacks without an injected variable, seeds 3–6: 2 false variables at 64², 15
+    at 96²; none once each segment's level goes, every ±12σ sine of period 1 day still
+    found). Under a frame's median or plane sky (20²–63²) a scattered-light glow's ramp is
+    left as well: each segment's level alone left 2 false variables there (20² and 48²), its
+    straight line none (a sine still found in 3 of 4 stacks at 32², 4 of 4 at 48²). Where
+    the sky is a mesh the line is not taken out: it would take a slow transient's rise too
+    (the 8σ supernova over 60 frames of ``benchmarks/timeline.py``'s memory row, found by
+    this search alone, was lost). Variability slower than a segment (1–3 days between
+    dumps) is left to the events' own search."""
     from .difference import robust_std
 
     d = np.asarray(ev.lightcurve.get("diff_flux", np.zeros(0)), float)
@@ -1044,8 +1053,10 @@ def wander(ev: Event, shifts: np.ndarray | None = None) -> np.ndarray | None:
         flux = d
     else:
         lc = ev.lightcurve
-        flux = _less_segment_levels(_decorrelated(d, shifts, ok), pointing_segments(
-            lc["time"], shifts, lc.get("quality")))
+        t = np.asarray(lc["time"], float)
+        flux = _less_segment_trends(_decorrelated(d, shifts, ok), t,
+                                    pointing_segments(t, shifts, lc.get("quality")),
+                                    0 if mesh_sky else 1)
     ok = np.isfinite(flux)
     if ok.sum() < MIN_DECORRELATION_FRAMES:
         return None
@@ -1058,13 +1069,14 @@ def wander(ev: Event, shifts: np.ndarray | None = None) -> np.ndarray | None:
     return z if np.isfinite(z).any() else None
 
 
-def settle_variable(ev: Event, times: np.ndarray, shifts: np.ndarray | None = None) -> float:
+def settle_variable(ev: Event, times: np.ndarray, shifts: np.ndarray | None = None,
+                    mesh_sky: bool = True) -> float:
     """A candidate variable star's significance, its largest :func:`wander` (0 when it does
     not wander smoothly); the frames it is :data:`EPISODE_SIGMA` away from its median on the
     side of its peak (where its S/N was furthest from 0) become its span (a slow
     transient that the frames missed then reads as one, by :func:`kind_from_episodes`; a
-    star varying throughout spans the stack)."""
-    z = wander(ev, shifts)
+    star varying throughout spans the stack). ``mesh_sky``: as for :func:`wander`."""
+    z = wander(ev, shifts, mesh_sky)
     if z is None:
         return 0.0
     z = np.nan_to_num(z)
@@ -1153,13 +1165,12 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
                        for e in binned_events(b.detections(), b.length, stack.times,
                                               stack.offset, min_purity=MIN_PURITY)
                        if not any(_on_track(e, m) for m in movers)]
-    # Candidate variable stars, measured with the rest — in frames large enough for the sky of
-    # each difference to be a mesh: in smaller ones (a TESScut cube) a sector's stack still
-    # made false variables (simulated, 1,282 frames, seeds 3–6: 2 at 20², 1 at 48², each
-    # lasting through the stack, where 300 frames made none), against none at 64² and 96².
+    # Candidate variable stars, measured with the rest (in a frame of under about 20² px, a
+    # TESScut cube of a few pixels, no place is far enough inside the edges).
     widest = (np.abs(shifts[~empty]).max(axis=0) if (~empty).any() else np.zeros(2))
-    variables = [] if too_small_for_mesh(ref.image) else coherence.candidates(
-        stack.times, stack.offset, unsearched_edge(tuple(widest), ref.image.shape))
+    variables = coherence.candidates(stack.times, stack.offset,
+                                     unsearched_edge(tuple(widest), ref.image.shape))
+    mesh_sky = not too_small_for_mesh(ref.image)
     del coherence
     # By identity (held here, so that no other object takes an id while the batches free the
     # candidates that fail).
@@ -1191,7 +1202,7 @@ def search_stack(stack, *, patch_size: int = 32, progress: ProgressFn = noop,
         del probe_flux
         for e in batch:
             if id(e) in wandering:  # a candidate variable star: smooth, of one sign at its peak
-                e.lc_sigma = e.peak_sigma = settle_variable(e, stack.times, shifts)
+                e.lc_sigma = e.peak_sigma = settle_variable(e, stack.times, shifts, mesh_sky)
                 if e.lc_sigma >= VARIABLE_SIGMA:
                     e.peak_purity = purity(e)  # on its cutout at its peak, as it was stored
                 if e.lc_sigma >= VARIABLE_SIGMA and e.peak_purity >= MIN_PURITY:

@@ -631,8 +631,38 @@ def test_a_residual_stepping_with_the_pointing_is_no_variable_star():
     assert pointing_segments(times, still).max() == 1  # the gap alone
     ev = _whole_stack_candidate(times, flux)
     ev.lightcurve["quality"] = quality
-    z = wander(ev, still)
+    z = wander(ev, still, mesh_sky=False)
     assert z is None or np.nanmax(np.abs(z)) < VARIABLE_SIGMA
+
+
+def _search_with_sine(n_frames: int, size: int, seed: int, x: float, y: float, add: bool,
+                      amplitude: float = 12.0):
+    """The events of a simulated stack without events, with (``add``) a source at (x, y)
+    varying as a sine of period 1 day, ``amplitude`` σ of the matched filter at its extremes;
+    and the sine, shape (n_frames,)."""
+    sim = simulate_stack(n_frames, size, seed=seed, events={})
+    _, ny, nx = sim.frames.shape
+    m = min(8, size // 8)
+    noise = 1.4826 * np.median(np.abs(np.diff(sim.frames[:, m:-m, m:-m], axis=0))) / 2**0.5
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    psf = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 0.85**2))
+    psf /= psf.sum()
+    wave = np.sin(2 * np.pi * (sim.times - sim.times[0]) / 1.0)
+    if add:  # flux giving a matched-filter S/N of ``amplitude``: amplitude σ / √Σpsf²
+        sim.frames += (amplitude * noise / np.sqrt((psf**2).sum()) * wave)[:, None, None] * psf
+    return search_stack(as_stack(sim)).events, wave
+
+
+def test_a_variable_star_in_a_cube_too_small_for_a_mesh_sky():
+    """A TESScut-sized cube (32² px, 300 frames): a star varying as a ±12σ sine is one
+    ``variable`` (left out before: a sector's stack of such cubes made false variables until
+    each pointing segment's straight line was taken out of a candidate's light curve), and
+    the cube without it has none."""
+    with_it, _ = _search_with_sine(300, 32, 1, 15.7, 16.2, add=True)
+    without, _ = _search_with_sine(300, 32, 1, 15.7, 16.2, add=False)
+    near = [e for e in with_it if np.hypot(e.x - 15.7, e.y - 16.2) < 1.5]
+    assert [e.kind for e in near] == ["variable"]
+    assert not any(e.kind == "variable" for e in without)
 
 
 def test_a_star_varying_through_the_whole_stack_is_a_variable():
@@ -645,20 +675,8 @@ def test_a_star_varying_through_the_whole_stack_is_a_variable():
     one."""
     from reaper_core.events import VARIABLE_SIGMA, Coherence
 
-    def search(add: bool):
-        sim = simulate_stack(150, 96, seed=11, events={})
-        _, ny, nx = sim.frames.shape
-        noise = 1.4826 * np.median(np.abs(np.diff(sim.frames[:, 8:-8, 8:-8], axis=0))) / 2**0.5
-        yy, xx = np.mgrid[0:ny, 0:nx]
-        psf = np.exp(-((xx - 47.3) ** 2 + (yy - 52.6) ** 2) / (2 * 0.85**2))
-        psf /= psf.sum()
-        wave = np.sin(2 * np.pi * (sim.times - sim.times[0]) / 1.0)
-        if add:  # flux giving a matched-filter S/N of 12: 12 σ / √Σpsf²
-            sim.frames += (12 * noise / np.sqrt((psf**2).sum()) * wave)[:, None, None] * psf
-        return search_stack(as_stack(sim)).events, wave
-
-    with_it, wave = search(True)
-    without, _ = search(False)
+    with_it, wave = _search_with_sine(150, 96, 11, 47.3, 52.6, add=True)
+    without, _ = _search_with_sine(150, 96, 11, 47.3, 52.6, add=False)
     near = [e for e in with_it if np.hypot(e.x - 47.3, e.y - 52.6) < 1.5]
     assert [e.kind for e in near] == ["variable"]
     assert near[0].lc_sigma >= VARIABLE_SIGMA
