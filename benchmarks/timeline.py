@@ -259,12 +259,18 @@ def main() -> None:
                          "frame as the baseline (0: none)")
     ap.add_argument("--memory-frames", default="200,800",
                     help="stack lengths whose search memory is compared ('': none)")
+    ap.add_argument("--variables", default="",
+                    help="only the variable-star table: sizes (px) of sector-long stacks "
+                         "(1,282 frames, --seeds from --first-seed), e.g. 32,96")
     ap.add_argument("--residuals", action="store_true",
                     help="only the differences' scatter at bright stars against their photon "
                          "noise, by pointing (jitter, momentum dumps)")
     args = ap.parse_args()
     if args.residuals:
         residuals(args.frames, args.size)
+        return
+    if args.variables:
+        variable_stars([int(v) for v in args.variables.split(",")], args.seeds, args.first_seed)
         return
     if not args.no_real:
         real_cube()
@@ -279,6 +285,40 @@ def main() -> None:
     # Speed on full-size frames: the whole search (reference, difference and detection,
     # linking, the light-curve pass) of a stack with events, timed stage by stage.
     speed(args.speed_size, args.speed_frames)
+
+
+def variable_stars(sizes: list[int], seeds: int, first_seed: int, frames: int = 1282,
+                   amplitude: float = 12.0) -> None:
+    """Stars varying through a sector's stack: each stack searched as simulated (no event
+    injected: every event found is false) and with a star varying as a sine of period 1 day,
+    ``amplitude`` σ of the matched filter at its extremes, at the centre (found: a
+    ``variable`` within 2 px of it)."""
+    print(f"Variable stars over {frames} frames (a sector of 30-minute cadences), seeds "
+          f"{first_seed}–{first_seed + seeds - 1}: a ±{amplitude:g}σ sine of period 1 day")
+    print(f"{'size':>6s} {'sine found':>11s} {'false events':>16s} {'s per stack':>12s}")
+    for size in sizes:
+        found = false = 0
+        t0 = time.perf_counter()
+        for seed in range(first_seed, first_seed + seeds):
+            for add in (True, False):
+                sim = simulate_stack(frames, size, seed=seed, events={})
+                ny, nx = sim.frames.shape[1:]
+                cx, cy = nx / 2 - 0.3, ny / 2 + 0.2
+                m = min(8, size // 8)
+                noise = 1.4826 * np.median(np.abs(np.diff(sim.frames[:, m:-m, m:-m], axis=0)))
+                psf = _psf((ny, nx), cx, cy)
+                if add:  # a matched-filter S/N of ``amplitude``: amplitude σ / √Σpsf²
+                    wave = np.sin(2 * np.pi * (sim.times - sim.times[0]))
+                    sim.frames += ((amplitude * noise / 2**0.5 / np.sqrt((psf**2).sum())
+                                    * wave)[:, None, None] * psf).astype(np.float32)
+                events = search_stack(as_stack(sim)).events
+                if add:
+                    found += any(e.kind == "variable" and np.hypot(e.x - cx, e.y - cy) < 2
+                                 for e in events)
+                else:
+                    false += len(events)
+        print(f"{size:>4d}²  {found:>5d} of {seeds:<3d} {false:>16d} "
+              f"{(time.perf_counter() - t0) / (2 * seeds):>12.1f}")
 
 
 def residuals(frames: int, size: int, seed: int = 7) -> None:
