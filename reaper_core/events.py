@@ -179,10 +179,11 @@ EDGE_PX = 4
 #: it, which holds at most this share of its peak (a glow's wander is as high on the ring).
 POINT_RING_PX = (4, 7)
 POINT_RING_SHARE = 0.5
-#: A candidate variable star's light curve is judged less a straight line fitted to each
-#: pointing segment (:func:`pointing_segments`): a segment ends where the pointing jumps
-#: by more than this (px; and by 6 robust σ of the frame-to-frame steps), at a momentum
-#: dump's flag, or where the cadences leave a gap of more than :data:`SEGMENT_GAP_CADENCES`.
+#: A candidate variable star's light curve is judged less each pointing segment's level (a
+#: straight line where a difference's sky is no mesh; :func:`wander`): a segment
+#: (:func:`pointing_segments`) ends where the pointing jumps by more than this (px; and by
+#: 6 robust σ of the frame-to-frame steps), at a momentum dump's flag, or where the cadences
+#: leave a gap of more than :data:`SEGMENT_GAP_CADENCES`.
 SEGMENT_JUMP_PX = 0.1
 SEGMENT_GAP_CADENCES = 5.0
 
@@ -975,13 +976,12 @@ def _ring_medians(img: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.nda
 def pointing_segments(times: np.ndarray, shifts: np.ndarray,
                       quality: np.ndarray | None = None) -> np.ndarray:
     """Number of each frame's pointing segment, shape (n,), int, from 0: a new one begins
-    at a frame flagged as a momentum dump (``quality`` bit
-    :data:`~reaper_core.tess.MOMENTUM_DUMP`, shape
-    (n,)), where the pointing jumps between consecutive frames (by more than
-    :data:`SEGMENT_JUMP_PX` and 6 robust σ of the frame-to-frame steps, ``shifts`` shape
-    (n, 2), px; frames too small to measure it have none) or where the ``times`` (shape
-    (n,), days) leave a gap of more than :data:`SEGMENT_GAP_CADENCES` cadences (a
-    downlink)."""
+    at a frame flagged as a momentum dump (``quality``, shape (n,), bit
+    :data:`~reaper_core.tess.MOMENTUM_DUMP`), where the pointing jumps between consecutive
+    frames (by more than :data:`SEGMENT_JUMP_PX` and 6 robust σ of the frame-to-frame
+    steps; ``shifts`` shape (n, 2), px, all 0 in frames too small to measure it) or where
+    the ``times`` (shape (n,), days) leave a gap of more than :data:`SEGMENT_GAP_CADENCES`
+    cadences (a downlink)."""
     from .difference import robust_std
     from .tess import MOMENTUM_DUMP, cadence_days
 
