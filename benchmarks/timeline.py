@@ -20,7 +20,7 @@ from _common import original_design
 
 from reaper_core.config import Settings
 from reaper_core.events import search_stack
-from reaper_core.simulate_stack import EXPECTED_KIND, simulate_stack
+from reaper_core.simulate_stack import EXPECTED_KIND, add_sine_star, simulate_stack
 from reaper_core.stacks import Stack, StackFrame, stack_from_cube
 from reaper_core.timedomain import event_features, rank_events
 
@@ -305,13 +305,8 @@ def variable_stars(sizes: list[int], seeds: int, first_seed: int, frames: int = 
                 sim = simulate_stack(frames, size, seed=seed, events={})
                 ny, nx = sim.frames.shape[1:]
                 cx, cy = nx / 2 - 0.3, ny / 2 + 0.2
-                m = min(8, size // 8)
-                noise = 1.4826 * np.median(np.abs(np.diff(sim.frames[:, m:-m, m:-m], axis=0)))
-                psf = _psf((ny, nx), cx, cy)
-                if add:  # a matched-filter S/N of ``amplitude``: amplitude σ / √Σpsf²
-                    wave = np.sin(2 * np.pi * (sim.times - sim.times[0]))
-                    sim.frames += ((amplitude * noise / 2**0.5 / np.sqrt((psf**2).sum())
-                                    * wave)[:, None, None] * psf).astype(np.float32)
+                if add:
+                    add_sine_star(sim, cx, cy, amplitude)
                 events = search_stack(as_stack(sim)).events
                 if add:
                     found += any(e.kind == "variable" and np.hypot(e.x - cx, e.y - cy) < 2

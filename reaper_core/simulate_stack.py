@@ -343,3 +343,23 @@ def simulate_stack(
                           events=truth, sector=sector, camera=camera, ccd=ccd,
                           cadence_s=cadence_s, wcs=wcs)
 
+
+
+def add_sine_star(sim: SimulatedStack, x: float, y: float, snr: float,
+                  period_days: float = 1.0) -> np.ndarray:
+    """Add in place to ``sim``'s frames a point source at (x, y) (px) varying through the
+    whole stack as a sine of ``period_days``, ``snr`` σ of the PSF-matched filter at its
+    extremes, σ the frames' own pixel noise (1.4826 × the median absolute change between
+    consecutive frames, over √2, away from the edges); returns the sine, shape (n,): a star
+    with no quiet stretch (a pulsator, a rotator), which no event kind of
+    :func:`simulate_stack` makes."""
+    _, ny, nx = sim.frames.shape
+    m = min(8, min(ny, nx) // 8)
+    noise = 1.4826 * np.median(np.abs(np.diff(sim.frames[:, m:-m, m:-m], axis=0))) / 2**0.5
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    psf = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 0.85**2))
+    psf /= psf.sum()
+    wave = np.sin(2 * np.pi * (sim.times - sim.times[0]) / period_days)
+    # A matched-filter S/N of ``snr``: snr σ / √Σpsf².
+    sim.frames += (snr * noise / np.sqrt((psf**2).sum()) * wave)[:, None, None] * psf
+    return wave

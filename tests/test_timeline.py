@@ -29,7 +29,12 @@ from reaper_core.events import (
     search_stack,
 )
 from reaper_core.service import Reaper
-from reaper_core.simulate_stack import EXPECTED_KIND, SimulatedStack, simulate_stack
+from reaper_core.simulate_stack import (
+    EXPECTED_KIND,
+    SimulatedStack,
+    add_sine_star,
+    simulate_stack,
+)
 from reaper_core.stacks import Stack, StackFrame, stack_from_cube, stack_from_files
 
 from .conftest import REAL_CUBE
@@ -638,18 +643,11 @@ def test_a_residual_stepping_with_the_pointing_is_no_variable_star():
 def _search_with_sine(n_frames: int, size: int, seed: int, x: float, y: float, add: bool,
                       amplitude: float = 12.0):
     """The events of a simulated stack without events, with (``add``) a source at (x, y)
-    varying as a sine of period 1 day, ``amplitude`` σ of the matched filter at its extremes;
-    and the sine, shape (n_frames,)."""
+    varying as a sine of period 1 day, ``amplitude`` σ of the matched filter at its extremes
+    (:func:`~reaper_core.simulate_stack.add_sine_star`); and the sine, shape (n_frames,)
+    (None without it)."""
     sim = simulate_stack(n_frames, size, seed=seed, events={})
-    _, ny, nx = sim.frames.shape
-    m = min(8, size // 8)
-    noise = 1.4826 * np.median(np.abs(np.diff(sim.frames[:, m:-m, m:-m], axis=0))) / 2**0.5
-    yy, xx = np.mgrid[0:ny, 0:nx]
-    psf = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 0.85**2))
-    psf /= psf.sum()
-    wave = np.sin(2 * np.pi * (sim.times - sim.times[0]) / 1.0)
-    if add:  # flux giving a matched-filter S/N of ``amplitude``: amplitude σ / √Σpsf²
-        sim.frames += (amplitude * noise / np.sqrt((psf**2).sum()) * wave)[:, None, None] * psf
+    wave = add_sine_star(sim, x, y, amplitude) if add else None
     return search_stack(as_stack(sim)).events, wave
 
 
