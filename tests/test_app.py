@@ -68,7 +68,7 @@ def test_home_shows_totals_and_model(app, db):
     assert _metric(app, "Cutouts") == f"{t['cutouts']:,}"
     n_anom = int(exported(eng).is_anomaly.sum())
     assert _metric(app, "Anomalies") == f"{n_anom:,}"
-    assert any("embedder: **local+core+stars**" in m.value for m in app.markdown)
+    assert any("embedder: **local\\+core\\+stars**" in m.value for m in app.markdown)
     files = app.dataframe[1].value
     assert set(files["file"]) == {"hubble_deep_field.fits", "tess-s0007-2-3_ffic.fits"}
 

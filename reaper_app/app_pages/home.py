@@ -36,12 +36,12 @@ with right:
     st.subheader("Current model")
     if m:
         row = m.row
-        st.write(f"- embedder: **{row.embedder}**\n"
+        st.write(f"- embedder: **{widgets.plain(row.embedder)}**\n"
                  f"- components: **{row.n_components}** "
                  f"(explained variance {100 * m.explained_variance.sum():.1f} %)\n"
                  f"- trained on **{row.n_train:,}** cutouts"
                  + (f", **{m.n_normal:,}** labelled normal" if m.n_normal else "") + "\n"
-                 f"- threshold: **{m.threshold:.4g}** ({row.threshold_mode} "
+                 f"- threshold: **{m.threshold:.4g}** ({widgets.plain(row.threshold_mode)} "
                  f"{row.threshold_value:g})")
     else:
         st.info("No model yet: upload files or load the demo data.")
