@@ -382,27 +382,6 @@ def pack_patches(patches: np.ndarray, chunk: int = 2048) -> list[bytes]:
     return [b for part in parts for b in part]
 
 
-def _shuffle(codes: np.ndarray) -> list[bytes]:
-    """Integer codes (k, m) as k rows of their bytes grouped by significance (the low bytes of
-    a row, then the high ones)."""
-    k, m = codes.shape
-    grouped = np.ascontiguousarray(codes.view(np.uint8).reshape(k, m, codes.itemsize)
-                                   .transpose(0, 2, 1))
-    return [r.tobytes() for r in grouped.reshape(k, -1)]
-
-
-def _codes_by_width(narrow: np.ndarray, wide: np.ndarray, flat: np.ndarray, lo: np.ndarray,
-                    step: np.ndarray, bad: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(rows, codes) of the patches stored in 16 bits and of those that need 32 (``wide``)."""
-    out = [(np.flatnonzero(~wide), narrow[~wide])]
-    if wide.any():
-        c = np.rint((flat[wide].astype(np.float64) - lo[wide, None]) / step[wide, None]) - 32767
-        c = np.clip(c, -(2**31 - 1), 2**31 - 1).astype(np.int32)
-        c[bad[wide]] = -(2**31)
-        out.append((np.flatnonzero(wide), c))
-    return out
-
-
 #: The patches' compression level (Zstandard).
 PATCH_ZSTD_LEVEL = -1
 
@@ -411,6 +390,7 @@ def _pack(p: np.ndarray) -> list[bytes]:
     import zstandard
 
     from .cutouts import fill_nan, ring_sky
+    from .patch_kernels import shuffled_codes
 
     n = len(p)
     if n == 0:
@@ -422,24 +402,14 @@ def _pack(p: np.ndarray) -> list[bytes]:
     lo = flat.min(axis=1)
     step = (sigma / PATCH_STEPS_PER_SIGMA).astype(np.float32)
     step = np.where(np.isfinite(step) & (step > 0), step, np.float32(1.0))
-    scaled = (flat - lo[:, None]) / step[:, None]
-    wide = scaled.max(axis=1) > 65533
-    narrow = (np.rint(scaled) - 32767).astype(np.int16)
-    narrow[bad] = -32768
-    head = np.column_stack([lo, step]).astype(np.float32)
-    rows: list[bytes] = [b""] * n
-    for sel, codes in _codes_by_width(narrow, wide, flat, lo, step, bad):
-        for i, row in zip(sel.tolist(), _shuffle(codes), strict=True):
-            rows[i] = row
-    compressed = zstandard.ZstdCompressor(level=PATCH_ZSTD_LEVEL).multi_compress_to_buffer(
-        rows, threads=1)
-    heads = [h.tobytes() for h in head]
-    out = []
-    for i, c in enumerate(compressed):
-        blob = heads[i] + c.tobytes()
-        # Never the length of an old float32 patch (the decoders ignore a trailing byte).
-        out.append(blob + b"\0" if len(blob) == 4 * flat.shape[1] else blob)
-    return out
+    codes, segments = shuffled_codes(flat, lo, step, bad)
+    # One buffer of the rows, compressed row by row (no bytes object a row on the way in).
+    rows = zstandard.ZstdCompressor(level=PATCH_ZSTD_LEVEL).multi_compress_to_buffer(
+        zstandard.BufferWithSegments(codes, segments.astype(np.uint64).tobytes()), threads=1)
+    heads = np.column_stack([lo, step]).astype(np.float32)
+    blobs = [h + r.tobytes() for h, r in zip(map(bytes, heads), rows, strict=True)]
+    # Never the length of an old float32 patch (the decoders ignore a trailing byte).
+    return [b + b"\0" if len(b) == 4 * flat.shape[1] else b for b in blobs]
 
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"

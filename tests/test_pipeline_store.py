@@ -66,6 +66,7 @@ def test_patches_are_stored_compactly_to_a_128th_of_their_noise():
     p = extract_cutouts(img.data, xs, ys, 32, img.valid)
     p[0, 3:6, 7] = np.nan
     p[1, 16, 16] = 5e7  # a saturated-frame value: 32-bit codes
+    p[1, 0, 0] = np.nan  # (missing in a 32-bit patch too)
     blobs = store.pack_patches(p)
     back = np.stack([store.unpack_patch(b, 32) for b in blobs])
     sigma = ring_sky(np.nan_to_num(p, nan=float(np.nanmedian(p[0]))))[1]
@@ -73,6 +74,7 @@ def test_patches_are_stored_compactly_to_a_128th_of_their_noise():
     err = np.nan_to_num(np.abs(back - p)).reshape(len(p), -1).max(1)
     assert (err <= sigma / 128 * 1.01 + 1e-3).all()
     assert back[1, 16, 16] == pytest.approx(5e7, abs=float(sigma[1]))
+    assert np.isnan(back[1, 0, 0]) and np.isfinite(back[1]).sum() == 1024 - 1
     assert np.mean([len(b) for b in blobs]) < 1600
     legacy = store.pack_float32(p[2])
     assert np.array_equal(store.unpack_patch(legacy, 32), p[2])
