@@ -1,11 +1,14 @@
 """Threads in one process: NumPy, zlib and the C extensions release the GIL, so chunks of
-patches run on every core without copies (the Dask cluster spreads whole files instead)."""
+patches run on every core without copies (the Dask cluster spreads whole files instead); a
+forked child for the one C extension that holds it (:func:`begin_in_child`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
+
+import numpy as np
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -114,6 +117,59 @@ def begin(fn: Callable[..., T], *args) -> Callable[[], T]:
     future = pool.submit(fn, *args)
     pool.shutdown(wait=False)
     return future.result
+
+
+def begin_in_child(fn: Callable[..., np.ndarray], *args) -> Callable[[], np.ndarray]:
+    """Start ``fn(*args)``, which returns a NumPy array of numbers, in a forked child process
+    when this process has more than one compute thread (:func:`compute_threads`) and can fork;
+    returns a function that waits for the array and returns it. For work that holds the GIL
+    throughout (``sep``'s deblending): a thread would not overlap it.
+
+    The child inherits ``args`` (nothing is copied to it) and sends the array back in NumPy's
+    ``.npy`` format (no pickle). Where the child cannot start, fails or dies, ``fn`` runs in
+    this process when the result is asked for (so its error, if any, is raised here). The
+    child runs C code on arrays it already holds: it takes none of the locks another thread
+    of this process may have held when it was forked (no import, no logging, no I/O but its
+    pipe), and ends with ``os._exit``.
+    """
+    import os
+
+    def here() -> np.ndarray:
+        return fn(*args)
+
+    if compute_threads() <= 1 or not hasattr(os, "fork"):
+        return here
+    import io
+
+    read_end, write_end = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read_end)
+        os.close(write_end)
+        return here
+    if pid == 0:  # the child
+        status = 1
+        try:
+            os.close(read_end)
+            out = io.BytesIO()
+            np.lib.format.write_array(out, np.asarray(fn(*args)), allow_pickle=False)
+            with os.fdopen(write_end, "wb") as pipe:
+                pipe.write(out.getbuffer())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+
+    def result() -> np.ndarray:
+        with os.fdopen(read_end, "rb") as pipe:
+            data = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        if status != 0 or not data:
+            return here()
+        return np.load(io.BytesIO(data), allow_pickle=False)
+
+    return result
 
 
 #: glibc allocator settings for processes that run the compute stages, bytes: arrays up to

@@ -188,6 +188,67 @@ def test_deblending_stack_is_sized_to_the_pixels_above_threshold(monkeypatch):
     assert np.array_equal(first, again)
 
 
+@pytest.mark.skipif(not (REAL_DATA / "other" / "isaac_vlt_crowded_field.fits").exists(),
+                    reason="../shared/data/ is not beside the checkout")
+def test_deblending_in_a_child_process_gives_the_objects_of_one_core(monkeypatch):
+    """Half of the big segments are deblended in a forked child while this process deblends
+    the other half: on the real ISAAC crowded field the positions and their objects are the
+    ones a single core gives, and merged neighbours still part."""
+    import os
+
+    from reaper_core import parallel
+
+    data = np.nan_to_num(read_fits(REAL_DATA / "other" / "isaac_vlt_crowded_field.fits").data)
+    forks, real_fork = [], os.fork
+
+    def counted() -> int:
+        forks.append(1)
+        return real_fork()
+
+    monkeypatch.setattr(os, "fork", counted)
+    monkeypatch.setattr(parallel, "compute_threads", lambda: 2)
+    x, y, seg = detect_segments(data)
+    assert forks  # the child ran
+    monkeypatch.setattr(parallel, "compute_threads", lambda: 1)
+    forks.clear()
+    x1, y1, seg1 = detect_segments(data)
+    assert not forks
+    assert np.array_equal(x, x1) and np.array_equal(y, y1) and np.array_equal(seg, seg1)
+    # Deblending grouped the cells of big segments into objects: fewer objects than positions.
+    assert 0.3 * len(seg) < len(np.unique(seg)) < len(seg)
+
+
+def test_work_begun_in_a_child_comes_back_or_is_done_here(monkeypatch):
+    """begin_in_child returns the child's array; where the child fails the work is done in
+    this process, and its own error is raised here."""
+    import os
+
+    from reaper_core import parallel
+
+    monkeypatch.setattr(parallel, "compute_threads", lambda: 2)
+    parent = os.getpid()
+    values = np.arange(100_000, dtype=np.int64)  # larger than a pipe's buffer
+
+    def pid_and(values: np.ndarray) -> np.ndarray:
+        return np.concatenate([[os.getpid()], values])
+
+    got = parallel.begin_in_child(pid_and, values)()
+    assert got[0] != parent and np.array_equal(got[1:], values)
+
+    def only_here(values: np.ndarray) -> np.ndarray:
+        if os.getpid() != parent:
+            raise RuntimeError("the child fails")
+        return values * 2
+
+    assert np.array_equal(parallel.begin_in_child(only_here, values)(), values * 2)
+
+    def always_fails(values: np.ndarray) -> np.ndarray:
+        raise ValueError("bad input")
+
+    with pytest.raises(ValueError, match="bad input"):
+        parallel.begin_in_child(always_fails, values)()
+
+
 def test_catalog_stars_take_the_segment_of_their_detection(tica_file):
     src = find_sources(read_fits(tica_file), "auto")
     cat = src.origin == "catalog"
