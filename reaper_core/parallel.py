@@ -4,6 +4,7 @@ forked child for the one C extension that holds it (:func:`begin_in_child`)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
@@ -130,7 +131,8 @@ def begin_in_child(fn: Callable[..., np.ndarray], *args) -> Callable[[], np.ndar
     this process when the result is asked for (so its error, if any, is raised here). The
     child runs C code on arrays it already holds: it takes none of the locks another thread
     of this process may have held when it was forked (no import, no logging, no I/O but its
-    pipe), and ends with ``os._exit``.
+    pipe; what it runs is imported before), and ends with ``os._exit``. One that hangs is
+    stopped after :data:`CHILD_TIMEOUT_S`.
     """
     import os
 
@@ -140,6 +142,8 @@ def begin_in_child(fn: Callable[..., np.ndarray], *args) -> Callable[[], np.ndar
     if compute_threads() <= 1 or not hasattr(os, "fork"):
         return here
     import io
+
+    from numpy.lib import format as npy  # (imported on first use: here, not in the child)
 
     read_end, write_end = os.pipe()
     try:
@@ -153,7 +157,7 @@ def begin_in_child(fn: Callable[..., np.ndarray], *args) -> Callable[[], np.ndar
         try:
             os.close(read_end)
             out = io.BytesIO()
-            np.lib.format.write_array(out, np.asarray(fn(*args)), allow_pickle=False)
+            npy.write_array(out, np.asarray(fn(*args)), allow_pickle=False)
             with os.fdopen(write_end, "wb") as pipe:
                 pipe.write(out.getbuffer())
             status = 0
@@ -162,14 +166,33 @@ def begin_in_child(fn: Callable[..., np.ndarray], *args) -> Callable[[], np.ndar
     os.close(write_end)
 
     def result() -> np.ndarray:
-        with os.fdopen(read_end, "rb") as pipe:
-            data = pipe.read()
+        import select
+        import signal
+
+        chunks, deadline = [], time.monotonic() + CHILD_TIMEOUT_S
+        with os.fdopen(read_end, "rb", buffering=0) as pipe:
+            while (left := deadline - time.monotonic()) > 0:
+                if not select.select([pipe], [], [], left)[0]:
+                    break
+                chunk = pipe.read(1 << 20)
+                if not chunk:  # the child is done
+                    deadline = 0.0
+                    break
+                chunks.append(chunk)
+        if deadline:  # it hung: stop it
+            os.kill(pid, signal.SIGKILL)
+            chunks = []
         _, status = os.waitpid(pid, 0)
-        if status != 0 or not data:
+        if status != 0 or not chunks:
             return here()
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        return np.load(io.BytesIO(b"".join(chunks)), allow_pickle=False)
 
     return result
+
+
+#: Seconds :func:`begin_in_child`'s result waits for the child before stopping it and doing
+#: the work itself (the deblending of a 2048² frame takes half a second).
+CHILD_TIMEOUT_S = 120.0
 
 
 #: glibc allocator settings for processes that run the compute stages, bytes: arrays up to

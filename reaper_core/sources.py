@@ -359,6 +359,8 @@ def _deblended_at(smoothed: np.ndarray, labels: np.ndarray, big: np.ndarray,
     objects at random (``gatherup``, a seed set anew at each call), so the sets change which
     object some of them fall to, not how good the grouping is.
     """
+    import sep  # noqa: F401 - imported here, never first in the child
+
     from .parallel import begin_in_child
 
     odd = (labels & 1).astype(bool)

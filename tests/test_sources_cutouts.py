@@ -219,9 +219,10 @@ def test_deblending_in_a_child_process_gives_the_objects_of_one_core(monkeypatch
 
 
 def test_work_begun_in_a_child_comes_back_or_is_done_here(monkeypatch):
-    """begin_in_child returns the child's array; where the child fails the work is done in
-    this process, and its own error is raised here."""
+    """begin_in_child returns the child's array; where the child fails or hangs the work is
+    done in this process, and its own error is raised here."""
     import os
+    import time
 
     from reaper_core import parallel
 
@@ -247,6 +248,16 @@ def test_work_begun_in_a_child_comes_back_or_is_done_here(monkeypatch):
 
     with pytest.raises(ValueError, match="bad input"):
         parallel.begin_in_child(always_fails, values)()
+
+    def hangs_there(values: np.ndarray) -> np.ndarray:
+        while os.getpid() != parent:
+            time.sleep(1)
+        return values + 1
+
+    monkeypatch.setattr(parallel, "CHILD_TIMEOUT_S", 0.5)
+    t0 = time.perf_counter()
+    assert np.array_equal(parallel.begin_in_child(hangs_there, values)(), values + 1)
+    assert time.perf_counter() - t0 < 10
 
 
 def test_catalog_stars_take_the_segment_of_their_detection(tica_file):
