@@ -21,17 +21,11 @@ from _common import original_design
 from reaper_core.config import Settings
 from reaper_core.events import search_stack
 from reaper_core.simulate_stack import EXPECTED_KIND, add_sine_star, simulate_stack
-from reaper_core.stacks import Stack, StackFrame, stack_from_cube
+from reaper_core.stacks import stack_from_cube
 from reaper_core.timedomain import event_features, rank_events
 
 CUBE = (Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tess"
         / "tess-s0001-4-3_107.27_-70.0_5x5_astrocut.fits")
-
-
-def as_stack(sim) -> Stack:
-    frames = [StackFrame("sim", "sim", float(t), int(q), i)
-              for i, (t, q) in enumerate(zip(sim.times, sim.quality, strict=True))]
-    return Stack("simulated", frames, sim.frames.shape[1:], cube=sim.frames)
 
 
 def matches(truth, ev) -> bool:
@@ -145,7 +139,7 @@ def recall(frames: int, size: int, seeds: int, first_seed: int) -> None:
     for seed in range(first_seed, first_seed + seeds):
         sim = simulate_stack(frames, size, seed=seed,
                              events=dict.fromkeys(EXPECTED_KIND, 3))
-        stack = as_stack(sim)
+        stack = sim.as_stack()
         res = search_stack(stack)
         role = np.full(len(res.events), -1)
         for tr in sim.events:
@@ -307,7 +301,7 @@ def variable_stars(sizes: list[int], seeds: int, first_seed: int, frames: int = 
                 cx, cy = nx / 2 - 0.3, ny / 2 + 0.2
                 if add:
                     add_sine_star(sim, cx, cy, amplitude)
-                events = search_stack(as_stack(sim)).events
+                events = search_stack(sim.as_stack()).events
                 if add:
                     found += any(e.kind == "variable" and np.hypot(e.x - cx, e.y - cy) < 2
                                  for e in events)
@@ -340,7 +334,7 @@ def residuals(frames: int, size: int, seed: int = 7) -> None:
              "2 dumps, no jitter": {"jitter_px": 0.0}}
     for name, kw in cases.items():
         sim = simulate_stack(frames, size, seed=seed, events={}, **kw)
-        stack = as_stack(sim)
+        stack = sim.as_stack()
         ref = build_reference(stack)
         img = ref.image
         photon = np.sqrt(np.clip(img + sky, 0, None) * EXPOSURE_S + READ_NOISE_E**2) / EXPOSURE_S
@@ -358,7 +352,7 @@ def speed(size: int, n_frames: int) -> None:
     """Seconds per frame of :func:`search_stack` on a simulated stack of ``n_frames`` frames
     of ``size``² px (events of every kind injected), stage by stage."""
     sim = simulate_stack(n_frames, size, seed=1)
-    stack = as_stack(sim)
+    stack = sim.as_stack()
     marks: list[tuple[str, float]] = []
 
     def progress(stage: str, fraction: float, message: str) -> None:
@@ -407,11 +401,11 @@ def memory_by_length(lengths: list[int], size: int) -> None:
         counts["measured"] = counts.get("measured", 0) + len(events)
         return real_measure(stack, ref, events, shifts, **kw)
 
-    search_stack(as_stack(simulate_stack(30, size, seed=0)))  # imports and caches, once
+    search_stack(simulate_stack(30, size, seed=0).as_stack())  # imports and caches, once
     ev_mod.make_events, ev_mod.measure = spy_make, spy_measure
     try:
         for n in lengths:
-            stack = as_stack(simulate_stack(n, size, seed=0))
+            stack = simulate_stack(n, size, seed=0).as_stack()
             counts.clear()
             tracemalloc.start()
             t0 = time.perf_counter()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
@@ -43,6 +44,9 @@ from .simulate import (
     write_spoc,
 )
 from .tess import MOMENTUM_DUMP
+
+if TYPE_CHECKING:
+    from .stacks import Stack
 
 #: Injected event kinds and the event kind :mod:`.events` should give each.
 EXPECTED_KIND = {
@@ -91,6 +95,15 @@ class SimulatedStack:
     ccd: int = 1
     cadence_s: float = 1800.0
     wcs: object = field(default=None, repr=False)
+
+    def as_stack(self, name: str = "simulated") -> Stack:
+        """The frames as a :class:`~reaper_core.stacks.Stack` held in memory (its cube), to be
+        searched as a stored stack is."""
+        from .stacks import Stack, StackFrame
+
+        frames = [StackFrame("sim", "sim", float(t), int(q), i)
+                  for i, (t, q) in enumerate(zip(self.times, self.quality, strict=True))]
+        return Stack(name, frames, self.frames.shape[1:], cube=self.frames, wcs=self.wcs)
 
     def write(self, folder: str | Path, *, frames: slice | None = None) -> list[Path]:
         """Write each frame as a SPOC-style FFI named like the mission's files; returns paths."""

@@ -35,7 +35,7 @@ from reaper_core.simulate_stack import (
     add_sine_star,
     simulate_stack,
 )
-from reaper_core.stacks import Stack, StackFrame, stack_from_cube, stack_from_files
+from reaper_core.stacks import stack_from_cube, stack_from_files
 
 from .conftest import REAL_CUBE
 
@@ -43,12 +43,6 @@ CUBE = REAL_CUBE
 APP = str(Path(__file__).resolve().parent.parent / "reaper_app" / "main.py")
 CONTRACT = ["stack", "kind", "x", "y", "t_start", "t_peak", "t_end", "peak_sigma", "ra", "dec",
             "score", "is_anomaly", "label"]
-
-
-def as_stack(sim: SimulatedStack) -> Stack:
-    frames = [StackFrame("sim", "sim", float(t), int(q), i)
-              for i, (t, q) in enumerate(zip(sim.times, sim.quality, strict=True))]
-    return Stack("simulated", frames, sim.frames.shape[1:], cube=sim.frames, wcs=sim.wcs)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +54,7 @@ def kinds_sim() -> SimulatedStack:
 
 @pytest.fixture(scope="module")
 def kinds_found(kinds_sim):
-    return search_stack(as_stack(kinds_sim))
+    return search_stack(kinds_sim.as_stack())
 
 
 # -- stacks ------------------------------------------------------------------------------------
@@ -164,7 +158,7 @@ def test_constant_stars_leave_few_residuals_above_5_sigma():
     """A stack of constant stars with sub-pixel jitter (no momentum dump: the residuals a
     dump's jump leaves are a known shortfall, measured in benchmarks/timeline.py)."""
     sim = simulate_stack(40, 128, seed=11, events={}, dump_every=100)
-    stack = as_stack(sim)
+    stack = sim.as_stack()
     ref = build_reference(stack)
     above = [(np.abs(difference(stack.frame(i), ref).snr) > 5).mean() for i in range(40)]
     assert np.mean(above) < 1e-3  # of the pixels of a difference
@@ -255,7 +249,7 @@ def test_momentum_dumps_and_scattered_light_leave_no_false_event(seed):
     more than most is no event: 1 and 5 false events before)."""
     sim = simulate_stack(120, 160, seed=seed, events={}, dump_every=40)
     assert np.count_nonzero(sim.quality) == 2
-    assert search_stack(as_stack(sim)).events == []
+    assert search_stack(sim.as_stack()).events == []
 
 
 def test_bright_stars_do_not_bias_the_sky_of_a_difference():
@@ -264,7 +258,7 @@ def test_bright_stars_do_not_bias_the_sky_of_a_difference():
     brightest pixels left out (their residuals biased a whole cell, up to 2.3 before, and
     left false events a cell wide in the corner where the glow is brightest)."""
     sim = simulate_stack(200, 256, seed=0, events=dict.fromkeys(EXPECTED_KIND, 3))
-    stack = as_stack(sim)
+    stack = sim.as_stack()
     ref = build_reference(stack)
     worst = 0.0
     for i in range(100, 200, 4):
@@ -363,7 +357,7 @@ def test_a_frame_s_noise_at_stars_does_not_drown_a_streak_on_the_sky():
 
     sim = simulate_stack(120, 128, seed=11, events={"satellite": 2, "glint": 2}, snr=(6, 9),
                          dump_every=40)
-    found = search_stack(as_stack(sim))
+    found = search_stack(sim.as_stack())
     streaks = [t for t in sim.events if t.kind == "satellite"]
     assert [round(t.peak_sigma, 1) for t in streaks] == [9.6, 8.8]
     for t in streaks:
@@ -445,7 +439,7 @@ def test_a_faint_flare_seen_in_one_frame_is_found():
 
     sim = simulate_stack(60, 96, seed=8, events={"flare": 3}, snr=(6, 10))
     flare = next(t for t in sim.events if t.f_start == 47)
-    events = search_stack(as_stack(sim)).events
+    events = search_stack(sim.as_stack()).events
     found = [e for e in events if np.hypot(e.x - flare.x, e.y - flare.y) < 3
              and flare.f_start - 2 <= e.frame_peak <= flare.f_end]
     assert [e.kind for e in found] == ["transient"]
@@ -513,7 +507,7 @@ def test_a_slow_transient_too_faint_for_any_one_frame_is_found_in_bins(monkeypat
 
     sim = simulate_stack(160, 96, seed=1, events={"supernova": 1}, snr=(6, 6))
     sn, = sim.events
-    events = search_stack(as_stack(sim)).events
+    events = search_stack(sim.as_stack()).events
     assert [(e.kind, e.binned > 1) for e in events] == [("transient", True)]
     ev, = events
     assert np.hypot(ev.x - sn.x, ev.y - sn.y) < 2
@@ -524,7 +518,7 @@ def test_a_slow_transient_too_faint_for_any_one_frame_is_found_in_bins(monkeypat
     assert ev.frame_end - ev.frame_start + 1 > 16 and ev.n_detections == 1
     assert ev.strip_frames.min() <= ev.frame_start and ev.strip_frames.max() >= ev.frame_end
     monkeypatch.setattr(events_module, "BIN_FRAMES", ())
-    assert search_stack(as_stack(sim)).events == []
+    assert search_stack(sim.as_stack()).events == []
 
 
 def test_an_event_found_in_frames_and_in_bins_at_once_is_one_transient():
@@ -554,7 +548,7 @@ def test_events_in_a_tesscut_sized_stack_are_found():
     for seed in range(6):
         sim = simulate_stack(120, 40, seed=seed, snr=(25, 60),
                              events={"flare": 1, "supernova": 1, "eclipse": 1, "glint": 1})
-        events = search_stack(as_stack(sim)).events
+        events = search_stack(sim.as_stack()).events
         near = [[e for e in events if np.hypot(e.x - t.x, e.y - t.y) < 3
                  and e.frame_start <= t.f_end + 2 and e.frame_end >= t.f_start - 2]
                 for t in sim.events]
@@ -573,7 +567,7 @@ def test_events_on_stars_in_jittery_frames_are_found():
     for seed in range(8):
         sim = simulate_stack(120, 128, seed=seed, snr=(12, 30),
                              events={"flare": 2, "eclipse": 1, "supernova": 1})
-        events = search_stack(as_stack(sim)).events
+        events = search_stack(sim.as_stack()).events
         near = [[e for e in events if np.hypot(e.x - t.x, e.y - t.y) < 3
                  and e.frame_start <= t.f_end + 2 and e.frame_end >= t.f_start - 2]
                 for t in sim.events]
@@ -648,7 +642,7 @@ def _search_with_sine(n_frames: int, size: int, seed: int, x: float, y: float, a
     (None without it)."""
     sim = simulate_stack(n_frames, size, seed=seed, events={})
     wave = add_sine_star(sim, x, y, amplitude) if add else None
-    return search_stack(as_stack(sim)).events, wave
+    return search_stack(sim.as_stack()).events, wave
 
 
 def test_a_variable_star_in_a_cube_too_small_for_a_mesh_sky():
@@ -704,7 +698,7 @@ def test_missing_pixels_and_empty_cadences_make_no_event():
 
     sim = simulate_stack(100, 40, seed=1, snr=(30, 60),
                          events={"flare": 1, "eclipse": 1, "glint": 1})
-    stack = as_stack(sim)
+    stack = sim.as_stack()
     stack.cube[:, :, 5] = np.nan
     stack.cube[::7] = np.nan
     with warnings.catch_warnings(record=True) as caught:
@@ -722,7 +716,7 @@ def test_missing_pixels_and_empty_cadences_make_no_event():
 
 def test_a_stack_without_data_is_one_sentence():
     sim = simulate_stack(6, 40, seed=1, events={})
-    stack = as_stack(sim)
+    stack = sim.as_stack()
     stack.cube[:] = np.nan
     with pytest.raises(StackError, match="none of its 6 frames holds any data"):
         search_stack(stack)
@@ -837,10 +831,10 @@ def test_the_search_on_threads_equals_it_on_one(kinds_sim, kinds_found, monkeypa
 
     monkeypatch.setattr(parallel, "compute_threads", lambda: 2)
     filters = list(warnings.filters)
-    search_stack(as_stack(kinds_sim))
+    search_stack(kinds_sim.as_stack())
     assert warnings.filters == filters  # no thread left a warnings filter behind
     monkeypatch.setattr(parallel, "compute_threads", lambda: 1)
-    one = search_stack(as_stack(kinds_sim))
+    one = search_stack(kinds_sim.as_stack())
     assert len(one.events) == len(kinds_found.events) > 0
     assert np.array_equal(one.shifts, kinds_found.shifts)
     for a, b in zip(one.events, kinds_found.events, strict=True):
@@ -928,7 +922,7 @@ def test_light_curve_pass_measures_pure_candidates_and_bounded_probes(kinds_sim,
     monkeypatch.setattr(ev_mod, "make_events", spy_make)
     monkeypatch.setattr(ev_mod, "measure", spy_measure)
     monkeypatch.setattr(ev_mod, "MAX_NOISE_PROBES", 3)
-    stack = as_stack(kinds_sim)
+    stack = kinds_sim.as_stack()
     res = search_stack(stack)
     # The single frames' candidates, then those of the bins of frames, then the candidate
     # variable stars (measured whatever their purity: their peak is known only once every
@@ -1011,7 +1005,7 @@ def test_candidates_beyond_the_budgets_are_measured_in_batches_and_cut_if_they_s
     monkeypatch.setattr(ev_mod, "STRIP_BUDGET_BYTES", 0)
     # Room for 5 candidates at a time: 12 bytes a frame and a 32² cutout each.
     monkeypatch.setattr(ev_mod, "LIGHTCURVE_BUDGET_BYTES", 5 * (12 * 120 + 4 * 32**2))
-    got = search_stack(as_stack(kinds_sim)).events
+    got = search_stack(kinds_sim.as_stack()).events
     measured = sum(c[0] for c in calls)
     assert len(calls) == -(-measured // 5) >= 3 and all(c[0] == 5 for c in calls[:-1])
     assert [c[1] for c in calls] == [True] + [False] * (len(calls) - 1)
@@ -1067,7 +1061,7 @@ def test_noise_probes_are_fewer_in_a_long_stack():
 
 
 def test_detections_have_both_signs(kinds_sim):
-    stack = as_stack(kinds_sim)
+    stack = kinds_sim.as_stack()
     ref = build_reference(stack)
     eclipse = next(e for e in kinds_sim.events if e.kind == "eclipse")
     det = detect(difference(stack.frame(eclipse.f_peak), ref), frame=eclipse.f_peak)
