@@ -122,9 +122,9 @@ def begin(fn: Callable[..., T], *args) -> Callable[[], T]:
 
 def begin_in_child(fn: Callable[..., np.ndarray], *args) -> Callable[[], np.ndarray]:
     """Start ``fn(*args)``, which returns a NumPy array of numbers, in a forked child process
-    when this process has more than one compute thread (:func:`compute_threads`) and can fork;
-    returns a function that waits for the array and returns it. For work that holds the GIL
-    throughout (``sep``'s deblending): a thread would not overlap it.
+    when this process has more than one compute thread (:func:`compute_threads`) and runs on
+    Linux; returns a function that waits for the array and returns it. For work that holds
+    the GIL throughout (``sep``'s deblending): a thread would not overlap it.
 
     The child inherits ``args`` (nothing is copied to it) and sends the array back in NumPy's
     ``.npy`` format (no pickle). Where the child cannot start, fails or dies, ``fn`` runs in
@@ -135,11 +135,14 @@ def begin_in_child(fn: Callable[..., np.ndarray], *args) -> Callable[[], np.ndar
     stopped after :data:`CHILD_TIMEOUT_S`.
     """
     import os
+    import sys
 
     def here() -> np.ndarray:
         return fn(*args)
 
-    if compute_threads() <= 1 or not hasattr(os, "fork"):
+    # Linux only: macOS's system libraries are not safe to use in a forked child (Python's
+    # own multiprocessing stopped forking there).
+    if compute_threads() <= 1 or not sys.platform.startswith("linux"):
         return here
     import io
 
