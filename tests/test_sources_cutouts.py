@@ -1,3 +1,5 @@
+import sys
+
 import numpy as np
 import pytest
 
@@ -190,6 +192,7 @@ def test_deblending_stack_is_sized_to_the_pixels_above_threshold(monkeypatch):
 
 @pytest.mark.skipif(not (REAL_DATA / "other" / "isaac_vlt_crowded_field.fits").exists(),
                     reason="../shared/data/ is not beside the checkout")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks on Linux only")
 def test_deblending_in_a_child_process_gives_the_objects_of_one_core(monkeypatch):
     """Half of the big segments are deblended in a forked child while this process deblends
     the other half: on the real ISAAC crowded field the positions and their objects are the
@@ -218,6 +221,7 @@ def test_deblending_in_a_child_process_gives_the_objects_of_one_core(monkeypatch
     assert 0.3 * len(seg) < len(np.unique(seg)) < len(seg)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks on Linux only")
 def test_work_begun_in_a_child_comes_back_or_is_done_here(monkeypatch):
     """begin_in_child returns the child's array; where the child fails or hangs the work is
     done in this process, and its own error is raised here."""
