@@ -120,11 +120,11 @@ def begin(fn: Callable[..., T], *args) -> Callable[[], T]:
     return future.result
 
 
-def begin_in_child(fn: Callable[..., np.ndarray], *args) -> Callable[[], np.ndarray]:
+def begin_in_child(fn: Callable[..., np.ndarray], *args) -> ChildWork:
     """Start ``fn(*args)``, which returns a NumPy array of numbers, in a forked child process
     when this process has more than one compute thread (:func:`compute_threads`) and runs on
-    Linux; returns a function that waits for the array and returns it. For work that holds
-    the GIL throughout (``sep``'s deblending): a thread would not overlap it.
+    Linux; :meth:`ChildWork.result` waits for the array. For work that holds the GIL
+    throughout (``sep``'s deblending): a thread would not overlap it.
 
     The child inherits ``args`` (nothing is copied to it) and sends the array back in NumPy's
     ``.npy`` format (no pickle). Where the child cannot start, fails or dies, ``fn`` runs in
@@ -137,13 +137,10 @@ def begin_in_child(fn: Callable[..., np.ndarray], *args) -> Callable[[], np.ndar
     import os
     import sys
 
-    def here() -> np.ndarray:
-        return fn(*args)
-
     # Linux only: macOS's system libraries are not safe to use in a forked child (Python's
     # own multiprocessing stopped forking there).
     if compute_threads() <= 1 or not sys.platform.startswith("linux"):
-        return here
+        return ChildWork(fn, args)
     import io
 
     from numpy.lib import format as npy  # (imported on first use: here, not in the child)
@@ -154,7 +151,7 @@ def begin_in_child(fn: Callable[..., np.ndarray], *args) -> Callable[[], np.ndar
     except OSError:
         os.close(read_end)
         os.close(write_end)
-        return here
+        return ChildWork(fn, args)
     if pid == 0:  # the child
         status = 1
         try:
@@ -167,13 +164,32 @@ def begin_in_child(fn: Callable[..., np.ndarray], *args) -> Callable[[], np.ndar
         finally:
             os._exit(status)
     os.close(write_end)
+    return ChildWork(fn, args, pid, read_end)
 
-    def result() -> np.ndarray:
+
+#: Seconds :meth:`ChildWork.result` waits for the child before stopping it and doing the work
+#: itself (the deblending of a 2048² frame takes half a second).
+CHILD_TIMEOUT_S = 120.0
+
+
+class ChildWork:
+    """Work begun by :func:`begin_in_child`: in child process ``pid``, which writes its array to
+    the pipe ``read_end``, or (``pid`` None) to be done here when its result is asked for."""
+
+    def __init__(self, fn: Callable[..., np.ndarray], args: tuple, pid: int | None = None,
+                 read_end: int | None = None) -> None:
+        self._fn, self._args, self._pid, self._read_end = fn, args, pid, read_end
+
+    def result(self) -> np.ndarray:
+        """The array: the child's, or computed here where the child failed, died or hung."""
+        import io
+        import os
         import select
-        import signal
 
+        if self._pid is None:
+            return self._fn(*self._args)
         chunks, deadline = [], time.monotonic() + CHILD_TIMEOUT_S
-        with os.fdopen(read_end, "rb", buffering=0) as pipe:
+        with os.fdopen(self._read_end, "rb", buffering=0) as pipe:
             while (left := deadline - time.monotonic()) > 0:
                 if not select.select([pipe], [], [], left)[0]:
                     break
@@ -182,20 +198,39 @@ def begin_in_child(fn: Callable[..., np.ndarray], *args) -> Callable[[], np.ndar
                     deadline = 0.0
                     break
                 chunks.append(chunk)
-        if deadline:  # it hung: stop it
-            os.kill(pid, signal.SIGKILL)
+        if deadline:  # it hung
+            self._stop()
             chunks = []
-        _, status = os.waitpid(pid, 0)
-        if status != 0 or not chunks:
-            return here()
+        ok = self._reap() == 0 and chunks
+        if not ok:
+            return self._fn(*self._args)
         return np.load(io.BytesIO(b"".join(chunks)), allow_pickle=False)
 
-    return result
+    def cancel(self) -> None:
+        """Stop the child and forget its work (the caller failed and needs it no more)."""
+        import os
 
+        if self._pid is None:
+            return
+        os.close(self._read_end)
+        self._stop()
+        self._reap()
 
-#: Seconds :func:`begin_in_child`'s result waits for the child before stopping it and doing
-#: the work itself (the deblending of a 2048² frame takes half a second).
-CHILD_TIMEOUT_S = 120.0
+    def _stop(self) -> None:
+        import os
+        import signal
+
+        try:
+            os.kill(self._pid, signal.SIGKILL)
+        except ProcessLookupError:  # (ended meanwhile)
+            pass
+
+    def _reap(self) -> int:
+        import os
+
+        _, status = os.waitpid(self._pid, 0)
+        self._pid = None
+        return status
 
 
 #: glibc allocator settings for processes that run the compute stages, bytes: arrays up to

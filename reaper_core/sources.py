@@ -373,8 +373,10 @@ def _deblended_at(smoothed: np.ndarray, labels: np.ndarray, big: np.ndarray,
     second = begin_in_child(objects_at, in_big & ~odd)
     try:
         first = objects_at(in_big & odd)
-    finally:
-        other = second()
+    except BaseException:
+        second.cancel()
+        raise
+    other = second.result()
     return np.where(first > 0, first, np.where(other > 0, other + first.max(initial=0), 0))
 
 

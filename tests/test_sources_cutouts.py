@@ -224,7 +224,7 @@ def test_deblending_in_a_child_process_gives_the_objects_of_one_core(monkeypatch
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks on Linux only")
 def test_work_begun_in_a_child_comes_back_or_is_done_here(monkeypatch):
     """begin_in_child returns the child's array; where the child fails or hangs the work is
-    done in this process, and its own error is raised here."""
+    done in this process, and its own error is raised here; work cancelled stops its child."""
     import os
     import time
 
@@ -237,7 +237,7 @@ def test_work_begun_in_a_child_comes_back_or_is_done_here(monkeypatch):
     def pid_and(values: np.ndarray) -> np.ndarray:
         return np.concatenate([[os.getpid()], values])
 
-    got = parallel.begin_in_child(pid_and, values)()
+    got = parallel.begin_in_child(pid_and, values).result()
     assert got[0] != parent and np.array_equal(got[1:], values)
 
     def only_here(values: np.ndarray) -> np.ndarray:
@@ -245,13 +245,13 @@ def test_work_begun_in_a_child_comes_back_or_is_done_here(monkeypatch):
             raise RuntimeError("the child fails")
         return values * 2
 
-    assert np.array_equal(parallel.begin_in_child(only_here, values)(), values * 2)
+    assert np.array_equal(parallel.begin_in_child(only_here, values).result(), values * 2)
 
     def always_fails(values: np.ndarray) -> np.ndarray:
         raise ValueError("bad input")
 
     with pytest.raises(ValueError, match="bad input"):
-        parallel.begin_in_child(always_fails, values)()
+        parallel.begin_in_child(always_fails, values).result()
 
     def hangs_there(values: np.ndarray) -> np.ndarray:
         while os.getpid() != parent:
@@ -260,8 +260,16 @@ def test_work_begun_in_a_child_comes_back_or_is_done_here(monkeypatch):
 
     monkeypatch.setattr(parallel, "CHILD_TIMEOUT_S", 0.5)
     t0 = time.perf_counter()
-    assert np.array_equal(parallel.begin_in_child(hangs_there, values)(), values + 1)
+    assert np.array_equal(parallel.begin_in_child(hangs_there, values).result(), values + 1)
     assert time.perf_counter() - t0 < 10
+    # Work no longer wanted: the child is stopped and reaped at once.
+    work = parallel.begin_in_child(hangs_there, values)
+    child = work._pid
+    t0 = time.perf_counter()
+    work.cancel()
+    assert time.perf_counter() - t0 < 5
+    with pytest.raises(ChildProcessError):  # gone, and reaped
+        os.waitpid(child, 0)
 
 
 def test_catalog_stars_take_the_segment_of_their_detection(tica_file):
