@@ -127,9 +127,10 @@ def real_cube(per_kind: int = 12, seed: int = 0) -> None:
     stack.cube = original.astype(np.float32)
 
 
-def recall(frames: int, size: int, seeds: int, first_seed: int) -> None:
+def recall(frames: int, size: int, seeds: int, first_seed: int,
+           cadence_s: float = 1800.0) -> None:
     """Recall by kind and significance, false events and the ranking's ROC AUC over ``seeds``
-    simulated stacks of ``frames`` frames of ``size``² px."""
+    simulated stacks of ``frames`` frames of ``size``² px, a frame every ``cadence_s``."""
     found: dict[str, list[tuple[float, bool, bool]]] = {k: [] for k in EXPECTED_KIND}
     n_false, n_frames = 0, 0
     # Every event of every stack, as the store would hold them: features, significance, and
@@ -137,7 +138,7 @@ def recall(frames: int, size: int, seeds: int, first_seed: int) -> None:
     feats, sigmas, truth = [], [], []
     settings = Settings()
     for seed in range(first_seed, first_seed + seeds):
-        sim = simulate_stack(frames, size, seed=seed,
+        sim = simulate_stack(frames, size, seed=seed, cadence_s=cadence_s,
                              events=dict.fromkeys(EXPECTED_KIND, 3))
         stack = sim.as_stack()
         res = search_stack(stack)
@@ -157,7 +158,7 @@ def recall(frames: int, size: int, seeds: int, first_seed: int) -> None:
             sigmas += [e.significance for e in res.events]
             truth += role.tolist()
     print(f"{seeds} stacks (seeds {first_seed}–{first_seed + seeds - 1}) of "
-          f"{frames} frames of {size}² px, 3 of each kind each")
+          f"{frames} frames of {size}² px, a frame every {cadence_s:g} s, 3 of each kind each")
     _recall_table(found)
     print(f"false events: {n_false} in {n_frames} frames = {100 * n_false / n_frames:.1f} "
           "per 100 frames (target < 1)")
@@ -245,6 +246,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=6)
     ap.add_argument("--first-seed", type=int, default=0,
                     help="seed of the first stack (6: a second set, chosen on nothing)")
+    ap.add_argument("--cadence", type=float, default=1800.0,
+                    help="seconds between the simulated stacks' frames (TESS FFIs: 1800 in "
+                         "sectors 1–26, 600 in 27–55, 200 since): the times and the exposure, "
+                         "so the noise, change; the events' lengths are drawn in frames")
     ap.add_argument("--speed-size", type=int, default=2048, help="0: no speed measurement")
     ap.add_argument("--speed-frames", type=int, default=24)
     ap.add_argument("--no-real", action="store_true")
@@ -269,7 +274,7 @@ def main() -> None:
     if not args.no_real:
         real_cube()
     if args.seeds:
-        recall(args.frames, args.size, args.seeds, args.first_seed)
+        recall(args.frames, args.size, args.seeds, args.first_seed, args.cadence)
     if args.baseline_seeds:
         original_design_by_frame(args.frames, args.size, args.baseline_seeds, args.first_seed)
     if args.memory_frames:
