@@ -201,10 +201,12 @@ class ChildWork:
         if deadline:  # it hung
             self._stop()
             chunks = []
-        ok = self._reap() == 0 and chunks
-        if not ok:
-            return self._fn(*self._args)
-        return np.load(io.BytesIO(b"".join(chunks)), allow_pickle=False)
+        if self._reap() == 0 and chunks:
+            try:
+                return np.load(io.BytesIO(b"".join(chunks)), allow_pickle=False)
+            except ValueError:  # cut short
+                pass
+        return self._fn(*self._args)
 
     def cancel(self) -> None:
         """Stop the child and forget its work (the caller failed and needs it no more)."""
@@ -226,9 +228,14 @@ class ChildWork:
             pass
 
     def _reap(self) -> int:
+        """The child's exit status once it has ended (0 where something else reaped it first,
+        a SIGCHLD handler of the host: its data then decide)."""
         import os
 
-        _, status = os.waitpid(self._pid, 0)
+        try:
+            _, status = os.waitpid(self._pid, 0)
+        except ChildProcessError:
+            status = 0
         self._pid = None
         return status
 

@@ -262,6 +262,17 @@ def test_work_begun_in_a_child_comes_back_or_is_done_here(monkeypatch):
     t0 = time.perf_counter()
     assert np.array_equal(parallel.begin_in_child(hangs_there, values).result(), values + 1)
     assert time.perf_counter() - t0 < 10
+    # A host's SIGCHLD handler reaping the child first: its data still come back.
+    real_waitpid = os.waitpid
+
+    def reaped_elsewhere(pid: int, options: int) -> tuple[int, int]:
+        real_waitpid(pid, options)
+        raise ChildProcessError("no child")
+
+    monkeypatch.setattr(os, "waitpid", reaped_elsewhere)
+    got = parallel.begin_in_child(pid_and, values).result()
+    assert got[0] != parent and np.array_equal(got[1:], values)
+    monkeypatch.setattr(os, "waitpid", real_waitpid)
     # Work no longer wanted: the child is stopped and reaped at once.
     work = parallel.begin_in_child(hangs_there, values)
     child = work._pid
