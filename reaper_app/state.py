@@ -219,6 +219,21 @@ def start_demo() -> DemoLoad:
         return job
 
 
+def remove_files(names: list[str]) -> tuple[bool, str]:
+    """Remove stored files and fit the model anew in a fresh process
+    (:meth:`Reaper.remove_files`): (done, what was done or why not, one sentence). What the
+    pages remember of a cutout (the open detail, the Discover page's last label) is dropped."""
+    from reaper_core.errors import ReaperError
+
+    try:
+        said = reaper().remove_files(names, in_subprocess=True)
+    except ReaperError as exc:
+        return False, str(exc)
+    for key in ("detail", "discover_last", "discover_skipped"):
+        st.session_state.pop(key, None)
+    return True, said
+
+
 _frozen_at = [0]
 
 

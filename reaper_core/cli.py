@@ -278,6 +278,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_remove(args: argparse.Namespace) -> int:
+    print(_service(args).remove_files(args.names))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     path, n = _service(args).export(args.output, args.format, args.anomalies_only)
     print(f"wrote {n} rows to {path}")
@@ -504,6 +509,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="delete old models and their scores (the current one stays)")
     pr.add_argument("--keep", type=int, help="other models to keep (default: keep_models)")
     pr.set_defaults(func=cmd_prune)
+
+    rm = sub.add_parser("remove", parents=[common],
+                        help="remove stored files (their cutouts, scores and labels; the files "
+                             "on disk stay) and fit the model anew on what is left")
+    rm.add_argument("names", nargs="+", help="stored file names, as the home page lists them")
+    rm.set_defaults(func=cmd_remove)
 
     e = sub.add_parser("export", parents=[common], help="export every cutout as CSV/FITS/VOTable")
     e.add_argument("-o", "--output", required=True)

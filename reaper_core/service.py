@@ -531,6 +531,36 @@ class Reaper:
         """Every stored file."""
         return store.file_records(self.engine)
 
+    def remove_files(self, names: Iterable[str], progress: ProgressFn = noop, *,
+                     in_subprocess: bool = False) -> str:
+        """Delete the stored files named ``names`` (every file of each name) with their
+        cutouts, embeddings, scores, labels and groups, in one transaction, then fit the model
+        anew on the cutouts left (its threshold mode and value kept; ``in_subprocess`` as for
+        :meth:`fit`), or, with none left, drop the models. Returns what was done, in one
+        sentence; a name that no stored file has raises :class:`ReaperError` and deletes
+        nothing. The files on disk and the stacks' events stay."""
+        from .words import count
+
+        wanted = list(dict.fromkeys(str(n) for n in names))
+        if not wanted:
+            raise ReaperError("name at least one file to remove")
+        stored = self.files()
+        missing = [n for n in wanted if n not in {f.name for f in stored}]
+        if missing:
+            raise ReaperError(f"no stored file is named {missing[0]!r}; nothing was removed")
+        ids = [f.id for f in stored if f.name in wanted]
+        progress("remove", 0.0, f"removing {count(len(ids), 'file')}")
+        gone = store.delete_files(self.engine, ids)
+        done = f"removed {count(len(ids), 'file')} ({count(gone, 'cutout')})"
+        left = store.totals(self.engine)["cutouts"]
+        if left >= 3 and self.model() is not None:
+            model = self.fit(progress=progress, in_subprocess=in_subprocess)
+            return (f"{done}; the model was fitted anew on the {count(left, 'cutout')} left "
+                    f"(model {model.id})")
+        if left:
+            return f"{done}; {count(left, 'cutout')} left, too few for a model"
+        return f"{done}; nothing is left, so there is no model"
+
     def file(self, file_id: int) -> store.FitsFile | None:
         """One stored file, or None."""
         return store.file_record(self.engine, file_id)

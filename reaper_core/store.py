@@ -610,6 +610,33 @@ def prune_models(engine: Engine, keep: int) -> int:
     return with_retry(write)
 
 
+def delete_files(engine: Engine, file_ids: Sequence[int]) -> int:
+    """Delete files with their cutouts and everything of those cutouts (embeddings, scores,
+    labels, groups) in one transaction; returns how many cutouts went. With no cutout left,
+    the models go too (they would score nothing). Stacks and their events stay: they hold
+    their own strips and light curves."""
+    ids = sorted({int(i) for i in file_ids})
+
+    def write() -> int:
+        with session_scope(engine) as s:
+            gone = 0
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                of_files = select(Cutout.id).where(Cutout.file_id.in_(chunk))
+                for table in (Score, Label, AnomalyGroup, Embedding):
+                    s.execute(table.__table__.delete().where(table.cutout_id.in_(of_files)))
+                gone += s.execute(Cutout.__table__.delete()
+                                  .where(Cutout.file_id.in_(chunk))).rowcount
+                s.execute(FitsFile.__table__.delete().where(FitsFile.id.in_(chunk)))
+            if s.exec(select(Cutout.id).limit(1)).first() is None:
+                s.execute(AnomalyGroup.__table__.delete())
+                s.execute(Score.__table__.delete())
+                s.execute(DetectorModel.__table__.delete())
+            return gone
+
+    return with_retry(write)
+
+
 def save_threshold(engine: Engine, model_id: int, mode: str, value: float,
                    threshold: float, table: type[DetectorModel | EventModel] = DetectorModel
                    ) -> DetectorModel | EventModel:
@@ -1175,13 +1202,15 @@ def file_names(engine: Engine) -> set[str]:
 
 
 def data_version(engine: Engine, labels: bool = True) -> tuple:
-    """A cheap fingerprint that changes whenever cutouts, models, scores or (with ``labels``)
-    labels change.
+    """A cheap fingerprint that changes whenever files, cutouts, models, scores or (with
+    ``labels``) labels change.
 
     The threshold is not part of it: moving the threshold never reloads the cutout table.
     """
     with Session(engine) as s:
-        n_cut = s.exec(select(func.max(Cutout.id))).one()
+        # The files' count too: removing files (their cutouts) may leave the highest id.
+        n_cut = (s.exec(select(func.max(Cutout.id))).one(),
+                 s.exec(select(func.count(FitsFile.id))).one())
         n_mod = s.exec(select(func.max(DetectorModel.id))).one()
         current = s.exec(select(DetectorModel.id).where(DetectorModel.is_current)).all()
         # Scores are added (for new cutouts) or come with a new model: the highest scored id

@@ -133,6 +133,36 @@ def test_refit_button(app, db):
     assert row.id != old and row.n_components == 6
 
 
+def test_home_removes_files_once_confirmed(tmp_path, monkeypatch, hdf_file, spoc_file):
+    """Home's "Remove files": nothing happens without the box ticked; then the file's
+    cutouts go, the model is fitted anew on the rest and the page says so, as text."""
+    url = ingested_db(tmp_path, [hdf_file, spoc_file])
+    monkeypatch.setenv("ANOMALY_REAPER_DB_URL", url)
+    monkeypatch.setenv("ANOMALY_REAPER_UPLOADS_DIR", str(tmp_path / "uploads"))
+    monkeypatch.setenv("ANOMALY_REAPER_LOAD_DEMO", "0")
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    eng = store.make_engine(url)
+    old, n_spoc = current_model(eng).row.id, store.totals(eng)["cutouts"]
+    at.multiselect(key="remove_names").set_value([hdf_file.name])
+    at.button(key="FormSubmitter:remove_files-Remove").click().run()
+    assert not at.exception and any("Tick the box" in w.value for w in at.warning)
+    assert _metric(at, "Files") == "2"
+    at.checkbox(key="remove_sure").check()
+    at.button(key="FormSubmitter:remove_files-Remove").click().run()
+    assert not at.exception, at.exception
+    said = next(x.value for x in at.success if "Removed 1 file" in x.value)
+    assert "fitted anew" in said and "\\(" in said  # shown as text: Markdown escaped
+    assert _metric(at, "Files") == "1"
+    assert set(at.dataframe[1].value["file"]) == {spoc_file.name}
+    row = current_model(eng).row
+    assert row.id != old and row.n_train == store.totals(eng)["cutouts"] < n_spoc
+    eng.dispose()
+    st.cache_resource.clear()
+
+
 def test_explore_scatter_has_ids_and_anomaly_trace(app, db):
     app.switch_page("app_pages/explore.py").run()
     assert not app.exception

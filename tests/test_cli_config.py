@@ -84,6 +84,17 @@ def test_cli_round_trip_ingest_score_export(tmp_path, spoc_file, tica_file, hdf_
     err = capsys.readouterr().err
     assert "no cutout with id 999999" in err and "--as must be one of" in err
 
+    # Remove a file: its cutouts go, the model is fitted anew on the others; an unknown name
+    # is one line and removes nothing.
+    assert main(["remove", "--db-url", db, "nothing.fits"]) == 2
+    assert "no stored file is named 'nothing.fits'" in capsys.readouterr().err
+    assert main(["remove", "--db-url", db, hdf_file.name]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("removed 1 file (") and "the model was fitted anew" in out
+    assert main(["export", "--db-url", db, "-o", str(csv_path)]) == 0
+    with open(csv_path, newline="") as fh:
+        assert {r["file"] for r in csv.DictReader(fh)} == {spoc_file.name, tica_file.name}
+
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
     db = f"sqlite:///{tmp_path / 'x.db'}"

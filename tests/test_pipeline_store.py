@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import zstandard
-from sqlalchemy import text
+from sqlalchemy import func, text
 from sqlmodel import Session, select
 
 from reaper_core import store, views
@@ -370,6 +370,47 @@ def test_second_file_scored_with_existing_model_and_refit(engine, settings, spoc
     with Session(engine) as s:
         assert len(s.exec(select(store.DetectorModel).where(
             store.DetectorModel.is_current == True)).all()) == 1  # noqa: E712
+
+
+def test_removing_a_file_takes_all_of_it_and_fits_the_model_anew(settings, spoc_file,
+                                                                 hdf_file, tmp_path):
+    """A removed file leaves no cutout, embedding, score, label or group behind, in one
+    transaction; the model is fitted anew on what is left with its threshold mode kept; a
+    name no file has removes nothing and says so; with nothing left there is no model."""
+    from reaper_core.errors import ReaperError
+    from reaper_core.service import Reaper
+
+    r = Reaper(settings)
+    r.ingest([hdf_file, spoc_file])
+    r.save_threshold("percentile", 98.0, r.model())
+    hdf = next(f for f in r.files() if f.name == hdf_file.name)
+    with Session(r.engine) as s:
+        hdf_ids = s.exec(select(store.Cutout.id).where(store.Cutout.file_id == hdf.id)).all()
+    r.label(hdf_ids[:3], "normal")
+    r.groups(r.model())
+    before = store.totals(r.engine)
+    with pytest.raises(ReaperError, match=r"no stored file is named 'nope\.fits'"):
+        r.remove_files([hdf_file.name, "nope.fits"])
+    assert store.totals(r.engine) == before
+    old = r.model().id
+    said = r.remove_files([hdf_file.name])
+    left = before["cutouts"] - hdf.n_cutouts
+    assert said.startswith(f"removed 1 file ({hdf.n_cutouts:,} cutouts)")
+    assert f"{left:,} cutouts left" in said
+    m = r.model()
+    assert m.id != old and m.row.n_train == left and m.row.threshold_mode == "percentile"
+    assert [f.name for f in r.files()] == [spoc_file.name]
+    with Session(r.engine) as s:
+        for table in (store.Cutout, store.Embedding, store.Score, store.Label,
+                      store.AnomalyGroup):
+            column = table.id if table is store.Cutout else table.cutout_id
+            assert not s.exec(select(column).where(column.in_(hdf_ids))).all(), table
+        scored = s.exec(select(func.count()).select_from(store.Score)
+                        .where(store.Score.model_id == m.id)).one()
+    assert scored == left
+    said = r.remove_files([spoc_file.name])
+    assert said.endswith("nothing is left, so there is no model")
+    assert r.model() is None and store.totals(r.engine)["cutouts"] == 0
 
 
 def test_a_model_that_saw_under_half_the_cutouts_is_refitted(engine, settings, spoc_file,

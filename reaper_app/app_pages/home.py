@@ -65,8 +65,33 @@ if files:
                             key="reg_download", width="stretch",
                             help="Boxes around the file's anomalies with their id and score: "
                                  "open the FITS file in DS9, then Region > Open.")
+    with st.expander("Remove files"):
+        # The demo files are offered first once files of one's own are there too.
+        stored = list(dict.fromkeys(f.name for f in files))
+        demo = [n for n in stored if widgets.demo_description(n)]
+        with st.form("remove_files", border=False):
+            doomed = st.multiselect(
+                "Files to remove", stored, default=demo if len(demo) < len(stored) else [],
+                key="remove_names", format_func=str,
+                help="Their cutouts, scores and labels are deleted; the files on disk stay. "
+                     "The model is then fitted anew on what is left.")
+            sure = st.checkbox("Yes, delete these files' cutouts, scores and labels",
+                               key="remove_sure")
+            go = st.form_submit_button("Remove")
+        if go and not doomed:
+            st.warning("Choose the files to remove first.")
+        elif go and not sure:
+            st.warning("Tick the box to confirm: what is removed cannot be brought back.")
+        elif go:
+            with st.spinner("Removing, then fitting the model anew…"):
+                said = state.remove_files(doomed)
+            st.session_state["removed_files"] = said
+            st.rerun()
 else:
     st.write("Nothing ingested yet.")
+if "removed_files" in st.session_state:
+    ok, said = st.session_state.pop("removed_files")
+    (st.success if ok else st.error)(widgets.plain(said[:1].upper() + said[1:] + "."))
 
 if m:
     st.subheader("A report to keep")
