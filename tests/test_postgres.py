@@ -130,6 +130,16 @@ def test_pipeline_round_trip_on_postgres(pg_url, spoc_file, hdf_file, tmp_path, 
     assert len(df) == cutouts and df.segment.isna().all()
     assert {"lc_sigma", "binned"} <= {
         c["name"] for c in inspect(engine).get_columns("time_event")}
+    # A file removed on PostgreSQL: its rows go (labels too), the model is fitted anew.
+    assert main(["remove", "--db-url", pg_url, hdf_file.name]) == 0
+    assert "the model was fitted anew" in capsys.readouterr().out
+    assert consistent(engine) == (1, read_count(spoc_file))
+    with engine.connect() as conn:
+        for table in ("embedding", "score", "label"):
+            orphans = conn.execute(text(f"SELECT count(*) FROM {table} t WHERE NOT EXISTS "
+                                        "(SELECT 1 FROM cutout c WHERE c.id = t.cutout_id)"))
+            assert orphans.scalar() == 0, table
+    assert current_model(engine).row.n_train == read_count(spoc_file)
     engine.dispose()
 
 
