@@ -157,6 +157,7 @@ def test_home_removes_files_once_confirmed(tmp_path, monkeypatch, hdf_file, spoc
     assert "fitted anew" in said and "\\(" in said  # shown as text: Markdown escaped
     assert _metric(at, "Files") == "1"
     assert set(at.dataframe[1].value["file"]) == {spoc_file.name}
+    assert not at.checkbox(key="remove_sure").value  # the form starts afresh
     row = current_model(eng).row
     assert row.id != old and row.n_train == store.totals(eng)["cutouts"] < n_spoc
     eng.dispose()

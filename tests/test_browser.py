@@ -489,6 +489,22 @@ def test_first_hour_walkthrough(browser, tmp_path, spoc_file):
         page.get_by_text(re.compile(rf"cutout #{tile} · .*labelled interesting")).wait_for()
         wait_idle(page)
         shot(page, "first-hour-7-labelled")
+        # Done with the demo: Home offers its files for removal, a box ticked removes them,
+        # and the model is fitted anew on the upload alone.
+        page.goto(base)
+        wait_idle(page)
+        page.get_by_text("Remove files").click()
+        chosen = page.get_by_test_id("stMultiSelect").filter(has_text="Files to remove")
+        for name in ("hubble_deep_field_real.fits", "tess_simulated_s0042-1-1_ffic.fits",
+                     "tess_simulated_s0042-1-2_tica.fits"):
+            assert chosen.get_by_text(name).count() == 1
+        page.get_by_text("Yes, delete these files").click()
+        page.get_by_role("button", name="Remove", exact=True).click()
+        page.get_by_text(re.compile(r"Removed 3 files \([\d,]+ cutouts\)")).wait_for(
+            timeout=180_000)
+        page.get_by_test_id("stSidebar").get_by_text("1 file").wait_for()
+        wait_idle(page)
+        shot(page, "first-hour-8-demo-removed")
         assert page.locator("[data-testid=stException]").count() == 0
     finally:
         ctx.close()

@@ -86,6 +86,8 @@ if files:
             with st.spinner("Removing, then fitting the model anew…"):
                 said = state.remove_files(doomed)
             st.session_state["removed_files"] = said
+            for key in ("remove_names", "remove_sure"):  # the form starts afresh
+                st.session_state.pop(key, None)
             st.rerun()
 else:
     st.write("Nothing ingested yet.")
