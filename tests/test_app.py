@@ -29,18 +29,22 @@ def db(tmp_path_factory, request):
     return url, folder
 
 
-@pytest.fixture
-def app(db, monkeypatch):
-    url, folder = db
+def app_on(url: str, folder: Path, monkeypatch, timeout: float = 60) -> AppTest:
+    """The app, run once, on the database ``url`` (uploads in ``folder``, no demo)."""
     monkeypatch.setenv("ANOMALY_REAPER_DB_URL", url)
     monkeypatch.setenv("ANOMALY_REAPER_UPLOADS_DIR", str(folder / "uploads"))
     monkeypatch.setenv("ANOMALY_REAPER_LOAD_DEMO", "0")
     st.cache_resource.clear()
     st.cache_data.clear()
-    at = AppTest.from_file(APP, default_timeout=60)
+    at = AppTest.from_file(APP, default_timeout=timeout)
     at.run()
     assert not at.exception, at.exception
-    yield at
+    return at
+
+
+@pytest.fixture
+def app(db, monkeypatch):
+    yield app_on(*db, monkeypatch)
     st.cache_resource.clear()
 
 
@@ -137,13 +141,7 @@ def test_home_removes_files_once_confirmed(tmp_path, monkeypatch, hdf_file, spoc
     """Home's "Remove files": nothing happens without the box ticked; then the file's
     cutouts go, the model is fitted anew on the rest and the page says so, as text."""
     url = ingested_db(tmp_path, [hdf_file, spoc_file])
-    monkeypatch.setenv("ANOMALY_REAPER_DB_URL", url)
-    monkeypatch.setenv("ANOMALY_REAPER_UPLOADS_DIR", str(tmp_path / "uploads"))
-    monkeypatch.setenv("ANOMALY_REAPER_LOAD_DEMO", "0")
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
+    at = app_on(url, tmp_path, monkeypatch, timeout=120)
     eng = store.make_engine(url)
     old, n_spoc = current_model(eng).row.id, store.totals(eng)["cutouts"]
     at.multiselect(key="remove_names").set_value([hdf_file.name])
