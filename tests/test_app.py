@@ -325,8 +325,29 @@ def test_upload_good_bad_and_duplicate(app, db, tica_file, tmp_path):
     assert "**tica.fits**" in text and re.search(r"[\d,]+ cutouts of [\d,]+ objects", text)
     assert "evil.fits: is not a FITS file but a PNG image" in text
     assert "duplicate" in text
+    assert "demo" not in text  # no demo file in this database: nothing to say of one
     uploads = Path(db[1]) / "uploads"
     assert all(p.resolve().parent == uploads.resolve() for p in uploads.iterdir())
+
+
+def test_upload_beside_the_demo_says_how_to_judge_ones_own(tmp_path, monkeypatch, hdf_file,
+                                                            tica_file):
+    """Files uploaded into a database that holds the demo's are scored by a model that learned
+    from the demo too: the page says so, and where to remove the demo files."""
+    import shutil
+
+    from reaper_core.demo import DEMO_FILES
+
+    demo = tmp_path / next(iter(DEMO_FILES))
+    shutil.copy(hdf_file, demo)
+    at = app_on(ingested_db(tmp_path, [demo]), tmp_path, monkeypatch, timeout=120)
+    at.switch_page("app_pages/upload.py").run()
+    at.file_uploader(key="uploader").set_value([
+        ("mine.fits", tica_file.read_bytes(), "application/fits")]).run()
+    assert not at.exception, at.exception
+    said = " ".join(i.value for i in at.info)
+    assert "also learned from the demo" in said and "remove the demo files" in said
+    st.cache_resource.clear()
 
 
 def test_shared_link_opens_a_cutout_with_sky_links(app, db):

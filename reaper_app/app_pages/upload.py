@@ -70,6 +70,12 @@ if results:
         for note in r.notes:
             st.caption(widgets.plain(note))
     ok = [r for r in results if r.status in ("added", "duplicate")]
+    if any(r.status == "added" for r in ok) and any(
+            widgets.demo_description(f.name) for f in state.reaper().files()):
+        st.info("These files were scored by a model that also learned from the demo's files (a "
+                "deep field and simulated frames), so what is ordinary in those sets the bar "
+                "for yours. To judge your files on their own, remove the demo files on the "
+                "*Home* page (Remove files): the model is then fitted anew on yours.")
     if ok:
         st.dataframe(pd.DataFrame([{"file": r.name, "status": r.status, "cutouts": r.n_cutouts,
                                     "anomalies": r.n_anomalies} for r in ok]),
