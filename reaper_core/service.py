@@ -558,7 +558,8 @@ class Reaper:
             return (f"{done}; the model was fitted anew on the {count(left, 'cutout')} left "
                     f"(model {model.id})")
         if left:
-            return f"{done}; {count(left, 'cutout')} left, too few for a model"
+            return (f"{done}; {count(left, 'cutout')} left, too few to fit a model anew"
+                    + (" (the current one stays)" if self.model() is not None else ""))
         return f"{done}; nothing is left, so there is no model"
 
     def file(self, file_id: int) -> store.FitsFile | None:
