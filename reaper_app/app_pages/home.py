@@ -72,7 +72,7 @@ if files:
         with st.form("remove_files", border=False):
             doomed = st.multiselect(
                 "Files to remove", stored, default=demo if len(demo) < len(stored) else [],
-                key="remove_names", format_func=str,
+                key="remove_names",
                 help="Their cutouts, scores and labels are deleted; the files on disk stay. "
                      "The model is then fitted anew on what is left.")
             sure = st.checkbox("Yes, delete these files' cutouts, scores and labels",
