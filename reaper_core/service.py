@@ -152,13 +152,16 @@ class Reaper:
                 if Path(p).is_file() and store.file_by_sha(self.engine, sha256_file(p))]
 
     def demo_pending(self) -> bool:
-        """Whether the demo data set should be (re)loaded: the database holds nothing but demo
-        files, and not all of them with a model (a first start, or one interrupted)."""
+        """Whether the demo data set should be (re)loaded: the database holds nothing (a first
+        start), or nothing but demo files and no model yet (a load interrupted before its fit).
+        Demo files a person removed (:meth:`remove_files`, which fits the model anew) stay
+        removed."""
         from .demo import DEMO_FILES
 
         names = store.file_names(self.engine)
-        complete = names >= set(DEMO_FILES) and self.model() is not None
-        return bool(self.settings.load_demo) and names <= set(DEMO_FILES) and not complete
+        if not self.settings.load_demo or not names <= set(DEMO_FILES):
+            return False
+        return not names or self.model() is None
 
     def load_demo(self, folder: str | Path | None = None, size: int = 512, *,
                   progress: ProgressFn = noop,

@@ -188,6 +188,9 @@ def test_demo_loads_in_the_background_and_resumes(tmp_path):
     while not again.state().done:
         time.sleep(0.05)
     assert "1 added" in again.state().summary and "2 duplicate" in again.state().summary
+    # A demo file a person removed stays removed (the demo is not "interrupted").
+    reaper.remove_files([first.name])
+    assert first.name not in {f.name for f in reaper.files()} and not reaper.demo_pending()
 
 
 def test_counts_in_words():
