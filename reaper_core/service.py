@@ -551,18 +551,20 @@ class Reaper:
         missing = [n for n in wanted if n not in {f.name for f in stored}]
         if missing:
             raise ReaperError(f"no stored file is named {missing[0]!r}; nothing was removed")
-        ids = [f.id for f in stored if f.name in wanted]
+        chosen = set(wanted)
+        ids = [f.id for f in stored if f.name in chosen]
         progress("remove", 0.0, f"removing {count(len(ids), 'file')}")
         gone = store.delete_files(self.engine, ids)
         done = f"removed {count(len(ids), 'file')} ({count(gone, 'cutout')})"
         left = store.totals(self.engine)["cutouts"]
-        if left >= 3 and self.model() is not None:
+        has_model = self.model() is not None  # (none once nothing is left)
+        if left >= 3 and has_model:
             model = self.fit(progress=progress, in_subprocess=in_subprocess)
             return (f"{done}; the model was fitted anew on the {count(left, 'cutout')} left "
                     f"(model {model.id})")
         if left:
             return (f"{done}; {count(left, 'cutout')} left, too few to fit a model anew"
-                    + (" (the current one stays)" if self.model() is not None else ""))
+                    + (" (the current one stays)" if has_model else ""))
         return f"{done}; nothing is left, so there is no model"
 
     def file(self, file_id: int) -> store.FitsFile | None:

@@ -357,7 +357,6 @@ def simulate_stack(
                           cadence_s=cadence_s, wcs=wcs)
 
 
-
 def add_sine_star(sim: SimulatedStack, x: float, y: float, snr: float,
                   period_days: float = 1.0) -> np.ndarray:
     """Add in place to ``sim``'s frames a point source at (x, y) (px) varying through the

@@ -628,9 +628,7 @@ def delete_files(engine: Engine, file_ids: Sequence[int]) -> int:
                 gone += s.execute(Cutout.__table__.delete()
                                   .where(Cutout.file_id.in_(chunk))).rowcount
                 s.execute(FitsFile.__table__.delete().where(FitsFile.id.in_(chunk)))
-            if s.exec(select(Cutout.id).limit(1)).first() is None:
-                s.execute(AnomalyGroup.__table__.delete())
-                s.execute(Score.__table__.delete())
+            if s.exec(select(Cutout.id).limit(1)).first() is None:  # (their scores went)
                 s.execute(DetectorModel.__table__.delete())
             return gone
 
