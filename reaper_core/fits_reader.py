@@ -34,6 +34,12 @@ from .tess import cadence_days, describe_quality, parse_name, science_region, ti
 
 #: Smallest accepted image side, pixels.
 MIN_SIDE = 16
+#: Fewest pixels of exact zeros, solid over 3 × 3 and touching the frame's edge, that are read
+#: as padding (no data) in a floating-point image: many surveys and mosaics write 0 rather
+#: than NaN or ``BLANK`` outside what was exposed (GNU Astronomy Utilities reads every 0.0 of
+#: such images as blank). A smaller block of zeros, or one inside the frame, is kept: dead
+#: pixels are something to find.
+PADDING_MIN_PX = 64
 #: Header cards shown to a person (gallery detail view).
 KEY_CARDS = (
     "TELESCOP", "INSTRUME", "OBJECT", "SECTOR", "CAMERA", "CCD", "CAMNUM", "CCDNUM",
@@ -415,6 +421,9 @@ def _parse(hdul: fits.HDUList, name: str, max_pixels: int, hdu: int | None = Non
     if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
         raise FITSReadError(name, f"has non-numeric pixel data ({data.dtype})")
     image = np.asarray(data, dtype=np.float32)
+    padding = zero_padding(image) if data.dtype.kind == "f" else None
+    if padding is not None:
+        image[padding] = np.nan
     ny, nx = image.shape
     if (ny < MIN_SIDE or nx < MIN_SIDE) and not (any_cube and layout == "tesscut"):
         # A TESScut cube that small is still a stack of frames to search in time.
@@ -433,6 +442,10 @@ def _parse(hdul: fits.HDUList, name: str, max_pixels: int, hdu: int | None = Non
     valid = science_region(header, image.shape) if layout in ("spoc", "tica") else None
     valid = _finite_box(finite, valid)
     wcs, wcs_problem = _celestial_wcs(header)
+    notes = [f"WCS ignored: {wcs_problem}; no RA/Dec for its cutouts"] if wcs_problem else []
+    if padding is not None:
+        notes.append(f"{int(padding.sum()):,} pixels of exact zeros at the frame's edge read as "
+                     "padding outside the exposed area (no data)")
     cards = {}
     for key in KEY_CARDS:
         for hdr in headers:
@@ -456,9 +469,30 @@ def _parse(hdul: fits.HDUList, name: str, max_pixels: int, hdu: int | None = Non
         hdu=index,
         n_images=n_images,
         quality=_int_card(headers, "DQUALITY") or 0,
-        extra_notes=[f"WCS ignored: {wcs_problem}; no RA/Dec for its cutouts"]
-        if wcs_problem else [],
+        extra_notes=notes,
     )
+
+
+def zero_padding(image: np.ndarray) -> np.ndarray | None:
+    """Pixels of ``image`` (shape (ny, nx)) that are padding: exact zeros in blocks solid over
+    3 × 3 that touch the frame's edge, :data:`PADDING_MIN_PX` pixels or more each. Bool mask
+    of the same shape, or None when there are none."""
+    from scipy import ndimage
+
+    edge = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    if not (edge == 0).any():
+        return None
+    solid = ndimage.binary_opening(image == 0, np.ones((3, 3), bool))
+    labels, n = ndimage.label(solid)
+    if n == 0:
+        return None
+    size = np.bincount(labels.ravel(), minlength=n + 1)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    keep = np.zeros(n + 1, bool)
+    keep[border] = True
+    keep &= size >= PADDING_MIN_PX
+    keep[0] = False
+    return keep[labels] if keep.any() else None
 
 
 def _finite_box(finite: np.ndarray, region: tuple[slice, slice] | None

@@ -4,9 +4,13 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from reaper_core.config import Settings
 from reaper_core.errors import FITSReadError
 from reaper_core.fits_reader import read_fits
+from reaper_core.service import Reaper
 from reaper_core.tess import SPOC_SCIENCE
+
+from .conftest import REAL_DATA
 
 
 def test_spoc_layout_metadata_and_wcs(spoc_file, sim_small):
@@ -140,3 +144,42 @@ def test_size_limits_and_gzip_bomb(tmp_path, hdf_file):
     assert bomb.stat().st_size < 1_000_000
     with pytest.raises(FITSReadError, match="inflates to more than"):
         read_fits(bomb, max_bytes=20_000_000)
+
+
+ISAAC = REAL_DATA / "other" / "isaac_vlt_crowded_field.fits"
+
+
+@pytest.mark.skipif(not ISAAC.exists(), reason="../shared/data/ is not beside the checkout")
+def test_zero_padding_is_read_as_missing(tmp_path):
+    """A real frame written as mosaics and drizzled images often are — zeros outside the
+    exposed area — is read with that area missing: no cutout comes from the padding's edge,
+    and the strangest objects are the field's own. Dead pixels (a 3 × 3 cluster, a column)
+    stay zeros, things to find."""
+    with fits.open(ISAAC) as hdul:
+        data = hdul[0].data.astype(np.float32)
+    data[:, :60] = 0.0  # a padded margin
+    data[900:, :300] = 0.0  # and a step in it
+    data[500:503, 500:503] = 0.0  # a dead cluster
+    data[100:400, 700] = 0.0  # a dead column
+    path = tmp_path / "padded.fits"
+    fits.PrimaryHDU(data).writeto(path)
+    img = read_fits(path)
+    pad = np.zeros(data.shape, bool)
+    pad[:, :60] = pad[900:, :300] = True
+    assert np.isnan(img.data[pad]).all() and np.isfinite(img.data[~pad]).all()
+    assert (img.data[500:503, 500:503] == 0).all() and (img.data[100:400, 700] == 0).all()
+    assert img.valid == (slice(0, 1024), slice(60, 1024))
+    assert any(f"{pad.sum():,} pixels of exact zeros" in n for n in img.notes)
+
+    reaper = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'pad.db'}", load_demo=0))
+    result = reaper.ingest([path]).results[0]
+    assert result.status == "added", result.message
+    df = reaper.export_table()
+    # No cutout is centred on the padding, and none by its edge is flagged.
+    assert df["x"].min() >= 60 and not ((df["x"] < 300) & (df["y"] >= 900)).any()
+    flagged = df[df["is_anomaly"]]
+    by_edge = (flagged["x"] < 60 + 16) | ((flagged["x"] < 300 + 16) & (flagged["y"] > 900 - 16))
+    assert len(flagged) > 20 and not by_edge.any()
+    # An integer image's zeros are data (its sky may well be 0).
+    fits.PrimaryHDU(np.round(data).astype(np.int16)).writeto(tmp_path / "int.fits")
+    assert np.isfinite(read_fits(tmp_path / "int.fits").data).all()
