@@ -9,7 +9,8 @@ Supported layouts
 ``plain``    any other 2-D image, including ``.fits.gz`` and tile-compressed (``.fz``) images.
 
 Which HDU: a TESScut cube's FLUX table when there is one, else the largest 2-D image (the first
-of equal ones), unless the caller names one (``hdu``). Sector, camera and CCD come from the
+of equal ones), else the first 3-D image (a cube of planes: their per-pixel median is read),
+unless the caller names one (``hdu``). Sector, camera and CCD come from the
 headers, else from the TESS file-name conventions (:func:`.tess.parse_name`).
 
 Everything else raises :class:`~reaper_core.errors.FITSReadError` with one sentence.
@@ -296,27 +297,40 @@ def _image_shape(hdu: Any) -> tuple[int, int] | None:
     return axes[1], axes[0]
 
 
+def _planes(hdu: Any) -> int:
+    """Planes of an image HDU holding a 3-D cube (a third axis longer than 1, any further axes
+    of length 1), from its header; 0 for anything else."""
+    axes = _axes(hdu)
+    if len(axes) < 3 or axes[2] < 2 or any(a != 1 for a in axes[3:]) or 0 in axes[:2]:
+        return 0
+    return axes[2]
+
+
 def _is_cube(hdu: Any) -> bool:
     return isinstance(hdu, fits.BinTableHDU) and "FLUX" in [c.upper() for c in hdu.columns.names]
 
 
 def _image_from_hdus(hdul: fits.HDUList, name: str,
-                     hdu: int | None = None) -> tuple[np.ndarray, int, str, int]:
-    """Return (data, hdu index, layout, number of images) by the rule in the module docstring."""
+                     hdu: int | None = None) -> tuple[np.ndarray, int, str, int, int]:
+    """Return (data, hdu index, layout, number of images, planes: 0 unless the image is the
+    median of a 3-D image's planes) by the rule in the module docstring."""
     shapes = {i: _image_shape(h) for i, h in enumerate(hdul)}
     images = [i for i, sh in shapes.items() if sh and sh[0] * sh[1] > 0]
     cubes = [i for i, h in enumerate(hdul) if _is_cube(h)]
-    n_images = len(images) + len(cubes)
+    planes = {i: n for i, h in enumerate(hdul) if (n := _planes(h))}
+    n_images = len(images) + len(cubes) + len(planes)
     if hdu is not None:
         if not 0 <= hdu < len(hdul):
             raise FITSReadError(name, f"has no HDU {hdu} (it has {len(hdul)}, numbered from 0)")
-        if hdu not in images and hdu not in cubes:
+        if hdu not in images and hdu not in cubes and hdu not in planes:
             raise FITSReadError(name, f"HDU {hdu} holds no 2-D image")
         chosen = hdu
     elif cubes:
         chosen = cubes[0]
     elif images:
         chosen = max(images, key=lambda i: (shapes[i][0] * shapes[i][1], -i))
+    elif planes:
+        chosen = min(planes)
     else:
         dims = sorted({len(_axes(h)) for h in hdul} - {0})
         if dims:
@@ -330,13 +344,20 @@ def _image_from_hdus(hdul: fits.HDUList, name: str,
                                       "2-D images")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanmedian(flux, axis=0), chosen, "tesscut", n_images
+            return np.nanmedian(flux, axis=0), chosen, "tesscut", n_images, 0
     data = hdul[chosen].data
     if data is None:
         raise FITSReadError(name, f"HDU {chosen} declares an image but holds no data")
+    if chosen in planes:
+        if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
+            raise FITSReadError(name, f"has non-numeric pixel data ({data.dtype})")
+        cube = np.asarray(data, dtype=np.float32).reshape(-1, *data.shape[-2:])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmedian(cube, axis=0), chosen, "plain", n_images, len(cube)
     data = np.asarray(data).reshape(data.shape[-2:])
     layout = "spoc" if chosen == 1 and isinstance(hdul[0], fits.PrimaryHDU) else "plain"
-    return data, chosen, layout, n_images
+    return data, chosen, layout, n_images, 0
 
 
 def read_fits(
@@ -400,7 +421,7 @@ def _parse(hdul: fits.HDUList, name: str, max_pixels: int, hdu: int | None = Non
     if len(hdul) == 0:
         raise FITSReadError(name, "has no HDUs")
     _refuse_oversized(hdul, name, max_pixels)
-    data, index, layout, n_images = _image_from_hdus(hdul, name, hdu)
+    data, index, layout, n_images, n_planes = _image_from_hdus(hdul, name, hdu)
     primary = hdul[0].header
     header = hdul[index].header
     headers = [header, primary]
@@ -422,6 +443,8 @@ def _parse(hdul: fits.HDUList, name: str, max_pixels: int, hdu: int | None = Non
         raise FITSReadError(name, f"has non-numeric pixel data ({data.dtype})")
     image = np.asarray(data, dtype=np.float32)
     padding = zero_padding(image) if data.dtype.kind == "f" else None
+    if padding is not None and padding.all():
+        padding = None  # not padding: a constant image, refused below
     if padding is not None:
         image[padding] = np.nan
     ny, nx = image.shape
@@ -442,7 +465,13 @@ def _parse(hdul: fits.HDUList, name: str, max_pixels: int, hdu: int | None = Non
     valid = science_region(header, image.shape) if layout in ("spoc", "tica") else None
     valid = _finite_box(finite, valid)
     wcs, wcs_problem = _celestial_wcs(header)
-    notes = [f"WCS ignored: {wcs_problem}; no RA/Dec for its cutouts"] if wcs_problem else []
+    notes = []
+    if n_planes:
+        notes.append(f"HDU {index} is a cube of {n_planes} planes: the image read is their "
+                     "per-pixel median (a stack's frames are single-frame files or a TESScut "
+                     "cube)")
+    if wcs_problem:
+        notes.append(f"WCS ignored: {wcs_problem}; no RA/Dec for its cutouts")
     if padding is not None:
         notes.append(f"{int(padding.sum()):,} pixels of exact zeros at the frame's edge read as "
                      "padding outside the exposed area (no data)")

@@ -183,3 +183,23 @@ def test_zero_padding_is_read_as_missing(tmp_path):
     # An integer image's zeros are data (its sky may well be 0).
     fits.PrimaryHDU(np.round(data).astype(np.int16)).writeto(tmp_path / "int.fits")
     assert np.isfinite(read_fits(tmp_path / "int.fits").data).all()
+
+
+def test_cube_of_image_planes_reads_their_median(tmp_path):
+    """A 3-D image (planes of one field: exposures, or a spectral cube) is read as the
+    per-pixel median of its planes, said in the notes; a plane with a flash leaves no trace."""
+    rng = np.random.default_rng(3)
+    sky = rng.normal(100, 5, (40, 48)).astype(np.float32)
+    planes = np.stack([sky + rng.normal(0, 1, sky.shape).astype(np.float32)
+                       for _ in range(5)])
+    planes[2, 20, 24] += 5000  # a flash in one plane
+    path = _write(tmp_path, "planes.fits", [fits.PrimaryHDU(),
+                                            fits.ImageHDU(planes)])
+    img = read_fits(path)
+    assert img.shape == (40, 48) and img.hdu == 1 and img.layout == "plain"
+    np.testing.assert_allclose(img.data, np.median(planes, axis=0))
+    assert img.data[20, 24] < 130
+    assert any("HDU 1 is a cube of 5 planes" in n for n in img.notes)
+    # A 2-D image beside it is preferred; the cube is still there to choose.
+    both = _write(tmp_path, "both.fits", [fits.PrimaryHDU(sky), fits.ImageHDU(planes)])
+    assert read_fits(both).hdu == 0 and read_fits(both, hdu=1).shape == (40, 48)
