@@ -119,8 +119,10 @@ class FitsImage:
     def notes(self) -> list[str]:
         """What a person should know about how the file was read, one sentence each."""
         out = []
-        # A SPOC FFI's image is in HDU 1 by convention (HDU 2 holds its uncertainties).
-        if self.n_images > 1 and not (self.layout == "spoc" and self.hdu == 1):
+        # A SPOC FFI's image is in HDU 1 by convention (HDU 2 holds its uncertainties); a
+        # TESScut cube's pixels are chosen before any image (its APERTURE is one).
+        if self.n_images > 1 and not (self.layout == "spoc" and self.hdu == 1) \
+                and self.layout != "tesscut":
             out.append(f"image read from HDU {self.hdu}, the largest of {self.n_images} images "
                        "(choose another with --hdu)")
         if self.quality:

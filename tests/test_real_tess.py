@@ -145,6 +145,11 @@ def test_real_tesscut_cube_times_and_quality():
     with pytest.raises(FITSReadError, match="5 x 5 image, smaller than") as err:
         read_fits(CUBE)
     assert "TESScut cube" in str(err.value) and "anomaly-reaper events" in str(err.value)
+    # Read as a stack's image, its pixels are the cube's: no note of a choice among images
+    # (its APERTURE image is not one).
+    img = read_fits(CUBE, any_cube=True)
+    assert img.layout == "tesscut" and img.hdu == 1 and img.n_images == 2
+    assert not any("largest" in n for n in img.notes)
 
 
 def test_hdu_rule_and_choice(tmp_path):
