@@ -228,6 +228,59 @@ def _float_card(headers: list[fits.Header], *keys: str) -> float | None:
     return None
 
 
+#: The zero of TESS's times (BTJD = BJD − 2457000, days), the times every file is read in.
+BTJD_ZERO = 2457000.0
+#: Julian date of MJD 0.
+MJD_ZERO = 2400000.5
+
+
+def btjd_offset(headers: list[fits.Header]) -> float:
+    """Days that turn a header's mission times (``TSTART``, a cube's ``TIME``) into BTJD:
+    ``BJDREFI + BJDREFF − 2457000`` (Kepler's BKJD: −2167), 0 where the header gives no
+    reference (TESS's own)."""
+    ref = _float_card(headers, "BJDREFI")
+    return 0.0 if ref is None else ref + (_float_card(headers, "BJDREFF") or 0.0) - BTJD_ZERO
+
+
+def _utc_days(headers: list[fits.Header], mjd_key: str, date_key: str) -> float | None:
+    """``mjd_key`` (MJD) or ``date_key`` (ISO date and time, UTC) as JD − 2457000, or None."""
+    mjd = _float_card(headers, mjd_key)
+    if mjd is not None:
+        return mjd + MJD_ZERO - BTJD_ZERO
+    from astropy.time import Time
+
+    for hdr in headers:
+        value = hdr.get(date_key)
+        if isinstance(value, str) and "T" in value:
+            try:
+                return float(Time(value.strip().rstrip("Z"), format="isot", scale="utc").jd
+                             - BTJD_ZERO)
+            except ValueError:
+                continue
+    return None
+
+
+def observation_times(headers: list[fits.Header]) -> tuple[float | None, float | None]:
+    """(start, stop) of the exposure in BTJD days, from the first of ``headers`` that says:
+    ``TSTART``/``TSTOP`` (TICA: ``STARTTJD``/``ENDTJD``) on the header's BJD reference
+    (:func:`btjd_offset`), else ``MJD-OBS`` or ``DATE-OBS`` with ``MJD-END``, ``DATE-END`` or
+    ``EXPTIME`` (s) — UTC, not barycentric (within ±8.3 minutes of BJD), what a ground-based
+    frame's header gives. None for what is not known."""
+    start = _float_card(headers, "TSTART", "STARTTJD")
+    if start is not None:
+        offset = btjd_offset(headers)
+        stop = _float_card(headers, "TSTOP", "ENDTJD")
+        return start + offset, None if stop is None else stop + offset
+    start = _utc_days(headers, "MJD-OBS", "DATE-OBS")
+    if start is None:
+        return None, None
+    stop = _utc_days(headers, "MJD-END", "DATE-END")
+    exposure = _float_card(headers, "EXPTIME")
+    if stop is None and exposure is not None and exposure > 0:
+        stop = start + exposure / 86400.0
+    return start, stop
+
+
 #: Pixel scales a celestial WCS may have, arcsec per pixel (outside: refused as broken).
 PIXEL_SCALE_RANGE = (1e-3, 3600.0)
 
@@ -467,6 +520,7 @@ def _parse(hdul: fits.HDUList, name: str, max_pixels: int, hdu: int | None = Non
     valid = science_region(header, image.shape) if layout in ("spoc", "tica") else None
     valid = _finite_box(finite, valid)
     wcs, wcs_problem = _celestial_wcs(header)
+    tstart, tstop = observation_times(headers)
     notes = []
     if n_planes:
         notes.append(f"HDU {index} is a cube of {n_planes} planes: the image read is their "
@@ -490,8 +544,8 @@ def _parse(hdul: fits.HDUList, name: str, max_pixels: int, hdu: int | None = Non
         sector=_first(_int_card(headers, "SECTOR"), named and named.sector),
         camera=_first(_int_card(headers, "CAMERA", "CAMNUM"), named and named.camera),
         ccd=_first(_int_card(headers, "CCD", "CCDNUM"), named and named.ccd),
-        tstart=_float_card(headers, "TSTART", "STARTTJD"),
-        tstop=_float_card(headers, "TSTOP", "ENDTJD"),
+        tstart=tstart,
+        tstop=tstop,
         date_obs=str(header.get("DATE-OBS", primary.get("DATE-OBS", ""))) or None,
         wcs=wcs,
         catalog=catalog,
@@ -618,11 +672,12 @@ def read_tesscut(path: str | Path, *, name: str | None = None,
                 if flux is None or flux.ndim != 3:
                     raise FITSReadError(name, "has a FLUX column that is not a cube of images")
                 nan = np.full_like(flux, np.nan)
-                headers = [h.header for h in hdul]
+                headers = [h.header for h in hdul]  # (the cube's own first, below)
                 named = parse_name(name)
                 aperture = next((h for h in hdul if isinstance(h, fits.ImageHDU)), None)
                 return TessCutCube(
-                    name=name, time=column("TIME", np.float64),
+                    name=name, time=column("TIME", np.float64) + btjd_offset(
+                        [cube.header, *headers]),
                     cadenceno=(column("CADENCENO", np.int64) if "CADENCENO" in cols
                                else np.arange(len(flux))),
                     flux=flux,

@@ -203,3 +203,38 @@ def test_cube_of_image_planes_reads_their_median(tmp_path):
     # A 2-D image beside it is preferred; the cube is still there to choose.
     both = _write(tmp_path, "both.fits", [fits.PrimaryHDU(sky), fits.ImageHDU(planes)])
     assert read_fits(both).hdu == 0 and read_fits(both, hdu=1).shape == (40, 48)
+
+
+KEPLER = REAL_DATA / "kepler" / "kplr-ffi_ch01_test.fits"
+
+
+@pytest.mark.skipif(not KEPLER.exists(), reason="../shared/data/ is not beside the checkout")
+def test_times_in_btjd_from_any_mission_or_observatory(tmp_path):
+    """Every file's times are read as BTJD: Kepler's TSTART counts from BJD 2454833 (its
+    BJDREFI), not TESS's 2457000; a ground-based frame has MJD-OBS or DATE-OBS (UTC) and
+    EXPTIME; such frames make a stack of their own."""
+    from reaper_core.stacks import stack_from_files
+
+    kepler = read_fits(KEPLER)
+    with fits.open(KEPLER) as hdul:
+        mjd_start = hdul[1].header["MJDSTART"]
+    # BJD and UTC differ by at most 8.3 minutes (the light time across Earth's orbit).
+    assert kepler.tstart == pytest.approx(mjd_start + 2400000.5 - 2457000, abs=0.006)
+    assert kepler.tstart < 0 and kepler.tstop > kepler.tstart
+
+    isaac = read_fits(ISAAC)
+    assert isaac.tstart == pytest.approx(53838.27267296 + 2400000.5 - 2457000, abs=1e-9)
+    assert (isaac.tstop - isaac.tstart) * 86400 == pytest.approx(4.0)  # EXPTIME
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, date in enumerate(["2006-04-13T06:40:00", "2006-04-13T06:32:38.9", "2006-04-13T07:00"]):
+        h = fits.Header({"DATE-OBS": date, "EXPTIME": 30.0})
+        paths.append(_write(tmp_path, f"frame{i}.fits",
+                            [fits.PrimaryHDU(rng.normal(100, 5, (64, 64)), header=h)]))
+    stack = stack_from_files(paths)
+    assert [f.name for f in stack.frames] == ["frame1.fits", "frame0.fits", "frame2.fits"]
+    assert np.diff(stack.times) * 1440 == pytest.approx([7 + 21.1 / 60, 20], abs=1e-3)
+    # A date without a time of day is no time to order frames by.
+    h = fits.Header({"DATE-OBS": "2006-04-13"})
+    assert read_fits(_write(tmp_path, "day.fits", [fits.PrimaryHDU(
+        rng.normal(100, 5, (64, 64)), header=h)])).tstart is None
