@@ -672,7 +672,7 @@ def read_tesscut(path: str | Path, *, name: str | None = None,
                 if flux is None or flux.ndim != 3:
                     raise FITSReadError(name, "has a FLUX column that is not a cube of images")
                 nan = np.full_like(flux, np.nan)
-                headers = [h.header for h in hdul]  # (the cube's own first, below)
+                headers = [h.header for h in hdul]
                 named = parse_name(name)
                 aperture = next((h for h in hdul if isinstance(h, fits.ImageHDU)), None)
                 return TessCutCube(
