@@ -238,3 +238,17 @@ def test_times_in_btjd_from_any_mission_or_observatory(tmp_path):
     h = fits.Header({"DATE-OBS": "2006-04-13"})
     assert read_fits(_write(tmp_path, "day.fits", [fits.PrimaryHDU(
         rng.normal(100, 5, (64, 64)), header=h)])).tstart is None
+
+
+def test_kepler_target_pixel_file_times_in_btjd(tmp_path):
+    """A Kepler/K2 target pixel file is a cube like TESScut's, its TIME in BKJD (BJD −
+    2454833, its BJDREFI): read in BTJD, as every other time."""
+    from reaper_core.fits_reader import read_tesscut
+    from reaper_core.simulate_stack import simulate_stack
+
+    sim = simulate_stack(6, 20, seed=1, events={})
+    path = sim.write_cube(tmp_path / "kplr008462852-2013098041711_lpd-targ.fits")
+    tess_times = read_tesscut(path).time
+    with fits.open(path, mode="update") as hdul:
+        hdul[1].header["BJDREFI"], hdul[1].header["BJDREFF"] = 2454833, 0.5
+    np.testing.assert_allclose(read_tesscut(path).time, tess_times + 2454833.5 - 2457000)
