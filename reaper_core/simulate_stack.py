@@ -147,6 +147,16 @@ class SimulatedStack:
         return path
 
 
+def _start(rng: np.random.Generator, n: int, lo: int, tail: int) -> int:
+    """An event's first frame, from frame ``lo`` to ``tail`` frames before the end of ``n``;
+    in a stack too short for that, anywhere in its first three quarters."""
+    hi = n - tail
+    if hi <= lo:
+        lo = min(lo, n // 4)
+        hi = max(lo + 1, n - max(n // 4, 1))
+    return int(rng.integers(lo, hi))
+
+
 def _flux_for(snr: float, sigma_px: float) -> float:
     """Flux (e⁻/s) of a point source whose PSF-matched-filter S/N is ``snr`` on noise
     ``sigma_px`` (e⁻/s per pixel)."""
@@ -246,7 +256,7 @@ def simulate_stack(
             f_peak_flux = _flux_for(target, sigma_sky)
             if kind == "flare":
                 s = star_near(f_peak_flux / 49, f_peak_flux)
-                f0 = int(rng.integers(5, n_frames - 10))
+                f0 = _start(rng, n_frames, 5, 10)
                 tau = rng.uniform(0.5, 4.0)
                 last = min(n_frames - 1, f0 + int(np.ceil(tau * np.log(10))))
                 k = np.arange(f0, last + 1)
@@ -255,24 +265,28 @@ def simulate_stack(
             elif kind == "eclipse":
                 s = star_near(f_peak_flux / 0.8, 20 * f_peak_flux)
                 depth = min(0.8, f_peak_flux / flux[s])
-                f0 = int(rng.integers(5, n_frames - 12))
+                f0 = _start(rng, n_frames, 5, 12)
                 dur = int(rng.integers(3, 9))
                 star_mult[f0:f0 + dur, s] *= 1 - depth
-                truth.append(TrueEvent(kind, sx[s], sy[s], f0, f0 + dur // 2, f0 + dur - 1))
+                end = min(f0 + dur, n_frames) - 1
+                truth.append(TrueEvent(kind, sx[s], sy[s], f0, min(f0 + dur // 2, end), end))
             elif kind == "supernova":
                 x, y = place()
                 galaxies.append((x + rng.normal(0, 1), y + rng.normal(0, 1),
                                  rng.uniform(3, 10) * sigma_sky * 30))
-                f0 = int(rng.integers(5, n_frames // 2))
+                f0 = _start(rng, n_frames, 5, n_frames - n_frames // 2)
                 rise = int(rng.integers(6, 16))
                 tau = rng.uniform(10, 30)
                 k = np.arange(f0, n_frames)
                 prof = np.where(k < f0 + rise, ((k - f0 + 1) / (rise + 1)) ** 2,
                                 np.exp(-(k - f0 - rise) / tau))
                 on = prof > 0.1
+                if not on.any():  # a stack too short to see it rise
+                    continue
                 extra.append((k[on], np.full(on.sum(), x), np.full(on.sum(), y),
                               f_peak_flux * prof[on]))
-                truth.append(TrueEvent(kind, x, y, int(k[on][0]), f0 + rise, int(k[on][-1])))
+                truth.append(TrueEvent(kind, x, y, int(k[on][0]),
+                                       min(f0 + rise, int(k[on][-1])), int(k[on][-1])))
             elif kind == "asteroid":
                 x0, y0 = place()
                 rate = rng.uniform(0.2, 3.0)
@@ -293,7 +307,7 @@ def simulate_stack(
                                        int(k[mid]), int(k[-1]), float(x[-1]), float(y[-1])))
             elif kind == "glint":
                 x, y = place()
-                f0 = int(rng.integers(2, n_frames - 2))
+                f0 = _start(rng, n_frames, 2, 2)
                 extra.append((np.array([f0]), np.array([x]), np.array([y]),
                               np.array([f_peak_flux])))
                 truth.append(TrueEvent(kind, x, y, f0, f0, f0))
@@ -306,7 +320,7 @@ def simulate_stack(
                 # A streak's matched-filter S/N per unit length ~ that of a point source of
                 # flux per pixel × 2.5 PSF widths.
                 lx, ly, lf = _line(x0, y0, x1, y1, f_peak_flux / (2.5 * _PSF_SIGMA))
-                f0 = int(rng.integers(2, n_frames - 2))
+                f0 = _start(rng, n_frames, 2, 2)
                 extra.append((np.full(len(lx), f0), lx, ly, lf))
                 truth.append(TrueEvent(kind, (x0 + x1) / 2, (y0 + y1) / 2, f0, f0, f0, x1, y1))
             else:

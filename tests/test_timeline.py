@@ -37,7 +37,7 @@ from reaper_core.simulate_stack import (
 )
 from reaper_core.stacks import stack_from_cube, stack_from_files
 
-from .conftest import REAL_CUBE
+from .conftest import REAL_CUBE, REAL_DATA
 
 CUBE = REAL_CUBE
 APP = str(Path(__file__).resolve().parent.parent / "reaper_app" / "main.py")
@@ -1420,3 +1420,47 @@ def test_the_kind_of_a_brightening_is_read_from_its_light_curve():
     assert kind_from_episodes(ev) == "variable"
     ev.lightcurve["quality"][29:32] = 32
     assert kind_from_episodes(ev) == "transient"
+
+
+ISAAC = REAL_DATA / "other" / "isaac_vlt_crowded_field.fits"
+
+
+@pytest.mark.skipif(not ISAAC.exists(), reason="../shared/data/ is not beside the checkout")
+def test_event_in_a_short_stack_of_ground_based_frames_is_found(tmp_path):
+    """Eight frames of a real crowded field (VLT/ISAAC), times from DATE-OBS and EXPTIME, a
+    transient in three of them: found, of its kind, and first in the ranking. Every frame of
+    so short a stack is a sample of its reference, and the event spans more than a fifth of
+    them: learned as one of the reference's patterns, it was fitted away (not found)."""
+    from astropy import units as u
+    from astropy.time import Time
+    from scipy import ndimage
+
+    field = fits.getdata(ISAAC).astype(np.float32)[:160, :160]
+    rng = np.random.default_rng(0)
+    t0 = Time("2006-04-13T06:00:00", scale="utc")
+    yy, xx = np.mgrid[:160, :160]
+    paths = []
+    for i in range(8):
+        frame = ndimage.shift(field, rng.normal(0, 0.1, 2), order=3, mode="nearest")
+        frame += rng.normal(0, 3, frame.shape).astype(np.float32)
+        if i in (3, 4, 5):
+            frame += 400 * np.exp(-((xx - 80.3) ** 2 + (yy - 90.7) ** 2) / (2 * 1.5**2))
+        header = fits.Header({"DATE-OBS": (t0 + i * 600 * u.s).isot, "EXPTIME": 60.0})
+        paths.append(tmp_path / f"f{i}.fits")
+        fits.PrimaryHDU(frame.astype(np.float32), header=header).writeto(paths[-1])
+    stack = stack_from_files(paths)
+    assert np.diff(stack.times) * 1440 == pytest.approx(np.full(7, 10.0))
+    events = search_stack(stack).events
+    hit = [e for e in events if np.hypot(e.x - 80.3, e.y - 90.7) < 1.5]
+    assert len(hit) == 1 and hit[0].kind == "transient"
+    assert (hit[0].frame_start, hit[0].frame_end) == (3, 5)
+    assert hit[0].significance == max(e.significance for e in events)
+
+
+def test_simulated_stacks_of_a_few_frames():
+    """The simulator makes stacks as short as three frames, every event inside the stack
+    (a longer stack's draws are unchanged: its events' first frames come from the same calls)."""
+    for n in (3, 5, 8, 12):
+        sim = simulate_stack(n, 48, seed=1)
+        assert sim.frames.shape == (n, 48, 48) and sim.events
+        assert all(0 <= e.f_start <= e.f_peak <= e.f_end < n for e in sim.events)
