@@ -340,14 +340,17 @@ def _basis(image: np.ndarray, residuals: np.ndarray, stars: np.ndarray | None = 
     """What a difference holds when nothing happened, shape (k, ny, nx): the reference, its x
     and y gradients and its Laplacian (throughput, residual shift, focus), and the
     ``n_learned`` strongest patterns of the sample frames' ``residuals`` (shape (K, ny, nx);
-    what an undersampled PSF leaves after a sub-pixel shift). Empty for tiny frames
-    (:data:`TINY_FRAME`), where a fit would swallow the signal."""
+    what an undersampled PSF leaves after a sub-pixel shift), learned from
+    :data:`MIN_PATTERN_FRAMES` or more. Empty for tiny frames (:data:`TINY_FRAME`), where a
+    fit would swallow the signal."""
     if image.size < TINY_FRAME:
         return np.zeros((0, *image.shape), np.float32)
     ref = np.nan_to_num(image, nan=0.0).astype(np.float32)
     gy, gx = np.gradient(ref)
     analytic = [ref, gx, gy, ndimage.laplace(ref)]
     k = len(residuals)
+    if k < MIN_PATTERN_FRAMES:
+        return np.stack(analytic)
     R = np.nan_to_num(residuals.reshape(k, -1), nan=0.0)
     # An event in one sample frame is not a pattern: a pixel beyond 5 × what the frames
     # share there (the residual that PATTERN_QUANTILE of them leave: a residual that a fifth
@@ -361,7 +364,7 @@ def _basis(image: np.ndarray, residuals: np.ndarray, stars: np.ndarray | None = 
     R[np.abs(R) > clip] = 0.0
     gram = (R.astype(np.float64) @ R.T.astype(np.float64))
     w, v = np.linalg.eigh(gram)
-    top = np.argsort(w)[::-1][:min(n_learned, max(k - 2, 0)) if k >= MIN_PATTERN_FRAMES else 0]
+    top = np.argsort(w)[::-1][:min(n_learned, max(k - 2, 0))]
     top = top[w[top] > 1e-9 * max(w.max(), 1e-30)]
     learned = ((v[:, top].T @ R) / np.sqrt(w[top])[:, None]).astype(np.float32)
     learned = learned.reshape(len(top), *image.shape)
