@@ -121,9 +121,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from .files import expand_paths
 
     reaper = _service(args)
-    files = expand_paths(args.paths)
+    skipped: list[Path] = []
+    files = expand_paths(args.paths, skipped)
     if not files:
         raise ReaperError("no files match the given paths")
+    if skipped:
+        names = ", ".join(p.name for p in skipped[:3]) + (", …" if len(skipped) > 3 else "")
+        print(f"note: {len(skipped):,} file{'s' * (len(skipped) != 1)} in the folders "
+              f"skipped, not FITS by name ({names})")
     # Progress bars only on a terminal: in a log they would be thousands of lines.
     outer = tqdm(total=len(files), desc="ingest", unit="file", file=sys.stderr,
                  disable=not sys.stderr.isatty())

@@ -20,16 +20,22 @@ def is_fits_name(path: str | Path) -> bool:
     return str(path).lower().endswith(FITS_SUFFIXES)
 
 
-def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+def expand_paths(paths: Iterable[str | Path], skipped: list[Path] | None = None) -> list[Path]:
     """Files named, FITS files inside folders (recursively), and glob matches, sorted, unique.
 
-    A path that matches nothing is kept, so that ingest reports it instead of dropping it.
+    A path that matches nothing, or a folder holding no FITS file, is kept, so that ingest
+    reports it instead of dropping it. The other files found in folders (not FITS by name)
+    are appended to ``skipped`` when given.
     """
     out: list[Path] = []
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.is_file() and is_fits_name(q)))
+            inside = sorted(q for q in p.rglob("*") if q.is_file())
+            fits_files = [q for q in inside if is_fits_name(q)]
+            out.extend(fits_files or [p])
+            if skipped is not None:
+                skipped.extend(q for q in inside if not is_fits_name(q))
         elif p.exists():
             out.append(p)
         else:

@@ -105,6 +105,24 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().out
 
 
+def test_cli_ingest_of_folders_says_what_it_skipped(tmp_path, hdf_file, capsys):
+    """A folder holding no FITS file is one error naming it (it was "no files match"); the
+    files of a folder that are not FITS by name are counted and named in a note."""
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    empty = tmp_path / "notes"
+    empty.mkdir()
+    (empty / "log.txt").write_text("seeing 1.2")
+    data = tmp_path / "night1"
+    data.mkdir()
+    (data / "field.fits").write_bytes(hdf_file.read_bytes())
+    (data / "finder.png").write_bytes(b"png")
+    assert main(["ingest", "--db-url", db, str(empty), str(data)]) == 1
+    out = capsys.readouterr().out
+    assert "note: 2 files in the folders skipped, not FITS by name (log.txt, finder.png)" in out
+    assert "notes: is a folder holding no FITS file (no name ending .fits" in out
+    assert "added     field.fits" in out and "summary: 1 added, 0 duplicate, 1 failed" in out
+
+
 def test_help_on_every_command(capsys):
     r = subprocess.run([sys.executable, "-m", "reaper_core.cli", "--help"], capture_output=True,
                        text=True)
