@@ -272,6 +272,8 @@ class Reaper:
 
         from .models import fit_model
 
+        if n_components is not None:  # checked as the setting is: one sentence (0 meant 5)
+            replace(self.settings, n_components=n_components)
         if in_subprocess:
             return self._fit_in_subprocess(n_components, embedder, progress)
 

@@ -103,6 +103,11 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("error: no model yet") and "\n" not in err
     assert main(["ingest", "--db-url", db, str(tmp_path / "nothing*.fits")]) == 1
     assert "does not exist" in capsys.readouterr().out
+    for bad in ("0", "2.5", "-1"):  # (0 and -1 fitted 5 components, 2.5 fitted 2)
+        assert main(["fit", "--db-url", db, "--n-components", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (f"error: n_components must be a whole number ≥ 1 or a fraction of "
+                       f"variance between 0 and 1, not {float(bad):g}")
 
 
 def test_cli_ingest_of_folders_says_what_it_skipped(tmp_path, hdf_file, capsys):
