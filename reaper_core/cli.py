@@ -443,6 +443,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _whole(minimum: int):
+    """An argparse type: a whole number ≥ ``minimum`` (else argparse's one-line error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a whole number ≥ {minimum}, not {text!r}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db-url", help="SQLAlchemy database URL (default: SQLite under data/)")
@@ -456,16 +471,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", parents=[common], help="start the dashboard")
     r.add_argument("--host", default="127.0.0.1")
-    r.add_argument("--port", type=int, default=8501)
+    r.add_argument("--port", type=_whole(1), default=8501)
     r.set_defaults(func=cmd_run)
 
     i = sub.add_parser("ingest", parents=[common], help="ingest FITS files, folders or globs")
     i.add_argument("paths", nargs="+", help="files, folders (searched recursively) or globs")
     i.add_argument("--embedder", help="embedder name (local, stats, hog, vertex)")
     i.add_argument("--no-fit", action="store_true", help="do not fit a model when there is none")
-    i.add_argument("--hdu", type=int, help="read this HDU (0-based) of every file, instead of "
-                                           "a TESScut cube's pixels or the largest 2-D image")
-    i.add_argument("--workers", type=int, help="run on a local Dask cluster of N processes")
+    i.add_argument("--hdu", type=_whole(0),
+                   help="read this HDU (0-based) of every file, instead of a TESScut cube's "
+                        "pixels or the largest 2-D image")
+    i.add_argument("--workers", type=_whole(1), help="run on a local Dask cluster of N processes")
     i.add_argument("--scheduler", help="run on an existing Dask cluster (tcp://host:8786; "
                                        "default: the scheduler setting)")
     i.set_defaults(func=cmd_ingest)
@@ -474,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--embedder")
     f.add_argument("--n-components", type=float,
                    help="components (≥ 1) or explained-variance fraction (< 1)")
-    f.add_argument("--workers", type=int,
+    f.add_argument("--workers", type=_whole(1),
                    help="score every cutout on a local Dask cluster of N processes")
     f.add_argument("--scheduler", help="score on an existing Dask cluster (tcp://host:8786; "
                                        "default: the scheduler setting)")
@@ -485,8 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--embedder")
     s.add_argument("--mode", choices=THRESHOLD_MODES)
     s.add_argument("--value", type=float, help="k, percentile or absolute score")
-    s.add_argument("--top", type=int, default=0, help="print the N highest-scoring cutouts")
-    s.add_argument("--explain", type=int, default=0,
+    s.add_argument("--top", type=_whole(0), default=0, help="print the N highest-scoring cutouts")
+    s.add_argument("--explain", type=_whole(0), default=0,
                    help="explain why the N highest-scoring cutouts are anomalous")
     s.add_argument("--one-per-object", action="store_true",
                    help="with --top/--explain: rank objects by their best cutout (the cells "
@@ -507,12 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the run's figures as a PDF (or PNGs): score distributions, "
                              "anomaly rate over the CCD, components, top cutouts")
     rp.add_argument("-o", "--output", required=True, help="report.pdf, or report.png")
-    rp.add_argument("--top", type=int, default=24, help="cutouts on the contact sheet")
+    rp.add_argument("--top", type=_whole(1), default=24, help="cutouts on the contact sheet")
     rp.set_defaults(func=cmd_report)
 
     pr = sub.add_parser("prune", parents=[common],
                         help="delete old models and their scores (the current one stays)")
-    pr.add_argument("--keep", type=int, help="other models to keep (default: keep_models)")
+    pr.add_argument("--keep", type=_whole(0), help="other models to keep (default: keep_models)")
     pr.set_defaults(func=cmd_prune)
 
     rm = sub.add_parser("remove", parents=[common],
@@ -538,7 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="frames to search first: one TESScut cube, or 3+ FFIs of one CCD")
     ev.add_argument("--kind", choices=EVENT_KINDS)
     ev.add_argument("--stack", help="a stack's id or name")
-    ev.add_argument("--top", type=int, default=30)
+    ev.add_argument("--top", type=_whole(1), default=30)
     ev.add_argument("-o", "--output", help="write the events (or --lightcurve) to this file")
     ev.add_argument("--format", choices=["csv", "fits", "votable"])
     ev.add_argument("--lightcurve", type=int, metavar="ID",
@@ -553,13 +569,13 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("similar", parents=[common],
                        help="the cutouts most like one cutout, across every file")
     m.add_argument("id", type=int, help="cutout id")
-    m.add_argument("--top", type=int, default=20)
+    m.add_argument("--top", type=_whole(1), default=20)
     m.set_defaults(func=cmd_similar)
 
     q = sub.add_parser("rerank", parents=[common],
                        help="the ranking re-made from every label: what to look at next")
-    q.add_argument("--top", type=int, default=24)
-    q.add_argument("--explore", type=int, default=4,
+    q.add_argument("--top", type=_whole(1), default=24)
+    q.add_argument("--explore", type=_whole(0), default=4,
                    help="of them, how many from regions no label has reached yet")
     q.set_defaults(func=cmd_rerank)
 

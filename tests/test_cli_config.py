@@ -103,6 +103,13 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("error: no model yet") and "\n" not in err
     assert main(["ingest", "--db-url", db, str(tmp_path / "nothing*.fits")]) == 1
     assert "does not exist" in capsys.readouterr().out
+    # Counts are whole numbers from 1 (0 for "none"): a negative --top printed every row.
+    for args, least in ((["score", "--top", "-1"], 0), (["rerank", "--top", "-3"], 1),
+                        (["similar", "1", "--top", "0"], 1), (["fit", "--workers", "x"], 1)):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*args, "--db-url", db])
+        assert exit_info.value.code == 2
+        assert f"must be a whole number ≥ {least}, not" in capsys.readouterr().err
     for bad in ("0", "2.5", "-1"):  # (0 and -1 fitted 5 components, 2.5 fitted 2)
         assert main(["fit", "--db-url", db, "--n-components", bad]) == 2
         err = capsys.readouterr().err.strip()
