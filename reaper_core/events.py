@@ -102,6 +102,10 @@ LC_FRACTION_SEVERAL = 0.9
 LEAST_SIGNIFICANCE = min(LC_FRACTION * SINGLE_FRAME_SIGMA, LC_FRACTION_SEVERAL * MIN_SIGMA)
 #: Frames a light curve needs outside its event to be decorrelated against the pointing.
 MIN_DECORRELATION_FRAMES = 20
+#: A light curve whose every frame is this many times its measurement error from the
+#: reference, of one sign, holds a residual common to every frame (without frames outside the
+#: event to measure it against: :func:`_against_every_frame`).
+STATIC_SIGMA = 3.0
 #: Frames either side of an event's span that still belong to it: its strip shows them, a
 #: mover's light curve is measured over them, its light curve's baseline leaves them out.
 SPAN_MARGIN_FRAMES = 2
@@ -535,7 +539,7 @@ def lightcurve_sigma(ev: Event, frame_factor: np.ndarray | None = None,
     flux, base, noise = _baseline(lc["diff_flux"], span, shifts)
     if not _measurable(base, noise):
         # (Found in bins: a slow event needs frames without it to tell it from a drift.)
-        return ev.peak_sigma if ev.binned == 1 else 0.0
+        return _against_every_frame(ev, flux) if ev.binned == 1 else 0.0
     # A long transient detected near its peak only (a supernova's slow tail under the
     # detection threshold): its baseline leaves out the frames about the span where the event
     # is still up (their running median above FADE_SIGMA), found again as the baseline
@@ -561,6 +565,29 @@ def lightcurve_sigma(ev: Event, frame_factor: np.ndarray | None = None,
     if not np.isfinite(inside).any():
         return ev.peak_sigma
     return float(np.nanmax(ev.sign * (inside - np.median(base))) / noise / factor)
+
+
+def _against_every_frame(ev: Event, flux: np.ndarray) -> float:
+    """An event's significance where too few frames lie outside it for a baseline (a stack of
+    a few frames), from its light curve ``flux`` (shape (n,)): its detection S/N, unless no
+    frame comes back to the reference — every frame above :data:`STATIC_SIGMA` times the
+    curve's measurement error, of the event's sign — when it is a residual that every frame
+    holds alike (a reference that misses the sky's structure; a few tens of them at 10–50σ
+    in eight frames of a real ISAAC field): then its peak over that floor, in units of the
+    larger of that error and the curve's robust scatter."""
+    from .difference import robust_std
+
+    ok = np.isfinite(flux)
+    err = ev.lightcurve.get("diff_flux_err")
+    if ok.sum() < 3 or err is None:
+        return ev.peak_sigma
+    signed = ev.sign * flux[ok]
+    error = float(np.nanmedian(err[ok]))
+    floor = float(signed.min())
+    if not (error > 0 and floor > STATIC_SIGMA * error):
+        return ev.peak_sigma
+    noise = max(error, robust_std(signed))
+    return float(min(ev.peak_sigma, (signed.max() - floor) / noise))
 
 
 def _binned_curve(flux: np.ndarray, n: int, span: tuple[int, int]
