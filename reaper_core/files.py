@@ -12,6 +12,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fz", ".fits.gz", ".fit.gz", ".fts.gz")
+#: What is wrong with a folder given where FITS files are wanted (:func:`expand_paths` keeps
+#: one that holds none, for this to be said).
+NO_FITS_IN_FOLDER = f"is a folder holding no FITS file (no name ending {', '.join(FITS_SUFFIXES)})"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 

@@ -20,7 +20,7 @@ from . import store
 from .config import Settings
 from .embedders import Embedder, get_embedder
 from .errors import FITSReadError, ReaperError, describe_failure
-from .files import FITS_SUFFIXES, expand_paths, safe_filename, sha256_file
+from .files import NO_FITS_IN_FOLDER, expand_paths, safe_filename, sha256_file
 from .fits_reader import FitsImage, read_fits
 from .models import FIT_SAMPLE, CurrentModel, current_model, fit_model, score_pending
 from .progress import ProgressFn, noop
@@ -346,8 +346,7 @@ def check_new(engine: Engine, path: Path, display: str,
               t0: float) -> tuple[str, FileResult | None]:
     """(SHA-256 of the file, the "duplicate" result when those bytes are stored already)."""
     if path.is_dir():
-        raise FITSReadError(display, "is a folder holding no FITS file (no name ending "
-                                     f"{', '.join(FITS_SUFFIXES)})")
+        raise FITSReadError(display, NO_FITS_IN_FOLDER)
     if not path.is_file():
         raise FITSReadError(display, "does not exist or is not a file")
     sha = sha256_file(path)

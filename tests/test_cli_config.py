@@ -133,6 +133,8 @@ def test_cli_ingest_of_folders_says_what_it_skipped(tmp_path, hdf_file, capsys):
     assert "note: 2 files in the folders skipped, not FITS by name (log.txt, finder.png)" in out
     assert "notes: is a folder holding no FITS file (no name ending .fits" in out
     assert "added     field.fits" in out and "summary: 1 added, 0 duplicate, 1 failed" in out
+    assert main(["events", "--db-url", db, str(empty)]) == 2  # was "cannot use notes: Is a …"
+    assert capsys.readouterr().err.startswith("error: notes: is a folder holding no FITS file")
 
 
 def test_help_on_every_command(capsys):
