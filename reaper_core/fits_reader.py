@@ -31,6 +31,7 @@ from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS
 
 from .errors import FITSReadError
+from .files import NO_FITS_IN_FOLDER
 from .tess import cadence_days, describe_quality, parse_name, science_region, time_gaps
 
 #: Smallest accepted image side, pixels.
@@ -142,8 +143,6 @@ def _refuse_folder(path: Path, name: str) -> None:
     """Raise :class:`FITSReadError` for a folder given as a file (one with no FITS file in it:
     folders are expanded to their FITS files before reading)."""
     if path.is_dir():
-        from .files import NO_FITS_IN_FOLDER
-
         raise FITSReadError(name, NO_FITS_IN_FOLDER)
 
 
