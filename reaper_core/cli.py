@@ -480,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--no-fit", action="store_true", help="do not fit a model when there is none")
     i.add_argument("--hdu", type=_whole(0),
                    help="read this HDU (0-based) of every file, instead of a TESScut cube's "
-                        "pixels or the largest 2-D image")
+                        "pixels, else the largest 2-D image, else a 3-D image's planes")
     i.add_argument("--workers", type=_whole(1), help="run on a local Dask cluster of N processes")
     i.add_argument("--scheduler", help="run on an existing Dask cluster (tcp://host:8786; "
                                        "default: the scheduler setting)")

@@ -21,7 +21,9 @@ choice = st.selectbox("Image HDU", ["automatic", *range(10)], key="upload_hdu",
                       format_func=lambda v: "automatic: a TESScut cube's pixels, else the "
                                             "largest 2-D image" if v == "automatic"
                       else f"HDU {v}",
-                      help="Which HDU of each file holds the image (0 is the primary HDU).")
+                      help="Which HDU of each file holds the image (0 is the primary HDU). "
+                           "Automatic: a TESScut cube's pixels, else the largest 2-D image, "
+                           "else a 3-D image's planes (their per-pixel median).")
 uploads = st.file_uploader("FITS files", accept_multiple_files=True, key="uploader",
                            type=["fits", "fit", "fts", "fz", "gz"])
 
