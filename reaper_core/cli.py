@@ -299,8 +299,9 @@ def cmd_stacks(args: argparse.Namespace) -> int:
 
     rows = _service(args).stacks()
     if not rows:
-        print("no stacks yet: ingest a TESScut cube, or 3 or more frames of one CCD "
-              "(or search frames with: anomaly-reaper events FILES)")
+        print("no stacks yet: ingest a TESScut cube, or 3 or more frames of one CCD or of one "
+              "field (one OBJECT) with times (or search frames with: anomaly-reaper events "
+              "FILES)")
         return 0
     print(_text_table({k: np.array([r[k] for r in rows], dtype=object) for k in rows[0]}))
     return 0

@@ -13,6 +13,7 @@ camera, CCD and size form one once there are :data:`~reaper_core.stacks.MIN_FRAM
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -251,10 +252,22 @@ def stack_for_row(row: store.ImageStack) -> Stack:
                  camera=row.camera, ccd=row.ccd, science=science, wcs=wcs, cube=cube)
 
 
+def field_of(record: store.FitsFile) -> tuple[str, str, str] | None:
+    """(telescope, instrument, object) of a stored frame that is not TESS's, from its header
+    cards: frames of one field that make a stack together (with their size); None without an
+    ``OBJECT`` — unrelated frames of one size are never stacked."""
+    cards = json.loads(record.header_json or "{}")
+    obj = str(cards.get("OBJECT", "")).strip()
+    if not obj:
+        return None
+    return (str(cards.get("TELESCOP", "")).strip(), str(cards.get("INSTRUME", "")).strip(), obj)
+
+
 def auto_stacks(engine: Engine, settings: Settings, added: list[int],
                 progress: ProgressFn = noop) -> list[str]:
     """Search the stacks that the newly ``added`` files (ids) make or grow: each TESScut cube,
-    and each set of ≥ 3 single-frame files of one sector/camera/CCD and size. Returns one
+    each set of ≥ 3 single-frame files of one sector/camera/CCD and size, and each set of ≥ 3
+    other frames with times of one field (:func:`field_of`) and size. Returns one
     sentence per stack that could not be searched (the others are stored)."""
     if not added:
         return []
@@ -268,23 +281,30 @@ def auto_stacks(engine: Engine, settings: Settings, added: list[int],
                                                                          name=r.name)))
     groups: dict[tuple, list] = {}
     for r in records:
-        if (r.layout != "tesscut" and r.stored_path and r.tstart is not None
-                and r.sector is not None and r.ccd is not None):
+        if r.layout == "tesscut" or not r.stored_path or r.tstart is None:
+            continue
+        if r.sector is not None and r.ccd is not None:
             groups.setdefault((r.sector, r.camera, r.ccd, r.ny, r.nx), []).append(r)
+        elif (field := field_of(r)) is not None:
+            groups.setdefault((*field, r.ny, r.nx), []).append(r)
     # In a stable order of their keys (str: a camera may be None); the members' reprs were
     # compared too, a cost that grew with every file in the database.
-    for (sector, camera, ccd, ny, nx), members in sorted(groups.items(),
-                                                          key=lambda kv: str(kv[0])):
+    for group, members in sorted(groups.items(), key=lambda kv: str(kv[0])):
         if len(members) < 3 or not new & {m.id for m in members}:
             continue
-        key = f"ffi:s{sector:04d}-{camera}-{ccd}-{ny}x{nx}"
+        if isinstance(group[0], str):  # frames of one field, not TESS's
+            name = f"{group[2]} ({' '.join(g for g in group[:2] if g) or 'frames'})"
+            key = "field:" + hashlib.sha256(repr(group).encode()).hexdigest()
+        else:
+            sector, camera, ccd, ny, nx = group
+            name = stack_name(sector, camera, ccd)
+            key = f"ffi:s{sector:04d}-{camera}-{ccd}-{ny}x{nx}"
 
-        def make(members=members, sector=sector, camera=camera, ccd=ccd) -> Stack:
+        def make(members=members, name=name) -> Stack:
             from .stacks import frame_info
 
             _, img = frame_info(members[0].stored_path, members[0].name)
-            return stack_from_records(members, stack_name(sector, camera, ccd), img.valid,
-                                      img.wcs)
+            return stack_from_records(members, name, img.valid, img.wcs)
 
         todo.append((key, make))
     for key, make in todo:

@@ -1425,13 +1425,10 @@ def test_the_kind_of_a_brightening_is_read_from_its_light_curve():
 ISAAC = REAL_DATA / "other" / "isaac_vlt_crowded_field.fits"
 
 
-@pytest.mark.skipif(not ISAAC.exists(), reason="../shared/data/ is not beside the checkout")
-def test_event_in_a_short_stack_of_ground_based_frames_is_found(tmp_path):
-    """Eight frames of a real crowded field (VLT/ISAAC), times from DATE-OBS and EXPTIME, a
-    transient in three of them: found, of its kind, and first in the ranking. Every frame of
-    so short a stack is a sample of its reference, and the event spans more than a fifth of
-    them: learned as one of the reference's patterns, it was fitted away (not found). A
-    residual that every frame holds alike is no event, though no frame lies outside it."""
+def _isaac_frames(folder: Path, n: int = 8, cards: dict | None = None) -> list[Path]:
+    """``n`` frames of the real ISAAC field's first 160² px, ten minutes apart (DATE-OBS,
+    EXPTIME and ``cards`` in their headers), jittered by 0.1 px rms with noise, a transient of
+    400 counts at (80.3, 90.7) in frames 3–5."""
     from astropy import units as u
     from astropy.time import Time
     from scipy import ndimage
@@ -1441,15 +1438,26 @@ def test_event_in_a_short_stack_of_ground_based_frames_is_found(tmp_path):
     t0 = Time("2006-04-13T06:00:00", scale="utc")
     yy, xx = np.mgrid[:160, :160]
     paths = []
-    for i in range(8):
+    for i in range(n):
         frame = ndimage.shift(field, rng.normal(0, 0.1, 2), order=3, mode="nearest")
         frame += rng.normal(0, 3, frame.shape).astype(np.float32)
         if i in (3, 4, 5):
             frame += 400 * np.exp(-((xx - 80.3) ** 2 + (yy - 90.7) ** 2) / (2 * 1.5**2))
-        header = fits.Header({"DATE-OBS": (t0 + i * 600 * u.s).isot, "EXPTIME": 60.0})
-        paths.append(tmp_path / f"f{i}.fits")
+        header = fits.Header({"DATE-OBS": (t0 + i * 600 * u.s).isot, "EXPTIME": 60.0,
+                              **(cards or {})})
+        paths.append(folder / f"f{i}.fits")
         fits.PrimaryHDU(frame.astype(np.float32), header=header).writeto(paths[-1])
-    stack = stack_from_files(paths)
+    return paths
+
+
+@pytest.mark.skipif(not ISAAC.exists(), reason="../shared/data/ is not beside the checkout")
+def test_event_in_a_short_stack_of_ground_based_frames_is_found(tmp_path):
+    """Eight frames of a real crowded field (VLT/ISAAC), times from DATE-OBS and EXPTIME, a
+    transient in three of them: found, of its kind, and first in the ranking. Every frame of
+    so short a stack is a sample of its reference, and the event spans more than a fifth of
+    them: learned as one of the reference's patterns, it was fitted away (not found). A
+    residual that every frame holds alike is no event, though no frame lies outside it."""
+    stack = stack_from_files(_isaac_frames(tmp_path))
     assert np.diff(stack.times) * 1440 == pytest.approx(np.full(7, 10.0))
     events = search_stack(stack).events
     hit = [e for e in events if np.hypot(e.x - 80.3, e.y - 90.7) < 1.5]
@@ -1460,6 +1468,28 @@ def test_event_in_a_short_stack_of_ground_based_frames_is_found(tmp_path):
     # event (here up to 33σ before): nothing else comes near.
     others = [e.significance for e in events if e is not hit[0]]
     assert max(others, default=0.0) < 15.0
+
+
+@pytest.mark.skipif(not ISAAC.exists(), reason="../shared/data/ is not beside the checkout")
+def test_frames_of_one_field_stack_on_ingest(tmp_path):
+    """Frames that are not TESS's make a stack on ingest when they show one field (the same
+    OBJECT, telescope, instrument and size) and have times — the Timeline page then has them;
+    frames without an OBJECT never do (unrelated frames of one size are not stacked)."""
+    cards = {"OBJECT": "NGC 6334 <b>", "TELESCOP": "ESO-VLT-U1", "INSTRUME": "ISAAC"}
+    (tmp_path / "night").mkdir()
+    reaper = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'f.db'}", load_demo=0))
+    report = reaper.ingest(_isaac_frames(tmp_path / "night", 8, cards))
+    assert all(r.status == "added" for r in report.results)
+    stacks = reaper.stacks()
+    assert [s["stack"] for s in stacks] == ["NGC 6334 <b> (ESO-VLT-U1 ISAAC)"]
+    assert stacks[0]["frames"] == 8
+    events = reaper.events()
+    assert len(events["id"]) >= 1
+    assert np.hypot(events["x"][0] - 80.3, events["y"][0] - 90.7) < 1.5  # first: the transient
+    (tmp_path / "anon").mkdir()
+    other = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'g.db'}", load_demo=0))
+    other.ingest(_isaac_frames(tmp_path / "anon", 4))
+    assert other.stacks() == []
 
 
 def test_simulated_stacks_of_a_few_frames():

@@ -21,7 +21,8 @@ r = state.reaper()
 stacks = r.stacks()
 if not stacks:
     st.info("No stacks yet. A TESScut cube is a stack by itself; single frames of one sector, "
-            "camera and CCD form one once three of them are ingested (Upload page), or run "
+            "camera and CCD form one once three of them are ingested (Upload page), as do "
+            "three frames of one field (the same OBJECT in their headers) with times; or run "
             "`anomaly-reaper events FILES`.")
     st.stop()
 
