@@ -550,7 +550,8 @@ class Reaper:
         if not wanted:
             raise ReaperError("name at least one file to remove")
         stored = self.files()
-        missing = [n for n in wanted if n not in {f.name for f in stored}]
+        names = {f.name for f in stored}
+        missing = [n for n in wanted if n not in names]
         if missing:
             raise ReaperError(f"no stored file is named {missing[0]!r}; nothing was removed")
         chosen = set(wanted)
