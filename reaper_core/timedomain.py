@@ -284,17 +284,18 @@ def auto_stacks(engine: Engine, settings: Settings, added: list[int],
         if r.layout == "tesscut" or not r.stored_path or r.tstart is None:
             continue
         if r.sector is not None and r.ccd is not None:
-            groups.setdefault((r.sector, r.camera, r.ccd, r.ny, r.nx), []).append(r)
+            groups.setdefault(("ffi", r.sector, r.camera, r.ccd, r.ny, r.nx), []).append(r)
         elif (field := field_of(r)) is not None:
-            groups.setdefault((*field, r.ny, r.nx), []).append(r)
+            groups.setdefault(("field", *field, r.ny, r.nx), []).append(r)
     # In a stable order of their keys (str: a camera may be None); the members' reprs were
     # compared too, a cost that grew with every file in the database.
-    for group, members in sorted(groups.items(), key=lambda kv: str(kv[0])):
+    for (kind, *group), members in sorted(groups.items(), key=lambda kv: str(kv[0])):
         if len(members) < 3 or not new & {m.id for m in members}:
             continue
-        if isinstance(group[0], str):  # frames of one field, not TESS's
-            name = f"{group[2]} ({' '.join(g for g in group[:2] if g) or 'frames'})"
-            key = "field:" + hashlib.sha256(repr(group).encode()).hexdigest()
+        if kind == "field":  # frames of one field, not TESS's
+            telescope, instrument, obj, _, _ = group
+            name = f"{obj} ({' '.join(g for g in (telescope, instrument) if g) or 'frames'})"
+            key = "field:" + hashlib.sha256(repr(tuple(group)).encode()).hexdigest()
         else:
             sector, camera, ccd, ny, nx = group
             name = stack_name(sector, camera, ccd)
