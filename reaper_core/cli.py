@@ -119,12 +119,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .files import expand_paths
+    from .ingest import to_ingest
 
     reaper = _service(args)
     skipped: list[Path] = []
-    files = expand_paths(args.paths, skipped)
-    if not files:
+    paths = expand_paths(args.paths, skipped)
+    if not paths:
         raise ReaperError("no files match the given paths")
+    # One item an image: a file of several (a mosaic's CCDs, a field's bands) gives several.
+    files = to_ingest(paths, args.hdu)
     if skipped:
         names = ", ".join(p.name for p in skipped[:3]) + (", …" if len(skipped) > 3 else "")
         print(f"note: {len(skipped):,} file{'s' * (len(skipped) != 1)} in the folders "
@@ -156,7 +159,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         outer.close()
         # Asked of the database: a file may be in although its result was not reported yet.
         tried = files[:len(done) + 1]
-        stored = [p.name for p in reaper.stored(tried)]
+        stored = [it.display for it in reaper.stored(tried)]
         print(f"interrupted: {len(stored)} files stored ({', '.join(stored) or 'none'}); "
               f"{len(files) - len(stored)} not stored (each file is stored whole or not at "
               "all); run the same command again to go on", file=sys.stderr)
@@ -170,7 +173,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             report = reaper.ingest(files, on_file=None if on_cluster else on_file,
                                    on_result=on_result,
                                    progress=lambda *a: state["update"](*a) if "update" in state
-                                   else None, fit_if_missing=not args.no_fit, hdu=args.hdu,
+                                   else None, fit_if_missing=not args.no_fit,
                                    workers=args.workers, scheduler=args.scheduler)
         except KeyboardInterrupt:
             return interrupted()
@@ -481,7 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--no-fit", action="store_true", help="do not fit a model when there is none")
     i.add_argument("--hdu", type=_whole(0),
                    help="read this HDU (0-based) of every file, instead of a TESScut cube's "
-                        "pixels, else the largest 2-D image, else a 3-D image's planes")
+                        "pixels, else the largest 2-D image (each of them, stored as FILE[N], "
+                        "when a file holds several of the sky: a mosaic's CCDs, a field's "
+                        "bands), else a 3-D image's planes")
     i.add_argument("--workers", type=_whole(1), help="run on a local Dask cluster of N processes")
     i.add_argument("--scheduler", help="run on an existing Dask cluster (tcp://host:8786; "
                                        "default: the scheduler setting)")

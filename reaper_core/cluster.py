@@ -26,13 +26,13 @@ import numpy as np
 from sqlalchemy.engine import Engine
 
 from .config import Settings
-from .files import safe_filename
 from .ingest import (
     FileResult,
     IngestItem,
     Prepared,
     check_new,
     failure,
+    image_name,
     prepare,
     store_result,
 )
@@ -75,7 +75,7 @@ def prepare_on_worker(path: str, settings: Settings, name: str, sha256: str,
         prep.image = prep.image.without_pixels()
         return prep
     except Exception as exc:
-        return failure(name, exc, settings, t0)
+        return failure(image_name(name, hdu), exc, settings, t0)
 
 
 def _worker_engine(url: str) -> Engine:
@@ -157,7 +157,7 @@ def ingest_on_worker(path: str, settings: Settings, name: str, sha256: str, hdu:
         engine = _worker_engine(settings.engine_url())
         result = store_result(engine, prep, settings, stored_path, settings.embedder, t0)
     except Exception as exc:
-        return failure(name, exc, settings, t0)
+        return failure(image_name(name, hdu), exc, settings, t0)
     result.stored_on = get_worker().address
     return result
 
@@ -192,7 +192,6 @@ def run_on_cluster(
     client,
     on_file: Callable[[int, int, str], None] | None = None,
     on_result: Callable[[int, int, FileResult], None] | None = None,
-    hdu: int | None = None,
 ) -> list[FileResult]:
     """The per-file part of :func:`reaper_core.ingest.ingest_many` with the compute stages on
     ``client``'s cluster (and the storing too where :func:`workers_store`): results in the
@@ -206,10 +205,10 @@ def run_on_cluster(
     futures = {}
     started: dict[int, float] = {}
     for i, it in enumerate(todo):
-        display = safe_filename(it.name or it.path.name)
+        display, name = it.display, it.name or it.path.name
         started[i] = time.perf_counter()
         try:
-            sha, dup = check_new(engine, it.path, display, started[i])
+            sha, dup = check_new(engine, it.path, display, started[i], it.hdu)
         except Exception as exc:
             results[i] = failure(display, exc, settings, started[i])
             if on_result:
@@ -223,18 +222,18 @@ def run_on_cluster(
         if on_file:
             on_file(i, n, display)
         if on_workers:
-            fut = client.submit(ingest_on_worker, str(it.path), settings, display, sha, hdu,
+            fut = client.submit(ingest_on_worker, str(it.path), settings, name, sha, it.hdu,
                                 it.stored_path, key=f"reaper-ingest-{sha}-{i}",
                                 retries=RETRIES, pure=False)
         else:
-            fut = client.submit(prepare_on_worker, str(it.path), settings, display, sha,
-                                hdu, key=f"reaper-prepare-{sha}-{i}", retries=RETRIES,
+            fut = client.submit(prepare_on_worker, str(it.path), settings, name, sha,
+                                it.hdu, key=f"reaper-prepare-{sha}-{i}", retries=RETRIES,
                                 pure=False)
         futures[fut] = i
     for fut in as_completed(list(futures)):
         i = futures[fut]
         it = todo[i]
-        display = safe_filename(it.name or it.path.name)
+        display = it.display
         try:
             prep = fut.result()
             results[i] = prep if isinstance(prep, FileResult) else store_result(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -82,6 +83,10 @@ class FitsImage:
         Index of the HDU the image was read from.
     n_images : int
         How many HDUs of the file hold an image (a cube counts as one).
+    chosen : bool
+        Whether the caller named the HDU (else the reader's rule chose it).
+    extname : str
+        The HDU's ``EXTNAME``, "" when it has none.
     quality : int
         TESS quality bits of the frame (``DQUALITY``), 0 when none are set or known.
     """
@@ -101,6 +106,8 @@ class FitsImage:
     header_cards: dict[str, str] = field(default_factory=dict)
     hdu: int = 0
     n_images: int = 1
+    chosen: bool = False
+    extname: str = ""
     quality: int = 0
     #: Further notes added while the file is processed (e.g. positions left out).
     extra_notes: list[str] = field(default_factory=list)
@@ -122,14 +129,21 @@ class FitsImage:
         out = []
         # A SPOC FFI's image is in HDU 1 by convention (HDU 2 holds its uncertainties); a
         # TESScut cube's pixels are chosen before any image (its APERTURE is one).
-        if self.n_images > 1 and not (self.layout == "spoc" and self.hdu == 1) \
+        if self.chosen and self.n_images > 1:
+            out.append(f"image read from HDU {self.hdu}{self._extname}, one of "
+                       f"{self.n_images} images in the file")
+        elif self.n_images > 1 and not (self.layout == "spoc" and self.hdu == 1) \
                 and self.layout != "tesscut":
-            out.append(f"image read from HDU {self.hdu}, the largest of {self.n_images} images "
-                       "(choose another with --hdu)")
+            out.append(f"image read from HDU {self.hdu}{self._extname}, the largest of "
+                       f"{self.n_images} images (choose another with --hdu)")
         if self.quality:
             out.append(f"frame flagged by TESS quality bits {self.quality} "
                        f"({', '.join(describe_quality(self.quality))})")
         return out + self.extra_notes
+
+    @property
+    def _extname(self) -> str:
+        return f" ({self.extname})" if self.extname else ""
 
     @property
     def mid_time(self) -> float | None:
@@ -423,6 +437,62 @@ def _image_from_hdus(hdul: fits.HDUList, name: str,
     return data, chosen, layout, n_images, 0
 
 
+#: Words of an ``EXTNAME`` that name what describes an image rather than an image of the sky:
+#: its errors, variance, weights, data quality, masks, exposure or context maps.
+ANCILLARY_WORDS = frozenset({
+    "ERR", "ERROR", "ERRORS", "UNC", "UNCERT", "SIGMA", "NOISE", "RMS", "VAR", "VARIANCE",
+    "IVAR", "INVVAR", "WHT", "WEIGHT", "WEIGHTS", "DQ", "QUALITY", "FLAG", "FLAGS", "MASK",
+    "BPM", "EXP", "EXPMAP", "EXPTIME", "CTX", "CON", "AREA", "BKG", "BACKGROUND",
+})
+
+
+def _ancillary(extname: str) -> bool:
+    words = {w for w in re.split(r"[^A-Z0-9]+", extname.upper()) if w}
+    return bool(words & ANCILLARY_WORDS) or extname.upper().startswith("VAR_")
+
+
+def separate_images(path: str | Path, max_bytes: int = 512_000_000) -> list[int]:
+    """HDUs of a file that holds several images of the sky, each to be read as a frame of its
+    own: a mosaic's CCDs (a Kepler FFI's 84 channels, a camera's chips), the bands of one
+    field. [] for a file of one image.
+
+    The images are those of the shape and kind (integer or floating point) of the one the
+    reader's rule picks, without those whose ``EXTNAME`` names errors, weights, data quality
+    and the like (:data:`ANCILLARY_WORDS`); when some are named ``SCI``, those. A TESS file
+    (one CCD, its uncertainties beside it) and a TESScut cube are one image. Read from the
+    headers alone; [] for a file that cannot be read (its read says why).
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
+                found = []
+                declared = 0
+                for i, each in enumerate(hdul):
+                    if _is_cube(each):
+                        return []
+                    axes = _axes(each)
+                    bytes_per = abs(int(each.header.get("BITPIX", 8) or 8)) // 8
+                    declared += int(np.prod(axes, dtype=np.int64)) * bytes_per if axes else 0
+                    if declared > max_bytes:
+                        return []  # too large to read: the read says so
+                    if (shape := _image_shape(each)) and min(shape) >= MIN_SIDE:
+                        found.append((i, shape, int(each.header.get("BITPIX", 0)) < 0,
+                                      str(each.header.get("EXTNAME", "") if i else "").strip()))
+                primary = hdul[0].header
+    except Exception:
+        return []
+    if len(found) < 2 or parse_name(path.name) is not None or \
+            str(primary.get("TELESCOP", "")).strip().upper() == "TESS":
+        return []
+    first = max(found, key=lambda f: (f[1][0] * f[1][1], -f[0]))
+    alike = [f for f in found if f[1:3] == first[1:3]]
+    science = [f for f in alike if f[3].upper() == "SCI"]
+    keep = science or [f for f in alike if f is first or not _ancillary(f[3])]
+    return [f[0] for f in keep] if len(keep) > 1 else []
+
+
 def read_fits(
     path: str | Path,
     *,
@@ -562,6 +632,8 @@ def _parse(hdul: fits.HDUList, name: str, max_pixels: int, hdu: int | None = Non
         header_cards=cards,
         hdu=index,
         n_images=n_images,
+        chosen=hdu is not None,
+        extname=str(header.get("EXTNAME", "") if index else "").strip()[:68],
         quality=_int_card(headers, "DQUALITY") or 0,
         extra_notes=notes,
     )

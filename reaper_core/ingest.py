@@ -6,6 +6,7 @@ becomes a :class:`FileResult` with one sentence and never stops the others.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -93,6 +94,9 @@ class IngestReport:
     stack_notes: list[str] = field(default_factory=list)
     #: Why the batch re-fitted an existing model (empty when it did not).
     refit_note: str = ""
+    #: For uploads (:meth:`~reaper_core.service.Reaper.ingest_uploads`), which upload each
+    #: result is of: a file of several images has a result for each.
+    inputs: list[int] = field(default_factory=list)
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
@@ -114,11 +118,30 @@ class IngestReport:
 
 @dataclass(frozen=True)
 class IngestItem:
-    """One file to ingest: where it is, the name to show, and where it is kept."""
+    """One file to ingest: where it is, the name to show, where it is kept, and the HDU to
+    read (None: the reader's rule picks it)."""
 
     path: Path
     name: str | None = None
     stored_path: str | None = None
+    hdu: int | None = None
+
+    @property
+    def display(self) -> str:
+        """The name the image is stored and reported under (:func:`image_name`)."""
+        return image_name(self.name or self.path.name, self.hdu)
+
+
+def image_name(name: str, hdu: int | None) -> str:
+    """The name an image is shown and stored under: the file's safe name, followed by
+    ``[hdu]`` (the extension syntax of CFITSIO) when it was read from a named HDU."""
+    return safe_filename(name) + (f"[{hdu}]" if hdu is not None else "")
+
+
+def image_key(sha256: str, hdu: int | None) -> str:
+    """An image's identity in the store: the SHA-256 of its file's bytes, or, for an image
+    read from a named HDU, the SHA-256 of that and the HDU's number (64 hex digits)."""
+    return sha256 if hdu is None else hashlib.sha256(f"{sha256}[{hdu}]".encode()).hexdigest()
 
 
 def world_coords(image: FitsImage, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -143,7 +166,8 @@ def prepare(
     hdu: int | None = None,
 ) -> Prepared:
     """Read, find sources, cut and embed one file (no database access); ``hdu`` reads that
-    HDU instead of the one the reader's rule picks."""
+    HDU instead of the one the reader's rule picks. ``name``: the file's name (default: the
+    path's), stored as :func:`image_name`; ``sha256``: its bytes' SHA-256, when known."""
     from .parallel import own_threads
 
     with own_threads():
@@ -158,7 +182,8 @@ def _prepare(path: str | Path, settings: Settings, embedder: Embedder, progress:
     from .sources import Sources, find_sources
 
     path = Path(path)
-    name = safe_filename(name or path.name)
+    name = image_name(name or path.name, hdu)
+    sha256 = image_key(sha256 or sha256_file(path), hdu)
     progress("read", 0.0, f"reading {name}")
     image = read_fits(path, name=name, max_bytes=int(settings.max_file_mb * 1e6),
                       max_pixels=settings.max_pixels, hdu=hdu, any_cube=True)
@@ -227,13 +252,13 @@ def _prepare(path: str | Path, settings: Settings, embedder: Embedder, progress:
         progress("stars", 0.0, "fitting every star with the frame's PSF")
         X = embedder.with_context(X, context_at(stars(), image.valid, sources.x, sources.y))
     ra, dec = world_coords(image, sources.x, sources.y)
-    return Prepared(name=name, sha256=sha256 or sha256_file(path),
+    return Prepared(name=name, sha256=sha256,
                     size_bytes=path.stat().st_size, image=image, sources=sources,
                     embeddings=X, ra=ra, dec=dec, patch_blobs=blobs,
                     preview_png=_preview_png(image), patch_size=size, _patches=patches)
 
 
-def _stack_only(path: Path, name: str, sha256: str | None, image: FitsImage, embedder: Embedder,
+def _stack_only(path: Path, name: str, sha256: str, image: FitsImage, embedder: Embedder,
                 patch_size: int) -> Prepared:
     """A TESScut cube whose frames are too small to cut: stored without cutouts, to be
     searched as the stack of frames it is (see :func:`~reaper_core.timedomain.auto_stacks`)."""
@@ -251,7 +276,7 @@ def _stack_only(path: Path, name: str, sha256: str | None, image: FitsImage, emb
         f"its frames ({ny} x {nx} px) are too small to cut (under {MIN_SIDE} x {MIN_SIDE} px): "
         "it is searched as a stack of frames only (events on the Timeline page)")
     empty = np.zeros(0)
-    return Prepared(name=name, sha256=sha256 or sha256_file(path),
+    return Prepared(name=name, sha256=sha256,
                     size_bytes=path.stat().st_size, image=image,
                     sources=Sources(empty, empty, np.zeros(0, dtype="<U7")),
                     embeddings=np.zeros((0, embedder.dim), np.float32), ra=empty, dec=empty,
@@ -327,33 +352,37 @@ def ingest_file(
     stored_path: str | None = None,
     hdu: int | None = None,
 ) -> FileResult:
-    """Ingest one file. Never raises for a bad file: the result says what went wrong."""
+    """Ingest one file (the image of its HDU ``hdu``, else the one the reader's rule picks).
+    Never raises for a bad file: the result says what went wrong."""
     t0 = time.perf_counter()
     path = Path(path)
-    display = safe_filename(name or path.name)
+    display = image_name(name or path.name, hdu)
     try:
-        sha, dup = check_new(engine, path, display, t0)
+        sha, dup = check_new(engine, path, display, t0, hdu)
         if dup is not None:
             return dup
         embedder = embedder or get_embedder(settings.embedder, settings)
-        prep = prepare(path, settings, embedder, progress, name=display, sha256=sha, hdu=hdu)
+        prep = prepare(path, settings, embedder, progress, name=name or path.name, sha256=sha,
+                       hdu=hdu)
         return store_result(engine, prep, settings, stored_path, embedder.name, t0, progress)
     except Exception as exc:
         return failure(display, exc, settings, t0)
 
 
-def check_new(engine: Engine, path: Path, display: str,
-              t0: float) -> tuple[str, FileResult | None]:
-    """(SHA-256 of the file, the "duplicate" result when those bytes are stored already)."""
+def check_new(engine: Engine, path: Path, display: str, t0: float,
+              hdu: int | None = None) -> tuple[str, FileResult | None]:
+    """(SHA-256 of the file, the "duplicate" result when its image — of HDU ``hdu``, else the
+    one the reader picks — is stored already)."""
     if path.is_dir():
         raise FITSReadError(display, NO_FITS_IN_FOLDER)
     if not path.is_file():
         raise FITSReadError(display, "does not exist or is not a file")
     sha = sha256_file(path)
-    dup = store.file_by_sha(engine, sha)
+    dup = store.file_by_sha(engine, image_key(sha, hdu))
     if dup is None:
         return sha, None
-    return sha, FileResult(display, "duplicate", f"same bytes as {dup.name}, already ingested",
+    what = "same bytes" if hdu is None else f"same image (HDU {hdu} of the same bytes)"
+    return sha, FileResult(display, "duplicate", f"{what} as {dup.name}, already ingested",
                            file_id=dup.id, n_cutouts=dup.n_cutouts,
                            seconds=time.perf_counter() - t0)
 
@@ -394,15 +423,29 @@ def failure(display: str, exc: BaseException, settings: Settings, t0: float) -> 
     return FileResult(display, "error", message, seconds=time.perf_counter() - t0)
 
 
-def to_ingest(items: Iterable[str | Path | IngestItem]) -> list[IngestItem]:
-    """The files named by paths, folders (searched recursively), globs or
-    :class:`IngestItem` objects, in order."""
-    todo: list[IngestItem] = []
+def to_ingest(items: Iterable[str | Path | IngestItem],
+              hdu: int | None = None) -> list[IngestItem]:
+    """The images to ingest from paths, folders (searched recursively), globs or
+    :class:`IngestItem` objects, in order: every HDU ``hdu`` when one is named, else each
+    file's image, or each of its images when it holds several of the sky
+    (:func:`~reaper_core.fits_reader.separate_images`: a mosaic's CCDs, the bands of a
+    field)."""
+    from dataclasses import replace
+
+    from .fits_reader import separate_images
+
+    files: list[IngestItem] = []
     for it in items:
         if isinstance(it, IngestItem):
-            todo.append(it)
+            files.append(it)
         else:
-            todo.extend(IngestItem(p, stored_path=str(p.resolve())) for p in expand_paths([it]))
+            files.extend(IngestItem(p, stored_path=str(p.resolve())) for p in expand_paths([it]))
+    todo: list[IngestItem] = []
+    for it in files:
+        if it.hdu is not None or hdu is not None:
+            todo.append(it if it.hdu is not None else replace(it, hdu=hdu))
+        else:
+            todo.extend([replace(it, hdu=i) for i in separate_images(it.path)] or [it])
     return todo
 
 
@@ -426,20 +469,20 @@ def ingest_many(
     With a ``distributed.Client``, the compute stages run on its cluster
     (:func:`reaper_core.cluster.run_on_cluster`) and this process stores the results.
     """
-    todo = to_ingest(items)
+    todo = to_ingest(items, hdu)
     report = IngestReport()
     if client is not None:
         from .cluster import run_on_cluster
 
-        report.results = run_on_cluster(engine, todo, settings, client, on_file, on_result, hdu)
+        report.results = run_on_cluster(engine, todo, settings, client, on_file, on_result)
         finish_batch(engine, report, settings, progress, fit_if_missing, client)
         return report
     embedder = get_embedder(settings.embedder, settings)
     for i, it in enumerate(todo):
         if on_file:
-            on_file(i, len(todo), it.name or it.path.name)
+            on_file(i, len(todo), it.display)
         result = ingest_file(engine, it.path, settings, embedder=embedder, progress=progress,
-                             name=it.name, stored_path=it.stored_path, hdu=hdu)
+                             name=it.name, stored_path=it.stored_path, hdu=it.hdu)
         report.results.append(result)
         if on_result:
             on_result(i, len(todo), result)

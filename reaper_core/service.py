@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from .embedders import Feature
-    from .ingest import FileResult, IngestReport
+    from .ingest import FileResult, IngestItem, IngestReport
     from .models import CurrentModel
     from .views import Filters, RankIndex
 
@@ -111,20 +111,27 @@ class Reaper:
                        on_result: Callable[[int, int, FileResult], None] | None = None,
                        hdu: int | None = None) -> IngestReport:
         """Store uploaded (name, bytes) under the uploads folder, then ingest them; a file that
-        cannot be saved is reported like a bad file. Results keep the uploads' order.
+        cannot be saved is reported like a bad file. Results keep the uploads' order, a file
+        of several images (:func:`~reaper_core.ingest.to_ingest`) one result per image.
         ``hdu``: read that HDU of every file instead of choosing by the reader's rule."""
+        from dataclasses import replace
+
         from .files import safe_filename, save_upload
-        from .ingest import FileResult, IngestItem, IngestReport
+        from .ingest import FileResult, IngestItem, to_ingest
 
         items: list[IngestItem | FileResult] = []
-        for name, data in uploads:
+        inputs: list[int] = []  # the upload each item is of
+        for k, (name, data) in enumerate(uploads):
             try:
                 path = save_upload(name, data, self.settings.uploads_dir)
-                items.append(IngestItem(path, name=safe_filename(name), stored_path=str(path)))
+                images = to_ingest(
+                    [IngestItem(path, name=safe_filename(name), stored_path=str(path))], hdu)
             except OSError as exc:
-                items.append(FileResult(safe_filename(name), "error",
-                                        f"{safe_filename(name)}: cannot be saved in the uploads "
-                                        f"folder ({exc.strerror or exc})"))
+                images = [FileResult(safe_filename(name), "error",
+                                     f"{safe_filename(name)}: cannot be saved in the uploads "
+                                     f"folder ({exc.strerror or exc})")]
+            items.extend(images)
+            inputs.extend([k] * len(images))
         good = [it for it in items if isinstance(it, IngestItem)]
         n = len(items)
         position = [i for i, it in enumerate(items) if isinstance(it, IngestItem)]
@@ -136,20 +143,21 @@ class Reaper:
             if isinstance(it, FileResult) and on_result:
                 on_result(i, n, it)
         done = self.ingest(
-            good, progress=progress, hdu=hdu,
+            good, progress=progress,
             on_file=(lambda i, _n, name: on_file(at(i), n, name)) if on_file else None,
             on_result=(lambda i, _n, r: on_result(at(i), n, r)) if on_result else None)
-        report = IngestReport(model_id=done.model_id, fitted=done.fitted)
         found = iter(done.results)
-        report.results = [it if isinstance(it, FileResult) else next(found) for it in items]
-        return report
+        return replace(done, inputs=inputs, results=[
+            it if isinstance(it, FileResult) else next(found) for it in items])
 
-    def stored(self, paths: Iterable[str | Path]) -> list[Path]:
-        """The files among ``paths`` whose bytes are in the database (by SHA-256)."""
+    def stored(self, items: Iterable[IngestItem]) -> list[IngestItem]:
+        """The images among ``items`` (:func:`~reaper_core.ingest.to_ingest`) that are in the
+        database (by the SHA-256 of their file's bytes and their HDU)."""
         from .files import sha256_file
+        from .ingest import image_key
 
-        return [Path(p) for p in paths
-                if Path(p).is_file() and store.file_by_sha(self.engine, sha256_file(p))]
+        return [it for it in items if it.path.is_file() and store.file_by_sha(
+            self.engine, image_key(sha256_file(it.path), it.hdu))]
 
     def demo_pending(self) -> bool:
         """Whether the demo data set should be (re)loaded: the database holds nothing (a first

@@ -27,7 +27,8 @@ MIN_FRAMES = 3
 class StackFrame:
     """One frame of a stack: where its pixels are and when they were taken.
 
-    ``index`` is the cadence's row in a TESScut cube (None for a file holding one frame).
+    ``index`` is the cadence's row in a TESScut cube (None for a file holding one frame);
+    ``hdu`` the HDU of a file the frame is read from (None: the one the reader's rule picks).
     """
 
     path: str
@@ -35,10 +36,11 @@ class StackFrame:
     time: float
     quality: int = 0
     index: int | None = None
+    hdu: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"path": self.path, "name": self.name, "time": self.time,
-                "quality": self.quality, "index": self.index}
+                "quality": self.quality, "index": self.index, "hdu": self.hdu}
 
 
 @dataclass
@@ -130,7 +132,7 @@ class Stack:
             data = self.cube[self.frames[i].index]
         else:
             f = self.frames[i]
-            data = read_fits(f.path, name=f.name, max_bytes=2_000_000_000).data
+            data = read_fits(f.path, name=f.name, max_bytes=2_000_000_000, hdu=f.hdu).data
             if data.shape != self.shape:
                 raise StackError(f"{f.name}: its image is {_size(data.shape)} pixels, the "
                                  f"stack's frames {_size(self.shape)}; a stack's frames must "
@@ -185,19 +187,23 @@ class FrameInfo:
     time: float | None
     quality: int
     shape: tuple[int, int]
+    #: The HDU its image is read from (None: the one the reader's rule picks).
+    hdu: int | None = None
 
 
-def frame_info(path: str | Path, name: str | None = None) -> tuple[FrameInfo, Any]:
-    """Read one file's stack metadata; returns it with the file's image (for its science region
-    and WCS). Raises :class:`FITSReadError` for an unreadable file."""
+def frame_info(path: str | Path, name: str | None = None,
+               hdu: int | None = None) -> tuple[FrameInfo, Any]:
+    """Read one file's stack metadata (of its HDU ``hdu``, else of the image the reader's rule
+    picks); returns it with the file's image (for its science region and WCS). Raises
+    :class:`FITSReadError` for an unreadable file."""
     from .fits_reader import read_fits
 
     path = Path(path)
-    img = read_fits(path, name=name or path.name, max_bytes=2_000_000_000)
+    img = read_fits(path, name=name or path.name, max_bytes=2_000_000_000, hdu=hdu)
     if img.layout == "tesscut":
         raise FITSReadError(img.name, "is a TESScut cube, a stack by itself; give it alone")
     return FrameInfo(str(path), img.name, img.sector, img.camera, img.ccd, img.mid_time,
-                     int(img.quality), img.shape), img
+                     int(img.quality), img.shape, hdu), img
 
 
 def stack_from_files(paths: Iterable[str | Path], *, name: str | None = None) -> Stack:
@@ -220,7 +226,8 @@ def stack_from_files(paths: Iterable[str | Path], *, name: str | None = None) ->
 def _file_stack(infos: list[FrameInfo], name: str, science: Any, wcs: Any) -> Stack:
     head = infos[0]
     stack = Stack(name=name, shape=tuple(head.shape),
-                  frames=[StackFrame(i.path, i.name, float(i.time), i.quality) for i in infos],
+                  frames=[StackFrame(i.path, i.name, float(i.time), i.quality, hdu=i.hdu)
+                          for i in infos],
                   sector=head.sector, camera=head.camera, ccd=head.ccd, science=science, wcs=wcs)
     check_stack(stack)
     return stack
@@ -282,5 +289,5 @@ def stack_from_records(records: Sequence[Any], name: str, science: Any, wcs: Any
     """A stack from stored file records (``FitsFile`` rows with ``stored_path``)."""
     infos = [FrameInfo(str(r.stored_path), r.name, r.sector, r.camera, r.ccd,
                        None if r.tstart is None or r.tstop is None else (r.tstart + r.tstop) / 2,
-                       int(r.quality or 0), (r.ny, r.nx)) for r in records]
+                       int(r.quality or 0), (r.ny, r.nx), r.hdu) for r in records]
     return _file_stack(check_frames(infos), name, science, wcs)

@@ -285,16 +285,18 @@ def auto_stacks(engine: Engine, settings: Settings, added: list[int],
             continue
         if r.sector is not None and r.ccd is not None:
             groups.setdefault(("ffi", r.sector, r.camera, r.ccd, r.ny, r.nx), []).append(r)
-        elif (field := field_of(r)) is not None:
-            groups.setdefault(("field", *field, r.ny, r.nx), []).append(r)
+        elif (field := field_of(r)) is not None:  # (one detector of a mosaic: its HDU)
+            groups.setdefault(("field", *field, r.hdu, r.ny, r.nx), []).append(r)
     # In a stable order of their keys (str: a camera may be None); the members' reprs were
     # compared too, a cost that grew with every file in the database.
     for (kind, *group), members in sorted(groups.items(), key=lambda kv: str(kv[0])):
         if len(members) < 3 or not new & {m.id for m in members}:
             continue
         if kind == "field":  # frames of one field, not TESS's
-            telescope, instrument, obj, _, _ = group
+            telescope, instrument, obj, hdu, _, _ = group
             name = f"{obj} ({' '.join(g for g in (telescope, instrument) if g) or 'frames'})"
+            if members[0].name.endswith(f"[{hdu}]"):  # one image of each file: its HDU
+                name += f" [{hdu}]"
             key = "field:" + hashlib.sha256(repr(tuple(group)).encode()).hexdigest()
         else:
             sector, camera, ccd, ny, nx = group
@@ -304,7 +306,7 @@ def auto_stacks(engine: Engine, settings: Settings, added: list[int],
         def make(members=members, name=name) -> Stack:
             from .stacks import frame_info
 
-            _, img = frame_info(members[0].stored_path, members[0].name)
+            _, img = frame_info(members[0].stored_path, members[0].name, members[0].hdu)
             return stack_from_records(members, name, img.valid, img.wcs)
 
         todo.append((key, make))

@@ -15,9 +15,10 @@ from reaper_core.config import Settings, load_settings
 from reaper_core.models import current_model, fit_model
 from reaper_core.thresholds import threshold_from_scores
 
-from .conftest import exported, ingested_db
+from .conftest import REAL_DATA, exported, ingested_db
 
 APP = str(Path(__file__).resolve().parent.parent / "reaper_app" / "main.py")
+HST = REAL_DATA / "other" / "hst_acs_goodsn_100px_astrocut.fits"
 
 
 @pytest.fixture(scope="module")
@@ -390,8 +391,26 @@ def test_upload_reads_the_chosen_hdu(app, db, tmp_path):
     app.file_uploader(key="uploader").set_value(
         [("two_hdus.fits", buf.read_bytes(), "application/fits")]).run()
     assert not app.exception
-    f = next(f for f in store.file_records(_engine(db)) if f.name == "two_hdus.fits")
+    f = next(f for f in store.file_records(_engine(db)) if f.name == "two_hdus.fits[0]")
     assert f.hdu == 0 and (f.ny, f.nx) == (300, 300)
+
+
+@pytest.mark.skipif(not HST.exists(), reason="../shared/data/ is not beside the checkout")
+def test_upload_of_a_file_of_several_images(app, db):
+    """One upload holding three bands of a field (real HST/ACS cutouts): three images, each
+    with its result and its notes, each to open in the gallery; the progress counts images."""
+    app.switch_page("app_pages/upload.py").run()
+    app.file_uploader(key="uploader").set_value(
+        [(HST.name, HST.read_bytes(), "application/fits")]).run()
+    assert not app.exception
+    names = [f"{HST.name}[{n}]" for n in (1, 2, 3)]
+    said = [s.value for s in app.success]
+    assert len(said) == 3 and all(widgets.plain(n) in s
+                                  for n, s in zip(names, said, strict=True))
+    assert widgets.plain("image read from HDU 3 (CUTOUT), one of 3 images in the file") in [
+        c.value for c in app.caption]
+    assert list(app.selectbox(key="goto_file").options) == names
+    assert {f.name for f in store.file_records(_engine(db))} >= set(names)
 
 
 def test_gallery_tiles_label_page_and_detail_downloads(app, db):

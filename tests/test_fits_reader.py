@@ -252,3 +252,69 @@ def test_kepler_target_pixel_file_times_in_btjd(tmp_path):
     with fits.open(path, mode="update") as hdul:
         hdul[1].header["BJDREFI"], hdul[1].header["BJDREFF"] = 2454833, 0.5
     np.testing.assert_allclose(read_tesscut(path).time, tess_times + 2454833.5 - 2457000)
+
+
+def _kepler_mosaic(path, extra=()):
+    """A mosaic file of three CCD channels made of the real Kepler channel's pixels (as they
+    are, upside down, mirrored; each with the channel's header, EXTNAME ``MOD.OUT 2.n``), an
+    uncertainty image and a data-quality image beside them, and ``extra`` HDUs."""
+    with fits.open(KEPLER) as hdul:
+        primary, header, data = hdul[0].header, hdul[1].header, hdul[1].data.astype(np.float32)
+    channels = [fits.ImageHDU(d, header=header, name=f"MOD.OUT 2.{n + 1}")
+                for n, d in enumerate([data, data[::-1].copy(), data[:, ::-1].copy()])]
+    fits.HDUList([fits.PrimaryHDU(header=primary), *channels,
+                  fits.ImageHDU(np.sqrt(np.abs(data)), name="UNCERT"),
+                  fits.ImageHDU(np.zeros(data.shape, np.int16), name="DQ"),
+                  *extra]).writeto(path)
+    return path, data
+
+
+@pytest.mark.skipif(not KEPLER.exists(), reason="../shared/data/ is not beside the checkout")
+def test_every_image_of_a_mosaic_is_a_frame(tmp_path):
+    """A file holding several images of the sky — a mosaic's CCDs (a Kepler FFI has 84
+    channels), a field's bands — is ingested image by image, each stored as FILE[N] with its
+    own cutouts and WCS; its uncertainty and quality images are not frames. Only the largest
+    image was read before (the rest needed --hdu, which then said "same bytes")."""
+    from reaper_core.fits_reader import separate_images
+
+    path, data = _kepler_mosaic(tmp_path / "kplr_ffi.fits")
+    assert separate_images(path) == [1, 2, 3]
+    # HST/JWST: the SCI images (each chip's), not their ERR and DQ beside them.
+    chip = data[:100, :100]
+    acs = tmp_path / "acs_flt.fits"
+    fits.HDUList([fits.PrimaryHDU()] + [fits.ImageHDU(d, name=n) for n, d in [
+        ("SCI", chip), ("ERR", chip), ("DQ", chip.astype(np.int16)),
+        ("SCI", chip[::-1]), ("ERR", chip), ("DQ", chip.astype(np.int16))]]).writeto(acs)
+    assert separate_images(acs) == [1, 4]
+    # One image, a TESS frame and its uncertainties, images of other sizes: one frame each.
+    assert separate_images(KEPLER) == []
+    assert separate_images(REAL_DATA / "tess" / "tess2018206192942-s0001-1-4-0120-s_ffic.fits"
+                           ) == []
+    assert separate_images(_write(tmp_path, "thumb.fits", [
+        fits.PrimaryHDU(data[::4, ::4].copy()), fits.ImageHDU(data)])) == []
+
+    reaper = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", load_demo=0))
+    report = reaper.ingest([path])
+    assert [(r.name, r.status) for r in report.results] == [
+        (f"kplr_ffi.fits[{n}]", "added") for n in (1, 2, 3)]
+    assert "image read from HDU 2 (MOD.OUT 2.2), one of 5 images in the file" in \
+        report.results[1].notes
+    files = reaper.files()
+    assert [(f.name, f.hdu) for f in files] == [(f"kplr_ffi.fits[{n}]", n) for n in (1, 2, 3)]
+    # The first channel is the real file's image: the same cutouts, at the same RA/Dec.
+    alone = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'k.db'}", load_demo=0))
+    alone.ingest([KEPLER])
+    mine, theirs = (t[t["file_id"] == t["file_id"].min()] for t in (
+        reaper.cutout_table(), alone.cutout_table()))
+    np.testing.assert_array_equal(mine["x"], theirs["x"])
+    np.testing.assert_allclose(mine["ra"], theirs["ra"])
+    assert all(f.n_cutouts > 100 for f in files)  # each channel its own cutouts
+    # Again: each image a duplicate; one HDU asked for: that image, a duplicate too.
+    again = reaper.ingest([path])
+    assert [r.status for r in again.results] == ["duplicate"] * 3
+    assert [r.name for r in reaper.ingest([path], hdu=2).results] == ["kplr_ffi.fits[2]"]
+    # The same file gzipped (other bytes): its three images.
+    gz = tmp_path / "kplr_ffi.fits.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    assert [r.name for r in reaper.ingest([gz]).results if r.status == "added"] == [
+        f"kplr_ffi.fits.gz[{n}]" for n in (1, 2, 3)]

@@ -300,14 +300,22 @@ def test_oversized_image_is_refused_from_its_header_without_reading_it(tmp_path)
 
 
 def test_cli_hdu_option(tmp_path, capsys):
-    noise = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
+    hdf = hubble_deep_field_image()
     path = tmp_path / "two.fits"
-    fits.HDUList([fits.PrimaryHDU(noise), fits.ImageHDU(hubble_deep_field_image())]).writeto(path)
+    fits.HDUList([fits.PrimaryHDU(hdf[:64, :64]), fits.ImageHDU(hdf)]).writeto(path)
     db = f"sqlite:///{tmp_path / 'h.db'}"
     assert main(["ingest", "--db-url", db, str(path)]) == 0
     assert "note: image read from HDU 1, the largest of 2 images" in capsys.readouterr().out
     reaper = Reaper(Settings(db_url=db))
     assert reaper.files()[0].hdu == 1 and reaper.files()[0].ny == 872
-    other = f"sqlite:///{tmp_path / 'h2.db'}"  # (in the first, the same bytes are a duplicate)
-    assert main(["ingest", "--db-url", other, "--hdu", "7", str(path)]) == 1
-    assert "two.fits: has no HDU 7" in capsys.readouterr().out
+    # Another HDU of the same bytes is another image (it was refused: "same bytes"), stored
+    # under the file's name and its HDU's; asked again, it is the duplicate.
+    assert main(["ingest", "--db-url", db, "--hdu", "0", str(path)]) == 0
+    assert "added     two.fits[0]: " in capsys.readouterr().out
+    assert [(f.name, f.hdu, f.ny) for f in reaper.files()] == [
+        ("two.fits", 1, 872), ("two.fits[0]", 0, 64)]
+    assert main(["ingest", "--db-url", db, "--hdu", "0", str(path)]) == 0
+    assert ("duplicate two.fits[0]: same image (HDU 0 of the same bytes) as two.fits[0]"
+            in capsys.readouterr().out)
+    assert main(["ingest", "--db-url", db, "--hdu", "7", str(path)]) == 1
+    assert "two.fits[7]: has no HDU 7 (it has 2, numbered from 0)" in capsys.readouterr().out

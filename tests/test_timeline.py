@@ -1492,6 +1492,33 @@ def test_frames_of_one_field_stack_on_ingest(tmp_path):
     assert other.stacks() == []
 
 
+@pytest.mark.skipif(not ISAAC.exists(), reason="../shared/data/ is not beside the checkout")
+def test_each_chip_of_a_mosaic_makes_its_own_stack(tmp_path):
+    """Frames of a two-chip camera (each file: the field's header, then its chips' images):
+    each chip is a stack of its own on ingest, named with its HDU, its frames read from that
+    HDU; the chips of one exposure never stack together (they show other skies)."""
+    cards = {"OBJECT": "NGC 6334", "TELESCOP": "ESO-VLT-U1", "INSTRUME": "ISAAC"}
+    (tmp_path / "single").mkdir()
+    (tmp_path / "night").mkdir()
+    paths = []
+    for p in _isaac_frames(tmp_path / "single", 8, cards):
+        with fits.open(p) as hdul:
+            header, frame = hdul[0].header, hdul[0].data
+        paths.append(tmp_path / "night" / p.name)
+        fits.HDUList([fits.PrimaryHDU(header=header),
+                      fits.ImageHDU(frame, name="CHIP1"),
+                      fits.ImageHDU(frame[::-1].copy(), name="CHIP2")]).writeto(paths[-1])
+    reaper = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'f.db'}", load_demo=0))
+    report = reaper.ingest(paths)
+    assert [r.status for r in report.results] == ["added"] * 16
+    stacks = reaper.stacks()
+    assert [(s["stack"], s["frames"]) for s in stacks] == [
+        ("NGC 6334 (ESO-VLT-U1 ISAAC) [1]", 8), ("NGC 6334 (ESO-VLT-U1 ISAAC) [2]", 8)]
+    for stack, y in zip(stacks, (90.7, 159 - 90.7), strict=True):
+        events = reaper.events(stack["stack"])
+        assert np.hypot(events["x"][0] - 80.3, events["y"][0] - y) < 1.5  # first: the transient
+
+
 def test_simulated_stacks_of_a_few_frames():
     """The simulator makes stacks as short as three frames, every event inside the stack
     (a longer stack's draws are unchanged: its events' first frames come from the same calls)."""

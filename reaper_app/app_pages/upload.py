@@ -22,14 +22,16 @@ choice = st.selectbox("Image HDU", ["automatic", *range(10)], key="upload_hdu",
                                             "largest 2-D image" if v == "automatic"
                       else f"HDU {v}",
                       help="Which HDU of each file holds the image (0 is the primary HDU). "
-                           "Automatic: a TESScut cube's pixels, else the largest 2-D image, "
-                           "else a 3-D image's planes (their per-pixel median).")
+                           "Automatic: a TESScut cube's pixels, else the largest 2-D image "
+                           "(each of them, stored as FILE[N], when a file holds several of "
+                           "the sky: a mosaic's CCDs, a field's bands), else a 3-D image's "
+                           "planes (their per-pixel median).")
 uploads = st.file_uploader("FITS files", accept_multiple_files=True, key="uploader",
                            type=["fits", "fit", "fts", "fz", "gz"])
 
 new = [u for u in (uploads or []) if u.file_id not in done]
 if new:
-    overall = st.progress(0.0, text=f"0 of {len(new)} files")
+    overall = st.progress(0.0, text=f"0 of {len(new)} files")  # then of their images
     box: dict = {}
 
     def on_file(i: int, n: int, name: str) -> None:
@@ -47,17 +49,17 @@ if new:
         if "status" in box:
             box["status"].update(label=f"{widgets.plain(result.name)}: {result.status}",
                                  state=state_)
-        overall.progress((i + 1) / n, text=f"{i + 1} of {n} files")
+        overall.progress((i + 1) / n, text=f"{i + 1} of {n} images")
 
     with st.spinner("Ingesting…"):
         report = state.reaper().ingest_uploads([(u.name, u.getvalue()) for u in new],
                                                progress=progress, on_file=on_file,
                                                on_result=on_result,
                                                hdu=None if choice == "automatic" else choice)
-    for up, r in zip(new, report.results, strict=True):
-        done[up.file_id] = r
+    for k, r in zip(report.inputs, report.results, strict=True):
+        done.setdefault(new[k].file_id, []).append(r)
 
-results = list(done.values())
+results = [r for each in done.values() for r in each]
 if results:
     st.subheader("Results")
     for r in results:
