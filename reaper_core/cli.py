@@ -325,10 +325,11 @@ def cmd_events(args: argparse.Namespace) -> int:
     if args.paths:
         bar, update = _stage_bar("stack")
         try:
-            sid = reaper.search_stack(args.paths, progress=update)
+            ids = reaper.search_stack(args.paths, progress=update)
         finally:
             bar.close()
-        print(f"searched stack {sid}", file=sys.stderr)
+        print(f"searched stack{'s' * (len(ids) > 1)} {', '.join(map(str, ids))}",
+              file=sys.stderr)
     if args.lightcurve is not None:
         if not args.output:
             raise ReaperError("--lightcurve needs -o FILE (.csv, .fits or .vot)")

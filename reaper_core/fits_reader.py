@@ -334,6 +334,25 @@ def _celestial_wcs(header: fits.Header) -> tuple[WCS | None, str | None]:
     return wcs, None
 
 
+def _inherited(header: fits.Header, primary: fits.Header) -> fits.Header:
+    """An extension's header with the primary header's cards it does not have, when it says
+    ``INHERIT = T`` (the FITS convention for keywords shared by every extension: a mosaic's
+    WCS may be written once, in the primary header); else the header itself."""
+    if header.get("INHERIT") is not True:
+        return header
+    merged = header.copy()
+    for card in primary.cards:
+        if card.keyword and card.keyword not in merged and card.keyword not in _STRUCTURE:
+            merged.append(card)
+    return merged
+
+
+#: Cards that describe an HDU's own structure, never inherited from the primary header.
+_STRUCTURE = frozenset({"SIMPLE", "EXTEND", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3",
+                        "PCOUNT", "GCOUNT", "XTENSION", "EXTNAME", "EXTVER", "BSCALE", "BZERO",
+                        "BLANK", "COMMENT", "HISTORY", "", "END", "CHECKSUM", "DATASUM"})
+
+
 def _catalog_from_table(hdu: fits.BinTableHDU) -> np.ndarray | None:
     names = {n.upper(): n for n in hdu.columns.names}
     if "FLXCOL" not in names or "FLXROW" not in names:
@@ -463,6 +482,8 @@ def separate_images(path: str | Path, max_bytes: int = 512_000_000) -> list[int]
     headers alone; [] for a file that cannot be read (its read says why).
     """
     path = Path(path)
+    if parse_name(path.name) is not None:
+        return []  # a TESS file by its name: not opened twice
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -483,8 +504,7 @@ def separate_images(path: str | Path, max_bytes: int = 512_000_000) -> list[int]
                 primary = hdul[0].header
     except Exception:
         return []
-    if len(found) < 2 or parse_name(path.name) is not None or \
-            str(primary.get("TELESCOP", "")).strip().upper() == "TESS":
+    if len(found) < 2 or str(primary.get("TELESCOP", "")).strip().upper() == "TESS":
         return []
     first = max(found, key=lambda f: (f[1][0] * f[1][1], -f[0]))
     alike = [f for f in found if f[1:3] == first[1:3]]
@@ -598,7 +618,7 @@ def _parse(hdul: fits.HDUList, name: str, max_pixels: int, hdu: int | None = Non
 
     valid = science_region(header, image.shape) if layout in ("spoc", "tica") else None
     valid = _finite_box(finite, valid)
-    wcs, wcs_problem = _celestial_wcs(header)
+    wcs, wcs_problem = _celestial_wcs(_inherited(header, primary) if index else header)
     tstart, tstop = observation_times(headers)
     notes = []
     if n_planes:

@@ -967,28 +967,35 @@ class Reaper:
         return write_export(cols, path, fmt), len(cols["cutout_id"])
 
     # -- time domain: stacks and their events -------------------------------------------------
-    def search_stack(self, paths: Iterable[str | Path], *, progress: ProgressFn = noop) -> int:
+    def search_stack(self, paths: Iterable[str | Path], *,
+                     progress: ProgressFn = noop) -> list[int]:
         """Search frames for time-domain events without cutting single-frame patches: one
-        TESScut cube, or single-frame files of one sector/camera/CCD. Returns the stack's id.
+        TESScut cube, or single-frame files of one sector/camera/CCD or one field — a stack of
+        each chip when they are a mosaic's (:func:`~reaper_core.fits_reader.separate_images`).
+        Returns the stacks' ids.
 
         Raises :class:`~reaper_core.errors.StackError` (or ``FITSReadError``) with one sentence
         when they cannot form a stack.
         """
+        import hashlib
+
         from .files import expand_paths, sha256_file
+        from .fits_reader import separate_images
         from .stacks import stack_from_cube, stack_from_files
         from .timedomain import search_and_store
 
         files = expand_paths([Path(p) for p in paths])
         if len(files) == 1:
-            stack = stack_from_cube(files[0])
-            key = f"cube:{sha256_file(files[0])}"
-        else:
-            stack = stack_from_files(files)
-            import hashlib
-
-            digests = ",".join(sorted(sha256_file(f) for f in files))
-            key = "files:" + hashlib.sha256(digests.encode()).hexdigest()
-        return search_and_store(self.engine, stack, key, self.settings, progress)
+            return [search_and_store(self.engine, stack_from_cube(files[0]),
+                                     f"cube:{sha256_file(files[0])}", self.settings, progress)]
+        digests = ",".join(sorted(sha256_file(f) for f in files))
+        ids = []
+        for hdu in separate_images(files[0]) or [None]:
+            stack = stack_from_files(files, hdu=hdu)
+            chip = "" if hdu is None else f"[{hdu}]"
+            key = "files:" + hashlib.sha256((digests + chip).encode()).hexdigest()
+            ids.append(search_and_store(self.engine, stack, key, self.settings, progress))
+        return ids
 
     def stacks(self) -> list[dict[str, Any]]:
         """Every stack with its span (BTJD), cadence (minutes), gaps, flagged frames and

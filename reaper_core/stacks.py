@@ -206,20 +206,23 @@ def frame_info(path: str | Path, name: str | None = None,
                      int(img.quality), img.shape, hdu), img
 
 
-def stack_from_files(paths: Iterable[str | Path], *, name: str | None = None) -> Stack:
-    """Single-frame files of one sector, camera and CCD as a stack, ordered by time.
+def stack_from_files(paths: Iterable[str | Path], *, name: str | None = None,
+                     hdu: int | None = None) -> Stack:
+    """Single-frame files of one sector, camera and CCD as a stack, ordered by time; ``hdu``:
+    the HDU of each file to read (one chip of a mosaic; its stack's name then ends ``[hdu]``).
 
     Raises :class:`StackError` with one sentence when they cannot form one (see
     :func:`check_frames`).
     """
     infos, first = [], None
     for p in paths:
-        info, img = frame_info(p)
+        info, img = frame_info(p, hdu=hdu)
         infos.append(info)
         first = first or img
     infos = check_frames(infos)  # refuses fewer than MIN_FRAMES: ``first`` is a frame
     head = infos[0]
-    return _file_stack(infos, name or stack_name(head.sector, head.camera, head.ccd),
+    chip = "" if hdu is None else f" [{hdu}]"
+    return _file_stack(infos, name or stack_name(head.sector, head.camera, head.ccd) + chip,
                        first.valid, first.wcs)
 
 

@@ -318,3 +318,28 @@ def test_every_image_of_a_mosaic_is_a_frame(tmp_path):
     gz.write_bytes(gzip.compress(path.read_bytes()))
     assert [r.name for r in reaper.ingest([gz]).results if r.status == "added"] == [
         f"kplr_ffi.fits.gz[{n}]" for n in (1, 2, 3)]
+
+
+@pytest.mark.skipif(not KEPLER.exists(), reason="../shared/data/ is not beside the checkout")
+def test_wcs_inherited_from_the_primary_header(tmp_path):
+    """An extension that says INHERIT = T takes the primary header's cards it lacks (a
+    mosaic's WCS written once): the real Kepler channel's WCS moved to the primary header
+    gives the same RA/Dec; without INHERIT the extension has none."""
+    from astropy.wcs import WCS
+
+    with fits.open(KEPLER) as hdul:
+        header, data = hdul[1].header.copy(), hdul[1].data
+    wcs_cards = WCS(header).to_header(relax=True)
+    for key in wcs_cards:
+        header.remove(key, ignore_missing=True, remove_all=True)
+    primary = fits.Header(wcs_cards)
+    expect = read_fits(KEPLER).wcs.pixel_to_world_values([10.0, 150.0], [20.0, 180.0])
+    header["INHERIT"] = True
+    path = _write(tmp_path, "inherit.fits", [fits.PrimaryHDU(header=primary),
+                                             fits.ImageHDU(data, header=header)])
+    got = read_fits(path).wcs.pixel_to_world_values([10.0, 150.0], [20.0, 180.0])
+    np.testing.assert_allclose(got, expect, atol=1e-9)
+    header["INHERIT"] = False
+    path = _write(tmp_path, "own.fits", [fits.PrimaryHDU(header=primary),
+                                         fits.ImageHDU(data, header=header)])
+    assert read_fits(path).wcs is None

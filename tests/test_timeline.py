@@ -81,7 +81,7 @@ def test_real_cube_is_a_stack_with_true_times_gap_and_quality():
 @pytest.mark.skipif(not CUBE.exists(), reason="../shared/data/ is not beside the checkout")
 def test_real_cube_search_light_curve_and_quality(tmp_path):
     r = Reaper(Settings(db_url=f"sqlite:///{tmp_path}/db.sqlite"))
-    sid = r.search_stack([CUBE])
+    sid, = r.search_stack([CUBE])
     info, = r.stacks()
     assert info["id"] == sid and info["frames"] == 1282 and info["gaps"] == 1
     cols = r.events()
@@ -1517,6 +1517,14 @@ def test_each_chip_of_a_mosaic_makes_its_own_stack(tmp_path):
     for stack, y in zip(stacks, (90.7, 159 - 90.7), strict=True):
         events = reaper.events(stack["stack"])
         assert np.hypot(events["x"][0] - 80.3, events["y"][0] - y) < 1.5  # first: the transient
+    # `anomaly-reaper events FILES` likewise: a stack of each chip.
+    other = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'g.db'}", load_demo=0))
+    ids = other.search_stack(paths)
+    assert [s["stack"] for s in other.stacks()] == [
+        "frames without TESS pointing [1]", "frames without TESS pointing [2]"]
+    for sid, y in zip(ids, (90.7, 159 - 90.7), strict=True):
+        events = other.events(sid)
+        assert np.hypot(events["x"][0] - 80.3, events["y"][0] - y) < 1.5
 
 
 def test_simulated_stacks_of_a_few_frames():
