@@ -47,10 +47,14 @@ def cutout_fits(patch: np.ndarray, x: float, y: float, image: FitsImage | None =
 
 
 def region_file_name(file_name: str) -> str:
-    """The name of the DS9 region file of a stored file's anomalies."""
+    """The name of the DS9 region file of a stored file's anomalies (``x.fits`` →
+    ``x_anomalies.reg``; one image of several, ``x.fits[2]`` → ``x_hdu2_anomalies.reg``)."""
+    import re
     from pathlib import Path
 
-    return f"{Path(file_name).name.split('.')[0]}_anomalies.reg"
+    hdu = re.search(r"\[(\d+)\]$", file_name)
+    return (f"{Path(file_name).name.split('.')[0]}{f'_hdu{hdu[1]}' if hdu else ''}"
+            "_anomalies.reg")
 
 
 def cutout_file_name(cutout_id: int, suffix: str) -> str:

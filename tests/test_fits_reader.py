@@ -309,6 +309,7 @@ def test_every_image_of_a_mosaic_is_a_frame(tmp_path):
     np.testing.assert_array_equal(mine["x"], theirs["x"])
     np.testing.assert_allclose(mine["ra"], theirs["ra"])
     assert all(f.n_cutouts > 100 for f in files)  # each channel its own cutouts
+    assert reaper.region_file(files[1].id)[0] == "kplr_ffi_hdu2_anomalies.reg"
     # Again: each image a duplicate; one HDU asked for: that image, a duplicate too.
     again = reaper.ingest([path])
     assert [r.status for r in again.results] == ["duplicate"] * 3
