@@ -423,29 +423,34 @@ def failure(display: str, exc: BaseException, settings: Settings, t0: float) -> 
     return FileResult(display, "error", message, seconds=time.perf_counter() - t0)
 
 
-def to_ingest(items: Iterable[str | Path | IngestItem],
-              hdu: int | None = None) -> list[IngestItem]:
-    """The images to ingest from paths, folders (searched recursively), globs or
-    :class:`IngestItem` objects, in order: every HDU ``hdu`` when one is named, else each
-    file's image, or each of its images when it holds several of the sky
+def images_of(item: IngestItem, hdu: int | None = None) -> list[IngestItem]:
+    """The images to ingest of one file: its HDU ``hdu`` when one is named (by the item or
+    the caller), else each of its images when it holds several of the sky
     (:func:`~reaper_core.fits_reader.separate_images`: a mosaic's CCDs, the bands of a
-    field)."""
+    field), else the image the reader's rule picks."""
     from dataclasses import replace
 
     from .fits_reader import separate_images
 
-    files: list[IngestItem] = []
+    if item.hdu is not None or hdu is not None:
+        return [item if item.hdu is not None else replace(item, hdu=hdu)]
+    return [replace(item, hdu=i) for i in separate_images(item.path)] or [item]
+
+
+def to_ingest(items: Iterable[str | Path | IngestItem],
+              hdu: int | None = None) -> list[IngestItem]:
+    """The images to ingest, in order: those of the files named by paths, folders (searched
+    recursively) or globs (:func:`images_of`), and :class:`IngestItem` objects as they are
+    (``hdu`` given to those that name none)."""
+    from dataclasses import replace
+
+    todo: list[IngestItem] = []
     for it in items:
         if isinstance(it, IngestItem):
-            files.append(it)
+            todo.append(it if it.hdu is not None or hdu is None else replace(it, hdu=hdu))
         else:
-            files.extend(IngestItem(p, stored_path=str(p.resolve())) for p in expand_paths([it]))
-    todo: list[IngestItem] = []
-    for it in files:
-        if it.hdu is not None or hdu is not None:
-            todo.append(it if it.hdu is not None else replace(it, hdu=hdu))
-        else:
-            todo.extend([replace(it, hdu=i) for i in separate_images(it.path)] or [it])
+            for p in expand_paths([it]):
+                todo.extend(images_of(IngestItem(p, stored_path=str(p.resolve())), hdu))
     return todo
 
 

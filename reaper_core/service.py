@@ -112,20 +112,20 @@ class Reaper:
                        hdu: int | None = None) -> IngestReport:
         """Store uploaded (name, bytes) under the uploads folder, then ingest them; a file that
         cannot be saved is reported like a bad file. Results keep the uploads' order, a file
-        of several images (:func:`~reaper_core.ingest.to_ingest`) one result per image.
+        of several images (:func:`~reaper_core.ingest.images_of`) one result per image.
         ``hdu``: read that HDU of every file instead of choosing by the reader's rule."""
         from dataclasses import replace
 
         from .files import safe_filename, save_upload
-        from .ingest import FileResult, IngestItem, to_ingest
+        from .ingest import FileResult, IngestItem, images_of
 
         items: list[IngestItem | FileResult] = []
         inputs: list[int] = []  # the upload each item is of
         for k, (name, data) in enumerate(uploads):
             try:
                 path = save_upload(name, data, self.settings.uploads_dir)
-                images = to_ingest(
-                    [IngestItem(path, name=safe_filename(name), stored_path=str(path))], hdu)
+                images = images_of(
+                    IngestItem(path, name=safe_filename(name), stored_path=str(path)), hdu)
             except OSError as exc:
                 images = [FileResult(safe_filename(name), "error",
                                      f"{safe_filename(name)}: cannot be saved in the uploads "
