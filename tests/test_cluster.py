@@ -22,6 +22,7 @@ from reaper_core.config import Settings
 from reaper_core.service import Reaper
 from reaper_core.simulate import inject_anomalies, simulate_ffi, write_spoc
 
+from .conftest import REAL_DATA
 from .test_postgres import _reset, pg_url  # noqa: F401  (a fixture)
 from .test_reliability import consistent, read_count
 
@@ -65,6 +66,23 @@ def test_local_cluster_ingests_a_folder_with_a_bad_file(frames, tmp_path):
     assert _previews(reaper.engine) == _previews(one.engine)
     again = reaper.ingest([frames[0].parent], workers=2)
     assert again.count("duplicate") == 6 and consistent(reaper.engine) == (files, cutouts)
+
+
+def test_local_cluster_ingests_each_image_of_a_file(tmp_path):
+    """A file of several images (the real HST file's three bands) on Dask: each image its own
+    task and record, as in one process; again, each a duplicate."""
+    hst = REAL_DATA / "other" / "hst_acs_goodsn_100px_astrocut.fits"
+    if not hst.exists():
+        pytest.skip("../shared/data/ is not beside the checkout")
+    reaper = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'c.db'}", load_demo=0))
+    report = reaper.ingest([hst], workers=1)
+    assert [(r.name, r.status) for r in report.results] == [
+        (f"{hst.name}[{n}]", "added") for n in (1, 2, 3)]
+    one = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'one.db'}", load_demo=0))
+    one.ingest([hst])
+    assert consistent(one.engine) == consistent(reaper.engine) == (3, sum(
+        r.n_cutouts for r in report.results))
+    assert reaper.ingest([hst], workers=1).count("duplicate") == 3
 
 
 def _previews(engine) -> dict[str, tuple[int, int, bytes]]:
