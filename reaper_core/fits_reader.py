@@ -334,6 +334,23 @@ def _celestial_wcs(header: fits.Header) -> tuple[WCS | None, str | None]:
     return wcs, None
 
 
+def sky_positions(wcs: WCS | None, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    """RA and Dec (ICRS, degrees) of 0-based pixels (``x``, ``y``, any shape) by ``wcs``,
+    whatever its own frame: galactic or ecliptic axes and an old plate's FK4 (B1950)
+    equator are converted, not read as RA and Dec. NaN without a WCS or where it fails."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    nan = np.full(np.broadcast(x, y).shape, np.nan)
+    if wcs is None or nan.size == 0:
+        return nan, nan.copy()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            icrs = wcs.pixel_to_world(x, y).icrs
+        return np.asarray(icrs.ra.deg, float), np.asarray(icrs.dec.deg, float)
+    except Exception:
+        return nan, nan.copy()
+
+
 def _inherited(header: fits.Header, primary: fits.Header) -> fits.Header:
     """An extension's header with the primary header's cards it does not have, when it says
     ``INHERIT = T`` (the FITS convention for keywords shared by every extension: a mosaic's

@@ -22,7 +22,7 @@ from .config import Settings
 from .embedders import Embedder, get_embedder
 from .errors import FITSReadError, ReaperError, describe_failure
 from .files import NO_FITS_IN_FOLDER, expand_paths, safe_filename, sha256_file
-from .fits_reader import FitsImage, read_fits
+from .fits_reader import FitsImage, read_fits, sky_positions
 from .models import FIT_SAMPLE, CurrentModel, current_model, fit_model, score_pending
 from .progress import ProgressFn, noop
 from .views import object_keys
@@ -145,14 +145,9 @@ def image_key(sha256: str, hdu: int | None) -> str:
 
 
 def world_coords(image: FitsImage, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """RA, Dec in degrees for 0-based pixels (x, y); NaN without a WCS. Shapes (n,)."""
-    if image.wcs is None or len(x) == 0:
-        return np.full(len(x), np.nan), np.full(len(x), np.nan)
-    try:
-        ra, dec = image.wcs.pixel_to_world_values(x, y)
-        return np.asarray(ra, float), np.asarray(dec, float)
-    except Exception:
-        return np.full(len(x), np.nan), np.full(len(x), np.nan)
+    """RA, Dec (ICRS, degrees) of 0-based pixels (x, y); NaN without a WCS. Shapes (n,)
+    (:func:`~reaper_core.fits_reader.sky_positions`)."""
+    return sky_positions(image.wcs, x, y)
 
 
 def prepare(

@@ -49,13 +49,11 @@ def _wcs_header(wcs: Any) -> str | None:
 
 
 def _world(wcs: Any, x: float, y: float) -> tuple[float | None, float | None]:
-    if wcs is None:
-        return None, None
-    try:
-        ra, dec = wcs.pixel_to_world_values(x, y)
-        return float(ra), float(dec)
-    except Exception:
-        return None, None
+    """RA, Dec (ICRS, degrees) of a pixel, None without a WCS or where it fails."""
+    from .fits_reader import sky_positions
+
+    ra, dec = sky_positions(wcs, x, y)
+    return (None, None) if np.isnan(ra) or np.isnan(dec) else (float(ra), float(dec))
 
 
 def pack_lightcurve(lc: dict[str, np.ndarray]) -> bytes:

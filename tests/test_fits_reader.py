@@ -344,3 +344,32 @@ def test_wcs_inherited_from_the_primary_header(tmp_path):
     path = _write(tmp_path, "own.fits", [fits.PrimaryHDU(header=primary),
                                          fits.ImageHDU(data, header=header)])
     assert read_fits(path).wcs is None
+
+
+@pytest.mark.skipif(not ISAAC.exists(), reason="../shared/data/ is not beside the checkout")
+def test_sky_positions_in_icrs_whatever_the_wcs_frame(tmp_path):
+    """RA and Dec are ICRS whatever the WCS's own frame: a field with galactic axes (l = b = 0
+    at its reference pixel: the Galactic centre, RA 266.405°, Dec −28.936°) and an old plate's
+    FK4 B1950 equator were read as if they were RA and Dec (off by 93° and by 0.7°)."""
+    from reaper_core.ingest import world_coords
+
+    data = fits.getdata(ISAAC).astype(np.float32)[:256, :256]
+    frames = {"GLON-TAN": ("GLAT-TAN", {}, (0.0, 0.0)),
+              "RA---TAN": ("DEC--TAN", {"RADESYS": "FK4", "EQUINOX": 1950.0},
+                           (265.61074, -28.91679))}
+    expect = {"GLON-TAN": (266.40499, -28.93617), "RA---TAN": (266.40499, -28.93617)}
+    for ctype1, (ctype2, cards, crval) in frames.items():
+        header = fits.Header({"CTYPE1": ctype1, "CTYPE2": ctype2, "CRPIX1": 128.0,
+                              "CRPIX2": 128.0, "CRVAL1": crval[0], "CRVAL2": crval[1],
+                              "CDELT1": -0.148 / 3600, "CDELT2": 0.148 / 3600, **cards})
+        path = _write(tmp_path, f"{ctype1[:4]}.fits", [fits.PrimaryHDU(data, header=header)])
+        img = read_fits(path)
+        ra, dec = world_coords(img, np.array([127.0]), np.array([127.0]))
+        assert (ra[0], dec[0]) == pytest.approx(expect[ctype1], abs=2e-4)
+        reaper = Reaper(Settings(db_url=f"sqlite:///{tmp_path / ctype1[:4]}.db", load_demo=0))
+        reaper.ingest([path])
+        table = reaper.cutout_table()
+        # Every cutout within the frame's 38″ of the Galactic centre.
+        sep = np.hypot((table["ra"] - 266.405) * np.cos(np.radians(28.936)),
+                       table["dec"] + 28.936) * 3600
+        assert len(table) > 50 and sep.max() < 40
