@@ -9,7 +9,7 @@ are TESS's (:mod:`.tess`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,9 @@ class StackFrame:
     """One frame of a stack: where its pixels are and when they were taken.
 
     ``index`` is the cadence's row in a TESScut cube (None for a file holding one frame);
-    ``hdu`` the HDU of a file the frame is read from (None: the one the reader's rule picks).
+    ``hdu`` the HDU of a file the frame is read from (None: the one the reader's rule picks);
+    ``dither`` the whole pixels (dy, dx) that move it onto the first frame's pixels (a
+    dithered sequence of frames of a field; see :func:`register`).
     """
 
     path: str
@@ -37,10 +39,16 @@ class StackFrame:
     quality: int = 0
     index: int | None = None
     hdu: int | None = None
+    dither: tuple[int, int] = (0, 0)
+
+    def __post_init__(self) -> None:
+        # (a list, read back from JSON)
+        object.__setattr__(self, "dither", (int(self.dither[0]), int(self.dither[1])))
 
     def as_dict(self) -> dict[str, Any]:
         return {"path": self.path, "name": self.name, "time": self.time,
-                "quality": self.quality, "index": self.index, "hdu": self.hdu}
+                "quality": self.quality, "index": self.index, "hdu": self.hdu,
+                "dither": list(self.dither)}
 
 
 @dataclass
@@ -126,17 +134,11 @@ class Stack:
 
     def frame(self, i: int) -> np.ndarray:
         """Science pixels of frame ``i`` (e⁻/s, float32, NaN kept), shape ``science_shape``."""
-        from .fits_reader import read_fits
-
         if self.cube is not None:
             data = self.cube[self.frames[i].index]
         else:
             f = self.frames[i]
-            data = read_fits(f.path, name=f.name, max_bytes=2_000_000_000, hdu=f.hdu).data
-            if data.shape != self.shape:
-                raise StackError(f"{f.name}: its image is {_size(data.shape)} pixels, the "
-                                 f"stack's frames {_size(self.shape)}; a stack's frames must "
-                                 "all be the same size")
+            data = moved(stack_frame_pixels(f, self.shape), f.dither)
         if self.science is not None:
             data = data[self.science]
         return np.ascontiguousarray(data, np.float32)
@@ -233,7 +235,88 @@ def _file_stack(infos: list[FrameInfo], name: str, science: Any, wcs: Any) -> St
                           for i in infos],
                   sector=head.sector, camera=head.camera, ccd=head.ccd, science=science, wcs=wcs)
     check_stack(stack)
+    if head.sector is None:  # frames of a field, not TESS's (whose pointing holds): dithered?
+        register(stack)
     return stack
+
+
+#: Side of the central window in which a frame's dither is measured, pixels (at most).
+DITHER_BOX = 512
+#: Fewest rows and columns that every frame of a dithered stack must cover.
+MIN_COMMON = 16
+
+
+def register(stack: Stack) -> None:
+    """Measure each frame's dither — the whole pixels that move it onto the first frame, up
+    to a third of :data:`DITHER_BOX` — by phase correlation of the frames' central windows
+    (scikit-image), and keep it in the frame (``StackFrame.dither``): frames of a field from
+    the ground or from space are offset between exposures by tens of pixels, which the
+    difference images' sub-pixel alignment (to 5 px, TESS's jitter) does not reach. What a
+    moved frame does not cover is missing (NaN)."""
+    from skimage.registration import phase_cross_correlation
+
+    def window(i: int) -> np.ndarray:
+        f = stack.frames[i]
+        data = stack_frame_pixels(f, stack.shape)
+        ny, nx = data.shape
+        h = min(DITHER_BOX, ny, nx) // 2
+        win = data[ny // 2 - h:ny // 2 + h, nx // 2 - h:nx // 2 + h]
+        finite = np.isfinite(win)
+        fill = float(np.median(win[finite])) if finite.any() else 0.0
+        return np.where(finite, win, fill) - fill
+
+    def mismatch(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.nanmedian(np.abs(a - b)))
+
+    anchor = window(0)
+    limit = anchor.shape[0] // 3
+    for i in range(1, len(stack)):
+        win = window(i)
+        shift, _, _ = phase_cross_correlation(anchor, win, normalization=None)
+        dy, dx = (round(float(v)) for v in shift)
+        # Kept when it is a dither and moving the frame makes it match: a frame without
+        # stars to correlate gives a shift at random, which matches no better.
+        if 0 < max(abs(dy), abs(dx)) <= limit and \
+                mismatch(anchor, moved(win, (dy, dx))) < 0.9 * mismatch(anchor, win):
+            stack.frames[i] = replace(stack.frames[i], dither=(dy, dx))
+    # Searched where every frame has pixels: a difference image's sky and noise at the edge
+    # of a frame's coverage are not those of the frames that cover it.
+    dy, dx = np.array([f.dither for f in stack.frames]).T
+    ny, nx = stack.shape
+    rows, cols = stack.science or (slice(0, ny), slice(0, nx))
+    r0, r1 = max(rows.start or 0, dy.max(initial=0)), min(rows.stop or ny, ny + dy.min(initial=0))
+    c0, c1 = max(cols.start or 0, dx.max(initial=0)), min(cols.stop or nx, nx + dx.min(initial=0))
+    if r1 - r0 < MIN_COMMON or c1 - c0 < MIN_COMMON:
+        raise StackError(f"{stack.name}: its frames are dithered by up to {abs(dy).max()} x "
+                         f"{abs(dx).max()} pixels, leaving {max(r1 - r0, 0)} x "
+                         f"{max(c1 - c0, 0)} that every frame covers; too little to search")
+    if dy.any() or dx.any():
+        stack.science = (slice(int(r0), int(r1)), slice(int(c0), int(c1)))
+
+
+def stack_frame_pixels(f: StackFrame, shape: tuple[int, int]) -> np.ndarray:
+    """The pixels of a single-frame file's frame as stored (not moved), shape ``shape``."""
+    from .fits_reader import read_fits
+
+    data = read_fits(f.path, name=f.name, max_bytes=2_000_000_000, hdu=f.hdu).data
+    if data.shape != shape:
+        raise StackError(f"{f.name}: its image is {_size(data.shape)} pixels, the stack's "
+                         f"frames {_size(shape)}; a stack's frames must all be the same size")
+    return data
+
+
+def moved(data: np.ndarray, dither: tuple[int, int]) -> np.ndarray:
+    """``data`` moved by whole pixels ``dither`` (dy, dx): pixel (y, x) of the result is pixel
+    (y − dy, x − dx) of ``data``; NaN where that falls outside. Shape unchanged."""
+    dy, dx = dither
+    if dy == 0 and dx == 0:
+        return data
+    ny, nx = data.shape
+    out = np.full(data.shape, np.nan, np.float32)
+    if abs(dy) < ny and abs(dx) < nx:
+        out[max(dy, 0):ny + min(dy, 0), max(dx, 0):nx + min(dx, 0)] = \
+            data[max(-dy, 0):ny + min(-dy, 0), max(-dx, 0):nx + min(-dx, 0)]
+    return out
 
 
 def stack_name(sector: int | None, camera: int | None, ccd: int | None) -> str:
