@@ -118,8 +118,8 @@ class IngestReport:
 
 @dataclass(frozen=True)
 class IngestItem:
-    """One file to ingest: where it is, the name to show, where it is kept, and the HDU to
-    read (None: the reader's rule picks it)."""
+    """One image to ingest: its file (where it is, the name to show, where it is kept) and
+    the HDU to read (None: the reader's rule picks it)."""
 
     path: Path
     name: str | None = None
