@@ -250,15 +250,21 @@ def stack_for_row(row: store.ImageStack) -> Stack:
                  camera=row.camera, ccd=row.ccd, science=science, wcs=wcs, cube=cube)
 
 
-def field_of(record: store.FitsFile) -> tuple[str, str, str] | None:
-    """(telescope, instrument, object) of a stored frame that is not TESS's, from its header
-    cards: frames of one field that make a stack together (with their size); None without an
-    ``OBJECT`` — unrelated frames of one size are never stacked."""
+def field_of(record: store.FitsFile) -> tuple[str, str, str, str] | None:
+    """(telescope, instrument, object, filter) of a stored frame that is not TESS's, from its
+    header cards: frames of one field through one filter that make a stack together (with
+    their size); None without an ``OBJECT`` — unrelated frames of one size are never stacked.
+    (Frames of a field taken through several filters in turn are a stack for each: every
+    star would otherwise change from one to the next.)"""
+    from .fits_reader import FILTER_CARDS
+
     cards = json.loads(record.header_json or "{}")
     obj = str(cards.get("OBJECT", "")).strip()
     if not obj:
         return None
-    return (str(cards.get("TELESCOP", "")).strip(), str(cards.get("INSTRUME", "")).strip(), obj)
+    band = " ".join(v for k in FILTER_CARDS if (v := str(cards.get(k, "")).strip()))
+    return (str(cards.get("TELESCOP", "")).strip(), str(cards.get("INSTRUME", "")).strip(), obj,
+            band)
 
 
 def auto_stacks(engine: Engine, settings: Settings, added: list[int],
@@ -291,8 +297,9 @@ def auto_stacks(engine: Engine, settings: Settings, added: list[int],
         if len(members) < 3 or not new & {m.id for m in members}:
             continue
         if kind == "field":  # frames of one field, not TESS's
-            telescope, instrument, obj, hdu, _, _ = group
-            name = f"{obj} ({' '.join(g for g in (telescope, instrument) if g) or 'frames'})"
+            telescope, instrument, obj, band, hdu, _, _ = group
+            name = (f"{obj} ({' '.join(g for g in (telescope, instrument) if g) or 'frames'}"
+                    f"{', ' + band if band else ''})")
             if members[0].name.endswith(f"[{hdu}]"):  # one image of each file: its HDU
                 name += f" [{hdu}]"
             key = "field:" + hashlib.sha256(repr(tuple(group)).encode()).hexdigest()

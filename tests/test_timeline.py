@@ -1493,6 +1493,37 @@ def test_frames_of_one_field_stack_on_ingest(tmp_path):
 
 
 @pytest.mark.skipif(not ISAAC.exists(), reason="../shared/data/ is not beside the checkout")
+def test_frames_of_a_field_through_two_filters_are_two_stacks(tmp_path):
+    """A night of one field through J and Ks in turn (in Ks 1.6 times brighter, each star by
+    its colour): a stack for each filter, named with it, the transient first in each (88σ and
+    29σ). As one stack, every star changed from one frame to the next: a star's colour came
+    first (8.6σ), the transient second at 6.7σ."""
+    from scipy import ndimage
+
+    cards = {"OBJECT": "NGC 6334", "TELESCOP": "ESO-VLT-U1", "INSTRUME": "ISAAC"}
+    (tmp_path / "night").mkdir()
+    paths = _isaac_frames(tmp_path / "night", 10, cards)
+    # Each star's colour its own: the Ks/J ratio varies over the field by ±25 % (rms).
+    smooth = ndimage.gaussian_filter(np.random.default_rng(5).normal(size=(160, 160)), 3)
+    colour = 1.6 * (1 + 0.25 * smooth / smooth.std())
+    for i, p in enumerate(paths):
+        with fits.open(p) as hdul:
+            header, frame = hdul[0].header, hdul[0].data
+        header["FILTER"] = ("J", "Ks")[i % 2]
+        fits.PrimaryHDU((frame * colour if i % 2 else frame).astype(np.float32),
+                        header=header).writeto(p, overwrite=True)
+    reaper = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'f.db'}", load_demo=0))
+    reaper.ingest(paths)
+    stacks = reaper.stacks()
+    assert [(s["stack"], s["frames"]) for s in stacks] == [
+        ("NGC 6334 (ESO-VLT-U1 ISAAC, J)", 5), ("NGC 6334 (ESO-VLT-U1 ISAAC, Ks)", 5)]
+    for stack in stacks:
+        events = reaper.events(stack["stack"])
+        assert np.hypot(events["x"][0] - 80.3, events["y"][0] - 90.7) < 1.5
+        assert events["peak_sigma"][0] > 20
+
+
+@pytest.mark.skipif(not ISAAC.exists(), reason="../shared/data/ is not beside the checkout")
 def test_each_chip_of_a_mosaic_makes_its_own_stack(tmp_path):
     """Frames of a two-chip camera (each file: the field's header, then its chips' images):
     each chip is a stack of its own on ingest, named with its HDU, its frames read from that
