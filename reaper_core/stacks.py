@@ -8,6 +8,7 @@ are TESS's (:mod:`.tess`).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
@@ -30,7 +31,9 @@ class StackFrame:
     ``index`` is the cadence's row in a TESScut cube (None for a file holding one frame);
     ``hdu`` the HDU of a file the frame is read from (None: the one the reader's rule picks);
     ``dither`` the whole pixels (dy, dx) that move it onto the first frame's pixels (a
-    dithered sequence of frames of a field; see :func:`register`).
+    dithered sequence of frames of a field), after ``warp`` where the frame is rotated or
+    scaled against the first: (m00, m01, m10, m11, t0, t1), pixel (row, column) o of the
+    warped frame is pixel M·o + t of the stored one (see :func:`register`).
     """
 
     path: str
@@ -40,15 +43,19 @@ class StackFrame:
     index: int | None = None
     hdu: int | None = None
     dither: tuple[int, int] = (0, 0)
+    warp: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        # (a list, read back from JSON)
+        # (lists, read back from JSON)
         object.__setattr__(self, "dither", (int(self.dither[0]), int(self.dither[1])))
+        if self.warp is not None:
+            object.__setattr__(self, "warp", tuple(float(v) for v in self.warp))
 
     def as_dict(self) -> dict[str, Any]:
         return {"path": self.path, "name": self.name, "time": self.time,
                 "quality": self.quality, "index": self.index, "hdu": self.hdu,
-                "dither": list(self.dither)}
+                "dither": list(self.dither),
+                "warp": None if self.warp is None else list(self.warp)}
 
 
 @dataclass
@@ -138,7 +145,7 @@ class Stack:
             data = self.cube[self.frames[i].index]
         else:
             f = self.frames[i]
-            data = moved(stack_frame_pixels(f, self.shape), f.dither)
+            data = moved(warped(stack_frame_pixels(f, self.shape), f.warp), f.dither)
         if self.science is not None:
             data = data[self.science]
         return np.ascontiguousarray(data, np.float32)
@@ -191,6 +198,8 @@ class FrameInfo:
     shape: tuple[int, int]
     #: The HDU its image is read from (None: the one the reader's rule picks).
     hdu: int | None = None
+    #: Its celestial WCS, when it has one.
+    wcs: Any = field(default=None, repr=False, compare=False)
 
 
 def frame_info(path: str | Path, name: str | None = None,
@@ -205,7 +214,7 @@ def frame_info(path: str | Path, name: str | None = None,
     if img.layout == "tesscut":
         raise FITSReadError(img.name, "is a TESScut cube, a stack by itself; give it alone")
     return FrameInfo(str(path), img.name, img.sector, img.camera, img.ccd, img.mid_time,
-                     int(img.quality), img.shape, hdu), img
+                     int(img.quality), img.shape, hdu, img.wcs), img
 
 
 def stack_from_files(paths: Iterable[str | Path], *, name: str | None = None,
@@ -236,28 +245,32 @@ def _file_stack(infos: list[FrameInfo], name: str, science: Any, wcs: Any) -> St
                   sector=head.sector, camera=head.camera, ccd=head.ccd, science=science, wcs=wcs)
     check_stack(stack)
     if head.sector is None:  # frames of a field, not TESS's (whose pointing holds): dithered?
-        register(stack)
+        register(stack, [i.wcs for i in infos])
     return stack
 
 
-#: Side of the central window in which a frame's dither is measured, pixels (at most).
-DITHER_BOX = 512
-#: Fewest rows and columns that every frame of a dithered stack must cover.
-MIN_COMMON = 16
+def register(stack: Stack, wcs: Sequence[Any] | None = None) -> None:
+    """Register a stack's frames onto its first: frames of a field from the ground or from
+    space are offset between exposures by tens of pixels (a dither), and may be rotated
+    (another position angle), which the difference images' sub-pixel alignment (to 5 px,
+    TESS's jitter) does not reach.
 
-
-def register(stack: Stack) -> None:
-    """Measure each frame's dither — the whole pixels that move it onto the first frame, up
-    to a third of :data:`DITHER_BOX` — by phase correlation of the frames' central windows
-    (scikit-image), and keep it in the frame (``StackFrame.dither``): frames of a field from
-    the ground or from space are offset between exposures by tens of pixels, which the
-    difference images' sub-pixel alignment (to 5 px, TESS's jitter) does not reach. What a
-    moved frame does not cover is missing (NaN)."""
+    Where every frame has a celestial WCS (``wcs``, one per frame) and a frame is rotated or
+    scaled against the first (by more than :data:`WARP_MIN_PX` across the frame), it is
+    resampled onto the first frame's pixels (``StackFrame.warp``: an affine map fitted to its
+    WCS). Then each frame's whole-pixel dither (up to a third of :data:`DITHER_BOX`) is
+    measured by phase correlation of the central windows (scikit-image) and kept
+    (``StackFrame.dither``); the stack is searched where every frame has pixels."""
     from skimage.registration import phase_cross_correlation
+
+    if wcs is not None and len(wcs) == len(stack) and all(w is not None for w in wcs):
+        for i in range(1, len(stack)):
+            if (warp := _warp_between(wcs[0], wcs[i], stack.shape)) is not None:
+                stack.frames[i] = replace(stack.frames[i], warp=warp)
 
     def window(i: int) -> np.ndarray:
         f = stack.frames[i]
-        data = stack_frame_pixels(f, stack.shape)
+        data = warped(stack_frame_pixels(f, stack.shape), f.warp)
         ny, nx = data.shape
         h = min(DITHER_BOX, ny, nx) // 2
         win = data[ny // 2 - h:ny // 2 + h, nx // 2 - h:nx // 2 + h]
@@ -279,19 +292,110 @@ def register(stack: Stack) -> None:
         if 0 < max(abs(dy), abs(dx)) <= limit and \
                 mismatch(anchor, moved(win, (dy, dx))) < 0.9 * mismatch(anchor, win):
             stack.frames[i] = replace(stack.frames[i], dither=(dy, dx))
-    # Searched where every frame has pixels: a difference image's sky and noise at the edge
-    # of a frame's coverage are not those of the frames that cover it.
-    dy, dx = np.array([f.dither for f in stack.frames]).T
+    if any(f.dither != (0, 0) or f.warp is not None for f in stack.frames):
+        # Searched where every frame has pixels: a difference image's sky and noise at the
+        # edge of a frame's coverage are not those of the frames that cover it.
+        stack.science = _common_box(stack)
+
+
+#: Side of the central window in which a frame's dither is measured, pixels (at most).
+DITHER_BOX = 512
+#: Fewest rows and columns that every frame of a registered stack must cover.
+MIN_COMMON = 16
+#: A frame is resampled when its WCS puts a corner this far (pixels) from where a shift alone
+#: would: rotated or scaled against the first frame.
+WARP_MIN_PX = 0.3
+
+
+def _warp_between(first: Any, other: Any, shape: tuple[int, int]
+                  ) -> tuple[float, ...] | None:
+    """The affine map (m00, m01, m10, m11, t0, t1) from the first frame's pixels (row,
+    column) to another frame's, fitted to their WCSs on a 5 × 5 grid; None when a shift
+    alone would do (to :data:`WARP_MIN_PX`) or the WCSs cannot say."""
+    from .fits_reader import sky_positions
+
+    ny, nx = shape
+    gy, gx = (g.ravel() for g in np.meshgrid(np.linspace(0, ny - 1, 5),
+                                              np.linspace(0, nx - 1, 5), indexing="ij"))
+    ra, dec = sky_positions(first, gx, gy)
+    try:
+        from astropy.coordinates import SkyCoord
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            px, py = other.world_to_pixel(SkyCoord(ra, dec, unit="deg", frame="icrs"))
+    except Exception:
+        return None
+    py, px = np.asarray(py, float), np.asarray(px, float)
+    if not (np.isfinite(py).all() and np.isfinite(px).all()):
+        return None
+    design = np.column_stack([gy, gx, np.ones_like(gy)])
+    (m00, m01, t0), *_ = np.linalg.lstsq(design, py, rcond=None)
+    (m10, m11, t1), *_ = np.linalg.lstsq(design, px, rcond=None)
+    m = np.array([[m00, m01], [m10, m11]])
+    corners = np.array([[0, 0], [0, nx - 1], [ny - 1, 0], [ny - 1, nx - 1]], float)
+    centre = np.array([(ny - 1) / 2, (nx - 1) / 2])
+    off_shift = (corners - centre) @ (m - np.eye(2)).T
+    if np.abs(off_shift).max() < WARP_MIN_PX:
+        return None
+    return (float(m00), float(m01), float(m10), float(m11), float(t0), float(t1))
+
+
+def warped(data: np.ndarray, warp: tuple[float, ...] | None) -> np.ndarray:
+    """``data`` resampled by ``warp`` (see :class:`StackFrame`; cubic spline), NaN where the
+    map falls outside it or on a missing pixel; ``data`` itself without a warp."""
+    from scipy import ndimage
+
+    if warp is None:
+        return data
+    m = np.array(warp[:4]).reshape(2, 2)
+    t = np.array(warp[4:])
+    finite = np.isfinite(data)
+    fill = float(np.median(data[finite])) if finite.any() else 0.0
+    out = ndimage.affine_transform(np.where(finite, data, fill).astype(np.float32), m,
+                                   offset=t, order=3, mode="nearest")
+    inside = ndimage.affine_transform(finite.astype(np.float32), m, offset=t, order=1,
+                                      mode="constant", cval=0.0)
+    out[inside < 0.99] = np.nan
+    return out.astype(np.float32)
+
+
+def _common_box(stack: Stack) -> tuple[slice, slice]:
+    """The rows and columns (of the first frame's pixels, within its science region) that
+    every registered frame covers: the bounding box of their common coverage (on a grid of
+    every pixel up to 512 a side, of every n-th beyond), its edges moved in until every grid
+    point inside is covered. Raises :class:`StackError` when under :data:`MIN_COMMON` a side
+    is left."""
     ny, nx = stack.shape
+    step = max(1, min(ny, nx) // 512)
     rows, cols = stack.science or (slice(0, ny), slice(0, nx))
-    r0, r1 = max(rows.start or 0, dy.max(initial=0)), min(rows.stop or ny, ny + dy.min(initial=0))
-    c0, c1 = max(cols.start or 0, dx.max(initial=0)), min(cols.stop or nx, nx + dx.min(initial=0))
-    if r1 - r0 < MIN_COMMON or c1 - c0 < MIN_COMMON:
-        raise StackError(f"{stack.name}: its frames are dithered by up to {abs(dy).max()} x "
-                         f"{abs(dx).max()} pixels, leaving {max(r1 - r0, 0)} x "
-                         f"{max(c1 - c0, 0)} that every frame covers; too little to search")
-    if dy.any() or dx.any():
-        stack.science = (slice(int(r0), int(r1)), slice(int(c0), int(c1)))
+    gy, gx = np.mgrid[0:ny:step, 0:nx:step].astype(float)
+    ok = ((gy >= (rows.start or 0)) & (gy < (rows.stop or ny))
+          & (gx >= (cols.start or 0)) & (gx < (cols.stop or nx)))
+    for f in stack.frames:
+        py, px = gy - f.dither[0], gx - f.dither[1]  # in the warped frame
+        if f.warp is not None:
+            m00, m01, m10, m11, t0, t1 = f.warp
+            py, px = m00 * py + m01 * px + t0, m10 * py + m11 * px + t1
+        ok &= (py >= 0) & (py <= ny - 1) & (px >= 0) & (px <= nx - 1)
+    r0 = c0 = 0
+    r1, c1 = ok.shape
+    if ok.any():
+        rr, cc = np.flatnonzero(ok.any(axis=1)), np.flatnonzero(ok.any(axis=0))
+        r0, r1, c0, c1 = rr[0], rr[-1] + 1, cc[0], cc[-1] + 1
+        while r1 > r0 and c1 > c0 and not ok[r0:r1, c0:c1].all():
+            box = ok[r0:r1, c0:c1]
+            edges = [(~box[0]).sum(), (~box[-1]).sum(), (~box[:, 0]).sum(), (~box[:, -1]).sum()]
+            k = int(np.argmax(edges))
+            r0, r1, c0, c1 = (r0 + (k == 0), r1 - (k == 1), c0 + (k == 2), c1 - (k == 3))
+    y0, y1 = int(r0 * step), int(min((r1 - 1) * step + 1, ny)) if r1 > r0 else 0
+    x0, x1 = int(c0 * step), int(min((c1 - 1) * step + 1, nx)) if c1 > c0 else 0
+    if not ok.any() or y1 - y0 < MIN_COMMON or x1 - x0 < MIN_COMMON:
+        dy, dx = (max(abs(f.dither[k]) for f in stack.frames) for k in (0, 1))
+        raise StackError(f"{stack.name}: its frames are offset by up to {dy} x {dx} pixels "
+                         f"(or rotated), leaving {max(y1 - y0, 0)} x {max(x1 - x0, 0)} that "
+                         "every frame covers; too little to search")
+    return slice(y0, y1), slice(x0, x1)
 
 
 def stack_frame_pixels(f: StackFrame, shape: tuple[int, int]) -> np.ndarray:
@@ -371,9 +475,26 @@ def check_stack(stack: Stack) -> None:
             f"{int(good.sum())}; a reference image needs at least {MIN_FRAMES} good frames")
 
 
+def stored_wcs(header: str | None) -> Any:
+    """The celestial WCS that a stored file or stack keeps (its header's text), None without
+    one or for one that cannot be read."""
+    if not header:
+        return None
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return WCS(fits.Header.fromstring(header)).celestial
+    except Exception:
+        return None
+
+
 def stack_from_records(records: Sequence[Any], name: str, science: Any, wcs: Any) -> Stack:
     """A stack from stored file records (``FitsFile`` rows with ``stored_path``)."""
     infos = [FrameInfo(str(r.stored_path), r.name, r.sector, r.camera, r.ccd,
                        None if r.tstart is None or r.tstop is None else (r.tstart + r.tstop) / 2,
-                       int(r.quality or 0), (r.ny, r.nx), r.hdu) for r in records]
+                       int(r.quality or 0), (r.ny, r.nx), r.hdu, stored_wcs(r.wcs_header))
+             for r in records]
     return _file_stack(check_frames(infos), name, science, wcs)

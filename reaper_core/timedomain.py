@@ -227,18 +227,10 @@ def event_scores(errors: np.ndarray, sigma: np.ndarray,
 def stack_for_row(row: store.ImageStack) -> Stack:
     """The :class:`~reaper_core.stacks.Stack` a stored stack was made from (frames read from
     their files on use)."""
-    from astropy.io import fits
-    from astropy.wcs import WCS
-
-    from .stacks import StackFrame
+    from .stacks import StackFrame, stored_wcs
 
     frames = [StackFrame(**f) for f in json.loads(row.frames_json)]
-    wcs = None
-    if row.wcs_header:
-        try:
-            wcs = WCS(fits.Header.fromstring(row.wcs_header)).celestial
-        except Exception:
-            wcs = None
+    wcs = stored_wcs(row.wcs_header)
     region = json.loads(row.science_json) if row.science_json else None
     science = (slice(region[0], region[1]), slice(region[2], region[3])) if region else None
     cube = None
