@@ -246,6 +246,8 @@ def _file_stack(infos: list[FrameInfo], name: str, science: Any, wcs: Any) -> St
     check_stack(stack)
     if head.sector is None:  # frames of a field, not TESS's (whose pointing holds): dithered?
         register(stack, [i.wcs for i in infos])
+        # Registered onto the first frame in time: its WCS gives the events' RA and Dec.
+        stack.wcs = head.wcs if head.wcs is not None else stack.wcs
     return stack
 
 

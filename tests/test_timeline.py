@@ -1660,16 +1660,23 @@ def test_frames_at_other_position_angles_are_resampled(tmp_path):
     in space, an alt-azimuth telescope's field): each is resampled onto the first frame's
     pixels by an affine map fitted to its WCS, and the transient is first, far above the
     rest. Shifted only, 223 events up to 943σ, the transient 17th."""
+    from reaper_core.fits_reader import read_fits, sky_positions
+
     angles = [0, 2.0, -3.0, 4.0, 1.0, -2.0, 3.0, 0.5]
     offsets = [(0, 0), (6, -4), (-8, 5), (10, 9), (-4, -11), (0, 3), (5, -6), (-7, 2)]
-    stack = stack_from_files(_turned_frames(tmp_path / "night", angles, offsets))
-    assert stack.frames[0].warp is None
+    # (given last first: the frames are ordered by time, and registered onto the first)
+    stack = stack_from_files(_turned_frames(tmp_path / "night", angles, offsets)[::-1])
+    assert stack.frames[0].warp is None and stack.frames[0].name == "r0.fits"
     turned = [np.degrees(np.arctan2(f.warp[2], f.warp[0])) for f in stack.frames[1:]]
     assert turned == pytest.approx(angles[1:], abs=1e-6)
     events = sorted(search_stack(stack).events, key=lambda e: -e.significance)
     assert events[0].kind == "transient" and events[0].significance > 50
     assert (events[0].x, events[0].y) == pytest.approx((115.8, 106.2), abs=0.5)
     assert len(events) <= 3 and all(e.significance < 8 for e in events[1:])
+    # Its sky position by the stack's WCS (the first frame's) is the transient's, to 0.1″.
+    ra, dec = sky_positions(stack.wcs, events[0].x, events[0].y)
+    true_ra, true_dec = sky_positions(read_fits(ISAAC).wcs, 420.3, 410.7)
+    assert np.hypot((ra - true_ra) * np.cos(np.radians(dec)), dec - true_dec) * 3600 < 0.1
 
 
 def test_simulated_stacks_of_a_few_frames():
