@@ -31,6 +31,8 @@ from .progress import ProgressFn, noop
 
 #: Gaussian sigma of the TESS PSF core, pixels (FWHM ≈ 2 px).
 PSF_SIGMA = 0.85
+#: Half-width of the matched filter's kernel, pixels.
+KERNEL_HALF = 3
 #: Matched-filter S/N above which a residual is a candidate detection.
 DETECT_SIGMA = 4.0
 #: Background mesh, pixels (scattered light varies on larger scales).
@@ -75,14 +77,14 @@ _SPLINE_PAD = 12
 DETECTION_FIELDS = ("frame", "x", "y", "sign", "sigma", "flux", "area", "elongation")
 
 
-def _psf_profile(sigma: float = PSF_SIGMA, half: int = 3) -> np.ndarray:
+def _psf_profile(sigma: float = PSF_SIGMA, half: int = KERNEL_HALF) -> np.ndarray:
     """The 1-D factor of :func:`psf_kernel`, shape (2 half + 1,), unit sum."""
     r = np.arange(-half, half + 1)
     g = np.exp(-0.5 * (r / sigma) ** 2)
     return g / g.sum()
 
 
-def psf_kernel(sigma: float = PSF_SIGMA, half: int = 3) -> np.ndarray:
+def psf_kernel(sigma: float = PSF_SIGMA, half: int = KERNEL_HALF) -> np.ndarray:
     """Normalised Gaussian PSF kernel, shape (2 half + 1, 2 half + 1)."""
     g = _psf_profile(sigma, half)
     return np.outer(g, g)
@@ -508,10 +510,13 @@ class Difference:
 
 
 def difference(frame: np.ndarray, ref: Reference, shift: tuple[float, float] | None = None,
-               matched: bool = True) -> Difference:
+               matched: bool = True, cosmic: bool = False) -> Difference:
     """Align ``frame`` (shape (ny, nx), e⁻/s) to the reference and difference it; with
     ``matched`` False, without the matched-filter S/N (``snr`` None: a light curve needs only
-    ``diff`` and ``sigma``)."""
+    ``diff`` and ``sigma``). With ``cosmic``, the frame's pixels hit by cosmic rays
+    (:func:`cosmic_rays`, found on its difference) are missing: the frame is differenced
+    again without them (before its alignment, whose spline would spread a spike), and they
+    are neither searched nor measured."""
     if frame.shape != ref.image.shape:
         raise ValueError(f"frame of shape {frame.shape} against a reference of "
                          f"{ref.image.shape}")
@@ -525,6 +530,14 @@ def difference(frame: np.ndarray, ref: Reference, shift: tuple[float, float] | N
     diff -= _residual_background(diff, ref.stars)
     diff -= _systematics(diff, ref.basis, ref.fit_pixels)
     sigma = _frame_noise(diff, ref)
+    if cosmic and (hit := cosmic_rays(diff, sigma)).any():
+        # The aligned pixel (y, x) is the frame's (y − dy, x − dx), to a fraction of a pixel.
+        yy, xx = np.nonzero(hit)
+        ny, nx = frame.shape
+        raw = frame.astype(np.float32, copy=True)
+        raw[np.clip(np.round(yy - shift[0]).astype(int), 0, ny - 1),
+            np.clip(np.round(xx - shift[1]).astype(int), 0, nx - 1)] = np.nan
+        return difference(raw, ref, shift, matched)
     s = diff / sigma
     s[~np.isfinite(s)] = 0.0
     # Pixels a shift brought in from beyond the edge, and those whose background the mesh
@@ -618,6 +631,29 @@ def detect(d: Difference, frame: int = 0, threshold: float = DETECT_SIGMA, n_pix
                                       peak, flux, area, elong]))
     table = np.concatenate(parts) if parts else np.zeros((0, len(DETECTION_FIELDS)))
     return {k: table[:, i] for i, k in enumerate(DETECTION_FIELDS)}
+
+
+#: A cosmic ray's pixel is this many times brighter than the mean of its 8 neighbours less
+#: the brightest of them (a hit of 2 or 3 pixels), or than its noise; a source seen through
+#: the optics, however sharp (TESS's undersampled PSF, σ ≈ 0.85 px), at most about 4 times.
+COSMIC_CONTRAST = 6.0
+
+
+def cosmic_rays(diff: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """Pixels of a difference ``diff`` (noise ``sigma`` per pixel; both shape (ny, nx)) hit by
+    cosmic rays, bool, shape (ny, nx): positive and sharper than any source seen through the
+    optics (:data:`COSMIC_CONTRAST`), with their 8 neighbours. A frame from the ground or a
+    space telescope holds tens of them; TESS's FFIs are cleaned of them on board."""
+    diff = np.nan_to_num(diff, nan=0.0)
+    ny, nx = diff.shape
+    pad = np.pad(diff, 1)
+    around = [pad[1 + dy:1 + dy + ny, 1 + dx:1 + dx + nx]
+              for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+    brightest = np.maximum.reduce(around)
+    rest = (np.add.reduce(around) - brightest) / 7.0
+    noise = np.nan_to_num(sigma, nan=np.inf)
+    hit = diff > COSMIC_CONTRAST * np.maximum(rest, noise)
+    return ndimage.binary_dilation(hit, np.ones((3, 3), bool)) if hit.any() else hit
 
 
 def _centroid(img: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

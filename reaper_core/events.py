@@ -1289,7 +1289,7 @@ def _differences(stack, ref: Reference, frames: Iterable[int], shifts: np.ndarra
         if frame is None or (skip is None and not np.isfinite(frame).any()):
             return None
         return make_difference(frame, ref, shift=None if shifts is None else tuple(shifts[i]),
-                               matched=matched)
+                               matched=matched, cosmic=stack.has_cosmic_rays)
 
     items = ((i, None if skip is not None and skip[i] else stack.frame(i)) for i in frames)
     return map_ordered(diff, items, _frame_threads(ref))

@@ -115,6 +115,12 @@ class Stack:
         return time_gaps(self.times, factor)
 
     @property
+    def has_cosmic_rays(self) -> bool:
+        """Whether its frames may hold cosmic rays: those of other instruments than TESS,
+        whose FFIs (and TESScut cubes cut from them) are cleaned of them on board."""
+        return self.cube is None and self.sector is None
+
+    @property
     def offset(self) -> tuple[int, int]:
         """(x0, y0): the stored-array pixel of the science region's first pixel."""
         if self.science is None:
