@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import ndimage
@@ -389,3 +389,70 @@ def add_sine_star(sim: SimulatedStack, x: float, y: float, snr: float,
     # A matched-filter S/N of ``snr``: snr σ / √Σpsf².
     sim.frames += (snr * noise / np.sqrt((psf**2).sum()) * wave)[:, None, None] * psf
     return wave
+
+
+def field_night(field_image: np.ndarray, header: Any, folder: str | Path, *,
+                offsets: list[tuple[int, int]], angles: list[float] | None = None,
+                size: int = 192, corner: tuple[int, int] = (300, 300),
+                transient: tuple[float, float] = (120.0, 100.0), transient_frames=(3, 4, 5),
+                amplitude: float = 400.0, cosmic_rays: int = 0, noise: float = 3.0,
+                seed: int = 0) -> tuple[list[Path], list[tuple[np.ndarray, np.ndarray]]]:
+    """A night of a real field from the ground or a space telescope, written as one FITS file
+    a frame: ``size``² px of ``field_image`` (its pixel ``corner`` (row, column) at the first
+    frame's origin) at the position angles ``angles`` (degrees; default 0) and offsets
+    ``offsets`` ((dy, dx) px: a dither), resampled from it (cubic), ten minutes apart
+    (``DATE-OBS``, ``EXPTIME``), with Gaussian noise ``noise``, ``cosmic_rays`` hits a frame
+    (one or two pixels, 200–3,000 counts, none within 8 px of the transient) and a transient
+    of peak ``amplitude`` (σ 1.5 px) fixed on the sky at pixel ``transient`` (x, y) of the
+    first frame, in ``transient_frames``. With ``header`` (the field's celestial WCS, a
+    linear CD matrix), each frame carries its own WCS, turned and shifted with it.
+
+    Returns the paths, in time order (``folder``/f0.fits …), and each frame's cosmic rays
+    (rows, columns of their first pixels).
+    """
+    from astropy import units as u
+    from astropy.io import fits
+    from astropy.time import Time
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    angles = angles or [0.0] * len(offsets)
+    rng = np.random.default_rng(seed)
+    t0 = Time("2006-04-13T06:00:00", scale="utc")
+    y, x = np.mgrid[:size, :size].astype(float)
+    c = (size - 1) / 2
+    tx, ty = corner[1] + transient[0], corner[0] + transient[1]  # on the field
+    paths, hits = [], []
+    for i, (angle, (oy, ox)) in enumerate(zip(angles, offsets, strict=True)):
+        t = np.radians(angle)
+        turn = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])  # (x, y) → field
+        b = np.array([corner[1] + c + ox, corner[0] + c + oy]) - turn @ np.array([c, c])
+        frame = ndimage.map_coordinates(
+            field_image.astype(np.float32), [turn[1, 0] * x + turn[1, 1] * y + b[1],
+                                             turn[0, 0] * x + turn[0, 1] * y + b[0]],
+            order=3, mode="nearest")
+        frame += rng.normal(0, noise, frame.shape)
+        px, py = np.linalg.solve(turn, np.array([tx, ty]) - b)
+        if i in transient_frames:
+            frame += amplitude * np.exp(-((x - px) ** 2 + (y - py) ** 2) / (2 * 1.5**2))
+        hy, hx = rng.integers(5, size - 6, (2, 3 * cosmic_rays))
+        far = np.hypot(hx - px, hy - py) > 8
+        hy, hx = hy[far][:cosmic_rays], hx[far][:cosmic_rays]
+        frame[hy, hx] += rng.uniform(200, 3000, len(hy))
+        two = rng.random(len(hy)) < 0.5
+        frame[hy[two] + 1, hx[two]] += rng.uniform(100, 1000, int(two.sum()))
+        hits.append((hy, hx))
+        cards = {"DATE-OBS": (t0 + i * 600 * u.s).isot, "EXPTIME": 60.0}
+        if header is not None:
+            cd0 = np.array([[header["CD1_1"], header["CD1_2"]], [header["CD2_1"], header["CD2_2"]]])
+            crpix = np.linalg.solve(turn, np.array([header["CRPIX1"] - 1,
+                                                    header["CRPIX2"] - 1]) - b) + 1
+            cd = cd0 @ turn
+            cards.update({"CTYPE1": header["CTYPE1"], "CTYPE2": header["CTYPE2"],
+                          "CRVAL1": header["CRVAL1"], "CRVAL2": header["CRVAL2"],
+                          "CRPIX1": crpix[0], "CRPIX2": crpix[1], "CD1_1": cd[0, 0],
+                          "CD1_2": cd[0, 1], "CD2_1": cd[1, 0], "CD2_2": cd[1, 1]})
+        paths.append(folder / f"f{i}.fits")
+        fits.PrimaryHDU(frame.astype(np.float32), header=fits.Header(cards)).writeto(
+            paths[-1], overwrite=True)
+    return paths, hits
