@@ -231,6 +231,8 @@ class Reference:
     sharp_pixels : ndarray of int
         Flat indices of the pixels where ``sharp`` is largest, where each frame's misfit is
         measured (:func:`_misfit_pixels`, :func:`_frame_noise`).
+    star_contrast : float
+        How sharp its stars are (:func:`star_contrast`), what a cosmic ray must beat.
     """
 
     image: np.ndarray
@@ -243,6 +245,7 @@ class Reference:
     fit_pixels: np.ndarray
     sharp: np.ndarray | None
     sharp_pixels: np.ndarray
+    star_contrast: float = float("nan")
 
 
 def build_reference(stack, n_sample: int = 25, progress: ProgressFn = noop) -> Reference:
@@ -289,7 +292,7 @@ def build_reference(stack, n_sample: int = 25, progress: ProgressFn = noop) -> R
     sharp = basis[1] ** 2 + basis[2] ** 2 + basis[3] ** 2 if len(basis) >= 4 else None
     return Reference(image=image.astype(np.float32), sigma=sigma, anchor=anchor, frames=pick,
                      faint=faint, stars=stars, basis=basis, fit_pixels=fit_pixels, sharp=sharp,
-                     sharp_pixels=_misfit_pixels(sharp))
+                     sharp_pixels=_misfit_pixels(sharp), star_contrast=star_contrast(image))
 
 
 def _nanmedian_frames(frames: np.ndarray) -> np.ndarray:
@@ -530,7 +533,7 @@ def difference(frame: np.ndarray, ref: Reference, shift: tuple[float, float] | N
     diff -= _residual_background(diff, ref.stars)
     diff -= _systematics(diff, ref.basis, ref.fit_pixels)
     sigma = _frame_noise(diff, ref)
-    if cosmic and (hit := cosmic_rays(diff, sigma)).any():
+    if cosmic and (hit := cosmic_rays(diff, sigma, ref.star_contrast)).any():
         # The aligned pixel (y, x) is the frame's (y − dy, x − dx), to a fraction of a pixel.
         yy, xx = np.nonzero(hit)
         ny, nx = frame.shape
@@ -634,25 +637,51 @@ def detect(d: Difference, frame: int = 0, threshold: float = DETECT_SIGMA, n_pix
 
 
 #: A cosmic ray's pixel is this many times brighter than the mean of its 8 neighbours less
-#: the brightest of them (a hit of 2 or 3 pixels), or than its noise; a source seen through
-#: the optics, however sharp (TESS's undersampled PSF, σ ≈ 0.85 px), at most about 4 times.
+#: the brightest of them (a hit of 2 or 3 pixels), or than its noise — and
+#: :data:`COSMIC_OVER_STARS` times the field's stars' typical contrast, where that is more
+#: (an undersampled PSF: TESS's stars reach about 4, Kepler's about 5 to 6).
 COSMIC_CONTRAST = 6.0
+#: (See :data:`COSMIC_CONTRAST`.)
+COSMIC_OVER_STARS = 1.6
 
 
-def cosmic_rays(diff: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    """Pixels of a difference ``diff`` (noise ``sigma`` per pixel; both shape (ny, nx)) hit by
-    cosmic rays, bool, shape (ny, nx): positive and sharper than any source seen through the
-    optics (:data:`COSMIC_CONTRAST`), with their 8 neighbours. A frame from the ground or a
-    space telescope holds tens of them; TESS's FFIs are cleaned of them on board."""
-    diff = np.nan_to_num(diff, nan=0.0)
-    ny, nx = diff.shape
-    pad = np.pad(diff, 1)
+def _neighbours(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the brightest of each pixel's 8 neighbours, the mean of the other 7), both shape of
+    ``img`` (zero beyond its edge)."""
+    ny, nx = img.shape
+    pad = np.pad(img, 1)
     around = [pad[1 + dy:1 + dy + ny, 1 + dx:1 + dx + nx]
               for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
     brightest = np.maximum.reduce(around)
-    rest = (np.add.reduce(around) - brightest) / 7.0
+    return brightest, (np.add.reduce(around) - brightest) / 7.0
+
+
+def star_contrast(image: np.ndarray) -> float:
+    """The median contrast of the stars of a sky-subtracted ``image`` (shape (ny, nx)): the
+    peak of each local maximum over 20 × the image's robust σ over the mean of its 8
+    neighbours less the brightest; NaN with fewer than 5 such stars."""
+    img = np.nan_to_num(image, nan=0.0)
+    brightest, rest = _neighbours(img)
+    peak = (img >= brightest) & (img > 20 * robust_std(img, max(1, img.size // 200_000)))
+    peak &= rest > 0
+    if peak.sum() < 5:
+        return float("nan")
+    return float(np.median(img[peak] / rest[peak]))
+
+
+def cosmic_rays(diff: np.ndarray, sigma: np.ndarray, stars: float = float("nan")
+                ) -> np.ndarray:
+    """Pixels of a difference ``diff`` (noise ``sigma`` per pixel; both shape (ny, nx)) hit by
+    cosmic rays, bool, shape (ny, nx): positive and sharper than any source seen through the
+    optics (:data:`COSMIC_CONTRAST`; ``stars``: the field's :func:`star_contrast`), with
+    their 8 neighbours. A frame from the ground or a space telescope holds tens of them;
+    TESS's FFIs are cleaned of them on board."""
+    diff = np.nan_to_num(diff, nan=0.0)
+    _, rest = _neighbours(diff)
+    contrast = max(COSMIC_CONTRAST, COSMIC_OVER_STARS * stars) if stars == stars \
+        else COSMIC_CONTRAST
     noise = np.nan_to_num(sigma, nan=np.inf)
-    hit = diff > COSMIC_CONTRAST * np.maximum(rest, noise)
+    hit = diff > contrast * np.maximum(rest, noise)
     return ndimage.binary_dilation(hit, np.ones((3, 3), bool)) if hit.any() else hit
 
 

@@ -395,17 +395,19 @@ def field_night(field_image: np.ndarray, header: Any, folder: str | Path, *,
                 offsets: list[tuple[int, int]], angles: list[float] | None = None,
                 size: int = 192, corner: tuple[int, int] = (300, 300),
                 transient: tuple[float, float] = (120.0, 100.0), transient_frames=(3, 4, 5),
-                amplitude: float = 400.0, cosmic_rays: int = 0, noise: float = 3.0,
-                seed: int = 0) -> tuple[list[Path], list[tuple[np.ndarray, np.ndarray]]]:
+                amplitude: float = 400.0, psf_sigma: float = 1.5, cosmic_rays: int = 0,
+                noise: float = 3.0, seed: int = 0
+                ) -> tuple[list[Path], list[tuple[np.ndarray, np.ndarray]]]:
     """A night of a real field from the ground or a space telescope, written as one FITS file
     a frame: ``size``² px of ``field_image`` (its pixel ``corner`` (row, column) at the first
     frame's origin) at the position angles ``angles`` (degrees; default 0) and offsets
     ``offsets`` ((dy, dx) px: a dither), resampled from it (cubic), ten minutes apart
     (``DATE-OBS``, ``EXPTIME``), with Gaussian noise ``noise``, ``cosmic_rays`` hits a frame
     (one or two pixels, 200–3,000 counts, none within 8 px of the transient) and a transient
-    of peak ``amplitude`` (σ 1.5 px) fixed on the sky at pixel ``transient`` (x, y) of the
-    first frame, in ``transient_frames``. With ``header`` (the field's celestial WCS, a
-    linear CD matrix), each frame carries its own WCS, turned and shifted with it.
+    of peak ``amplitude`` (a Gaussian of σ ``psf_sigma`` px) fixed on the sky at pixel
+    ``transient`` (x, y) of the first frame, in ``transient_frames``. With ``header`` (the
+    field's celestial WCS, a linear CD matrix), each frame carries its own WCS, turned and
+    shifted with it.
 
     Returns the paths, in time order (``folder``/f0.fits …), and each frame's cosmic rays
     (rows, columns of their first pixels).
@@ -434,7 +436,7 @@ def field_night(field_image: np.ndarray, header: Any, folder: str | Path, *,
         frame += rng.normal(0, noise, frame.shape)
         px, py = np.linalg.solve(turn, np.array([tx, ty]) - b)
         if i in transient_frames:
-            frame += amplitude * np.exp(-((x - px) ** 2 + (y - py) ** 2) / (2 * 1.5**2))
+            frame += amplitude * np.exp(-((x - px) ** 2 + (y - py) ** 2) / (2 * psf_sigma**2))
         hy, hx = rng.integers(5, size - 6, (2, 3 * cosmic_rays))
         far = np.hypot(hx - px, hy - py) > 8
         hy, hx = hy[far][:cosmic_rays], hx[far][:cosmic_rays]

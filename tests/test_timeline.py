@@ -1423,6 +1423,7 @@ def test_the_kind_of_a_brightening_is_read_from_its_light_curve():
 
 
 ISAAC = REAL_DATA / "other" / "isaac_vlt_crowded_field.fits"
+KEPLER = REAL_DATA / "kepler" / "kplr-ffi_ch01_test.fits"
 
 
 def _isaac_frames(folder: Path, n: int = 8, cards: dict | None = None) -> list[Path]:
@@ -1609,6 +1610,27 @@ def test_cosmic_rays_of_frames_from_the_ground_are_no_events(tmp_path):
     d = difference(stack.frame(4), build_reference(stack))
     mask = cosmic_rays(d.diff, d.sigma)
     assert mask[hits[4]].all() and not mask[97:104, 117:124].any()
+
+
+@pytest.mark.skipif(not KEPLER.exists(), reason="../shared/data/ is not beside the checkout")
+def test_cosmic_rays_beside_an_undersampled_field(tmp_path):
+    """On Kepler's real field, whose undersampled stars are sharper than ISAAC's (the median
+    star's peak 4.6 times its neighbours'), a cosmic ray must be sharper than 1.6 times that:
+    the 20 hits of each frame are no events, a transient as sharp as the field's stars is
+    the one event."""
+    from reaper_core.difference import build_reference
+    from reaper_core.simulate_stack import field_night
+
+    image = fits.getdata(KEPLER, 1).astype(np.float32)
+    noise = 1.4826 * float(np.median(np.abs(image - np.median(image))))
+    paths, _ = field_night(image, None, tmp_path / "night", offsets=[(0, 0)] * 10, size=160,
+                           corner=(20, 20), transient=(80.0, 70.0), amplitude=30 * noise,
+                           psf_sigma=0.65, noise=0.3 * noise, cosmic_rays=20)
+    stack = stack_from_files(paths)
+    assert 4 < build_reference(stack).star_contrast < 5
+    events = search_stack(stack).events
+    assert len(events) == 1 and events[0].kind == "transient"
+    assert (events[0].x, events[0].y) == pytest.approx((80, 70), abs=0.5)
 
 
 def _night(folder: Path, offsets: list[tuple[int, int]], **kwargs):
