@@ -232,7 +232,8 @@ class Reference:
         Flat indices of the pixels where ``sharp`` is largest, where each frame's misfit is
         measured (:func:`_misfit_pixels`, :func:`_frame_noise`).
     star_contrast : float
-        How sharp its stars are (:func:`star_contrast`), what a cosmic ray must beat.
+        How sharp its stars are (:func:`star_contrast`), what a cosmic ray must beat (NaN in
+        a stack without cosmic rays: TESS's).
     """
 
     image: np.ndarray
@@ -292,7 +293,8 @@ def build_reference(stack, n_sample: int = 25, progress: ProgressFn = noop) -> R
     sharp = basis[1] ** 2 + basis[2] ** 2 + basis[3] ** 2 if len(basis) >= 4 else None
     return Reference(image=image.astype(np.float32), sigma=sigma, anchor=anchor, frames=pick,
                      faint=faint, stars=stars, basis=basis, fit_pixels=fit_pixels, sharp=sharp,
-                     sharp_pixels=_misfit_pixels(sharp), star_contrast=star_contrast(image))
+                     sharp_pixels=_misfit_pixels(sharp),
+                     star_contrast=star_contrast(image) if stack.has_cosmic_rays else np.nan)
 
 
 def _nanmedian_frames(frames: np.ndarray) -> np.ndarray:
@@ -641,7 +643,8 @@ def detect(d: Difference, frame: int = 0, threshold: float = DETECT_SIGMA, n_pix
 #: :data:`COSMIC_OVER_STARS` times the field's stars' typical contrast, where that is more
 #: (an undersampled PSF: TESS's stars reach about 4, Kepler's about 5 to 6).
 COSMIC_CONTRAST = 6.0
-#: (See :data:`COSMIC_CONTRAST`.)
+#: Times the median contrast of the field's own stars (:func:`star_contrast`) that a cosmic
+#: ray must also beat.
 COSMIC_OVER_STARS = 1.6
 
 
