@@ -54,11 +54,16 @@ def _ingest_child(path: str, db: str, queue) -> None:
     report = reaper.ingest([path], progress=progress)
     total = time.perf_counter() - t0
     stages[last[1]] = stages.get(last[1], 0) + time.perf_counter() - last[0]
-    r = report.results[0]
+    # A file of several images (the HST file's three bands) has a result for each.
+    results = report.results
+    statuses = sorted({r.status for r in results})
+    anomalies = [r.n_anomalies for r in results if r.n_anomalies is not None]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put({"status": r.status, "message": r.message, "objects": r.n_cutouts,
-               "anomalies": r.n_anomalies, "seconds": total, "stages": stages,
-               "peak_mb": peak_mb})
+    queue.put({"status": "/".join(statuses) + (f" ({len(results)} images)"
+                                               if len(results) > 1 else ""),
+               "message": results[0].message, "objects": sum(r.n_cutouts for r in results),
+               "anomalies": sum(anomalies) if anomalies else None, "seconds": total,
+               "stages": stages, "peak_mb": peak_mb})
 
 
 def ingest_in_child(path: Path) -> dict:
