@@ -421,6 +421,12 @@ def _planes(hdu: Any) -> int:
     return axes[2]
 
 
+def _largest(shapes: dict[int, tuple[int, int]]) -> int:
+    """The HDU of the largest image of ``shapes`` ({HDU: (rows, columns)}), the first of
+    equal ones."""
+    return max(shapes, key=lambda i: (shapes[i][0] * shapes[i][1], -i))
+
+
 def _is_cube(hdu: Any) -> bool:
     return isinstance(hdu, fits.BinTableHDU) and "FLUX" in [c.upper() for c in hdu.columns.names]
 
@@ -443,7 +449,7 @@ def _image_from_hdus(hdul: fits.HDUList, name: str,
     elif cubes:
         chosen = cubes[0]
     elif images:
-        chosen = max(images, key=lambda i: (shapes[i][0] * shapes[i][1], -i))
+        chosen = _largest({i: shapes[i] for i in images})
     elif planes:
         chosen = min(planes)
     else:
@@ -507,7 +513,7 @@ def separate_images(path: str | Path, max_bytes: int = 512_000_000) -> list[int]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
-                found = []
+                found: dict[int, tuple[tuple[int, int], bool, str]] = {}
                 declared = 0
                 for i, each in enumerate(hdul):
                     if _is_cube(each):
@@ -518,18 +524,18 @@ def separate_images(path: str | Path, max_bytes: int = 512_000_000) -> list[int]
                     if declared > max_bytes:
                         return []  # too large to read: the read says so
                     if (shape := _image_shape(each)) and min(shape) >= MIN_SIDE:
-                        found.append((i, shape, int(each.header.get("BITPIX", 0)) < 0,
-                                      str(each.header.get("EXTNAME", "") if i else "").strip()))
+                        found[i] = (shape, int(each.header.get("BITPIX", 0)) < 0,
+                                    str(each.header.get("EXTNAME", "") if i else "").strip())
                 primary = hdul[0].header
     except Exception:
         return []
     if len(found) < 2 or str(primary.get("TELESCOP", "")).strip().upper() == "TESS":
         return []
-    first = max(found, key=lambda f: (f[1][0] * f[1][1], -f[0]))
-    alike = [f for f in found if f[1:3] == first[1:3]]
-    science = [f for f in alike if f[3].upper() == "SCI"]
-    keep = science or [f for f in alike if f is first or not _ancillary(f[3])]
-    return [f[0] for f in keep] if len(keep) > 1 else []
+    first = _largest({i: f[0] for i, f in found.items()})
+    alike = [i for i, f in found.items() if f[:2] == found[first][:2]]
+    science = [i for i in alike if found[i][2].upper() == "SCI"]
+    keep = science or [i for i in alike if i == first or not _ancillary(found[i][2])]
+    return keep if len(keep) > 1 else []
 
 
 def read_fits(
