@@ -31,7 +31,7 @@ uploads = st.file_uploader("FITS files", accept_multiple_files=True, key="upload
 
 new = [u for u in (uploads or []) if u.file_id not in done]
 if new:
-    overall = st.progress(0.0, text=f"0 of {len(new)} files")  # then of their images
+    overall = st.progress(0.0, text=f"0 of {len(new)} files")
     box: dict = {}
 
     def on_file(i: int, n: int, name: str) -> None:
@@ -49,7 +49,7 @@ if new:
         if "status" in box:
             box["status"].update(label=f"{widgets.plain(result.name)}: {result.status}",
                                  state=state_)
-        overall.progress((i + 1) / n, text=f"{i + 1} of {n} images")
+        overall.progress((i + 1) / n, text=f"{i + 1} of {n} done")
 
     with st.spinner("Ingesting…"):
         report = state.reaper().ingest_uploads([(u.name, u.getvalue()) for u in new],
