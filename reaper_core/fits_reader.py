@@ -266,19 +266,29 @@ def btjd_offset(headers: list[fits.Header]) -> float:
     return 0.0 if ref is None else ref + (_float_card(headers, "BJDREFF") or 0.0) - BTJD_ZERO
 
 
-def _utc_days(headers: list[fits.Header], mjd_key: str, date_key: str) -> float | None:
-    """``mjd_key`` (MJD) or ``date_key`` (ISO date and time, UTC) as JD − 2457000, or None."""
-    mjd = _float_card(headers, mjd_key)
+def _utc_days(headers: list[fits.Header], mjd_keys: tuple[str, ...],
+              date_keys: tuple[str, ...], time_keys: tuple[str, ...] = ()) -> float | None:
+    """The first of ``mjd_keys`` (MJD) or of ``date_keys`` (ISO date and time, UTC; a date
+    alone with the time of day from one of ``time_keys``) as JD − 2457000, or None."""
+    mjd = _float_card(headers, *mjd_keys)
     if mjd is not None:
         return mjd + MJD_ZERO - BTJD_ZERO
     from astropy.time import Time
 
     for hdr in headers:
-        value = hdr.get(date_key)
-        if isinstance(value, str) and "T" in value:
+        for key in date_keys:
+            value = hdr.get(key)
+            if not isinstance(value, str) or not value.strip():
+                continue
+            value = value.strip().rstrip("Z")
+            if "T" not in value:  # a date alone: its time of day in another card (HST, IRAF)
+                clock = next((str(hdr[k]).strip() for k in time_keys
+                              if isinstance(hdr.get(k), str) and ":" in hdr[k]), None)
+                if clock is None:
+                    continue
+                value = f"{value}T{clock}"
             try:
-                return float(Time(value.strip().rstrip("Z"), format="isot", scale="utc").jd
-                             - BTJD_ZERO)
+                return float(Time(value, format="isot", scale="utc").jd - BTJD_ZERO)
             except ValueError:
                 continue
     return None
@@ -287,18 +297,21 @@ def _utc_days(headers: list[fits.Header], mjd_key: str, date_key: str) -> float 
 def observation_times(headers: list[fits.Header]) -> tuple[float | None, float | None]:
     """(start, stop) of the exposure in BTJD days, from the first of ``headers`` that says:
     ``TSTART``/``TSTOP`` (TICA: ``STARTTJD``/``ENDTJD``) on the header's BJD reference
-    (:func:`btjd_offset`), else ``MJD-OBS`` or ``DATE-OBS`` with ``MJD-END``, ``DATE-END`` or
-    ``EXPTIME`` (s) — UTC, not barycentric (within ±8.3 minutes of BJD), what a ground-based
-    frame's header gives. None for what is not known."""
+    (:func:`btjd_offset`), else ``MJD-OBS``, ``MJD-BEG`` or ``EXPSTART`` (MJD: JWST, HST),
+    ``DATE-OBS`` or ``DATE-BEG`` (a date alone with ``TIME-OBS``, ``UT`` or ``UTSTART``), with
+    ``MJD-END``, ``EXPEND``, ``DATE-END`` or ``EXPTIME`` (s) — UTC, not barycentric (within
+    ±8.3 minutes of BJD), what a frame of another observatory gives. None for what is not
+    known."""
     start = _float_card(headers, "TSTART", "STARTTJD")
     if start is not None:
         offset = btjd_offset(headers)
         stop = _float_card(headers, "TSTOP", "ENDTJD")
         return start + offset, None if stop is None else stop + offset
-    start = _utc_days(headers, "MJD-OBS", "DATE-OBS")
+    start = _utc_days(headers, ("MJD-OBS", "MJD-BEG", "EXPSTART"), ("DATE-OBS", "DATE-BEG"),
+                      ("TIME-OBS", "UT", "UTSTART"))
     if start is None:
         return None, None
-    stop = _utc_days(headers, "MJD-END", "DATE-END")
+    stop = _utc_days(headers, ("MJD-END", "EXPEND"), ("DATE-END",))
     exposure = _float_card(headers, "EXPTIME")
     if stop is None and exposure is not None and exposure > 0:
         stop = start + exposure / 86400.0

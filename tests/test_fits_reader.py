@@ -373,3 +373,30 @@ def test_sky_positions_in_icrs_whatever_the_wcs_frame(tmp_path):
         sep = np.hypot((table["ra"] - 266.405) * np.cos(np.radians(28.936)),
                        table["dec"] + 28.936) * 3600
         assert len(table) > 50 and sep.max() < 40
+
+
+def test_times_of_space_telescopes_and_older_headers(tmp_path):
+    """HST's EXPSTART/EXPEND and JWST's MJD-BEG/MJD-END (MJD), and a DATE-OBS that is a date
+    alone with the time of day in TIME-OBS or UT (HST, IRAF): each frame has its time (they
+    had none, and could not be stacked), and three such frames stack in time order."""
+    from reaper_core.stacks import stack_from_files
+
+    rng = np.random.default_rng(0)
+    btjd = 2400000.5 - 2457000
+
+    def frame(name, **cards):
+        return _write(tmp_path, name, [fits.PrimaryHDU(rng.normal(100, 5, (64, 64)),
+                                                       header=fits.Header(cards))])
+
+    hst = read_fits(frame("hst.fits", **{"DATE-OBS": "2004-06-01", "TIME-OBS": "12:00:00",
+                                         "EXPSTART": 53157.5, "EXPEND": 53157.51}))
+    assert (hst.tstart, hst.tstop) == pytest.approx((53157.5 + btjd, 53157.51 + btjd))
+    jwst = read_fits(frame("jwst.fits", **{"MJD-BEG": 60000.25, "MJD-END": 60000.26}))
+    assert (jwst.tstart, jwst.tstop) == pytest.approx((60000.25 + btjd, 60000.26 + btjd))
+    paths = [frame(f"old{i}.fits", **{"DATE-OBS": "2004-06-01", key: clock, "EXPTIME": 60.0})
+             for i, (key, clock) in enumerate([("TIME-OBS", "12:20:00"), ("UT", "12:00:00"),
+                                               ("TIME-OBS", "12:10:00")])]
+    assert read_fits(paths[1]).tstart == pytest.approx(53157.5 + btjd)
+    stack = stack_from_files(paths)
+    assert [f.name for f in stack.frames] == ["old1.fits", "old2.fits", "old0.fits"]
+    assert np.diff(stack.times) * 1440 == pytest.approx([10, 10], abs=1e-6)
