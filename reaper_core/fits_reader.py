@@ -45,9 +45,9 @@ MIN_SIDE = 16
 PADDING_MIN_PX = 64
 #: Header cards shown to a person (gallery detail view).
 KEY_CARDS = (
-    "TELESCOP", "INSTRUME", "OBJECT", "FILTER", "FILTER1", "FILTER2", "SECTOR", "CAMERA", "CCD",
-    "CAMNUM", "CCDNUM", "DATE-OBS", "DATE-END", "TSTART", "TSTOP", "EXPOSURE", "BUNIT", "CTYPE1",
-    "CTYPE2", "CRVAL1", "CRVAL2",
+    "TELESCOP", "INSTRUME", "OBJECT", "TARGNAME", "FILTER", "FILTER1", "FILTER2", "SECTOR",
+    "CAMERA", "CCD", "CAMNUM", "CCDNUM", "DATE-OBS", "DATE-END", "TSTART", "TSTOP", "EXPOSURE",
+    "BUNIT", "CTYPE1", "CTYPE2", "CRVAL1", "CRVAL2",
 )
 #: The cards of :data:`KEY_CARDS` that name a frame's filter (HST's ACS has two wheels).
 FILTER_CARDS = ("FILTER", "FILTER1", "FILTER2")

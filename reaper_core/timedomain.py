@@ -245,13 +245,14 @@ def stack_for_row(row: store.ImageStack) -> Stack:
 def field_of(record: store.FitsFile) -> tuple[str, str, str, str] | None:
     """(telescope, instrument, object, filter) of a stored frame that is not TESS's, from its
     header cards: frames of one field through one filter that make a stack together (with
-    their size); None without an ``OBJECT`` — unrelated frames of one size are never stacked.
+    their size); None without an ``OBJECT`` (HST's and JWST's: ``TARGNAME``) — unrelated
+    frames of one size are never stacked.
     (Frames of a field taken through several filters in turn are a stack for each: every
     star would otherwise change from one to the next.)"""
     from .fits_reader import FILTER_CARDS
 
     cards = json.loads(record.header_json or "{}")
-    obj = str(cards.get("OBJECT", "")).strip()
+    obj = str(cards.get("OBJECT", "")).strip() or str(cards.get("TARGNAME", "")).strip()
     if not obj:
         return None
     band = " ".join(v for k in FILTER_CARDS if (v := str(cards.get(k, "")).strip()))

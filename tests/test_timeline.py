@@ -1494,6 +1494,19 @@ def test_frames_of_one_field_stack_on_ingest(tmp_path):
 
 
 @pytest.mark.skipif(not ISAAC.exists(), reason="../shared/data/ is not beside the checkout")
+def test_frames_named_as_space_telescopes_name_them_stack(tmp_path):
+    """HST's and JWST's frames name their field TARGNAME, not OBJECT, and ACS its filters
+    FILTER1 and FILTER2: such frames stack on ingest, named with them (they never did)."""
+    cards = {"TARGNAME": "NGC6334", "TELESCOP": "HST", "INSTRUME": "ACS", "FILTER1": "F606W",
+             "FILTER2": "CLEAR2L"}
+    (tmp_path / "visit").mkdir()
+    reaper = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'h.db'}", load_demo=0))
+    reaper.ingest(_isaac_frames(tmp_path / "visit", 4, cards))
+    assert [(s["stack"], s["frames"]) for s in reaper.stacks()] == [
+        ("NGC6334 (HST ACS, F606W CLEAR2L)", 4)]
+
+
+@pytest.mark.skipif(not ISAAC.exists(), reason="../shared/data/ is not beside the checkout")
 def test_frames_of_a_field_through_two_filters_are_two_stacks(tmp_path):
     """A night of one field through J and Ks in turn (in Ks 1.6 times brighter, each star by
     its colour): a stack for each filter, named with it, the transient first in each (88σ and
