@@ -19,6 +19,9 @@ satellite    single_frame   a streak across part of one frame
 
 Each event's ``peak_sigma`` is measured the way :mod:`.difference` measures detections: the
 PSF-matched-filter signal-to-noise of the event's own pixels at its peak frame.
+
+:func:`field_night` makes frames as other observatories take them, from a real image: a night
+dithered and turned between exposures, hit by cosmic rays, with a transient fixed on the sky.
 """
 
 from __future__ import annotations
