@@ -503,6 +503,8 @@ def stack_from_records(records: Sequence[Any], name: str, science: Any, wcs: Any
     """A stack from stored file records (``FitsFile`` rows with ``stored_path``)."""
     infos = [FrameInfo(str(r.stored_path), r.name, r.sector, r.camera, r.ccd,
                        None if r.tstart is None or r.tstop is None else (r.tstart + r.tstop) / 2,
-                       int(r.quality or 0), (r.ny, r.nx), r.hdu, stored_wcs(r.wcs_header))
+                       int(r.quality or 0), (r.ny, r.nx), r.hdu,
+                       # (what registering frames needs: not TESS's, whose pointing holds)
+                       stored_wcs(r.wcs_header) if r.sector is None else None)
              for r in records]
     return _file_stack(check_frames(infos), name, science, wcs)
