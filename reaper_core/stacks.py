@@ -238,9 +238,11 @@ def stack_from_files(paths: Iterable[str | Path], *, name: str | None = None,
         first = first or img
     infos = check_frames(infos)  # refuses fewer than MIN_FRAMES: ``first`` is a frame
     head = infos[0]
+    field = field_of(first.header_cards) if head.sector is None else None
     chip = "" if hdu is None else f" [{hdu}]"
-    return _file_stack(infos, name or stack_name(head.sector, head.camera, head.ccd) + chip,
-                       first.valid, first.wcs)
+    name = name or (field_name(field) if field else
+                    stack_name(head.sector, head.camera, head.ccd)) + chip
+    return _file_stack(infos, name, first.valid, first.wcs)
 
 
 def _file_stack(infos: list[FrameInfo], name: str, science: Any, wcs: Any) -> Stack:
@@ -429,6 +431,30 @@ def moved(data: np.ndarray, dither: tuple[int, int]) -> np.ndarray:
         out[max(dy, 0):ny + min(dy, 0), max(dx, 0):nx + min(dx, 0)] = \
             data[max(-dy, 0):ny + min(-dy, 0), max(-dx, 0):nx + min(-dx, 0)]
     return out
+
+
+def field_of(cards: dict[str, str]) -> tuple[str, str, str, str] | None:
+    """(telescope, instrument, object, filter) of a frame that is not TESS's, from its header
+    cards (:data:`~reaper_core.fits_reader.KEY_CARDS`): frames of one field through one filter
+    that make a stack together (with their size); None without an ``OBJECT`` (HST's and
+    JWST's: ``TARGNAME``) — unrelated frames of one size are never stacked. (Frames of a
+    field taken through several filters in turn are a stack for each: every star would
+    otherwise change from one to the next.)"""
+    from .fits_reader import FILTER_CARDS
+
+    obj = str(cards.get("OBJECT", "")).strip() or str(cards.get("TARGNAME", "")).strip()
+    if not obj:
+        return None
+    band = " ".join(v for k in FILTER_CARDS if (v := str(cards.get(k, "")).strip()))
+    return (str(cards.get("TELESCOP", "")).strip(), str(cards.get("INSTRUME", "")).strip(), obj,
+            band)
+
+
+def field_name(field: tuple[str, str, str, str]) -> str:
+    """``NGC 6334 (ESO-VLT-U1 ISAAC, Ks)``: a stack of frames of one field (:func:`field_of`)."""
+    telescope, instrument, obj, band = field
+    return (f"{obj} ({' '.join(g for g in (telescope, instrument) if g) or 'frames'}"
+            f"{', ' + band if band else ''})")
 
 
 def stack_name(sector: int | None, camera: int | None, ccd: int | None) -> str:

@@ -24,7 +24,14 @@ from . import store
 from .config import Settings
 from .errors import ReaperError
 from .progress import ProgressFn, noop
-from .stacks import Stack, stack_from_cube, stack_from_records, stack_name
+from .stacks import (
+    Stack,
+    field_name,
+    field_of,
+    stack_from_cube,
+    stack_from_records,
+    stack_name,
+)
 
 #: The event model keeps at least this many events per principal component.
 MIN_EVENTS_PER_COMPONENT = 4
@@ -242,30 +249,12 @@ def stack_for_row(row: store.ImageStack) -> Stack:
                  camera=row.camera, ccd=row.ccd, science=science, wcs=wcs, cube=cube)
 
 
-def field_of(record: store.FitsFile) -> tuple[str, str, str, str] | None:
-    """(telescope, instrument, object, filter) of a stored frame that is not TESS's, from its
-    header cards: frames of one field through one filter that make a stack together (with
-    their size); None without an ``OBJECT`` (HST's and JWST's: ``TARGNAME``) — unrelated
-    frames of one size are never stacked.
-    (Frames of a field taken through several filters in turn are a stack for each: every
-    star would otherwise change from one to the next.)"""
-    from .fits_reader import FILTER_CARDS
-
-    cards = json.loads(record.header_json or "{}")
-    obj = str(cards.get("OBJECT", "")).strip() or str(cards.get("TARGNAME", "")).strip()
-    if not obj:
-        return None
-    band = " ".join(v for k in FILTER_CARDS if (v := str(cards.get(k, "")).strip()))
-    return (str(cards.get("TELESCOP", "")).strip(), str(cards.get("INSTRUME", "")).strip(), obj,
-            band)
-
-
 def auto_stacks(engine: Engine, settings: Settings, added: list[int],
                 progress: ProgressFn = noop) -> list[str]:
     """Search the stacks that the newly ``added`` files (ids) make or grow: each TESScut cube,
     each set of ≥ 3 single-frame files of one sector/camera/CCD and size, and each set of ≥ 3
-    other frames with times of one field (:func:`field_of`) and size. Returns one
-    sentence per stack that could not be searched (the others are stored)."""
+    other frames with times of one field (:func:`~reaper_core.stacks.field_of`) and size.
+    Returns one sentence per stack that could not be searched (the others are stored)."""
     if not added:
         return []
     records = store.file_records(engine)
@@ -282,7 +271,8 @@ def auto_stacks(engine: Engine, settings: Settings, added: list[int],
             continue
         if r.sector is not None and r.ccd is not None:
             groups.setdefault(("ffi", r.sector, r.camera, r.ccd, r.ny, r.nx), []).append(r)
-        elif (field := field_of(r)) is not None:  # (one detector of a mosaic: its HDU)
+        elif (field := field_of(json.loads(r.header_json or "{}"))) is not None:
+            # (one detector of a mosaic: its HDU)
             groups.setdefault(("field", *field, r.hdu, r.ny, r.nx), []).append(r)
     # In a stable order of their keys (str: a camera may be None); the members' reprs were
     # compared too, a cost that grew with every file in the database.
@@ -290,9 +280,8 @@ def auto_stacks(engine: Engine, settings: Settings, added: list[int],
         if len(members) < 3 or not new & {m.id for m in members}:
             continue
         if kind == "field":  # frames of one field, not TESS's
-            telescope, instrument, obj, band, hdu, _, _ = group
-            name = (f"{obj} ({' '.join(g for g in (telescope, instrument) if g) or 'frames'}"
-                    f"{', ' + band if band else ''})")
+            *field, hdu, _, _ = group
+            name = field_name(tuple(field))
             if members[0].name.endswith(f"[{hdu}]"):  # one image of each file: its HDU
                 name += f" [{hdu}]"
             key = "field:" + hashlib.sha256(repr(tuple(group)).encode()).hexdigest()

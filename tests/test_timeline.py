@@ -1566,7 +1566,7 @@ def test_each_chip_of_a_mosaic_makes_its_own_stack(tmp_path):
     other = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'g.db'}", load_demo=0))
     ids = other.search_stack(paths)
     assert [s["stack"] for s in other.stacks()] == [
-        "frames without TESS pointing [1]", "frames without TESS pointing [2]"]
+        "NGC 6334 (ESO-VLT-U1 ISAAC) [1]", "NGC 6334 (ESO-VLT-U1 ISAAC) [2]"]
     for sid, y in zip(ids, (90.7, 159 - 90.7), strict=True):
         events = other.events(sid)
         assert np.hypot(events["x"][0] - 80.3, events["y"][0] - y) < 1.5
