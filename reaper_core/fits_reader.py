@@ -281,6 +281,8 @@ def _utc_days(headers: list[fits.Header], mjd_keys: tuple[str, ...],
             if not isinstance(value, str) or not value.strip():
                 continue
             value = value.strip().rstrip("Z")
+            if old := re.fullmatch(r"(\d\d)/(\d\d)/(\d\d)", value):  # DD/MM/YY: 1900–1999
+                value = f"19{old[3]}-{old[2]}-{old[1]}"
             if "T" not in value:  # a date alone: its time of day in another card (HST, IRAF)
                 clock = next((str(hdr[k]).strip() for k in time_keys
                               if isinstance(hdr.get(k), str) and ":" in hdr[k]), None)
@@ -288,7 +290,9 @@ def _utc_days(headers: list[fits.Header], mjd_keys: tuple[str, ...],
                     continue
                 value = f"{value}T{clock}"
             try:
-                return float(Time(value, format="isot", scale="utc").jd - BTJD_ZERO)
+                with warnings.catch_warnings():  # ERFA's "dubious year" before 1960's UTC
+                    warnings.simplefilter("ignore")
+                    return float(Time(value, format="isot", scale="utc").jd - BTJD_ZERO)
             except ValueError:
                 continue
     return None
@@ -298,7 +302,8 @@ def observation_times(headers: list[fits.Header]) -> tuple[float | None, float |
     """(start, stop) of the exposure in BTJD days, from the first of ``headers`` that says:
     ``TSTART``/``TSTOP`` (TICA: ``STARTTJD``/``ENDTJD``) on the header's BJD reference
     (:func:`btjd_offset`), else ``MJD-OBS``, ``MJD-BEG`` or ``EXPSTART`` (MJD: JWST, HST),
-    ``DATE-OBS`` or ``DATE-BEG`` (a date alone with ``TIME-OBS``, ``UT`` or ``UTSTART``), with
+    ``DATE-OBS`` or ``DATE-BEG`` (a date alone, or in the old ``DD/MM/YY`` form of the plate
+    scans, with ``TIME-OBS``, ``UT`` or ``UTSTART``), with
     ``MJD-END``, ``EXPEND``, ``DATE-END`` or ``EXPTIME`` (s) — UTC, not barycentric (within
     ±8.3 minutes of BJD), what a frame of another observatory gives. None for what is not
     known."""
@@ -634,6 +639,14 @@ def _parse(hdul: fits.HDUList, name: str, max_pixels: int, hdu: int | None = Non
     if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
         raise FITSReadError(name, f"has non-numeric pixel data ({data.dtype})")
     image = np.asarray(data, dtype=np.float32)
+    # An integer image's blank pixels (its BLANK card, scaled as its pixels are): astropy
+    # makes them NaN only where it turns the image into floats, not in an unsigned one.
+    blank = _scaled_blank(header) if data.dtype.kind in "iu" else None
+    blanked = image == blank if blank is not None else None
+    if blanked is not None and blanked.any() and not blanked.all():
+        image[blanked] = np.nan
+    else:
+        blanked = None
     padding = zero_padding(image) if data.dtype.kind == "f" else None
     if padding is not None and padding.all():
         padding = None  # not padding: a constant image, refused below
@@ -668,6 +681,8 @@ def _parse(hdul: fits.HDUList, name: str, max_pixels: int, hdu: int | None = Non
     if padding is not None:
         notes.append(f"{int(padding.sum()):,} pixels of exact zeros at the frame's edge read as "
                      "padding outside the exposed area (no data)")
+    if blanked is not None:
+        notes.append(f"{int(blanked.sum()):,} pixels marked blank (BLANK) read as missing")
     cards = {}
     for key in KEY_CARDS:
         for hdr in headers:
@@ -695,6 +710,18 @@ def _parse(hdul: fits.HDUList, name: str, max_pixels: int, hdu: int | None = Non
         quality=_int_card(headers, "DQUALITY") or 0,
         extra_notes=notes,
     )
+
+
+def _scaled_blank(header: fits.Header) -> float | None:
+    """An integer image's blank value as its pixels read: ``BLANK`` × ``BSCALE`` + ``BZERO``;
+    None without a ``BLANK`` card."""
+    raw = header.get("BLANK")
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        return None
+    scale, zero = header.get("BSCALE", 1), header.get("BZERO", 0)
+    if not isinstance(scale, int | float) or not isinstance(zero, int | float):
+        return None
+    return float(raw * scale + zero)
 
 
 def zero_padding(image: np.ndarray) -> np.ndarray | None:

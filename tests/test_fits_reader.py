@@ -400,3 +400,27 @@ def test_times_of_space_telescopes_and_older_headers(tmp_path):
     stack = stack_from_files(paths)
     assert [f.name for f in stack.frames] == ["old1.fits", "old2.fits", "old0.fits"]
     assert np.diff(stack.times) * 1440 == pytest.approx([10, 10], abs=1e-6)
+
+
+DSS = REAL_DATA / "other" / "dss_poss1_plate_1951.fits"
+
+
+@pytest.mark.skipif(not DSS.exists(), reason="../shared/data/ is not beside the checkout")
+def test_old_plate_dates_and_blank_pixels_of_unsigned_images(tmp_path):
+    """A plate scan's DATE-OBS in the old DD/MM/YY form with its UT (the real 1951 POSS-I
+    plate: 1 December 1951, 04:25 UT) gives its time (it had none); an unsigned 16-bit image's
+    BLANK pixels (BZERO 32768: astropy leaves them as numbers) are missing, said in a note,
+    while an image without BLANK keeps its values."""
+    from astropy.time import Time
+
+    plate = read_fits(DSS)
+    assert plate.tstart == pytest.approx(Time("1951-12-01T04:25:00", scale="utc").jd - 2457000)
+    counts = np.random.default_rng(0).normal(1000, 30, (100, 100)).astype(np.uint16)
+    counts[:10] = 0  # raw −32768 + BZERO 32768: what the blank pixels read as
+    hdu = fits.PrimaryHDU(counts)
+    hdu.header["BLANK"] = -32768
+    img = read_fits(_write(tmp_path, "u16.fits", [hdu]))
+    assert np.isnan(img.data[:10]).all() and np.isfinite(img.data[10:]).all()
+    assert "1,000 pixels marked blank (BLANK) read as missing" in img.notes
+    plain = read_fits(_write(tmp_path, "u16_plain.fits", [fits.PrimaryHDU(counts)]))
+    assert np.isfinite(plain.data).all() and (plain.data[:10] == 0).all()
