@@ -145,21 +145,25 @@ def smooth_background(img: np.ndarray, mesh: int = MESH, filter_size: int = 3,
                           fh=filter_size).back().astype(np.float32)
 
 
+def central_window(img: np.ndarray, box: int) -> np.ndarray:
+    """The central ``box`` × ``box`` pixels of ``img`` (shape (ny, nx); at most all of it),
+    missing ones filled with their median, less that median: what a phase correlation
+    compares."""
+    ny, nx = img.shape
+    h = min(box, ny, nx) // 2
+    a, _ = _filled(img[ny // 2 - h:ny // 2 + h, nx // 2 - h:nx // 2 + h])
+    return a - np.median(a)
+
+
 def measure_shift(anchor: np.ndarray, img: np.ndarray, box: int = SHIFT_BOX
                   ) -> tuple[float, float]:
     """(dy, dx) in pixels that moves ``img`` onto ``anchor`` (both shape (ny, nx)); (0, 0) for
     frames too small to measure (a TESScut cube of a few pixels)."""
     from skimage.registration import phase_cross_correlation
 
-    ny, nx = anchor.shape
-    if min(ny, nx) < 24:
+    if min(anchor.shape) < 24:
         return 0.0, 0.0
-    h = min(box, ny, nx) // 2
-    cy, cx = ny // 2, nx // 2
-    win = (slice(cy - h, cy + h), slice(cx - h, cx + h))
-    a, _ = _filled(anchor[win])
-    b, _ = _filled(img[win])
-    shift, _, _ = phase_cross_correlation(a - np.median(a), b - np.median(b),
+    shift, _, _ = phase_cross_correlation(central_window(anchor, box), central_window(img, box),
                                           upsample_factor=100, normalization=None)
     dy, dx = (float(s) for s in shift)
     if max(abs(dy), abs(dx)) > MAX_SHIFT:  # not a pointing jitter: refuse to move the frame

@@ -273,6 +273,8 @@ def register(stack: Stack, wcs: Sequence[Any] | None = None) -> None:
     (``StackFrame.dither``); the stack is searched where every frame has pixels."""
     from skimage.registration import phase_cross_correlation
 
+    from .difference import central_window
+
     if wcs is not None and len(wcs) == len(stack) and all(w is not None for w in wcs):
         for i in range(1, len(stack)):
             if (warp := _warp_between(wcs[0], wcs[i], stack.shape)) is not None:
@@ -280,13 +282,7 @@ def register(stack: Stack, wcs: Sequence[Any] | None = None) -> None:
 
     def window(i: int) -> np.ndarray:
         f = stack.frames[i]
-        data = warped(stack_frame_pixels(f, stack.shape), f.warp)
-        ny, nx = data.shape
-        h = min(DITHER_BOX, ny, nx) // 2
-        win = data[ny // 2 - h:ny // 2 + h, nx // 2 - h:nx // 2 + h]
-        finite = np.isfinite(win)
-        fill = float(np.median(win[finite])) if finite.any() else 0.0
-        return np.where(finite, win, fill) - fill
+        return central_window(warped(stack_frame_pixels(f, stack.shape), f.warp), DITHER_BOX)
 
     def mismatch(a: np.ndarray, b: np.ndarray) -> float:
         return float(np.nanmedian(np.abs(a - b)))
@@ -356,14 +352,15 @@ def warped(data: np.ndarray, warp: tuple[float, ...] | None) -> np.ndarray:
     map falls outside it or on a missing pixel; ``data`` itself without a warp."""
     from scipy import ndimage
 
+    from .difference import _filled
+
     if warp is None:
         return data
     m = np.array(warp[:4]).reshape(2, 2)
     t = np.array(warp[4:])
-    finite = np.isfinite(data)
-    fill = float(np.median(data[finite])) if finite.any() else 0.0
-    out = ndimage.affine_transform(np.where(finite, data, fill).astype(np.float32), m,
-                                   offset=t, order=3, mode="nearest")
+    filled, finite = _filled(data)
+    out = ndimage.affine_transform(filled.astype(np.float32), m, offset=t, order=3,
+                                   mode="nearest")
     inside = ndimage.affine_transform(finite.astype(np.float32), m, offset=t, order=1,
                                       mode="constant", cval=0.0)
     out[inside < 0.99] = np.nan
