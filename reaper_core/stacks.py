@@ -318,18 +318,13 @@ def _warp_between(first: Any, other: Any, shape: tuple[int, int]
     """The affine map (m00, m01, m10, m11, t0, t1) from the first frame's pixels (row,
     column) to another frame's, fitted to their WCSs on a 5 × 5 grid; None when a shift
     alone would do (to :data:`WARP_MIN_PX`) or the WCSs cannot say."""
-    from .fits_reader import sky_positions
-
     ny, nx = shape
     gy, gx = (g.ravel() for g in np.meshgrid(np.linspace(0, ny - 1, 5),
                                               np.linspace(0, nx - 1, 5), indexing="ij"))
-    ra, dec = sky_positions(first, gx, gy)
     try:
-        from astropy.coordinates import SkyCoord
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            px, py = other.world_to_pixel(SkyCoord(ra, dec, unit="deg", frame="icrs"))
+            px, py = other.world_to_pixel(first.pixel_to_world(gx, gy))
     except Exception:
         return None
     py, px = np.asarray(py, float), np.asarray(px, float)
