@@ -685,8 +685,7 @@ def cosmic_rays(diff: np.ndarray, sigma: np.ndarray, stars: float = float("nan")
     TESS's FFIs are cleaned of them on board."""
     diff = np.nan_to_num(diff, nan=0.0)
     _, rest = _neighbours(diff)
-    contrast = max(COSMIC_CONTRAST, COSMIC_OVER_STARS * stars) if stars == stars \
-        else COSMIC_CONTRAST
+    contrast = np.fmax(COSMIC_CONTRAST, COSMIC_OVER_STARS * stars)  # (NaN stars: the first)
     noise = np.nan_to_num(sigma, nan=np.inf)
     hit = diff > contrast * np.maximum(rest, noise)
     return ndimage.binary_dilation(hit, np.ones((3, 3), bool)) if hit.any() else hit
