@@ -437,12 +437,10 @@ def to_ingest(items: Iterable[str | Path | IngestItem],
     """The images to ingest, in order: those of the files named by paths, folders (searched
     recursively) or globs (:func:`images_of`), and :class:`IngestItem` objects as they are
     (``hdu`` given to those that name none)."""
-    from dataclasses import replace
-
     todo: list[IngestItem] = []
     for it in items:
         if isinstance(it, IngestItem):
-            todo.append(it if it.hdu is not None or hdu is None else replace(it, hdu=hdu))
+            todo.extend([it] if hdu is None else images_of(it, hdu))
         else:
             for p in expand_paths([it]):
                 todo.extend(images_of(IngestItem(p, stored_path=str(p.resolve())), hdu))
