@@ -11,7 +11,8 @@ import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
-FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fz", ".fits.gz", ".fit.gz", ".fts.gz")
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fz", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.bz2",
+                 ".fit.bz2", ".fts.bz2")
 #: What is wrong with a folder given where FITS files are wanted (:func:`expand_paths` keeps
 #: one that holds none, for this to be said).
 NO_FITS_IN_FOLDER = f"is a folder holding no FITS file (no name ending {', '.join(FITS_SUFFIXES)})"
@@ -64,8 +65,9 @@ def safe_filename(name: str, max_length: int = 120) -> str:
     if len(name) > max_length:
         lower = name.lower()
         suffix = next((s for s in FITS_SUFFIXES[::-1] if lower.endswith(s)), "")
-        if lower.endswith(".gz"):
-            suffix = next((s for s in FITS_SUFFIXES if lower.endswith(s) and ".gz" in s), suffix)
+        if lower.endswith((".gz", ".bz2")):  # ".fits.gz", not ".gz"
+            suffix = next((s for s in FITS_SUFFIXES if lower.endswith(s) and s.count(".") == 2),
+                          suffix)
         name = name[: max_length - len(suffix)] + suffix
     return name
 

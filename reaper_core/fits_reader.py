@@ -6,7 +6,8 @@ Supported layouts
              outside ``SCCSA``–``SCCED`` × ``SCIROWS``–``SCIROWE`` (see :mod:`.tess`).
 ``tica``     TESS TICA FFI: image in HDU 0, star table with FLXCOL/FLXROW in HDU 1.
 ``tesscut``  TESScut cube: a BINTABLE with a 3-D FLUX column; the per-pixel median is used.
-``plain``    any other 2-D image, including ``.fits.gz`` and tile-compressed (``.fz``) images.
+``plain``    any other 2-D image, including ``.fits.gz``, ``.fits.bz2`` and tile-compressed
+             (``.fz``) images.
 
 Which HDU: a TESScut cube's FLUX table when there is one, else the largest 2-D image (the first
 of equal ones), else the first 3-D image (a cube of planes: their per-pixel median is read),
@@ -18,6 +19,7 @@ Everything else raises :class:`~reaper_core.errors.FITSReadError` with one sente
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
 import re
@@ -51,7 +53,8 @@ KEY_CARDS = (
 )
 #: The cards of :data:`KEY_CARDS` that name a frame's filter (HST's ACS has two wheels).
 FILTER_CARDS = ("FILTER", "FILTER1", "FILTER2")
-_GZIP_MAGIC = b"\x1f\x8b"
+#: Compressed files the reader inflates (as astropy does), by their first bytes: (what, opener).
+_COMPRESSED = {b"\x1f\x8b": ("gzip", gzip.open), b"BZh": ("bzip2", bz2.open)}
 _FITS_MAGIC = b"SIMPLE  ="
 
 
@@ -163,7 +166,8 @@ def _refuse_folder(path: Path, name: str) -> None:
 
 
 def _read_bytes(path: Path, name: str, max_bytes: int) -> bytes:
-    """Read a file, inflating gzip in chunks so that a bomb is refused without filling memory."""
+    """Read a file, inflating gzip or bzip2 in chunks so that a bomb is refused without filling
+    memory."""
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -176,19 +180,21 @@ def _read_bytes(path: Path, name: str, max_bytes: int) -> bytes:
         )
     with path.open("rb") as fh:
         head = fh.read(len(_FITS_MAGIC))
-    if head.startswith(_GZIP_MAGIC):
+    packed = next((c for magic, c in _COMPRESSED.items() if head.startswith(magic)), None)
+    if packed is not None:
+        what, opener = packed
         out = io.BytesIO()
         try:
-            with gzip.open(path, "rb") as gz:
-                while chunk := gz.read(1 << 20):
+            with opener(path, "rb") as stream:
+                while chunk := stream.read(1 << 20):
                     out.write(chunk)
                     if out.tell() > max_bytes:
                         raise FITSReadError(
                             name,
                             f"inflates to more than the {max_bytes / 1e6:.0f} MB limit; refused",
                         )
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            raise FITSReadError(name, f"is a damaged gzip file ({exc})") from None
+        except (OSError, EOFError, ValueError) as exc:  # gzip.BadGzipFile is an OSError
+            raise FITSReadError(name, f"is a damaged {what} file ({exc})") from None
         raw = out.getvalue()
     else:
         raw = path.read_bytes()
@@ -200,7 +206,7 @@ def _read_bytes(path: Path, name: str, max_bytes: int) -> bytes:
 
 def _check_dimensions(path: Path, name: str, max_bytes: int, max_pixels: int) -> None:
     """Refuse an image over ``max_pixels`` from its headers alone, before any data is read
-    (a plain FITS file; gzip files are checked as they inflate)."""
+    (a plain FITS file; compressed files are checked as they inflate)."""
     try:
         if not 0 < path.stat().st_size <= max_bytes:
             return  # _read_bytes says why
@@ -570,7 +576,7 @@ def read_fits(
     Parameters
     ----------
     path : str or Path
-        File to read (``.fits``, ``.fit``, ``.fts``, ``.fz``, ``.fits.gz``).
+        File to read (``.fits``, ``.fit``, ``.fts``, ``.fz``, ``.fits.gz``, ``.fits.bz2``).
     name : str, optional
         Display name for messages; defaults to the file name.
     max_bytes : int

@@ -1,3 +1,4 @@
+import bz2
 import gzip
 
 import numpy as np
@@ -6,6 +7,7 @@ from astropy.io import fits
 
 from reaper_core.config import Settings
 from reaper_core.errors import FITSReadError
+from reaper_core.files import expand_paths
 from reaper_core.fits_reader import read_fits
 from reaper_core.service import Reaper
 from reaper_core.tess import SPOC_SCIENCE
@@ -52,6 +54,15 @@ def test_plain_gzip_and_tile_compressed(hdf_file, tmp_path):
     gz = tmp_path / "hdf.fits.gz"
     gz.write_bytes(gzip.compress(hdf_file.read_bytes()))
     np.testing.assert_array_equal(read_fits(gz).data, plain.data)
+    # bzip2, as SDSS and older archives serve their frames.
+    bz = tmp_path / "hdf.fits.bz2"
+    bz.write_bytes(bz2.compress(hdf_file.read_bytes()))
+    np.testing.assert_array_equal(read_fits(bz).data, plain.data)
+    assert expand_paths([tmp_path]) == sorted([gz, bz])
+    broken = tmp_path / "cut.fits.bz2"
+    broken.write_bytes(bz.read_bytes()[:5000])
+    with pytest.raises(FITSReadError, match=r"^cut.fits.bz2: is a damaged bzip2 file"):
+        read_fits(broken)
     fz = tmp_path / "hdf.fits.fz"
     fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(plain.data, compression_type="GZIP_1"),
                   ]).writeto(fz)
@@ -128,15 +139,16 @@ def test_bad_files_raise_one_clear_sentence(tmp_path, hdf_file, case, reason):
     assert "\n" not in msg
 
 
-def test_size_limits_and_gzip_bomb(tmp_path, hdf_file):
+@pytest.mark.parametrize("packer", [gzip, bz2], ids=["gzip", "bzip2"])
+def test_size_limits_and_compression_bombs(tmp_path, hdf_file, packer):
     with pytest.raises(FITSReadError, match=r"over the .* limit"):
         read_fits(hdf_file, max_bytes=100_000)
     with pytest.raises(FITSReadError, match="over the limit of"):
         read_fits(hdf_file, max_pixels=1000)
     # 200 MB of zeros compress to ~200 kB; refused while inflating, never held whole.
-    bomb = tmp_path / "bomb.fits.gz"
+    bomb = tmp_path / f"bomb.fits.{'gz' if packer is gzip else 'bz2'}"
     header = fits.PrimaryHDU(np.zeros((10, 10), np.float32)).header.tostring().encode()
-    with gzip.open(bomb, "wb", compresslevel=9) as gz:
+    with packer.open(bomb, "wb", compresslevel=9) as gz:
         gz.write(header)
         block = b"\0" * (1 << 20)
         for _ in range(200):

@@ -13,8 +13,8 @@ from reaper_app import state, widgets
 from reaper_core.progress import overall_fraction
 
 st.write("Drop TESS FFIs (SPOC or TICA), TESScut cubes or any FITS image: `.fits`, `.fit`, "
-         "`.fts`, `.fz`, `.fits.gz`. Each file is stored, cut, embedded and scored; a bad file "
-         "is reported and the others go on.")
+         "`.fts`, `.fz`, `.fits.gz`, `.fits.bz2`. Each file is stored, cut, embedded and "
+         "scored; a bad file is reported and the others go on.")
 
 done = st.session_state.setdefault("upload_done", {})
 choice = st.selectbox("Image HDU", ["automatic", *range(10)], key="upload_hdu",
@@ -27,7 +27,7 @@ choice = st.selectbox("Image HDU", ["automatic", *range(10)], key="upload_hdu",
                            "the sky: a mosaic's CCDs, a field's bands), else a 3-D image's "
                            "planes (their per-pixel median).")
 uploads = st.file_uploader("FITS files", accept_multiple_files=True, key="uploader",
-                           type=["fits", "fit", "fts", "fz", "gz"])
+                           type=["fits", "fit", "fts", "fz", "gz", "bz2"])
 
 new = [u for u in (uploads or []) if u.file_id not in done]
 if new:
