@@ -366,7 +366,8 @@ def _fit_window(sub: np.ndarray, var: np.ndarray, x: np.ndarray, y: np.ndarray,
             A = np.stack([P, Px, Py], axis=-1).reshape(m.size, -1, 3)
             W = w.reshape(m.size, -1)
             AW = A * W[:, :, None]
-            AtA = np.matmul(AW.transpose(0, 2, 1), A) + 1e-9 * np.eye(3)
+            AtA = np.matmul(AW.transpose(0, 2, 1), A)
+            AtA += 1e-9 * np.trace(AtA, axis1=1, axis2=2)[:, None, None] * np.eye(3)
             Atd = np.matmul(AW.transpose(0, 2, 1), d.reshape(m.size, -1, 1))
             coef = np.linalg.solve(AtA, Atd)[..., 0]
             f = np.maximum(coef[:, 0], 0.0)
