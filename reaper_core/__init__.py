@@ -10,7 +10,7 @@ What a notebook needs is importable from here (each name is loaded on first use,
     image = read_fits("tess2018206192942-s0001-1-4-0120-s_ffic.fits")
     src = find_sources(image)
     patches = extract_cutouts(image.data, src.x, src.y, 32, image.valid)   # (n, 32, 32)
-    X = get_embedder("local").embed(patches)                                # (n, 67)
+    X = get_embedder("local").embed(patches)                                # (n, 65)
     det = PCAAnomalyDetector(n_components=5).fit(X)
     odd = det.anomaly_score(X)                                              # higher is odder
 

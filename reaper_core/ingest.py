@@ -23,7 +23,7 @@ from .embedders import Embedder, get_embedder
 from .errors import FITSReadError, ReaperError, describe_failure
 from .files import NO_FITS_IN_FOLDER, expand_paths, safe_filename, sha256_file
 from .fits_reader import FitsImage, read_fits, sky_positions
-from .models import FIT_SAMPLE, CurrentModel, current_model, fit_model, score_pending
+from .models import FIT_SAMPLE, CurrentModel, current_model, fit_model, retire_stale, score_pending
 from .progress import ProgressFn, noop
 from .views import object_keys
 from .words import count
@@ -469,13 +469,15 @@ def ingest_many(
     """
     todo = to_ingest(items, hdu)
     report = IngestReport()
+    embedder = get_embedder(settings.embedder, settings)
+    # Stored vectors of an older definition of the features are embedded again by the fit.
+    report.refit_note = retire_stale(engine, embedder) or ""
     if client is not None:
         from .cluster import run_on_cluster
 
         report.results = run_on_cluster(engine, todo, settings, client, on_file, on_result)
         finish_batch(engine, report, settings, progress, fit_if_missing, client)
         return report
-    embedder = get_embedder(settings.embedder, settings)
     for i, it in enumerate(todo):
         if on_file:
             on_file(i, len(todo), it.display)

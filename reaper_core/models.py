@@ -137,6 +137,23 @@ def current_model(engine: Engine, embedder: str | None = None) -> CurrentModel |
     return load_model(row) if row else None
 
 
+def retire_stale(engine: Engine, embedder: Embedder) -> str | None:
+    """Drop what an older definition of ``embedder``'s features stored — its vectors of another
+    length and the models fitted on them (:func:`~reaper_core.store.drop_other_lengths`) — so
+    that the next fit embeds the stored patches again (:func:`embed_missing`) and learns anew;
+    returns a sentence saying so, or None when nothing was stale. Two one-row reads when
+    nothing is."""
+    nbytes = 4 * embedder.dim
+    row = store.current_model(engine, embedder.name, arrays=False)
+    fitted = None if row is None else json.loads(row.meta_json).get("n_features_in_")
+    if store.vector_length(engine, embedder.name) in (None, nbytes) and fitted in (None,
+                                                                                embedder.dim):
+        return None
+    gone, _ = store.drop_other_lengths(engine, embedder.name, nbytes)
+    return (f"the {embedder.name} embedder describes a cutout with {embedder.dim} features "
+            f"since this version: {gone:,} stored cutouts embedded before are embedded again")
+
+
 def embed_missing(engine: Engine, embedder: Embedder, progress: ProgressFn = noop,
                   chunk: int = 2000) -> int:
     """Embed stored patches that ``embedder`` has not embedded yet, ``chunk`` at a time (each
@@ -186,6 +203,7 @@ def fit_model(engine: Engine, settings: Settings, progress: ProgressFn = noop,
     first model. Older models beyond ``settings.keep_models`` are pruned with their scores.
     """
     embedder = get_embedder(settings.embedder, settings)
+    retire_stale(engine, embedder)
     embed_missing(engine, embedder, progress)
     progress("fit", 0.0, "loading embeddings")
     n = store.count_embeddings(engine, embedder.name)

@@ -722,6 +722,39 @@ def _ids_and_vectors(rows: Sequence[Sequence[Any]]) -> tuple[np.ndarray, np.ndar
                               dtype=np.float32).reshape(len(rows), -1)
 
 
+def vector_length(engine: Engine, embedder: str) -> int | None:
+    """Bytes of ``embedder``'s stored vectors (its first one's: they are all alike, see
+    :func:`drop_other_lengths`), or None when it has embedded nothing."""
+    with Session(engine) as s:
+        return s.execute(select(func.length(Embedding.vector))
+                         .where(Embedding.embedder == embedder)
+                         .order_by(Embedding.cutout_id).limit(1)).scalar()
+
+
+def drop_other_lengths(engine: Engine, embedder: str, nbytes: int) -> tuple[int, int]:
+    """Delete, in one transaction, the embeddings of ``embedder`` whose vectors are not
+    ``nbytes`` long and its models fitted on vectors of another length (with their scores and
+    groups): what an older definition of its features stored. Returns (embeddings, models)
+    deleted."""
+    import json
+
+    def write() -> tuple[int, int]:
+        with session_scope(engine) as s:
+            gone = s.execute(Embedding.__table__.delete().where(
+                Embedding.embedder == embedder,
+                func.length(Embedding.vector) != int(nbytes))).rowcount
+            rows = s.exec(select(DetectorModel.id, DetectorModel.meta_json)
+                          .where(DetectorModel.embedder == embedder)).all()
+            old = [mid for mid, meta in rows
+                   if json.loads(meta).get("n_features_in_", nbytes // 4) * 4 != nbytes]
+            for table in (Score, AnomalyGroup):
+                s.execute(table.__table__.delete().where(table.model_id.in_(old)))
+            s.execute(DetectorModel.__table__.delete().where(DetectorModel.id.in_(old)))
+            return int(gone), len(old)
+
+    return with_retry(write)
+
+
 def count_embeddings(engine: Engine, embedder: str) -> int:
     """How many cutouts ``embedder`` has embedded."""
     with Session(engine) as s:

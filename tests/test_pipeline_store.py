@@ -670,3 +670,39 @@ def check_gallery_pages(engine, settings, files):
                                                  chunk=16)))
     assert csv.cutout_id.tolist() == some[:40] and "is_anomaly" in csv
     assert reaper.rows(m, [10**9]).empty
+
+
+def test_vectors_of_an_older_feature_set_are_embedded_again(engine, settings, spoc_file,
+                                                            tica_file):
+    """A database written when the embedder gave more features (this version dropped the
+    patches' sky level and noise in image units): the next ingest drops those vectors and the
+    model fitted on them, and the fit embeds the stored patches again; one sentence says so.
+    Before, vectors of two lengths under one name could not be stacked."""
+    import json
+
+    from reaper_core.embedders import get_embedder
+    from reaper_core.models import retire_stale
+
+    first = ingest_many(engine, [spoc_file], settings).results[0].n_cutouts
+    name, dim = settings.embedder, get_embedder(settings.embedder).dim
+    ids, X = next(store.iter_embeddings(engine, name))
+    with engine.begin() as conn:  # what the older version stored: 4 features more
+        conn.exec_driver_sql("UPDATE embedding SET vector = ? WHERE cutout_id = ?", [
+            (np.append(v, np.zeros(4, np.float32)).tobytes(), int(i))
+            for i, v in zip(ids, X, strict=True)])
+        meta = json.loads(conn.execute(text("SELECT meta_json FROM detector_model")).scalar())
+        meta["n_features_in_"] += 4
+        conn.execute(text("UPDATE detector_model SET meta_json = :m"), {"m": json.dumps(meta)})
+    assert store.vector_length(engine, name) == 4 * (dim + 4)
+    report = ingest_many(engine, [tica_file], settings)
+    assert report.ok and report.fitted
+    assert (f"model fitted (the {name} embedder describes a cutout with {dim} features since "
+            f"this version: {first:,} stored cutouts embedded before are embedded again)"
+            in report.summary())
+    with engine.connect() as conn:
+        lengths = conn.execute(text("SELECT length(vector), count(*) FROM embedding "
+                                    "GROUP BY length(vector)")).all()
+        assert conn.execute(text("SELECT count(*) FROM detector_model")).scalar() == 1
+    assert lengths == [(4 * dim, first + report.results[0].n_cutouts)]
+    assert exported(engine).score.notna().all()
+    assert retire_stale(engine, get_embedder(name)) is None  # nothing stale now

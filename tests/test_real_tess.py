@@ -11,6 +11,7 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from reaper_core import store
 from reaper_core.config import Settings
 from reaper_core.cutouts import cutout_origins
 from reaper_core.errors import FITSReadError
@@ -416,3 +417,30 @@ def test_reasons_say_only_what_the_patch_shows(tmp_path):
                 assert any(side * (x[i] - median[i]) > 0 for i, side in said[phrase]), (
                     cid, phrase)
     assert checked >= 80
+
+
+def test_the_same_frame_in_other_units_is_judged_alike(tmp_path):
+    """A frame in ADU instead of e⁻/s, or with its sky subtracted, is the same sky: its
+    cutouts are embedded alike and the one model flags the same ones in each (before, the
+    patches' sky level and noise in image units were features: the frame ×10 scored by a
+    model of the original had most of its cutouts flagged)."""
+    with fits.open(SPOC) as hdul:
+        data = hdul[1].data.astype(np.float32)
+        for name, pixels in (("adu", data * 10), ("nosky", data - np.nanmedian(data))):
+            hdul[1].data = pixels
+            hdul.writeto(tmp_path / f"{name}_{SPOC.name}")
+    reaper = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'units.db'}"))
+    first = reaper.ingest([SPOC]).results[0]
+    second = reaper.ingest([tmp_path / f"adu_{SPOC.name}"]).results[0]
+    assert first.n_anomalies and second.n_anomalies == first.n_anomalies
+    # (The third file makes the model learn anew from all three: they flag alike still.)
+    assert reaper.ingest([tmp_path / f"nosky_{SPOC.name}"]).results[0].status == "added"
+    df = reaper.export_table()
+    flagged = {f: set(zip(g.x[g.is_anomaly].round(2), g.y[g.is_anomaly].round(2), strict=True))
+               for f, g in df.groupby("file")}  # (centroids differ by float32 rounding)
+    assert len(flagged) == 3 and len(set(map(frozenset, flagged.values()))) == 1
+    ids, X = next(store.iter_embeddings(reaper.engine, reaper.settings.embedder))
+    row = dict(zip(ids.tolist(), X, strict=True))
+    a, b, c = (np.stack([row[i] for i in g.cutout_id]) for _, g in df.groupby("file"))
+    np.testing.assert_allclose(b, a, atol=1e-2)
+    np.testing.assert_allclose(c, a, atol=1e-2)

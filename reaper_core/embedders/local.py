@@ -1,7 +1,9 @@
 """Offline, weight-free embedders: photometric statistics and morphology, HOG, or both.
 
 Each patch is measured against its own sky: the median and robust noise σ of the patch's outer
-ring (3 px wide), so the same features work for TESS frames in e-/s and 8-bit images.
+ring (3 px wide), so the same features work for TESS frames in e-/s and 8-bit images, and a
+frame's features do not change with its units, its exposure or its sky level (the same frame in
+ADU, in e⁻/s or with its sky subtracted is embedded alike, to float32 rounding).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ STATS_NAMES = [
     "skew", "kurtosis", "area_3sigma", "area_10sigma", "gini", "m20", "concentration",
     "asymmetry", "ellipticity", "orientation_cos", "orientation_sin", "size_r2",
     "centroid_offset", "row_max", "row_min", "col_max", "col_min", "flat_top", "nan_fraction",
-    "sky_level", "sky_noise", "n_peaks",
+    "n_peaks",
 ]
 #: The statistics that describe the shape of the light rather than its amount.
 _MORPHOLOGY = {"gini", "m20", "concentration", "asymmetry", "ellipticity", "orientation_cos",
@@ -54,8 +56,6 @@ _MEANINGS = {
     "col_min": ("no dark column", "a dark column (a bad column)"),
     "flat_top": ("a flat, saturated top", "no saturated top"),
     "nan_fraction": ("missing (NaN) pixels near the centre", "fewer missing pixels than usual"),
-    "sky_level": ("a brighter sky", "a darker sky"),
-    "sky_noise": ("a noisier sky", "a quieter sky"),
     "n_peaks": ("more objects in the patch than usual", "fewer objects in the patch than usual"),
 }
 STATS_FEATURES = [Feature(n, "morphology" if n in _MORPHOLOGY else "photometry",
@@ -113,14 +113,6 @@ def core_stats_features(patches: np.ndarray) -> np.ndarray:
     return stats_features(centre)[:, _CORE_INDEX]
 
 
-def _in_sky_units(patches: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Patches (NaN filled) minus their sky in units of its σ, float32 (n, s, s); sky and σ (n,)."""
-    p = fill_nan(np.asarray(patches, dtype=np.float32))
-    sky, sig = ring_sky(p)
-    z = (p - sky[:, None, None].astype(np.float32)) / sig[:, None, None].astype(np.float32)
-    return z, sky, sig
-
-
 def sky_units(patches: np.ndarray) -> np.ndarray:
     """Each patch minus its sky, in units of the sky's robust σ (see the module docstring).
 
@@ -132,7 +124,9 @@ def sky_units(patches: np.ndarray) -> np.ndarray:
     -------
     ndarray, shape (n, s, s), float32, dimensionless.
     """
-    return _in_sky_units(patches)[0]
+    p = fill_nan(np.asarray(patches, dtype=np.float32))
+    sky, sig = ring_sky(p)
+    return (p - sky[:, None, None].astype(np.float32)) / sig[:, None, None].astype(np.float32)
 
 
 def stats_features(patches: np.ndarray) -> np.ndarray:
@@ -144,11 +138,10 @@ def stats_features(patches: np.ndarray) -> np.ndarray:
 
     Returns
     -------
-    ndarray, shape (n, 31), float32; names in :data:`STATS_NAMES`.
+    ndarray, shape (n, 29), float32; names in :data:`STATS_NAMES`.
     """
     raw = np.asarray(patches, dtype=np.float32)
-    z, sky, sig = _in_sky_units(raw)
-    return _stats_from_sky_units(z, sky, sig, missing_fraction(raw))
+    return _stats_from_sky_units(sky_units(raw), missing_fraction(raw))
 
 
 def missing_fraction(patches: np.ndarray) -> np.ndarray:
@@ -160,9 +153,8 @@ def missing_fraction(patches: np.ndarray) -> np.ndarray:
     return (~np.isfinite(patches[:, a:b, a:b])).reshape(len(patches), -1).mean(axis=1)
 
 
-def _stats_from_sky_units(z: np.ndarray, sky: np.ndarray, sig: np.ndarray,
-                          nan_frac: np.ndarray) -> np.ndarray:
-    """:func:`stats_features` of patches already in sky units (see :func:`_in_sky_units`)."""
+def _stats_from_sky_units(z: np.ndarray, nan_frac: np.ndarray) -> np.ndarray:
+    """:func:`stats_features` of patches already in sky units (:func:`sky_units`)."""
     from ..patch_kernels import SUMS, patch_sums
 
     n, s, _ = z.shape
@@ -230,7 +222,7 @@ def _stats_from_sky_units(z: np.ndarray, sky: np.ndarray, sig: np.ndarray,
         np.clip(skew, -50, 50), slog(kurt), S["area3"] / npx, S["area10"] / npx, gini, m20,
         conc, asym, ellip, np.cos(2 * theta), np.sin(2 * theta), slog(r2), offset,
         slog(rows.max(1)), slog(rows.min(1)), slog(cols.max(1)), slog(cols.min(1)),
-        S["flat_top"] / s, nan_frac, slog(sky), slog(sig), np.log1p(S["n_peaks"]),
+        S["flat_top"] / s, nan_frac, np.log1p(S["n_peaks"]),
     ])
     return np.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
@@ -290,7 +282,7 @@ def hog_features(patches: np.ndarray, cell: int | None = None,
     9 orientations (``hog_dim``).
 
     Coarse cells were chosen by ``benchmarks/quality.py``: with 4 × 4 cells (324 values) the
-    shape features outnumber the 31 statistics ten to one and swamp the reconstruction error.
+    shape features outnumber the statistics ten to one and swamp the reconstruction error.
     """
     return _hog_of(HOG_STRETCHES[stretch](sky_units(patches)), cell)
 
@@ -325,7 +317,7 @@ def _hog_of(z: np.ndarray, cell: int | None = None, orientations: int = 9) -> np
 
 
 #: How much each HOG value counts (:attr:`Feature.weight`), in the detector's error and where
-#: neighbours are found: beside the 31 statistics, HOG's 36 correlated values (4 cells × 9
+#: neighbours are found: beside the 29 statistics, HOG's 36 correlated values (4 cells × 9
 #: orientations) would otherwise outweigh them. Chosen by measurement (README, stop 38): in the
 #: detector, ``benchmarks/quality.py`` (the tuned kinds unchanged on the real TESS frame, the
 #: held-out kinds better on every seed; 0.3 alike); among neighbours, ``benchmarks/discovery.py``
@@ -360,7 +352,7 @@ def hog_dim(size: int, cell: int | None = None) -> int:
 
 
 class StatsEmbedder(Embedder):
-    """31 photometric and morphological statistics per patch."""
+    """29 photometric and morphological statistics per patch."""
 
     name = "stats"
 
@@ -441,8 +433,8 @@ class LocalEmbedder(Embedder):
 
         def both(chunk: np.ndarray) -> np.ndarray:
             raw = np.asarray(chunk, dtype=np.float32)
-            z, sky, sig = _in_sky_units(raw)
-            parts = [_stats_from_sky_units(z, sky, sig, missing_fraction(raw)),
+            z = sky_units(raw)
+            parts = [_stats_from_sky_units(z, missing_fraction(raw)),
                      _hog_of(stretch(z))]
             if self.core:
                 parts.append(core_stats_features(raw))
