@@ -158,7 +158,7 @@ class FitsImage:
         return 0.5 * (self.tstart + self.tstop)
 
 
-def _refuse_folder(path: Path, name: str) -> None:
+def refuse_folder(path: Path, name: str) -> None:
     """Raise :class:`FITSReadError` for a folder given as a file (one with no FITS file in it:
     folders are expanded to their FITS files before reading)."""
     if path.is_dir():
@@ -601,7 +601,7 @@ def read_fits(
     """
     path = Path(path)
     name = name or path.name
-    _refuse_folder(path, name)
+    refuse_folder(path, name)
     _check_dimensions(path, name, max_bytes, max_pixels)
     raw = _read_bytes(path, name, max_bytes)
     try:
@@ -822,7 +822,7 @@ def read_tesscut(path: str | Path, *, name: str | None = None,
     """
     path = Path(path)
     name = name or path.name
-    _refuse_folder(path, name)
+    refuse_folder(path, name)
     raw = _read_bytes(path, name, max_bytes)
     try:
         with warnings.catch_warnings():

@@ -21,8 +21,8 @@ from . import store
 from .config import Settings
 from .embedders import Embedder, get_embedder
 from .errors import FITSReadError, ReaperError, describe_failure
-from .files import NO_FITS_IN_FOLDER, expand_paths, safe_filename, sha256_file
-from .fits_reader import FitsImage, read_fits, sky_positions
+from .files import expand_paths, safe_filename, sha256_file
+from .fits_reader import FitsImage, read_fits, refuse_folder, sky_positions
 from .models import FIT_SAMPLE, CurrentModel, current_model, fit_model, retire_stale, score_pending
 from .progress import ProgressFn, noop
 from .views import object_keys
@@ -368,8 +368,7 @@ def check_new(engine: Engine, path: Path, display: str, t0: float,
               hdu: int | None = None) -> tuple[str, FileResult | None]:
     """(SHA-256 of the file, the "duplicate" result when its image — of HDU ``hdu``, else the
     one the reader picks — is stored already)."""
-    if path.is_dir():
-        raise FITSReadError(display, NO_FITS_IN_FOLDER)
+    refuse_folder(path, display)
     if not path.is_file():
         raise FITSReadError(display, "does not exist or is not a file")
     sha = sha256_file(path)
