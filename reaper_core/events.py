@@ -247,8 +247,7 @@ class Event:
     @property
     def cutout(self) -> np.ndarray:
         """Difference cutout at the peak, shape (s, s), e⁻/s."""
-        j = int(np.argmin(np.abs(self.strip_frames - self.frame_peak)))
-        return self.strip[j]
+        return peak_cutout(self.strip, self.strip_frames, self.frame_peak)
 
     @cached_property
     def _track_fit(self) -> tuple[np.ndarray, np.ndarray]:
@@ -1499,6 +1498,12 @@ LIGHTCURVE_FEATURES = (
     "elongation", "log area", "rise fraction", "fraction of frames above 3σ",
     "log peak / median |difference|",
 )
+
+
+def peak_cutout(strip: np.ndarray, strip_frames: np.ndarray, frame_peak: int) -> np.ndarray:
+    """The cutout of an event's ``strip`` (m, s, s) nearest its peak: of the frames
+    ``strip_frames`` (m,) the one closest to ``frame_peak``; shape (s, s)."""
+    return strip[int(np.argmin(np.abs(np.asarray(strip_frames) - frame_peak)))]
 
 
 def lightcurve_features(ev: Event, cadence_days: float) -> np.ndarray:

@@ -1321,9 +1321,11 @@ def stack_row(engine: Engine, stack_id: int) -> ImageStack | None:
 
 
 def event_rows(engine: Engine, stack_id: int | None = None, kind: str | None = None,
-               heavy: bool = False, features: bool = False) -> list[TimeEvent]:
-    """Stored events (of one stack, of one kind), by id; without their strips, light curves
-    and features unless ``heavy`` (``features``: with their features only)."""
+               heavy: bool = False, features: bool = False,
+               ids: Sequence[int] | None = None) -> list[TimeEvent]:
+    """Stored events (of one stack, of one kind, with these ``ids``), by id; without their
+    strips, light curves and features unless ``heavy`` (``features``: with their features
+    only)."""
     left_out = () if heavy else ("strip", "lightcurve") if features else (
         "strip", "lightcurve", "features")
     q = select(TimeEvent) if heavy else select(*[
@@ -1332,8 +1334,23 @@ def event_rows(engine: Engine, stack_id: int | None = None, kind: str | None = N
         q = q.where(TimeEvent.stack_id == stack_id)
     if kind is not None:
         q = q.where(TimeEvent.kind == kind)
+    if ids is not None:
+        q = q.where(TimeEvent.id.in_([int(i) for i in ids]))
     with Session(engine) as s:
         return list(s.exec(q.order_by(TimeEvent.id)))
+
+
+def write_event_features(engine: Engine, ids: Sequence[int], X: np.ndarray) -> None:
+    """Store events' features (rows of ``X``, shape (n, d), float32) in one transaction."""
+    X = np.ascontiguousarray(X, np.float32)
+
+    def write() -> None:
+        with session_scope(engine) as s:
+            for i, v in zip(ids, X, strict=True):
+                s.execute(update(TimeEvent).where(TimeEvent.id == int(i))
+                          .values(features=v.tobytes()))
+
+    with_retry(write)
 
 
 def event_row(engine: Engine, event_id: int) -> TimeEvent | None:

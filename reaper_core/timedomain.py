@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy.engine import Engine
@@ -32,6 +32,9 @@ from .stacks import (
     stack_from_records,
     stack_name,
 )
+
+if TYPE_CHECKING:
+    from .embedders import Embedder
 
 #: The event model keeps at least this many events per principal component.
 MIN_EVENTS_PER_COMPONENT = 4
@@ -127,14 +130,41 @@ def event_features(events: list, cadence_days: float, settings: Settings) -> np.
     """What describes each event (:class:`~reaper_core.events.Event`): the embedding of its
     peak difference cutout by the configured embedder's backend (a difference has no stars to
     subtract) and its light-curve features; shape (n, d), float32."""
-    from .embedders import get_embedder
     from .events import lightcurve_features
 
-    embedder = get_embedder(settings.embedder, settings)
-    embedder = getattr(embedder, "base", embedder)
-    emb = embedder.embed(np.stack([e.cutout for e in events]))
+    emb = _event_embedder(settings).embed(np.stack([e.cutout for e in events]))
     lcf = np.stack([lightcurve_features(e, cadence_days) for e in events])
     return np.hstack([emb, lcf]).astype(np.float32)
+
+
+def describe_again(engine: Engine, rows: list[store.TimeEvent], settings: Settings) -> int:
+    """Describe again, and store, the events of ``rows`` whose features another embedder or an
+    older definition of the configured one gave (their length differs from
+    :func:`event_features`'): the embedding of each one's peak cutout, from its stored strip,
+    beside its stored light-curve features. Returns how many."""
+    from .events import LIGHTCURVE_FEATURES, peak_cutout
+
+    embedder = _event_embedder(settings)
+    n_lc = len(LIGHTCURVE_FEATURES)
+    stale = [int(r.id) for r in rows if len(r.features) != 4 * (embedder.dim + n_lc)]
+    if not stale:
+        return 0
+    heavy = store.event_rows(engine, ids=stale, heavy=True)
+    cutouts = np.stack([peak_cutout(unpack_strip(r), json.loads(r.strip_frames_json),
+                                    r.frame_peak) for r in heavy])
+    lcf = np.stack([np.frombuffer(r.features, np.float32)[-n_lc:] for r in heavy])
+    store.write_event_features(engine, [int(r.id) for r in heavy],
+                               np.hstack([embedder.embed(cutouts), lcf]).astype(np.float32))
+    return len(heavy)
+
+
+def _event_embedder(settings: Settings) -> Embedder:
+    """What embeds an event's cutout: the configured embedder's backend (a difference has no
+    stars to subtract)."""
+    from .embedders import get_embedder
+
+    embedder = get_embedder(settings.embedder, settings)
+    return getattr(embedder, "base", embedder)
 
 
 def rank_events(X: np.ndarray, sigma: np.ndarray, mode: str, value: float,
@@ -184,10 +214,8 @@ def fit_event_model(engine: Engine, settings: Settings) -> store.EventModel | No
     rows = store.event_rows(engine, features=True)
     if len(rows) < 3:
         return None
-    dims = {len(r.features) for r in rows}
-    if len(dims) > 1:  # events described by different embedders: rank the newest kind
-        newest = len(rows[-1].features)
-        rows = [r for r in rows if len(r.features) == newest]
+    if describe_again(engine, rows, settings):
+        rows = store.event_rows(engine, features=True)
     X = np.stack([np.frombuffer(r.features, np.float32) for r in rows])
     last = store.current_event_model(engine)
     mode, value = ((last.threshold_mode, last.threshold_value) if last is not None

@@ -1119,6 +1119,37 @@ def test_events_command_lists_and_exports_the_contract(stack_db, capsys, tmp_pat
     assert len(lc) == 120 and {"time", "diff_flux", "diff_flux_err", "flux"} <= set(lc.colnames)
 
 
+def test_events_described_by_older_features_are_described_again(stack_db, tmp_path):
+    """Events stored with features of another length — an older definition of the embedder's
+    features, or another embedder — are described again from their stored strips when the
+    event model is next fitted, as they were first described, and every event is ranked
+    (before, only those of the newest length were; the others kept their old scores)."""
+    import shutil
+
+    from reaper_core import store
+    from reaper_core.timedomain import fit_event_model
+
+    _, folder, _ = stack_db
+    for f in folder.glob("db.sqlite*"):  # (with its write-ahead log)
+        shutil.copy(f, tmp_path / f.name)
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    engine = store.make_engine(url)
+    rows = store.event_rows(engine, features=True)
+    first = {r.id: np.frombuffer(r.features, np.float32) for r in rows}
+    older = [r.id for r in rows[::2]]
+    store.write_event_features(engine, older, np.stack([
+        np.concatenate([first[i][:-10], np.ones(4, np.float32), first[i][-10:]])
+        for i in older]))  # four features more before the light curve's ten
+    model = fit_event_model(engine, Settings(db_url=url))
+    again = {r.id: np.frombuffer(r.features, np.float32)
+             for r in store.event_rows(engine, features=True)}
+    assert model.n_train == len(rows) >= 3
+    for i, v in first.items():
+        np.testing.assert_allclose(again[i], v, rtol=1e-5, atol=1e-6)
+    assert all(r.score is not None for r in store.event_rows(engine))
+    engine.dispose()
+
+
 def test_events_x_y_are_stored_pixels(stack_db, kinds_sim):
     """x, y are 0-based pixels of the array as stored: the glint is where it was put."""
     url, _, _ = stack_db
