@@ -24,6 +24,7 @@ import gzip
 import io
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,14 @@ def refuse_folder(path: Path, name: str) -> None:
         raise FITSReadError(name, NO_FITS_IN_FOLDER)
 
 
+def _packing(path: Path) -> tuple[str, Callable] | None:
+    """(what, opener) of a compressed file (:data:`_COMPRESSED`) by its first bytes; None for
+    any other."""
+    with path.open("rb") as fh:
+        head = fh.read(len(_FITS_MAGIC))
+    return next((c for magic, c in _COMPRESSED.items() if head.startswith(magic)), None)
+
+
 def _read_bytes(path: Path, name: str, max_bytes: int) -> bytes:
     """Read a file, inflating gzip or bzip2 in chunks so that a bomb is refused without filling
     memory."""
@@ -178,9 +187,7 @@ def _read_bytes(path: Path, name: str, max_bytes: int) -> bytes:
         raise FITSReadError(
             name, f"is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit"
         )
-    with path.open("rb") as fh:
-        head = fh.read(len(_FITS_MAGIC))
-    packed = next((c for magic, c in _COMPRESSED.items() if head.startswith(magic)), None)
+    packed = _packing(path)
     if packed is not None:
         what, opener = packed
         out = io.BytesIO()
@@ -534,9 +541,12 @@ def separate_images(path: str | Path, max_bytes: int = 512_000_000) -> list[int]
     if parse_name(path.name) is not None:
         return []  # a TESS file by its name: not opened twice
     try:
+        # A compressed file inflated within the limit (astropy would inflate all of a bomb).
+        source = (io.BytesIO(_read_bytes(path, path.name, max_bytes)) if _packing(path)
+                  else path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
+            with fits.open(source, memmap=True, lazy_load_hdus=True) as hdul:
                 found: dict[int, tuple[tuple[int, int], bool, str]] = {}
                 declared = 0
                 for i, each in enumerate(hdul):

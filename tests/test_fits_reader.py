@@ -8,7 +8,7 @@ from astropy.io import fits
 from reaper_core.config import Settings
 from reaper_core.errors import FITSReadError
 from reaper_core.files import expand_paths
-from reaper_core.fits_reader import read_fits
+from reaper_core.fits_reader import read_fits, separate_images
 from reaper_core.service import Reaper
 from reaper_core.tess import SPOC_SCIENCE
 
@@ -140,7 +140,7 @@ def test_bad_files_raise_one_clear_sentence(tmp_path, hdf_file, case, reason):
 
 
 @pytest.mark.parametrize("packer", [gzip, bz2], ids=["gzip", "bzip2"])
-def test_size_limits_and_compression_bombs(tmp_path, hdf_file, packer):
+def test_size_limits_and_compression_bombs(tmp_path, hdf_file, packer, monkeypatch):
     with pytest.raises(FITSReadError, match=r"over the .* limit"):
         read_fits(hdf_file, max_bytes=100_000)
     with pytest.raises(FITSReadError, match="over the limit of"):
@@ -156,6 +156,20 @@ def test_size_limits_and_compression_bombs(tmp_path, hdf_file, packer):
     assert bomb.stat().st_size < 1_000_000
     with pytest.raises(FITSReadError, match="inflates to more than"):
         read_fits(bomb, max_bytes=20_000_000)
+    # Looking for the images of a file inflates no more of it either (astropy, asked to open
+    # the bomb, inflated all of it: a 1.5 GB bomb took a minute and 3.2 GB of memory).
+    stream = gzip.GzipFile if packer is gzip else bz2.BZ2File
+    inflated = []
+    read = stream.read
+
+    def counted(self, *args, **kwargs):
+        out = read(self, *args, **kwargs)
+        inflated.append(len(out))
+        return out
+
+    monkeypatch.setattr(stream, "read", counted)
+    assert separate_images(bomb, max_bytes=20_000_000) == []
+    assert 0 < sum(inflated) <= 20_000_000 + (1 << 20)
 
 
 ISAAC = REAL_DATA / "other" / "isaac_vlt_crowded_field.fits"
