@@ -140,8 +140,10 @@ class FitsImage:
                        f"{self.n_images} images in the file")
         elif self.n_images > 1 and not (self.layout == "spoc" and self.hdu == 1) \
                 and self.layout != "tesscut":
+            many = (f": a file of more than {MAX_SEPARATE_IMAGES} is not read image by image"
+                    if self.n_images > MAX_SEPARATE_IMAGES else "")
             out.append(f"image read from HDU {self.hdu}{self._extname}, the largest of "
-                       f"{self.n_images} images (choose another with --hdu)")
+                       f"{self.n_images:,} images{many} (choose another with --hdu)")
         if self.quality:
             out.append(f"frame flagged by TESS quality bits {self.quality} "
                        f"({', '.join(describe_quality(self.quality))})")
@@ -526,6 +528,13 @@ def _ancillary(extname: str) -> bool:
     return bool(words & ANCILLARY_WORDS) or extname.upper().startswith("VAR_")
 
 
+#: The most images of one file read one by one (:func:`separate_images`): a mosaic camera
+#: writes up to ~150 (Kepler's FFIs 84 channels); a file of more — thousands of postage
+#: stamps — would be read once per image (3,000 stamps of 20² px: 2 s an image), so its
+#: largest image alone is read, and the others with ``--hdu``.
+MAX_SEPARATE_IMAGES = 128
+
+
 def separate_images(path: str | Path, max_bytes: int = 512_000_000) -> list[int]:
     """HDUs of a file that holds several images of the sky, each to be read as a frame of its
     own: a mosaic's CCDs (a Kepler FFI's 84 channels, a camera's chips), the bands of one
@@ -534,8 +543,9 @@ def separate_images(path: str | Path, max_bytes: int = 512_000_000) -> list[int]
     The images are those of the shape and kind (integer or floating point) of the one the
     reader's rule picks, without those whose ``EXTNAME`` names errors, weights, data quality
     and the like (:data:`ANCILLARY_WORDS`); when some are named ``SCI``, those. A TESS file
-    (one CCD, its uncertainties beside it) and a TESScut cube are one image. Read from the
-    headers alone; [] for a file that cannot be read (its read says why).
+    (one CCD, its uncertainties beside it), a TESScut cube and a file of more than
+    :data:`MAX_SEPARATE_IMAGES` are one image. Read from the headers alone (a compressed file
+    inflated within ``max_bytes``); [] for a file that cannot be read (its read says why).
     """
     path = Path(path)
     if parse_name(path.name) is not None:
@@ -569,7 +579,7 @@ def separate_images(path: str | Path, max_bytes: int = 512_000_000) -> list[int]
     alike = [i for i, f in found.items() if f[:2] == found[first][:2]]
     science = [i for i in alike if found[i][2].upper() == "SCI"]
     keep = science or [i for i in alike if i == first or not _ancillary(found[i][2])]
-    return keep if len(keep) > 1 else []
+    return keep if 1 < len(keep) <= MAX_SEPARATE_IMAGES else []
 
 
 def read_fits(

@@ -450,3 +450,27 @@ def test_old_plate_dates_and_blank_pixels_of_unsigned_images(tmp_path):
     assert "1,000 pixels marked blank (BLANK) read as missing" in img.notes
     plain = read_fits(_write(tmp_path, "u16_plain.fits", [fits.PrimaryHDU(counts)]))
     assert np.isfinite(plain.data).all() and (plain.data[:10] == 0).all()
+
+
+def test_a_file_of_thousands_of_stamps_is_read_as_one_image(tmp_path):
+    """A file of more images than a mosaic camera writes (here 200 postage stamps) is not read
+    image by image — each read parses the whole file, and 3,000 stamps took 2 s an image —
+    but as its largest image, with a sentence saying so and how to read the others."""
+    from reaper_core.fits_reader import MAX_SEPARATE_IMAGES
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:24, :24]
+    stamps = [fits.ImageHDU((rng.normal(100, 5, (24, 24)) + 500 * np.exp(
+        -((xx - 12) ** 2 + (yy - 12) ** 2) / 4)).astype(np.float32)) for _ in range(200)]
+    path = tmp_path / "stamps.fits"
+    fits.HDUList([fits.PrimaryHDU(), *stamps]).writeto(path)
+    assert 200 > MAX_SEPARATE_IMAGES and separate_images(path) == []
+    report = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 's.db'}")).ingest([path])
+    assert [r.name for r in report.results] == ["stamps.fits"]
+    assert report.results[0].status == "added", report.results[0].message
+    assert (f"image read from HDU 1, the largest of 200 images: a file of more than "
+            f"{MAX_SEPARATE_IMAGES} is not read image by image (choose another with --hdu)"
+            in report.results[0].notes)
+    # A mosaic's worth (Kepler's FFIs: 84 channels) is still read image by image.
+    fits.HDUList([fits.PrimaryHDU(), *stamps[:84]]).writeto(tmp_path / "mosaic.fits")
+    assert separate_images(tmp_path / "mosaic.fits") == list(range(1, 85))
