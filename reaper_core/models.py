@@ -146,8 +146,8 @@ def retire_stale(engine: Engine, embedder: Embedder) -> str | None:
     nbytes = 4 * embedder.dim
     row = store.current_model(engine, embedder.name, arrays=False)
     fitted = None if row is None else json.loads(row.meta_json).get("n_features_in_")
-    if store.vector_length(engine, embedder.name) in (None, nbytes) and fitted in (None,
-                                                                                embedder.dim):
+    same = store.vector_length(engine, embedder.name) in (None, nbytes)
+    if same and fitted in (None, embedder.dim):
         return None
     gone, _ = store.drop_other_lengths(engine, embedder.name, nbytes)
     return (f"the {embedder.name} embedder describes a cutout with {embedder.dim} features "

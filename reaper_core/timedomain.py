@@ -137,25 +137,25 @@ def event_features(events: list, cadence_days: float, settings: Settings) -> np.
     return np.hstack([emb, lcf]).astype(np.float32)
 
 
-def describe_again(engine: Engine, rows: list[store.TimeEvent], settings: Settings) -> int:
+def describe_again(engine: Engine, rows: list[store.TimeEvent], settings: Settings,
+                   chunk: int = 500) -> int:
     """Describe again, and store, the events of ``rows`` whose features another embedder or an
     older definition of the configured one gave (their length differs from
     :func:`event_features`'): the embedding of each one's peak cutout, from its stored strip,
-    beside its stored light-curve features. Returns how many."""
+    beside its stored light-curve features; ``chunk`` events at a time. Returns how many."""
     from .events import LIGHTCURVE_FEATURES, peak_cutout
 
     embedder = _event_embedder(settings)
     n_lc = len(LIGHTCURVE_FEATURES)
     stale = [int(r.id) for r in rows if len(r.features) != 4 * (embedder.dim + n_lc)]
-    if not stale:
-        return 0
-    heavy = store.event_rows(engine, ids=stale, heavy=True)
-    cutouts = np.stack([peak_cutout(unpack_strip(r), json.loads(r.strip_frames_json),
-                                    r.frame_peak) for r in heavy])
-    lcf = np.stack([np.frombuffer(r.features, np.float32)[-n_lc:] for r in heavy])
-    store.write_event_features(engine, [int(r.id) for r in heavy],
-                               np.hstack([embedder.embed(cutouts), lcf]).astype(np.float32))
-    return len(heavy)
+    for start in range(0, len(stale), chunk):  # (strips held, and ids bound, a chunk at a time)
+        heavy = store.event_rows(engine, ids=stale[start:start + chunk], heavy=True)
+        cutouts = np.stack([peak_cutout(unpack_strip(r), json.loads(r.strip_frames_json),
+                                        r.frame_peak) for r in heavy])
+        lcf = np.stack([np.frombuffer(r.features, np.float32)[-n_lc:] for r in heavy])
+        store.write_event_features(engine, [int(r.id) for r in heavy],
+                                   np.hstack([embedder.embed(cutouts), lcf]).astype(np.float32))
+    return len(stale)
 
 
 def _event_embedder(settings: Settings) -> Embedder:
