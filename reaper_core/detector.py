@@ -196,10 +196,14 @@ class PCAAnomalyDetector(OutlierMixin, BaseEstimator):
             solver = ("covariance_eigh" if tall else
                       "randomized" if k < 0.8 * limit and n > 500 else "full")
             pca = PCA(n_components=max(k, 1), svd_solver=solver, random_state=self.random_state)
-        pca.fit(Z)
+        with np.errstate(divide="ignore", invalid="ignore"):  # samples all alike: 0 / 0
+            pca.fit(Z)
         self.components_ = pca.components_.astype(np.float64)
         self.pca_mean_ = pca.mean_.astype(np.float64)
-        self.explained_variance_ratio_ = pca.explained_variance_ratio_.astype(np.float64)
+        # (No variance to explain — a frame smaller than a patch, every window the same — is
+        # none explained, not NaN in the model's JSON.)
+        self.explained_variance_ratio_ = np.nan_to_num(
+            pca.explained_variance_ratio_.astype(np.float64), nan=0.0)
         self.n_components_ = int(pca.n_components_)
         self.residual_scale_ = np.ones(d)
         self.normal_ = np.zeros((0, d_all))

@@ -619,3 +619,19 @@ def test_reasons_in_plain_words(hdf_file):
     assert reasons(det, X[:2], None) == [[], []]  # no feature meanings: no words
     assert _where(["upper left", "lower left"]) == "the upper left and lower left of the patch"
     assert _where(["a", "b", "c", "d"]) == "every quarter of the patch"
+
+
+def test_samples_all_alike_explain_no_variance_without_a_warning():
+    """Cutouts all alike (a frame smaller than a patch: every window is the whole frame) give
+    a model whose components explain no variance — 0, not NaN in its stored JSON — and no
+    division-by-zero warning."""
+    import json
+    import warnings
+
+    X = np.tile(np.linspace(0, 1, 12), (5, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        det = PCAAnomalyDetector(n_components=2).fit(X)
+    assert np.array_equal(det.explained_variance_ratio_, np.zeros(det.n_components_))
+    assert "NaN" not in det.to_bytes()[1] and json.loads(det.to_bytes()[1])
+    assert np.isfinite(det.anomaly_score(X)).all()
