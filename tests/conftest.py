@@ -105,3 +105,27 @@ def runs_match(engine) -> bool:
             "WHERE f.first_cutout_id IS NOT NULL GROUP BY f.id")).all()
     return bool(rows) and all(first == lo and lo + n - 1 == hi and cnt == n
                               for first, n, lo, hi, cnt in rows)
+
+
+def older_features(engine, more: int = 4) -> int:
+    """Make ``engine``'s database look written by a version whose embedder gave ``more``
+    features: every stored vector ``more`` zeros longer, the model's feature count as many
+    more. Returns how many vectors."""
+    import json
+
+    import numpy as np
+    from sqlalchemy import text
+
+    from reaper_core import store
+
+    rows = [(i, v) for ids, X in store.iter_embeddings(engine, Settings().embedder)
+            for i, v in zip(ids, X, strict=True)]
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE embedding SET vector = ? WHERE cutout_id = ?", [
+            (np.append(v, np.zeros(more, np.float32)).tobytes(), int(i)) for i, v in rows])
+        for mid, meta in conn.execute(text("SELECT id, meta_json FROM detector_model")).all():
+            meta = json.loads(meta)
+            meta["n_features_in_"] += more
+            conn.execute(text("UPDATE detector_model SET meta_json = :m WHERE id = :i"),
+                         {"m": json.dumps(meta), "i": mid})
+    return len(rows)

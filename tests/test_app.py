@@ -351,6 +351,32 @@ def test_upload_beside_the_demo_says_how_to_judge_ones_own(tmp_path, monkeypatch
     st.cache_resource.clear()
 
 
+def test_upload_into_a_database_of_older_features_says_the_model_was_fitted_anew(
+        tmp_path, monkeypatch, hdf_file, tica_file):
+    """An upload into a database an older version wrote (its vectors longer by the features
+    this version dropped) is stored, the stored cutouts are embedded again and the model fitted
+    anew: the page says so, in words; the next upload that fits nothing says nothing of it."""
+    from reaper_core.store import make_engine
+
+    from .conftest import older_features
+
+    url = ingested_db(tmp_path, [hdf_file])
+    engine = make_engine(url)
+    n = older_features(engine)
+    engine.dispose()
+    at = app_on(url, tmp_path, monkeypatch, timeout=120)
+    at.switch_page("app_pages/upload.py").run()
+    at.file_uploader(key="uploader").set_value([
+        ("mine.fits", tica_file.read_bytes(), "application/fits")]).run()
+    assert not at.exception, at.exception
+    said = re.sub(r"\\(.)", r"\1", " ".join(i.value for i in at.info))
+    assert (f"The model was fitted anew (the local+core+stars embedder describes a cutout "
+            f"with 92 features since this version: {n:,} stored cutouts embedded before are "
+            f"embedded again): every cutout is scored by it.") in said
+    assert any("**mine\\.fits**" in s.value for s in at.success)
+    st.cache_resource.clear()
+
+
 def test_shared_link_opens_a_cutout_with_sky_links(app, db):
     """?cutout=ID opens that cutout's detail; a cutout with RA/Dec links to sky atlases."""
     eng = _engine(db)

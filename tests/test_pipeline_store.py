@@ -17,7 +17,7 @@ from reaper_core.files import expand_paths
 from reaper_core.ingest import ingest_file, ingest_many
 from reaper_core.models import current_model, fit_model, save_threshold
 
-from .conftest import exported, runs_match
+from .conftest import exported, older_features, runs_match
 
 
 def test_ingest_spoc_scores_and_stores_everything(engine, settings, spoc_file, sim_small):
@@ -678,21 +678,12 @@ def test_vectors_of_an_older_feature_set_are_embedded_again(engine, settings, sp
     patches' sky level and noise in image units): the next ingest drops those vectors and the
     model fitted on them, and the fit embeds the stored patches again; one sentence says so.
     Before, vectors of two lengths under one name could not be stacked."""
-    import json
-
     from reaper_core.embedders import get_embedder
     from reaper_core.models import retire_stale
 
     first = ingest_many(engine, [spoc_file], settings).results[0].n_cutouts
     name, dim = settings.embedder, get_embedder(settings.embedder).dim
-    ids, X = next(store.iter_embeddings(engine, name))
-    with engine.begin() as conn:  # what the older version stored: 4 features more
-        conn.exec_driver_sql("UPDATE embedding SET vector = ? WHERE cutout_id = ?", [
-            (np.append(v, np.zeros(4, np.float32)).tobytes(), int(i))
-            for i, v in zip(ids, X, strict=True)])
-        meta = json.loads(conn.execute(text("SELECT meta_json FROM detector_model")).scalar())
-        meta["n_features_in_"] += 4
-        conn.execute(text("UPDATE detector_model SET meta_json = :m"), {"m": json.dumps(meta)})
+    assert older_features(engine) == first
     assert store.vector_length(engine, name) == 4 * (dim + 4)
     report = ingest_many(engine, [tica_file], settings)
     assert report.ok and report.fitted

@@ -58,6 +58,10 @@ if new:
                                                hdu=None if choice == "automatic" else choice)
     for k, r in zip(report.inputs, report.results, strict=True):
         done.setdefault(new[k].file_id, []).append(r)
+    if report.fitted:  # said until the next upload
+        st.session_state["upload_fitted"] = report.refit_note
+    else:
+        st.session_state.pop("upload_fitted", None)
 
 results = [r for each in done.values() for r in each]
 if results:
@@ -73,6 +77,10 @@ if results:
             st.error(widgets.plain(r.message))
         for note in r.notes:
             st.caption(widgets.plain(note))
+    if "upload_fitted" in st.session_state:
+        why = st.session_state["upload_fitted"]
+        st.info("The model was fitted anew" + (f" ({widgets.plain(why)})" if why else "")
+                + ": every cutout is scored by it.")
     ok = [r for r in results if r.status in ("added", "duplicate")]
     if any(r.status == "added" for r in ok) and any(
             widgets.demo_description(f.name) for f in state.reaper().files()):
