@@ -327,6 +327,7 @@ def test_upload_good_bad_and_duplicate(app, db, tica_file, tmp_path):
     assert "evil.fits: is not a FITS file but a PNG image" in text
     assert "duplicate" in text
     assert "demo" not in text  # no demo file in this database: nothing to say of one
+    assert "was fitted" not in text  # the model learned from enough of the cutouts already
     uploads = Path(db[1]) / "uploads"
     assert all(p.resolve().parent == uploads.resolve() for p in uploads.iterdir())
 

@@ -79,8 +79,9 @@ if results:
             st.caption(widgets.plain(note))
     if "upload_fitted" in st.session_state:
         why = st.session_state["upload_fitted"]
-        st.info("The model was fitted anew" + (f" ({widgets.plain(why)})" if why else "")
-                + ": every cutout is scored by it.")
+        st.info(f"The model was fitted anew ({widgets.plain(why)}): every cutout is scored by "
+                "it." if why else "A model was fitted on the cutouts stored: every cutout is "
+                "scored by it.")
     ok = [r for r in results if r.status in ("added", "duplicate")]
     if any(r.status == "added" for r in ok) and any(
             widgets.demo_description(f.name) for f in state.reaper().files()):
