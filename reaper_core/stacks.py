@@ -239,9 +239,8 @@ def stack_from_files(paths: Iterable[str | Path], *, name: str | None = None,
     infos = check_frames(infos)  # refuses fewer than MIN_FRAMES: ``first`` is a frame
     head = infos[0]
     field = field_of(first.header_cards) if head.sector is None else None
-    chip = "" if hdu is None else f" [{hdu}]"
-    name = name or (field_name(field) if field else
-                    stack_name(head.sector, head.camera, head.ccd)) + chip
+    name = name or chip_name(field_name(field) if field else
+                             stack_name(head.sector, head.camera, head.ccd), hdu)
     return _file_stack(infos, name, first.valid, first.wcs)
 
 
@@ -447,6 +446,12 @@ def field_name(field: tuple[str, str, str, str]) -> str:
     telescope, instrument, obj, band = field
     return (f"{obj} ({' '.join(g for g in (telescope, instrument) if g) or 'frames'}"
             f"{', ' + band if band else ''})")
+
+
+def chip_name(name: str, hdu: int | None) -> str:
+    """A stack's ``name`` for the frames of one HDU of each file (one chip of a mosaic):
+    ``name [hdu]``; ``name`` itself for whole files (``hdu`` None)."""
+    return name if hdu is None else f"{name} [{hdu}]"
 
 
 def stack_name(sector: int | None, camera: int | None, ccd: int | None) -> str:

@@ -26,6 +26,7 @@ from .errors import ReaperError
 from .progress import ProgressFn, noop
 from .stacks import (
     Stack,
+    chip_name,
     field_name,
     field_of,
     stack_from_cube,
@@ -309,9 +310,9 @@ def auto_stacks(engine: Engine, settings: Settings, added: list[int],
             continue
         if kind == "field":  # frames of one field, not TESS's
             *field, hdu, _, _ = group
-            name = field_name(tuple(field))
-            if members[0].name.endswith(f"[{hdu}]"):  # one image of each file: its HDU
-                name += f" [{hdu}]"
+            # (one image of each file: its HDU)
+            name = chip_name(field_name(tuple(field)),
+                             hdu if members[0].name.endswith(f"[{hdu}]") else None)
             key = "field:" + hashlib.sha256(repr(tuple(group)).encode()).hexdigest()
         else:
             sector, camera, ccd, ny, nx = group
