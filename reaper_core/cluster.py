@@ -72,6 +72,7 @@ def prepare_on_worker(path: str, settings: Settings, name: str, sha256: str,
         # The writer stores the packed patches and the preview: the float32 patches (3× the
         # bytes) and the frame's pixels stay here.
         prep.patches = np.zeros((0, prep.patch_size, prep.patch_size), np.float32)
+        prep.background = None
         prep.image = prep.image.without_pixels()
         return prep
     except Exception as exc:

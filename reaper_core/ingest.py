@@ -48,6 +48,9 @@ class Prepared:
     preview_png: bytes | None = None
     #: Patch side, pixels.
     patch_size: int = 32
+    #: The science region's smooth sky the patches are levelled by (see
+    #: :func:`~reaper_core.cutouts.extract_cutouts`), image units.
+    background: np.ndarray | None = field(default=None, repr=False)
     _patches: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -58,7 +61,7 @@ class Prepared:
             from .cutouts import extract_cutouts
 
             self._patches = extract_cutouts(self.image.data, self.sources.x, self.sources.y,
-                                            self.patch_size, self.image.valid)
+                                            self.patch_size, self.image.valid, self.background)
         return self._patches
 
     @patches.setter
@@ -185,15 +188,18 @@ def _prepare(path: str | Path, settings: Settings, embedder: Embedder, progress:
     if image.layout == "tesscut" and min(image.shape) < MIN_SIDE:
         return _stack_only(path, name, sha256, image, embedder, settings.patch_size)
     progress("sources", 0.0, "finding sources")
-    stars = sky = None
+    from .sources import science_sky
+
+    # The smooth sky: detection's background, the star fit's, and what each patch is
+    # levelled by (scattered light's slope taken out).
+    sky = science_sky(image)
+    stars = None
     if getattr(embedder, "uses_image", False):
         from .parallel import begin
-        from .sources import science_sky
         from .starfit import fit_region
 
         # The star fit overlaps detection, cutting, packing and embedding (started after
         # detection instead, the ingest of a 2048² frame took 0.5 s longer: measured).
-        sky = science_sky(image)
         stars = begin(fit_region, image.data, image.valid, sky)
     sources = find_sources(image, settings.source_method, patch_size=settings.patch_size,
                            sky=sky)
@@ -219,7 +225,8 @@ def _prepare(path: str | Path, settings: Settings, embedder: Embedder, progress:
         progress("embed", done / max(total, 1), f"{done}/{total}")
 
     def cut(rows: slice) -> np.ndarray:
-        return extract_cutouts(image.data, sources.x[rows], sources.y[rows], size, image.valid)
+        return extract_cutouts(image.data, sources.x[rows], sources.y[rows], size, image.valid,
+                               sky[0])
 
     patches = None
     if core.per_patch:
@@ -250,7 +257,8 @@ def _prepare(path: str | Path, settings: Settings, embedder: Embedder, progress:
     return Prepared(name=name, sha256=sha256,
                     size_bytes=path.stat().st_size, image=image, sources=sources,
                     embeddings=X, ra=ra, dec=dec, patch_blobs=blobs,
-                    preview_png=_preview_png(image), patch_size=size, _patches=patches)
+                    preview_png=_preview_png(image), patch_size=size, background=sky[0],
+                    _patches=patches)
 
 
 def _stack_only(path: Path, name: str, sha256: str, image: FitsImage, embedder: Embedder,

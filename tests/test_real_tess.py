@@ -392,7 +392,7 @@ def test_reasons_say_only_what_the_patch_shows(tmp_path):
     column …") names a value on that side of the median over the frame's cutouts — not one
     merely above or below what the rest of the patch predicts (a bleed trail's column, fainter
     than its star's light predicts, was "no bright column"). Of the 40 highest-scoring
-    cutouts, every phrase; each still has three."""
+    cutouts, every phrase; each has two or three, nearly all three."""
     from reaper_core import store
 
     reaper = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'w.db'}", load_demo=0))
@@ -408,9 +408,10 @@ def test_reasons_say_only_what_the_patch_shows(tmp_path):
     top = reaper.ranking(model)["cutout_id"][:40].tolist()
     why = reaper.reasons(model, top)
     checked = 0
+    assert sum(len(why[cid]) == 3 for cid in top) >= 36
     for cid in top:
         x = X[np.flatnonzero(ids == cid)[0]]
-        assert len(why[cid]) == 3
+        assert len(why[cid]) in (2, 3)
         for phrase in why[cid]:
             if phrase in said:
                 checked += 1
@@ -444,3 +445,24 @@ def test_the_same_frame_in_other_units_is_judged_alike(tmp_path):
     a, b, c = (np.stack([row[i] for i in g.cutout_id]) for _, g in df.groupby("file"))
     np.testing.assert_allclose(b, a, atol=1e-2)
     np.testing.assert_allclose(c, a, atol=1e-2)
+
+
+def test_a_frame_under_scattered_light_is_judged_by_what_it_shows(tmp_path):
+    """The real SPOC frame under a sky rising 10σ per 100 px (scattered light), stored after
+    the original and scored by the original's model: it keeps its objects and is flagged about
+    as little. Before, its background's RMS widened with the slope (187 of the 215 objects
+    found) and the patches kept the slope (164 of them flagged, the original 8)."""
+    with fits.open(SPOC) as hdul:
+        data = hdul[1].data.astype(np.float32)
+        science = data[science_region(hdul[1].header, data.shape)]
+        sigma = 1.4826 * np.nanmedian(np.abs(science - np.nanmedian(science)))
+        yy, xx = np.mgrid[0:data.shape[0], 0:data.shape[1]]
+        hdul[1].data = data + (0.1 * sigma * (xx + 0.5 * yy)).astype(np.float32)
+        hdul.writeto(tmp_path / f"lit_{SPOC.name}")
+    reaper = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'lit.db'}"))
+    first = reaper.ingest([SPOC]).results[0]
+    report = reaper.ingest([tmp_path / f"lit_{SPOC.name}"])
+    lit = report.results[0]
+    assert not report.fitted  # scored by the original's model
+    assert lit.n_cutouts > 0.95 * first.n_cutouts
+    assert lit.n_anomalies < max(4 * first.n_anomalies, lit.n_cutouts / 6)
