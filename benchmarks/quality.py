@@ -413,7 +413,7 @@ def main() -> None:
                             f"{dname} — labelled normal, page by page (24 objects a page), "
                             "then re-fitted"))
         if args.bound:
-            supervised_bound(work, default, args.sim_size, args.seed)
+            supervised_bound(work, default, args.sim_size, args.seed, only=args.only)
 
 
 def tune(sets, default: Settings, work: Path) -> None:
@@ -506,7 +506,8 @@ def _labelled(path: Path, anomalies, artefacts, settings: Settings, embedder):
 
 
 def supervised_bound(work: Path, settings: Settings, sim_size: int, seed: int,
-                     n_train: int = 6, n_test: int = 2, n_per_kind: int = 10) -> None:
+                     n_train: int = 6, n_test: int = 2, n_per_kind: int = 10,
+                     only: str = "") -> None:
     """How well the injected anomalies can be told from the rest *at all*, given the labels.
 
     A gradient-boosted classifier (scikit-learn) is trained on ``n_train`` injected draws, told
@@ -526,8 +527,13 @@ def supervised_bound(work: Path, settings: Settings, sim_size: int, seed: int,
                  lambda k: real_tess_injected(work, 1, seed + 1000 + 8 * k),
              "Hubble Deep Field": lambda k: [hdf_injected(work, n_per_kind, seed + 1000 + k)],
              f"simulated TESS ({sim_size}²)":
-                 lambda k: [sim_injected(work, k, sim_size, max(n_per_kind // 2, 1), seed)]}
+                 lambda k: [sim_injected(work, k, sim_size, max(n_per_kind // 2, 1), seed)],
+             f"simulated TESS, crowded ×4 ({sim_size}²)":
+                 lambda k: [sim_injected(work, k, sim_size, max(n_per_kind // 2, 1), seed,
+                                         density=4.0)]}
     for dname, draw in draws.items():
+        if only and only not in dname:
+            continue
         t0 = time.perf_counter()
 
         def labelled(k: int, draw=draw):

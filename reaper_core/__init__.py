@@ -4,12 +4,13 @@ The library behind the dashboard and the command line; it imports no Streamlit o
 What a notebook needs is importable from here (each name is loaded on first use, so
 ``import reaper_core`` is instant)::
 
-    from reaper_core import read_fits, find_sources, extract_cutouts, get_embedder
+    from reaper_core import read_fits, science_sky, find_sources, extract_cutouts, get_embedder
     from reaper_core import PCAAnomalyDetector, Reaper
 
     image = read_fits("tess2018206192942-s0001-1-4-0120-s_ffic.fits")
-    src = find_sources(image)
-    patches = extract_cutouts(image.data, src.x, src.y, 32, image.valid)   # (n, 32, 32)
+    sky, rms = science_sky(image)                      # smooth background, its noise (e-/s)
+    src = find_sources(image, sky=(sky, rms))
+    patches = extract_cutouts(image.data, src.x, src.y, 32, image.valid, sky)   # (n, 32, 32)
     X = get_embedder("local").embed(patches)                                # (n, 65)
     det = PCAAnomalyDetector(n_components=5).fit(X)
     odd = det.anomaly_score(X)                                              # higher is odder
@@ -30,6 +31,7 @@ _EXPORTS = {
     # reading and cutting
     "FitsImage": "fits_reader", "read_fits": "fits_reader",
     "Sources": "sources", "find_sources": "sources", "SOURCE_METHODS": "sources",
+    "science_sky": "sources",
     "extract_cutouts": "cutouts", "to_png": "cutouts", "STRETCHES": "cutouts",
     # embedding and detecting
     "Embedder": "embedders", "Feature": "embedders", "get_embedder": "embedders",

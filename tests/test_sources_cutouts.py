@@ -343,7 +343,7 @@ def test_background_follows_scattered_light_to_the_edges():
     edges and through its last, partial box, and the RMS stays the noise's: photutils' mesh
     held the background flat within half a box of the edges (4.4σ off at the 99th percentile
     of the real SPOC corner) and widened the RMS by the slope within each box (× 1.64), so
-    that 28 of its 215 objects were no longer found."""
+    that 28 of its 215 cutouts were no longer cut."""
     from reaper_core.sources import science_sky
 
     path = REAL_DATA / "tess" / "tess2018206192942-s0001-1-4-0120-s_ffic.fits"
