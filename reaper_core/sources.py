@@ -56,7 +56,8 @@ class Sources:
 def estimate_background(
     data: np.ndarray, box_size: int = 64, filter_size: int = 3
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Sigma-clipped 2-D background and its RMS, both shape ``data.shape``, image units.
+    """Sigma-clipped 2-D background and its RMS, both shape ``data.shape``, image units; NaN
+    pixels are left out (filled with the median where too few boxes would be left).
 
     photutils' ``Background2D`` mesh (sigma-clipped medians and standard deviations in boxes
     of ``box_size`` px; :func:`_box_meshes`), median-filtered and up-sampled by cubic splines
@@ -76,12 +77,19 @@ def estimate_background(
     finite = np.isfinite(data)
     mask = None if finite.all() else ~finite
     dtype = np.result_type(data.dtype, np.float32)
-    level, _ = _box_meshes(data, box, mask)
+    try:
+        level, scatter = _box_meshes(data, box, mask)
+    except ValueError:  # photutils: no box is at least half unmasked
+        data, mask = np.where(finite, data, np.nanmedian(data)).astype(dtype), None
+        level, scatter = _box_meshes(data, box, mask)
     level = _median_filter_mesh(_trend_through_partial_boxes(level, data.shape, box),
                                 filter_size, extend=True)
     background = _upsample(level, box, data.shape, dtype, extend=True)
     offset, rms = _box_meshes(data - background, box, mask)
     background += _upsample(_median_filter_mesh(offset, filter_size), box, data.shape, dtype)
+    # Each is the noise and something more: the first the slope within the box, the second
+    # the background's misfit (beside a hole, a step, a large galaxy). The smaller is nearer.
+    rms = np.minimum(rms, scatter)
     return background, _upsample(_median_filter_mesh(rms, filter_size), box, data.shape, dtype)
 
 
@@ -493,13 +501,10 @@ def grid_positions(shape: tuple[int, int], step: int) -> tuple[np.ndarray, np.nd
 
 
 def science_sky(image: FitsImage) -> tuple[np.ndarray, np.ndarray]:
-    """Background and its RMS of ``image``'s science region (:func:`estimate_background`, NaN
-    pixels filled with the median first), each of the region's shape, image units."""
+    """Background and its RMS of ``image``'s science region (:func:`estimate_background`),
+    each of the region's shape, image units."""
     region = image.valid or (slice(0, image.shape[0]), slice(0, image.shape[1]))
-    science = image.data[region]
-    finite = np.isfinite(science)
-    filled = science if finite.all() else np.where(finite, science, np.nanmedian(science))
-    return estimate_background(np.asarray(filled, np.float32))
+    return estimate_background(np.asarray(image.data[region], np.float32))
 
 
 def find_sources(

@@ -239,13 +239,12 @@ def _subtracted(data: np.ndarray, background: np.ndarray, rms: np.ndarray
 def _region_sky(data: np.ndarray, region: tuple[slice, slice] | None
                 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """``data``'s science ``region`` (all of it when None) as float, shape (ny, nx), and its
-    (background, rms), measured with missing pixels filled by the region's median."""
+    (background, rms) (:func:`~reaper_core.sources.estimate_background`)."""
     from .sources import estimate_background
 
     region = region or (slice(0, data.shape[0]), slice(0, data.shape[1]))
     science = np.asarray(data[region], float)
-    return science, estimate_background(np.where(np.isfinite(science), science,
-                                                 np.nanmedian(science)))
+    return science, estimate_background(science)
 
 
 def fit_stars(data: np.ndarray, background: np.ndarray, rms: np.ndarray, *,
