@@ -23,8 +23,10 @@ import bz2
 import gzip
 import io
 import re
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -176,9 +178,36 @@ def _packing(path: Path) -> tuple[str, Callable] | None:
     return next((c for magic, c in _COMPRESSED.items() if head.startswith(magic)), None)
 
 
+#: The compressed file last inflated, while :func:`inflate_once` holds: {key: bytes}.
+_KEPT: dict[tuple, bytes] | None = None
+_KEPT_LOCK = threading.Lock()
+
+
+@contextmanager
+def inflate_once() -> Iterator[None]:
+    """Within it, a compressed file read again — each image of a gzipped mosaic, and the look
+    for its images before them — is inflated once: the last compressed file inflated is kept
+    in memory (its bytes) and read from there while its size and modification time stay the
+    same. Outside it nothing is kept. (A 113 MB gzip file of 32 images of 1024² px: ingested
+    in 73 s, 47 s uncompressed; inflating it 33 times was the difference.)"""
+    global _KEPT
+    with _KEPT_LOCK:
+        before, _KEPT = _KEPT, {}
+    try:
+        yield
+    finally:
+        with _KEPT_LOCK:
+            _KEPT = before
+
+
+def _kept_key(path: Path) -> tuple:
+    st = path.stat()
+    return str(path.resolve()), st.st_mtime_ns, st.st_size
+
+
 def _read_bytes(path: Path, name: str, max_bytes: int) -> bytes:
     """Read a file, inflating gzip or bzip2 in chunks so that a bomb is refused without filling
-    memory."""
+    memory (once for several reads, within :func:`inflate_once`)."""
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -190,7 +219,14 @@ def _read_bytes(path: Path, name: str, max_bytes: int) -> bytes:
             name, f"is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit"
         )
     packed = _packing(path)
-    if packed is not None:
+    with _KEPT_LOCK:
+        key = _kept_key(path) if packed is not None and _KEPT is not None else None
+        raw = _KEPT.get(key) if key is not None else None
+    if raw is not None:
+        if len(raw) > max_bytes:
+            raise FITSReadError(
+                name, f"inflates to more than the {max_bytes / 1e6:.0f} MB limit; refused")
+    elif packed is not None:
         what, opener = packed
         out = io.BytesIO()
         try:
@@ -205,6 +241,10 @@ def _read_bytes(path: Path, name: str, max_bytes: int) -> bytes:
         except (OSError, EOFError, ValueError) as exc:  # gzip.BadGzipFile is an OSError
             raise FITSReadError(name, f"is a damaged {what} file ({exc})") from None
         raw = out.getvalue()
+        with _KEPT_LOCK:
+            if key is not None and _KEPT is not None:
+                _KEPT.clear()
+                _KEPT[key] = raw
     else:
         raw = path.read_bytes()
     if not raw.startswith(_FITS_MAGIC):

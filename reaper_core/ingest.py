@@ -354,14 +354,16 @@ def ingest_file(
     name: str | None = None,
     stored_path: str | None = None,
     hdu: int | None = None,
+    sha256: str | None = None,
 ) -> FileResult:
     """Ingest one file (the image of its HDU ``hdu``, else the one the reader's rule picks).
-    Never raises for a bad file: the result says what went wrong."""
+    ``sha256``: its bytes' SHA-256, when known. Never raises for a bad file: the result says
+    what went wrong."""
     t0 = time.perf_counter()
     path = Path(path)
     display = image_name(name or path.name, hdu)
     try:
-        sha, dup = check_new(engine, path, display, t0, hdu)
+        sha, dup = check_new(engine, path, display, t0, hdu, sha256)
         if dup is not None:
             return dup
         embedder = embedder or get_embedder(settings.embedder, settings)
@@ -373,13 +375,14 @@ def ingest_file(
 
 
 def check_new(engine: Engine, path: Path, display: str, t0: float,
-              hdu: int | None = None) -> tuple[str, FileResult | None]:
-    """(SHA-256 of the file, the "duplicate" result when its image — of HDU ``hdu``, else the
-    one the reader picks — is stored already)."""
+              hdu: int | None = None, sha256: str | None = None
+              ) -> tuple[str, FileResult | None]:
+    """(SHA-256 of the file — ``sha256`` when known —, the "duplicate" result when its image —
+    of HDU ``hdu``, else the one the reader picks — is stored already)."""
     refuse_folder(path, display)
     if not path.is_file():
         raise FITSReadError(display, "does not exist or is not a file")
-    sha = sha256_file(path)
+    sha = sha256 or sha256_file(path)
     dup = store.file_by_sha(engine, image_key(sha, hdu))
     if dup is None:
         return sha, None
@@ -474,7 +477,8 @@ def ingest_many(
     With a ``distributed.Client``, the compute stages run on its cluster
     (:func:`reaper_core.cluster.run_on_cluster`) and this process stores the results.
     """
-    todo = to_ingest(items, hdu)
+    from .fits_reader import inflate_once
+
     report = IngestReport()
     embedder = get_embedder(settings.embedder, settings)
     # Stored vectors of an older definition of the features are embedded again by the fit.
@@ -482,19 +486,34 @@ def ingest_many(
     if client is not None:
         from .cluster import run_on_cluster
 
+        todo = to_ingest(items, hdu)
         report.results = run_on_cluster(engine, todo, settings, client, on_file, on_result)
         finish_batch(engine, report, settings, progress, fit_if_missing, client)
         return report
-    for i, it in enumerate(todo):
-        if on_file:
-            on_file(i, len(todo), it.display)
-        result = ingest_file(engine, it.path, settings, embedder=embedder, progress=progress,
-                             name=it.name, stored_path=it.stored_path, hdu=it.hdu)
-        report.results.append(result)
-        if on_result:
-            on_result(i, len(todo), result)
+    # A file of several images (a mosaic's CCDs) is hashed once, and inflated once when it
+    # is compressed, for all of them.
+    with inflate_once():
+        todo = to_ingest(items, hdu)
+        hashes = _hashes_of_shared_files(todo)
+        for i, it in enumerate(todo):
+            if on_file:
+                on_file(i, len(todo), it.display)
+            result = ingest_file(engine, it.path, settings, embedder=embedder,
+                                 progress=progress, name=it.name, stored_path=it.stored_path,
+                                 hdu=it.hdu, sha256=hashes.get(it.path))
+            report.results.append(result)
+            if on_result:
+                on_result(i, len(todo), result)
     finish_batch(engine, report, settings, progress, fit_if_missing)
     return report
+
+
+def _hashes_of_shared_files(todo: list[IngestItem]) -> dict[Path, str]:
+    """{path: SHA-256} of the files that several items read (each image of a mosaic)."""
+    from collections import Counter
+
+    shared = [p for p, n in Counter(it.path for it in todo).items() if n > 1]
+    return {p: sha256_file(p) for p in shared if p.is_file()}
 
 
 #: A batch re-fits the model when it learned from fewer than this share of the cutouts.

@@ -439,6 +439,41 @@ def test_times_of_space_telescopes_and_older_headers(tmp_path):
 DSS = REAL_DATA / "other" / "dss_poss1_plate_1951.fits"
 
 
+@pytest.mark.skipif(not KEPLER.exists(), reason="../shared/data/ is not beside the checkout")
+def test_a_gzipped_mosaic_is_inflated_once(tmp_path, monkeypatch):
+    """Each image of a gzipped mosaic, and the look for its images before them, read from one
+    inflation of the file (it was inflated once to find the images and again for each);
+    the images are the same as the uncompressed file's, under the gzipped file's name, and the
+    kept bytes go when the batch ends."""
+    import gzip
+
+    from reaper_core import fits_reader
+
+    path, _ = _kepler_mosaic(tmp_path / "kplr_ffi.fits")
+    packed = tmp_path / "kplr_ffi.fits.gz"
+    packed.write_bytes(gzip.compress(path.read_bytes(), compresslevel=1))
+    opened = []
+
+    def counting(*args, **kwargs):
+        opened.append(args[0])
+        return gzip.open(*args, **kwargs)
+
+    monkeypatch.setitem(fits_reader._COMPRESSED, b"\x1f\x8b", ("gzip", counting))
+    reaper = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'gz.db'}", load_demo=0))
+    report = reaper.ingest([packed])
+    assert [(r.name, r.status) for r in report.results] == [
+        (f"kplr_ffi.fits.gz[{n}]", "added") for n in (1, 2, 3)]
+    assert len(opened) == 1
+    assert fits_reader._KEPT is None
+    plain = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'plain.db'}", load_demo=0))
+    assert [r.n_cutouts for r in plain.ingest([path]).results] == [
+        r.n_cutouts for r in report.results]
+    # Outside a batch nothing is kept: each read inflates.
+    read_fits(packed, hdu=2)
+    read_fits(packed, hdu=3)
+    assert len(opened) == 3
+
+
 @pytest.mark.skipif(not DSS.exists(), reason="../shared/data/ is not beside the checkout")
 def test_old_plate_dates_and_blank_pixels_of_unsigned_images(tmp_path):
     """A plate scan's DATE-OBS in the old DD/MM/YY form with its UT (the real 1951 POSS-I
