@@ -25,7 +25,7 @@ import io
 import re
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -178,21 +178,24 @@ def _packing(path: Path) -> tuple[str, Callable] | None:
     return next((c for magic, c in _COMPRESSED.items() if head.startswith(magic)), None)
 
 
-#: The compressed file last inflated, while :func:`inflate_once` holds: {key: bytes}.
-_KEPT: dict[tuple, bytes] | None = None
+#: While :func:`inflate_once` holds: the files it names ("shared"), and the one of them last
+#: inflated ("kept": {key: bytes}).
+_KEPT: dict[str, Any] | None = None
 _KEPT_LOCK = threading.Lock()
 
 
 @contextmanager
-def inflate_once() -> Iterator[None]:
-    """Within it, a compressed file read again — each image of a gzipped mosaic, and the look
-    for its images before them — is inflated once: the last compressed file inflated is kept
-    in memory (its bytes) and read from there while its size and modification time stay the
-    same. Outside it nothing is kept. (A 113 MB gzip file of 32 images of 1024² px: ingested
-    in 73 s, 47 s uncompressed; inflating it 33 times was the difference.)"""
+def inflate_once(paths: Iterable[str | Path]) -> Iterator[None]:
+    """Within it, each of ``paths`` that is compressed — a gzipped mosaic whose images are read
+    one by one — is inflated once: the last of them inflated is kept in memory (its bytes) and
+    read from there while its size and modification time stay the same. Other files, and
+    every file outside it, are inflated at each read and not kept. (A 113 MB gzip file of 32
+    images of 1024² px: ingested in 73 s, 47 s uncompressed; inflating it for each image was
+    the difference.)"""
     global _KEPT
     with _KEPT_LOCK:
-        before, _KEPT = _KEPT, {}
+        before = _KEPT
+        _KEPT = {"shared": {str(Path(p).resolve()) for p in paths}, "kept": {}}
     try:
         yield
     finally:
@@ -200,9 +203,13 @@ def inflate_once() -> Iterator[None]:
             _KEPT = before
 
 
-def _kept_key(path: Path) -> tuple:
+def _kept_key(path: Path) -> tuple | None:
+    """The key :func:`inflate_once` keeps ``path``'s bytes under; None when it does not."""
+    resolved = str(path.resolve())
+    if _KEPT is None or resolved not in _KEPT["shared"]:
+        return None
     st = path.stat()
-    return str(path.resolve()), st.st_mtime_ns, st.st_size
+    return resolved, st.st_mtime_ns, st.st_size
 
 
 def _read_bytes(path: Path, name: str, max_bytes: int) -> bytes:
@@ -220,8 +227,8 @@ def _read_bytes(path: Path, name: str, max_bytes: int) -> bytes:
         )
     packed = _packing(path)
     with _KEPT_LOCK:
-        key = _kept_key(path) if packed is not None and _KEPT is not None else None
-        raw = _KEPT.get(key) if key is not None else None
+        key = _kept_key(path) if packed is not None else None
+        raw = _KEPT["kept"].get(key) if key is not None else None
     if raw is not None:
         if len(raw) > max_bytes:
             raise FITSReadError(
@@ -243,8 +250,7 @@ def _read_bytes(path: Path, name: str, max_bytes: int) -> bytes:
         raw = out.getvalue()
         with _KEPT_LOCK:
             if key is not None and _KEPT is not None:
-                _KEPT.clear()
-                _KEPT[key] = raw
+                _KEPT["kept"] = {key: raw}
     else:
         raw = path.read_bytes()
     if not raw.startswith(_FITS_MAGIC):

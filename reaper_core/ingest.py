@@ -490,11 +490,11 @@ def ingest_many(
         report.results = run_on_cluster(engine, todo, settings, client, on_file, on_result)
         finish_batch(engine, report, settings, progress, fit_if_missing, client)
         return report
+    todo = to_ingest(items, hdu)
     # A file of several images (a mosaic's CCDs) is hashed once, and inflated once when it
     # is compressed, for all of them.
-    with inflate_once():
-        todo = to_ingest(items, hdu)
-        hashes = _hashes_of_shared_files(todo)
+    hashes = _hashes_of_shared_files(todo)
+    with inflate_once(hashes):
         for i, it in enumerate(todo):
             if on_file:
                 on_file(i, len(todo), it.display)

@@ -441,10 +441,10 @@ DSS = REAL_DATA / "other" / "dss_poss1_plate_1951.fits"
 
 @pytest.mark.skipif(not KEPLER.exists(), reason="../shared/data/ is not beside the checkout")
 def test_a_gzipped_mosaic_is_inflated_once(tmp_path, monkeypatch):
-    """Each image of a gzipped mosaic, and the look for its images before them, read from one
-    inflation of the file (it was inflated once to find the images and again for each);
-    the images are the same as the uncompressed file's, under the gzipped file's name, and the
-    kept bytes go when the batch ends."""
+    """The images of a gzipped mosaic are read from one inflation of the file (it was inflated
+    to find its images, then again for each); they are the same as the uncompressed file's,
+    under the gzipped file's name, and the kept bytes go when the batch ends. A compressed
+    file of one image is not kept."""
     import gzip
 
     from reaper_core import fits_reader
@@ -463,7 +463,7 @@ def test_a_gzipped_mosaic_is_inflated_once(tmp_path, monkeypatch):
     report = reaper.ingest([packed])
     assert [(r.name, r.status) for r in report.results] == [
         (f"kplr_ffi.fits.gz[{n}]", "added") for n in (1, 2, 3)]
-    assert len(opened) == 1
+    assert len(opened) == 2  # to find the images, then once for all three
     assert fits_reader._KEPT is None
     plain = Reaper(Settings(db_url=f"sqlite:///{tmp_path / 'plain.db'}", load_demo=0))
     assert [r.n_cutouts for r in plain.ingest([path]).results] == [
@@ -471,7 +471,12 @@ def test_a_gzipped_mosaic_is_inflated_once(tmp_path, monkeypatch):
     # Outside a batch nothing is kept: each read inflates.
     read_fits(packed, hdu=2)
     read_fits(packed, hdu=3)
-    assert len(opened) == 3
+    assert len(opened) == 4
+    # Nor is a compressed file of one image, read twice as before (its images, its read).
+    single = tmp_path / "kplr.fits.gz"
+    single.write_bytes(gzip.compress(KEPLER.read_bytes(), compresslevel=1))
+    assert reaper.ingest([single]).results[0].status == "added"
+    assert len(opened) == 6
 
 
 @pytest.mark.skipif(not DSS.exists(), reason="../shared/data/ is not beside the checkout")
