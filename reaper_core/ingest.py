@@ -512,8 +512,14 @@ def _hashes_of_shared_files(todo: list[IngestItem]) -> dict[Path, str]:
     """{path: SHA-256} of the files that several items read (each image of a mosaic)."""
     from collections import Counter
 
-    shared = [p for p, n in Counter(it.path for it in todo).items() if n > 1]
-    return {p: sha256_file(p) for p in shared if p.is_file()}
+    hashes = {}
+    for p, n in Counter(it.path for it in todo).items():
+        try:
+            if n > 1:
+                hashes[p] = sha256_file(p)
+        except OSError:
+            pass  # each of its images' ingest says why it cannot be read
+    return hashes
 
 
 #: A batch re-fits the model when it learned from fewer than this share of the cutouts.
