@@ -464,5 +464,5 @@ def test_a_frame_under_scattered_light_is_judged_by_what_it_shows(tmp_path):
     report = reaper.ingest([tmp_path / f"lit_{SPOC.name}"])
     lit = report.results[0]
     assert not report.fitted  # scored by the original's model
-    assert lit.n_cutouts > 0.95 * first.n_cutouts
+    assert lit.n_cutouts > 0.9 * first.n_cutouts  # 205 of 215 (the base: 187)
     assert lit.n_anomalies < max(4 * first.n_anomalies, lit.n_cutouts / 6)

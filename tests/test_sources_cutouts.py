@@ -360,7 +360,7 @@ def test_background_follows_scattered_light_to_the_edges():
     off = np.abs(lit_sky - sky - slope) / sigma
     assert np.percentile(off, 99) < 2.5
     assert np.median(lit_rms / rms) < 1.1
-    assert len(find_sources(img)) > 0.95 * n
+    assert len(find_sources(img)) > 0.9 * n  # 205 of 215 (the base: 187)
 
 
 def test_mesh_median_filter_equals_photutils_generic_filter():
