@@ -451,7 +451,7 @@ def test_a_frame_under_scattered_light_is_judged_by_what_it_shows(tmp_path):
     """The real SPOC frame under a sky rising 10σ per 100 px (scattered light), stored after
     the original and scored by the original's model: it keeps its objects and is flagged about
     as little. Before, its background's RMS widened with the slope (187 of the 215 cutouts
-    cut) and the patches kept the slope (164 of them flagged, the original 8)."""
+    cut) and the patches kept the slope (135 of them flagged, the original 8)."""
     with fits.open(SPOC) as hdul:
         data = hdul[1].data.astype(np.float32)
         science = data[science_region(hdul[1].header, data.shape)]
