@@ -363,6 +363,26 @@ def test_background_follows_scattered_light_to_the_edges():
     assert len(find_sources(img)) > 0.9 * n  # 205 of 215 (the base: 187)
 
 
+def test_background_of_a_frame_mostly_missing():
+    """Missing pixels are left out of the background's boxes; where so many are missing that
+    no box is half filled (photutils then refuses), they are filled with the median instead,
+    and the background is still the sky's."""
+    from reaper_core.sources import estimate_background
+
+    rng = np.random.default_rng(5)
+    data = rng.normal(100.0, 5.0, (256, 256)).astype(np.float32)
+    data[:, 30:] = np.nan  # 88 % missing: every 64 px box is more than half empty
+    data[:, :30] += np.linspace(0, 20, 256, dtype=np.float32)[:, None]
+    background, rms = estimate_background(data)
+    assert np.isfinite(background).all() and np.isfinite(rms).all()
+    assert abs(np.median(background[:, :30]) - np.nanmedian(data)) < 2
+    holed = rng.normal(100.0, 5.0, (256, 256)).astype(np.float32)
+    holed[100:160, 100:160] = np.nan  # a hole: left out, the sky around it as before
+    background, rms = estimate_background(holed)
+    assert np.isfinite(background).all()
+    assert np.abs(background - 100).max() < 2 and np.abs(np.median(rms) - 5) < 0.5
+
+
 def test_mesh_median_filter_equals_photutils_generic_filter():
     """The meshes' 3 × 3 median filter (one NaN median over stacked windows) gives what
     photutils' ``generic_filter`` of a NaN median gives, NaN mesh points and edges included."""
