@@ -212,6 +212,11 @@ def _kept_key(path: Path) -> tuple | None:
     return resolved, st.st_mtime_ns, st.st_size
 
 
+def _inflates_too_far(name: str, max_bytes: int) -> FITSReadError:
+    return FITSReadError(name, f"inflates to more than the {max_bytes / 1e6:.0f} MB limit; "
+                               "refused")
+
+
 def _read_bytes(path: Path, name: str, max_bytes: int) -> bytes:
     """Read a file, inflating gzip or bzip2 in chunks so that a bomb is refused without filling
     memory (once for several reads, within :func:`inflate_once`)."""
@@ -231,8 +236,7 @@ def _read_bytes(path: Path, name: str, max_bytes: int) -> bytes:
         raw = _KEPT["kept"].get(key) if key is not None else None
     if raw is not None:
         if len(raw) > max_bytes:
-            raise FITSReadError(
-                name, f"inflates to more than the {max_bytes / 1e6:.0f} MB limit; refused")
+            raise _inflates_too_far(name, max_bytes)
     elif packed is not None:
         what, opener = packed
         out = io.BytesIO()
@@ -241,10 +245,7 @@ def _read_bytes(path: Path, name: str, max_bytes: int) -> bytes:
                 while chunk := stream.read(1 << 20):
                     out.write(chunk)
                     if out.tell() > max_bytes:
-                        raise FITSReadError(
-                            name,
-                            f"inflates to more than the {max_bytes / 1e6:.0f} MB limit; refused",
-                        )
+                        raise _inflates_too_far(name, max_bytes)
         except (OSError, EOFError, ValueError) as exc:  # gzip.BadGzipFile is an OSError
             raise FITSReadError(name, f"is a damaged {what} file ({exc})") from None
         raw = out.getvalue()

@@ -479,6 +479,7 @@ def ingest_many(
     """
     from .fits_reader import inflate_once
 
+    todo = to_ingest(items, hdu)
     report = IngestReport()
     embedder = get_embedder(settings.embedder, settings)
     # Stored vectors of an older definition of the features are embedded again by the fit.
@@ -486,11 +487,9 @@ def ingest_many(
     if client is not None:
         from .cluster import run_on_cluster
 
-        todo = to_ingest(items, hdu)
         report.results = run_on_cluster(engine, todo, settings, client, on_file, on_result)
         finish_batch(engine, report, settings, progress, fit_if_missing, client)
         return report
-    todo = to_ingest(items, hdu)
     # A file of several images (a mosaic's CCDs) is hashed once, and inflated once when it
     # is compressed, for all of them.
     hashes = _hashes_of_shared_files(todo)
@@ -514,11 +513,11 @@ def _hashes_of_shared_files(todo: list[IngestItem]) -> dict[Path, str]:
 
     hashes = {}
     for p, n in Counter(it.path for it in todo).items():
-        try:
-            if n > 1:
+        if n > 1:
+            try:
                 hashes[p] = sha256_file(p)
-        except OSError:
-            pass  # each of its images' ingest says why it cannot be read
+            except OSError:
+                pass  # each of its images' ingest says why it cannot be read
     return hashes
 
 
