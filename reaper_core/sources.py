@@ -247,7 +247,9 @@ def detect_segments(
     finite = np.isfinite(data)
     filled = np.asarray(data if finite.all() else np.where(finite, data, np.nanmedian(data)),
                         np.float32)
-    background, rms = sky if sky is not None else estimate_background(filled, box_size=box_size)
+    # The sky with missing pixels left out, as :func:`science_sky` measures it.
+    background, rms = sky if sky is not None else estimate_background(
+        np.asarray(data, np.float32), box_size=box_size)
     sub = np.subtract(filled, background, dtype=np.float32)
     kernel = Gaussian2DKernel(1.0, x_size=5, y_size=5)
     kernel.normalize()
